@@ -1,0 +1,114 @@
+//! The Bevy shell: window, scenes as a `States` enum, egui theme, orbit camera, presenter keys,
+//! and the headless helpers (`--screenshot`, `bench`).
+
+pub mod bench;
+pub mod camera;
+pub mod screenshot;
+pub mod shell;
+pub mod theme;
+
+use std::process::ExitCode;
+
+use bevy::asset::AssetMetaCheck;
+use bevy::prelude::*;
+use bevy::window::PresentMode;
+use bevy_egui::EguiPlugin;
+
+use crate::cli::{AppArgs, BenchArgs, SceneArg};
+
+/// The scenes, switched by keys 1/2 and by the tabs.
+#[derive(States, Default, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scene {
+    /// Scene 1: a mesh moved by 4x4 matrices and lit with dot products.
+    #[default]
+    Graphics,
+    /// Scene 2: the LLM (not built yet).
+    Llm,
+}
+
+impl Scene {
+    pub const ALL: [Scene; 2] = [Scene::Graphics, Scene::Llm];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Scene::Graphics => "1  Matrices & light",
+            Scene::Llm => "2  LLM",
+        }
+    }
+}
+
+impl From<SceneArg> for Scene {
+    fn from(arg: SceneArg) -> Self {
+        match arg {
+            SceneArg::Graphics => Scene::Graphics,
+            SceneArg::Llm => Scene::Llm,
+        }
+    }
+}
+
+/// What the command line asked for.
+#[derive(Resource, Debug, Clone, Default)]
+pub struct AppOptions {
+    pub args: AppArgs,
+    pub bench: Option<BenchArgs>,
+}
+
+/// Build and run the windowed app.
+pub fn run(args: AppArgs, bench: Option<BenchArgs>) -> ExitCode {
+    let mut app = App::new();
+    app.add_plugins(AppPlugin(AppOptions { args, bench }));
+    match app.run() {
+        AppExit::Success => ExitCode::SUCCESS,
+        AppExit::Error(code) => ExitCode::from(code.get()),
+    }
+}
+
+pub struct AppPlugin(pub AppOptions);
+
+impl Plugin for AppPlugin {
+    fn build(&self, app: &mut App) {
+        let options = self.0.clone();
+        let (width, height) = options.args.window.unwrap_or((1600, 900));
+        let present_mode = if options.bench.is_some() {
+            PresentMode::AutoNoVsync
+        } else {
+            PresentMode::AutoVsync
+        };
+        app.add_plugins(
+            DefaultPlugins
+                .set(WindowPlugin {
+                    primary_window: Some(Window {
+                        title: "samemath: the same GPU math".into(),
+                        resolution: (width, height).into(),
+                        present_mode,
+                        ..default()
+                    }),
+                    ..default()
+                })
+                .set(AssetPlugin {
+                    meta_check: AssetMetaCheck::Never,
+                    ..default()
+                }),
+        )
+        .add_plugins(EguiPlugin::default())
+        .insert_resource(ClearColor(theme::BACKGROUND))
+        .insert_resource(theme::UiSettings {
+            large: options.args.large_ui,
+        })
+        .insert_resource(options)
+        .add_plugins((
+            logic_plugin,
+            theme::plugin,
+            camera::plugin,
+            crate::graphics::plugin,
+            screenshot::plugin,
+            bench::plugin,
+        ));
+    }
+}
+
+/// Everything that needs no window or GPU: scene state, keys, scene-1 logic. Headless tests
+/// add this next to `MinimalPlugins`.
+pub fn logic_plugin(app: &mut App) {
+    app.add_plugins((shell::plugin, crate::graphics::logic_plugin));
+}

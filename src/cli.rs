@@ -1,0 +1,109 @@
+//! The command line: `samemath` opens the app; subcommands for the tools around it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "samemath",
+    version,
+    about = "Game graphics and LLMs run the same GPU math: a live demo.",
+    long_about = "samemath opens a window with two scenes: a mesh moved by 4x4 matrices and lit \
+                  with dot products, and (coming) a small LLM whose every multiply-add is shown."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub app: AppArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct AppArgs {
+    /// Scene to open first.
+    #[arg(long, value_enum, default_value_t = SceneArg::Graphics, global = true)]
+    pub scene: SceneArg,
+    /// Window size in logical pixels, e.g. 1280x720.
+    #[arg(long, value_parser = parse_window_size, global = true)]
+    pub window: Option<(u32, u32)>,
+    /// Render, save a PNG screenshot to PATH (plus PATH.json with the matrices used), then exit.
+    #[arg(long, value_name = "PATH")]
+    pub screenshot: Option<PathBuf>,
+    /// Start from a saved scene-1 state (JSON: model, lighting, camera, mesh, selection).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub state: Option<PathBuf>,
+    /// Also offer this Wavefront OBJ file as a mesh.
+    #[arg(long, value_name = "OBJ", global = true)]
+    pub mesh: Option<PathBuf>,
+    /// Start with the large (projector) UI.
+    #[arg(long, global = true)]
+    pub large_ui: bool,
+    /// Start fullscreen.
+    #[arg(long)]
+    pub fullscreen: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum SceneArg {
+    #[default]
+    Graphics,
+    Llm,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Measure frame times of a scene and print mean and p95.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Frames to measure (after a warm-up of 30).
+    #[arg(long, default_value_t = 300)]
+    pub frames: u32,
+}
+
+pub fn parse_window_size(text: &str) -> Result<(u32, u32), String> {
+    let (w, h) = text
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("expected WIDTHxHEIGHT, e.g. 1280x720, got {text:?}"))?;
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|v| (1..=16384).contains(v))
+            .ok_or_else(|| format!("{s:?} is not a size between 1 and 16384"))
+    };
+    Ok((parse(w)?, parse(h)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_sizes() {
+        assert_eq!(parse_window_size("1280x720"), Ok((1280, 720)));
+        assert_eq!(parse_window_size("1X1"), Ok((1, 1)));
+        assert!(parse_window_size("1280").is_err());
+        assert!(parse_window_size("0x10").is_err());
+        assert!(parse_window_size("axb").is_err());
+    }
+
+    #[test]
+    fn command_line_parses() {
+        let cli =
+            Cli::try_parse_from(["samemath", "--scene", "llm", "--window", "800x600"]).unwrap();
+        assert_eq!(cli.app.scene, SceneArg::Llm);
+        assert_eq!(cli.app.window, Some((800, 600)));
+        let cli =
+            Cli::try_parse_from(["samemath", "bench", "--scene", "graphics", "--frames", "5"])
+                .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Bench(BenchArgs { frames: 5 }))
+        ));
+        assert!(Cli::try_parse_from(["samemath", "--scene", "nope"]).is_err());
+    }
+}

@@ -1,0 +1,402 @@
+//! The matrix panel (left): typed fields for t, s and theta, the composition order, every
+//! factor and the composed matrix with live numbers, view, projection and the clip-from-local
+//! chain; the lighting controls and the mesh choice (right, above the inspectors).
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+
+use bevy::prelude::*;
+use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
+use glam::{Mat3, Mat4};
+
+use super::{GraphicsSettings, MeshChoice, MeshLibrary, SceneMatrices};
+use crate::app::Scene;
+use crate::app::shell::{FreeArea, UiSet};
+use crate::math::{ComposeOrder, parse_finite};
+
+pub const WARNING: egui::Color32 = egui::Color32::from_rgb(255, 170, 60);
+pub const ERROR: egui::Color32 = egui::Color32::from_rgb(255, 110, 110);
+pub const ACCENT: egui::Color32 = egui::Color32::from_rgb(120, 200, 255);
+
+/// Text typed into the number fields, kept while the field is being edited, and the last
+/// refusal so the user sees what was not accepted.
+#[derive(Resource, Debug, Default)]
+pub struct FieldBuffers {
+    pub text: HashMap<&'static str, String>,
+    pub refused: Option<String>,
+}
+
+impl FieldBuffers {
+    /// Accept `text` into `value` if it is a finite number; otherwise keep the value and
+    /// remember the refusal. Returns whether the value changed.
+    pub fn commit(&mut self, name: &str, text: &str, value: &mut f32) -> bool {
+        match parse_finite(text) {
+            Some(v) => {
+                self.refused = None;
+                let changed = *value != v;
+                *value = v;
+                changed
+            }
+            None => {
+                self.refused = Some(format!(
+                    "{name}: {text:?} is not a finite number; kept {}",
+                    fmt_num(*value)
+                ));
+                false
+            }
+        }
+    }
+}
+
+pub(super) fn plugin(app: &mut App) {
+    app.init_resource::<FieldBuffers>().add_systems(
+        EguiPrimaryContextPass,
+        (matrix_panel, settings_panel)
+            .chain()
+            .in_set(UiSet::Panels)
+            .run_if(in_state(Scene::Graphics)),
+    );
+}
+
+pub fn fmt_num(v: f32) -> String {
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.into() }
+}
+
+/// A typed field plus a slider. Typing is committed on Enter or when the field loses focus.
+fn number_row(
+    ui: &mut egui::Ui,
+    buffers: &mut FieldBuffers,
+    name: &'static str,
+    value: &mut f32,
+    range: RangeInclusive<f32>,
+) {
+    ui.label(egui::RichText::new(name).monospace());
+    let mut text = buffers.text.remove(name).unwrap_or_else(|| fmt_num(*value));
+    let response = ui.add(
+        egui::TextEdit::singleline(&mut text)
+            .desired_width(64.0)
+            .font(egui::TextStyle::Monospace),
+    );
+    if response.lost_focus() {
+        buffers.commit(name, &text, value);
+        text = fmt_num(*value);
+    } else if !response.has_focus() {
+        text = fmt_num(*value);
+    }
+    buffers.text.insert(name, text);
+    ui.add(egui::Slider::new(value, range).show_value(false));
+    ui.end_row();
+}
+
+/// A matrix as rows (our storage is column-major: row i is `m.row(i)`).
+pub fn matrix_grid(ui: &mut egui::Ui, title: &str, rows: &[Vec<f32>], highlight: bool) {
+    ui.vertical(|ui| {
+        let text = egui::RichText::new(title).strong();
+        ui.add(egui::Label::new(if highlight { text.color(ACCENT) } else { text }).extend());
+        egui::Frame::new()
+            .fill(ui.visuals().extreme_bg_color)
+            .inner_margin(4.0)
+            .corner_radius(3.0)
+            .show(ui, |ui| {
+                for row in rows {
+                    let line: Vec<String> = row.iter().map(|v| fmt_cell(*v)).collect();
+                    let text = egui::RichText::new(line.join(" ")).monospace().size(13.0);
+                    ui.add(egui::Label::new(text).extend());
+                }
+            });
+    });
+}
+
+/// A fixed-width matrix cell; tiny negatives print as 0 rather than -0.000.
+pub fn fmt_cell(v: f32) -> String {
+    let v = if v.abs() < 5e-4 { 0.0 } else { v };
+    format!("{v:>7.3}")
+}
+
+/// Matrices two by two, so the panel keeps its width.
+fn matrix_pairs(ui: &mut egui::Ui, id: &str, items: &[(String, Vec<Vec<f32>>, bool)]) {
+    egui::Grid::new(id)
+        .num_columns(2)
+        .spacing([10.0, 8.0])
+        .show(ui, |ui| {
+            for pair in items.chunks(2) {
+                for (title, rows, highlight) in pair {
+                    matrix_grid(ui, title, rows, *highlight);
+                }
+                ui.end_row();
+            }
+        });
+}
+
+pub fn mat4_rows(m: &Mat4) -> Vec<Vec<f32>> {
+    (0..4).map(|i| m.row(i).to_array().to_vec()).collect()
+}
+
+pub fn mat3_rows(m: &Mat3) -> Vec<Vec<f32>> {
+    (0..3).map(|i| m.row(i).to_array().to_vec()).collect()
+}
+
+fn matrix_panel(
+    mut contexts: EguiContexts,
+    mut settings: ResMut<GraphicsSettings>,
+    mut buffers: ResMut<FieldBuffers>,
+    matrices: Res<SceneMatrices>,
+    mut free: ResMut<FreeArea>,
+) {
+    let Ok(ctx) = contexts.ctx_mut() else {
+        return;
+    };
+    let mut root = free.ui(ctx, "matrix_panel_root");
+    let panel = egui::Panel::left("matrix_panel")
+        .resizable(true)
+        .default_size(540.0)
+        .size_range(320.0..=760.0)
+        .show(&mut root, |ui| {
+            egui::ScrollArea::both().show(ui, |ui| {
+                ui.heading("Model matrix M");
+                ui.label(
+                    "Column vectors: v' = M·v. R = Rz·Ry·Rx. Matrices are shown row by row; \
+                     these are the exact f32 numbers uploaded to the GPU.",
+                );
+                let s = &mut *settings;
+                egui::Grid::new("model_fields")
+                    .num_columns(3)
+                    .spacing([6.0, 4.0])
+                    .show(ui, |ui| {
+                        let b = &mut *buffers;
+                        number_row(ui, b, "t_x", &mut s.model.translation[0], -5.0..=5.0);
+                        number_row(ui, b, "t_y", &mut s.model.translation[1], -5.0..=5.0);
+                        number_row(ui, b, "t_z", &mut s.model.translation[2], -5.0..=5.0);
+                        number_row(ui, b, "s_x", &mut s.model.scale[0], -3.0..=3.0);
+                        number_row(ui, b, "s_y", &mut s.model.scale[1], -3.0..=3.0);
+                        number_row(ui, b, "s_z", &mut s.model.scale[2], -3.0..=3.0);
+                        number_row(ui, b, "θ_x°", &mut s.model.rotation_deg[0], -180.0..=180.0);
+                        number_row(ui, b, "θ_y°", &mut s.model.rotation_deg[1], -180.0..=180.0);
+                        number_row(ui, b, "θ_z°", &mut s.model.rotation_deg[2], -180.0..=180.0);
+                    });
+                if let Some(refused) = &buffers.refused {
+                    ui.colored_label(ERROR, format!("Refused: {refused}"));
+                }
+                ui.horizontal(|ui| {
+                    ui.label("Order:");
+                    egui::ComboBox::from_id_salt("compose_order")
+                        .selected_text(format!("M = {}", s.model.order.label()))
+                        .show_ui(ui, |ui| {
+                            for order in ComposeOrder::ALL {
+                                ui.selectable_value(
+                                    &mut s.model.order,
+                                    order,
+                                    format!("M = {}", order.label()),
+                                );
+                            }
+                        });
+                    if ui.button("Reset (R)").clicked() {
+                        s.reset_model();
+                    }
+                    ui.toggle_value(&mut s.animate, "Animate (A)");
+                });
+                ui.label(format!(
+                    "The rightmost factor acts first: {} applies {} first.",
+                    s.model.order.label(),
+                    s.model.order.label().chars().last().unwrap_or('S')
+                ));
+                if !matrices.normal.invertible {
+                    ui.colored_label(
+                        WARNING,
+                        format!(
+                            "⚠ M is not invertible (det = {:.3}): normals undefined. \
+                             Using the cofactor matrix instead.",
+                            matrices.normal.det
+                        ),
+                    );
+                }
+                ui.separator();
+                let f = s.model.factors();
+                let chain = &matrices.chain;
+                matrix_pairs(
+                    ui,
+                    "factors",
+                    &[
+                        ("T (translation)".into(), mat4_rows(&f.t), false),
+                        ("S (scale)".into(), mat4_rows(&f.s), false),
+                        ("Rx".into(), mat4_rows(&f.rx), false),
+                        ("Ry".into(), mat4_rows(&f.ry), false),
+                        ("Rz".into(), mat4_rows(&f.rz), false),
+                        (
+                            format!("M = {}", s.model.order.label()),
+                            mat4_rows(&chain.world_from_local),
+                            true,
+                        ),
+                    ],
+                );
+                matrix_grid(
+                    ui,
+                    &format!(
+                        "Normal matrix N = transpose(inverse(M3x3)), det = {:.4}",
+                        matrices.normal.det
+                    ),
+                    &mat3_rows(&matrices.normal.matrix),
+                    false,
+                );
+                ui.separator();
+                ui.heading("Camera");
+                ui.label("clip = P · V · M · v   (P: reverse-Z infinite perspective, as Bevy's)");
+                matrix_pairs(
+                    ui,
+                    "camera",
+                    &[
+                        (
+                            "V (view_from_world)".into(),
+                            mat4_rows(&chain.view_from_world),
+                            false,
+                        ),
+                        (
+                            "P (clip_from_view)".into(),
+                            mat4_rows(&chain.clip_from_view),
+                            false,
+                        ),
+                        (
+                            "P·V·M (clip_from_local)".into(),
+                            mat4_rows(&chain.clip_from_local()),
+                            true,
+                        ),
+                    ],
+                );
+            });
+        });
+    free.take(panel.response.rect);
+}
+
+fn settings_panel(
+    mut contexts: EguiContexts,
+    mut settings: ResMut<GraphicsSettings>,
+    library: Option<Res<MeshLibrary>>,
+    matrices: Res<SceneMatrices>,
+    mut free: ResMut<FreeArea>,
+) {
+    let Ok(ctx) = contexts.ctx_mut() else {
+        return;
+    };
+    let mut root = free.ui(ctx, "inspector_panel_root");
+    let panel = egui::Panel::right("inspector_panel")
+        .resizable(true)
+        .default_size(460.0)
+        .size_range(280.0..=700.0)
+        .show(&mut root, |ui| {
+            egui::ScrollArea::both().show(ui, |ui| {
+                let s = &mut *settings;
+                ui.heading("Mesh");
+                ui.horizontal_wrapped(|ui| {
+                    for choice in MeshChoice::ALL {
+                        let entry = library
+                            .as_ref()
+                            .and_then(|l| l.entries.iter().find(|e| e.choice == choice));
+                        match entry.map(|e| &e.mesh) {
+                            Some(Ok(_)) => {
+                                if ui
+                                    .selectable_label(matrices.mesh == choice, choice.label())
+                                    .clicked()
+                                {
+                                    s.mesh = choice;
+                                    s.selected_vertex = Some(0);
+                                    s.surface_pick = None;
+                                }
+                            }
+                            Some(Err(_)) => {
+                                ui.add_enabled(false, egui::Button::new(choice.label()));
+                            }
+                            None => {}
+                        }
+                    }
+                });
+                if let Some(library) = &library {
+                    for entry in &library.entries {
+                        if let Err(e) = &entry.mesh {
+                            ui.colored_label(
+                                ERROR,
+                                format!("{} could not be loaded: {e}", entry.choice.label()),
+                            );
+                        }
+                    }
+                }
+                if matrices.mesh != s.mesh {
+                    ui.colored_label(
+                        WARNING,
+                        format!("Showing {} instead.", matrices.mesh.label()),
+                    );
+                }
+                ui.separator();
+                ui.heading("Light");
+                let l = &mut s.lighting;
+                ui.horizontal(|ui| {
+                    ui.checkbox(&mut l.ambient_on, "ambient");
+                    ui.checkbox(&mut l.diffuse_on, "Lambert");
+                    ui.checkbox(&mut l.specular_on, "Blinn-Phong");
+                });
+                ui.horizontal(|ui| {
+                    ui.radio_value(&mut l.per_fragment, false, "per vertex (Gouraud)");
+                    ui.radio_value(&mut l.per_fragment, true, "per fragment (G)");
+                });
+                egui::Grid::new("light_grid").num_columns(2).show(ui, |ui| {
+                    ui.label("ka (ambient)");
+                    ui.add(egui::Slider::new(&mut l.ambient, 0.0..=1.0));
+                    ui.end_row();
+                    ui.label("kd (diffuse)");
+                    ui.add(egui::Slider::new(&mut l.diffuse, 0.0..=1.0));
+                    ui.end_row();
+                    ui.label("ks (specular)");
+                    ui.add(egui::Slider::new(&mut l.specular, 0.0..=1.0));
+                    ui.end_row();
+                    ui.label("n (shininess)");
+                    ui.add(egui::Slider::new(&mut l.shininess, 1.0..=256.0).logarithmic(true));
+                    ui.end_row();
+                    ui.label("light azimuth°");
+                    ui.add(egui::Slider::new(&mut l.azimuth_deg, -180.0..=180.0));
+                    ui.end_row();
+                    ui.label("light elevation°");
+                    ui.add(egui::Slider::new(&mut l.elevation_deg, -89.0..=89.0));
+                    ui.end_row();
+                });
+                let d = matrices.light_dir;
+                ui.label(
+                    egui::RichText::new(format!(
+                        "L = ({:.3}, {:.3}, {:.3})   right-drag in the view to move it",
+                        d.x, d.y, d.z
+                    ))
+                    .monospace(),
+                );
+                ui.label(super::lighting_formula(l));
+                ui.separator();
+                super::inspect::inspectors(ui, s, &matrices, library.as_deref());
+            });
+        });
+    free.take(panel.response.rect);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_input_keeps_the_value() {
+        let mut b = FieldBuffers::default();
+        let mut v = 1.5;
+        for bad in ["NaN", "inf", "abc", ""] {
+            assert!(!b.commit("t_x", bad, &mut v));
+            assert_eq!(v, 1.5);
+            assert!(b.refused.as_deref().unwrap().contains("t_x"));
+        }
+        assert!(b.commit("t_x", "-2", &mut v));
+        assert_eq!(v, -2.0);
+        assert!(b.refused.is_none());
+    }
+
+    #[test]
+    fn numbers_are_short() {
+        assert_eq!(fmt_num(1.0), "1");
+        assert_eq!(fmt_num(-0.0001), "0");
+        assert_eq!(fmt_num(2.125), "2.125");
+    }
+}

@@ -1,0 +1,33 @@
+//! Engine-free math of scene 1: matrix builders, the clip-from-local chain, normal matrix,
+//! dot-product lighting and meshes. No Bevy here: it mirrors `shaders/` and is tested against
+//! glam and hand-computed values.
+
+pub mod camera;
+pub mod lighting;
+pub mod mesh;
+pub mod normal;
+pub mod transform;
+
+pub use camera::{ClipChain, OrbitCamera, Ray, VertexJourney, Viewport};
+pub use lighting::{LightTerms, LightingParams};
+pub use normal::{NormalMatrix, normal_matrix};
+pub use transform::{ComposeOrder, ModelParams};
+
+/// Parse a number typed into a field: finite values only (NaN, inf and text are refused).
+pub fn parse_finite(text: &str) -> Option<f32> {
+    text.trim().parse::<f32>().ok().filter(|v| v.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_finite;
+
+    #[test]
+    fn fields_refuse_non_finite_input() {
+        assert_eq!(parse_finite(" 2.5 "), Some(2.5));
+        assert_eq!(parse_finite("-1e3"), Some(-1000.0));
+        for bad in ["", "abc", "NaN", "nan", "inf", "-inf", "1e40", "1,5"] {
+            assert_eq!(parse_finite(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Native vs web differences in one place: where asset files live and how they are read.
+
+use std::path::PathBuf;
+
+/// Where `assets/` is: `SAMEMATH_ASSETS` if set, else next to the executable, else the source
+/// tree this binary was built from.
+pub fn assets_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("SAMEMATH_ASSETS") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("assets")))
+        .filter(|d| d.is_dir())
+    {
+        return dir;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets")
+}
+
+/// Read a text asset, with the path in the error so the UI can show it.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_asset_text(relative: &str) -> Result<String, String> {
+    let path = assets_dir().join(relative);
+    std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// On the web the bundled meshes are compiled in (no file system).
+#[cfg(target_arch = "wasm32")]
+pub fn read_asset_text(relative: &str) -> Result<String, String> {
+    match relative {
+        "meshes/teapot.obj" => Ok(include_str!("../assets/meshes/teapot.obj").to_string()),
+        other => Err(format!("{other}: not bundled in the web build")),
+    }
+}
+
+/// Read a user-chosen file.
+pub fn read_user_text(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
