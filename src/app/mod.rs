@@ -55,12 +55,34 @@ pub struct AppOptions {
 
 /// Build and run the windowed app.
 pub fn run(args: AppArgs, bench: Option<BenchArgs>) -> ExitCode {
+    if let Err(message) = display_available() {
+        eprintln!("samemath: {message}");
+        return ExitCode::from(2);
+    }
     let mut app = App::new();
     app.add_plugins(AppPlugin(AppOptions { args, bench }));
     match app.run() {
         AppExit::Success => ExitCode::SUCCESS,
         AppExit::Error(code) => ExitCode::from(code.get()),
     }
+}
+
+/// On Linux this build opens its window through X11 (XWayland on Wayland desktops); say so
+/// instead of letting winit panic when there is no X display.
+fn display_available() -> Result<(), String> {
+    if cfg!(all(
+        unix,
+        not(target_os = "macos"),
+        not(target_arch = "wasm32")
+    )) && std::env::var_os("DISPLAY").is_none()
+    {
+        return Err(
+            "no X display: DISPLAY is unset. Run it from a desktop session \
+                    (XWayland on Wayland), or headless under `xvfb-run -a samemath ...`."
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 pub struct AppPlugin(pub AppOptions);

@@ -294,16 +294,16 @@ fn settings_panel(
                             .as_ref()
                             .and_then(|l| l.entries.iter().find(|e| e.choice == choice));
                         match entry.map(|e| &e.mesh) {
-                            Some(Ok(_)) => {
+                            Some(Ok(_))
                                 if ui
                                     .selectable_label(matrices.mesh == choice, choice.label())
-                                    .clicked()
-                                {
-                                    s.mesh = choice;
-                                    s.selected_vertex = Some(0);
-                                    s.surface_pick = None;
-                                }
+                                    .clicked() =>
+                            {
+                                s.mesh = choice;
+                                s.selected_vertex = Some(0);
+                                s.surface_pick = None;
                             }
+                            Some(Ok(_)) => {}
                             Some(Err(_)) => {
                                 ui.add_enabled(false, egui::Button::new(choice.label()));
                             }

@@ -1,6 +1,7 @@
 //! Integration tests, one binary (each test binary links the whole app): WGSL validation,
 //! headless App logic, and real frames rendered by the `samemath` binary.
 
+mod cli;
 mod headless;
 mod render;
 mod shaders;

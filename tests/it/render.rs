@@ -29,13 +29,17 @@ fn out_dir() -> PathBuf {
 }
 
 fn render(name: &str, state: Value, extra: &[&str]) -> Shot {
+    render_at(name, WINDOW, state, extra)
+}
+
+fn render_at(name: &str, window: &str, state: Value, extra: &[&str]) -> Shot {
     let dir = out_dir();
     let png = dir.join(format!("{name}.png"));
     let state_path = dir.join(format!("{name}.state.json"));
     std::fs::write(&state_path, serde_json::to_string_pretty(&state).unwrap()).unwrap();
     let _ = std::fs::remove_file(&png);
     let output = Command::new(env!("CARGO_BIN_EXE_samemath"))
-        .args(["--window", WINDOW, "--screenshot"])
+        .args(["--window", window, "--screenshot"])
         .arg(&png)
         .arg("--state")
         .arg(&state_path)
@@ -324,4 +328,11 @@ fn a_broken_mesh_file_is_reported_and_the_app_keeps_going() {
     assert!(shot.stderr.contains("line 2"), "{}", shot.stderr);
     assert_eq!(shot.meta["mesh"], json!("Teapot"));
     assert!(mesh_pixels(&shot).len() > 5000);
+}
+
+#[test]
+fn a_one_pixel_window_does_not_panic() {
+    let shot = render_at("one_pixel", "1x1", base_state("Teapot"), &[]);
+    assert!(!shot.stderr.contains("panicked"), "{}", shot.stderr);
+    assert!(shot.image.width() >= 1 && shot.image.height() >= 1);
 }
