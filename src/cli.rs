@@ -55,6 +55,25 @@ pub enum SceneArg {
 pub enum Command {
     /// Measure frame times of a scene and print mean and p95.
     Bench(BenchArgs),
+    /// Stream the model's answer to a prompt (CPU).
+    Generate {
+        #[command(flatten)]
+        model: crate::tools::ModelArgs,
+        #[command(flatten)]
+        prompt: crate::tools::PromptArgs,
+    },
+    /// Generate and write every internal of each step as JSON (schema in README).
+    Trace {
+        #[command(flatten)]
+        model: crate::tools::ModelArgs,
+        #[command(flatten)]
+        prompt: crate::tools::PromptArgs,
+        /// Write the steps here instead of stdout.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+    },
+    /// Download SmolLM2-135M-Instruct (Q4_1 GGUF) into the cache and verify its sha256.
+    FetchModel,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -62,6 +81,15 @@ pub struct BenchArgs {
     /// Frames to measure (after a warm-up of 30).
     #[arg(long, default_value_t = 300)]
     pub frames: u32,
+    /// Benchmark the LLM engine (prefill and decode, recording off and on, against llama.cpp)
+    /// instead of a scene.
+    #[arg(long)]
+    pub llm: bool,
+    /// Tokens to decode per LLM run.
+    #[arg(long, default_value_t = 64)]
+    pub tokens: usize,
+    #[command(flatten)]
+    pub model: crate::tools::ModelArgs,
 }
 
 pub fn parse_window_size(text: &str) -> Result<(u32, u32), String> {
@@ -102,7 +130,11 @@ mod tests {
                 .unwrap();
         assert!(matches!(
             cli.command,
-            Some(Command::Bench(BenchArgs { frames: 5 }))
+            Some(Command::Bench(BenchArgs {
+                frames: 5,
+                llm: false,
+                ..
+            }))
         ));
         assert!(Cli::try_parse_from(["samemath", "--scene", "nope"]).is_err());
     }

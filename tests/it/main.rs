@@ -3,5 +3,7 @@
 
 mod cli;
 mod headless;
+mod llm;
 mod render;
 mod shaders;
+mod tiny_gguf;

@@ -1,0 +1,191 @@
+//! The llama hyper-parameters, read from a GGUF file's metadata and checked against its tensors.
+
+use std::collections::HashMap;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+
+use super::error::{LlmError, Result};
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LlamaConfig {
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_ff: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub rope_dim: usize,
+    pub rope_base: f32,
+    pub rms_eps: f64,
+    pub vocab_size: usize,
+    pub context_length: usize,
+}
+
+impl LlamaConfig {
+    /// Query heads per KV head (grouped-query attention).
+    pub fn group_size(&self) -> usize {
+        self.n_head / self.n_kv_head
+    }
+
+    /// The KV head that query head `h` reads.
+    pub fn kv_head_of(&self, h: usize) -> usize {
+        h / self.group_size()
+    }
+
+    pub fn from_gguf(content: &Content) -> Result<Self> {
+        let md = &content.metadata;
+        let arch = get_str(md, "general.architecture")?;
+        if arch != "llama" {
+            return Err(LlmError::NotLlama(arch.to_string()));
+        }
+        let n_embd = get_usize(md, "llama.embedding_length")?;
+        let n_head = get_usize(md, "llama.attention.head_count")?;
+        let n_kv_head = get_usize(md, "llama.attention.head_count_kv").unwrap_or(n_head);
+        if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 || n_embd % n_head != 0 {
+            return Err(LlmError::Metadata {
+                key: "llama.attention.head_count".into(),
+                reason: format!(
+                    "{n_head} heads / {n_kv_head} KV heads do not divide embedding {n_embd}"
+                ),
+            });
+        }
+        let head_dim = n_embd / n_head;
+        let rope_dim = get_usize(md, "llama.rope.dimension_count").unwrap_or(head_dim);
+        let vocab_size = match md.get("tokenizer.ggml.tokens") {
+            Some(Value::Array(tokens)) => tokens.len(),
+            _ => get_usize(md, "llama.vocab_size")?,
+        };
+        let cfg = Self {
+            n_layer: get_usize(md, "llama.block_count")?,
+            n_embd,
+            n_ff: get_usize(md, "llama.feed_forward_length")?,
+            n_head,
+            n_kv_head,
+            head_dim,
+            rope_dim,
+            rope_base: get_f32(md, "llama.rope.freq_base").unwrap_or(10_000.0),
+            rms_eps: get_f32(md, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f64,
+            vocab_size,
+            context_length: get_usize(md, "llama.context_length").unwrap_or(2048),
+        };
+        if cfg.rope_dim != cfg.head_dim {
+            return Err(LlmError::Metadata {
+                key: "llama.rope.dimension_count".into(),
+                reason: format!(
+                    "partial rotary ({} of {}) is not supported",
+                    rope_dim, head_dim
+                ),
+            });
+        }
+        cfg.check_tensors(content)?;
+        Ok(cfg)
+    }
+
+    /// Every tensor the forward pass reads must exist with the shape the metadata implies.
+    fn check_tensors(&self, content: &Content) -> Result<()> {
+        let kv = self.n_kv_head * self.head_dim;
+        let mut expected: Vec<(String, Vec<usize>)> = vec![
+            (
+                "token_embd.weight".into(),
+                vec![self.vocab_size, self.n_embd],
+            ),
+            ("output_norm.weight".into(), vec![self.n_embd]),
+        ];
+        for i in 0..self.n_layer {
+            let p = format!("blk.{i}");
+            expected.extend([
+                (format!("{p}.attn_norm.weight"), vec![self.n_embd]),
+                (format!("{p}.attn_q.weight"), vec![self.n_embd, self.n_embd]),
+                (format!("{p}.attn_k.weight"), vec![kv, self.n_embd]),
+                (format!("{p}.attn_v.weight"), vec![kv, self.n_embd]),
+                (
+                    format!("{p}.attn_output.weight"),
+                    vec![self.n_embd, self.n_embd],
+                ),
+                (format!("{p}.ffn_norm.weight"), vec![self.n_embd]),
+                (format!("{p}.ffn_gate.weight"), vec![self.n_ff, self.n_embd]),
+                (format!("{p}.ffn_up.weight"), vec![self.n_ff, self.n_embd]),
+                (format!("{p}.ffn_down.weight"), vec![self.n_embd, self.n_ff]),
+            ]);
+        }
+        if let Some(out) = content.tensor_infos.get("output.weight") {
+            let dims = out.shape.dims().to_vec();
+            if dims != [self.vocab_size, self.n_embd] {
+                return Err(LlmError::Tensor {
+                    name: "output.weight".into(),
+                    reason: format!(
+                        "shape {dims:?}, expected {:?}",
+                        [self.vocab_size, self.n_embd]
+                    ),
+                });
+            }
+        }
+        for (name, shape) in expected {
+            let Some(info) = content.tensor_infos.get(&name) else {
+                return Err(LlmError::Tensor {
+                    name,
+                    reason: "missing".into(),
+                });
+            };
+            if info.shape.dims() != shape.as_slice() {
+                return Err(LlmError::Tensor {
+                    reason: format!("shape {:?}, expected {shape:?}", info.shape.dims()),
+                    name,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn get<'a>(md: &'a HashMap<String, Value>, key: &str) -> Result<&'a Value> {
+    md.get(key).ok_or_else(|| LlmError::Metadata {
+        key: key.into(),
+        reason: "missing".into(),
+    })
+}
+
+fn bad(key: &str, e: impl std::fmt::Display) -> LlmError {
+    LlmError::Metadata {
+        key: key.into(),
+        reason: e.to_string(),
+    }
+}
+
+pub(crate) fn get_str<'a>(md: &'a HashMap<String, Value>, key: &str) -> Result<&'a str> {
+    get(md, key)?
+        .to_string()
+        .map(String::as_str)
+        .map_err(|e| bad(key, e))
+}
+
+pub(crate) fn get_usize(md: &HashMap<String, Value>, key: &str) -> Result<usize> {
+    let v = get(md, key)?;
+    let n = match v {
+        Value::U8(x) => *x as u64,
+        Value::U16(x) => *x as u64,
+        Value::U32(x) => *x as u64,
+        Value::U64(x) => *x,
+        Value::I32(x) if *x >= 0 => *x as u64,
+        Value::I64(x) if *x >= 0 => *x as u64,
+        other => return Err(bad(key, format!("expected a count, found {other:?}"))),
+    };
+    usize::try_from(n)
+        .ok()
+        .filter(|n| *n > 0 && *n < (1 << 31))
+        .ok_or_else(|| bad(key, format!("{n} is out of range")))
+}
+
+fn get_f32(md: &HashMap<String, Value>, key: &str) -> Result<f32> {
+    let v = get(md, key)?;
+    let x = match v {
+        Value::F32(x) => *x,
+        Value::F64(x) => *x as f32,
+        other => return Err(bad(key, format!("expected a number, found {other:?}"))),
+    };
+    if x.is_finite() && x > 0.0 {
+        Ok(x)
+    } else {
+        Err(bad(key, format!("{x} is not a positive number")))
+    }
+}

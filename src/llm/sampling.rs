@@ -1,0 +1,237 @@
+//! Choosing the next token: greedy, temperature, top-k, top-p, repeat penalty, seeded.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SamplingParams {
+    /// 0 means greedy (always the most likely token).
+    pub temperature: f32,
+    /// Keep only the k most likely tokens (0: all).
+    pub top_k: usize,
+    /// Keep the smallest set whose probability reaches p (1: all).
+    pub top_p: f32,
+    pub seed: u64,
+    /// llama.cpp's rule: positive logits divided by it, negative multiplied (1: off).
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalty looks at.
+    pub repeat_last_n: usize,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 40,
+            top_p: 0.95,
+            seed: 42,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn greedy() -> Self {
+        Self::default()
+    }
+
+    /// Out-of-range values made safe (NaN temperature is greedy, top_p clamped).
+    pub fn sanitized(mut self) -> Self {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            self.temperature = 0.0;
+        }
+        if !self.top_p.is_finite() {
+            self.top_p = 1.0;
+        }
+        self.top_p = self.top_p.clamp(0.0, 1.0);
+        if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
+            self.repeat_penalty = 1.0;
+        }
+        self
+    }
+}
+
+/// SplitMix64: tiny, seedable, the same on every platform.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    pub params: SamplingParams,
+    rng: Rng,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Self {
+        let params = params.sanitized();
+        Self {
+            params,
+            rng: Rng::new(params.seed),
+        }
+    }
+
+    /// Apply the repeat penalty to `logits` for tokens in `history`.
+    pub fn penalize(&self, logits: &mut [f32], history: &[u32]) {
+        let p = self.params.repeat_penalty;
+        if p == 1.0 {
+            return;
+        }
+        let start = history.len().saturating_sub(self.params.repeat_last_n);
+        let mut seen = history[start..].to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        for id in seen {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l = if *l > 0.0 { *l / p } else { *l * p };
+            }
+        }
+    }
+
+    /// The candidates that survive top-k and top-p at the current temperature, with their
+    /// renormalised probabilities, best first. What the LLM scene draws as bars.
+    pub fn distribution(&self, logits: &[f32]) -> Vec<(u32, f32)> {
+        let p = &self.params;
+        let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+        idx.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
+        if p.temperature == 0.0 {
+            return idx.first().map(|i| vec![(*i, 1.0)]).unwrap_or_default();
+        }
+        if p.top_k > 0 {
+            idx.truncate(p.top_k);
+        }
+        let max = idx.first().map_or(0.0, |i| logits[*i as usize]);
+        let weights: Vec<f32> = idx
+            .iter()
+            .map(|i| ((logits[*i as usize] - max) / p.temperature).exp())
+            .collect();
+        let total: f32 = weights.iter().sum();
+        let mut out = Vec::new();
+        let mut cumulative = 0.0;
+        for (i, w) in idx.iter().zip(weights) {
+            let prob = w / total;
+            out.push((*i, prob));
+            cumulative += prob;
+            if cumulative >= p.top_p {
+                break;
+            }
+        }
+        let kept: f32 = out.iter().map(|(_, q)| q).sum();
+        out.iter_mut().for_each(|(_, q)| *q /= kept);
+        out
+    }
+
+    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+        let mut logits = logits.to_vec();
+        self.penalize(&mut logits, history);
+        if self.params.temperature == 0.0 {
+            return super::model::argmax(&logits);
+        }
+        let dist = self.distribution(&logits);
+        let r = self.rng.next_f32();
+        let mut cumulative = 0.0;
+        for (id, prob) in &dist {
+            cumulative += prob;
+            if r < cumulative {
+                return *id;
+            }
+        }
+        dist.last().map_or(0, |(id, _)| *id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_maximum() {
+        let mut s = Sampler::new(SamplingParams::greedy());
+        assert_eq!(s.sample(&[0.1, 3.0, -1.0, 2.9], &[]), 1);
+    }
+
+    #[test]
+    fn top_k_and_top_p_cut_the_tail() {
+        let logits = [4.0, 3.0, 2.0, 1.0, 0.0];
+        let s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 3,
+            top_p: 1.0,
+            ..Default::default()
+        });
+        let d = s.distribution(&logits);
+        assert_eq!(d.len(), 3);
+        assert!((d.iter().map(|x| x.1).sum::<f32>() - 1.0).abs() < 1e-6);
+        let s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.5,
+            ..Default::default()
+        });
+        assert_eq!(s.distribution(&logits).len(), 1);
+    }
+
+    #[test]
+    fn seeded_sampling_repeats_and_follows_the_distribution() {
+        let logits = [1.0f32, 1.0, 1.0, 1.0];
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 7,
+            ..Default::default()
+        };
+        let draw = |n| {
+            let mut s = Sampler::new(params);
+            (0..n).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(50), draw(50));
+        let counts = draw(4000).iter().fold([0; 4], |mut c, i| {
+            c[*i as usize] += 1;
+            c
+        });
+        assert!(counts.iter().all(|c| (800..1200).contains(c)), "{counts:?}");
+    }
+
+    #[test]
+    fn repeat_penalty_follows_llama_cpp() {
+        let s = Sampler::new(SamplingParams {
+            repeat_penalty: 2.0,
+            ..Default::default()
+        });
+        let mut l = vec![2.0, -2.0, 1.0];
+        s.penalize(&mut l, &[0, 1]);
+        assert_eq!(l, vec![1.0, -4.0, 1.0]);
+    }
+
+    #[test]
+    fn bad_parameters_are_made_safe() {
+        let p = SamplingParams {
+            temperature: f32::NAN,
+            top_p: 7.0,
+            repeat_penalty: -1.0,
+            ..Default::default()
+        }
+        .sanitized();
+        assert_eq!((p.temperature, p.top_p, p.repeat_penalty), (0.0, 1.0, 1.0));
+    }
+}

@@ -1,0 +1,325 @@
+//! The command-line tools around the app: `generate`, `trace` and `fetch-model`. Engine-free;
+//! errors become messages here, at the edge.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde::Serialize;
+
+use crate::llm::fetch;
+use crate::llm::{GenerationRequest, Model, RecordOptions, SamplingParams, Session, StopReason};
+
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// A llama-architecture GGUF file (default: SmolLM2-135M-Instruct in the cache, fetched on
+    /// first use; or $SAMEMATH_MODEL).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// CPU threads for the matrix products (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PromptArgs {
+    /// The prompt (or use --file).
+    pub prompt: Option<String>,
+    /// Read the prompt from a UTF-8 text file.
+    #[arg(long, value_name = "PATH", conflicts_with = "prompt")]
+    pub file: Option<PathBuf>,
+    /// Feed the text as it is, without the chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// Stop after this many new tokens.
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// 0 = greedy (the default, reproducible).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Print the prompt's tokens (id and piece) to stderr first.
+    #[arg(long)]
+    pub show_tokens: bool,
+}
+
+impl PromptArgs {
+    fn text(&self) -> Result<String> {
+        match (&self.prompt, &self.file) {
+            (Some(p), _) => Ok(p.clone()),
+            (None, Some(path)) => {
+                let bytes =
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                String::from_utf8(bytes).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{} is not valid UTF-8 (first bad byte at offset {})",
+                        path.display(),
+                        e.utf8_error().valid_up_to()
+                    )
+                })
+            }
+            (None, None) => bail!("give a prompt, or --file PATH"),
+        }
+    }
+
+    fn request(&self, default_max: usize, record: RecordOptions) -> Result<GenerationRequest> {
+        Ok(GenerationRequest {
+            prompt: self.text()?,
+            chat: !self.raw,
+            max_tokens: self.max_tokens.unwrap_or(default_max),
+            sampling: SamplingParams {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                seed: self.seed,
+                repeat_penalty: self.repeat_penalty,
+                ..SamplingParams::default()
+            },
+            record,
+        })
+    }
+}
+
+fn progress(message: &str) {
+    eprintln!("samemath: {message}");
+}
+
+fn load(args: &ModelArgs) -> Result<(Arc<Model>, Arc<crate::llm::LlmTokenizer>)> {
+    let path = fetch::ensure_model(args.model.as_deref(), &mut progress)?;
+    let (model, tokenizer) =
+        Model::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    Ok((Arc::new(model), Arc::new(tokenizer)))
+}
+
+/// Run `f` on a pool of `threads` threads (candle's CPU kernels use the current rayon pool).
+fn with_threads<T: Send>(threads: Option<usize>, f: impl FnOnce() -> T + Send) -> Result<T> {
+    match threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => Ok(rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()?
+            .install(f)),
+        None => Ok(f()),
+    }
+}
+
+fn show_tokens(session: &Session) {
+    let tok = session.tokenizer();
+    let chips: Vec<String> = session
+        .prompt_tokens()
+        .iter()
+        .map(|id| format!("{id}:{:?}", tok.piece(*id)))
+        .collect();
+    eprintln!("samemath: prompt tokens: {}", chips.join(" "));
+}
+
+pub fn fetch_model() -> Result<()> {
+    let path = fetch::fetch_model(&mut progress)?;
+    println!("{}", path.display());
+    Ok(())
+}
+
+pub fn generate(model: &ModelArgs, prompt: &PromptArgs) -> Result<()> {
+    let request = prompt.request(256, RecordOptions::OFF)?;
+    let (model_w, tokenizer) = load(model)?;
+    with_threads(model.threads, || -> Result<()> {
+        let mut session = Session::new(model_w, tokenizer, &request)?;
+        if prompt.show_tokens {
+            show_tokens(&session);
+        }
+        let started = std::time::Instant::now();
+        let mut stdout = std::io::stdout().lock();
+        let mut count = 0;
+        let mut stop = None;
+        while let Some(step) = session.step()? {
+            write!(stdout, "{}", step.text)?;
+            stdout.flush()?;
+            count += 1;
+            stop = step.stop;
+        }
+        writeln!(stdout)?;
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "samemath: {count} tokens in {secs:.2} s ({:.1} tokens/s), prompt {} tokens, stop: {}",
+            count as f64 / secs.max(1e-9),
+            session.prompt_tokens().len(),
+            stop.map_or("none".into(), |s| format!("{s:?}"))
+        );
+        Ok(())
+    })?
+}
+
+#[derive(Serialize)]
+struct TraceStep<'a> {
+    step: usize,
+    sampled: &'a crate::llm::TokenInfo,
+    stop: Option<StopReason>,
+    trace: &'a crate::llm::Trace,
+}
+
+pub fn trace(model: &ModelArgs, prompt: &PromptArgs, json: Option<&Path>) -> Result<()> {
+    let request = prompt.request(8, RecordOptions::FULL)?;
+    let (model_w, tokenizer) = load(model)?;
+    with_threads(model.threads, || -> Result<()> {
+        let mut session = Session::new(model_w, tokenizer, &request)?;
+        let mut steps = Vec::new();
+        while let Some(step) = session.step()? {
+            eprint!("{}", step.text);
+            steps.push(step);
+        }
+        eprintln!();
+        let objects: Vec<TraceStep> = steps
+            .iter()
+            .filter_map(|s| {
+                s.trace.as_ref().map(|trace| TraceStep {
+                    step: s.index,
+                    sampled: &s.token,
+                    stop: s.stop,
+                    trace,
+                })
+            })
+            .collect();
+        let text = serde_json::to_string(&objects)?;
+        match json {
+            Some(path) => {
+                std::fs::write(path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!(
+                    "samemath: {} steps written to {}",
+                    objects.len(),
+                    path.display()
+                );
+            }
+            None => println!("{text}"),
+        }
+        Ok(())
+    })?
+}
+
+/// Prefill and decode speed of one run, tokens per second.
+#[derive(Debug, Clone, Copy)]
+struct Speed {
+    prefill_tps: f64,
+    decode_tps: f64,
+}
+
+/// The prompt the LLM bench feeds (the same text goes to llama.cpp).
+const BENCH_PROMPT: &str = "<|im_start|>user\nExplain, step by step, how a graphics card \
+    transforms the vertices of a mesh with a 4x4 matrix, how it lights each pixel with a dot \
+    product, and why the same hardware is good at running a neural network.<|im_end|>\n\
+    <|im_start|>assistant\n";
+
+fn measure(
+    model: &Arc<Model>,
+    tokenizer: &crate::llm::LlmTokenizer,
+    tokens: usize,
+    record: RecordOptions,
+) -> Result<Speed> {
+    let prompt = tokenizer.encode(BENCH_PROMPT)?;
+    let mut best = Speed {
+        prefill_tps: 0.0,
+        decode_tps: 0.0,
+    };
+    for _ in 0..3 {
+        let mut cache = model.new_cache();
+        let t0 = std::time::Instant::now();
+        let mut out = model.forward(&mut cache, &prompt, record, Some(tokenizer))?;
+        let t1 = std::time::Instant::now();
+        for _ in 0..tokens {
+            let next = crate::llm::model::argmax(&out.logits);
+            out = model.forward(&mut cache, &[next], record, Some(tokenizer))?;
+        }
+        let t2 = std::time::Instant::now();
+        best.prefill_tps = best
+            .prefill_tps
+            .max(prompt.len() as f64 / (t1 - t0).as_secs_f64());
+        best.decode_tps = best.decode_tps.max(tokens as f64 / (t2 - t1).as_secs_f64());
+    }
+    Ok(best)
+}
+
+fn llama_cpp_speed(model: &Path, threads: usize, tokens: usize) -> Result<Speed, String> {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference/bench_llama_cpp.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg("--model")
+        .arg(model)
+        .args(["--threads", &threads.to_string()])
+        .args(["--tokens", &tokens.to_string()])
+        .args(["--prompt", BENCH_PROMPT])
+        .output()
+        .map_err(|e| format!("could not run python3: {e}"))?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|_| {
+        format!(
+            "no result from {}: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })?;
+    if let Some(e) = json["error"].as_str() {
+        return Err(e.to_string());
+    }
+    match (json["prefill_tps"].as_f64(), json["decode_tps"].as_f64()) {
+        (Some(prefill_tps), Some(decode_tps)) => Ok(Speed {
+            prefill_tps,
+            decode_tps,
+        }),
+        _ => Err(format!("unexpected output: {json}")),
+    }
+}
+
+/// `samemath bench --llm`: our engine with recording off and on, then llama.cpp on the same
+/// file and thread count, in the same run; best of 3 each.
+pub fn bench_llm(args: &crate::cli::BenchArgs) -> Result<()> {
+    let threads = args
+        .model
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let path = fetch::ensure_model(args.model.model.as_deref(), &mut progress)?;
+    let (model, tokenizer) = Model::load(&path)?;
+    let model = Arc::new(model);
+    let tokens = args.tokens.max(1);
+    let (off, on) = with_threads(Some(threads), || -> Result<(Speed, Speed)> {
+        Ok((
+            measure(&model, &tokenizer, tokens, RecordOptions::OFF)?,
+            measure(&model, &tokenizer, tokens, RecordOptions::FULL)?,
+        ))
+    })??;
+    println!(
+        "bench llm: {} threads, prompt {} tokens, decode {tokens} tokens, best of 3",
+        threads,
+        tokenizer.encode(BENCH_PROMPT)?.len()
+    );
+    let line = |name: &str, s: Speed| {
+        println!(
+            "  {name:<28} prefill {:>8.1} tok/s   decode {:>7.1} tok/s",
+            s.prefill_tps, s.decode_tps
+        )
+    };
+    line("samemath, recording off", off);
+    line("samemath, recording on", on);
+    match llama_cpp_speed(&path, threads, tokens) {
+        Ok(reference) => {
+            line("llama.cpp (same file)", reference);
+            for (name, s) in [("recording off", off), ("recording on", on)] {
+                println!(
+                    "  ratio vs llama.cpp, {name:<14} prefill {:.2}x   decode {:.2}x",
+                    s.prefill_tps / reference.prefill_tps,
+                    s.decode_tps / reference.decode_tps
+                );
+            }
+        }
+        Err(e) => println!("  llama.cpp: not measured ({e})"),
+    }
+    Ok(())
+}
