@@ -10,6 +10,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::llm::fetch;
+use crate::llm::model::Q4Kernel;
 use crate::llm::{GenerationRequest, Model, RecordOptions, SamplingParams, Session, StopReason};
 
 #[derive(Debug, Clone, Args)]
@@ -288,13 +289,17 @@ pub fn bench_llm(args: &crate::cli::BenchArgs) -> Result<()> {
     let path = fetch::ensure_model(args.model.model.as_deref(), &mut progress)?;
     let (model, tokenizer) = Model::load(&path)?;
     let model = Arc::new(model);
+    let (candle_model, _) = Model::load_with(&path, Q4Kernel::Candle)?;
+    let candle_model = Arc::new(candle_model);
     let tokens = args.tokens.max(1);
-    let (off, on) = with_threads(Some(threads), || -> Result<(Speed, Speed)> {
-        Ok((
-            measure(&model, &tokenizer, tokens, RecordOptions::OFF)?,
-            measure(&model, &tokenizer, tokens, RecordOptions::FULL)?,
-        ))
-    })??;
+    let (off, on, candle_off) =
+        with_threads(Some(threads), || -> Result<(Speed, Speed, Speed)> {
+            Ok((
+                measure(&model, &tokenizer, tokens, RecordOptions::OFF)?,
+                measure(&model, &tokenizer, tokens, RecordOptions::FULL)?,
+                measure(&candle_model, &tokenizer, tokens, RecordOptions::OFF)?,
+            ))
+        })??;
     println!(
         "bench llm: {} threads, prompt {} tokens, decode {tokens} tokens, best of 3",
         threads,
@@ -308,6 +313,7 @@ pub fn bench_llm(args: &crate::cli::BenchArgs) -> Result<()> {
     };
     line("samemath, recording off", off);
     line("samemath, recording on", on);
+    line("candle's Q4_1 kernel, off", candle_off);
     match llama_cpp_speed(&path, threads, tokens) {
         Ok(reference) => {
             line("llama.cpp (same file)", reference);

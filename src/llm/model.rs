@@ -14,26 +14,53 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::Content;
-use candle_core::quantized::{QMatMul, QStorage, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_transformers::quantized_nn::RmsNorm;
 
 use super::config::LlamaConfig;
 use super::error::{LlmError, Result};
+use super::q4_1::Q4_1Matrix;
 use super::tokenizer::LlmTokenizer;
 use super::trace::{LayerTrace, RecordOptions, TokenInfo, TokenProb, Trace};
 
+/// A weight matrix: Q4_1 ones use our kernel (`q4_1.rs`), everything else candle's.
+enum Linear {
+    Candle(QMatMul),
+    Q4_1(Q4_1Matrix),
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Linear::Candle(m) => Ok(m.forward(x)?),
+            Linear::Q4_1(m) => {
+                let (b, n, k) = x.dims3()?;
+                if k != m.cols {
+                    return Err(LlmError::Tensor {
+                        name: "Q4_1 matrix".into(),
+                        reason: format!("input width {k}, expected {}", m.cols),
+                    });
+                }
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                let y = m.matmul(&xs, b * n);
+                Ok(Tensor::from_vec(y, (b, n, m.rows), x.device())?)
+            }
+        }
+    }
+}
+
 struct Attention {
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
 }
 
 struct Mlp {
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
 }
 
 struct Block {
@@ -95,6 +122,17 @@ struct Loader<'a, R> {
     content: &'a Content,
     reader: &'a mut R,
     device: &'a Device,
+    kernel: Q4Kernel,
+}
+
+/// Which kernel multiplies the Q4_1 matrices (the bench measures both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Q4Kernel {
+    /// Ours: the input quantized to Q8_1 once, integer block sums, vectorised (`q4_1.rs`).
+    #[default]
+    Samemath,
+    /// candle's `QMatMul` (a scalar fallback for Q4_1 on the CPU).
+    Candle,
 }
 
 impl<R: Read + Seek> Loader<'_, R> {
@@ -107,8 +145,17 @@ impl<R: Read + Seek> Loader<'_, R> {
             })
     }
 
-    fn matmul(&mut self, name: &str) -> Result<QMatMul> {
-        Ok(QMatMul::from_qtensor(self.qtensor(name)?)?)
+    fn matmul(&mut self, name: &str) -> Result<Linear> {
+        let t = self.qtensor(name)?;
+        if t.dtype() == GgmlDType::Q4_1 && self.kernel == Q4Kernel::Samemath {
+            let (rows, cols) = t.shape().dims2()?;
+            return Ok(Linear::Q4_1(Q4_1Matrix::new(
+                rows,
+                cols,
+                t.data()?.into_owned(),
+            )?));
+        }
+        Ok(Linear::Candle(QMatMul::from_qtensor(t)?))
     }
 
     fn norm(&mut self, name: &str, eps: f64) -> Result<RmsNorm> {
@@ -119,6 +166,10 @@ impl<R: Read + Seek> Loader<'_, R> {
 impl Model {
     /// Load a llama-architecture GGUF file: its model and its tokenizer.
     pub fn load(path: &Path) -> Result<(Model, LlmTokenizer)> {
+        Self::load_with(path, Q4Kernel::default())
+    }
+
+    pub fn load_with(path: &Path, kernel: Q4Kernel) -> Result<(Model, LlmTokenizer)> {
         let io = |source| LlmError::Io {
             path: path.to_path_buf(),
             source,
@@ -128,7 +179,7 @@ impl Model {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        let model = Self::from_content(&content, &mut file)?;
+        let model = Self::from_content(&content, &mut file, kernel)?;
         let tokenizer = LlmTokenizer::from_gguf(&content)?;
         if tokenizer.vocab_size() != model.config.vocab_size {
             return Err(LlmError::Tensor {
@@ -143,17 +194,22 @@ impl Model {
         Ok((model, tokenizer))
     }
 
-    pub fn from_content<R: Read + Seek>(content: &Content, reader: &mut R) -> Result<Model> {
+    pub fn from_content<R: Read + Seek>(
+        content: &Content,
+        reader: &mut R,
+        kernel: Q4Kernel,
+    ) -> Result<Model> {
         let config = LlamaConfig::from_gguf(content)?;
         let device = Device::Cpu;
         let mut ld = Loader {
             content,
             reader,
             device: &device,
+            kernel,
         };
         let embedding = Arc::new(ld.qtensor("token_embd.weight")?);
         let head = if content.tensor_infos.contains_key("output.weight") {
-            ld.matmul("output.weight")?
+            QMatMul::from_qtensor(ld.qtensor("output.weight")?)?
         } else {
             QMatMul::from_arc(embedding.clone())?
         };
@@ -250,6 +306,7 @@ impl Model {
         let cos = self.cos.narrow(0, pos, n)?;
         let sin = self.sin.narrow(0, pos, n)?;
         let mut layers = Vec::new();
+        let mut lens_rows: Vec<Vec<f32>> = Vec::new();
         for (block, kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             let resid_in = record.enabled.then(|| last_row(&x)).transpose()?;
             let h = block.attn_norm.forward(&x)?;
@@ -264,21 +321,28 @@ impl Model {
             x = (x + block.mlp.down.forward(&act)?)?;
             if let (Some(resid_in), Some(act_last), Some(att)) = (resid_in, act_last, att) {
                 let resid_out = last_row(&x)?;
-                let logit_lens = match (record.logit_lens, tokenizer) {
-                    (true, Some(tok)) => self.head_logits(&resid_out)?.top(1, tok).pop(),
-                    _ => None,
-                };
                 layers.push(LayerTrace {
                     attention: att,
                     mlp_activation: act_last,
                     residual_norm_in: l2(&resid_in),
                     residual_norm_out: l2(&resid_out),
-                    logit_lens,
+                    logit_lens: None,
                 });
+                if record.logit_lens && tokenizer.is_some() {
+                    lens_rows.push(resid_out);
+                }
             }
         }
         cache.len += n;
-        let logits = self.head_logits(&last_row(&x)?)?;
+        // The logit lens and the real head in one product: the head's weights are read once.
+        lens_rows.push(last_row(&x)?);
+        let mut all = self.head_logits(&lens_rows)?;
+        let logits = all.pop().unwrap_or(Logits(Vec::new()));
+        if let Some(tok) = tokenizer {
+            for (layer, lens) in layers.iter_mut().zip(&all) {
+                layer.logit_lens = lens.top(1, tok).pop();
+            }
+        }
         let trace = record.enabled.then(|| Trace {
             position: pos + n - 1,
             token: TokenInfo {
@@ -300,11 +364,12 @@ impl Model {
         })
     }
 
-    /// Final RMSNorm then the output head, for one residual vector.
-    fn head_logits(&self, residual: &[f32]) -> Result<Logits> {
-        let x = Tensor::from_slice(residual, (1, residual.len()), &self.device)?;
+    /// Final RMSNorm then the output head, for each residual vector.
+    fn head_logits(&self, residuals: &[Vec<f32>]) -> Result<Vec<Logits>> {
+        let d = self.config.n_embd;
+        let x = Tensor::from_vec(residuals.concat(), (residuals.len(), d), &self.device)?;
         let logits = self.head.forward(&self.norm.forward(&x)?)?;
-        Ok(Logits(logits.squeeze(0)?.to_vec1::<f32>()?))
+        Ok(logits.to_vec2::<f32>()?.into_iter().map(Logits).collect())
     }
 }
 
