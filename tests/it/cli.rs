@@ -87,3 +87,21 @@ fn fetch_model_without_network_says_so() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("pip could not download"), "{stderr}");
 }
+
+#[test]
+fn a_prompt_file_that_is_not_utf8_is_refused_clearly() {
+    let path = std::env::temp_dir().join(format!("samemath-bad-{}.txt", std::process::id()));
+    std::fs::write(&path, b"caf\xe9 au lait").unwrap();
+    let out = samemath()
+        .args(["generate", "--file"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not valid UTF-8") && stderr.contains("offset 3"),
+        "{stderr}"
+    );
+}

@@ -153,6 +153,10 @@ fn light_from_plus_x_brightens_the_plus_x_half() {
     }
     let (plus_right, plus_left) = means[0];
     let (minus_right, minus_left) = means[1];
+    println!(
+        "light +X: mean luma right {plus_right:.1} / left {plus_left:.1}; light -X: right \
+         {minus_right:.1} / left {minus_left:.1}"
+    );
     assert!(
         plus_right > plus_left + 30.0,
         "light +X: {plus_right} vs {plus_left}"
@@ -183,6 +187,7 @@ fn lambert_pixels_equal_ambient_plus_kd_n_dot_l() {
     let l = Vec3::from_slice(&light);
     let centre = chain.project_world(Vec3::ZERO).unwrap();
     let mut checked = 0;
+    let mut worst = 0f32;
     for (dx, dy) in [
         (0.0, 0.0),
         (60.0, 0.0),
@@ -199,8 +204,12 @@ fn lambert_pixels_equal_ambient_plus_kd_n_dot_l() {
             (got - expected).abs() < 0.02,
             "pixel {pixel}: N={n}, expected {expected:.4}, got {got:.4}"
         );
+        worst = worst.max((got - expected).abs());
         checked += 1;
     }
+    println!(
+        "Lambert: worst |pixel - (ka + kd max(N.L, 0))| = {worst:.4} (linear) over {checked} pixels"
+    );
     assert_eq!(checked, 6);
 }
 
@@ -228,6 +237,7 @@ fn translation_moves_the_centroid_as_predicted() {
         - c0.project_world(c0.world_from_local.transform_point3(Vec3::ZERO))
             .unwrap();
     assert!(predicted.x > 100.0, "the move should be large: {predicted}");
+    println!("translation: centroid moved {measured}, CPU math predicts {predicted}");
     assert!(
         (measured - predicted).length() < 3.0,
         "measured {measured}, predicted {predicted}"
@@ -288,6 +298,11 @@ fn vertex_marker_sits_on_the_rendered_vertex() {
     assert!(
         (marker - corner).length() <= 2.0,
         "marker {marker} vs rendered vertex {corner}"
+    );
+    println!(
+        "vertex marker: drawn at {marker}, rendered corner {corner}, CPU prediction {predicted} \
+         (distance {:.2} px)",
+        (marker - corner).length()
     );
 }
 
