@@ -42,6 +42,9 @@ pub struct AppArgs {
     /// Start fullscreen.
     #[arg(long)]
     pub fullscreen: bool,
+    /// Start with the side panels hidden (Tab shows them).
+    #[arg(long, global = true)]
+    pub hide_panels: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use bevy::asset::AssetMetaCheck;
 use bevy::prelude::*;
-use bevy::window::PresentMode;
+use bevy::window::{MonitorSelection, PresentMode, WindowMode};
 use bevy_egui::EguiPlugin;
 
 use crate::cli::{AppArgs, BenchArgs, SceneArg};
@@ -103,6 +103,11 @@ impl Plugin for AppPlugin {
                         title: "samemath: the same GPU math".into(),
                         resolution: (width, height).into(),
                         present_mode,
+                        mode: if options.args.fullscreen {
+                            WindowMode::BorderlessFullscreen(MonitorSelection::Current)
+                        } else {
+                            WindowMode::Windowed
+                        },
                         ..default()
                     }),
                     ..default()
@@ -116,6 +121,7 @@ impl Plugin for AppPlugin {
         .insert_resource(ClearColor(theme::BACKGROUND))
         .insert_resource(theme::UiSettings {
             large: options.args.large_ui,
+            hide_panels: options.args.hide_panels,
         })
         .insert_resource(options)
         .add_plugins((

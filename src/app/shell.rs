@@ -151,8 +151,12 @@ fn ui_keys(
             toggle_fullscreen(&mut window);
         }
     }
-    if keyboard_free(wants) && keys.just_pressed(KeyCode::KeyU) {
+    let free = keyboard_free(wants);
+    if free && keys.just_pressed(KeyCode::KeyU) {
         settings.large = !settings.large;
+    }
+    if free && keys.just_pressed(KeyCode::Tab) {
+        settings.hide_panels = !settings.hide_panels;
     }
 }
 
@@ -191,6 +195,10 @@ fn top_bar(
             }
             ui.separator();
             ui.checkbox(&mut settings.large, "Large UI (U)");
+            let mut panels = !settings.hide_panels;
+            if ui.checkbox(&mut panels, "Panels (Tab)").changed() {
+                settings.hide_panels = !panels;
+            }
             if ui.button("Fullscreen (F11)").clicked() {
                 for mut window in &mut windows {
                     toggle_fullscreen(&mut window);

@@ -10,6 +10,8 @@ pub const BACKGROUND: Color = Color::srgb(0.055, 0.06, 0.075);
 #[derive(Resource, Debug, Clone, Copy, PartialEq, Default)]
 pub struct UiSettings {
     pub large: bool,
+    /// Hide the side panels (Tab), so the scene fills the screen on stage.
+    pub hide_panels: bool,
 }
 
 impl UiSettings {

@@ -12,6 +12,7 @@ use glam::{Mat3, Mat4};
 use super::{GraphicsSettings, MeshChoice, MeshLibrary, SceneMatrices};
 use crate::app::Scene;
 use crate::app::shell::{FreeArea, UiSet};
+use crate::app::theme::UiSettings;
 use crate::math::{ComposeOrder, parse_finite};
 
 pub const WARNING: egui::Color32 = egui::Color32::from_rgb(255, 170, 60);
@@ -54,7 +55,8 @@ pub(super) fn plugin(app: &mut App) {
         (matrix_panel, settings_panel)
             .chain()
             .in_set(UiSet::Panels)
-            .run_if(in_state(Scene::Graphics)),
+            .run_if(in_state(Scene::Graphics))
+            .run_if(|ui: Res<UiSettings>| !ui.hide_panels),
     );
 }
 

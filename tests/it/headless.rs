@@ -51,6 +51,19 @@ fn keys_switch_scenes() {
 }
 
 #[test]
+fn tab_hides_the_panels_and_u_enlarges_the_ui() {
+    use samemath::app::theme::UiSettings;
+    let mut app = app_with(AppArgs::default());
+    assert!(!app.world().resource::<UiSettings>().hide_panels);
+    press(&mut app, KeyCode::Tab);
+    assert!(app.world().resource::<UiSettings>().hide_panels);
+    press(&mut app, KeyCode::KeyU);
+    assert!(app.world().resource::<UiSettings>().large);
+    press(&mut app, KeyCode::Tab);
+    assert!(!app.world().resource::<UiSettings>().hide_panels);
+}
+
+#[test]
 fn command_line_picks_the_first_scene() {
     let app = app_with(AppArgs {
         scene: SceneArg::Llm,
