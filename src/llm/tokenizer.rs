@@ -216,24 +216,24 @@ fn extract_default_system(template: &str) -> Option<String> {
     (!system.contains("{{") && !system.is_empty()).then(|| system.to_string())
 }
 
-/// Decodes a growing token sequence into text deltas, holding back bytes of a character that
-/// is not complete yet.
+/// Decodes a growing token sequence into text deltas, holding back the tokens of a character
+/// whose bytes are not complete yet. Only those held-back tokens are decoded again, so each
+/// push costs the same however long the reply grows (byte-level BPE: the text of a run of
+/// tokens is the concatenation of their bytes).
 #[derive(Debug, Default, Clone)]
 pub struct TextStream {
-    ids: Vec<u32>,
-    emitted: usize,
+    pending: Vec<u32>,
 }
 
 impl TextStream {
     pub fn push(&mut self, tokenizer: &LlmTokenizer, id: u32) -> String {
-        self.ids.push(id);
-        let text = tokenizer.decode(&self.ids).unwrap_or_default();
-        if text.ends_with('\u{FFFD}') || text.len() < self.emitted {
+        self.pending.push(id);
+        let text = tokenizer.decode(&self.pending).unwrap_or_default();
+        if text.ends_with('\u{FFFD}') {
             return String::new();
         }
-        let delta = text.get(self.emitted..).unwrap_or_default().to_string();
-        self.emitted = text.len();
-        delta
+        self.pending.clear();
+        text
     }
 }
 

@@ -185,6 +185,18 @@ fn tiny_model_loads_tokenizes_and_runs() {
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     assert!(diff < 1e-4, "KV cache: {diff}");
+    // Streaming text: characters split over several byte tokens are held back until whole,
+    // and the deltas add up to the full decode.
+    let text = "h\u{e9}llo \u{1F600} \u{65E5}\u{672C}";
+    let ids = tok.encode(text).unwrap();
+    let mut stream = samemath::llm::tokenizer::TextStream::default();
+    let deltas: Vec<String> = ids.iter().map(|id| stream.push(&tok, *id)).collect();
+    assert_eq!(deltas.concat(), text);
+    assert!(deltas.iter().all(|d| !d.contains('\u{FFFD}')));
+    assert!(
+        deltas.iter().any(|d| d.is_empty()),
+        "a multi-byte character was held back"
+    );
     // The context is 64 tokens: one more is a typed error, not a panic.
     let long = vec![0u32; 65];
     assert!(matches!(
