@@ -6,7 +6,7 @@ pub mod config;
 pub mod error;
 pub mod fetch;
 pub mod model;
-pub mod q4_1;
+pub mod quant;
 pub mod sampling;
 pub mod session;
 pub mod tokenizer;

@@ -1,11 +1,14 @@
 //! The instrumented llama forward pass (SmolLM2 and other llama-architecture GGUF files).
 //!
 //! Written in candle's style: config (`config.rs`), private layers with `load` and `forward`, then
-//! the public model. Weights stay quantized (`QMatMul` over the GGUF blocks); the embedding
-//! table doubles as the output head when the file has no `output.weight` (tied embeddings), and
-//! embedding rows are dequantized one at a time. RoPE is the interleaved (GGML llama) variant.
-//! When asked, each step records a [`Trace`] of the newest token: attention per head, MLP
-//! activations, residual norms, the logit lens and the top-k next tokens.
+//! the public model. candle-core reads the GGUF file and its quantized tensors; Q4_1 and Q8_0
+//! matrices are multiplied by our kernels (`quant.rs`), other formats by candle's `QMatMul`.
+//! The small per-token work (RMSNorm, RoPE, attention over the KV cache, SiLU) runs on plain
+//! f32 slices: as candle tensor ops it cost more than the matrix products (one allocation and
+//! dispatch each, 30 layers x ~25 ops per token). The embedding table doubles as the output head
+//! when the file has no `output.weight` (tied embeddings). RoPE is the interleaved (GGML llama)
+//! variant. When asked, each step records a [`Trace`] of the newest token: attention per head,
+//! MLP activations, residual norms, the logit lens and the top-k next tokens.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -15,39 +18,38 @@ use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
-use candle_core::{DType, Device, IndexOp, Module, Tensor};
-use candle_transformers::quantized_nn::RmsNorm;
+use candle_core::{Device, Module, Tensor};
+use rayon::prelude::*;
 
 use super::config::LlamaConfig;
 use super::error::{LlmError, Result};
-use super::q4_1::Q4_1Matrix;
+use super::quant::{BlockType, QMatrix};
 use super::tokenizer::LlmTokenizer;
 use super::trace::{LayerTrace, RecordOptions, TokenInfo, TokenProb, Trace};
 
-/// A weight matrix: Q4_1 ones use our kernel (`q4_1.rs`), everything else candle's.
+/// A weight matrix: Q4_1 and Q8_0 ones use our kernels (`quant.rs`), everything else candle's.
 enum Linear {
     Candle(QMatMul),
-    Q4_1(Q4_1Matrix),
+    Ours(Arc<QMatrix>),
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `y = W x` for each of the `n` rows of `xs` (row-major), giving `n x rows`.
+    fn forward(&self, xs: &[f32], n: usize) -> Result<Vec<f32>> {
         match self {
-            Linear::Candle(m) => Ok(m.forward(x)?),
-            Linear::Q4_1(m) => {
-                let (b, n, k) = x.dims3()?;
-                if k != m.cols {
-                    return Err(LlmError::Tensor {
-                        name: "Q4_1 matrix".into(),
-                        reason: format!("input width {k}, expected {}", m.cols),
-                    });
-                }
-                let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                let y = m.matmul(&xs, b * n);
-                Ok(Tensor::from_vec(y, (b, n, m.rows), x.device())?)
+            Linear::Ours(m) => Ok(m.matmul(xs, n)),
+            Linear::Candle(m) => {
+                let x = Tensor::from_slice(xs, (n, xs.len() / n.max(1)), &Device::Cpu)?;
+                Ok(m.forward(&x)?.flatten_all()?.to_vec1::<f32>()?)
             }
         }
     }
+}
+
+/// The token embedding table: our repacked blocks, or candle's tensor for other formats.
+enum Embedding {
+    Candle(Arc<QTensor>),
+    Ours(Arc<QMatrix>),
 }
 
 struct Attention {
@@ -63,6 +65,12 @@ struct Mlp {
     down: Linear,
 }
 
+/// RMSNorm with its learned gain: `x / sqrt(mean(x^2) + eps) * w`.
+struct RmsNorm {
+    weight: Vec<f32>,
+    eps: f32,
+}
+
 struct Block {
     attn_norm: RmsNorm,
     attn: Attention,
@@ -70,10 +78,10 @@ struct Block {
     mlp: Mlp,
 }
 
-/// Keys and values of every position seen so far, per layer.
+/// Keys and values of every position seen so far, per layer: `[position][kv head][head_dim]`.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<(Vec<f32>, Vec<f32>)>,
     len: usize,
 }
 
@@ -87,7 +95,10 @@ impl KvCache {
     }
 
     pub fn clear(&mut self) {
-        self.layers.clear();
+        for (k, v) in &mut self.layers {
+            k.clear();
+            v.clear();
+        }
         self.len = 0;
     }
 }
@@ -101,12 +112,12 @@ pub struct ForwardOutput {
 
 pub struct Model {
     pub config: LlamaConfig,
-    embedding: Arc<QTensor>,
+    embedding: Embedding,
     blocks: Vec<Block>,
     norm: RmsNorm,
-    head: QMatMul,
-    cos: Tensor,
-    sin: Tensor,
+    head: Linear,
+    /// RoPE: the rotation frequency of each pair of a head's dimensions.
+    inv_freq: Vec<f32>,
     device: Device,
 }
 
@@ -125,13 +136,13 @@ struct Loader<'a, R> {
     kernel: Q4Kernel,
 }
 
-/// Which kernel multiplies the Q4_1 matrices (the bench measures both).
+/// Which kernels multiply the Q4_1 and Q8_0 matrices (the bench measures both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Q4Kernel {
-    /// Ours: the input quantized to Q8_1 once, integer block sums, vectorised (`q4_1.rs`).
+    /// Ours: the input quantized to Q8_1 once, integer block sums, AVX2 (`quant.rs`).
     #[default]
     Samemath,
-    /// candle's `QMatMul` (a scalar fallback for Q4_1 on the CPU).
+    /// candle's `QMatMul` (a scalar fallback for Q4_1 on the CPU; vectorised Q8_0).
     Candle,
 }
 
@@ -147,19 +158,32 @@ impl<R: Read + Seek> Loader<'_, R> {
 
     fn matmul(&mut self, name: &str) -> Result<Linear> {
         let t = self.qtensor(name)?;
-        if t.dtype() == GgmlDType::Q4_1 && self.kernel == Q4Kernel::Samemath {
-            let (rows, cols) = t.shape().dims2()?;
-            return Ok(Linear::Q4_1(Q4_1Matrix::new(
-                rows,
-                cols,
-                t.data()?.into_owned(),
-            )?));
+        Ok(self.ours(t)?.map_or_else(
+            |t| QMatMul::from_qtensor(t).map(Linear::Candle),
+            |m| Ok(Linear::Ours(Arc::new(m))),
+        )?)
+    }
+
+    /// Repack a Q4_1 or Q8_0 matrix for our kernels; other formats come back unchanged.
+    fn ours(&self, t: QTensor) -> Result<std::result::Result<QMatrix, QTensor>> {
+        let ty = match t.dtype() {
+            GgmlDType::Q4_1 => BlockType::Q4_1,
+            GgmlDType::Q8_0 => BlockType::Q8_0,
+            _ => return Ok(Err(t)),
+        };
+        if self.kernel != Q4Kernel::Samemath {
+            return Ok(Err(t));
         }
-        Ok(Linear::Candle(QMatMul::from_qtensor(t)?))
+        let (rows, cols) = t.shape().dims2()?;
+        Ok(Ok(QMatrix::from_gguf(ty, rows, cols, &t.data()?)?))
     }
 
     fn norm(&mut self, name: &str, eps: f64) -> Result<RmsNorm> {
-        Ok(RmsNorm::from_qtensor(self.qtensor(name)?, eps)?)
+        let weight = self.qtensor(name)?.dequantize(self.device)?;
+        Ok(RmsNorm {
+            weight: weight.flatten_all()?.to_vec1::<f32>()?,
+            eps: eps as f32,
+        })
     }
 }
 
@@ -207,11 +231,24 @@ impl Model {
             device: &device,
             kernel,
         };
-        let embedding = Arc::new(ld.qtensor("token_embd.weight")?);
+        let table = ld.qtensor("token_embd.weight")?;
+        let (embedding, tied_head) = match ld.ours(table)? {
+            Ok(m) => {
+                let m = Arc::new(m);
+                (Embedding::Ours(m.clone()), Linear::Ours(m))
+            }
+            Err(t) => {
+                let t = Arc::new(t);
+                (
+                    Embedding::Candle(t.clone()),
+                    Linear::Candle(QMatMul::from_arc(t)?),
+                )
+            }
+        };
         let head = if content.tensor_infos.contains_key("output.weight") {
-            QMatMul::from_qtensor(ld.qtensor("output.weight")?)?
+            ld.matmul("output.weight")?
         } else {
-            QMatMul::from_arc(embedding.clone())?
+            tied_head
         };
         let norm = ld.norm("output_norm.weight", config.rms_eps)?;
         let mut blocks = Vec::with_capacity(config.n_layer);
@@ -233,39 +270,51 @@ impl Model {
                 },
             });
         }
-        let (cos, sin) = rope_tables(&config, &device)?;
+        let half = config.rope_dim / 2;
+        let inv_freq = (0..half)
+            .map(|i| {
+                1.0 / config
+                    .rope_base
+                    .powf(2.0 * i as f32 / config.rope_dim as f32)
+            })
+            .collect();
         Ok(Model {
             config,
             embedding,
             blocks,
             norm,
             head,
-            cos,
-            sin,
+            inv_freq,
             device,
         })
     }
 
     pub fn new_cache(&self) -> KvCache {
         KvCache {
-            layers: vec![None; self.config.n_layer],
+            layers: vec![Default::default(); self.config.n_layer],
             len: 0,
         }
     }
 
     /// One embedding row, dequantized from its GGUF blocks.
     pub fn embedding_row(&self, id: u32) -> Result<Vec<f32>> {
-        let dtype = self.embedding.dtype();
+        let outside = || LlmError::Tensor {
+            name: "token_embd.weight".into(),
+            reason: format!("token {id} is outside the table"),
+        };
+        let table = match &self.embedding {
+            Embedding::Ours(m) if (id as usize) < m.rows => {
+                return Ok(m.dequantize_row(id as usize));
+            }
+            Embedding::Ours(_) => return Err(outside()),
+            Embedding::Candle(t) => t,
+        };
+        let dtype = table.dtype();
         let n = self.config.n_embd;
         let row_bytes = n / dtype.block_size() * dtype.type_size();
-        let data = self.embedding.data()?;
+        let data = table.data()?;
         let start = id as usize * row_bytes;
-        let bytes = data
-            .get(start..start + row_bytes)
-            .ok_or_else(|| LlmError::Tensor {
-                name: "token_embd.weight".into(),
-                reason: format!("token {id} is outside the table"),
-            })?;
+        let bytes = data.get(start..start + row_bytes).ok_or_else(outside)?;
         let storage = QStorage::from_data(Cow::Borrowed(bytes), &self.device, dtype)?;
         let row = QTensor::new(storage, (n,))?.dequantize(&self.device)?;
         Ok(row.to_vec1::<f32>()?)
@@ -292,50 +341,54 @@ impl Model {
             });
         }
         if cache.layers.len() != cfg.n_layer {
-            cache.layers = vec![None; cfg.n_layer];
+            *cache = self.new_cache();
         }
         let rows = tokens
             .iter()
             .map(|&t| self.embedding_row(t))
             .collect::<Result<Vec<_>>>()?;
         let embedding_last = rows[n - 1].clone();
-        let mut x = Tensor::from_vec(rows.concat(), (1, n, cfg.n_embd), &self.device)?;
-        let mask = (n > 1)
-            .then(|| causal_mask(n, pos, &self.device))
-            .transpose()?;
-        let cos = self.cos.narrow(0, pos, n)?;
-        let sin = self.sin.narrow(0, pos, n)?;
+        let mut x = rows.concat();
+        let last = |v: &[f32]| {
+            let w = v.len() / n;
+            v[(n - 1) * w..].to_vec()
+        };
         let mut layers = Vec::new();
         let mut lens_rows: Vec<Vec<f32>> = Vec::new();
-        for (block, kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
-            let resid_in = record.enabled.then(|| last_row(&x)).transpose()?;
-            let h = block.attn_norm.forward(&x)?;
-            let (y, att) =
-                block
-                    .attn
-                    .forward(cfg, &h, &cos, &sin, mask.as_ref(), kv, record.enabled)?;
-            x = (x + y)?;
-            let h = block.ffn_norm.forward(&x)?;
-            let act = block.mlp.activation(&h)?;
-            let act_last = record.enabled.then(|| last_row(&act)).transpose()?;
-            x = (x + block.mlp.down.forward(&act)?)?;
-            if let (Some(resid_in), Some(act_last), Some(att)) = (resid_in, act_last, att) {
-                let resid_out = last_row(&x)?;
-                layers.push(LayerTrace {
-                    attention: att,
-                    mlp_activation: act_last,
-                    residual_norm_in: l2(&resid_in),
-                    residual_norm_out: l2(&resid_out),
-                    logit_lens: None,
-                });
-                if record.logit_lens && tokenizer.is_some() {
-                    lens_rows.push(resid_out);
+        let mut run_layers = || -> Result<()> {
+            for (block, kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+                let resid_in = record.enabled.then(|| last(&x));
+                let h = block.attn_norm.forward(&x);
+                let (y, att) = block.attn.forward(self, &h, n, pos, kv, record.enabled)?;
+                add_assign(&mut x, &y);
+                let h = block.ffn_norm.forward(&x);
+                let act = block.mlp.activation(&h, n)?;
+                let act_last = record.enabled.then(|| last(&act));
+                add_assign(&mut x, &block.mlp.down.forward(&act, n)?);
+                if let (Some(resid_in), Some(act_last), Some(att)) = (resid_in, act_last, att) {
+                    let resid_out = last(&x);
+                    layers.push(LayerTrace {
+                        attention: att,
+                        mlp_activation: act_last,
+                        residual_norm_in: l2(&resid_in),
+                        residual_norm_out: l2(&resid_out),
+                        logit_lens: None,
+                    });
+                    if record.logit_lens && tokenizer.is_some() {
+                        lens_rows.push(resid_out);
+                    }
                 }
             }
+            Ok(())
+        };
+        if let Err(e) = run_layers() {
+            // A layer failed part-way: drop this call's positions so the cache stays whole.
+            cache.truncate(pos, cfg);
+            return Err(e);
         }
         cache.len += n;
         // The logit lens and the real head in one product: the head's weights are read once.
-        lens_rows.push(last_row(&x)?);
+        lens_rows.push(last(&x));
         let mut all = self.head_logits(&lens_rows)?;
         let logits = all.pop().unwrap_or(Logits(Vec::new()));
         if let Some(tok) = tokenizer {
@@ -366,68 +419,146 @@ impl Model {
 
     /// Final RMSNorm then the output head, for each residual vector.
     fn head_logits(&self, residuals: &[Vec<f32>]) -> Result<Vec<Logits>> {
-        let d = self.config.n_embd;
-        let x = Tensor::from_vec(residuals.concat(), (residuals.len(), d), &self.device)?;
-        let logits = self.head.forward(&self.norm.forward(&x)?)?;
-        Ok(logits.to_vec2::<f32>()?.into_iter().map(Logits).collect())
+        let x = self.norm.forward(&residuals.concat());
+        let logits = self.head.forward(&x, residuals.len())?;
+        Ok(logits
+            .chunks_exact(self.config.vocab_size)
+            .map(|l| Logits(l.to_vec()))
+            .collect())
+    }
+
+    /// Rotate consecutive pairs of each head's dimensions by `position * inv_freq[pair]`.
+    fn rope(&self, x: &mut [f32], heads: usize, position: usize) {
+        let hd = self.config.head_dim;
+        for head in x.chunks_exact_mut(hd).take(heads) {
+            for (pair, f) in head.chunks_exact_mut(2).zip(&self.inv_freq) {
+                let (sin, cos) = (position as f32 * f).sin_cos();
+                let (a, b) = (pair[0], pair[1]);
+                pair[0] = a * cos - b * sin;
+                pair[1] = a * sin + b * cos;
+            }
+        }
+    }
+}
+
+impl KvCache {
+    fn truncate(&mut self, len: usize, cfg: &LlamaConfig) {
+        let width = cfg.n_kv_head * cfg.head_dim;
+        for (k, v) in &mut self.layers {
+            k.truncate(len * width);
+            v.truncate(len * width);
+        }
+        self.len = len;
+    }
+}
+
+impl RmsNorm {
+    fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let d = self.weight.len();
+        let mut out = Vec::with_capacity(x.len());
+        for row in x.chunks_exact(d) {
+            let mean = row.iter().map(|v| v * v).sum::<f32>() / d as f32;
+            let scale = 1.0 / (mean + self.eps).sqrt();
+            out.extend(row.iter().zip(&self.weight).map(|(v, w)| v * scale * w));
+        }
+        out
     }
 }
 
 impl Attention {
-    /// Self-attention with the KV cache; also returns the last row's attention per head.
-    #[allow(clippy::too_many_arguments)]
+    /// Causal self-attention of `n` new rows at positions `pos..pos + n`, extending the cache;
+    /// also returns the last row's attention probabilities per head when recording.
     fn forward(
         &self,
-        cfg: &LlamaConfig,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
-        kv: &mut Option<(Tensor, Tensor)>,
+        model: &Model,
+        x: &[f32],
+        n: usize,
+        pos: usize,
+        kv: &mut (Vec<f32>, Vec<f32>),
         record: bool,
-    ) -> Result<(Tensor, Option<Vec<Vec<f32>>>)> {
-        let (b, n, _) = x.dims3()?;
-        let heads = |t: Tensor, count: usize| -> candle_core::Result<Tensor> {
-            t.reshape((b, n, count, cfg.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let q = heads(self.wq.forward(x)?, cfg.n_head)?;
-        let k = heads(self.wk.forward(x)?, cfg.n_kv_head)?;
-        let v = heads(self.wv.forward(x)?, cfg.n_kv_head)?;
-        let q = candle_nn::rotary_emb::rope_i(&q, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope_i(&k, cos, sin)?;
-        let (k, v) = match kv.take() {
-            Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-            None => (k, v),
-        };
-        *kv = Some((k.clone(), v.clone()));
-        let k = candle_transformers::utils::repeat_kv(k, cfg.group_size())?.contiguous()?;
-        let v = candle_transformers::utils::repeat_kv(v, cfg.group_size())?.contiguous()?;
-        let scale = 1.0 / (cfg.head_dim as f64).sqrt();
-        let mut scores = (q.matmul(&k.t()?)? * scale)?;
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
+    ) -> Result<(Vec<f32>, Option<Vec<Vec<f32>>>)> {
+        let cfg = &model.config;
+        let (hd, nh, nkv) = (cfg.head_dim, cfg.n_head, cfg.n_kv_head);
+        let mut q = self.wq.forward(x, n)?;
+        let mut k = self.wk.forward(x, n)?;
+        let v = self.wv.forward(x, n)?;
+        for i in 0..n {
+            model.rope(&mut q[i * nh * hd..(i + 1) * nh * hd], nh, pos + i);
+            model.rope(&mut k[i * nkv * hd..(i + 1) * nkv * hd], nkv, pos + i);
         }
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        let recorded = if record {
-            Some(probs.i((0, .., n - 1, ..))?.to_vec2::<f32>()?)
-        } else {
-            None
+        kv.0.extend_from_slice(&k);
+        kv.1.extend_from_slice(&v);
+        let (keys, values) = (&kv.0, &kv.1);
+        let scale = 1.0 / (hd as f32).sqrt();
+        // One task per (new row, head): its probabilities over positions 0..=pos + i, then
+        // the weighted sum of values.
+        let work = |(i, h): (usize, usize)| -> (Vec<f32>, Vec<f32>) {
+            let g = cfg.kv_head_of(h);
+            let qh = &q[(i * nh + h) * hd..(i * nh + h + 1) * hd];
+            let seen = pos + i + 1;
+            let mut probs: Vec<f32> = (0..seen)
+                .map(|t| {
+                    let kt = &keys[(t * nkv + g) * hd..(t * nkv + g + 1) * hd];
+                    qh.iter().zip(kt).map(|(a, b)| a * b).sum::<f32>() * scale
+                })
+                .collect();
+            softmax(&mut probs);
+            let mut out = vec![0f32; hd];
+            for (t, p) in probs.iter().enumerate() {
+                let vt = &values[(t * nkv + g) * hd..(t * nkv + g + 1) * hd];
+                for (o, v) in out.iter_mut().zip(vt) {
+                    *o += p * v;
+                }
+            }
+            (out, probs)
         };
-        let y = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b, n, cfg.n_embd))?;
-        Ok((self.wo.forward(&y)?, recorded))
+        let pairs: Vec<(usize, usize)> =
+            (0..n).flat_map(|i| (0..nh).map(move |h| (i, h))).collect();
+        let results: Vec<(Vec<f32>, Vec<f32>)> = if n * (pos + n) > 4096 {
+            pairs.into_par_iter().map(work).collect()
+        } else {
+            pairs.into_iter().map(work).collect()
+        };
+        let mut y = Vec::with_capacity(n * nh * hd);
+        let mut recorded = record.then(|| Vec::with_capacity(nh));
+        for (idx, (out, probs)) in results.into_iter().enumerate() {
+            y.extend_from_slice(&out);
+            if let Some(rec) = recorded.as_mut().filter(|_| idx / nh == n - 1) {
+                rec.push(probs);
+            }
+        }
+        Ok((self.wo.forward(&y, n)?, recorded))
     }
 }
 
 impl Mlp {
     /// `silu(gate · x) * (up · x)`.
-    fn activation(&self, x: &Tensor) -> Result<Tensor> {
-        let g = candle_nn::ops::silu(&self.gate.forward(x)?)?;
-        Ok((g * self.up.forward(x)?)?)
+    fn activation(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        let g = self.gate.forward(x, n)?;
+        let u = self.up.forward(x, n)?;
+        Ok(g.iter()
+            .zip(&u)
+            .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+            .collect())
+    }
+}
+
+fn add_assign(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// In place, numerically stable.
+fn softmax(v: &mut [f32]) {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for x in v.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    for x in v.iter_mut() {
+        *x /= sum;
     }
 }
 
@@ -469,33 +600,6 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32, f32)> {
             (i, l, (l - max).exp() / sum)
         })
         .collect()
-}
-
-fn rope_tables(cfg: &LlamaConfig, device: &Device) -> Result<(Tensor, Tensor)> {
-    let half = cfg.rope_dim / 2;
-    let inv_freq: Vec<f32> = (0..half)
-        .map(|i| 1.0 / cfg.rope_base.powf(2.0 * i as f32 / cfg.rope_dim as f32))
-        .collect();
-    let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
-    let t = Tensor::arange(0u32, cfg.context_length as u32, device)?
-        .to_dtype(DType::F32)?
-        .reshape((cfg.context_length, 1))?;
-    let freqs = t.matmul(&inv_freq)?;
-    Ok((freqs.cos()?, freqs.sin()?))
-}
-
-/// `-inf` above the diagonal, offset by the positions already in the cache.
-fn causal_mask(n: usize, pos: usize, device: &Device) -> Result<Tensor> {
-    let total = pos + n;
-    let mask: Vec<f32> = (0..n)
-        .flat_map(|i| (0..total).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Ok(Tensor::from_vec(mask, (n, total), device)?)
-}
-
-fn last_row(x: &Tensor) -> Result<Vec<f32>> {
-    let (_, n, _) = x.dims3()?;
-    Ok(x.i((0, n - 1))?.to_vec1::<f32>()?)
 }
 
 fn l2(v: &[f32]) -> f32 {
