@@ -249,8 +249,13 @@ fn measure(
 }
 
 fn llama_cpp_speed(model: &Path, threads: usize, tokens: usize) -> Result<Speed, String> {
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference/bench_llama_cpp.py");
+    // From the checkout the command runs in, else the one this binary was built from.
+    let rel = Path::new("tests/reference/bench_llama_cpp.py");
+    let script = if rel.is_file() {
+        rel.to_path_buf()
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+    };
     let out = std::process::Command::new("python3")
         .arg(&script)
         .arg("--model")
@@ -292,11 +297,16 @@ pub fn bench_llm(args: &crate::cli::BenchArgs) -> Result<()> {
     let (candle_model, _) = Model::load_with(&path, Q4Kernel::Candle)?;
     let candle_model = Arc::new(candle_model);
     let tokens = args.tokens.max(1);
-    let (off, on, candle_off) =
-        with_threads(Some(threads), || -> Result<(Speed, Speed, Speed)> {
+    let no_lens = RecordOptions {
+        logit_lens: false,
+        ..RecordOptions::FULL
+    };
+    let (off, on, on_no_lens, candle_off) =
+        with_threads(Some(threads), || -> Result<(Speed, Speed, Speed, Speed)> {
             Ok((
                 measure(&model, &tokenizer, tokens, RecordOptions::OFF)?,
                 measure(&model, &tokenizer, tokens, RecordOptions::FULL)?,
+                measure(&model, &tokenizer, tokens, no_lens)?,
                 measure(&candle_model, &tokenizer, tokens, RecordOptions::OFF)?,
             ))
         })??;
@@ -313,11 +323,16 @@ pub fn bench_llm(args: &crate::cli::BenchArgs) -> Result<()> {
     };
     line("samemath, recording off", off);
     line("samemath, recording on", on);
-    line("candle's Q4_1 kernel, off", candle_off);
+    line("  the same without logit lens", on_no_lens);
+    line("candle's kernels, off", candle_off);
     match llama_cpp_speed(&path, threads, tokens) {
         Ok(reference) => {
             line("llama.cpp (same file)", reference);
-            for (name, s) in [("recording off", off), ("recording on", on)] {
+            for (name, s) in [
+                ("recording off", off),
+                ("recording on", on),
+                ("on, no lens", on_no_lens),
+            ] {
                 println!(
                     "  ratio vs llama.cpp, {name:<14} prefill {:.2}x   decode {:.2}x",
                     s.prefill_tps / reference.prefill_tps,

@@ -52,16 +52,61 @@ enum Embedding {
     Ours(Arc<QMatrix>),
 }
 
+/// Matrices that read the same input (q/k/v; gate/up): stacked into one matrix when our kernels
+/// take their format, so one pass over the thread pool computes all of them.
+enum Stacked {
+    One(Arc<QMatrix>, Vec<usize>),
+    Many(Vec<Linear>),
+}
+
+impl Stacked {
+    fn new(parts: Vec<Linear>) -> Result<Stacked> {
+        let ours: Vec<&QMatrix> = parts
+            .iter()
+            .filter_map(|l| match l {
+                Linear::Ours(m) => Some(&**m),
+                Linear::Candle(_) => None,
+            })
+            .collect();
+        if ours.len() == parts.len()
+            && let Some(m) = QMatrix::stack(&ours)
+        {
+            let widths = ours.iter().map(|m| m.rows).collect();
+            return Ok(Stacked::One(Arc::new(m), widths));
+        }
+        Ok(Stacked::Many(parts))
+    }
+
+    /// Each part's product, `n x rows_j`, in order.
+    fn forward(&self, x: &[f32], n: usize) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Stacked::Many(parts) => parts.iter().map(|l| l.forward(x, n)).collect(),
+            Stacked::One(m, widths) => {
+                let y = m.matmul(x, n);
+                let mut out: Vec<Vec<f32>> =
+                    widths.iter().map(|w| Vec::with_capacity(n * w)).collect();
+                for row in y.chunks_exact(m.rows) {
+                    let mut at = 0;
+                    for (o, w) in out.iter_mut().zip(widths) {
+                        o.extend_from_slice(&row[at..at + w]);
+                        at += w;
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
 struct Attention {
-    wq: Linear,
-    wk: Linear,
-    wv: Linear,
+    /// q, k, v.
+    qkv: Stacked,
     wo: Linear,
 }
 
 struct Mlp {
-    gate: Linear,
-    up: Linear,
+    /// gate, up.
+    gate_up: Stacked,
     down: Linear,
 }
 
@@ -257,15 +302,19 @@ impl Model {
             blocks.push(Block {
                 attn_norm: ld.norm(&format!("{p}.attn_norm.weight"), config.rms_eps)?,
                 attn: Attention {
-                    wq: ld.matmul(&format!("{p}.attn_q.weight"))?,
-                    wk: ld.matmul(&format!("{p}.attn_k.weight"))?,
-                    wv: ld.matmul(&format!("{p}.attn_v.weight"))?,
+                    qkv: Stacked::new(vec![
+                        ld.matmul(&format!("{p}.attn_q.weight"))?,
+                        ld.matmul(&format!("{p}.attn_k.weight"))?,
+                        ld.matmul(&format!("{p}.attn_v.weight"))?,
+                    ])?,
                     wo: ld.matmul(&format!("{p}.attn_output.weight"))?,
                 },
                 ffn_norm: ld.norm(&format!("{p}.ffn_norm.weight"), config.rms_eps)?,
                 mlp: Mlp {
-                    gate: ld.matmul(&format!("{p}.ffn_gate.weight"))?,
-                    up: ld.matmul(&format!("{p}.ffn_up.weight"))?,
+                    gate_up: Stacked::new(vec![
+                        ld.matmul(&format!("{p}.ffn_gate.weight"))?,
+                        ld.matmul(&format!("{p}.ffn_up.weight"))?,
+                    ])?,
                     down: ld.matmul(&format!("{p}.ffn_down.weight"))?,
                 },
             });
@@ -392,9 +441,11 @@ impl Model {
         let mut all = self.head_logits(&lens_rows)?;
         let logits = all.pop().unwrap_or(Logits(Vec::new()));
         if let Some(tok) = tokenizer {
-            for (layer, lens) in layers.iter_mut().zip(&all) {
-                layer.logit_lens = lens.top(1, tok).pop();
-            }
+            // The softmax over the vocabulary for each layer's top token: spread over the pool.
+            layers
+                .par_iter_mut()
+                .zip(all.par_iter())
+                .for_each(|(layer, lens)| layer.logit_lens = lens.top(1, tok).pop());
         }
         let trace = record.enabled.then(|| Trace {
             position: pos + n - 1,
@@ -479,9 +530,13 @@ impl Attention {
     ) -> Result<(Vec<f32>, Option<Vec<Vec<f32>>>)> {
         let cfg = &model.config;
         let (hd, nh, nkv) = (cfg.head_dim, cfg.n_head, cfg.n_kv_head);
-        let mut q = self.wq.forward(x, n)?;
-        let mut k = self.wk.forward(x, n)?;
-        let v = self.wv.forward(x, n)?;
+        let mut qkv = self.qkv.forward(x, n)?.into_iter();
+        let (Some(mut q), Some(mut k), Some(v)) = (qkv.next(), qkv.next(), qkv.next()) else {
+            return Err(LlmError::Tensor {
+                name: "attention".into(),
+                reason: "q, k and v projections expected".into(),
+            });
+        };
         for i in 0..n {
             model.rope(&mut q[i * nh * hd..(i + 1) * nh * hd], nh, pos + i);
             model.rope(&mut k[i * nkv * hd..(i + 1) * nkv * hd], nkv, pos + i);
@@ -534,10 +589,10 @@ impl Attention {
 impl Mlp {
     /// `silu(gate · x) * (up · x)`.
     fn activation(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
-        let g = self.gate.forward(x, n)?;
-        let u = self.up.forward(x, n)?;
+        let gu = self.gate_up.forward(x, n)?;
+        let (g, u) = (&gu[0], &gu[1]);
         Ok(g.iter()
-            .zip(&u)
+            .zip(u)
             .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
             .collect())
     }

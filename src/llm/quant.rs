@@ -134,6 +134,25 @@ impl QMatrix {
         Ok(out)
     }
 
+    /// The rows of several matrices of one format and width, one under the other.
+    pub fn stack(parts: &[&QMatrix]) -> Option<QMatrix> {
+        let first = parts.first()?;
+        if parts
+            .iter()
+            .any(|m| m.ty != first.ty || m.cols != first.cols)
+        {
+            return None;
+        }
+        Some(QMatrix {
+            ty: first.ty,
+            rows: parts.iter().map(|m| m.rows).sum(),
+            cols: first.cols,
+            d: parts.iter().flat_map(|m| m.d.iter().copied()).collect(),
+            m: parts.iter().flat_map(|m| m.m.iter().copied()).collect(),
+            qs: parts.iter().flat_map(|m| m.qs.iter().copied()).collect(),
+        })
+    }
+
     fn blocks_per_row(&self) -> usize {
         self.cols / QK
     }
@@ -234,10 +253,7 @@ impl Row<'_> {
             target_feature = "avx2",
             target_feature = "fma"
         ))]
-        #[allow(unsafe_code)]
-        // SAFETY: this branch is compiled only when the whole crate targets AVX2 and FMA
-        // (x86-64-v3, `.cargo/config.toml`), so every CPU that runs this binary has them.
-        unsafe {
+        {
             simd::dot_many(self, xs)
         }
         #[cfg(not(all(
@@ -297,25 +313,14 @@ fn scalar_dot_many(row: &Row, xs: &[Q8Vec]) -> [f32; 4] {
     target_feature = "avx2",
     target_feature = "fma"
 ))]
+#[allow(unsafe_code)]
 mod simd {
-    //! AVX2 block sums. Inside these `#[target_feature]` functions the intrinsics are safe to
-    //! call, and loads go through `bytemuck` (checked slice lengths): the only `unsafe` is the
-    //! one call into `dot_many`.
+    //! AVX2 block sums. Unaligned loads through raw pointers, after every slice length has
+    //! been checked once per row (safe loads through arrays made the compiler round-trip each
+    //! vector through the stack).
     use std::arch::x86_64::*;
 
     use super::{BlockType, Q8Vec, QK, Row};
-
-    #[target_feature(enable = "avx2")]
-    fn load256(bytes: &[u8]) -> __m256i {
-        let a: [u8; 32] = bytes[..32].try_into().expect("32 bytes");
-        bytemuck::cast(a)
-    }
-
-    #[target_feature(enable = "avx2")]
-    fn load128(bytes: &[u8]) -> __m128i {
-        let a: [u8; 16] = bytes[..16].try_into().expect("16 bytes");
-        bytemuck::cast(a)
-    }
 
     #[target_feature(enable = "avx2")]
     fn hsum(v: __m256) -> f32 {
@@ -325,96 +330,114 @@ mod simd {
         _mm_cvtss_f32(s)
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    /// Dot products of one row with up to four inputs (unused lanes are 0).
     pub(super) fn dot_many(row: &Row, xs: &[Q8Vec]) -> [f32; 4] {
         let mut out = [0f32; 4];
-        match xs {
-            [a] => out[0] = dot_n::<1>(row, [a])[0],
-            [a, b] => out[..2].copy_from_slice(&dot_n::<2>(row, [a, b])),
-            [a, b, c] => out[..3].copy_from_slice(&dot_n::<3>(row, [a, b, c])),
-            [a, b, c, d, ..] => out = dot_n::<4>(row, [a, b, c, d]),
-            [] => {}
+        // SAFETY: this module is compiled only when the whole crate targets AVX2 and FMA
+        // (x86-64-v3, `.cargo/config.toml`), so every CPU that runs this binary has them.
+        unsafe {
+            match xs {
+                [a] => out[0] = dot_n::<1>(row, [a])[0],
+                [a, b] => out[..2].copy_from_slice(&dot_n::<2>(row, [a, b])),
+                [a, b, c] => out[..3].copy_from_slice(&dot_n::<3>(row, [a, b, c])),
+                [a, b, c, d, ..] => out = dot_n::<4>(row, [a, b, c, d]),
+                [] => {}
+            }
         }
         out
     }
 
-    /// Block `b`'s 32 weights as lanes: unsigned 0..16 for Q4_1 (low nibbles are weights
-    /// 0..16, high nibbles 16..32), int8 for Q8_0.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn weights<const Q8: bool>(row: &Row, b: usize) -> __m256i {
-        match Q8 {
-            false => {
-                let low = _mm_set1_epi8(0x0F);
-                let nib = load128(&row.qs[b * 16..b * 16 + 16]);
-                let lo = _mm_and_si128(nib, low);
-                let hi = _mm_and_si128(_mm_srli_epi16::<4>(nib), low);
-                _mm256_set_m128i(hi, lo)
-            }
-            true => load256(&row.qs[b * 32..b * 32 + 32]),
-        }
-    }
-
-    /// `dw * dx * sum(w * x)` over one block, as 8 partial sums.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn block<const Q8: bool>(w: __m256i, x: &[i8], scale: f32, acc: __m256) -> __m256 {
-        let x = load256(bytemuck::cast_slice(x));
-        // maddubs wants one unsigned operand: Q4_1's weights are; for Q8_0, |w| times x
-        // carrying w's sign.
-        let (u, s) = match Q8 {
-            false => (w, x),
-            true => (_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)),
-        };
-        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-        _mm256_fmadd_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(p), acc)
-    }
-
-    /// One weight row against `N` inputs; `N` is a constant so the accumulators stay in
-    /// registers and each block's weights are unpacked once for all inputs. Even and odd blocks
-    /// go to separate accumulators so consecutive FMAs do not wait on each other.
     #[target_feature(enable = "avx2,fma")]
     fn dot_n<const N: usize>(row: &Row, xs: [&Q8Vec; N]) -> [f32; N] {
-        match row.ty {
-            BlockType::Q4_1 => dot_typed::<N, false>(row, xs),
-            BlockType::Q8_0 => dot_typed::<N, true>(row, xs),
+        let nb = row.d.len();
+        let packed = match row.ty {
+            BlockType::Q4_1 => 16,
+            BlockType::Q8_0 => 32,
+        };
+        // Every pointer below stays inside these lengths.
+        assert!(row.qs.len() >= nb * packed && (row.ty == BlockType::Q8_0 || row.m.len() >= nb));
+        for x in &xs {
+            assert!(x.qs.len() >= nb * QK && x.d.len() >= nb && x.s.len() >= nb);
+        }
+        // SAFETY: lengths checked above; loads are unaligned (`loadu`).
+        unsafe {
+            match row.ty {
+                BlockType::Q4_1 => dot_typed::<N, false>(row, xs, nb),
+                BlockType::Q8_0 => dot_typed::<N, true>(row, xs, nb),
+            }
         }
     }
 
+    /// One weight row against `N` inputs; `N` and the block type are constants, so the
+    /// accumulators stay in registers and each block's weights are unpacked once for all
+    /// inputs. Even and odd blocks alternate two accumulators so consecutive FMAs do not wait
+    /// on each other.
+    ///
+    /// # Safety
+    /// `row.qs` holds `nb` packed blocks, `row.d` (and for Q4_1 `row.m`) `nb` values, and
+    /// every input `nb * QK` values and `nb` scales and sums.
     #[target_feature(enable = "avx2,fma")]
-    fn dot_typed<const N: usize, const Q8: bool>(row: &Row, xs: [&Q8Vec; N]) -> [f32; N] {
-        let nb = row.d.len();
+    unsafe fn dot_typed<const N: usize, const Q8: bool>(
+        row: &Row,
+        xs: [&Q8Vec; N],
+        nb: usize,
+    ) -> [f32; N] {
+        let ones = _mm256_set1_epi16(1);
+        let low = _mm_set1_epi8(0x0F);
+        let wp = row.qs.as_ptr();
+        let dw = row.d.as_ptr();
+        let xq: [*const i8; N] = std::array::from_fn(|i| xs[i].qs.as_ptr());
+        let xd: [*const f32; N] = std::array::from_fn(|i| xs[i].d.as_ptr());
+        // Block b's products added into `acc`, one vector per input.
+        macro_rules! step {
+            ($b:expr, $acc:ident) => {{
+                let b: usize = $b;
+                // SAFETY (all loads): b < nb, lengths as documented.
+                let w = unsafe {
+                    if Q8 {
+                        _mm256_loadu_si256(wp.add(b * 32) as *const __m256i)
+                    } else {
+                        // Low nibbles are weights 0..16, high nibbles 16..32.
+                        let nib = _mm_loadu_si128(wp.add(b * 16) as *const __m128i);
+                        let lo = _mm_and_si128(nib, low);
+                        let hi = _mm_and_si128(_mm_srli_epi16::<4>(nib), low);
+                        _mm256_set_m128i(hi, lo)
+                    }
+                };
+                // maddubs wants one unsigned operand: Q4_1's weights are; for Q8_0, |w| times x
+                // carrying w's sign.
+                let u = if Q8 { _mm256_sign_epi8(w, w) } else { w };
+                let d = unsafe { *dw.add(b) };
+                for i in 0..N {
+                    let x = unsafe { _mm256_loadu_si256(xq[i].add(b * QK) as *const __m256i) };
+                    let x = if Q8 { _mm256_sign_epi8(x, w) } else { x };
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), ones);
+                    let scale = _mm256_set1_ps(d * unsafe { *xd[i].add(b) });
+                    $acc[i] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(p), $acc[i]);
+                }
+            }};
+        }
+        // Even and odd blocks into separate accumulators.
         let mut even = [_mm256_setzero_ps(); N];
         let mut odd = [_mm256_setzero_ps(); N];
-        let xq: [&[i8]; N] = std::array::from_fn(|i| &xs[i].qs[..nb * QK]);
-        let xd: [&[f32]; N] = std::array::from_fn(|i| &xs[i].d[..nb]);
-        let dw = &row.d[..nb];
         let mut b = 0;
         while b + 1 < nb {
-            let (w0, w1) = (weights::<Q8>(row, b), weights::<Q8>(row, b + 1));
-            for i in 0..N {
-                let x0 = &xq[i][b * QK..b * QK + QK];
-                let x1 = &xq[i][b * QK + QK..b * QK + 2 * QK];
-                even[i] = block::<Q8>(w0, x0, dw[b] * xd[i][b], even[i]);
-                odd[i] = block::<Q8>(w1, x1, dw[b + 1] * xd[i][b + 1], odd[i]);
-            }
+            step!(b, even);
+            step!(b + 1, odd);
             b += 2;
         }
         if b < nb {
-            let w0 = weights::<Q8>(row, b);
-            for i in 0..N {
-                let x0 = &xq[i][b * QK..b * QK + QK];
-                even[i] = block::<Q8>(w0, x0, dw[b] * xd[i][b], even[i]);
-            }
+            step!(b, even);
         }
+        let acc: [__m256; N] = std::array::from_fn(|i| _mm256_add_ps(even[i], odd[i]));
         std::array::from_fn(|i| {
             // Q4_1's offset: sum over blocks of m * s, a plain dot product of two arrays.
-            let offset = if !Q8 {
-                dot_f32(&row.m[..nb], &xs[i].s[..nb])
-            } else {
+            let offset = if Q8 {
                 0.0
+            } else {
+                dot_f32(&row.m[..nb], &xs[i].s[..nb])
             };
-            hsum(_mm256_add_ps(even[i], odd[i])) + offset
+            hsum(acc[i]) + offset
         })
     }
 
@@ -561,6 +584,28 @@ mod tests {
                 assert!((a - b).abs() < 2e-2, "{ty:?}: {a} vs {b}");
             }
         }
+    }
+
+    #[test]
+    fn stacked_matrices_give_each_parts_product() {
+        let mut rng = Rng::new(11);
+        let ty = BlockType::Q4_1;
+        let a = QMatrix::from_gguf(ty, 5, 64, &random_bytes(&mut rng, ty, 5, 64)).unwrap();
+        let b = QMatrix::from_gguf(ty, 3, 64, &random_bytes(&mut rng, ty, 3, 64)).unwrap();
+        let both = QMatrix::stack(&[&a, &b]).unwrap();
+        let x: Vec<f32> = (0..128).map(|_| rng.next_f32() - 0.5).collect();
+        let (ya, yb, y) = (a.matmul(&x, 2), b.matmul(&x, 2), both.matmul(&x, 2));
+        for i in 0..2 {
+            assert_eq!(&y[i * 8..i * 8 + 5], &ya[i * 5..i * 5 + 5]);
+            assert_eq!(&y[i * 8 + 5..i * 8 + 8], &yb[i * 3..i * 3 + 3]);
+        }
+        let c = QMatrix::from_gguf(
+            BlockType::Q8_0,
+            1,
+            64,
+            &random_bytes(&mut rng, BlockType::Q8_0, 1, 64),
+        );
+        assert!(QMatrix::stack(&[&a, &c.unwrap()]).is_none());
     }
 
     #[test]
