@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     about = "Game graphics and LLMs run the same GPU math: a live demo.",
     long_about = "samemath opens a window with two scenes: a mesh moved by 4x4 matrices and lit \
-                  with dot products, and (coming) a small LLM whose every multiply-add is shown."
+                  with dot products, and a small LLM (SmolLM2) whose tokens, embeddings, neurons, attention and \
+                  next-token probabilities are drawn as it runs."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -45,6 +46,23 @@ pub struct AppArgs {
     /// Start with the side panels hidden (Tab shows them).
     #[arg(long, global = true)]
     pub hide_panels: bool,
+    /// Scene 2's model: a llama-architecture GGUF file (default: SmolLM2-135M-Instruct in the
+    /// cache, fetched on first use; or $SAMEMATH_MODEL).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Scene 2's prompt at start.
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: Option<String>,
+    /// Feed scene 2's prompt without the chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// Run this many forward passes of scene 2's prompt as soon as the model is loaded
+    /// (with --screenshot: capture after the last one).
+    #[arg(long, value_name = "N")]
+    pub steps: Option<usize>,
+    /// Unattended booth loop: cycle the scenes and a list of prompts until closed.
+    #[arg(long)]
+    pub demo: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]

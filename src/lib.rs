@@ -1,13 +1,14 @@
 //! samemath: game graphics and LLMs run the same GPU math, shown live.
 //!
 //! Rooms: `math` (engine-free matrices, lighting, meshes), `llm` (engine-free model, tokenizer,
-//! instrumented forward, sessions), `app` (the Bevy shell), `graphics` (scene 1), `cli` and
+//! instrumented forward, sessions), `app` (the Bevy shell), `graphics` (scene 1), `llm_scene` (scene 2), `cli` and
 //! `tools` (the command line) and `platform` (native/web differences).
 
 pub mod app;
 pub mod cli;
 pub mod graphics;
 pub mod llm;
+pub mod llm_scene;
 pub mod math;
 pub mod platform;
 pub mod tools;

@@ -22,7 +22,7 @@ pub enum Scene {
     /// Scene 1: a mesh moved by 4x4 matrices and lit with dot products.
     #[default]
     Graphics,
-    /// Scene 2: the LLM (not built yet).
+    /// Scene 2: the LLM, drawn as it runs.
     Llm,
 }
 
@@ -129,6 +129,7 @@ impl Plugin for AppPlugin {
             theme::plugin,
             camera::plugin,
             crate::graphics::plugin,
+            crate::llm_scene::plugin,
             screenshot::plugin,
             bench::plugin,
         ));
@@ -138,5 +139,9 @@ impl Plugin for AppPlugin {
 /// Everything that needs no window or GPU: scene state, keys, scene-1 logic. Headless tests
 /// add this next to `MinimalPlugins`.
 pub fn logic_plugin(app: &mut App) {
-    app.add_plugins((shell::plugin, crate::graphics::logic_plugin));
+    app.add_plugins((
+        shell::plugin,
+        crate::graphics::logic_plugin,
+        crate::llm_scene::logic_plugin,
+    ));
 }

@@ -8,8 +8,12 @@ use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
 
 use super::AppOptions;
 use crate::graphics::{GraphicsSettings, SceneMatrices};
+use crate::llm_scene::activations::ActivationTexture;
+use crate::llm_scene::panels::LlmDrawn;
+use crate::llm_scene::{LlmView, steps_done};
 
-/// Frames rendered before the capture, so pipelines are compiled and the layout has settled.
+/// Frames rendered before the capture, so pipelines are compiled and the layout has settled
+/// (counted from when `--steps` have landed, if given).
 const WARMUP_FRAMES: u32 = 30;
 /// Give up (and exit with an error) if the capture has not landed by then.
 const GIVE_UP_FRAMES: u32 = 3000;
@@ -25,11 +29,44 @@ pub fn sidecar_path(png: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// What scene 2 showed, for the sidecar: where the grid and chips were drawn and the values.
+fn llm_json(
+    view: &LlmView,
+    drawn: Option<&LlmDrawn>,
+    texture: Option<&ActivationTexture>,
+) -> serde_json::Value {
+    let activations: Vec<&Vec<f32>> = view
+        .trace
+        .as_ref()
+        .map(|t| t.layers.iter().map(|l| &l.mlp_activation).collect())
+        .unwrap_or_default();
+    serde_json::json!({
+        "status": format!("{:?}", view.status),
+        "steps": view.steps,
+        "prompt_tokens": view.prompt_tokens.len(),
+        "generated_tokens": view.generated.len(),
+        "drawn": drawn,
+        "activation_scale": texture.map(|t| t.scale),
+        "layout": texture.map(|t| {
+            let l = t.layout;
+            serde_json::json!({"layers": l.layers, "neurons": l.neurons, "tile_w": l.tile_w,
+                "tile_h": l.tile_h, "tiles_x": l.tiles_x, "gap": l.gap})
+        }),
+        "token": view.trace.as_ref().map(|t| t.token.clone()),
+        "activations": activations,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
 fn drive_screenshot(
     options: Res<AppOptions>,
     settings: Option<Res<GraphicsSettings>>,
     matrices: Option<Res<SceneMatrices>>,
+    view: Option<Res<LlmView>>,
+    drawn: Option<Res<LlmDrawn>>,
+    texture: Option<Res<ActivationTexture>>,
     adapter: Option<Res<bevy::render::renderer::RenderAdapterInfo>>,
+    mut total: Local<u32>,
     mut frames: Local<u32>,
     mut commands: Commands,
     mut exit: MessageWriter<AppExit>,
@@ -37,12 +74,18 @@ fn drive_screenshot(
     let Some(path) = options.args.screenshot.clone() else {
         return;
     };
-    *frames += 1;
+    *total += 1;
+    if view.as_ref().is_none_or(|v| steps_done(&options, v)) {
+        *frames += 1;
+    }
     if *frames == WARMUP_FRAMES {
         let mut sidecar = match (settings, matrices) {
             (Some(s), Some(m)) => m.to_json(&s),
             _ => serde_json::json!({}),
         };
+        if let Some(v) = &view {
+            sidecar["llm"] = llm_json(v, drawn.as_deref(), texture.as_deref());
+        }
         sidecar["adapter"] = adapter
             .map(|a| serde_json::Value::from(format!("{} ({:?})", a.name, a.backend)))
             .unwrap_or_default();
@@ -61,7 +104,7 @@ fn drive_screenshot(
                 }
             },
         );
-    } else if *frames == GIVE_UP_FRAMES {
+    } else if *total == GIVE_UP_FRAMES {
         error!("the screenshot never arrived after {GIVE_UP_FRAMES} frames");
         exit.write(AppExit::error());
     }

@@ -104,12 +104,6 @@ pub(super) fn plugin(app: &mut App) {
         .add_systems(EguiPrimaryContextPass, top_bar.in_set(UiSet::TopBar))
         .add_systems(
             EguiPrimaryContextPass,
-            (llm_placeholder
-                .in_set(UiSet::Panels)
-                .run_if(in_state(Scene::Llm)),),
-        )
-        .add_systems(
-            EguiPrimaryContextPass,
             measure_viewport.in_set(UiSet::Viewport),
         );
 }
@@ -211,23 +205,6 @@ fn top_bar(
         });
     });
     free.take(panel.response.rect);
-}
-
-fn llm_placeholder(mut contexts: EguiContexts, free: Res<FreeArea>) {
-    let Ok(ctx) = contexts.ctx_mut() else {
-        return;
-    };
-    let mut root = free.ui(ctx, "llm_root");
-    egui::CentralPanel::default().show(&mut root, |ui| {
-        ui.centered_and_justified(|ui| {
-            ui.label(
-                egui::RichText::new(
-                    "Scene 2, the LLM, is not built yet.\nPress 1 for the matrices-and-light scene.",
-                )
-                .size(22.0),
-            );
-        });
-    });
 }
 
 /// After the panels: the rectangle egui left free is the 3D viewport.

@@ -11,6 +11,7 @@ pub mod sampling;
 pub mod session;
 pub mod tokenizer;
 pub mod trace;
+pub mod worker;
 
 pub use config::LlamaConfig;
 pub use error::{LlmError, Result};

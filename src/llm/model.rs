@@ -163,6 +163,8 @@ pub struct Model {
     head: Linear,
     /// RoPE: the rotation frequency of each pair of a head's dimensions.
     inv_freq: Vec<f32>,
+    /// Length of each embedding row, computed on first use (nearest neighbours).
+    row_norms: std::sync::OnceLock<Vec<f32>>,
     device: Device,
 }
 
@@ -334,6 +336,7 @@ impl Model {
             norm,
             head,
             inv_freq,
+            row_norms: Default::default(),
             device,
         })
     }
@@ -367,6 +370,56 @@ impl Model {
         let storage = QStorage::from_data(Cow::Borrowed(bytes), &self.device, dtype)?;
         let row = QTensor::new(storage, (n,))?.dequantize(&self.device)?;
         Ok(row.to_vec1::<f32>()?)
+    }
+
+    /// Row `neuron` of layer `layer`'s gate and up matrices, dequantized: the weights whose dot
+    /// products with the MLP input make that neuron's activation. `None` when out of range or
+    /// when the file's format is one our kernels do not hold (then candle has the blocks).
+    pub fn mlp_rows(&self, layer: usize, neuron: usize) -> Option<(Vec<f32>, Vec<f32>)> {
+        let n_ff = self.config.n_ff;
+        if neuron >= n_ff {
+            return None;
+        }
+        match &self.blocks.get(layer)?.mlp.gate_up {
+            Stacked::One(m, _) => Some((m.dequantize_row(neuron), m.dequantize_row(n_ff + neuron))),
+            Stacked::Many(parts) => match (&parts[0], &parts[1]) {
+                (Linear::Ours(g), Linear::Ours(u)) => {
+                    Some((g.dequantize_row(neuron), u.dequantize_row(neuron)))
+                }
+                _ => None,
+            },
+        }
+    }
+
+    /// The `k` vocabulary tokens whose embedding rows point most nearly the way `v` does
+    /// (cosine similarity), best first. `None` if the table is in a format our kernels do not
+    /// hold.
+    pub fn nearest_tokens(&self, v: &[f32], k: usize) -> Option<Vec<(u32, f32)>> {
+        let Embedding::Ours(table) = &self.embedding else {
+            return None;
+        };
+        if v.len() != table.cols {
+            return None;
+        }
+        let norms = self.row_norms.get_or_init(|| {
+            (0..table.rows)
+                .into_par_iter()
+                .map(|r| l2(&table.dequantize_row(r)))
+                .collect()
+        });
+        let v_norm = l2(v).max(1e-12);
+        let dots = table.matmul(v, 1);
+        let cos: Vec<f32> = dots
+            .iter()
+            .zip(norms)
+            .map(|(d, n)| d / (n.max(1e-12) * v_norm))
+            .collect();
+        Some(
+            top_k(&cos, k)
+                .into_iter()
+                .map(|(id, c, _)| (id, c))
+                .collect(),
+        )
     }
 
     /// Run `tokens` (at positions `cache.len()..`) through the model, extending the cache.
@@ -413,12 +466,14 @@ impl Model {
                 let h = block.ffn_norm.forward(&x);
                 let act = block.mlp.activation(&h, n)?;
                 let act_last = record.enabled.then(|| last(&act));
+                let input_last = if record.enabled { last(&h) } else { Vec::new() };
                 add_assign(&mut x, &block.mlp.down.forward(&act, n)?);
                 if let (Some(resid_in), Some(act_last), Some(att)) = (resid_in, act_last, att) {
                     let resid_out = last(&x);
                     layers.push(LayerTrace {
                         attention: att,
                         mlp_activation: act_last,
+                        mlp_input: input_last,
                         residual_norm_in: l2(&resid_in),
                         residual_norm_out: l2(&resid_out),
                         logit_lens: None,

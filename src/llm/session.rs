@@ -90,6 +90,8 @@ pub struct Session {
     text: TextStream,
     cancel: CancelToken,
     finished: Option<StopReason>,
+    /// The logits the last step sampled from.
+    last_logits: Vec<f32>,
 }
 
 impl std::fmt::Debug for Session {
@@ -136,6 +138,7 @@ impl Session {
             text: TextStream::default(),
             cancel: CancelToken::default(),
             finished: None,
+            last_logits: Vec::new(),
         })
     }
 
@@ -153,6 +156,11 @@ impl Session {
 
     pub fn finished(&self) -> Option<StopReason> {
         self.finished
+    }
+
+    /// The full next-token logits the last step sampled from (empty before the first step).
+    pub fn last_logits(&self) -> &[f32] {
+        &self.last_logits
     }
 
     pub fn tokenizer(&self) -> &LlmTokenizer {
@@ -178,6 +186,7 @@ impl Session {
             self.model
                 .forward(&mut self.cache, &input, self.record, Some(&self.tokenizer))?;
         let id = self.sampler.sample(&out.logits, &self.tokens);
+        self.last_logits = out.logits;
         self.tokens.push(id);
         self.pending.push(id);
         let is_stop = self.tokenizer.is_stop(id);

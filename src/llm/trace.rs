@@ -25,6 +25,10 @@ pub struct LayerTrace {
     pub attention: Vec<Vec<f32>>,
     /// `silu(gate · x) * (up · x)` for the newest token: the MLP's activations.
     pub mlp_activation: Vec<f32>,
+    /// `x`: the MLP's input, the residual stream after the layer's second RMSNorm (576 values);
+    /// with the gate and up rows it gives each activation's dot products.
+    #[serde(default)]
+    pub mlp_input: Vec<f32>,
     /// L2 norm of the residual stream entering and leaving the layer.
     pub residual_norm_in: f32,
     pub residual_norm_out: f32,

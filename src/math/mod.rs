@@ -6,6 +6,7 @@ pub mod camera;
 pub mod lighting;
 pub mod mesh;
 pub mod normal;
+pub mod pca;
 pub mod transform;
 
 pub use camera::{ClipChain, OrbitCamera, Ray, VertexJourney, Viewport};

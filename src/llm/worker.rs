@@ -1,0 +1,323 @@
+//! The engine the app drives without ever blocking a frame: commands in (load, generate, step,
+//! stop, reset), events out (progress, the prompt's tokens, each generated token with its trace
+//! and logits, the end). On native builds it runs on its own thread; on wasm (no threads) the
+//! same state machine runs one step per `poll`, between frames.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+
+use super::fetch;
+use super::model::Model;
+use super::session::{GenerationRequest, Session, Step, StopReason};
+use super::tokenizer::LlmTokenizer;
+use super::trace::TokenInfo;
+
+/// What the app asks for.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Find (fetching on first use) and load the model.
+    Load,
+    /// A new session from this request, generating until it stops.
+    Generate(GenerationRequest),
+    /// One forward pass: continues the current session, or starts one from this request.
+    Step(GenerationRequest),
+    /// Pause after the current step; Step continues from there.
+    Stop,
+    /// Forget the session.
+    Reset,
+}
+
+/// What the engine reports.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Progress while finding or loading the model.
+    Status(String),
+    Loaded {
+        model: Arc<Model>,
+        tokenizer: Arc<LlmTokenizer>,
+        path: PathBuf,
+    },
+    /// A session started: its prompt tokens (after the template) and their embedding rows.
+    Prompt {
+        tokens: Vec<TokenInfo>,
+        embeddings: Vec<Vec<f32>>,
+    },
+    /// One generated token; `logits` are the full distribution it was sampled from, `seconds`
+    /// the time its forward pass took.
+    Token {
+        step: Box<Step>,
+        logits: Vec<f32>,
+        seconds: f32,
+    },
+    /// The session ended.
+    Finished(StopReason),
+    /// The engine stopped stepping with the session still open (after Step, or Stop): Step or
+    /// Generate continue it.
+    Paused,
+    Error(String),
+}
+
+/// The state machine shared by the thread and the wasm slices.
+struct Engine {
+    model_path: Option<PathBuf>,
+    loaded: Option<(Arc<Model>, Arc<LlmTokenizer>)>,
+    session: Option<Session>,
+    /// Generating continuously (vs. waiting for Step).
+    running: bool,
+    events: Sender<Event>,
+}
+
+impl Engine {
+    fn send(&self, event: Event) {
+        // The app went away: nothing left to tell.
+        let _ = self.events.send(event);
+    }
+
+    fn ensure_loaded(&mut self) -> bool {
+        if self.loaded.is_some() {
+            return true;
+        }
+        let events = self.events.clone();
+        let mut progress = |msg: &str| {
+            let _ = events.send(Event::Status(msg.to_string()));
+        };
+        progress("finding the model");
+        let result = fetch::ensure_model(self.model_path.as_deref(), &mut progress).and_then(|p| {
+            progress(&format!("loading {}", p.display()));
+            Model::load(&p).map(|(m, t)| (m, t, p))
+        });
+        match result {
+            Ok((model, tokenizer, path)) => {
+                let (model, tokenizer) = (Arc::new(model), Arc::new(tokenizer));
+                self.loaded = Some((model.clone(), tokenizer.clone()));
+                self.send(Event::Loaded {
+                    model,
+                    tokenizer,
+                    path,
+                });
+                true
+            }
+            Err(e) => {
+                self.send(Event::Error(e.to_string()));
+                false
+            }
+        }
+    }
+
+    fn start(&mut self, request: &GenerationRequest) -> bool {
+        self.session = None;
+        if !self.ensure_loaded() {
+            return false;
+        }
+        let Some((model, tokenizer)) = self.loaded.clone() else {
+            return false;
+        };
+        match Session::new(model.clone(), tokenizer.clone(), request) {
+            Ok(session) => {
+                let ids = session.prompt_tokens().to_vec();
+                let tokens = ids
+                    .iter()
+                    .map(|&id| TokenInfo {
+                        id,
+                        piece: tokenizer.piece(id),
+                    })
+                    .collect();
+                let embeddings = ids
+                    .iter()
+                    .filter_map(|&id| model.embedding_row(id).ok())
+                    .collect();
+                self.send(Event::Prompt { tokens, embeddings });
+                self.session = Some(session);
+                true
+            }
+            Err(e) => {
+                self.send(Event::Error(e.to_string()));
+                false
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Load => {
+                self.ensure_loaded();
+            }
+            Command::Generate(request) => {
+                self.running = self.start(&request);
+            }
+            Command::Step(request) => {
+                self.running = false;
+                let live = self
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| s.finished().is_none());
+                if live || self.start(&request) {
+                    self.step();
+                    if self
+                        .session
+                        .as_ref()
+                        .is_some_and(|s| s.finished().is_none())
+                    {
+                        self.send(Event::Paused);
+                    }
+                }
+            }
+            Command::Stop => {
+                if self.running {
+                    self.running = false;
+                    self.send(Event::Paused);
+                }
+            }
+            Command::Reset => {
+                self.running = false;
+                self.session = None;
+            }
+        }
+    }
+
+    /// One forward pass of the current session.
+    fn step(&mut self) {
+        let Some(session) = self.session.as_mut() else {
+            self.running = false;
+            return;
+        };
+        let started = web_time::Instant::now();
+        match session.step() {
+            Ok(Some(step)) => {
+                let seconds = started.elapsed().as_secs_f32();
+                let stop = step.stop;
+                let logits = session.last_logits().to_vec();
+                self.send(Event::Token {
+                    step: Box::new(step),
+                    logits,
+                    seconds,
+                });
+                if let Some(reason) = stop {
+                    self.running = false;
+                    self.send(Event::Finished(reason));
+                }
+            }
+            Ok(None) => {
+                self.running = false;
+                if let Some(reason) = session.finished() {
+                    self.send(Event::Finished(reason));
+                }
+            }
+            Err(e) => {
+                self.running = false;
+                self.session = None;
+                self.send(Event::Error(e.to_string()));
+            }
+        }
+    }
+}
+
+/// The app's handle on the engine.
+pub struct Worker {
+    commands: Sender<Command>,
+    events: Receiver<Event>,
+    /// wasm: the engine itself, stepped from `poll`.
+    #[cfg(target_arch = "wasm32")]
+    inline: (Engine, Receiver<Command>),
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Start the engine; `model_path` overrides the cached SmolLM2 file; `threads` sizes the
+    /// engine's own thread pool for the matrix products (leave a core to the renderer).
+    pub fn spawn(model_path: Option<PathBuf>, threads: usize) -> Worker {
+        let (command_tx, command_rx) = channel();
+        let (event_tx, event_rx) = channel();
+        let engine = Engine {
+            model_path,
+            loaded: None,
+            session: None,
+            running: false,
+            events: event_tx,
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            std::thread::Builder::new()
+                .name("samemath-llm".into())
+                .spawn(move || {
+                    match rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads.max(1))
+                        .thread_name(|i| format!("samemath-llm-{i}"))
+                        .build()
+                    {
+                        Ok(pool) => pool.install(|| run(engine, command_rx)),
+                        Err(_) => run(engine, command_rx),
+                    }
+                })
+                .map_err(|e| eprintln!("samemath: cannot start the LLM thread: {e}"))
+                .ok();
+            Worker {
+                commands: command_tx,
+                events: event_rx,
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = threads;
+            Worker {
+                commands: command_tx,
+                events: event_rx,
+                inline: (engine, command_rx),
+            }
+        }
+    }
+
+    /// Queue a command; the engine takes it between steps, so Stop lands within one step.
+    pub fn send(&mut self, command: Command) {
+        let _ = self.commands.send(command);
+    }
+
+    /// Events since the last call; never blocks (on wasm, runs at most one step first).
+    pub fn poll(&mut self) -> Vec<Event> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let (engine, commands) = &mut self.inline;
+            while let Ok(c) = commands.try_recv() {
+                engine.handle(c);
+            }
+            if engine.running {
+                engine.step();
+            }
+        }
+        let mut out = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            out.push(e);
+        }
+        out
+    }
+}
+
+/// The engine thread: commands first, then one step at a time while generating.
+#[cfg(not(target_arch = "wasm32"))]
+fn run(mut engine: Engine, commands: Receiver<Command>) {
+    loop {
+        let next = if engine.running {
+            match commands.try_recv() {
+                Ok(c) => Some(c),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        } else {
+            match commands.recv() {
+                Ok(c) => Some(c),
+                Err(_) => return,
+            }
+        };
+        if let Some(c) = next {
+            engine.handle(c);
+            continue;
+        }
+        engine.step();
+    }
+}

@@ -1,0 +1,387 @@
+//! Scene 2: what the LLM computes, drawn live. The engine (`llm::worker`) runs off the main
+//! thread; this room keeps what it reported (`LlmView`), what the user set (`LlmControls`) and
+//! what is selected (`LlmSelection`), and draws the views: token strip, embeddings and their PCA,
+//! the 30 x 1536 activation grid (a GPU texture), attention per head, next-token bars and the
+//! logit lens.
+//!
+//! `logic_plugin` needs no window (headless tests feed it events); `plugin` adds the panels.
+
+pub mod activations;
+pub mod panels;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bevy::prelude::*;
+
+use crate::app::shell::keyboard_free;
+use crate::app::{AppOptions, Scene};
+use crate::llm::worker::{Command, Event, Worker};
+use crate::llm::{
+    GenerationRequest, LlmTokenizer, Model, RecordOptions, SamplingParams, StopReason, TokenInfo,
+    Trace,
+};
+use crate::math::pca::Pca;
+
+/// Longest prompt the box accepts (characters); longer pastes are cut and the cut is shown.
+pub const MAX_PROMPT_CHARS: usize = 8000;
+
+/// What the user set: the prompt and how to generate.
+#[derive(Resource, Debug, Clone)]
+pub struct LlmControls {
+    pub prompt: String,
+    /// Wrap the prompt in the model's chat template (else feed it raw).
+    pub chat: bool,
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Set when a paste was cut to `MAX_PROMPT_CHARS`.
+    pub truncated_from: Option<usize>,
+}
+
+impl Default for LlmControls {
+    fn default() -> Self {
+        Self {
+            prompt: "Why is the sky blue?".into(),
+            chat: true,
+            max_tokens: 128,
+            sampling: SamplingParams::default(),
+            truncated_from: None,
+        }
+    }
+}
+
+impl LlmControls {
+    pub fn request(&self) -> GenerationRequest {
+        GenerationRequest {
+            prompt: self.prompt.clone(),
+            chat: self.chat,
+            max_tokens: self.max_tokens.max(1),
+            sampling: self.sampling,
+            record: RecordOptions::FULL,
+        }
+    }
+
+    /// Cut an over-long prompt at a character boundary, remembering the original length.
+    pub fn enforce_limit(&mut self) {
+        let chars = self.prompt.chars().count();
+        if chars > MAX_PROMPT_CHARS {
+            let cut = self
+                .prompt
+                .char_indices()
+                .nth(MAX_PROMPT_CHARS)
+                .map_or(self.prompt.len(), |(i, _)| i);
+            self.prompt.truncate(cut);
+            self.truncated_from = Some(chars);
+        }
+    }
+
+    pub fn can_run(&self) -> bool {
+        !self.prompt.trim().is_empty()
+    }
+}
+
+/// Where the engine stands.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum EngineStatus {
+    #[default]
+    NotStarted,
+    Loading(String),
+    Ready,
+    Generating,
+    Error(String),
+}
+
+/// Everything the engine reported, as the views read it.
+#[derive(Resource, Debug, Default)]
+pub struct LlmView {
+    pub status: EngineStatus,
+    pub model: Option<Arc<Model>>,
+    pub tokenizer: Option<Arc<LlmTokenizer>>,
+    pub model_path: Option<PathBuf>,
+    /// The prompt as the model saw it (after the template), and each token's embedding row.
+    pub prompt_tokens: Vec<TokenInfo>,
+    pub prompt_embeddings: Vec<Vec<f32>>,
+    pub pca: Option<Pca>,
+    pub generated: Vec<TokenInfo>,
+    pub reply: String,
+    /// The latest step's trace and the full logits it sampled from.
+    pub trace: Option<Trace>,
+    pub logits: Vec<f32>,
+    /// The token sampled from `logits`.
+    pub sampled: Option<TokenInfo>,
+    /// Forward passes since the session started.
+    pub steps: usize,
+    /// Smoothed speed of the engine (forward passes per second).
+    pub tokens_per_sec: f32,
+    pub last_stop: Option<StopReason>,
+    /// The engine waits for Step or Generate with the session open.
+    pub paused: bool,
+    /// Bumped whenever `trace` changes (the activation texture follows it).
+    pub revision: u64,
+}
+
+impl LlmView {
+    /// Fold one engine event into the view.
+    pub fn apply(&mut self, event: Event) {
+        match event {
+            Event::Status(s) => self.status = EngineStatus::Loading(s),
+            Event::Loaded {
+                model,
+                tokenizer,
+                path,
+            } => {
+                self.model = Some(model);
+                self.tokenizer = Some(tokenizer);
+                self.model_path = Some(path);
+                self.status = EngineStatus::Ready;
+            }
+            Event::Prompt { tokens, embeddings } => {
+                self.clear_session();
+                self.pca = Pca::fit(&embeddings);
+                self.prompt_tokens = tokens;
+                self.prompt_embeddings = embeddings;
+                self.status = EngineStatus::Generating;
+            }
+            Event::Token {
+                step,
+                logits,
+                seconds,
+            } => {
+                let step = *step;
+                self.steps += 1;
+                if seconds > 0.0 {
+                    let tps = 1.0 / seconds;
+                    self.tokens_per_sec = if self.tokens_per_sec == 0.0 {
+                        tps
+                    } else {
+                        0.8 * self.tokens_per_sec + 0.2 * tps
+                    };
+                }
+                self.reply.push_str(&step.text);
+                self.sampled = Some(step.token.clone());
+                self.generated.push(step.token);
+                if let Some(trace) = step.trace {
+                    self.trace = Some(trace);
+                    self.revision += 1;
+                }
+                self.logits = logits;
+                self.paused = false;
+            }
+            Event::Finished(reason) => {
+                self.last_stop = Some(reason);
+                self.status = EngineStatus::Ready;
+            }
+            Event::Paused => {
+                self.paused = true;
+                self.status = EngineStatus::Ready;
+            }
+            Event::Error(e) => self.status = EngineStatus::Error(e),
+        }
+    }
+
+    fn clear_session(&mut self) {
+        self.prompt_tokens.clear();
+        self.prompt_embeddings.clear();
+        self.pca = None;
+        self.generated.clear();
+        self.reply.clear();
+        self.trace = None;
+        self.logits.clear();
+        self.sampled = None;
+        self.steps = 0;
+        self.tokens_per_sec = 0.0;
+        self.last_stop = None;
+        self.paused = false;
+        self.revision += 1;
+    }
+
+    /// Forget the session (Reset), keeping the loaded model.
+    pub fn reset(&mut self) {
+        self.clear_session();
+        if self.model.is_some() {
+            self.status = EngineStatus::Ready;
+        }
+    }
+
+    pub fn busy(&self) -> bool {
+        matches!(
+            self.status,
+            EngineStatus::Generating | EngineStatus::Loading(_)
+        )
+    }
+}
+
+/// What the user pointed at.
+#[derive(Resource, Debug, Clone, Default, PartialEq)]
+pub struct LlmSelection {
+    /// Layer whose attention is drawn.
+    pub attention_layer: usize,
+    /// (layer, neuron) clicked in the activation grid.
+    pub neuron: Option<(usize, usize)>,
+}
+
+/// The engine handle (the receiver is not `Sync`, hence the mutex; only the main thread locks).
+#[derive(Resource)]
+pub struct LlmEngine(pub Mutex<Worker>);
+
+impl LlmEngine {
+    pub fn send(&self, command: Command) {
+        if let Ok(mut w) = self.0.lock() {
+            w.send(command);
+        }
+    }
+}
+
+/// Asked of the scene by keys, buttons and the demo loop.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmAction {
+    Generate,
+    Step,
+    Stop,
+    Reset,
+}
+
+pub fn logic_plugin(app: &mut App) {
+    app.init_resource::<LlmControls>()
+        .init_resource::<LlmView>()
+        .init_resource::<LlmSelection>()
+        .add_message::<LlmAction>()
+        .add_systems(
+            Update,
+            (
+                llm_keys.run_if(in_state(Scene::Llm)),
+                run_actions,
+                poll_engine,
+            )
+                .chain(),
+        );
+}
+
+pub fn plugin(app: &mut App) {
+    app.add_plugins((activations::plugin, panels::plugin))
+        .add_systems(Startup, (start_engine, apply_options))
+        .add_systems(Update, auto_steps.before(run_actions));
+}
+
+/// `--prompt` and `--raw` set the controls.
+fn apply_options(options: Option<Res<AppOptions>>, mut controls: ResMut<LlmControls>) {
+    let Some(options) = options else {
+        return;
+    };
+    if let Some(p) = &options.args.prompt {
+        controls.prompt = p.clone();
+    }
+    if options.args.raw {
+        controls.chat = false;
+    }
+}
+
+/// `--steps N`: press Step N times, each once the previous pass has landed.
+fn auto_steps(
+    options: Option<Res<AppOptions>>,
+    view: Res<LlmView>,
+    mut sent: Local<usize>,
+    mut actions: MessageWriter<LlmAction>,
+) {
+    let Some(n) = options.and_then(|o| o.args.steps) else {
+        return;
+    };
+    if *sent < n && *sent == view.steps && view.model.is_some() && !view.busy() {
+        if view.last_stop.is_some() {
+            return;
+        }
+        actions.write(LlmAction::Step);
+        *sent += 1;
+    }
+}
+
+/// For `--screenshot` with `--steps N`: the N passes have landed (or the engine failed).
+pub fn steps_done(options: &AppOptions, view: &LlmView) -> bool {
+    match options.args.steps {
+        None => true,
+        Some(n) => {
+            matches!(view.status, EngineStatus::Error(_))
+                || ((view.steps >= n || view.last_stop.is_some()) && !view.busy())
+        }
+    }
+}
+
+/// Start the engine thread and load the model in the background (fetching it on first use).
+fn start_engine(mut commands: Commands, options: Option<Res<AppOptions>>) {
+    let model = options.as_ref().and_then(|o| o.args.model.clone());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Leave a core to Bevy's renderer when there are few.
+    let threads = if cores <= 2 { 1 } else { cores - 1 };
+    let mut worker = Worker::spawn(model, threads);
+    worker.send(Command::Load);
+    commands.insert_resource(LlmEngine(Mutex::new(worker)));
+}
+
+/// Space: one step; Enter: generate; Escape: stop; Backspace: reset (when no field has focus).
+fn llm_keys(
+    keys: Res<ButtonInput<KeyCode>>,
+    wants: Option<Res<bevy_egui::input::EguiWantsInput>>,
+    mut actions: MessageWriter<LlmAction>,
+) {
+    if !keyboard_free(wants) {
+        return;
+    }
+    for (key, action) in [
+        (KeyCode::Space, LlmAction::Step),
+        (KeyCode::Enter, LlmAction::Generate),
+        (KeyCode::Escape, LlmAction::Stop),
+        (KeyCode::Backspace, LlmAction::Reset),
+    ] {
+        if keys.just_pressed(key) {
+            actions.write(action);
+        }
+    }
+}
+
+/// Turn actions into engine commands. Generate and Step with an empty prompt do nothing (the
+/// buttons are disabled); Step while generating pauses and steps once.
+pub fn run_actions(
+    mut actions: MessageReader<LlmAction>,
+    mut controls: ResMut<LlmControls>,
+    mut view: ResMut<LlmView>,
+    mut selection: ResMut<LlmSelection>,
+    engine: Option<Res<LlmEngine>>,
+) {
+    for action in actions.read() {
+        let Some(engine) = engine.as_ref() else {
+            continue;
+        };
+        controls.enforce_limit();
+        match action {
+            LlmAction::Generate if controls.can_run() => {
+                engine.send(Command::Generate(controls.request()));
+                view.status = EngineStatus::Generating;
+            }
+            LlmAction::Step if controls.can_run() => {
+                engine.send(Command::Step(controls.request()));
+                view.status = EngineStatus::Generating;
+            }
+            LlmAction::Stop => engine.send(Command::Stop),
+            LlmAction::Reset => {
+                engine.send(Command::Reset);
+                view.reset();
+                *selection = LlmSelection::default();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Drain the engine's events into the view (never blocks).
+pub fn poll_engine(engine: Option<Res<LlmEngine>>, mut view: ResMut<LlmView>) {
+    let Some(engine) = engine else {
+        return;
+    };
+    let events = match engine.0.lock() {
+        Ok(mut w) => w.poll(),
+        Err(_) => return,
+    };
+    for e in events {
+        view.apply(e);
+    }
+}
