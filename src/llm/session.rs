@@ -167,6 +167,25 @@ impl Session {
         &self.tokenizer
     }
 
+    /// Prompt tokens not yet read by the model.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Read up to `max` of the pending prompt tokens without sampling (the last one is kept
+    /// for `step`, which samples after it): long prompts in slices, with progress and a chance
+    /// to stop in between.
+    pub fn prefill(&mut self, max: usize) -> Result<()> {
+        let n = max.min(self.pending.len().saturating_sub(1));
+        if n == 0 || self.finished.is_some() {
+            return Ok(());
+        }
+        let input: Vec<u32> = self.pending.drain(..n).collect();
+        self.model
+            .forward(&mut self.cache, &input, RecordOptions::OFF, None)
+            .map(|_| ())
+    }
+
     /// One forward pass and one sampled token; `None` once the session has finished.
     pub fn step(&mut self) -> Result<Option<Step>> {
         if self.finished.is_some() {

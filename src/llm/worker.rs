@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 
+use super::error::LlmError;
 use super::fetch;
 use super::model::Model;
 use super::session::{GenerationRequest, Session, Step, StopReason};
@@ -58,9 +59,17 @@ pub enum Event {
     Error(String),
 }
 
+/// Prompt tokens read per forward pass before the first token, so progress shows and Stop
+/// lands between slices.
+const PREFILL_SLICE: usize = 64;
+
 /// The state machine shared by the thread and the wasm slices.
 struct Engine {
     model_path: Option<PathBuf>,
+    /// Longest prompt (in tokens) this front end accepts.
+    max_prompt_tokens: usize,
+    /// One Step was asked for and has not produced its token yet.
+    step_pending: bool,
     loaded: Option<(Arc<Model>, Arc<LlmTokenizer>)>,
     session: Option<Session>,
     /// Generating continuously (vs. waiting for Step).
@@ -113,7 +122,28 @@ impl Engine {
         let Some((model, tokenizer)) = self.loaded.clone() else {
             return false;
         };
+        let too_long = |tokens: usize| {
+            format!(
+                "the prompt is {tokens} tokens; {} reads at most {} (about {} characters of \
+                 English). Shorten it: nothing was cut.",
+                if self.max_prompt_tokens < model.config.context_length {
+                    "the live scene"
+                } else {
+                    "the model"
+                },
+                self.max_prompt_tokens.min(model.config.context_length),
+                self.max_prompt_tokens.min(model.config.context_length) * 4
+            )
+        };
         match Session::new(model.clone(), tokenizer.clone(), request) {
+            Ok(session) if session.prompt_tokens().len() > self.max_prompt_tokens => {
+                self.send(Event::Error(too_long(session.prompt_tokens().len())));
+                false
+            }
+            Err(LlmError::PromptTooLong { tokens, .. }) => {
+                self.send(Event::Error(too_long(tokens)));
+                false
+            }
             Ok(session) => {
                 let ids = session.prompt_tokens().to_vec();
                 let tokens = ids
@@ -144,6 +174,7 @@ impl Engine {
                 self.ensure_loaded();
             }
             Command::Generate(request) => {
+                self.step_pending = false;
                 self.running = self.start(&request);
             }
             Command::Step(request) => {
@@ -152,27 +183,59 @@ impl Engine {
                     .session
                     .as_ref()
                     .is_some_and(|s| s.finished().is_none());
-                if live || self.start(&request) {
-                    self.step();
-                    if self
-                        .session
-                        .as_ref()
-                        .is_some_and(|s| s.finished().is_none())
-                    {
-                        self.send(Event::Paused);
-                    }
-                }
+                self.step_pending = live || self.start(&request);
             }
             Command::Stop => {
-                if self.running {
+                if self.busy() {
                     self.running = false;
+                    self.step_pending = false;
                     self.send(Event::Paused);
                 }
             }
             Command::Reset => {
                 self.running = false;
+                self.step_pending = false;
                 self.session = None;
             }
+        }
+    }
+
+    /// Work is waiting: generating, or a Step not yet done.
+    fn busy(&self) -> bool {
+        self.running || self.step_pending
+    }
+
+    /// The next piece of work: a slice of a long prompt, or one token.
+    fn advance(&mut self) {
+        let Some(session) = self.session.as_mut() else {
+            self.running = false;
+            self.step_pending = false;
+            return;
+        };
+        let pending = session.pending_len();
+        if pending > PREFILL_SLICE {
+            let total = session.prompt_tokens().len();
+            if let Err(e) = session.prefill(PREFILL_SLICE) {
+                self.running = false;
+                self.step_pending = false;
+                self.session = None;
+                self.send(Event::Error(e.to_string()));
+                return;
+            }
+            let done = total - (pending - PREFILL_SLICE);
+            self.send(Event::Status(format!(
+                "reading the prompt: {done} of {total} tokens"
+            )));
+            return;
+        }
+        self.step();
+        if std::mem::take(&mut self.step_pending)
+            && self
+                .session
+                .as_ref()
+                .is_some_and(|s| s.finished().is_none())
+        {
+            self.send(Event::Paused);
         }
     }
 
@@ -232,10 +295,21 @@ impl Worker {
     /// Start the engine; `model_path` overrides the cached SmolLM2 file; `threads` sizes the
     /// engine's own thread pool for the matrix products (leave a core to the renderer).
     pub fn spawn(model_path: Option<PathBuf>, threads: usize) -> Worker {
+        Self::spawn_with_limit(model_path, threads, usize::MAX)
+    }
+
+    /// As `spawn`, refusing prompts longer than `max_prompt_tokens` with a clear error.
+    pub fn spawn_with_limit(
+        model_path: Option<PathBuf>,
+        threads: usize,
+        max_prompt_tokens: usize,
+    ) -> Worker {
         let (command_tx, command_rx) = channel();
         let (event_tx, event_rx) = channel();
         let engine = Engine {
             model_path,
+            max_prompt_tokens,
+            step_pending: false,
             loaded: None,
             session: None,
             running: false,
@@ -286,8 +360,8 @@ impl Worker {
             while let Ok(c) = commands.try_recv() {
                 engine.handle(c);
             }
-            if engine.running {
-                engine.step();
+            if engine.busy() {
+                engine.advance();
             }
         }
         let mut out = Vec::new();
@@ -302,7 +376,7 @@ impl Worker {
 #[cfg(not(target_arch = "wasm32"))]
 fn run(mut engine: Engine, commands: Receiver<Command>) {
     loop {
-        let next = if engine.running {
+        let next = if engine.busy() {
             match commands.try_recv() {
                 Ok(c) => Some(c),
                 Err(TryRecvError::Empty) => None,
@@ -318,6 +392,6 @@ fn run(mut engine: Engine, commands: Receiver<Command>) {
             engine.handle(c);
             continue;
         }
-        engine.step();
+        engine.advance();
     }
 }

@@ -23,8 +23,13 @@ use crate::llm::{
 };
 use crate::math::pca::Pca;
 
-/// Longest prompt the box accepts (characters); longer pastes are cut and the cut is shown.
-pub const MAX_PROMPT_CHARS: usize = 8000;
+/// Longest prompt the live scene reads, in tokens: every token is computed on the CPU and
+/// drawn, and attention grows with the square of the length (a 1,000-token prompt takes about
+/// 10 s on one core). Longer prompts get a clear error and stay in the box.
+pub const MAX_PROMPT_TOKENS: usize = 512;
+
+/// The token strip draws at most this many chips (the newest); the rest are counted.
+pub const MAX_CHIPS: usize = 400;
 
 /// What the user set: the prompt and how to generate.
 #[derive(Resource, Debug, Clone)]
@@ -34,8 +39,6 @@ pub struct LlmControls {
     pub chat: bool,
     pub max_tokens: usize,
     pub sampling: SamplingParams,
-    /// Set when a paste was cut to `MAX_PROMPT_CHARS`.
-    pub truncated_from: Option<usize>,
 }
 
 impl Default for LlmControls {
@@ -45,7 +48,6 @@ impl Default for LlmControls {
             chat: true,
             max_tokens: 128,
             sampling: SamplingParams::default(),
-            truncated_from: None,
         }
     }
 }
@@ -58,20 +60,6 @@ impl LlmControls {
             max_tokens: self.max_tokens.max(1),
             sampling: self.sampling,
             record: RecordOptions::FULL,
-        }
-    }
-
-    /// Cut an over-long prompt at a character boundary, remembering the original length.
-    pub fn enforce_limit(&mut self) {
-        let chars = self.prompt.chars().count();
-        if chars > MAX_PROMPT_CHARS {
-            let cut = self
-                .prompt
-                .char_indices()
-                .nth(MAX_PROMPT_CHARS)
-                .map_or(self.prompt.len(), |(i, _)| i);
-            self.prompt.truncate(cut);
-            self.truncated_from = Some(chars);
         }
     }
 
@@ -166,6 +154,9 @@ impl LlmView {
                 }
                 self.logits = logits;
                 self.paused = false;
+                if matches!(self.status, EngineStatus::Loading(_)) {
+                    self.status = EngineStatus::Generating;
+                }
             }
             Event::Finished(reason) => {
                 self.last_stop = Some(reason);
@@ -312,7 +303,7 @@ fn start_engine(mut commands: Commands, options: Option<Res<AppOptions>>) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Leave a core to Bevy's renderer when there are few.
     let threads = if cores <= 2 { 1 } else { cores - 1 };
-    let mut worker = Worker::spawn(model, threads);
+    let mut worker = Worker::spawn_with_limit(model, threads, MAX_PROMPT_TOKENS);
     worker.send(Command::Load);
     commands.insert_resource(LlmEngine(Mutex::new(worker)));
 }
@@ -339,10 +330,11 @@ fn llm_keys(
 }
 
 /// Turn actions into engine commands. Generate and Step with an empty prompt do nothing (the
-/// buttons are disabled); Step while generating pauses and steps once.
+/// buttons are disabled); Step while generating pauses and steps once. The prompt box is never
+/// cut: a prompt longer than the model's context comes back as the engine's error.
 pub fn run_actions(
     mut actions: MessageReader<LlmAction>,
-    mut controls: ResMut<LlmControls>,
+    controls: Res<LlmControls>,
     mut view: ResMut<LlmView>,
     mut selection: ResMut<LlmSelection>,
     engine: Option<Res<LlmEngine>>,
@@ -351,7 +343,6 @@ pub fn run_actions(
         let Some(engine) = engine.as_ref() else {
             continue;
         };
-        controls.enforce_limit();
         match action {
             LlmAction::Generate if controls.can_run() => {
                 engine.send(Command::Generate(controls.request()));

@@ -10,7 +10,7 @@ use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
 use serde::Serialize;
 
 use super::activations::{ActivationTexture, activation_color};
-use super::{EngineStatus, LlmAction, LlmControls, LlmSelection, LlmView, MAX_PROMPT_CHARS};
+use super::{EngineStatus, LlmAction, LlmControls, LlmSelection, LlmView, MAX_CHIPS};
 use crate::app::Scene;
 use crate::app::shell::{FreeArea, UiSet};
 use crate::app::theme::UiSettings;
@@ -148,19 +148,15 @@ fn controls_panel(
                         .desired_width(f32::INFINITY)
                         .hint_text("Type a prompt…"),
                 );
-                c.enforce_limit();
-                ui.small(format!(
-                    "{} / {MAX_PROMPT_CHARS} characters",
-                    c.prompt.chars().count()
-                ));
-                if let Some(n) = c.truncated_from {
-                    ui.colored_label(
-                        WARNING,
-                        format!(
-                            "The pasted text had {n} characters; kept the first {MAX_PROMPT_CHARS}."
-                        ),
-                    );
-                }
+                let chars = c.prompt.chars().count();
+                ui.small(if chars > 20_000 {
+                    format!(
+                        "{chars} characters (long: the model reads at most 8192 tokens, about \
+                         30,000 characters)"
+                    )
+                } else {
+                    format!("{chars} characters")
+                });
                 ui.horizontal(|ui| {
                     ui.radio_value(&mut c.chat, true, "Chat (template)");
                     ui.radio_value(&mut c.chat, false, "Raw");
@@ -474,14 +470,21 @@ fn token_strip(
         view.prompt_tokens.len(),
         view.generated.len()
     ));
+    let total = view.prompt_tokens.len() + view.generated.len();
+    let skipped = total.saturating_sub(MAX_CHIPS);
+    if skipped > 0 {
+        ui.colored_label(WARNING, format!("… {skipped} earlier tokens not drawn"));
+    }
     let chips = view
         .prompt_tokens
         .iter()
         .map(|t| (t, false))
-        .chain(view.generated.iter().map(|t| (t, true)));
+        .chain(view.generated.iter().map(|t| (t, true)))
+        .enumerate()
+        .skip(skipped);
     ui.horizontal_wrapped(|ui| {
         ui.spacing_mut().item_spacing = egui::vec2(3.0, 3.0);
-        for (i, (token, generated)) in chips.enumerate() {
+        for (i, (token, generated)) in chips {
             let special = is_special(&token.piece);
             let fill = match (special, generated) {
                 (true, _) => egui::Color32::from_rgb(70, 50, 90),

@@ -35,7 +35,7 @@ fn model_path() -> PathBuf {
     path
 }
 
-fn model() -> &'static (Arc<Model>, Arc<LlmTokenizer>) {
+pub(crate) fn model() -> &'static (Arc<Model>, Arc<LlmTokenizer>) {
     static MODEL: OnceLock<(Arc<Model>, Arc<LlmTokenizer>)> = OnceLock::new();
     MODEL.get_or_init(|| {
         let (m, t) = Model::load(&model_path()).expect("load the model");

@@ -4,6 +4,7 @@
 mod cli;
 mod headless;
 mod llm;
+mod llm_scene;
 mod render;
 mod shaders;
 mod tiny_gguf;

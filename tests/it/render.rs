@@ -16,10 +16,10 @@ const WINDOW: &str = "1920x1080";
 /// The clear colour, as bytes (srgb 0.055, 0.06, 0.075).
 const BACKGROUND: [i32; 3] = [14, 15, 19];
 
-struct Shot {
-    image: RgbImage,
-    meta: Value,
-    stderr: String,
+pub(crate) struct Shot {
+    pub image: RgbImage,
+    pub meta: Value,
+    pub stderr: String,
 }
 
 fn out_dir() -> PathBuf {
@@ -32,7 +32,7 @@ fn render(name: &str, state: Value, extra: &[&str]) -> Shot {
     render_at(name, WINDOW, state, extra)
 }
 
-fn render_at(name: &str, window: &str, state: Value, extra: &[&str]) -> Shot {
+pub(crate) fn render_at(name: &str, window: &str, state: Value, extra: &[&str]) -> Shot {
     let dir = out_dir();
     let png = dir.join(format!("{name}.png"));
     let state_path = dir.join(format!("{name}.state.json"));

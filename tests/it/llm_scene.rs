@@ -1,0 +1,331 @@
+//! Scene 2 without a window (a recorded trace fed to the views' state; the real engine thread
+//! driven by Step/Generate/Stop) and with one (rendered frames under xvfb: activation-grid pixels
+//! against the trace through the colormap, one chip per token). Needs the model.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use bevy::state::app::StatesPlugin;
+use samemath::app::AppOptions;
+use samemath::cli::AppArgs;
+use samemath::llm::worker::{Command, Event, Worker};
+use samemath::llm::{GenerationRequest, RecordOptions, SamplingParams, Session};
+use samemath::llm_scene::activations::{GridLayout, activation_color, color_scale};
+use samemath::llm_scene::{EngineStatus, LlmAction, LlmControls, LlmEngine, LlmView};
+
+use crate::llm::model;
+
+const PROMPT: &str = "The capital of France is";
+
+fn headless_app() -> App {
+    let mut app = App::new();
+    app.add_plugins((MinimalPlugins, StatesPlugin))
+        .insert_resource(AppOptions {
+            args: AppArgs::default(),
+            bench: None,
+        })
+        .init_resource::<ButtonInput<KeyCode>>()
+        .add_plugins(samemath::app::logic_plugin);
+    app.update();
+    app
+}
+
+/// Events as the engine sends them, from a real session (greedy, full recording).
+fn recorded_events(steps: usize) -> Vec<Event> {
+    let (m, t) = model();
+    let request = GenerationRequest {
+        chat: false,
+        max_tokens: steps,
+        sampling: SamplingParams::greedy(),
+        record: RecordOptions::FULL,
+        ..GenerationRequest::new(PROMPT)
+    };
+    let mut session = Session::new(m.clone(), t.clone(), &request).unwrap();
+    let ids = session.prompt_tokens().to_vec();
+    let mut events = vec![
+        Event::Loaded {
+            model: m.clone(),
+            tokenizer: t.clone(),
+            path: "model.gguf".into(),
+        },
+        Event::Prompt {
+            tokens: ids
+                .iter()
+                .map(|&id| samemath::llm::TokenInfo {
+                    id,
+                    piece: t.piece(id),
+                })
+                .collect(),
+            embeddings: ids.iter().map(|&id| m.embedding_row(id).unwrap()).collect(),
+        },
+    ];
+    while let Some(step) = session.step().unwrap() {
+        events.push(Event::Token {
+            logits: session.last_logits().to_vec(),
+            step: Box::new(step),
+            seconds: 0.01,
+        });
+    }
+    events
+}
+
+#[test]
+fn a_recorded_trace_updates_every_view() {
+    let mut app = headless_app();
+    let events = recorded_events(3);
+    let Event::Token { step: last, .. } = events.last().unwrap().clone() else {
+        panic!("no token")
+    };
+    let want_trace = last.trace.clone().unwrap();
+    {
+        let mut view = app.world_mut().resource_mut::<LlmView>();
+        let before = view.revision;
+        for e in events {
+            view.apply(e);
+        }
+        assert!(view.revision > before);
+    }
+    app.update();
+    let view = app.world().resource::<LlmView>();
+    let cfg = &view.model.as_ref().unwrap().config;
+    // Token strip: "The capital of France is" is 5 tokens, then 3 generated.
+    assert_eq!(view.prompt_tokens.len(), 5);
+    assert_eq!(view.generated.len(), 3);
+    assert_eq!(view.generated[0].piece, " Paris");
+    assert_eq!(view.reply, " Paris.\n");
+    // Embeddings and their PCA.
+    assert_eq!(view.prompt_embeddings.len(), 5);
+    assert!(view.prompt_embeddings.iter().all(|e| e.len() == cfg.n_embd));
+    let pca = view.pca.as_ref().unwrap();
+    assert!(pca.variance[0] >= pca.variance[1] && pca.variance[1] >= pca.variance[2]);
+    // Activations, attention, lens, next token: the last step's trace and logits.
+    let trace = view.trace.as_ref().unwrap();
+    assert_eq!(trace, &want_trace);
+    assert_eq!(trace.layers.len(), cfg.n_layer);
+    assert!(trace.layers.iter().all(|l| l.mlp_input.len() == cfg.n_embd));
+    assert_eq!(view.logits.len(), cfg.vocab_size);
+    assert_eq!(view.sampled.as_ref().unwrap(), &view.generated[2]);
+    assert_eq!(view.steps, 3);
+    // The texture the grid shows is exactly the colormap of those activations.
+    let layout = GridLayout::new(cfg.n_layer, cfg.n_ff);
+    let values: Vec<Vec<f32>> = trace
+        .layers
+        .iter()
+        .map(|l| l.mlp_activation.clone())
+        .collect();
+    let scale = color_scale(&values.concat());
+    let texels = layout.paint(&values, scale);
+    let (w, _) = layout.size();
+    for (layer, neuron) in [(0, 0), (7, 1535), (29, 800), (15, 47)] {
+        let (x, y) = layout.texel(layer, neuron);
+        let i = (y * w + x) * 4;
+        assert_eq!(
+            texels[i..i + 4],
+            activation_color(values[layer][neuron], scale)
+        );
+    }
+    // The clicked neuron's decomposition reproduces the engine's activation.
+    let (gate, up) = view.model.as_ref().unwrap().mlp_rows(12, 345).unwrap();
+    let x = &trace.layers[12].mlp_input;
+    let g: f32 = gate.iter().zip(x).map(|(w, v)| w * v).sum();
+    let u: f32 = up.iter().zip(x).map(|(w, v)| w * v).sum();
+    let value = g / (1.0 + (-g).exp()) * u;
+    let engine = trace.layers[12].mlp_activation[345];
+    println!("neuron 12/345: decomposition {value:.5}, engine {engine:.5}");
+    assert!(
+        (value - engine).abs() < 0.05 * (1.0 + engine.abs()),
+        "{value} vs {engine}"
+    );
+}
+
+fn wait_for(app: &mut App, what: &str, done: impl Fn(&LlmView) -> bool) {
+    let start = Instant::now();
+    while !done(app.world().resource::<LlmView>()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}: {:?}",
+            app.world().resource::<LlmView>().status
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        app.update();
+    }
+}
+
+fn act(app: &mut App, action: LlmAction) {
+    app.world_mut().write_message(action);
+    app.update();
+}
+
+#[test]
+fn step_advances_one_token_and_stop_lands_within_one_step() {
+    let mut app = headless_app();
+    let mut worker = Worker::spawn(None, 1);
+    worker.send(Command::Load);
+    app.insert_resource(LlmEngine(Mutex::new(worker)));
+    wait_for(&mut app, "the model", |v| v.model.is_some());
+    {
+        let mut c = app.world_mut().resource_mut::<LlmControls>();
+        c.prompt = String::new();
+    }
+    // Empty prompt: nothing happens, no error.
+    act(&mut app, LlmAction::Generate);
+    act(&mut app, LlmAction::Step);
+    assert_eq!(
+        app.world().resource::<LlmView>().status,
+        EngineStatus::Ready
+    );
+    {
+        let mut c = app.world_mut().resource_mut::<LlmControls>();
+        c.prompt = "Count from one to fifty: one, two,".into();
+        c.chat = false;
+        c.max_tokens = 200;
+    }
+    for n in 1..=3 {
+        act(&mut app, LlmAction::Step);
+        wait_for(&mut app, "a step", |v| v.paused && v.steps >= n);
+        assert_eq!(
+            app.world().resource::<LlmView>().steps,
+            n,
+            "one token per Step"
+        );
+        // Nothing more arrives while paused.
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(5));
+            app.update();
+        }
+        assert_eq!(app.world().resource::<LlmView>().steps, n);
+    }
+    // Generate restarts from the prompt and streams; Stop lands within one step.
+    act(&mut app, LlmAction::Generate);
+    wait_for(&mut app, "a few tokens", |v| v.steps >= 4 && !v.paused);
+    app.world_mut().write_message(LlmAction::Stop);
+    let at_stop = app.world().resource::<LlmView>().steps;
+    app.update();
+    wait_for(&mut app, "the pause", |v| v.paused);
+    let after = app.world().resource::<LlmView>().steps;
+    println!("Stop pressed after {at_stop} steps; {after} had landed when it paused");
+    assert!(
+        after <= at_stop + 1,
+        "{after} steps after Stop at {at_stop}"
+    );
+    // Step during generation pauses and steps once; Reset clears the views.
+    act(&mut app, LlmAction::Generate);
+    wait_for(&mut app, "tokens", |v| v.steps >= 2 && !v.paused);
+    act(&mut app, LlmAction::Step);
+    wait_for(&mut app, "the pause", |v| v.paused);
+    act(&mut app, LlmAction::Reset);
+    let view = app.world().resource::<LlmView>();
+    assert!(view.trace.is_none() && view.generated.is_empty() && view.prompt_tokens.is_empty());
+    let prompt = &app.world().resource::<LlmControls>().prompt;
+    assert_eq!(
+        prompt, "Count from one to fifty: one, two,",
+        "the prompt is kept"
+    );
+}
+
+#[test]
+fn a_long_prompt_is_a_clear_error_and_the_text_stays() {
+    let mut app = headless_app();
+    let mut worker = Worker::spawn_with_limit(None, 1, samemath::llm_scene::MAX_PROMPT_TOKENS);
+    worker.send(Command::Load);
+    app.insert_resource(LlmEngine(Mutex::new(worker)));
+    wait_for(&mut app, "the model", |v| v.model.is_some());
+    // 10,000 characters with emoji and control characters: a clear error, the text kept.
+    let long: String = "Ünïcödé 🚀 \u{7}\t text ".repeat(600);
+    assert!(long.chars().count() >= 10_000);
+    app.world_mut().resource_mut::<LlmControls>().prompt = long.clone();
+    act(&mut app, LlmAction::Step);
+    wait_for(&mut app, "the error", |v| {
+        matches!(v.status, EngineStatus::Error(_))
+    });
+    let EngineStatus::Error(e) = &app.world().resource::<LlmView>().status else {
+        unreachable!()
+    };
+    println!("10,000 characters: {e}");
+    assert!(
+        e.contains("at most 512") && e.contains("nothing was cut"),
+        "{e}"
+    );
+    assert_eq!(app.world().resource::<LlmControls>().prompt, long);
+    // A prompt of a few hundred tokens is read in slices (progress shown), then steps.
+    let medium = "Emoji 🚀 and accents: café, naïve. ".repeat(25);
+    app.world_mut().resource_mut::<LlmControls>().prompt = medium;
+    act(&mut app, LlmAction::Step);
+    let mut saw_progress = false;
+    let start = Instant::now();
+    while !app.world().resource::<LlmView>().paused {
+        assert!(start.elapsed() < Duration::from_secs(120), "timed out");
+        if let EngineStatus::Loading(s) = &app.world().resource::<LlmView>().status {
+            saw_progress |= s.starts_with("reading the prompt");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        app.update();
+    }
+    let view = app.world().resource::<LlmView>();
+    assert!(
+        view.prompt_tokens.len() > 300,
+        "{}",
+        view.prompt_tokens.len()
+    );
+    assert_eq!(view.steps, 1);
+    assert!(saw_progress, "no progress while reading the prompt");
+}
+
+#[test]
+fn rendered_grid_pixels_are_the_trace_through_the_colormap() {
+    let shot = crate::render::render_at(
+        "llm_scene",
+        "1920x1080",
+        serde_json::json!({}),
+        &[
+            "--scene", "llm", "--prompt", PROMPT, "--raw", "--steps", "3",
+        ],
+    );
+    let llm = &shot.meta["llm"];
+    assert_eq!(llm["steps"], 3, "{llm:#}");
+    let rect: Vec<f32> = serde_json::from_value(llm["drawn"]["grid_rect"].clone()).unwrap();
+    let px = llm["drawn"]["grid_px_per_texel"].as_f64().unwrap() as f32;
+    let scale = llm["activation_scale"].as_f64().unwrap() as f32;
+    let values: Vec<Vec<f32>> = serde_json::from_value(llm["activations"].clone()).unwrap();
+    let layout = GridLayout::new(values.len(), values[0].len());
+    let mut worst = 0i32;
+    let mut checked = 0;
+    for layer in 0..layout.layers {
+        for neuron in (layer * 37 % 53..layout.neurons).step_by(53) {
+            let (tx, ty) = layout.texel(layer, neuron);
+            let x = (rect[0] + (tx as f32 + 0.5) * px) as u32;
+            let y = (rect[1] + (ty as f32 + 0.5) * px) as u32;
+            let got = shot.image.get_pixel(x, y).0;
+            let want = activation_color(values[layer][neuron], scale);
+            for c in 0..3 {
+                worst = worst.max((got[c] as i32 - want[c] as i32).abs());
+            }
+            checked += 1;
+        }
+    }
+    println!("activation grid: {checked} neurons sampled, worst channel difference {worst}");
+    assert!(
+        worst <= 2,
+        "rendered colours differ from the colormap by {worst}"
+    );
+    // One chip per token: 5 prompt tokens + 3 generated, side by side, none overlapping.
+    let chips: Vec<Vec<f32>> = serde_json::from_value(llm["drawn"]["chips"].clone()).unwrap();
+    assert_eq!(chips.len(), 8);
+    assert_eq!(llm["prompt_tokens"], 5);
+    for pair in chips.windows(2) {
+        assert!(pair[1][0] >= pair[0][0] + pair[0][2] || pair[1][1] > pair[0][1]);
+    }
+    // Each chip is drawn: a gray border at its left edge, then its fill (prompt, generated or
+    // special token colours).
+    let fills = [[45, 52, 68], [40, 70, 60], [70, 50, 90]];
+    for c in &chips {
+        let y = (c[1] + c[3] / 2.0) as u32;
+        let x0 = c[0].floor() as u32;
+        let border = (x0.saturating_sub(1)..=x0 + 1)
+            .any(|x| shot.image.get_pixel(x, y).0 == [110, 110, 110]);
+        let fill = shot.image.get_pixel(x0 + 3, y).0;
+        assert!(border, "no chip border at x {x0}, y {y}");
+        assert!(fills.iter().any(|f| *f == fill), "chip fill {fill:?}");
+    }
+}
