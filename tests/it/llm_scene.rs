@@ -291,13 +291,13 @@ fn rendered_grid_pixels_are_the_trace_through_the_colormap() {
     let layout = GridLayout::new(values.len(), values[0].len());
     let mut worst = 0i32;
     let mut checked = 0;
-    for layer in 0..layout.layers {
+    for (layer, row) in values.iter().enumerate() {
         for neuron in (layer * 37 % 53..layout.neurons).step_by(53) {
             let (tx, ty) = layout.texel(layer, neuron);
             let x = (rect[0] + (tx as f32 + 0.5) * px) as u32;
             let y = (rect[1] + (ty as f32 + 0.5) * px) as u32;
             let got = shot.image.get_pixel(x, y).0;
-            let want = activation_color(values[layer][neuron], scale);
+            let want = activation_color(row[neuron], scale);
             for c in 0..3 {
                 worst = worst.max((got[c] as i32 - want[c] as i32).abs());
             }
@@ -326,6 +326,6 @@ fn rendered_grid_pixels_are_the_trace_through_the_colormap() {
             .any(|x| shot.image.get_pixel(x, y).0 == [110, 110, 110]);
         let fill = shot.image.get_pixel(x0 + 3, y).0;
         assert!(border, "no chip border at x {x0}, y {y}");
-        assert!(fills.iter().any(|f| *f == fill), "chip fill {fill:?}");
+        assert!(fills.contains(&fill), "chip fill {fill:?}");
     }
 }
