@@ -70,6 +70,7 @@ pub enum SceneArg {
     #[default]
     Graphics,
     Llm,
+    Bridge,
 }
 
 #[derive(Debug, Subcommand)]

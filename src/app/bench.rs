@@ -1,17 +1,99 @@
 //! `samemath bench`: runs the chosen scene (scene 1 animating) and prints mean and p95 frame
 //! time over N frames after a warm-up, then exits. No vsync, so the figures are the real cost.
+//! For scene 2: N frames idle (model loaded), then N frames while the model generates, and the
+//! ratio of the two p95s.
 
 use bevy::prelude::*;
 use bevy::window::PrimaryWindow;
 
 use super::AppOptions;
+use crate::cli::SceneArg;
 use crate::graphics::GraphicsSettings;
+use crate::llm_scene::{EngineStatus, LlmAction, LlmControls, LlmView};
 
 const WARMUP_FRAMES: u32 = 30;
 
 pub(super) fn plugin(app: &mut App) {
-    app.add_systems(Last, measure);
+    app.add_systems(Last, (measure, measure_llm));
 }
+
+/// Where the scene-2 bench is.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+enum LlmPhase {
+    #[default]
+    WaitModel,
+    Idle,
+    Generating,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn measure_llm(
+    options: Res<AppOptions>,
+    time: Res<Time<Real>>,
+    adapter: Option<Res<bevy::render::renderer::RenderAdapterInfo>>,
+    view: Option<Res<LlmView>>,
+    controls: Option<ResMut<LlmControls>>,
+    mut actions: MessageWriter<LlmAction>,
+    mut phase: Local<LlmPhase>,
+    mut frames: Local<u32>,
+    mut idle: Local<Vec<f64>>,
+    mut busy: Local<Vec<f64>>,
+    mut exit: MessageWriter<AppExit>,
+) {
+    let (Some(bench), Some(view), Some(mut controls)) = (&options.bench, view, controls) else {
+        return;
+    };
+    if options.args.scene != SceneArg::Llm {
+        return;
+    }
+    let n = bench.frames.max(1) as usize;
+    let ms = time.delta_secs_f64() * 1000.0;
+    *frames += 1;
+    match *phase {
+        LlmPhase::WaitModel => {
+            if let EngineStatus::Error(e) = &view.status {
+                eprintln!("samemath: bench: {e}");
+                exit.write(AppExit::error());
+            } else if view.model.is_some() && *frames > WARMUP_FRAMES {
+                *phase = LlmPhase::Idle;
+            }
+        }
+        LlmPhase::Idle => {
+            idle.push(ms);
+            if idle.len() >= n {
+                controls.prompt = BENCH_PROMPT.into();
+                controls.max_tokens = 1024;
+                actions.write(LlmAction::Generate);
+                *phase = LlmPhase::Generating;
+            }
+        }
+        LlmPhase::Generating => {
+            if view.steps > 0 && view.status == EngineStatus::Generating {
+                busy.push(ms);
+            } else if view.status == EngineStatus::Ready && view.last_stop.is_some() {
+                // The answer ended early: ask again, keep measuring.
+                actions.write(LlmAction::Generate);
+            }
+            if busy.len() >= n {
+                let adapter = adapter.map_or("unknown adapter".to_string(), |a| {
+                    format!("{} ({:?})", a.name, a.backend)
+                });
+                if let (Some((im, ip)), Some((gm, gp))) = (summarize(&idle), summarize(&busy)) {
+                    println!(
+                        "bench scene=Llm frames={n} adapter={adapter}\n  idle:       mean {im:.2} ms, p95 {ip:.2} ms\n  generating: mean {gm:.2} ms, p95 {gp:.2} ms ({:.1} tokens/s)\n  p95 generating / idle: {:.2}x",
+                        view.tokens_per_sec,
+                        gp / ip
+                    );
+                }
+                actions.write(LlmAction::Stop);
+                exit.write(AppExit::Success);
+            }
+        }
+    }
+}
+
+/// What scene 2's bench asks the model.
+const BENCH_PROMPT: &str = "Write a long story about a lighthouse keeper and a storm.";
 
 /// Mean and 95th percentile of frame times, in milliseconds.
 pub fn summarize(frame_ms: &[f64]) -> Option<(f64, f64)> {
@@ -38,6 +120,9 @@ fn measure(
     let Some(bench) = &options.bench else {
         return;
     };
+    if options.args.scene == SceneArg::Llm {
+        return;
+    }
     *frames += 1;
     if *frames == 1
         && let Some(s) = settings.as_mut()

@@ -24,15 +24,18 @@ pub enum Scene {
     Graphics,
     /// Scene 2: the LLM, drawn as it runs.
     Llm,
+    /// Scene 3: the bridge, both scenes' multiply-adds side by side.
+    Bridge,
 }
 
 impl Scene {
-    pub const ALL: [Scene; 2] = [Scene::Graphics, Scene::Llm];
+    pub const ALL: [Scene; 3] = [Scene::Graphics, Scene::Llm, Scene::Bridge];
 
     pub fn title(self) -> &'static str {
         match self {
             Scene::Graphics => "1  Matrices & light",
             Scene::Llm => "2  LLM",
+            Scene::Bridge => "3  Not so different",
         }
     }
 }
@@ -42,6 +45,7 @@ impl From<SceneArg> for Scene {
         match arg {
             SceneArg::Graphics => Scene::Graphics,
             SceneArg::Llm => Scene::Llm,
+            SceneArg::Bridge => Scene::Bridge,
         }
     }
 }

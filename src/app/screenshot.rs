@@ -65,6 +65,7 @@ fn drive_screenshot(
     view: Option<Res<LlmView>>,
     drawn: Option<Res<LlmDrawn>>,
     texture: Option<Res<ActivationTexture>>,
+    bridge: Option<Res<crate::llm_scene::bridge::BridgeState>>,
     adapter: Option<Res<bevy::render::renderer::RenderAdapterInfo>>,
     mut total: Local<u32>,
     mut frames: Local<u32>,
@@ -85,6 +86,9 @@ fn drive_screenshot(
         };
         if let Some(v) = &view {
             sidecar["llm"] = llm_json(v, drawn.as_deref(), texture.as_deref());
+        }
+        if let Some(b) = &bridge {
+            sidecar["bridge"] = serde_json::to_value(&b.0).unwrap_or_default();
         }
         sidecar["adapter"] = adapter
             .map(|a| serde_json::Value::from(format!("{} ({:?})", a.name, a.backend)))

@@ -1,4 +1,4 @@
-//! Scene switching (keys 1/2, tabs), fullscreen (F11), the large-UI toggle, the top bar, and the
+//! Scene switching (keys 1/2/3, tabs), fullscreen (F11), the large-UI toggle, the top bar, and the
 //! rectangle left for the 3D viewport once the panels are laid out.
 
 use bevy::prelude::*;
@@ -131,6 +131,8 @@ fn scene_keys(
         next.set(Scene::Graphics);
     } else if keys.just_pressed(KeyCode::Digit2) {
         next.set(Scene::Llm);
+    } else if keys.just_pressed(KeyCode::Digit3) {
+        next.set(Scene::Bridge);
     }
 }
 

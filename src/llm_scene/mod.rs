@@ -7,6 +7,7 @@
 //! `logic_plugin` needs no window (headless tests feed it events); `plugin` adds the panels.
 
 pub mod activations;
+pub mod bridge;
 pub mod panels;
 
 use std::path::PathBuf;
@@ -249,7 +250,7 @@ pub fn logic_plugin(app: &mut App) {
 }
 
 pub fn plugin(app: &mut App) {
-    app.add_plugins((activations::plugin, panels::plugin))
+    app.add_plugins((activations::plugin, panels::plugin, bridge::plugin))
         .add_systems(Startup, (start_engine, apply_options))
         .add_systems(Update, auto_steps.before(run_actions));
 }

@@ -329,3 +329,58 @@ fn rendered_grid_pixels_are_the_trace_through_the_colormap() {
         assert!(fills.contains(&fill), "chip fill {fill:?}");
     }
 }
+
+#[test]
+fn the_bridge_shows_the_numbers_of_both_scenes() {
+    use glam::{Mat4, Vec3, Vec4};
+    let shot = crate::render::render_at(
+        "bridge",
+        "1920x1080",
+        serde_json::json!({"selected_vertex": 5}),
+        &[
+            "--scene", "bridge", "--prompt", PROMPT, "--raw", "--steps", "2",
+        ],
+    );
+    let b = &shot.meta["bridge"];
+    // Left: M·v for the selected vertex equals src/math's chain (the matrix in the sidecar).
+    let m: Vec<f32> = serde_json::from_value(shot.meta["world_from_local"].clone()).unwrap();
+    let m = Mat4::from_cols_slice(&m);
+    let local: [f32; 4] = serde_json::from_value(b["vertex"]["local"].clone()).unwrap();
+    let world: [f32; 4] = serde_json::from_value(b["vertex"]["world"].clone()).unwrap();
+    assert_eq!(b["vertex"]["index"], 5);
+    let want = m * Vec4::from(local);
+    assert!(
+        (Vec4::from(world) - want).abs().max_element() < 1e-5,
+        "{world:?} vs {want}"
+    );
+    // Below left: N·L is the dot product of the two vectors shown, Lambert its positive part.
+    let n: [f32; 3] = serde_json::from_value(b["light"]["normal"].clone()).unwrap();
+    let l: [f32; 3] = serde_json::from_value(b["light"]["to_light"].clone()).unwrap();
+    let n_dot_l = b["light"]["n_dot_l"].as_f64().unwrap() as f32;
+    let light_dir: [f32; 3] = serde_json::from_value(shot.meta["light_dir"].clone()).unwrap();
+    assert_eq!(l, light_dir);
+    let terms = samemath::math::lighting::shade(
+        Vec3::from(n),
+        Vec3::from(l),
+        Vec3::Z,
+        &samemath::math::LightingParams::default(),
+    );
+    assert!((n_dot_l - Vec3::from(n).dot(Vec3::from(l))).abs() < 1e-5);
+    assert!((n_dot_l - terms.n_dot_l).abs() < 1e-5);
+    assert!(n_dot_l > 0.0, "the default point faces the light");
+    // Right: the neuron's value is the trace's activation at that layer and neuron.
+    let layer = b["neuron"]["layer"].as_u64().unwrap() as usize;
+    let neuron = b["neuron"]["neuron"].as_u64().unwrap() as usize;
+    let acts: Vec<Vec<f32>> =
+        serde_json::from_value(shot.meta["llm"]["activations"].clone()).unwrap();
+    let engine = b["neuron"]["engine_value"].as_f64().unwrap() as f32;
+    let value = b["neuron"]["value"].as_f64().unwrap() as f32;
+    assert_eq!(engine, acts[layer][neuron]);
+    // The strongest neuron of layer 15 when none was clicked.
+    assert_eq!(layer, samemath::llm_scene::bridge::DEFAULT_LAYER);
+    assert!(acts[layer].iter().all(|a| a.abs() <= engine.abs()));
+    println!(
+        "bridge: M·v {world:?}; N·L {n_dot_l:.4}; neuron {layer}/{neuron}: {value:.4} (engine {engine:.4})"
+    );
+    assert!((value - engine).abs() < 0.05 * (1.0 + engine.abs()));
+}
