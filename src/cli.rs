@@ -63,6 +63,12 @@ pub struct AppArgs {
     /// Unattended booth loop: cycle the scenes and a list of prompts until closed.
     #[arg(long)]
     pub demo: bool,
+    /// With --demo: seconds on each scene (the answer itself takes as long as it takes).
+    #[arg(long, value_name = "SECONDS", default_value_t = 12.0)]
+    pub demo_pace: f32,
+    /// With --demo: exit after this many rounds (prints resident memory after each).
+    #[arg(long, value_name = "N")]
+    pub demo_cycles: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-/// Where `assets/` is: `SAMEMATH_ASSETS` if set, else next to the executable, else the source
-/// tree this binary was built from.
+/// Where `assets/` is: `SAMEMATH_ASSETS` if set, else next to the executable, else in the
+/// current directory (a checkout), else the source tree this binary was built from.
 pub fn assets_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("SAMEMATH_ASSETS") {
         return PathBuf::from(dir);
@@ -14,6 +14,10 @@ pub fn assets_dir() -> PathBuf {
         .filter(|d| d.is_dir())
     {
         return dir;
+    }
+    let here = PathBuf::from("assets");
+    if here.join("meshes").is_dir() {
+        return here;
     }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets")
 }
@@ -37,4 +41,11 @@ pub fn read_asset_text(relative: &str) -> Result<String, String> {
 /// Read a user-chosen file.
 pub fn read_user_text(path: &std::path::Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Resident memory of this process in MB (Linux: /proc/self/statm), for the demo loop's log.
+pub fn resident_mb() -> Option<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096.0 / 1e6)
 }

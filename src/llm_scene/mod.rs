@@ -8,6 +8,7 @@
 
 pub mod activations;
 pub mod bridge;
+pub mod demo;
 pub mod panels;
 
 use std::path::PathBuf;
@@ -238,6 +239,7 @@ pub fn logic_plugin(app: &mut App) {
         .init_resource::<LlmView>()
         .init_resource::<LlmSelection>()
         .add_message::<LlmAction>()
+        .add_plugins(demo::plugin)
         .add_systems(
             Update,
             (

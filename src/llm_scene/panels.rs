@@ -534,6 +534,9 @@ fn chip_tooltip(
     };
     let norm = e.iter().map(|v| v * v).sum::<f32>().sqrt();
     ui.label(format!("embedding: {} values, length {norm:.3}", e.len()));
+    if cache.neighbours.len() > 512 {
+        cache.neighbours.clear();
+    }
     let neighbours = cache
         .neighbours
         .entry(token.id)

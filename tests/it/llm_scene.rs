@@ -384,3 +384,44 @@ fn the_bridge_shows_the_numbers_of_both_scenes() {
     );
     assert!((value - engine).abs() < 0.05 * (1.0 + engine.abs()));
 }
+
+#[test]
+fn the_demo_loop_cycles_with_flat_memory() {
+    // The real app, in its own process (so other tests do not move its memory), fast-paced.
+    let cycles = 8;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_samemath"))
+        .args(["--window", "1280x720", "--demo", "--demo-pace", "0.3"])
+        .args(["--demo-cycles", &cycles.to_string()])
+        .output()
+        .expect("run samemath");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "needs a display (xvfb-run): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // "demo: round 3 done, 3 answers, resident 512.3 MB"
+    let rounds: Vec<(usize, f64)> = stdout
+        .lines()
+        .filter_map(|l| {
+            let l = l.strip_prefix("demo: round ")?;
+            let round: usize = l.split(' ').next()?.parse().ok()?;
+            let mb: f64 = l
+                .split("resident ")
+                .nth(1)?
+                .trim_end_matches(" MB")
+                .parse()
+                .ok()?;
+            Some((round, mb))
+        })
+        .collect();
+    println!("{stdout}");
+    assert_eq!(rounds.len(), cycles, "{stdout}");
+    // Warm-up: the first rounds compile pipelines and fill caches; from round 3 on it is flat.
+    let (first, last) = (rounds[2].1, rounds[cycles - 1].1);
+    println!("demo: resident {first:.1} MB after round 3, {last:.1} MB after round {cycles}");
+    assert!(
+        last - first < 16.0,
+        "memory grew {first:.1} -> {last:.1} MB"
+    );
+}
