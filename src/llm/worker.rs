@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::mpsc::{Receiver, Sender, channel};
 
 use super::error::LlmError;
 use super::fetch;
@@ -375,6 +375,7 @@ impl Worker {
 /// The engine thread: commands first, then one step at a time while generating.
 #[cfg(not(target_arch = "wasm32"))]
 fn run(mut engine: Engine, commands: Receiver<Command>) {
+    use std::sync::mpsc::TryRecvError;
     loop {
         let next = if engine.busy() {
             match commands.try_recv() {

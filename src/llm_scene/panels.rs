@@ -772,7 +772,7 @@ fn pca_cloud(ui: &mut egui::Ui, view: &LlmView, cache: &mut LlmCache, seconds: f
         .fold(0f32, |a, v| a.max(v.abs()))
         .max(1e-6);
     let camera = OrbitCamera {
-        distance: 3.2,
+        distance: 4.2,
         ..cache.cloud_camera
     };
     let viewport = Viewport {
