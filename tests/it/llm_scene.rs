@@ -152,6 +152,41 @@ fn wait_for(app: &mut App, what: &str, done: impl Fn(&LlmView) -> bool) {
     }
 }
 
+fn press(app: &mut App, key: KeyCode) {
+    app.world_mut()
+        .resource_mut::<ButtonInput<KeyCode>>()
+        .press(key);
+    app.update();
+    let mut keys = app.world_mut().resource_mut::<ButtonInput<KeyCode>>();
+    keys.release(key);
+    keys.clear();
+    app.update();
+}
+
+#[test]
+fn arrows_and_brackets_select_neurons_and_layers() {
+    use samemath::app::Scene;
+    use samemath::llm_scene::LlmSelection;
+    let mut app = headless_app();
+    press(&mut app, KeyCode::Digit2);
+    assert_eq!(*app.world().resource::<State<Scene>>().get(), Scene::Llm);
+    press(&mut app, KeyCode::ArrowRight);
+    press(&mut app, KeyCode::ArrowRight);
+    press(&mut app, KeyCode::ArrowDown);
+    assert_eq!(app.world().resource::<LlmSelection>().neuron, Some((1, 2)));
+    press(&mut app, KeyCode::ArrowUp);
+    press(&mut app, KeyCode::ArrowUp);
+    assert_eq!(
+        app.world().resource::<LlmSelection>().neuron,
+        Some((29, 2)),
+        "wraps"
+    );
+    press(&mut app, KeyCode::BracketLeft);
+    assert_eq!(app.world().resource::<LlmSelection>().attention_layer, 29);
+    press(&mut app, KeyCode::BracketRight);
+    assert_eq!(app.world().resource::<LlmSelection>().attention_layer, 0);
+}
+
 fn act(app: &mut App, action: LlmAction) {
     app.world_mut().write_message(action);
     app.update();
@@ -209,9 +244,15 @@ fn step_advances_one_token_and_stop_lands_within_one_step() {
         after <= at_stop + 1,
         "{after} steps after Stop at {at_stop}"
     );
-    // Step during generation pauses and steps once; Reset clears the views.
+    // Switching scenes mid-generation: the answer goes on; Step during generation pauses and
+    // steps once; Reset clears the views.
     act(&mut app, LlmAction::Generate);
-    wait_for(&mut app, "tokens", |v| v.steps >= 2 && !v.paused);
+    wait_for(&mut app, "tokens", |v| v.steps >= 1 && !v.paused);
+    let before = app.world().resource::<LlmView>().steps;
+    for key in [KeyCode::Digit1, KeyCode::Digit3, KeyCode::Digit2] {
+        press(&mut app, key);
+    }
+    wait_for(&mut app, "more tokens", |v| v.steps > before);
     act(&mut app, LlmAction::Step);
     wait_for(&mut app, "the pause", |v| v.paused);
     act(&mut app, LlmAction::Reset);
