@@ -83,13 +83,17 @@ pub enum SceneArg {
 pub enum Command {
     /// Measure frame times of a scene and print mean and p95.
     Bench(BenchArgs),
-    /// Stream the model's answer to a prompt (CPU).
+    /// Stream the model's answer to a prompt (CPU, or a remote server with --remote).
     Generate {
         #[command(flatten)]
         model: crate::tools::ModelArgs,
         #[command(flatten)]
         prompt: crate::tools::PromptArgs,
+        #[command(flatten)]
+        remote: RemoteArgs,
     },
+    /// Serve the model over HTTP (Ollama- and OpenAI-compatible, plus /api/trace), for Cloud Run.
+    Serve(ServeArgs),
     /// Generate and write every internal of each step as JSON (schema in README).
     Trace {
         #[command(flatten)]
@@ -102,6 +106,58 @@ pub enum Command {
     },
     /// Download SmolLM2-135M-Instruct (Q4_1 GGUF) into the cache and verify its sha256.
     FetchModel,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct RemoteArgs {
+    /// Generate on this server instead (an Ollama, OpenAI-compatible or samemath serve URL,
+    /// e.g. a Cloud Run service).
+    #[arg(long, value_name = "URL")]
+    pub remote: Option<String>,
+    /// The server's API: ollama, openai or samemath (default: detect).
+    #[arg(long, value_name = "KIND", requires = "remote")]
+    pub api: Option<crate::remote::ApiKind>,
+    /// The server's model name (default: the first it lists).
+    #[arg(long, value_name = "NAME", requires = "remote")]
+    pub remote_model: Option<String>,
+    /// Bearer token (default: $SAMEMATH_REMOTE_TOKEN, else `gcloud auth print-identity-token`
+    /// for https URLs).
+    #[arg(long, value_name = "TOKEN", requires = "remote")]
+    pub token: Option<String>,
+    /// Seconds to wait for the first byte (a cold start on Cloud Run can take minutes).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 120,
+        requires = "remote"
+    )]
+    pub first_byte_timeout: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Port (default: $PORT, as Cloud Run sets it, else 8080). Listens on 0.0.0.0.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// A llama-architecture GGUF file (default: SmolLM2-135M-Instruct in the cache, fetched on
+    /// first use; or $SAMEMATH_MODEL).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Requests generating at once.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// Requests allowed to wait for a slot; beyond that, 503.
+    #[arg(long, default_value_t = 8)]
+    pub queue: usize,
+    /// Allow browsers from this origin (`*` for any): the browser build talks to the server.
+    #[arg(long, value_name = "ORIGIN")]
+    pub cors: Option<String>,
+    /// Require this key (`Authorization: Bearer KEY` or `x-api-key`); default $SAMEMATH_API_KEY.
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// CPU threads per request for the matrix products.
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, Args)]

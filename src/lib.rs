@@ -2,7 +2,8 @@
 //!
 //! Rooms: `math` (engine-free matrices, lighting, meshes), `llm` (engine-free model, tokenizer,
 //! instrumented forward, sessions), `app` (the Bevy shell), `graphics` (scene 1), `llm_scene` (scene 2), `cli` and
-//! `tools` (the command line) and `platform` (native/web differences).
+//! `tools` (the command line), `remote` (clients for Ollama, OpenAI-compatible servers and
+//! `samemath serve`), `serve` (the HTTP server) and `platform` (native/web differences).
 
 pub mod app;
 pub mod cli;
@@ -11,4 +12,7 @@ pub mod llm;
 pub mod llm_scene;
 pub mod math;
 pub mod platform;
+pub mod remote;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod serve;
 pub mod tools;

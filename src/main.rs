@@ -12,7 +12,15 @@ fn main() -> ExitCode {
         None => return samemath::app::run(cli.app, None),
         Some(Command::Bench(bench)) if bench.llm => tools::bench_llm(&bench),
         Some(Command::Bench(bench)) => return samemath::app::run(cli.app, Some(bench)),
-        Some(Command::Generate { model, prompt }) => tools::generate(&model, &prompt),
+        Some(Command::Generate {
+            model,
+            prompt,
+            remote,
+        }) => match remote.remote {
+            Some(_) => tools::generate_remote(&remote, &prompt),
+            None => tools::generate(&model, &prompt),
+        },
+        Some(Command::Serve(args)) => tools::serve(&args),
         Some(Command::Trace {
             model,
             prompt,

@@ -7,11 +7,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use serde::Serialize;
 
 use crate::llm::fetch;
 use crate::llm::model::Q4Kernel;
-use crate::llm::{GenerationRequest, Model, RecordOptions, SamplingParams, Session, StopReason};
+use crate::llm::{GenerationRequest, Model, RecordOptions, SamplingParams, Session};
 
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
@@ -159,12 +158,106 @@ pub fn generate(model: &ModelArgs, prompt: &PromptArgs) -> Result<()> {
     })?
 }
 
-#[derive(Serialize)]
-struct TraceStep<'a> {
-    step: usize,
-    sampled: &'a crate::llm::TokenInfo,
-    stop: Option<StopReason>,
-    trace: &'a crate::llm::Trace,
+/// The browser build has no command line tools that open sockets.
+#[cfg(target_arch = "wasm32")]
+pub fn generate_remote(_: &crate::cli::RemoteArgs, _: &PromptArgs) -> Result<()> {
+    bail!("--remote is not available in the browser build")
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn serve(_: &crate::cli::ServeArgs) -> Result<()> {
+    bail!("serve is not available in the browser build")
+}
+
+/// `samemath generate --remote URL`: the same streaming, from a server.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn generate_remote(remote: &crate::cli::RemoteArgs, prompt: &PromptArgs) -> Result<()> {
+    use crate::remote::{RemoteClient, RemoteConfig, RemoteEvent};
+    let request = prompt.request(256, RecordOptions::OFF)?;
+    let config = RemoteConfig {
+        api: remote.api,
+        model: remote.remote_model.clone(),
+        token: remote.token.clone(),
+        first_byte_timeout: std::time::Duration::from_secs(remote.first_byte_timeout.max(1)),
+        ..RemoteConfig::new(remote.remote.clone().unwrap_or_default())
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut client = RemoteClient::new(config)?;
+        let info = client.probe().await?;
+        eprintln!(
+            "samemath: {} server{}, model {}; logprobs {}, traces {}",
+            format!("{:?}", info.api).to_lowercase(),
+            info.version.map(|v| format!(" {v}")).unwrap_or_default(),
+            client.model().unwrap_or("?"),
+            if info.capabilities.logprobs {
+                "yes"
+            } else {
+                "no"
+            },
+            if info.capabilities.traces {
+                "yes"
+            } else {
+                "no (text only)"
+            },
+        );
+        let cancel = crate::llm::CancelToken::default();
+        let mut stdout = std::io::stdout().lock();
+        let mut on_event = |e: RemoteEvent| match e {
+            RemoteEvent::Status(s) => eprintln!("samemath: {s}"),
+            RemoteEvent::Step(step) => {
+                let _ = write!(stdout, "{}", step.text);
+                let _ = stdout.flush();
+            }
+        };
+        let summary = client.generate(&request, &cancel, &mut on_event).await?;
+        println!();
+        eprintln!(
+            "samemath: {} tokens, first byte after {:.2} s{}{}, stop: {}",
+            summary.tokens,
+            summary.first_byte_secs,
+            summary
+                .server_tokens_per_sec
+                .map(|t| format!(", server speed {t:.1} tokens/s"))
+                .unwrap_or_default(),
+            summary
+                .load_secs
+                .map(|t| format!(", model load {t:.2} s"))
+                .unwrap_or_default(),
+            summary.stop.as_deref().unwrap_or("none"),
+        );
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+/// `samemath serve`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn serve(args: &crate::cli::ServeArgs) -> Result<()> {
+    let port = match args.port {
+        Some(p) => p,
+        None => match std::env::var("PORT") {
+            Ok(p) => p
+                .parse()
+                .with_context(|| format!("$PORT is {p:?}, not a port number"))?,
+            Err(_) => 8080,
+        },
+    };
+    crate::serve::run(crate::serve::ServeOptions {
+        port,
+        model: args.model.clone(),
+        concurrency: args.concurrency.max(1),
+        queue: args.queue,
+        cors: args.cors.clone(),
+        api_key: args
+            .api_key
+            .clone()
+            .or_else(|| std::env::var("SAMEMATH_API_KEY").ok())
+            .filter(|k| !k.is_empty()),
+        max_body_bytes: 1 << 20,
+        threads: args.threads,
+    })
 }
 
 pub fn trace(model: &ModelArgs, prompt: &PromptArgs, json: Option<&Path>) -> Result<()> {
@@ -178,15 +271,14 @@ pub fn trace(model: &ModelArgs, prompt: &PromptArgs, json: Option<&Path>) -> Res
             steps.push(step);
         }
         eprintln!();
-        let objects: Vec<TraceStep> = steps
-            .iter()
-            .filter_map(|s| {
-                s.trace.as_ref().map(|trace| TraceStep {
-                    step: s.index,
-                    sampled: &s.token,
-                    stop: s.stop,
-                    trace,
-                })
+        let objects: Vec<crate::remote::TraceStep> = steps
+            .into_iter()
+            .map(|s| crate::remote::TraceStep {
+                step: s.index,
+                sampled: s.token,
+                stop: s.stop,
+                text: s.text,
+                trace: s.trace,
             })
             .collect();
         let text = serde_json::to_string(&objects)?;

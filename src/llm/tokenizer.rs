@@ -195,6 +195,22 @@ impl LlmTokenizer {
     }
 
     /// The ChatML prompt for one user message, with the template's default system line.
+    /// ChatML for a conversation of `(role, content)` messages, ending with the assistant's
+    /// turn; the template's default system line first unless the first message is a system one.
+    pub fn chat_messages(&self, messages: &[(String, String)]) -> String {
+        let mut s = String::new();
+        if messages.first().is_none_or(|(r, _)| r != "system")
+            && let Some(system) = &self.default_system
+        {
+            s.push_str(&format!("<|im_start|>system\n{system}<|im_end|>\n"));
+        }
+        for (role, content) in messages {
+            s.push_str(&format!("<|im_start|>{role}\n{content}<|im_end|>\n"));
+        }
+        s.push_str("<|im_start|>assistant\n");
+        s
+    }
+
     pub fn chat_prompt(&self, user: &str) -> String {
         let mut s = String::new();
         if let Some(system) = &self.default_system {

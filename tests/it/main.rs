@@ -5,6 +5,7 @@ mod cli;
 mod headless;
 mod llm;
 mod llm_scene;
+mod remote;
 mod render;
 mod shaders;
 mod tiny_gguf;

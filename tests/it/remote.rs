@@ -1,0 +1,515 @@
+//! Remote inference against real servers on loopback: `samemath serve` driven by the official
+//! Python clients (PyPI `ollama`, `openai`) and by our own client; llama.cpp's server (PyPI
+//! `llama-cpp-python[server]`) driven by our OpenAI-compatible client; faults from a scripted
+//! server; serve under load. Needs the model and those Python packages (.ci/run installs them).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use samemath::llm::{
+    CancelToken, GenerationRequest, RecordOptions, SamplingParams, Session, fetch,
+};
+use samemath::remote::{ApiKind, RemoteClient, RemoteConfig, RemoteError, RemoteEvent};
+
+use crate::llm::model;
+
+/// Kills the server when the test ends, however it ends.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.1 request; (status, body).
+fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(120))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split(' ').nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Some((status, body))
+}
+
+fn wait_ready(port: u16, path: &str, what: &str) {
+    let start = Instant::now();
+    loop {
+        if let Some((200, _)) = http(port, "GET", path, "") {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "{what} did not come up on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn start_serve(extra: &[&str]) -> Server {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_samemath"))
+        .args(["serve", "--port", &port.to_string()])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start samemath serve");
+    let server = Server { child, port };
+    wait_ready(port, "/health", "samemath serve");
+    server
+}
+
+/// The local engine's greedy answer (chat template, one user message).
+fn local_answer(prompt: &str, max_tokens: usize) -> String {
+    let (m, t) = model();
+    let request = GenerationRequest {
+        max_tokens,
+        sampling: SamplingParams::greedy(),
+        ..GenerationRequest::new(prompt)
+    };
+    let mut session = Session::new(m.clone(), t.clone(), &request).unwrap();
+    let mut text = String::new();
+    while let Some(step) = session.step().unwrap() {
+        text.push_str(&step.text);
+    }
+    text
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+const PROMPT: &str = "What is the capital of France?";
+
+#[test]
+fn health_is_503_until_loaded_then_200() {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_samemath"))
+        .args(["serve", "--port", &port.to_string()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Server { child, port };
+    let start = Instant::now();
+    let mut statuses = Vec::new();
+    while start.elapsed() < Duration::from_secs(120) {
+        if let Some((s, _)) = http(port, "GET", "/health", "") {
+            if statuses.last() != Some(&s) {
+                statuses.push(s);
+            }
+            if s == 200 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("/health answered {statuses:?}");
+    assert_eq!(statuses.last(), Some(&200));
+    assert!(statuses.iter().all(|s| *s == 503 || *s == 200));
+}
+
+#[test]
+fn the_official_ollama_and_openai_clients_work_against_serve() {
+    let server = start_serve(&[]);
+    let max = 8;
+    let want = local_answer(PROMPT, max);
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/clients_check.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args(["--port", &server.port.to_string(), "--prompt", PROMPT])
+        .args(["--max-tokens", &max.to_string()])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "clients_check.py failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(v.get("error").is_none(), "{v}");
+    println!("local greedy answer: {want:?}\nclients: {v:#}");
+    for key in [
+        "ollama_chat",
+        "ollama_chat_stream",
+        "ollama_generate",
+        "ollama_generate_stream",
+        "openai_chat",
+        "openai_chat_stream",
+    ] {
+        assert_eq!(v[key].as_str(), Some(want.as_str()), "{key}");
+    }
+    assert_eq!(v["ollama_embed_shape"], serde_json::json!([2, 576]));
+    assert_eq!(v["openai_finish"], "length");
+    let lps = v["openai_logprobs"].as_array().unwrap();
+    assert_eq!(lps.len(), max);
+    for lp in lps {
+        let l = lp["logprob"].as_f64().unwrap();
+        assert!(l <= 0.0 && l.is_finite());
+        // Greedy: the sampled token is the best alternative.
+        assert_eq!(lp["top"][0], lp["token"]);
+    }
+}
+
+#[test]
+fn our_client_gets_the_local_trace_from_serve() {
+    let server = start_serve(&[]);
+    let (m, t) = model();
+    let request = GenerationRequest {
+        max_tokens: 3,
+        chat: false,
+        sampling: SamplingParams::greedy(),
+        record: RecordOptions::FULL,
+        ..GenerationRequest::new("The capital of France is")
+    };
+    let mut session = Session::new(m.clone(), t.clone(), &request).unwrap();
+    let mut local = Vec::new();
+    while let Some(step) = session.step().unwrap() {
+        local.push(step);
+    }
+    let mut config = RemoteConfig::new(format!("http://127.0.0.1:{}", server.port));
+    config.api = None;
+    let mut remote = Vec::new();
+    let summary = runtime().block_on(async {
+        let mut client = RemoteClient::new(config).unwrap();
+        let info = client.probe().await.unwrap();
+        assert_eq!(info.api, ApiKind::Samemath, "detected");
+        assert!(info.capabilities.traces);
+        client
+            .generate(&request, &CancelToken::default(), &mut |e| {
+                if let RemoteEvent::Step(s) = e {
+                    remote.push(*s);
+                }
+            })
+            .await
+            .unwrap()
+    });
+    assert_eq!(remote.len(), local.len());
+    for (r, l) in remote.iter().zip(&local) {
+        assert_eq!(r.token.as_ref(), Some(&l.token));
+        assert_eq!(r.text, l.text);
+        let (rt, lt) = (r.trace.as_ref().unwrap(), l.trace.as_ref().unwrap());
+        assert_eq!(rt, lt, "the remote trace equals the local one");
+    }
+    println!(
+        "remote trace: {} steps, text {:?}",
+        remote.len(),
+        summary.text
+    );
+}
+
+#[test]
+fn llama_cpp_server_streams_the_local_engines_greedy_answer_with_logprobs() {
+    let port = free_port();
+    // Its log goes to a file: a pipe nobody reads fills up and stalls the server.
+    let log_path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("llama_cpp_server.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let child = Command::new("python3")
+        .args(["-m", "llama_cpp.server", "--model"])
+        .arg(fetch::model_path(None))
+        .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
+        .args(["--n_ctx", "2048", "--n_threads", "1"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("python3 -m llama_cpp.server (pip install 'llama-cpp-python[server]')");
+    let mut server = Server { child, port };
+    let start = Instant::now();
+    while http(port, "GET", "/v1/models", "").is_none_or(|(s, _)| s != 200) {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            let err = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: String = err
+                .chars()
+                .rev()
+                .take(2000)
+                .collect::<String>()
+                .chars()
+                .rev()
+                .collect();
+            panic!("llama.cpp's server exited ({status}): {tail}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "llama.cpp's server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let max = 6;
+    let want = local_answer(PROMPT, max);
+    let mut config = RemoteConfig::new(format!("http://127.0.0.1:{port}"));
+    config.api = Some(ApiKind::OpenAi);
+    let request = GenerationRequest {
+        max_tokens: max,
+        sampling: SamplingParams::greedy(),
+        ..GenerationRequest::new(PROMPT)
+    };
+    let mut steps = Vec::new();
+    let summary = runtime().block_on(async {
+        let mut client = RemoteClient::new(config).unwrap();
+        client
+            .generate(&request, &CancelToken::default(), &mut |e| {
+                if let RemoteEvent::Step(s) = e {
+                    steps.push(*s);
+                }
+            })
+            .await
+            .unwrap()
+    });
+    println!(
+        "llama.cpp server: {:?} ({} steps); local engine: {want:?}",
+        summary.text,
+        steps.len()
+    );
+    assert_eq!(summary.text, want);
+    assert!(steps.iter().all(|s| s.logprob.is_some_and(|l| l <= 0.0)));
+    assert!(steps.iter().all(|s| !s.top_logprobs.is_empty()));
+}
+
+/// A scripted HTTP server: each connection gets the next response (raw bytes, with an optional
+/// delay before them and a cut after `cut` bytes).
+fn scripted(responses: Vec<(Duration, Vec<u8>)>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (delay, bytes) in responses {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            // Read the request head (and ignore the body).
+            let mut reader = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            std::thread::sleep(delay);
+            let _ = s.write_all(&bytes);
+            let _ = s.flush();
+        }
+    });
+    port
+}
+
+fn response(status: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// A streamed body with no length: the connection's end ends it.
+fn streamed(body: &[u8]) -> Vec<u8> {
+    let mut r =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    r.extend_from_slice(body);
+    r
+}
+
+fn ollama_lines(words: &[&str], done: bool) -> Vec<u8> {
+    let mut s = String::new();
+    for w in words {
+        s.push_str(&format!("{{\"response\":\"{w}\",\"done\":false}}\n"));
+    }
+    if done {
+        s.push_str("{\"response\":\"\",\"done\":true,\"done_reason\":\"stop\",\"eval_count\":2,\"eval_duration\":1000000}\n");
+    }
+    s.into_bytes()
+}
+
+fn fake_ollama(port: u16) -> (RemoteConfig, GenerationRequest) {
+    let mut config = RemoteConfig::new(format!("http://127.0.0.1:{port}"));
+    config.api = Some(ApiKind::Ollama);
+    config.model = Some("m".into());
+    let request = GenerationRequest {
+        chat: false,
+        max_tokens: 4,
+        ..GenerationRequest::new("hi")
+    };
+    (config, request)
+}
+
+fn run_fake(
+    port: u16,
+    tweak: impl FnOnce(&mut RemoteConfig),
+) -> (Result<String, RemoteError>, Vec<String>, String) {
+    let (mut config, request) = fake_ollama(port);
+    tweak(&mut config);
+    let mut statuses = Vec::new();
+    let mut text = String::new();
+    let result = runtime().block_on(async {
+        let mut client = RemoteClient::new(config)?;
+        client
+            .generate(&request, &CancelToken::default(), &mut |e| match e {
+                RemoteEvent::Status(s) => statuses.push(s),
+                RemoteEvent::Step(s) => text.push_str(&s.text),
+            })
+            .await
+            .map(|s| s.text)
+    });
+    (result, statuses, text)
+}
+
+#[test]
+fn faults_are_retried_or_reported_and_partial_text_is_kept() {
+    let quick = Duration::ZERO;
+    // 503, then the answer: retried.
+    let port = scripted(vec![
+        (
+            quick,
+            response("503 Service Unavailable", "text/plain", b"scaling up"),
+        ),
+        (quick, streamed(&ollama_lines(&["Hel", "lo"], true))),
+    ]);
+    let (r, statuses, _) = run_fake(port, |_| {});
+    assert_eq!(r.unwrap(), "Hello");
+    assert!(statuses.iter().any(|s| s.contains("503")), "{statuses:?}");
+    // 401 with no way to refresh: a clear message about the token.
+    let port = scripted(vec![(
+        quick,
+        response("401 Unauthorized", "text/plain", b""),
+    )]);
+    let (r, _, _) = run_fake(port, |_| {});
+    let e = r.unwrap_err();
+    assert!(
+        matches!(e, RemoteError::Unauthorized { .. }) && e.to_string().contains("token"),
+        "{e}"
+    );
+    // 3 s before the first byte: waits, saying so.
+    let port = scripted(vec![(
+        Duration::from_secs(3),
+        streamed(&ollama_lines(&["late"], true)),
+    )]);
+    let (r, statuses, _) = run_fake(port, |_| {});
+    assert_eq!(r.unwrap(), "late");
+    assert!(
+        statuses.iter().any(|s| s.starts_with("waking the service")),
+        "{statuses:?}"
+    );
+    // The first-byte timeout, when it is shorter than the wait.
+    let port = scripted(vec![(Duration::from_secs(4), streamed(b""))]);
+    let (r, _, _) = run_fake(port, |c| c.first_byte_timeout = Duration::from_secs(2));
+    assert!(matches!(r, Err(RemoteError::Timeout { .. })), "{r:?}");
+    // Disconnect mid-stream: an error, the partial text kept.
+    let port = scripted(vec![(
+        quick,
+        streamed(&ollama_lines(&["par", "tial"], false)),
+    )]);
+    let (r, _, text) = run_fake(port, |_| {});
+    assert!(
+        matches!(r, Err(RemoteError::Dropped { received: 2, .. })),
+        "{r:?}"
+    );
+    assert_eq!(text, "partial");
+    // An error line mid-stream is an error, not text.
+    let mut body = ollama_lines(&["ok"], false);
+    body.extend_from_slice(b"{\"error\":\"model crashed\"}\n");
+    let port = scripted(vec![(quick, streamed(&body))]);
+    let (r, _, text) = run_fake(port, |_| {});
+    assert!(
+        matches!(&r, Err(RemoteError::Server(m)) if m == "model crashed"),
+        "{r:?}"
+    );
+    assert_eq!(text, "ok");
+    // A malformed line, and a 10 MB line.
+    let port = scripted(vec![(quick, streamed(b"{\"response\": nope}\n"))]);
+    let (r, _, _) = run_fake(port, |_| {});
+    assert!(matches!(r, Err(RemoteError::Protocol(_))), "{r:?}");
+    let mut huge = b"{\"response\":\"".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 10 << 20));
+    huge.extend_from_slice(b"\",\"done\":false}\n");
+    let port = scripted(vec![(quick, streamed(&huge))]);
+    let (r, _, _) = run_fake(port, |_| {});
+    assert!(
+        matches!(&r, Err(RemoteError::Protocol(m)) if m.contains("longer than")),
+        "{r:?}"
+    );
+    // Bad URLs and refused connections: clear errors.
+    assert!(matches!(
+        RemoteClient::new(RemoteConfig::new("localhost:8080")),
+        Err(RemoteError::BadUrl { .. })
+    ));
+    let (r, _, _) = run_fake(free_port(), |_| {});
+    assert!(matches!(r, Err(RemoteError::Connect { .. })), "{r:?}");
+}
+
+#[test]
+fn serve_under_load_completes_or_refuses_and_stays_up() {
+    let server = start_serve(&["--concurrency", "2", "--queue", "2"]);
+    let port = server.port;
+    let body = r#"{"model":"smollm2-135m-instruct","prompt":"Count to five.","stream":false,"options":{"num_predict":4}}"#;
+    let handles: Vec<_> = (0..16)
+        .map(|_| std::thread::spawn(move || http(port, "POST", "/api/generate", body)))
+        .collect();
+    let mut done = 0;
+    let mut refused = 0;
+    for h in handles {
+        match h.join().unwrap() {
+            Some((200, b)) => {
+                let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+                assert_eq!(v["done"], true);
+                done += 1;
+            }
+            Some((503, b)) => {
+                assert!(b.contains("busy"), "{b}");
+                refused += 1;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    println!(
+        "16 parallel requests to a 2-slot, 2-queue server: {done} answered, {refused} refused"
+    );
+    assert_eq!(done + refused, 16);
+    assert!(done >= 2 && refused >= 1);
+    assert_eq!(http(port, "GET", "/health", "").map(|r| r.0), Some(200));
+    // Bad requests: clear 4xx, the server stays up.
+    let (s, b) = http(port, "POST", "/api/chat", "{not json").unwrap();
+    assert_eq!(s, 400, "{b}");
+    let (s, b) = http(
+        port,
+        "POST",
+        "/api/chat",
+        r#"{"model":"llama9","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(s, 404, "{b}");
+    assert!(b.contains("llama9"));
+    let big = format!(r#"{{"prompt":"{}"}}"#, "a".repeat(2 << 20));
+    let (s, _) = http(port, "POST", "/api/generate", &big).unwrap_or((413, String::new()));
+    assert_eq!(s, 413);
+    assert_eq!(http(port, "GET", "/health", "").map(|r| r.0), Some(200));
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""The official Python clients (PyPI `ollama` and `openai`, which we did not write) against a
+running `samemath serve`: chat, generate and embed through Ollama's client, streaming and not;
+chat completions with log-probabilities through OpenAI's. Prints one JSON object with what each
+call returned, for tests/it/remote.rs to compare with the local engine.
+
+Usage: clients_check.py --port PORT --prompt TEXT --max-tokens N
+"""
+import argparse
+import json
+import sys
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--prompt", required=True)
+    ap.add_argument("--max-tokens", type=int, default=8)
+    args = ap.parse_args()
+    try:
+        import ollama
+        import openai
+    except ImportError as e:
+        print(json.dumps({"error": f"{e}: python3 -m pip install ollama openai"}))
+        return 1
+    host = f"http://127.0.0.1:{args.port}"
+    model = "smollm2-135m-instruct"
+    messages = [{"role": "user", "content": args.prompt}]
+    options = {"temperature": 0, "num_predict": args.max_tokens}
+    out = {}
+
+    client = ollama.Client(host=host)
+    out["ollama_models"] = [m.model for m in client.list().models]
+    out["ollama_chat"] = client.chat(model=model, messages=messages, options=options).message.content
+    out["ollama_chat_stream"] = "".join(
+        c.message.content for c in client.chat(model=model, messages=messages, options=options, stream=True))
+    out["ollama_generate"] = client.generate(model=model, prompt=args.prompt, options=options).response
+    out["ollama_generate_stream"] = "".join(
+        c.response for c in client.generate(model=model, prompt=args.prompt, options=options, stream=True))
+    emb = client.embed(model=model, input=["the sky", "a matrix"]).embeddings
+    out["ollama_embed_shape"] = [len(emb), len(emb[0])]
+
+    oai = openai.OpenAI(base_url=f"{host}/v1", api_key="unused")
+    out["openai_models"] = [m.id for m in oai.models.list().data]
+    r = oai.chat.completions.create(model=model, messages=messages, max_tokens=args.max_tokens,
+                                    temperature=0, logprobs=True, top_logprobs=3)
+    out["openai_chat"] = r.choices[0].message.content
+    out["openai_finish"] = r.choices[0].finish_reason
+    text, logprobs = [], []
+    for chunk in oai.chat.completions.create(model=model, messages=messages, max_tokens=args.max_tokens,
+                                             temperature=0, logprobs=True, top_logprobs=3, stream=True):
+        if not chunk.choices:
+            continue
+        c = chunk.choices[0]
+        text.append(c.delta.content or "")
+        if c.logprobs and c.logprobs.content:
+            for entry in c.logprobs.content:
+                logprobs.append({"token": entry.token, "logprob": entry.logprob,
+                                 "top": [t.token for t in entry.top_logprobs]})
+    out["openai_chat_stream"] = "".join(text)
+    out["openai_logprobs"] = logprobs
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
