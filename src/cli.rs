@@ -53,6 +53,13 @@ pub struct AppArgs {
     /// Scene 2's prompt at start.
     #[arg(long, value_name = "TEXT")]
     pub prompt: Option<String>,
+    /// Scene 2 generates on this server (Ollama, OpenAI-compatible or samemath serve; e.g. a
+    /// Cloud Run URL) instead of the local model. With --steps N: one answer of N tokens.
+    #[arg(long = "remote", value_name = "URL")]
+    pub remote_url: Option<String>,
+    /// The remote server's API: ollama, openai or samemath (default: detect).
+    #[arg(long = "api", value_name = "KIND", requires = "remote_url")]
+    pub remote_api: Option<crate::remote::ApiKind>,
     /// Feed scene 2's prompt without the chat template.
     #[arg(long)]
     pub raw: bool,

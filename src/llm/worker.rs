@@ -27,6 +27,10 @@ pub enum Command {
     Stop,
     /// Forget the session.
     Reset,
+    /// Generate on a remote server from now on (probes it first).
+    Connect(crate::remote::RemoteConfig),
+    /// Back to the local engine.
+    UseLocal,
 }
 
 /// What the engine reports.
@@ -53,6 +57,16 @@ pub enum Event {
     },
     /// The session ended.
     Finished(StopReason),
+    /// A remote server answered the probe: generation goes there now.
+    Connected {
+        url: String,
+        info: crate::remote::ServerInfo,
+        model: Option<String>,
+    },
+    /// Generation is local again.
+    Disconnected,
+    /// One token from a remote server (a full step with trace from `samemath serve`).
+    RemoteStep(Box<crate::remote::RemoteStep>),
     /// The engine stopped stepping with the session still open (after Step, or Stop): Step or
     /// Generate continue it.
     Paused,
@@ -70,6 +84,10 @@ struct Engine {
     max_prompt_tokens: usize,
     /// One Step was asked for and has not produced its token yet.
     step_pending: bool,
+    /// The remote backend, when connected (native only), and what Stop cancels.
+    #[cfg(not(target_arch = "wasm32"))]
+    remote: Option<(crate::remote::RemoteClient, tokio::runtime::Runtime)>,
+    stop: Arc<std::sync::Mutex<crate::llm::CancelToken>>,
     loaded: Option<(Arc<Model>, Arc<LlmTokenizer>)>,
     session: Option<Session>,
     /// Generating continuously (vs. waiting for Step).
@@ -168,8 +186,69 @@ impl Engine {
         }
     }
 
+    /// Generate on the remote server (blocking this engine thread; Stop cancels through the
+    /// shared token).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn generate_remote(&mut self, request: &GenerationRequest) {
+        use crate::remote::{RemoteError, RemoteEvent};
+        let token = crate::llm::CancelToken::default();
+        if let Ok(mut t) = self.stop.lock() {
+            *t = token.clone();
+        }
+        let Some((client, runtime)) = self.remote.as_mut() else {
+            return;
+        };
+        let events = self.events.clone();
+        let _ = events.send(Event::Prompt {
+            tokens: Vec::new(),
+            embeddings: Vec::new(),
+        });
+        let mut on_event = |e: RemoteEvent| {
+            let _ = events.send(match e {
+                RemoteEvent::Status(s) => Event::Status(s),
+                RemoteEvent::Step(s) => Event::RemoteStep(s),
+            });
+        };
+        let result = runtime.block_on(client.generate(request, &token, &mut on_event));
+        let _ = self.events.send(match result {
+            Ok(summary) => Event::Finished(match summary.stop.as_deref() {
+                Some("length") | Some("MaxTokens") => StopReason::MaxTokens,
+                _ => StopReason::EndToken,
+            }),
+            Err(RemoteError::Cancelled) => Event::Paused,
+            Err(e) => Event::Error(e.to_string()),
+        });
+    }
+
     fn handle(&mut self, command: Command) {
+        #[cfg(not(target_arch = "wasm32"))]
+        if self.remote.is_some() {
+            match &command {
+                Command::Generate(request) => {
+                    let request = request.clone();
+                    self.generate_remote(&request);
+                    return;
+                }
+                Command::Step(_) => {
+                    self.send(Event::Error(
+                        "Step runs the local engine; a remote server streams whole answers \
+                         (use Generate, or switch back to the local model)"
+                            .into(),
+                    ));
+                    return;
+                }
+                _ => {}
+            }
+        }
         match command {
+            Command::Connect(config) => self.connect(config),
+            Command::UseLocal => {
+                #[cfg(not(target_arch = "wasm32"))]
+                {
+                    self.remote = None;
+                }
+                self.send(Event::Disconnected);
+            }
             Command::Load => {
                 self.ensure_loaded();
             }
@@ -198,6 +277,41 @@ impl Engine {
                 self.session = None;
             }
         }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn connect(&mut self, config: crate::remote::RemoteConfig) {
+        let url = config.url.clone();
+        self.send(Event::Status(format!("connecting to {url}")));
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => return self.send(Event::Error(e.to_string())),
+        };
+        let result = crate::remote::RemoteClient::new(config).and_then(|mut client| {
+            let info = runtime.block_on(client.probe())?;
+            Ok((client, info))
+        });
+        match result {
+            Ok((client, info)) => {
+                let model = client.model().map(String::from);
+                self.running = false;
+                self.step_pending = false;
+                self.session = None;
+                self.remote = Some((client, runtime));
+                self.send(Event::Connected { url, info, model });
+            }
+            Err(e) => self.send(Event::Error(e.to_string())),
+        }
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn connect(&mut self, _config: crate::remote::RemoteConfig) {
+        self.send(Event::Error(
+            "remote servers from the browser build are not wired yet; use the desktop app".into(),
+        ));
     }
 
     /// Work is waiting: generating, or a Step not yet done.
@@ -280,6 +394,8 @@ impl Engine {
 pub struct Worker {
     commands: Sender<Command>,
     events: Receiver<Event>,
+    /// Cancels a remote answer in flight (the engine thread is inside it, not reading commands).
+    stop: Arc<std::sync::Mutex<crate::llm::CancelToken>>,
     /// wasm: the engine itself, stepped from `poll`.
     #[cfg(target_arch = "wasm32")]
     inline: (Engine, Receiver<Command>),
@@ -306,7 +422,11 @@ impl Worker {
     ) -> Worker {
         let (command_tx, command_rx) = channel();
         let (event_tx, event_rx) = channel();
+        let stop = Arc::new(std::sync::Mutex::new(crate::llm::CancelToken::default()));
         let engine = Engine {
+            #[cfg(not(target_arch = "wasm32"))]
+            remote: None,
+            stop: stop.clone(),
             model_path,
             max_prompt_tokens,
             step_pending: false,
@@ -334,6 +454,7 @@ impl Worker {
             Worker {
                 commands: command_tx,
                 events: event_rx,
+                stop,
             }
         }
         #[cfg(target_arch = "wasm32")]
@@ -342,6 +463,7 @@ impl Worker {
             Worker {
                 commands: command_tx,
                 events: event_rx,
+                stop,
                 inline: (engine, command_rx),
             }
         }
@@ -349,6 +471,11 @@ impl Worker {
 
     /// Queue a command; the engine takes it between steps, so Stop lands within one step.
     pub fn send(&mut self, command: Command) {
+        if matches!(command, Command::Stop | Command::Reset)
+            && let Ok(t) = self.stop.lock()
+        {
+            t.cancel();
+        }
         let _ = self.commands.send(command);
     }
 

@@ -126,6 +126,10 @@ pub fn bridge_numbers(
 }
 
 fn neuron_side(view: &LlmView, selection: &LlmSelection) -> Option<NeuronSide> {
+    // The weights must be the ones that made the trace: the local model's.
+    if view.backend != super::Backend::Local {
+        return None;
+    }
     let (trace, model) = (view.trace.as_ref()?, view.model.as_ref()?);
     let (layer, neuron, clicked) = match selection.neuron {
         Some((l, n)) => (l, n, true),

@@ -33,9 +33,52 @@ pub const MAX_PROMPT_TOKENS: usize = 512;
 /// The token strip draws at most this many chips (the newest); the rest are counted.
 pub const MAX_CHIPS: usize = 400;
 
+/// Where the answer is computed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backend {
+    /// The local engine: every internal.
+    Local,
+    /// A remote server: what it gives (traces only from `samemath serve`).
+    Remote {
+        url: String,
+        info: crate::remote::ServerInfo,
+        model: Option<String>,
+    },
+}
+
+impl Backend {
+    /// Full traces (activations, attention, embeddings, lens) are available.
+    pub fn has_traces(&self) -> bool {
+        match self {
+            Backend::Local => true,
+            Backend::Remote { info, .. } => info.capabilities.traces,
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Backend::Local => "the local engine (CPU)".into(),
+            Backend::Remote { info, url, .. } => format!("{:?} at {url}", info.api),
+        }
+    }
+}
+
+/// The remote server the user typed in (kept when switching back to local).
+#[derive(Debug, Clone, Default)]
+pub struct RemoteForm {
+    pub url: String,
+    /// `None`: detect.
+    pub api: Option<crate::remote::ApiKind>,
+    pub model: String,
+    /// Never logged or shown.
+    pub token: String,
+    pub first_byte_timeout_secs: u64,
+}
+
 /// What the user set: the prompt and how to generate.
 #[derive(Resource, Debug, Clone)]
 pub struct LlmControls {
+    pub remote: RemoteForm,
     pub prompt: String,
     /// Wrap the prompt in the model's chat template (else feed it raw).
     pub chat: bool,
@@ -50,6 +93,11 @@ impl Default for LlmControls {
             chat: true,
             max_tokens: 128,
             sampling: SamplingParams::default(),
+            remote: RemoteForm {
+                url: "http://127.0.0.1:8080".into(),
+                first_byte_timeout_secs: 120,
+                ..RemoteForm::default()
+            },
         }
     }
 }
@@ -68,6 +116,17 @@ impl LlmControls {
     pub fn can_run(&self) -> bool {
         !self.prompt.trim().is_empty()
     }
+
+    pub fn remote_config(&self) -> crate::remote::RemoteConfig {
+        let f = &self.remote;
+        crate::remote::RemoteConfig {
+            api: f.api,
+            model: Some(f.model.trim().to_string()).filter(|m| !m.is_empty()),
+            token: Some(f.token.trim().to_string()).filter(|t| !t.is_empty()),
+            first_byte_timeout: std::time::Duration::from_secs(f.first_byte_timeout_secs.max(1)),
+            ..crate::remote::RemoteConfig::new(f.url.trim())
+        }
+    }
 }
 
 /// Where the engine stands.
@@ -82,9 +141,14 @@ pub enum EngineStatus {
 }
 
 /// Everything the engine reported, as the views read it.
-#[derive(Resource, Debug, Default)]
+#[derive(Resource, Debug)]
 pub struct LlmView {
     pub status: EngineStatus,
+    pub backend: Backend,
+    /// Text-only steps from a remote server (no ids, no traces): text and log-probabilities.
+    pub remote_steps: Vec<crate::remote::RemoteStep>,
+    /// When the first token of this answer arrived (remote speed).
+    pub first_token_at: Option<web_time::Instant>,
     pub model: Option<Arc<Model>>,
     pub tokenizer: Option<Arc<LlmTokenizer>>,
     pub model_path: Option<PathBuf>,
@@ -108,6 +172,33 @@ pub struct LlmView {
     pub paused: bool,
     /// Bumped whenever `trace` changes (the activation texture follows it).
     pub revision: u64,
+}
+
+impl Default for LlmView {
+    fn default() -> Self {
+        Self {
+            status: EngineStatus::default(),
+            backend: Backend::Local,
+            remote_steps: Vec::new(),
+            first_token_at: None,
+            model: None,
+            tokenizer: None,
+            model_path: None,
+            prompt_tokens: Vec::new(),
+            prompt_embeddings: Vec::new(),
+            pca: None,
+            generated: Vec::new(),
+            reply: String::new(),
+            trace: None,
+            logits: Vec::new(),
+            sampled: None,
+            steps: 0,
+            tokens_per_sec: 0.0,
+            last_stop: None,
+            paused: false,
+            revision: 0,
+        }
+    }
 }
 
 impl LlmView {
@@ -169,6 +260,45 @@ impl LlmView {
                 self.status = EngineStatus::Ready;
             }
             Event::Error(e) => self.status = EngineStatus::Error(e),
+            Event::Connected { url, info, model } => {
+                self.clear_session();
+                self.backend = Backend::Remote { url, info, model };
+                self.status = EngineStatus::Ready;
+            }
+            Event::Disconnected => {
+                self.clear_session();
+                self.backend = Backend::Local;
+                self.status = if self.model.is_some() {
+                    EngineStatus::Ready
+                } else {
+                    EngineStatus::NotStarted
+                };
+            }
+            Event::RemoteStep(step) => {
+                let step = *step;
+                let now = web_time::Instant::now();
+                let first = *self.first_token_at.get_or_insert(now);
+                self.steps += 1;
+                let secs = (now - first).as_secs_f32();
+                if self.steps > 1 && secs > 0.0 {
+                    self.tokens_per_sec = (self.steps - 1) as f32 / secs;
+                }
+                self.reply.push_str(&step.text);
+                self.status = EngineStatus::Generating;
+                match (step.token.clone(), step.trace.clone()) {
+                    // samemath serve: a full step, drawn like a local one.
+                    (Some(token), trace) => {
+                        self.sampled = Some(token.clone());
+                        self.generated.push(token);
+                        if let Some(t) = trace {
+                            self.trace = Some(t);
+                            self.revision += 1;
+                        }
+                        self.remote_steps.push(step);
+                    }
+                    (None, _) => self.remote_steps.push(step),
+                }
+            }
         }
     }
 
@@ -185,6 +315,8 @@ impl LlmView {
         self.tokens_per_sec = 0.0;
         self.last_stop = None;
         self.paused = false;
+        self.remote_steps.clear();
+        self.first_token_at = None;
         self.revision += 1;
     }
 
@@ -232,6 +364,10 @@ pub enum LlmAction {
     Step,
     Stop,
     Reset,
+    /// Switch generation to the remote server in the controls.
+    Connect,
+    /// Back to the local engine.
+    UseLocal,
 }
 
 pub fn logic_plugin(app: &mut App) {
@@ -268,16 +404,40 @@ fn apply_options(options: Option<Res<AppOptions>>, mut controls: ResMut<LlmContr
     if options.args.raw {
         controls.chat = false;
     }
+    if let Some(url) = &options.args.remote_url {
+        controls.remote.url = url.clone();
+        controls.remote.api = options.args.remote_api;
+    }
 }
 
 /// `--steps N`: press Step N times, each once the previous pass has landed.
 fn auto_steps(
     options: Option<Res<AppOptions>>,
     view: Res<LlmView>,
+    mut controls: ResMut<LlmControls>,
     mut sent: Local<usize>,
+    mut connected: Local<bool>,
     mut actions: MessageWriter<LlmAction>,
 ) {
-    let Some(n) = options.and_then(|o| o.args.steps) else {
+    let Some(options) = options else {
+        return;
+    };
+    // `--remote URL`: connect once at start; with --steps N, one answer of N tokens.
+    if options.args.remote_url.is_some() {
+        if !*connected {
+            actions.write(LlmAction::Connect);
+            *connected = true;
+        } else if let (Some(n), Backend::Remote { .. }) = (options.args.steps, &view.backend)
+            && *sent == 0
+            && !view.busy()
+        {
+            controls.max_tokens = n;
+            actions.write(LlmAction::Generate);
+            *sent = n;
+        }
+        return;
+    }
+    let Some(n) = options.args.steps else {
         return;
     };
     if *sent < n && *sent == view.steps && view.model.is_some() && !view.busy() {
@@ -295,7 +455,9 @@ pub fn steps_done(options: &AppOptions, view: &LlmView) -> bool {
         None => true,
         Some(n) => {
             matches!(view.status, EngineStatus::Error(_))
-                || ((view.steps >= n || view.last_stop.is_some()) && !view.busy())
+                || ((view.steps >= n || view.last_stop.is_some())
+                    && !view.busy()
+                    && (options.args.remote_url.is_none() || view.last_stop.is_some()))
         }
     }
 }
@@ -393,6 +555,11 @@ pub fn run_actions(
                 view.reset();
                 *selection = LlmSelection::default();
             }
+            LlmAction::Connect => {
+                engine.send(Command::Connect(controls.remote_config()));
+                view.status = EngineStatus::Loading("connecting".into());
+            }
+            LlmAction::UseLocal => engine.send(Command::UseLocal),
             _ => {}
         }
     }

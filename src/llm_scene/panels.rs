@@ -10,7 +10,7 @@ use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
 use serde::Serialize;
 
 use super::activations::{ActivationTexture, activation_color};
-use super::{EngineStatus, LlmAction, LlmControls, LlmSelection, LlmView, MAX_CHIPS};
+use super::{Backend, EngineStatus, LlmAction, LlmControls, LlmSelection, LlmView, MAX_CHIPS};
 use crate::app::Scene;
 use crate::app::shell::{FreeArea, UiSet};
 use crate::app::theme::UiSettings;
@@ -19,6 +19,7 @@ use crate::llm::worker::Command;
 use crate::llm::{Sampler, TokenInfo};
 use crate::math::OrbitCamera;
 use crate::math::camera::Viewport;
+use crate::remote::ApiKind;
 
 /// Where things were drawn this frame, in physical pixels (for `--screenshot`'s sidecar and
 /// the rendered-frame tests).
@@ -93,8 +94,10 @@ fn status_line(ui: &mut egui::Ui, view: &LlmView) {
         }
         EngineStatus::Ready => {
             ui.label(format!(
-                "Ready · CPU engine · {} steps · {:.1} tokens/s",
-                view.steps, view.tokens_per_sec
+                "Ready · {} · {} steps · {:.1} tokens/s",
+                view.backend.name(),
+                view.steps,
+                view.tokens_per_sec
             ));
         }
         EngineStatus::Generating => {
@@ -161,7 +164,8 @@ fn controls_panel(
                     ui.radio_value(&mut c.chat, true, "Chat (template)");
                     ui.radio_value(&mut c.chat, false, "Raw");
                 });
-                let can_run = c.can_run() && view.model.is_some();
+                let can_run = c.can_run()
+                    && (view.model.is_some() || matches!(view.backend, Backend::Remote { .. }));
                 ui.horizontal_wrapped(|ui| {
                     if ui
                         .add_enabled(can_run, egui::Button::new("▶ Generate (Enter)"))
@@ -191,6 +195,8 @@ fn controls_panel(
                 if !c.can_run() {
                     ui.small("Type a prompt to enable Generate and Step.");
                 }
+                ui.separator();
+                backend_section(ui, c, &view, &mut actions);
                 ui.separator();
                 ui.heading("Sampling");
                 let s = &mut c.sampling;
@@ -228,6 +234,123 @@ fn controls_panel(
             });
         });
     free.take(panel.response.rect);
+}
+
+/// Local engine or a remote server (Ollama, OpenAI-compatible, samemath serve).
+fn backend_section(
+    ui: &mut egui::Ui,
+    c: &mut LlmControls,
+    view: &LlmView,
+    actions: &mut MessageWriter<LlmAction>,
+) {
+    ui.heading("Backend");
+    match &view.backend {
+        Backend::Local => {
+            ui.label("Local: SmolLM2 on this machine's CPU, every internal recorded.");
+        }
+        Backend::Remote { url, info, model } => {
+            ui.colored_label(
+                ACCENT,
+                format!(
+                    "Remote: {:?}{} at {url}",
+                    info.api,
+                    info.version
+                        .as_ref()
+                        .map(|v| format!(" {v}"))
+                        .unwrap_or_default()
+                ),
+            );
+            ui.small(format!(
+                "model {}; log-probabilities {}; activations, attention and embeddings {}",
+                model.as_deref().unwrap_or("?"),
+                if info.capabilities.logprobs {
+                    "yes"
+                } else {
+                    "no"
+                },
+                if info.capabilities.traces {
+                    "yes (samemath serve)"
+                } else {
+                    "not given by this server"
+                }
+            ));
+            if ui.button("Use the local model").clicked() {
+                actions.write(LlmAction::UseLocal);
+            }
+        }
+    }
+    egui::CollapsingHeader::new("Remote server (Cloud Run, Ollama, OpenAI-compatible)")
+        .default_open(false)
+        .show(ui, |ui| {
+            let f = &mut c.remote;
+            egui::Grid::new("remote_form")
+                .num_columns(2)
+                .show(ui, |ui| {
+                    ui.label("URL");
+                    ui.add(egui::TextEdit::singleline(&mut f.url).desired_width(200.0));
+                    ui.end_row();
+                    ui.label("API");
+                    egui::ComboBox::from_id_salt("remote_api")
+                        .selected_text(match f.api {
+                            None => "detect",
+                            Some(ApiKind::Ollama) => "Ollama",
+                            Some(ApiKind::OpenAi) => "OpenAI-compatible",
+                            Some(ApiKind::Samemath) => "samemath serve",
+                        })
+                        .show_ui(ui, |ui| {
+                            ui.selectable_value(&mut f.api, None, "detect");
+                            ui.selectable_value(&mut f.api, Some(ApiKind::Ollama), "Ollama");
+                            ui.selectable_value(
+                                &mut f.api,
+                                Some(ApiKind::OpenAi),
+                                "OpenAI-compatible",
+                            );
+                            ui.selectable_value(
+                                &mut f.api,
+                                Some(ApiKind::Samemath),
+                                "samemath serve",
+                            );
+                        });
+                    ui.end_row();
+                    ui.label("model");
+                    ui.add(
+                        egui::TextEdit::singleline(&mut f.model)
+                            .hint_text("the server's first")
+                            .desired_width(200.0),
+                    );
+                    ui.end_row();
+                    ui.label("token");
+                    ui.add(
+                        egui::TextEdit::singleline(&mut f.token)
+                            .password(true)
+                            .hint_text("$SAMEMATH_REMOTE_TOKEN or gcloud")
+                            .desired_width(200.0),
+                    );
+                    ui.end_row();
+                    ui.label("first byte (s)");
+                    ui.add(egui::DragValue::new(&mut f.first_byte_timeout_secs).range(1..=3600));
+                    ui.end_row();
+                });
+            if ui
+                .add_enabled(!f.url.trim().is_empty(), egui::Button::new("Connect"))
+                .clicked()
+            {
+                actions.write(LlmAction::Connect);
+            }
+        });
+}
+
+/// What a remote server without traces cannot show.
+fn not_from_this_backend(ui: &mut egui::Ui, view: &LlmView, what: &str) -> bool {
+    if view.backend.has_traces() {
+        return false;
+    }
+    ui.weak(format!(
+        "{what}: not given by {}. It sends text and log-probabilities only; connect \
+         `samemath serve` or use the local model to see them.",
+        view.backend.name()
+    ));
+    true
 }
 
 fn outputs_panel(
@@ -268,7 +391,15 @@ fn piece_of(view: &LlmView, id: u32) -> String {
 fn next_token(ui: &mut egui::Ui, controls: &LlmControls, view: &LlmView, cache: &mut LlmCache) {
     ui.heading("Next token");
     if view.logits.is_empty() {
-        ui.weak("No forward pass yet: press Generate or Step.");
+        match view.remote_steps.last() {
+            Some(step) if !step.top_logprobs.is_empty() => remote_bars(ui, step),
+            Some(_) => {
+                ui.weak("This server sends no log-probabilities: no bars to draw.");
+            }
+            None => {
+                ui.weak("No forward pass yet: press Generate or Step.");
+            }
+        }
         return;
     }
     let greedy = controls.sampling.temperature == 0.0;
@@ -322,8 +453,45 @@ fn next_token(ui: &mut egui::Ui, controls: &LlmControls, view: &LlmView, cache: 
     }
 }
 
+/// Bars from a remote server's top log-probabilities (its numbers, as it sent them).
+fn remote_bars(ui: &mut egui::Ui, step: &crate::remote::RemoteStep) {
+    ui.small(
+        "From the server's top log-probabilities for the last token (probabilities e^logprob).",
+    );
+    let width = ui.available_width();
+    for (i, (token, lp)) in step.top_logprobs.iter().enumerate() {
+        let p = lp.exp().clamp(0.0, 1.0);
+        let (rect, _) = ui.allocate_exact_size(egui::vec2(width, 20.0), egui::Sense::hover());
+        let painter = ui.painter_at(rect);
+        painter.rect_filled(rect, 2.0, ui.visuals().extreme_bg_color);
+        let mut bar = rect;
+        bar.set_width(rect.width() * p);
+        let color = if i == 0 {
+            ACCENT
+        } else {
+            egui::Color32::from_rgb(90, 110, 140)
+        };
+        painter.rect_filled(bar, 2.0, color);
+        painter.text(
+            rect.left_center() + egui::vec2(4.0, 0.0),
+            egui::Align2::LEFT_CENTER,
+            format!("{}  {:.1}%", visible_piece(token), p * 100.0),
+            egui::FontId::monospace(13.0),
+            egui::Color32::WHITE,
+        );
+    }
+    ui.label(
+        egui::RichText::new(format!("received: {}", visible_piece(&step.text)))
+            .monospace()
+            .color(ACCENT),
+    );
+}
+
 fn logit_lens(ui: &mut egui::Ui, view: &LlmView) {
     ui.heading("Logit lens");
+    if not_from_this_backend(ui, view, "The logit lens") {
+        return;
+    }
     let Some(trace) = &view.trace else {
         ui.weak("No trace yet.");
         return;
@@ -350,6 +518,10 @@ fn logit_lens(ui: &mut egui::Ui, view: &LlmView) {
 /// The clicked neuron as the dot products that make it.
 fn neuron_detail(ui: &mut egui::Ui, view: &LlmView, selection: &LlmSelection) {
     ui.heading("Neuron");
+    if matches!(view.backend, Backend::Remote { .. }) {
+        ui.weak("A neuron's weights live on the server: its dot products need the local model.");
+        return;
+    }
     let Some((layer, neuron)) = selection.neuron else {
         ui.weak("Click a neuron in the activation grid.");
         return;
@@ -460,6 +632,26 @@ fn token_strip(
     ppp: f32,
 ) {
     ui.heading("Tokens");
+    if !view.backend.has_traces() {
+        ui.small(format!(
+            "{} sends text pieces, not token ids, and not the prompt's tokens.",
+            view.backend.name()
+        ));
+        ui.horizontal_wrapped(|ui| {
+            ui.spacing_mut().item_spacing = egui::vec2(3.0, 3.0);
+            for step in view.remote_steps.iter().rev().take(MAX_CHIPS).rev() {
+                egui::Frame::new()
+                    .fill(egui::Color32::from_rgb(40, 70, 60))
+                    .stroke(egui::Stroke::new(1.0, egui::Color32::from_gray(110)))
+                    .corner_radius(3.0)
+                    .inner_margin(egui::Margin::symmetric(4, 1))
+                    .show(ui, |ui| {
+                        ui.label(egui::RichText::new(visible_piece(&step.text)).monospace());
+                    });
+            }
+        });
+        return;
+    }
     if view.prompt_tokens.is_empty() {
         ui.weak("The prompt's tokens appear here when it runs (Generate or Step).");
         return;
@@ -562,6 +754,9 @@ fn activation_grid(
 ) {
     ui.heading("MLP activations: silu(gate·x)·(up·x), every neuron");
     drawn.grid_rect = None;
+    if not_from_this_backend(ui, view, "Activations") {
+        return;
+    }
     let (Some(texture), Some(id)) = (texture, texture.and_then(|t| t.egui_id)) else {
         return;
     };
@@ -642,6 +837,9 @@ fn activation_grid(
 
 fn attention(ui: &mut egui::Ui, view: &LlmView, selection: &mut LlmSelection) {
     ui.heading("Attention of the newest token");
+    if not_from_this_backend(ui, view, "Attention") {
+        return;
+    }
     let Some(trace) = &view.trace else {
         ui.weak("No forward pass yet.");
         return;
@@ -710,6 +908,9 @@ fn attention(ui: &mut egui::Ui, view: &LlmView, selection: &mut LlmSelection) {
 
 fn embedding_strip(ui: &mut egui::Ui, view: &LlmView) {
     ui.heading("Embedding");
+    if not_from_this_backend(ui, view, "Embeddings") {
+        return;
+    }
     let Some(trace) = &view.trace else {
         ui.weak("No forward pass yet.");
         return;
@@ -742,6 +943,10 @@ fn embedding_strip(ui: &mut egui::Ui, view: &LlmView) {
 
 fn pca_cloud(ui: &mut egui::Ui, view: &LlmView, cache: &mut LlmCache, seconds: f32) {
     ui.heading("The prompt's tokens in 3D");
+    if matches!(view.backend, Backend::Remote { .. }) {
+        ui.weak("The prompt's tokens are not sent by remote servers.");
+        return;
+    }
     let Some(pca) = &view.pca else {
         ui.weak("Needs a prompt of two or more tokens.");
         return;

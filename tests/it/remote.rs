@@ -513,3 +513,93 @@ fn serve_under_load_completes_or_refuses_and_stays_up() {
     assert_eq!(s, 413);
     assert_eq!(http(port, "GET", "/health", "").map(|r| r.0), Some(200));
 }
+
+#[test]
+fn the_app_switches_to_a_remote_server_and_says_what_it_lacks() {
+    use bevy::prelude::*;
+    use bevy::state::app::StatesPlugin;
+    use samemath::llm::worker::{Command as EngineCommand, Worker};
+    use samemath::llm_scene::{Backend, EngineStatus, LlmAction, LlmControls, LlmEngine, LlmView};
+    let server = start_serve(&[]);
+    let mut app = App::new();
+    app.add_plugins((MinimalPlugins, StatesPlugin))
+        .insert_resource(samemath::app::AppOptions::default())
+        .init_resource::<ButtonInput<KeyCode>>()
+        .add_plugins(samemath::app::logic_plugin);
+    let mut worker = Worker::spawn(None, 1);
+    worker.send(EngineCommand::Load);
+    app.insert_resource(LlmEngine(std::sync::Mutex::new(worker)));
+    let wait = |app: &mut App, what: &str, done: &dyn Fn(&LlmView) -> bool| {
+        let start = Instant::now();
+        while !done(app.world().resource::<LlmView>()) {
+            let status = app.world().resource::<LlmView>().status.clone();
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{what}: {status:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+            app.update();
+        }
+    };
+    let act = |app: &mut App, a: LlmAction| {
+        app.world_mut().write_message(a);
+        app.update();
+    };
+    for (api, traces) in [
+        (Some(ApiKind::Samemath), true),
+        (Some(ApiKind::Ollama), false),
+    ] {
+        {
+            let mut c = app.world_mut().resource_mut::<LlmControls>();
+            c.remote.url = format!("http://127.0.0.1:{}", server.port);
+            c.remote.api = api;
+            c.prompt = PROMPT.into();
+            c.max_tokens = 4;
+            c.sampling = SamplingParams::greedy();
+        }
+        act(&mut app, LlmAction::Connect);
+        wait(
+            &mut app,
+            "connected",
+            &|v| matches!(&v.backend, Backend::Remote { info, .. } if Some(info.api) == api),
+        );
+        assert_eq!(
+            app.world().resource::<LlmView>().backend.has_traces(),
+            traces
+        );
+        act(&mut app, LlmAction::Generate);
+        wait(&mut app, "the answer", &|v| {
+            v.last_stop.is_some() && v.status == EngineStatus::Ready
+        });
+        let view = app.world().resource::<LlmView>();
+        assert_eq!(view.reply, local_answer(PROMPT, 4), "{api:?}");
+        assert_eq!(view.trace.is_some(), traces, "{api:?}");
+        assert!(view.remote_steps.iter().all(|s| !s.top_logprobs.is_empty()));
+        println!(
+            "{api:?}: {:?}, {} steps, trace {}",
+            view.reply,
+            view.remote_steps.len(),
+            view.trace.is_some()
+        );
+    }
+    // Step is the local engine's; a remote backend says so and keeps the prompt.
+    act(&mut app, LlmAction::Step);
+    wait(&mut app, "the refusal", &|v| {
+        matches!(v.status, EngineStatus::Error(_))
+    });
+    act(&mut app, LlmAction::UseLocal);
+    wait(&mut app, "local again", &|v| v.backend == Backend::Local);
+    // A server that is not there: a clear error, the app goes on.
+    app.world_mut().resource_mut::<LlmControls>().remote.url =
+        format!("http://127.0.0.1:{}", free_port());
+    act(&mut app, LlmAction::Connect);
+    wait(&mut app, "the error", &|v| {
+        matches!(v.status, EngineStatus::Error(_))
+    });
+    let view = app.world().resource::<LlmView>();
+    let EngineStatus::Error(e) = &view.status else {
+        unreachable!()
+    };
+    assert!(e.contains("cannot reach"), "{e}");
+    assert_eq!(view.backend, Backend::Local);
+}
