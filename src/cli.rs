@@ -179,6 +179,10 @@ pub struct BenchArgs {
     /// Tokens to decode per LLM run.
     #[arg(long, default_value_t = 64)]
     pub tokens: usize,
+    /// Benchmark remote inference: our client's time-to-first-token overhead against a raw
+    /// HTTP request, and `samemath serve`'s throughput with 8 clients against llama.cpp's server.
+    #[arg(long, conflicts_with = "llm")]
+    pub remote: bool,
     #[command(flatten)]
     pub model: crate::tools::ModelArgs,
 }

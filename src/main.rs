@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => return samemath::app::run(cli.app, None),
         Some(Command::Bench(bench)) if bench.llm => tools::bench_llm(&bench),
+        Some(Command::Bench(bench)) if bench.remote => tools::bench_remote(&bench),
         Some(Command::Bench(bench)) => return samemath::app::run(cli.app, Some(bench)),
         Some(Command::Generate {
             model,

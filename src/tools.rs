@@ -436,3 +436,231 @@ pub fn bench_llm(args: &crate::cli::BenchArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(target_arch = "wasm32")]
+pub fn bench_remote(_: &crate::cli::BenchArgs) -> Result<()> {
+    bail!("bench --remote is not available in the browser build")
+}
+
+/// A child process killed when dropped (the servers `bench --remote` starts).
+#[cfg(not(target_arch = "wasm32"))]
+struct ChildGuard(std::process::Child);
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// POST `body` to 127.0.0.1:`port``path`; returns (seconds to the first body byte, body).
+#[cfg(not(target_arch = "wasm32"))]
+fn raw_post(port: u16, path: &str, body: &str) -> Result<(f64, String)> {
+    use std::io::Read;
+    let started = std::time::Instant::now();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    // Headers, then the first byte of the body.
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte)?;
+        head.push(byte[0]);
+    }
+    s.read_exact(&mut byte)?;
+    let first = started.elapsed().as_secs_f64();
+    let mut rest = vec![byte[0]];
+    s.read_to_end(&mut rest)?;
+    Ok((first, String::from_utf8_lossy(&rest).into_owned()))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn wait_http(port: u16, path: &str) -> Result<()> {
+    use std::io::Read;
+    let started = std::time::Instant::now();
+    loop {
+        let ok = std::net::TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut s| {
+                write!(
+                    s,
+                    "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                )?;
+                let mut out = String::new();
+                s.read_to_string(&mut out)?;
+                Ok(out.starts_with("HTTP/1.1 200"))
+            })
+            .unwrap_or(false);
+        if ok {
+            return Ok(());
+        }
+        if started.elapsed().as_secs() > 180 {
+            bail!("no server answered on port {port}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Summed tokens/s of `clients` parallel requests (each `tokens` long) to `path`.
+#[cfg(not(target_arch = "wasm32"))]
+fn throughput(
+    port: u16,
+    path: &str,
+    body: &str,
+    clients: usize,
+    count: fn(&str) -> usize,
+) -> Result<f64> {
+    let started = std::time::Instant::now();
+    let handles: Vec<_> = (0..clients)
+        .map(|_| {
+            let body = body.to_string();
+            let path = path.to_string();
+            std::thread::spawn(move || raw_post(port, &path, &body).map(|(_, b)| count(&b)))
+        })
+        .collect();
+    let mut tokens = 0;
+    for h in handles {
+        tokens += h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a client thread failed"))??;
+    }
+    Ok(tokens as f64 / started.elapsed().as_secs_f64())
+}
+
+/// `samemath bench --remote`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn bench_remote(args: &crate::cli::BenchArgs) -> Result<()> {
+    use crate::remote::{ApiKind, RemoteClient, RemoteConfig};
+    let path = fetch::ensure_model(args.model.model.as_deref(), &mut progress)?;
+    let exe = std::env::current_exe()?;
+    let port = free_port()?;
+    let _serve = ChildGuard(
+        std::process::Command::new(&exe)
+            .args([
+                "serve",
+                "--port",
+                &port.to_string(),
+                "--concurrency",
+                "8",
+                "--queue",
+                "8",
+            ])
+            .arg("--model")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?,
+    );
+    wait_http(port, "/health")?;
+    // Time to first token: the same one-token request, raw and through our client.
+    let body = r#"{"model":"smollm2-135m-instruct","prompt":"Hi","raw":true,"stream":true,"options":{"num_predict":1,"temperature":0}}"#;
+    let rounds = 15;
+    let mut raw = Vec::new();
+    for _ in 0..rounds {
+        raw.push(raw_post(port, "/api/generate", body)?.0);
+    }
+    let mut config = RemoteConfig::new(format!("http://127.0.0.1:{port}"));
+    config.api = Some(ApiKind::Ollama);
+    let request = GenerationRequest {
+        chat: false,
+        max_tokens: 1,
+        sampling: SamplingParams::greedy(),
+        ..GenerationRequest::new("Hi")
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut ours = Vec::new();
+    runtime.block_on(async {
+        let mut client = RemoteClient::new(config)?;
+        client.probe().await?;
+        for _ in 0..rounds {
+            let started = std::time::Instant::now();
+            let mut first = None;
+            client
+                .generate(&request, &crate::llm::CancelToken::default(), &mut |e| {
+                    if matches!(e, crate::remote::RemoteEvent::Step(_)) {
+                        first.get_or_insert(started.elapsed().as_secs_f64());
+                    }
+                })
+                .await?;
+            ours.push(first.unwrap_or(f64::NAN));
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (raw_ms, ours_ms) = (median(&mut raw) * 1e3, median(&mut ours) * 1e3);
+    println!("bench remote: samemath serve on 127.0.0.1:{port}, {rounds} one-token requests each");
+    println!(
+        "  time to first token: raw HTTP {raw_ms:.2} ms, our client {ours_ms:.2} ms, overhead {:.2} ms",
+        ours_ms - raw_ms
+    );
+    // Throughput: 8 clients at once, 32 tokens each.
+    let clients = 8;
+    let ollama = r#"{"model":"smollm2-135m-instruct","prompt":"Write about the sea.","stream":false,"options":{"num_predict":32,"temperature":0}}"#;
+    let count_ollama = |b: &str| -> usize {
+        serde_json::from_str::<serde_json::Value>(b)
+            .ok()
+            .and_then(|v| v["eval_count"].as_u64())
+            .unwrap_or(0) as usize
+    };
+    let ours_tps = throughput(port, "/api/generate", ollama, clients, count_ollama)?;
+    println!("  serve, {clients} clients x 32 tokens: {ours_tps:.1} tokens/s summed");
+    let lport = free_port()?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let llama = std::process::Command::new("python3")
+        .args(["-m", "llama_cpp.server", "--model"])
+        .arg(&path)
+        .args([
+            "--port",
+            &lport.to_string(),
+            "--host",
+            "127.0.0.1",
+            "--n_ctx",
+            "4096",
+        ])
+        .args(["--n_threads", &threads.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match llama {
+        Ok(child) => {
+            let _guard = ChildGuard(child);
+            wait_http(lport, "/v1/models")?;
+            let body = r#"{"prompt":"Write about the sea.","max_tokens":32,"temperature":0}"#;
+            let count_openai = |b: &str| -> usize {
+                serde_json::from_str::<serde_json::Value>(b)
+                    .ok()
+                    .and_then(|v| v["usage"]["completion_tokens"].as_u64())
+                    .unwrap_or(0) as usize
+            };
+            let theirs = throughput(lport, "/v1/completions", body, clients, count_openai)?;
+            println!(
+                "  llama.cpp's server, {clients} clients x 32 tokens: {theirs:.1} tokens/s summed"
+            );
+            println!(
+                "  ratio serve / llama.cpp server: {:.2}x",
+                ours_tps / theirs
+            );
+        }
+        Err(e) => println!(
+            "  llama.cpp's server: not measured ({e}; pip install 'llama-cpp-python[server]')"
+        ),
+    }
+    Ok(())
+}

@@ -77,6 +77,7 @@ impl RemoteClient {
         };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
+            .tcp_nodelay(true)
             .build()
             .map_err(|e| RemoteError::Connect {
                 url: base.clone(),

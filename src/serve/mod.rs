@@ -23,6 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -116,7 +117,10 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         }
     });
     let app = router(state.clone());
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    // No Nagle: a small streamed chunk must not wait for the client's delayed ACK (~40 ms).
+    let listener = tokio::net::TcpListener::bind(addr).await?.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     eprintln!("samemath serve: listening on http://{addr}");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
