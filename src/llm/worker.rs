@@ -87,6 +87,7 @@ struct Engine {
     /// The remote backend, when connected (native only), and what Stop cancels.
     #[cfg(not(target_arch = "wasm32"))]
     remote: Option<(crate::remote::RemoteClient, tokio::runtime::Runtime)>,
+    #[cfg(not(target_arch = "wasm32"))]
     stop: Arc<std::sync::Mutex<crate::llm::CancelToken>>,
     loaded: Option<(Arc<Model>, Arc<LlmTokenizer>)>,
     session: Option<Session>,
@@ -426,6 +427,7 @@ impl Worker {
         let engine = Engine {
             #[cfg(not(target_arch = "wasm32"))]
             remote: None,
+            #[cfg(not(target_arch = "wasm32"))]
             stop: stop.clone(),
             model_path,
             max_prompt_tokens,

@@ -13,12 +13,12 @@ use super::{
 };
 use crate::llm::{CancelToken, GenerationRequest};
 
-/// Where the bearer token came from (only gcloud's can be refreshed).
+/// Where the bearer token came from (only a command's can be refreshed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TokenSource {
     Given,
     Env,
-    Gcloud,
+    Command,
     None,
 }
 
@@ -40,12 +40,20 @@ impl std::fmt::Debug for RemoteClient {
     }
 }
 
-/// `gcloud auth print-identity-token`, when gcloud is installed and logged in.
-fn gcloud_token() -> Option<String> {
-    let out = std::process::Command::new("gcloud")
-        .args(["auth", "print-identity-token"])
-        .output()
-        .ok()?;
+/// A fresh token from `$SAMEMATH_TOKEN_COMMAND` (any shell command printing one), else, for
+/// https URLs, `gcloud auth print-identity-token` when gcloud is installed and logged in.
+fn command_token(https: bool) -> Option<String> {
+    let out = match std::env::var("SAMEMATH_TOKEN_COMMAND") {
+        Ok(cmd) if !cmd.trim().is_empty() => std::process::Command::new("sh")
+            .args(["-c", &cmd])
+            .output()
+            .ok()?,
+        _ if https => std::process::Command::new("gcloud")
+            .args(["auth", "print-identity-token"])
+            .output()
+            .ok()?,
+        _ => return None,
+    };
     let token = String::from_utf8(out.stdout).ok()?.trim().to_string();
     (out.status.success() && !token.is_empty()).then_some(token)
 }
@@ -69,11 +77,10 @@ impl RemoteClient {
                 (Some(t.trim().to_string()), TokenSource::Given)
             }
             (_, Ok(t)) if !t.trim().is_empty() => (Some(t.trim().to_string()), TokenSource::Env),
-            _ if base.starts_with("https://") => match gcloud_token() {
-                Some(t) => (Some(t), TokenSource::Gcloud),
+            _ => match command_token(base.starts_with("https://")) {
+                Some(t) => (Some(t), TokenSource::Command),
                 None => (None, TokenSource::None),
             },
-            _ => (None, TokenSource::None),
         };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
@@ -169,9 +176,9 @@ impl RemoteClient {
                 return Ok(response);
             }
             if matches!(status, 401 | 403) {
-                if !refreshed && self.source == TokenSource::Gcloud {
+                if !refreshed && self.source == TokenSource::Command {
                     refreshed = true;
-                    self.token = gcloud_token();
+                    self.token = command_token(self.base.starts_with("https://"));
                     on_event(RemoteEvent::Status("refreshing the identity token".into()));
                     continue;
                 }

@@ -3,8 +3,9 @@
 //! engine yields, filled with what the server gives (text always; log-probabilities where the
 //! server has them; the full `Trace` only from `samemath serve`), and says what it lacks.
 //!
-//! Cloud Run: a bearer token from the caller, `$SAMEMATH_REMOTE_TOKEN`, or `gcloud auth
-//! print-identity-token`; one retry with a fresh token on 401/403; a first-byte timeout (120 s by
+//! Cloud Run: a bearer token from the caller, `$SAMEMATH_REMOTE_TOKEN`, or a command
+//! (`$SAMEMATH_TOKEN_COMMAND`, else `gcloud auth print-identity-token` for https URLs); one retry
+//! with a fresh token from that command on 401/403; a first-byte timeout (120 s by
 //! default) with a "waking the service" status each second while a cold instance starts;
 //! jittered retries on 429/503/504 before the first token only; cancel at any time.
 
@@ -86,7 +87,8 @@ pub struct RemoteConfig {
     pub api: Option<ApiKind>,
     /// The server's model name (`None`: the first it lists).
     pub model: Option<String>,
-    /// Bearer token (`None`: `$SAMEMATH_REMOTE_TOKEN`, else gcloud when the URL is https).
+    /// Bearer token (`None`: `$SAMEMATH_REMOTE_TOKEN`, else `$SAMEMATH_TOKEN_COMMAND`'s output,
+    /// else gcloud's identity token when the URL is https).
     pub token: Option<String>,
     pub first_byte_timeout: Duration,
     /// Retries on 429/503/504 before the first token.

@@ -603,3 +603,191 @@ fn the_app_switches_to_a_remote_server_and_says_what_it_lacks() {
     assert!(e.contains("cannot reach"), "{e}");
     assert_eq!(view.backend, Backend::Local);
 }
+
+/// Like `http`, with extra header lines; (status, head, body).
+fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).unwrap().parse().unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+#[test]
+fn serve_checks_its_key_answers_cors_and_drains_on_sigterm() {
+    let mut server = start_serve(&["--api-key", "k123", "--cors", "https://example.org"]);
+    let port = server.port;
+    // The key: required everywhere but /health; its value never echoed.
+    let (s, _, b) = http_with(port, "GET", "/api/tags", "", "");
+    assert_eq!(s, 401);
+    assert!(!b.contains("k123"));
+    let (s, head, _) = http_with(
+        port,
+        "GET",
+        "/api/tags",
+        "Authorization: Bearer k123\r\n",
+        "",
+    );
+    assert_eq!(s, 200);
+    assert!(
+        head.contains("access-control-allow-origin: https://example.org"),
+        "{head}"
+    );
+    let (s, _, _) = http_with(port, "GET", "/api/tags", "x-api-key: k123\r\n", "");
+    assert_eq!(s, 200);
+    assert_eq!(http_with(port, "GET", "/health", "", "").0, 200);
+    // A browser's preflight.
+    let (s, head, _) = http_with(
+        port,
+        "OPTIONS",
+        "/api/chat",
+        "Origin: https://example.org\r\n",
+        "",
+    );
+    assert_eq!(s, 204);
+    assert!(head.contains("access-control-allow-headers"), "{head}");
+    // Our client: a model the server lacks is a clear error.
+    let mut config = RemoteConfig::new(format!("http://127.0.0.1:{port}"));
+    config.token = Some("k123".into());
+    config.api = Some(ApiKind::Ollama);
+    config.model = Some("llama9".into());
+    let err = runtime()
+        .block_on(async { RemoteClient::new(config)?.probe().await })
+        .unwrap_err();
+    assert!(err.to_string().contains("no model \"llama9\""), "{err}");
+    // SIGTERM mid-stream: the answer in flight finishes, then the process exits.
+    let body = r#"{"prompt":"Write a long story.","options":{"num_predict":48}}"#;
+    let reader = std::thread::spawn(move || {
+        http_with(
+            port,
+            "POST",
+            "/api/generate",
+            "Authorization: Bearer k123\r\n",
+            body,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let term = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let started = Instant::now();
+    let (status, _, streamed) = reader.join().unwrap();
+    assert_eq!(status, 200);
+    let last = streamed
+        .lines()
+        .filter(|l| l.contains('{'))
+        .last()
+        .unwrap_or("");
+    assert!(last.contains("\"done\":true"), "the stream was cut: {last}");
+    let exit = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "serve did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!(
+        "SIGTERM: the stream finished, serve exited ({exit}) {:.1} s later",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still accepting"
+    );
+}
+
+#[test]
+fn a_401_gets_one_retry_with_a_fresh_token_from_the_token_command() {
+    // The scripted server records each request's Authorization header.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let answers = vec![
+        response("200 OK", "application/json", br#"{"version":"0.12.11"}"#),
+        response(
+            "200 OK",
+            "application/json",
+            br#"{"models":[{"name":"m"}]}"#,
+        ),
+        response("401 Unauthorized", "text/plain", b"expired"),
+        streamed(&ollama_lines(&["fresh"], true)),
+    ];
+    std::thread::spawn(move || {
+        for answer in answers {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            let mut reader = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            let mut auth = String::new();
+            let mut length = 0;
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                let lower = line.to_ascii_lowercase();
+                if lower.starts_with("authorization:") {
+                    auth = line[14..].trim().to_string();
+                }
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            log.lock().unwrap().push(auth);
+            let _ = s.write_all(&answer);
+        }
+    });
+    // A token command that hands out tok0, tok1, ... (one per run).
+    let counter = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("token_counter");
+    let _ = std::fs::remove_file(&counter);
+    let command = format!(
+        "n=$(cat {c} 2>/dev/null || echo 0); echo $((n+1)) > {c}; echo tok$n",
+        c = counter.display()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_samemath"))
+        .args([
+            "generate",
+            "--raw",
+            "--remote",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .args(["--api", "ollama", "--remote-model", "m", "hi"])
+        .env("SAMEMATH_TOKEN_COMMAND", &command)
+        .env_remove("SAMEMATH_REMOTE_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "fresh");
+    let seen = seen.lock().unwrap().clone();
+    println!("Authorization headers seen: {seen:?}");
+    assert_eq!(
+        seen,
+        ["Bearer tok0", "Bearer tok0", "Bearer tok0", "Bearer tok1"]
+    );
+    // Tokens never reach the output.
+    assert!(
+        !stderr.contains("tok0") && !stderr.contains("tok1"),
+        "{stderr}"
+    );
+}
