@@ -689,11 +689,7 @@ fn serve_checks_its_key_answers_cors_and_drains_on_sigterm() {
     let started = Instant::now();
     let (status, _, streamed) = reader.join().unwrap();
     assert_eq!(status, 200);
-    let last = streamed
-        .lines()
-        .filter(|l| l.contains('{'))
-        .last()
-        .unwrap_or("");
+    let last = streamed.lines().rfind(|l| l.contains('{')).unwrap_or("");
     assert!(last.contains("\"done\":true"), "the stream was cut: {last}");
     let exit = loop {
         if let Some(s) = server.child.try_wait().unwrap() {
