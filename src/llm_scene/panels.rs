@@ -423,26 +423,9 @@ fn next_token(ui: &mut egui::Ui, controls: &LlmControls, view: &LlmView, cache: 
         "What the sampler draws from now (temperature, top-k, top-p applied to the stored logits)."
     });
     let sampled = view.sampled.as_ref().map(|t| t.id);
-    let width = ui.available_width();
     for (id, p) in &cache.bars {
-        let (rect, _) = ui.allocate_exact_size(egui::vec2(width, 20.0), egui::Sense::hover());
-        let painter = ui.painter_at(rect);
-        painter.rect_filled(rect, 2.0, ui.visuals().extreme_bg_color);
-        let mut bar = rect;
-        bar.set_width(rect.width() * p.clamp(0.0, 1.0));
-        let color = if Some(*id) == sampled {
-            ACCENT
-        } else {
-            egui::Color32::from_rgb(90, 110, 140)
-        };
-        painter.rect_filled(bar, 2.0, color);
-        painter.text(
-            rect.left_center() + egui::vec2(4.0, 0.0),
-            egui::Align2::LEFT_CENTER,
-            format!("{}  {:.1}%  (#{id})", piece_of(view, *id), p * 100.0),
-            egui::FontId::monospace(13.0),
-            egui::Color32::WHITE,
-        );
+        let text = format!("{}  {:.1}%  (#{id})", piece_of(view, *id), p * 100.0);
+        prob_bar(ui, &text, *p, Some(*id) == sampled);
     }
     if let Some(t) = &view.sampled {
         ui.label(
@@ -453,32 +436,38 @@ fn next_token(ui: &mut egui::Ui, controls: &LlmControls, view: &LlmView, cache: 
     }
 }
 
+/// One probability as a bar the panel's width, its label inside.
+fn prob_bar(ui: &mut egui::Ui, text: &str, p: f32, highlight: bool) {
+    let width = ui.available_width();
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(width, 20.0), egui::Sense::hover());
+    let painter = ui.painter_at(rect);
+    painter.rect_filled(rect, 2.0, ui.visuals().extreme_bg_color);
+    let mut bar = rect;
+    bar.set_width(rect.width() * p.clamp(0.0, 1.0));
+    let color = if highlight {
+        ACCENT
+    } else {
+        egui::Color32::from_rgb(90, 110, 140)
+    };
+    painter.rect_filled(bar, 2.0, color);
+    painter.text(
+        rect.left_center() + egui::vec2(4.0, 0.0),
+        egui::Align2::LEFT_CENTER,
+        text,
+        egui::FontId::monospace(13.0),
+        egui::Color32::WHITE,
+    );
+}
+
 /// Bars from a remote server's top log-probabilities (its numbers, as it sent them).
 fn remote_bars(ui: &mut egui::Ui, step: &crate::remote::RemoteStep) {
     ui.small(
         "From the server's top log-probabilities for the last token (probabilities e^logprob).",
     );
-    let width = ui.available_width();
     for (i, (token, lp)) in step.top_logprobs.iter().enumerate() {
-        let p = lp.exp().clamp(0.0, 1.0);
-        let (rect, _) = ui.allocate_exact_size(egui::vec2(width, 20.0), egui::Sense::hover());
-        let painter = ui.painter_at(rect);
-        painter.rect_filled(rect, 2.0, ui.visuals().extreme_bg_color);
-        let mut bar = rect;
-        bar.set_width(rect.width() * p);
-        let color = if i == 0 {
-            ACCENT
-        } else {
-            egui::Color32::from_rgb(90, 110, 140)
-        };
-        painter.rect_filled(bar, 2.0, color);
-        painter.text(
-            rect.left_center() + egui::vec2(4.0, 0.0),
-            egui::Align2::LEFT_CENTER,
-            format!("{}  {:.1}%", visible_piece(token), p * 100.0),
-            egui::FontId::monospace(13.0),
-            egui::Color32::WHITE,
-        );
+        let p = lp.exp();
+        let text = format!("{}  {:.1}%", visible_piece(token), p * 100.0);
+        prob_bar(ui, &text, p, i == 0);
     }
     ui.label(
         egui::RichText::new(format!("received: {}", visible_piece(&step.text)))

@@ -25,7 +25,7 @@ fn app_with(args: AppArgs) -> App {
     app
 }
 
-fn press(app: &mut App, key: KeyCode) {
+pub(crate) fn press(app: &mut App, key: KeyCode) {
     app.world_mut()
         .resource_mut::<ButtonInput<KeyCode>>()
         .press(key);

@@ -14,6 +14,7 @@ use samemath::llm::{GenerationRequest, RecordOptions, SamplingParams, Session};
 use samemath::llm_scene::activations::{GridLayout, activation_color, color_scale};
 use samemath::llm_scene::{EngineStatus, LlmAction, LlmControls, LlmEngine, LlmView};
 
+use crate::headless::press;
 use crate::llm::model;
 
 const PROMPT: &str = "The capital of France is";
@@ -150,17 +151,6 @@ fn wait_for(app: &mut App, what: &str, done: impl Fn(&LlmView) -> bool) {
         std::thread::sleep(Duration::from_millis(5));
         app.update();
     }
-}
-
-fn press(app: &mut App, key: KeyCode) {
-    app.world_mut()
-        .resource_mut::<ButtonInput<KeyCode>>()
-        .press(key);
-    app.update();
-    let mut keys = app.world_mut().resource_mut::<ButtonInput<KeyCode>>();
-    keys.release(key);
-    keys.clear();
-    app.update();
 }
 
 #[test]
