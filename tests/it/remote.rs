@@ -464,12 +464,33 @@ fn faults_are_retried_or_reported_and_partial_text_is_kept() {
     ));
     let (r, _, _) = run_fake(free_port(), |_| {});
     assert!(matches!(r, Err(RemoteError::Connect { .. })), "{r:?}");
+    // A name that does not resolve, and TLS spoken to a plain HTTP port: clear errors.
+    let (r, _, _) = run_fake(0, |c| c.url = "http://no-such-host.invalid:8080".into());
+    assert!(
+        matches!(&r, Err(RemoteError::Connect { url, .. }) if url.contains("invalid")),
+        "{r:?}"
+    );
+    let plain = scripted(vec![(quick, response("200 OK", "text/plain", b"hello"))]);
+    let (r, _, _) = run_fake(plain, |c| c.url = format!("https://127.0.0.1:{plain}"));
+    println!("TLS to a plain port: {r:?}");
+    assert!(matches!(r, Err(RemoteError::Connect { .. })), "{r:?}");
 }
 
 #[test]
 fn serve_under_load_completes_or_refuses_and_stays_up() {
     let server = start_serve(&["--concurrency", "2", "--queue", "2"]);
     let port = server.port;
+    let rss_mb = |pid: u32| -> f64 {
+        let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
+        let pages: f64 = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0.0);
+        pages * 4096.0 / 1e6
+    };
+    let pid = server.child.id();
+    let before = rss_mb(pid);
     let body = r#"{"model":"smollm2-135m-instruct","prompt":"Count to five.","stream":false,"options":{"num_predict":4}}"#;
     let handles: Vec<_> = (0..16)
         .map(|_| std::thread::spawn(move || http(port, "POST", "/api/generate", body)))
@@ -490,8 +511,14 @@ fn serve_under_load_completes_or_refuses_and_stays_up() {
             other => panic!("unexpected answer {other:?}"),
         }
     }
+    let after = rss_mb(pid);
     println!(
-        "16 parallel requests to a 2-slot, 2-queue server: {done} answered, {refused} refused"
+        "16 parallel requests to a 2-slot, 2-queue server: {done} answered, {refused} refused; \
+         resident {before:.1} -> {after:.1} MB"
+    );
+    assert!(
+        after - before < 64.0,
+        "serve grew {before:.1} -> {after:.1} MB"
     );
     assert_eq!(done + refused, 16);
     assert!(done >= 2 && refused >= 1);
