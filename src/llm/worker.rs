@@ -442,9 +442,11 @@ impl Worker {
             std::thread::Builder::new()
                 .name("samemath-llm".into())
                 .spawn(move || {
+                    lower_priority();
                     match rayon::ThreadPoolBuilder::new()
                         .num_threads(threads.max(1))
                         .thread_name(|i| format!("samemath-llm-{i}"))
+                        .start_handler(|_| lower_priority())
                         .build()
                     {
                         Ok(pool) => pool.install(|| run(engine, command_rx)),
@@ -499,6 +501,26 @@ impl Worker {
         }
         out
     }
+}
+
+/// Let frames win over the model when they compete for cores: on Linux the calling thread goes
+/// to nice 10 (through `renice` on its thread id; no unsafe FFI). Elsewhere a no-op.
+#[cfg(not(target_arch = "wasm32"))]
+fn lower_priority() {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let Ok(link) = std::fs::read_link("/proc/thread-self") else {
+        return;
+    };
+    let Some(tid) = link.file_name().and_then(|t| t.to_str()).map(String::from) else {
+        return;
+    };
+    let _ = std::process::Command::new("renice")
+        .args(["-n", "10", "-p", &tid])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 /// The engine thread: commands first, then one step at a time while generating.
