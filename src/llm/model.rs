@@ -457,11 +457,15 @@ impl Model {
         };
         let mut layers = Vec::new();
         let mut lens_rows: Vec<Vec<f32>> = Vec::new();
+        let rotations = self.rotations(pos..pos + n);
         let mut run_layers = || -> Result<()> {
             for (block, kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
                 let resid_in = record.enabled.then(|| last(&x));
                 let h = block.attn_norm.forward(&x);
-                let (y, att) = block.attn.forward(self, &h, n, pos, kv, record.enabled)?;
+                let (y, att) =
+                    block
+                        .attn
+                        .forward(self, &h, n, pos, &rotations, kv, record.enabled)?;
                 add_assign(&mut x, &y);
                 let h = block.ffn_norm.forward(&x);
                 let act = block.mlp.activation(&h, n)?;
@@ -533,16 +537,22 @@ impl Model {
             .collect())
     }
 
-    /// Rotate consecutive pairs of each head's dimensions by `position * inv_freq[pair]`.
-    fn rope(&self, x: &mut [f32], heads: usize, position: usize) {
-        let hd = self.config.head_dim;
-        for head in x.chunks_exact_mut(hd).take(heads) {
-            for (pair, f) in head.chunks_exact_mut(2).zip(&self.inv_freq) {
-                let (sin, cos) = (position as f32 * f).sin_cos();
-                let (a, b) = (pair[0], pair[1]);
-                pair[0] = a * cos - b * sin;
-                pair[1] = a * sin + b * cos;
-            }
+    /// RoPE's (sin, cos) for each pair of a head's dimensions at `positions`: one row of
+    /// `rope_dim / 2` per position, computed once per forward pass for every layer and head.
+    fn rotations(&self, positions: std::ops::Range<usize>) -> Vec<(f32, f32)> {
+        positions
+            .flat_map(|p| self.inv_freq.iter().map(move |f| (p as f32 * f).sin_cos()))
+            .collect()
+    }
+}
+
+/// Rotate consecutive pairs of each `head_dim`-wide head of `x` by one position's `rotation`.
+fn rope(x: &mut [f32], head_dim: usize, rotation: &[(f32, f32)]) {
+    for head in x.chunks_exact_mut(head_dim) {
+        for (pair, (sin, cos)) in head.chunks_exact_mut(2).zip(rotation) {
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * cos - b * sin;
+            pair[1] = a * sin + b * cos;
         }
     }
 }
@@ -572,14 +582,17 @@ impl RmsNorm {
 }
 
 impl Attention {
-    /// Causal self-attention of `n` new rows at positions `pos..pos + n`, extending the cache;
-    /// also returns the last row's attention probabilities per head when recording.
+    /// Causal self-attention of `n` new rows at positions `pos..pos + n` (`rotations`: their
+    /// RoPE angles), extending the cache; also returns the last row's attention probabilities
+    /// per head when recording.
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         model: &Model,
         x: &[f32],
         n: usize,
         pos: usize,
+        rotations: &[(f32, f32)],
         kv: &mut (Vec<f32>, Vec<f32>),
         record: bool,
     ) -> Result<(Vec<f32>, Option<Vec<Vec<f32>>>)> {
@@ -592,9 +605,9 @@ impl Attention {
                 reason: "q, k and v projections expected".into(),
             });
         };
-        for i in 0..n {
-            model.rope(&mut q[i * nh * hd..(i + 1) * nh * hd], nh, pos + i);
-            model.rope(&mut k[i * nkv * hd..(i + 1) * nkv * hd], nkv, pos + i);
+        for (i, rotation) in rotations.chunks_exact(rotations.len() / n).enumerate() {
+            rope(&mut q[i * nh * hd..(i + 1) * nh * hd], hd, rotation);
+            rope(&mut k[i * nkv * hd..(i + 1) * nkv * hd], hd, rotation);
         }
         kv.0.extend_from_slice(&k);
         kv.1.extend_from_slice(&v);

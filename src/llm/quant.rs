@@ -203,8 +203,14 @@ impl QMatrix {
         }
         // A few large tasks per thread: fewer wake-ups than one task per row.
         let per_task = rows.div_ceil(rayon::current_num_threads() * 4).max(16);
-        let mut by_row = vec![0f32; rows * n];
-        by_row
+        // Results land row by row (`rows x n`); for one input that is already `out`'s layout.
+        let mut by_row = if n == 1 {
+            Vec::new()
+        } else {
+            vec![0f32; rows * n]
+        };
+        let target: &mut [f32] = if n == 1 { out } else { &mut by_row };
+        target
             .par_chunks_mut(per_task * n)
             .enumerate()
             .for_each(|(t, chunk)| {
@@ -216,13 +222,9 @@ impl QMatrix {
                     }
                 }
             });
-        if n == 1 {
-            out.copy_from_slice(&by_row);
-        } else {
-            for (r, dots) in by_row.chunks_exact(n).enumerate() {
-                for (i, v) in dots.iter().enumerate() {
-                    out[i * rows + r] = *v;
-                }
+        for (r, dots) in by_row.chunks_exact(n).enumerate() {
+            for (i, v) in dots.iter().enumerate() {
+                out[i * rows + r] = *v;
             }
         }
     }
