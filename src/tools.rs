@@ -226,7 +226,7 @@ pub fn generate_remote(remote: &crate::cli::RemoteArgs, prompt: &PromptArgs) -> 
                 .load_secs
                 .map(|t| format!(", model load {t:.2} s"))
                 .unwrap_or_default(),
-            summary.stop.as_deref().unwrap_or("none"),
+            summary.stop.map_or("none".into(), |s| format!("{s:?}")),
         );
         Ok::<(), anyhow::Error>(())
     })

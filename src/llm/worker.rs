@@ -212,10 +212,7 @@ impl Engine {
         };
         let result = runtime.block_on(client.generate(request, &token, &mut on_event));
         let _ = self.events.send(match result {
-            Ok(summary) => Event::Finished(match summary.stop.as_deref() {
-                Some("length") | Some("MaxTokens") => StopReason::MaxTokens,
-                _ => StopReason::EndToken,
-            }),
+            Ok(summary) => Event::Finished(summary.stop.unwrap_or(StopReason::EndToken)),
             Err(RemoteError::Cancelled) => Event::Paused,
             Err(e) => Event::Error(e.to_string()),
         });

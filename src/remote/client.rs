@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::stream::{NdjsonParser, SseData, SseParser};
 use super::{
     ApiKind, Capabilities, RemoteConfig, RemoteError, RemoteEvent, RemoteStep, RemoteSummary,
-    ServerInfo, TraceStep,
+    ServerInfo, TraceStep, stop_from_finish,
 };
 use crate::llm::{CancelToken, GenerationRequest};
 
@@ -512,7 +512,7 @@ impl RemoteClient {
                     },
                 );
                 if let Some(s) = stop {
-                    summary.stop = Some(format!("{s:?}"));
+                    summary.stop = Some(s);
                     return Ok(true);
                 }
                 Ok(false)
@@ -525,20 +525,13 @@ impl RemoteClient {
                 let lps = v["logprobs"].as_array();
                 let first = lps.and_then(|a| a.first());
                 if !text.is_empty() || first.is_some() {
-                    emit(
-                        summary,
-                        RemoteStep {
-                            index: summary.tokens,
-                            text: text.to_string(),
-                            token: None,
-                            logprob: first.and_then(|l| l["logprob"].as_f64()).map(|x| x as f32),
-                            top_logprobs: first
-                                .map(|l| top(&l["top_logprobs"]))
-                                .unwrap_or_default(),
-                            trace: None,
-                            stop: None,
-                        },
+                    let step = text_step(
+                        summary.tokens,
+                        text,
+                        first.and_then(|l| l["logprob"].as_f64()).map(|x| x as f32),
+                        first.map(|l| top(&l["top_logprobs"])).unwrap_or_default(),
                     );
+                    emit(summary, step);
                 }
                 if v["done"].as_bool() == Some(true) {
                     let ns = |k: &str| v[k].as_f64().map(|x| x / 1e9);
@@ -548,7 +541,9 @@ impl RemoteClient {
                         summary.server_tokens_per_sec = Some(n / d);
                     }
                     summary.load_secs = ns("load_duration");
-                    summary.stop = Some(v["done_reason"].as_str().unwrap_or("stop").to_string());
+                    summary.stop = Some(stop_from_finish(
+                        v["done_reason"].as_str().unwrap_or("stop"),
+                    ));
                     return Ok(true);
                 }
                 Ok(false)
@@ -584,21 +579,11 @@ impl RemoteClient {
                     ),
                 };
                 if !text.is_empty() || logprob.is_some() {
-                    emit(
-                        summary,
-                        RemoteStep {
-                            index: summary.tokens,
-                            text: text.to_string(),
-                            token: None,
-                            logprob,
-                            top_logprobs,
-                            trace: None,
-                            stop: None,
-                        },
-                    );
+                    let step = text_step(summary.tokens, text, logprob, top_logprobs);
+                    emit(summary, step);
                 }
                 if let Some(reason) = choice["finish_reason"].as_str() {
-                    summary.stop = Some(reason.to_string());
+                    summary.stop = Some(stop_from_finish(reason));
                 }
                 Ok(false)
             }
@@ -629,6 +614,25 @@ impl RemoteClient {
             .iter()
             .filter_map(|x| x.as_f64().map(|x| x as f32))
             .collect())
+    }
+}
+
+/// A step as Ollama and OpenAI-compatible servers give it: text and log-probabilities, no id,
+/// no trace.
+fn text_step(
+    index: usize,
+    text: &str,
+    logprob: Option<f32>,
+    top_logprobs: Vec<(String, f32)>,
+) -> RemoteStep {
+    RemoteStep {
+        index,
+        text: text.to_string(),
+        token: None,
+        logprob,
+        top_logprobs,
+        trace: None,
+        stop: None,
     }
 }
 

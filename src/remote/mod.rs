@@ -177,7 +177,8 @@ pub struct RemoteSummary {
     pub server_tokens_per_sec: Option<f64>,
     /// Time the server spent loading the model (Ollama's load_duration).
     pub load_secs: Option<f64>,
-    pub stop: Option<String>,
+    /// Why the server stopped (its "length" is `MaxTokens`, anything else `EndToken`).
+    pub stop: Option<StopReason>,
     /// Seconds until the first byte (includes a cold start).
     pub first_byte_secs: f64,
 }
@@ -188,6 +189,15 @@ pub enum RemoteEvent {
     /// e.g. "waking the service: 12 s", "retrying after 503 (1 of 3)".
     Status(String),
     Step(Box<RemoteStep>),
+}
+
+/// A server's finish string as our stop reason ("length": the token limit).
+pub fn stop_from_finish(finish: &str) -> StopReason {
+    if finish == "length" {
+        StopReason::MaxTokens
+    } else {
+        StopReason::EndToken
+    }
 }
 
 /// One step of `samemath serve`'s /api/trace and of `samemath trace --json` (one JSON object each).
