@@ -376,6 +376,44 @@ fn chat_text(tokenizer: &LlmTokenizer, messages: &Value) -> Result<String, Respo
     Ok(tokenizer.chat_messages(&pairs))
 }
 
+/// A plain-text generation request (the prompt already in its template), recording nothing.
+fn text_request(prompt: String, sampling: SamplingParams, max: Option<usize>) -> GenerationRequest {
+    GenerationRequest {
+        prompt,
+        chat: false,
+        max_tokens: max.unwrap_or(256).clamp(1, 4096),
+        sampling,
+        record: RecordOptions::OFF,
+    }
+}
+
+/// How both APIs ask to be answered: streamed or not, with how many log-probabilities.
+struct AnswerOptions {
+    stream: bool,
+    logprobs: bool,
+    top_n: usize,
+}
+
+impl AnswerOptions {
+    fn read(v: &Value, stream_by_default: bool) -> Self {
+        Self {
+            stream: v["stream"].as_bool().unwrap_or(stream_by_default),
+            logprobs: v["logprobs"].as_bool().unwrap_or(false),
+            top_n: v["top_logprobs"].as_u64().unwrap_or(0).min(20) as usize,
+        }
+    }
+}
+
+/// Wait for a slot (or get the 503), then start generating.
+async fn start(
+    state: &Shared,
+    l: &Loaded,
+    request: GenerationRequest,
+) -> Result<mpsc::Receiver<Result<GenItem, String>>, Response> {
+    let ticket = ticket(state).await?;
+    Ok(spawn_generation(l, request, ticket))
+}
+
 /// One generated token with what the APIs report about it.
 struct GenItem {
     step: Step,
@@ -520,23 +558,17 @@ async fn ollama_common(state: Shared, body: Value, chat: bool) -> Response {
             l.tokenizer.chat_prompt(p)
         }
     };
-    let stream = body["stream"].as_bool().unwrap_or(true);
-    let logprobs = body["logprobs"].as_bool().unwrap_or(false);
-    let top_n = body["top_logprobs"].as_u64().unwrap_or(0).min(20) as usize;
-    let request = GenerationRequest {
-        prompt,
-        chat: false,
-        max_tokens: max.unwrap_or(256).clamp(1, 4096),
-        sampling,
-        record: RecordOptions::OFF,
-    };
-    let ticket = match ticket(&state).await {
-        Ok(t) => t,
+    let AnswerOptions {
+        stream,
+        logprobs,
+        top_n,
+    } = AnswerOptions::read(&body, true);
+    let mut rx = match start(&state, l, text_request(prompt, sampling, max)).await {
+        Ok(rx) => rx,
         Err(r) => return r,
     };
     let started = Instant::now();
     let load_ns = (l.load_secs * 1e9) as u64;
-    let mut rx = spawn_generation(l, request, ticket);
     let (out_tx, out_rx) = mpsc::channel::<Bytes>(64);
     let model = body["model"].as_str().unwrap_or(MODEL_NAME).to_string();
     let tokenizer = l.tokenizer.clone();
@@ -746,11 +778,10 @@ async fn trace(State(state): State<Shared>, body: Bytes) -> Response {
     };
     request.record = RecordOptions::FULL;
     request.max_tokens = request.max_tokens.clamp(1, 1024);
-    let ticket = match ticket(&state).await {
-        Ok(t) => t,
+    let mut rx = match start(&state, l, request).await {
+        Ok(rx) => rx,
         Err(r) => return r,
     };
-    let mut rx = spawn_generation(l, request, ticket);
     let (out_tx, out_rx) = mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
         while let Some(item) = rx.recv().await {
@@ -803,21 +834,15 @@ async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Response {
     if v["temperature"].is_null() {
         sampling.temperature = 0.0;
     }
-    let stream = v["stream"].as_bool().unwrap_or(false);
-    let logprobs = v["logprobs"].as_bool().unwrap_or(false);
-    let top_n = v["top_logprobs"].as_u64().unwrap_or(0).min(20) as usize;
-    let request = GenerationRequest {
-        prompt,
-        chat: false,
-        max_tokens: max.unwrap_or(256).clamp(1, 4096),
-        sampling,
-        record: RecordOptions::OFF,
-    };
-    let ticket = match ticket(&state).await {
-        Ok(t) => t,
+    let AnswerOptions {
+        stream,
+        logprobs,
+        top_n,
+    } = AnswerOptions::read(&v, false);
+    let mut rx = match start(&state, l, text_request(prompt, sampling, max)).await {
+        Ok(rx) => rx,
         Err(r) => return r,
     };
-    let mut rx = spawn_generation(l, request, ticket);
     let id = format!("chatcmpl-{}", std::process::id());
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
