@@ -34,9 +34,10 @@ pub const MAX_PROMPT_TOKENS: usize = 512;
 pub const MAX_CHIPS: usize = 400;
 
 /// Where the answer is computed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum Backend {
     /// The local engine: every internal.
+    #[default]
     Local,
     /// A remote server: what it gives (traces only from `samemath serve`).
     Remote {
@@ -141,7 +142,7 @@ pub enum EngineStatus {
 }
 
 /// Everything the engine reported, as the views read it.
-#[derive(Resource, Debug)]
+#[derive(Resource, Debug, Default)]
 pub struct LlmView {
     pub status: EngineStatus,
     pub backend: Backend,
@@ -172,33 +173,6 @@ pub struct LlmView {
     pub paused: bool,
     /// Bumped whenever `trace` changes (the activation texture follows it).
     pub revision: u64,
-}
-
-impl Default for LlmView {
-    fn default() -> Self {
-        Self {
-            status: EngineStatus::default(),
-            backend: Backend::Local,
-            remote_steps: Vec::new(),
-            first_token_at: None,
-            model: None,
-            tokenizer: None,
-            model_path: None,
-            prompt_tokens: Vec::new(),
-            prompt_embeddings: Vec::new(),
-            pca: None,
-            generated: Vec::new(),
-            reply: String::new(),
-            trace: None,
-            logits: Vec::new(),
-            sampled: None,
-            steps: 0,
-            tokens_per_sec: 0.0,
-            last_stop: None,
-            paused: false,
-            revision: 0,
-        }
-    }
 }
 
 impl LlmView {
