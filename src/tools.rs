@@ -187,22 +187,7 @@ pub fn generate_remote(remote: &crate::cli::RemoteArgs, prompt: &PromptArgs) -> 
     runtime.block_on(async {
         let mut client = RemoteClient::new(config)?;
         let info = client.probe().await?;
-        eprintln!(
-            "samemath: {} server{}, model {}; logprobs {}, traces {}",
-            format!("{:?}", info.api).to_lowercase(),
-            info.version.map(|v| format!(" {v}")).unwrap_or_default(),
-            client.model().unwrap_or("?"),
-            if info.capabilities.logprobs {
-                "yes"
-            } else {
-                "no"
-            },
-            if info.capabilities.traces {
-                "yes"
-            } else {
-                "no (text only)"
-            },
-        );
+        eprintln!("samemath: {}", info.describe(client.model()));
         let cancel = crate::llm::CancelToken::default();
         let mut stdout = std::io::stdout().lock();
         let mut on_event = |e: RemoteEvent| match e {

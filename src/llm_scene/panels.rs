@@ -249,31 +249,8 @@ fn backend_section(
             ui.label("Local: SmolLM2 on this machine's CPU, every internal recorded.");
         }
         Backend::Remote { url, info, model } => {
-            ui.colored_label(
-                ACCENT,
-                format!(
-                    "Remote: {:?}{} at {url}",
-                    info.api,
-                    info.version
-                        .as_ref()
-                        .map(|v| format!(" {v}"))
-                        .unwrap_or_default()
-                ),
-            );
-            ui.small(format!(
-                "model {}; log-probabilities {}; activations, attention and embeddings {}",
-                model.as_deref().unwrap_or("?"),
-                if info.capabilities.logprobs {
-                    "yes"
-                } else {
-                    "no"
-                },
-                if info.capabilities.traces {
-                    "yes (samemath serve)"
-                } else {
-                    "not given by this server"
-                }
-            ));
+            ui.colored_label(ACCENT, format!("Remote: {url}"));
+            ui.small(info.describe(model.as_deref()));
             if ui.button("Use the local model").clicked() {
                 actions.write(LlmAction::UseLocal);
             }

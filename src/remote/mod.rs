@@ -154,6 +154,28 @@ pub struct ServerInfo {
     pub capabilities: Capabilities,
 }
 
+impl ServerInfo {
+    /// One line for the app and the command line: what the server is and what it gives.
+    pub fn describe(&self, model: Option<&str>) -> String {
+        let yes_no = |b: bool| if b { "yes" } else { "no" };
+        format!(
+            "{:?}{}, model {}; log-probabilities {}; activations, attention and embeddings {}",
+            self.api,
+            self.version
+                .as_ref()
+                .map(|v| format!(" {v}"))
+                .unwrap_or_default(),
+            model.unwrap_or("?"),
+            yes_no(self.capabilities.logprobs),
+            if self.capabilities.traces {
+                "yes (samemath serve)"
+            } else {
+                "not given by this server (text only)"
+            }
+        )
+    }
+}
+
 /// One generated token as a remote server reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteStep {
