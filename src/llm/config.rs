@@ -32,6 +32,20 @@ impl LlamaConfig {
         h / self.group_size()
     }
 
+    /// RoPE's rotation frequency for each pair of a head's first `rope_dim` dimensions.
+    pub fn rope_inv_freq(&self) -> Vec<f32> {
+        (0..self.rope_dim / 2)
+            .map(|i| 1.0 / self.rope_base.powf(2.0 * i as f32 / self.rope_dim as f32))
+            .collect()
+    }
+
+    /// RoPE's (sin, cos) per pair at `position`, from `rope_inv_freq`.
+    pub fn rope_rotation(inv_freq: &[f32], position: usize) -> impl Iterator<Item = (f32, f32)> {
+        inv_freq
+            .iter()
+            .map(move |f| (position as f32 * f).sin_cos())
+    }
+
     pub fn from_gguf(content: &Content) -> Result<Self> {
         let md = &content.metadata;
         let arch = get_str(md, "general.architecture")?;

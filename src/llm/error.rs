@@ -36,6 +36,9 @@ pub enum LlmError {
         expected: String,
         actual: String,
     },
+    /// The GPU backend cannot run here or failed; the CPU backend still can.
+    #[error("GPU: {0}")]
+    Gpu(String),
     #[error("tensor computation: {0}")]
     Candle(#[from] candle_core::Error),
 }

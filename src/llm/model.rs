@@ -321,14 +321,7 @@ impl Model {
                 },
             });
         }
-        let half = config.rope_dim / 2;
-        let inv_freq = (0..half)
-            .map(|i| {
-                1.0 / config
-                    .rope_base
-                    .powf(2.0 * i as f32 / config.rope_dim as f32)
-            })
-            .collect();
+        let inv_freq = config.rope_inv_freq();
         Ok(Model {
             config,
             embedding,
@@ -541,13 +534,13 @@ impl Model {
     /// `rope_dim / 2` per position, computed once per forward pass for every layer and head.
     fn rotations(&self, positions: std::ops::Range<usize>) -> Vec<(f32, f32)> {
         positions
-            .flat_map(|p| self.inv_freq.iter().map(move |f| (p as f32 * f).sin_cos()))
+            .flat_map(|p| LlamaConfig::rope_rotation(&self.inv_freq, p))
             .collect()
     }
 }
 
 /// Rotate consecutive pairs of each `head_dim`-wide head of `x` by one position's `rotation`.
-fn rope(x: &mut [f32], head_dim: usize, rotation: &[(f32, f32)]) {
+pub fn rope(x: &mut [f32], head_dim: usize, rotation: &[(f32, f32)]) {
     for head in x.chunks_exact_mut(head_dim) {
         for (pair, (sin, cos)) in head.chunks_exact_mut(2).zip(rotation) {
             let (a, b) = (pair[0], pair[1]);
@@ -673,7 +666,7 @@ fn add_assign(x: &mut [f32], y: &[f32]) {
 }
 
 /// In place, numerically stable.
-fn softmax(v: &mut [f32]) {
+pub fn softmax(v: &mut [f32]) {
     let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
     for x in v.iter_mut() {

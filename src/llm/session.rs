@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use super::backend::{Backend, Cache};
 use super::error::{LlmError, Result};
-use super::model::{KvCache, Model};
 use super::sampling::{Sampler, SamplingParams};
 use super::tokenizer::{LlmTokenizer, TextStream};
 use super::trace::{RecordOptions, TokenInfo, Trace};
@@ -76,9 +76,9 @@ impl CancelToken {
 }
 
 pub struct Session {
-    model: Arc<Model>,
+    model: Arc<dyn Backend>,
     tokenizer: Arc<LlmTokenizer>,
-    cache: KvCache,
+    cache: Cache,
     sampler: Sampler,
     record: RecordOptions,
     max_tokens: usize,
@@ -104,8 +104,9 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
+    /// A session on `model`: the CPU engine (`Arc<Model>`) or any other [`Backend`].
     pub fn new(
-        model: Arc<Model>,
+        model: Arc<dyn Backend>,
         tokenizer: Arc<LlmTokenizer>,
         request: &GenerationRequest,
     ) -> Result<Self> {
@@ -118,7 +119,7 @@ impl Session {
             request.prompt.clone()
         };
         let tokens = tokenizer.encode(&text)?;
-        let context = model.config.context_length;
+        let context = model.context_length();
         if tokens.len() >= context {
             return Err(LlmError::PromptTooLong {
                 tokens: tokens.len(),
@@ -126,7 +127,7 @@ impl Session {
             });
         }
         Ok(Self {
-            cache: model.new_cache(),
+            cache: model.new_cache()?,
             model,
             tokenizer,
             sampler: Sampler::new(request.sampling),
@@ -213,7 +214,7 @@ impl Session {
             Some(StopReason::EndToken)
         } else if index + 1 >= self.max_tokens {
             Some(StopReason::MaxTokens)
-        } else if self.tokens.len() >= self.model.config.context_length {
+        } else if self.tokens.len() >= self.model.context_length() {
             Some(StopReason::Context)
         } else {
             None
