@@ -9,8 +9,20 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::llm::fetch;
+use crate::llm::gpu::{GpuContext, GpuModel};
 use crate::llm::model::Q4Kernel;
-use crate::llm::{GenerationRequest, Model, RecordOptions, SamplingParams, Session};
+use crate::llm::{
+    Backend, GenerationRequest, LlmTokenizer, Model, RecordOptions, SamplingParams, Session,
+};
+
+/// Where the command line runs the forward pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    #[default]
+    Cpu,
+    /// WGSL compute kernels on a wgpu device (WGPU_BACKEND picks the graphics API).
+    Gpu,
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
@@ -21,6 +33,10 @@ pub struct ModelArgs {
     /// CPU threads for the matrix products (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where the forward pass runs: cpu, or gpu (falls back to the CPU, saying why, when no
+    /// usable GPU is found).
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    pub backend: BackendArg,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -93,11 +109,35 @@ fn progress(message: &str) {
     eprintln!("samemath: {message}");
 }
 
-fn load(args: &ModelArgs) -> Result<(Arc<Model>, Arc<crate::llm::LlmTokenizer>)> {
+fn load(args: &ModelArgs) -> Result<(Arc<dyn Backend>, Arc<LlmTokenizer>)> {
     let path = fetch::ensure_model(args.model.as_deref(), &mut progress)?;
+    if args.backend == BackendArg::Gpu {
+        match load_gpu(&path) {
+            Ok((gpu, tokenizer)) => {
+                progress(&gpu.describe());
+                return Ok((Arc::new(gpu), Arc::new(tokenizer)));
+            }
+            Err(e) => progress(&format!("{e:#}; running on the CPU instead")),
+        }
+    }
     let (model, tokenizer) =
         Model::load(&path).with_context(|| format!("loading {}", path.display()))?;
     Ok((Arc::new(model), Arc::new(tokenizer)))
+}
+
+/// The GPU backend on a device of its own, and the file's tokenizer.
+fn load_gpu(path: &Path) -> Result<(GpuModel, LlmTokenizer)> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let content = candle_core::quantized::gguf_file::Content::read(&mut file)
+        .map_err(|e| anyhow::anyhow!("{}: not a GGUF file ({e})", path.display()))?;
+    let tokenizer = LlmTokenizer::from_gguf(&content)?;
+    let gpu = GpuModel::from_content(
+        &content,
+        &mut file,
+        GpuContext::new()?,
+        crate::llm::gpu::DEFAULT_CONTEXT,
+    )?;
+    Ok((gpu, tokenizer))
 }
 
 /// Run `f` on a pool of `threads` threads (candle's CPU kernels use the current rayon pool).
@@ -297,7 +337,7 @@ const BENCH_PROMPT: &str = "<|im_start|>user\nExplain, step by step, how a graph
     <|im_start|>assistant\n";
 
 fn measure(
-    model: &Arc<Model>,
+    model: &dyn Backend,
     tokenizer: &crate::llm::LlmTokenizer,
     tokens: usize,
     record: RecordOptions,
@@ -308,7 +348,7 @@ fn measure(
         decode_tps: 0.0,
     };
     for _ in 0..3 {
-        let mut cache = model.new_cache();
+        let mut cache = model.new_cache()?;
         let t0 = std::time::Instant::now();
         let mut out = model.forward(&mut cache, &prompt, record, Some(tokenizer))?;
         let t1 = std::time::Instant::now();
@@ -369,6 +409,9 @@ pub fn bench_llm(args: &crate::cli::BenchArgs) -> Result<()> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let path = fetch::ensure_model(args.model.model.as_deref(), &mut progress)?;
+    if args.model.backend == BackendArg::Gpu {
+        return bench_llm_gpu(&path, threads, args.tokens.max(1));
+    }
     let (model, tokenizer) = Model::load(&path)?;
     let model = Arc::new(model);
     let (candle_model, _) = Model::load_with(&path, Q4Kernel::Candle)?;
@@ -381,10 +424,10 @@ pub fn bench_llm(args: &crate::cli::BenchArgs) -> Result<()> {
     let (off, on, on_no_lens, candle_off) =
         with_threads(Some(threads), || -> Result<(Speed, Speed, Speed, Speed)> {
             Ok((
-                measure(&model, &tokenizer, tokens, RecordOptions::OFF)?,
-                measure(&model, &tokenizer, tokens, RecordOptions::FULL)?,
-                measure(&model, &tokenizer, tokens, no_lens)?,
-                measure(&candle_model, &tokenizer, tokens, RecordOptions::OFF)?,
+                measure(&*model, &tokenizer, tokens, RecordOptions::OFF)?,
+                measure(&*model, &tokenizer, tokens, RecordOptions::FULL)?,
+                measure(&*model, &tokenizer, tokens, no_lens)?,
+                measure(&*candle_model, &tokenizer, tokens, RecordOptions::OFF)?,
             ))
         })??;
     println!(
@@ -418,6 +461,75 @@ pub fn bench_llm(args: &crate::cli::BenchArgs) -> Result<()> {
             }
         }
         Err(e) => println!("  llama.cpp: not measured ({e})"),
+    }
+    Ok(())
+}
+
+/// `samemath bench --llm --backend gpu`: the GPU backend and the CPU engine in the same run
+/// (recording off, on, on without the lens), then one profiled step's GPU time per kernel
+/// where the device has timestamp queries.
+fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
+    let (gpu, tokenizer) = load_gpu(path)?;
+    let (cpu, _) = Model::load(path)?;
+    let no_lens = RecordOptions {
+        logit_lens: false,
+        ..RecordOptions::FULL
+    };
+    let mut rows = Vec::new();
+    for (name, record) in [
+        ("recording off", RecordOptions::OFF),
+        ("recording on", RecordOptions::FULL),
+        ("on, no lens", no_lens),
+    ] {
+        let g = measure(&gpu, &tokenizer, tokens, record)?;
+        let c = with_threads(Some(threads), || measure(&cpu, &tokenizer, tokens, record))??;
+        rows.push((name, g, c));
+    }
+    println!(
+        "bench llm gpu: {} vs CPU {threads} threads, prompt {} tokens, decode {tokens} tokens, \
+         best of 3",
+        gpu.describe(),
+        tokenizer.encode(BENCH_PROMPT)?.len()
+    );
+    for (name, g, c) in &rows {
+        println!(
+            "  {name:<14} GPU prefill {:>8.1} decode {:>7.1} tok/s | CPU prefill {:>7.1} decode \
+             {:>6.1} tok/s | GPU/CPU decode {:.2}x",
+            g.prefill_tps,
+            g.decode_tps,
+            c.prefill_tps,
+            c.decode_tps,
+            g.decode_tps / c.decode_tps
+        );
+    }
+    let Some(mut cache) = gpu.new_cache().ok().and_then(|c| match c {
+        crate::llm::Cache::Gpu(c) => Some(c),
+        crate::llm::Cache::Cpu(_) => None,
+    }) else {
+        bail!("no GPU cache");
+    };
+    let prompt = tokenizer.encode(BENCH_PROMPT)?;
+    gpu.forward_gpu(&mut cache, &prompt, RecordOptions::OFF, None, false)?;
+    for (name, record) in [
+        ("recording off", RecordOptions::OFF),
+        ("recording on", RecordOptions::FULL),
+    ] {
+        gpu.forward_gpu(&mut cache, &[prompt[0]], record, Some(&tokenizer), true)?;
+        match gpu.last_profile() {
+            Some(times) => {
+                let total: f64 = times.iter().map(|(_, ms)| ms).sum();
+                let parts: Vec<String> = times
+                    .iter()
+                    .map(|(k, ms)| format!("{k:?} {:.3}", ms))
+                    .collect();
+                println!(
+                    "  GPU time per kernel, one step, {name} (ms, each dispatch in its own \
+                     pass): {} | total {total:.3}",
+                    parts.join(", ")
+                );
+            }
+            None => println!("  per-kernel GPU time: this device has no timestamp queries"),
+        }
     }
     Ok(())
 }

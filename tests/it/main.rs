@@ -2,6 +2,7 @@
 //! headless App logic, and real frames rendered by the `samemath` binary.
 
 mod cli;
+mod gpu;
 mod headless;
 mod llm;
 mod llm_scene;

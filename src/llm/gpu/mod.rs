@@ -1,0 +1,1266 @@
+//! The GPU backend: SmolLM2's forward pass as WGSL compute kernels (`shaders/llm/`) on a wgpu
+//! device: in the app Bevy's own render device and queue, elsewhere a device of its own.
+//!
+//! The weights go up once as the GGUF file's raw Q4_1 / Q8_0 blocks and are dequantized inside
+//! the kernels. Each token is one command encoder and one submit: embedding row, then per layer
+//! RMSNorm + 8-bit quantization, the stacked q/k/v product, RoPE + KV-cache write, attention,
+//! the output projection added to the residual stream, RMSNorm, the stacked gate/up product,
+//! SwiGLU, the down projection; then the final norm and the head (for every layer's residual
+//! when the logit lens is recorded) and each row's top token. The KV cache, activations and
+//! residual stream stay on the GPU; what comes back is the logits (sampling runs on the CPU, as
+//! for every backend) and, when recording, exactly what the [`Trace`] holds.
+//!
+//! The arithmetic follows the CPU engine's (`quant.rs`): inputs quantized to 8-bit blocks with
+//! the same rounding, integer block sums (exact in f32), the same RoPE angles (computed on the
+//! CPU and uploaded per token), so the two backends agree to float rounding.
+//!
+//! Only WebGPU's default limits are needed (128 MiB per storage binding, 256 invocations and
+//! 16 KiB workgroup memory) and no optional features, so the same kernels can run in a browser.
+
+pub mod lab;
+pub mod shaders;
+
+use std::fs::File;
+use std::io::{Read, Seek};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use candle_core::quantized::GgmlDType;
+use candle_core::quantized::gguf_file::Content;
+use wgpu::util::DeviceExt;
+
+use super::backend::{Backend, Cache};
+use super::config::LlamaConfig;
+use super::error::{LlmError, Result};
+use super::model::{ForwardOutput, Logits};
+use super::quant::BlockType;
+use super::tokenizer::LlmTokenizer;
+use super::trace::{LayerTrace, RecordOptions, TokenInfo, TokenProb, Trace};
+
+/// Positions a GPU KV cache holds unless asked otherwise (the app's prompts are at most 512
+/// tokens): 2048 x 30 layers x 192 x 2 x 4 bytes = 94 MB of GPU memory per session.
+pub const DEFAULT_CONTEXT: usize = 2048;
+
+/// A wgpu device and queue the backend runs on, and what to call them.
+#[derive(Clone, Debug)]
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    /// The adapter's name and graphics API, e.g. "NVIDIA H200 (Vulkan)".
+    pub adapter: String,
+    /// True when the device is the renderer's (the app), false for a device of our own.
+    pub shared_with_renderer: bool,
+    pub timestamps: bool,
+    /// On a device of our own: the first error wgpu reported (validation, out of memory, device
+    /// lost), taken by the next step. On the renderer's device the renderer's handler gets them.
+    errors: Arc<Mutex<Option<String>>>,
+}
+
+impl GpuContext {
+    /// The renderer's device and queue (in the app: Bevy's `RenderDevice` / `RenderQueue`).
+    pub fn shared(device: wgpu::Device, queue: wgpu::Queue, adapter: &wgpu::AdapterInfo) -> Self {
+        let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        GpuContext {
+            device,
+            queue,
+            adapter: adapter_name(adapter),
+            shared_with_renderer: true,
+            timestamps,
+            errors: Default::default(),
+        }
+    }
+
+    /// A device of our own on the best adapter (tests, command line, server). `WGPU_BACKEND`
+    /// picks the graphics API as for the app.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new() -> Result<Self> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = pollster_wait(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        }))
+        .map_err(|e| LlmError::Gpu(format!("no GPU adapter found ({e})")))?;
+        let info = adapter.get_info();
+        if !adapter
+            .get_downlevel_capabilities()
+            .flags
+            .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+        {
+            return Err(LlmError::Gpu(format!(
+                "{} cannot run compute shaders (a WebGL2-class adapter)",
+                adapter_name(&info)
+            )));
+        }
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let (device, queue) = pollster_wait(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("samemath llm"),
+            required_features: if timestamps {
+                wgpu::Features::TIMESTAMP_QUERY
+            } else {
+                wgpu::Features::empty()
+            },
+            required_limits: wgpu::Limits::default(),
+            ..Default::default()
+        }))
+        .map_err(|e| LlmError::Gpu(format!("{}: no device ({e})", adapter_name(&info))))?;
+        // wgpu's default for an error is a panic; ours keeps it for the step to report.
+        // (Error scopes would do it per call, but without wgpu's `std` feature, which Bevy's
+        // build leaves off, their stack is shared by all threads, the renderer's too.)
+        let errors: Arc<Mutex<Option<String>>> = Default::default();
+        let slot = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut s) = slot.lock() {
+                s.get_or_insert_with(|| e.to_string());
+            }
+        }));
+        let slot = errors.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut s) = slot.lock() {
+                s.get_or_insert_with(|| format!("the device was lost ({reason:?}: {message})"));
+            }
+        });
+        Ok(GpuContext {
+            device,
+            queue,
+            adapter: adapter_name(&info),
+            shared_with_renderer: false,
+            timestamps,
+            errors,
+        })
+    }
+
+    /// In the browser the GPU backend needs the asynchronous path of the web build.
+    #[cfg(target_arch = "wasm32")]
+    pub fn new() -> Result<Self> {
+        Err(LlmError::Gpu(
+            "a device of its own is not available in the browser; the web build shares the renderer's"
+                .into(),
+        ))
+    }
+}
+
+impl GpuContext {
+    /// The error wgpu reported since the last check, if any.
+    pub fn take_error(&self) -> Option<String> {
+        self.errors.lock().ok()?.take()
+    }
+}
+
+pub fn adapter_name(info: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?})", info.name, info.backend)
+}
+
+/// Wait for a wgpu future on native (they complete during `device.poll` or at once).
+#[cfg(not(target_arch = "wasm32"))]
+fn pollster_wait<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    let mut f = std::pin::pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+}
+
+/// The compute pipelines, one per kernel entry point.
+struct Kernels {
+    embed: wgpu::ComputePipeline,
+    norm: wgpu::ComputePipeline,
+    q4_1: wgpu::ComputePipeline,
+    q8_0: wgpu::ComputePipeline,
+    rope: wgpu::ComputePipeline,
+    attention: wgpu::ComputePipeline,
+    quantize: wgpu::ComputePipeline,
+    swiglu: wgpu::ComputePipeline,
+    lens: wgpu::ComputePipeline,
+}
+
+impl Kernels {
+    fn new(device: &wgpu::Device) -> Kernels {
+        let module = |name: &str| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(name),
+                source: wgpu::ShaderSource::Wgsl(shaders::compose(name).unwrap_or_default().into()),
+            })
+        };
+        let pipeline = |module: &wgpu::ShaderModule, entry: &str| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        };
+        let (matvec, quantize) = (module("matvec"), module("quantize"));
+        Kernels {
+            embed: pipeline(&module("embed"), "main"),
+            norm: pipeline(&module("norm"), "main"),
+            q4_1: pipeline(&matvec, "q4_1"),
+            q8_0: pipeline(&matvec, "q8_0"),
+            rope: pipeline(&module("rope"), "main"),
+            attention: pipeline(&module("attention"), "main"),
+            quantize: pipeline(&quantize, "plain"),
+            swiglu: pipeline(&quantize, "swiglu"),
+            lens: pipeline(&module("lens"), "main"),
+        }
+    }
+}
+
+/// A weight matrix as the file's raw blocks.
+struct GpuMatrix {
+    buf: wgpu::Buffer,
+    ty: BlockType,
+    rows: u32,
+    cols: u32,
+}
+
+struct LayerWeights {
+    attn_norm: wgpu::Buffer,
+    qkv: GpuMatrix,
+    wo: GpuMatrix,
+    ffn_norm: wgpu::Buffer,
+    gate_up: GpuMatrix,
+    down: GpuMatrix,
+}
+
+/// Activations, the residual stream and what a step reads back; shared by every cache of the
+/// model (steps take turns through a lock).
+struct Scratch {
+    step: wgpu::Buffer,
+    /// `n_layer + 1` slots of the residual stream: slot l enters layer l, slot l + 1 leaves it.
+    resid: wgpu::Buffer,
+    h: wgpu::Buffer,
+    mlp_in: wgpu::Buffer,
+    xq: wgpu::Buffer,
+    xds: wgpu::Buffer,
+    qkv: wgpu::Buffer,
+    q: wgpu::Buffer,
+    att_out: wgpu::Buffer,
+    gu: wgpu::Buffer,
+    act: wgpu::Buffer,
+    probs: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    top: wgpu::Buffer,
+    staging: wgpu::Buffer,
+}
+
+/// Bind groups of one layer's dispatches that do not touch the KV cache.
+struct LayerGroups {
+    attn_norm: wgpu::BindGroup,
+    qkv: wgpu::BindGroup,
+    quant_att: wgpu::BindGroup,
+    wo: wgpu::BindGroup,
+    ffn_norm: wgpu::BindGroup,
+    gate_up: wgpu::BindGroup,
+    swiglu: wgpu::BindGroup,
+    down: wgpu::BindGroup,
+}
+
+/// What one step dispatches, by kernel kind (the bench's per-kernel times).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KernelKind {
+    Embed,
+    Norm,
+    MatVec,
+    Rope,
+    Attention,
+    Quantize,
+    Head,
+    Lens,
+}
+
+pub struct GpuModel {
+    ctx: GpuContext,
+    config: LlamaConfig,
+    context: usize,
+    kernels: Kernels,
+    layers: Vec<LayerWeights>,
+    head: GpuMatrix,
+    scratch: Scratch,
+    groups: Vec<LayerGroups>,
+    embed_group: wgpu::BindGroup,
+    final_norm_group: wgpu::BindGroup,
+    head_group: wgpu::BindGroup,
+    lens_group: wgpu::BindGroup,
+    inv_freq: Vec<f32>,
+    /// One step at a time on the shared scratch buffers.
+    lock: Mutex<()>,
+    /// Kept alive for the bind groups.
+    _weights: Vec<wgpu::Buffer>,
+    /// Per-kernel GPU time of the last profiled step, when timestamps are available.
+    profile: Mutex<Option<Vec<(KernelKind, f64)>>>,
+}
+
+impl std::fmt::Debug for GpuModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuModel")
+            .field("adapter", &self.ctx.adapter)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The GPU's KV cache of one session: per layer, keys and values of every position so far.
+pub struct GpuCache {
+    rope: Vec<wgpu::BindGroup>,
+    attention: Vec<wgpu::BindGroup>,
+    len: usize,
+    /// The model whose scratch buffers the bind groups use.
+    owner: usize,
+    _buffers: Vec<wgpu::Buffer>,
+}
+
+impl std::fmt::Debug for GpuCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuCache")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GpuCache {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Reads the file's tensors as raw bytes.
+struct Upload<'a, R> {
+    content: &'a Content,
+    reader: &'a mut R,
+    ctx: &'a GpuContext,
+    buffers: Vec<wgpu::Buffer>,
+}
+
+impl<R: Read + Seek> Upload<'_, R> {
+    fn raw(&mut self, name: &str) -> Result<(GgmlDType, Vec<usize>, Vec<u8>)> {
+        let t = self
+            .content
+            .tensor(self.reader, name, &candle_core::Device::Cpu)
+            .map_err(|e| LlmError::Tensor {
+                name: name.into(),
+                reason: format!("cannot be read ({e}); is the file truncated?"),
+            })?;
+        Ok((t.dtype(), t.shape().dims().to_vec(), t.data()?.into_owned()))
+    }
+
+    fn f32s(&mut self, name: &str) -> Result<wgpu::Buffer> {
+        let t = self
+            .content
+            .tensor(self.reader, name, &candle_core::Device::Cpu)
+            .map_err(|e| LlmError::Tensor {
+                name: name.into(),
+                reason: format!("cannot be read ({e})"),
+            })?;
+        let v = t
+            .dequantize(&candle_core::Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        self.buffer(name, bytemuck::cast_slice(&v))
+    }
+
+    fn buffer(&mut self, name: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
+        // Padded to whole words, plus one: a Q8_0 block's last word may straddle the end.
+        let mut data = bytes.to_vec();
+        data.resize(bytes.len().div_ceil(4) * 4 + 4, 0);
+        let limits = self.ctx.device.limits();
+        let max = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        if data.len() as u64 > max {
+            return Err(LlmError::Gpu(format!(
+                "{name} needs a {} MiB buffer; this device allows {} MiB",
+                data.len() >> 20,
+                max >> 20
+            )));
+        }
+        let buf = self
+            .ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(name),
+                contents: &data,
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+        self.buffers.push(buf.clone());
+        Ok(buf)
+    }
+
+    /// One or several matrices of one block format that read the same input, rows stacked.
+    fn matrix(&mut self, names: &[String]) -> Result<GpuMatrix> {
+        let mut bytes = Vec::new();
+        let (mut ty, mut rows, mut cols) = (None, 0, 0);
+        for name in names {
+            let (dtype, dims, raw) = self.raw(name)?;
+            let t = match dtype {
+                GgmlDType::Q4_1 => BlockType::Q4_1,
+                GgmlDType::Q8_0 => BlockType::Q8_0,
+                other => {
+                    return Err(LlmError::Gpu(format!(
+                        "{name} is {other:?}; the GPU kernels read Q4_1 and Q8_0"
+                    )));
+                }
+            };
+            let [r, c] = dims[..] else {
+                return Err(LlmError::Tensor {
+                    name: name.clone(),
+                    reason: format!("shape {dims:?}, expected a matrix"),
+                });
+            };
+            if ty.is_some_and(|ty| ty != t) || (cols != 0 && cols != c) {
+                return Err(LlmError::Gpu(format!(
+                    "{name}: stacked matrices differ in format or width"
+                )));
+            }
+            ty = Some(t);
+            rows += r;
+            cols = c;
+            bytes.extend_from_slice(&raw);
+        }
+        let ty = ty.ok_or_else(|| LlmError::Gpu("no matrix named".into()))?;
+        Ok(GpuMatrix {
+            buf: self.buffer(&names[0], &bytes)?,
+            ty,
+            rows: rows as u32,
+            cols: cols as u32,
+        })
+    }
+}
+
+impl GpuModel {
+    /// Upload the model in `path` to `ctx`'s device.
+    pub fn load(path: &Path, ctx: GpuContext, context: usize) -> Result<GpuModel> {
+        let mut file = File::open(path).map_err(|source| LlmError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let content = Content::read(&mut file).map_err(|e| LlmError::NotGguf {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Self::from_content(&content, &mut file, ctx, context)
+    }
+
+    pub fn from_content<R: Read + Seek>(
+        content: &Content,
+        reader: &mut R,
+        ctx: GpuContext,
+        context: usize,
+    ) -> Result<GpuModel> {
+        let config = LlamaConfig::from_gguf(content)?;
+        let c = &config;
+        if c.rope_dim != c.head_dim
+            || !256usize.is_multiple_of(c.head_dim)
+            || !c.n_embd.is_multiple_of(32)
+            || !c.n_ff.is_multiple_of(32)
+        {
+            return Err(LlmError::Gpu(format!(
+                "the kernels need head_dim dividing 256 with full RoPE and widths in blocks of \
+                 32; this model has head_dim {}, rope_dim {}, n_embd {}, n_ff {}",
+                c.head_dim, c.rope_dim, c.n_embd, c.n_ff
+            )));
+        }
+        let context = context.clamp(1, c.context_length);
+        let built = Self::build(content, reader, &ctx, config, context);
+        if let Some(e) = ctx.take_error() {
+            return Err(LlmError::Gpu(format!("uploading the model failed: {e}")));
+        }
+        built
+    }
+
+    fn build<R: Read + Seek>(
+        content: &Content,
+        reader: &mut R,
+        ctx: &GpuContext,
+        config: LlamaConfig,
+        context: usize,
+    ) -> Result<GpuModel> {
+        let mut up = Upload {
+            content,
+            reader,
+            ctx,
+            buffers: Vec::new(),
+        };
+        let embd = up.matrix(&["token_embd.weight".to_string()])?;
+        if embd.ty != BlockType::Q8_0 {
+            return Err(LlmError::Gpu(
+                "the embedding table must be Q8_0 for the GPU kernels".into(),
+            ));
+        }
+        let head = if content.tensor_infos.contains_key("output.weight") {
+            up.matrix(&["output.weight".to_string()])?
+        } else {
+            GpuMatrix {
+                buf: embd.buf.clone(),
+                ty: embd.ty,
+                rows: embd.rows,
+                cols: embd.cols,
+            }
+        };
+        let output_norm = up.f32s("output_norm.weight")?;
+        let mut layers = Vec::with_capacity(config.n_layer);
+        for i in 0..config.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            layers.push(LayerWeights {
+                attn_norm: up.f32s(&n("attn_norm"))?,
+                qkv: up.matrix(&[n("attn_q"), n("attn_k"), n("attn_v")])?,
+                wo: up.matrix(&[n("attn_output")])?,
+                ffn_norm: up.f32s(&n("ffn_norm"))?,
+                gate_up: up.matrix(&[n("ffn_gate"), n("ffn_up")])?,
+                down: up.matrix(&[n("ffn_down")])?,
+            });
+        }
+        let weights = up.buffers;
+        let device = &ctx.device;
+        let (l, d, ff) = (config.n_layer, config.n_embd, config.n_ff);
+        let (nh, nkv, hd, v) = (
+            config.n_head,
+            config.n_kv_head,
+            config.head_dim,
+            config.vocab_size,
+        );
+        let storage = |label: &str, floats: usize| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: (floats.max(1) * 4) as u64,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let readback = v + 4 * l + (l + 1) * d + l * d + l * ff + l * nh * context;
+        let limits = device.limits();
+        let max_binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        for (what, floats) in [
+            ("the logit lens's logits", l * v),
+            ("the attention record", l * nh * context),
+        ] {
+            if (floats * 4) as u64 > max_binding {
+                return Err(LlmError::Gpu(format!(
+                    "{what} needs {} MiB in one buffer; this device allows {} MiB",
+                    (floats * 4) >> 20,
+                    max_binding >> 20
+                )));
+            }
+        }
+        let scratch = Scratch {
+            step: storage("step", 4 + hd),
+            resid: storage("residual stream", (l + 1) * d),
+            h: storage("normed", l.max(1) * d),
+            mlp_in: storage("mlp input", l * d),
+            xq: storage("quantized input", l.max(1) * d.max(ff)),
+            xds: storage("input scales", l.max(1) * d.max(ff) / 32 * 2),
+            qkv: storage("qkv", (nh + 2 * nkv) * hd),
+            q: storage("rotated q", nh * hd),
+            att_out: storage("attention out", nh * hd),
+            gu: storage("gate up", 2 * ff),
+            act: storage("activations", l * ff),
+            probs: storage("attention", l * nh * context),
+            logits: storage("logits", l.max(1) * v),
+            top: storage("top", l.max(1) * 4),
+            staging: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: (readback * 4) as u64,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+        };
+        let kernels = Kernels::new(device);
+        let uniform = |words: &[u32]| {
+            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("dims"),
+                contents: bytemuck::cast_slice(words),
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+        };
+        let eps = (config.rms_eps as f32).to_bits();
+        let s = &scratch;
+        let group = |pipeline: &wgpu::ComputePipeline, entries: &[(u32, &wgpu::Buffer)]| {
+            let entries: Vec<wgpu::BindGroupEntry> = entries
+                .iter()
+                .map(|(binding, buf)| wgpu::BindGroupEntry {
+                    binding: *binding,
+                    resource: buf.as_entire_binding(),
+                })
+                .collect();
+            device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            })
+        };
+        let matvec = |m: &GpuMatrix, out: &wgpu::Buffer, residual: Option<(u32, u32)>| {
+            let (res_on, out_offset, res_offset) = match residual {
+                Some((res, out)) => (1, out, res),
+                None => (0, 0, 0),
+            };
+            let dims = uniform(&[m.rows, m.cols, res_on, out_offset, res_offset, 0, 0, 0]);
+            let pipeline = match m.ty {
+                BlockType::Q4_1 => &kernels.q4_1,
+                BlockType::Q8_0 => &kernels.q8_0,
+            };
+            group(
+                pipeline,
+                &[(0, &m.buf), (1, &s.xq), (2, &s.xds), (3, out), (4, &dims)],
+            )
+        };
+        let norm = |weight: &wgpu::Buffer, slot: u32, from_step: u32, h: &wgpu::Buffer, h_off| {
+            let dims = uniform(&[d as u32, slot, from_step, eps, h_off, 0, 0, 0]);
+            group(
+                &kernels.norm,
+                &[
+                    (0, &s.step),
+                    (1, &s.resid),
+                    (2, weight),
+                    (3, h),
+                    (4, &s.xq),
+                    (5, &s.xds),
+                    (6, &dims),
+                ],
+            )
+        };
+        let d32 = d as u32;
+        let groups = layers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let i32_ = i as u32;
+                let swiglu_dims = uniform(&[ff as u32, i32_ * ff as u32, 0, 0]);
+                LayerGroups {
+                    attn_norm: norm(&w.attn_norm, i32_, 0, &s.h, 0),
+                    qkv: matvec(&w.qkv, &s.qkv, None),
+                    quant_att: group(
+                        &kernels.quantize,
+                        &[(0, &s.att_out), (2, &s.xq), (3, &s.xds)],
+                    ),
+                    wo: matvec(&w.wo, &s.resid, Some((i32_ * d32, (i32_ + 1) * d32))),
+                    ffn_norm: norm(&w.ffn_norm, i32_ + 1, 0, &s.mlp_in, i32_ * d32),
+                    gate_up: matvec(&w.gate_up, &s.gu, None),
+                    swiglu: group(
+                        &kernels.swiglu,
+                        &[
+                            (0, &s.gu),
+                            (1, &s.act),
+                            (2, &s.xq),
+                            (3, &s.xds),
+                            (4, &swiglu_dims),
+                        ],
+                    ),
+                    down: matvec(
+                        &w.down,
+                        &s.resid,
+                        Some(((i32_ + 1) * d32, (i32_ + 1) * d32)),
+                    ),
+                }
+            })
+            .collect();
+        let embed_group = group(
+            &kernels.embed,
+            &[
+                (0, &s.step),
+                (1, &embd.buf),
+                (2, &s.resid),
+                (3, &uniform(&[d32, 0, 0, 0])),
+            ],
+        );
+        let final_norm_group = norm(&output_norm, 0, 1, &s.h, 0);
+        let head_group = matvec(&head, &s.logits, None);
+        let lens_group = group(
+            &kernels.lens,
+            &[
+                (0, &s.logits),
+                (1, &s.top),
+                (2, &uniform(&[v as u32, 0, 0, 0])),
+            ],
+        );
+        let inv_freq = config.rope_inv_freq();
+        let ctx = ctx.clone();
+        let owner_weights = weights;
+        Ok(GpuModel {
+            ctx,
+            config,
+            context,
+            kernels,
+            layers,
+            head,
+            scratch,
+            groups,
+            embed_group,
+            final_norm_group,
+            head_group,
+            lens_group,
+            inv_freq,
+            lock: Mutex::new(()),
+            _weights: owner_weights,
+            profile: Mutex::new(None),
+        })
+    }
+
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Per-kernel GPU milliseconds of the last step run with `profile_next`, if the device has
+    /// timestamp queries.
+    pub fn last_profile(&self) -> Option<Vec<(KernelKind, f64)>> {
+        self.profile.lock().ok()?.clone()
+    }
+
+    fn id(&self) -> usize {
+        self as *const GpuModel as usize
+    }
+
+    pub fn new_gpu_cache(&self) -> Result<GpuCache> {
+        let c = &self.config;
+        let device = &self.ctx.device;
+        let width = c.n_kv_head * c.head_dim;
+        let mut buffers = Vec::new();
+        let mut rope = Vec::new();
+        let mut attention = Vec::new();
+        let s = &self.scratch;
+        for layer in 0..c.n_layer {
+            let kv = |label| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: (self.context * width * 4) as u64,
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                })
+            };
+            let (k, v) = (kv("keys"), kv("values"));
+            let words = [c.n_head as u32, c.n_kv_head as u32, c.head_dim as u32, 0];
+            let rope_dims = self.uniform(&words);
+            let att_dims = self.uniform(&[words[0], words[1], words[2], layer as u32]);
+            rope.push(self.group(
+                &self.kernels.rope,
+                &[
+                    (0, &s.step),
+                    (1, &s.qkv),
+                    (2, &s.q),
+                    (3, &k),
+                    (4, &v),
+                    (5, &rope_dims),
+                ],
+            ));
+            attention.push(self.group(
+                &self.kernels.attention,
+                &[
+                    (0, &s.step),
+                    (1, &s.q),
+                    (2, &k),
+                    (3, &v),
+                    (4, &s.probs),
+                    (5, &s.att_out),
+                    (6, &att_dims),
+                ],
+            ));
+            buffers.extend([k, v]);
+        }
+        if let Some(e) = self.ctx.take_error() {
+            return Err(LlmError::Gpu(format!(
+                "no room for a KV cache of {} positions: {e}",
+                self.context
+            )));
+        }
+        Ok(GpuCache {
+            rope,
+            attention,
+            len: 0,
+            owner: self.id(),
+            _buffers: buffers,
+        })
+    }
+
+    fn uniform(&self, words: &[u32]) -> wgpu::Buffer {
+        self.ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("dims"),
+                contents: bytemuck::cast_slice(words),
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+    }
+
+    fn group(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        entries: &[(u32, &wgpu::Buffer)],
+    ) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = entries
+            .iter()
+            .map(|(binding, buf)| wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: buf.as_entire_binding(),
+            })
+            .collect();
+        self.ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            })
+    }
+
+    /// Record one token's dispatches. `head_rows`: how many residual slots go through the final
+    /// norm and head (`None`: a prompt token whose logits nobody reads).
+    fn encode_token(
+        &self,
+        pass: &mut Dispatcher<'_>,
+        cache: &GpuCache,
+        head_rows: Option<u32>,
+        lens: bool,
+    ) {
+        let c = &self.config;
+        let k = &self.kernels;
+        let blocks = |n: usize| (n / 32) as u32;
+        let mv = |m: &GpuMatrix, z: u32| (m.rows.div_ceil(4), 1, z);
+        pass.run(
+            KernelKind::Embed,
+            &k.embed,
+            &self.embed_group,
+            ((c.n_embd as u32).div_ceil(64), 1, 1),
+        );
+        let rope_threads = (c.n_head * c.head_dim / 2 + c.n_kv_head * c.head_dim * 3 / 2) as u32;
+        for (i, (w, g)) in self.layers.iter().zip(&self.groups).enumerate() {
+            let mvk = |m: &GpuMatrix| match m.ty {
+                BlockType::Q4_1 => &k.q4_1,
+                BlockType::Q8_0 => &k.q8_0,
+            };
+            pass.run(KernelKind::Norm, &k.norm, &g.attn_norm, (1, 1, 1));
+            pass.run(KernelKind::MatVec, mvk(&w.qkv), &g.qkv, mv(&w.qkv, 1));
+            pass.run(
+                KernelKind::Rope,
+                &k.rope,
+                &cache.rope[i],
+                (rope_threads.div_ceil(64), 1, 1),
+            );
+            pass.run(
+                KernelKind::Attention,
+                &k.attention,
+                &cache.attention[i],
+                (c.n_head as u32, 1, 1),
+            );
+            pass.run(
+                KernelKind::Quantize,
+                &k.quantize,
+                &g.quant_att,
+                (blocks(c.n_embd), 1, 1),
+            );
+            pass.run(KernelKind::MatVec, mvk(&w.wo), &g.wo, mv(&w.wo, 1));
+            pass.run(KernelKind::Norm, &k.norm, &g.ffn_norm, (1, 1, 1));
+            pass.run(
+                KernelKind::MatVec,
+                mvk(&w.gate_up),
+                &g.gate_up,
+                mv(&w.gate_up, 1),
+            );
+            pass.run(
+                KernelKind::Quantize,
+                &k.swiglu,
+                &g.swiglu,
+                (blocks(c.n_ff), 1, 1),
+            );
+            pass.run(KernelKind::MatVec, mvk(&w.down), &g.down, mv(&w.down, 1));
+        }
+        if let Some(rows) = head_rows {
+            let head = match self.head.ty {
+                BlockType::Q4_1 => &k.q4_1,
+                BlockType::Q8_0 => &k.q8_0,
+            };
+            pass.run(
+                KernelKind::Norm,
+                &k.norm,
+                &self.final_norm_group,
+                (rows, 1, 1),
+            );
+            pass.run(
+                KernelKind::Head,
+                head,
+                &self.head_group,
+                mv(&self.head, rows),
+            );
+            if lens {
+                pass.run(KernelKind::Lens, &k.lens, &self.lens_group, (rows, 1, 1));
+            }
+        }
+    }
+
+    fn write_step(&self, pos: usize, token: u32, first_slot: u32, n_rows: u32) {
+        let mut words: Vec<u32> = vec![pos as u32, token, first_slot, n_rows];
+        for (sin, cos) in LlamaConfig::rope_rotation(&self.inv_freq, pos) {
+            words.push(sin.to_bits());
+            words.push(cos.to_bits());
+        }
+        self.ctx
+            .queue
+            .write_buffer(&self.scratch.step, 0, bytemuck::cast_slice(&words));
+    }
+
+    /// Run `tokens` at positions `cache.len()..`; see [`Backend::forward`].
+    pub fn forward_gpu(
+        &self,
+        cache: &mut GpuCache,
+        tokens: &[u32],
+        record: RecordOptions,
+        tokenizer: Option<&LlmTokenizer>,
+        profile: bool,
+    ) -> Result<ForwardOutput> {
+        let c = &self.config;
+        let (n, pos) = (tokens.len(), cache.len);
+        if n == 0 {
+            return Err(LlmError::EmptyPrompt);
+        }
+        if pos + n > self.context {
+            return Err(LlmError::PromptTooLong {
+                tokens: pos + n,
+                context: self.context,
+            });
+        }
+        if cache.owner != self.id() {
+            return Err(LlmError::Gpu(
+                "this KV cache belongs to another model".into(),
+            ));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+            return Err(LlmError::Tensor {
+                name: "token_embd.weight".into(),
+                reason: format!("token {bad} is outside the table"),
+            });
+        }
+        let _turn = self
+            .lock
+            .lock()
+            .map_err(|_| LlmError::Gpu("an earlier step failed mid-way".into()))?;
+        let result = self.run_tokens(cache, tokens, record, tokenizer, profile);
+        if let Some(e) = self.ctx.take_error() {
+            return Err(LlmError::Gpu(e));
+        }
+        result
+    }
+
+    fn run_tokens(
+        &self,
+        cache: &mut GpuCache,
+        tokens: &[u32],
+        record: RecordOptions,
+        tokenizer: Option<&LlmTokenizer>,
+        profile: bool,
+    ) -> Result<ForwardOutput> {
+        let c = &self.config;
+        let (l, d, ff, nh, v) = (c.n_layer, c.n_embd, c.n_ff, c.n_head, c.vocab_size);
+        let (n, pos) = (tokens.len(), cache.len);
+        let s = &self.scratch;
+        // Prompt tokens before the last: their KV entries are all that is kept.
+        for (i, &t) in tokens[..n - 1].iter().enumerate() {
+            self.write_step(pos + i, t, l as u32, 1);
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = Dispatcher::new(&mut enc, None);
+                self.encode_token(&mut pass, cache, None, false);
+            }
+            self.ctx.queue.submit([enc.finish()]);
+        }
+        let last_pos = pos + n - 1;
+        let lens = record.enabled && record.logit_lens && tokenizer.is_some();
+        let (first_slot, rows) = if lens { (1, l as u32) } else { (l as u32, 1) };
+        self.write_step(last_pos, tokens[n - 1], first_slot, rows);
+        let timing = (profile && self.ctx.timestamps).then(|| Timing::new(&self.ctx.device));
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        let kinds = {
+            let mut pass = Dispatcher::new(&mut enc, timing.as_ref());
+            self.encode_token(&mut pass, cache, Some(rows), lens);
+            pass.finish()
+        };
+        // What comes back: the last row's logits, then (recording) the trace's numbers.
+        let seen = last_pos + 1;
+        let f = |floats: usize| (floats * 4) as u64;
+        let mut at = 0u64;
+        let mut copy = |enc: &mut wgpu::CommandEncoder, src: &wgpu::Buffer, from: u64, len: u64| {
+            enc.copy_buffer_to_buffer(src, from, &s.staging, at, len);
+            at += len;
+        };
+        copy(&mut enc, &s.logits, f((rows as usize - 1) * v), f(v));
+        if record.enabled {
+            copy(&mut enc, &s.top, 0, f(4 * rows as usize));
+            copy(&mut enc, &s.resid, 0, f((l + 1) * d));
+            copy(&mut enc, &s.mlp_in, 0, f(l * d));
+            copy(&mut enc, &s.act, 0, f(l * ff));
+            copy(&mut enc, &s.probs, 0, f(l * nh * seen));
+        }
+        if let Some(t) = &timing {
+            t.resolve(&mut enc, kinds.len());
+        }
+        let index = self.ctx.queue.submit([enc.finish()]);
+        let bytes = read_back(&self.ctx.device, &s.staging, at, index)?;
+        cache.len = pos + n;
+        if let Some(t) = &timing
+            && let Some(ms) = t.read(&self.ctx.device, &self.ctx.queue, &kinds)
+            && let Ok(mut p) = self.profile.lock()
+        {
+            *p = Some(ms);
+        }
+        let floats: &[f32] = bytemuck::cast_slice(&bytes);
+        let (logits, rest) = floats.split_at(v);
+        let logits = Logits(logits.to_vec());
+        let trace = if record.enabled {
+            let (top, rest) = rest.split_at(4 * rows as usize);
+            let (resid, rest) = rest.split_at((l + 1) * d);
+            let (mlp_in, rest) = rest.split_at(l * d);
+            let (act, probs) = rest.split_at(l * ff);
+            let slot = |i: usize| &resid[i * d..(i + 1) * d];
+            let layers = (0..l)
+                .map(|i| LayerTrace {
+                    attention: (0..nh)
+                        .map(|h| probs[(i * nh + h) * seen..(i * nh + h + 1) * seen].to_vec())
+                        .collect(),
+                    mlp_activation: act[i * ff..(i + 1) * ff].to_vec(),
+                    mlp_input: mlp_in[i * d..(i + 1) * d].to_vec(),
+                    residual_norm_in: l2(slot(i)),
+                    residual_norm_out: l2(slot(i + 1)),
+                    logit_lens: match tokenizer {
+                        Some(tok) if lens => {
+                            let t = &top[i * 4..i * 4 + 4];
+                            let id = t[0].to_bits();
+                            Some(TokenProb {
+                                id,
+                                piece: tok.piece(id),
+                                logit: t[1],
+                                prob: t[2],
+                            })
+                        }
+                        _ => None,
+                    },
+                })
+                .collect();
+            let last = tokens[n - 1];
+            Some(Trace {
+                position: last_pos,
+                token: TokenInfo {
+                    id: last,
+                    piece: tokenizer.map(|t| t.piece(last)).unwrap_or_default(),
+                },
+                embedding: slot(0).to_vec(),
+                kv_head_of_head: (0..nh).map(|h| c.kv_head_of(h)).collect(),
+                layers,
+                top_k: tokenizer
+                    .map(|t| logits.top(record.top_k, t))
+                    .unwrap_or_default(),
+            })
+        } else {
+            None
+        };
+        Ok(ForwardOutput {
+            logits: logits.0,
+            trace,
+        })
+    }
+}
+
+/// Copy `len` bytes of a mapped-for-reading buffer out after submission `index` completes.
+fn read_back(
+    device: &wgpu::Device,
+    staging: &wgpu::Buffer,
+    len: u64,
+    index: wgpu::SubmissionIndex,
+) -> Result<Vec<u8>> {
+    let slice = staging.slice(..len);
+    let (tx, rx) = std::sync::mpsc::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    device
+        .poll(wgpu::PollType::Wait {
+            submission_index: Some(index),
+            timeout: Some(std::time::Duration::from_secs(30)),
+        })
+        .map_err(|e| LlmError::Gpu(format!("waiting for the GPU: {e}")))?;
+    let mapped = loop {
+        match rx.try_recv() {
+            Ok(r) => break r,
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                device
+                    .poll(wgpu::PollType::Poll)
+                    .map_err(|e| LlmError::Gpu(format!("waiting for the GPU: {e}")))?;
+                std::thread::yield_now();
+            }
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                return Err(LlmError::Gpu("the device was lost".into()));
+            }
+        }
+    };
+    mapped.map_err(|e| LlmError::Gpu(format!("reading results back: {e}")))?;
+    let bytes = slice.get_mapped_range().to_vec();
+    staging.unmap();
+    Ok(bytes)
+}
+
+fn l2(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+/// Timestamp queries around each dispatch (one compute pass each) for the bench.
+struct Timing {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    read: wgpu::Buffer,
+    capacity: u32,
+}
+
+const MAX_TIMED: u32 = 2048;
+
+impl Timing {
+    fn new(device: &wgpu::Device) -> Timing {
+        let capacity = MAX_TIMED * 2;
+        Timing {
+            set: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("kernel times"),
+                ty: wgpu::QueryType::Timestamp,
+                count: capacity,
+            }),
+            resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: capacity as u64 * 8,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            read: device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: capacity as u64 * 8,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            capacity,
+        }
+    }
+
+    fn resolve(&self, enc: &mut wgpu::CommandEncoder, dispatches: usize) {
+        let count = (dispatches as u32 * 2).min(self.capacity);
+        enc.resolve_query_set(&self.set, 0..count, &self.resolve, 0);
+        enc.copy_buffer_to_buffer(&self.resolve, 0, &self.read, 0, count as u64 * 8);
+    }
+
+    /// Milliseconds per kernel kind.
+    fn read(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        kinds: &[KernelKind],
+    ) -> Option<Vec<(KernelKind, f64)>> {
+        let index = queue.submit([]);
+        let len = (kinds.len() as u64 * 16).min(self.capacity as u64 * 8);
+        let bytes = read_back(device, &self.read, len, index).ok()?;
+        let stamps: &[u64] = bytemuck::cast_slice(&bytes);
+        let period = queue.get_timestamp_period() as f64;
+        let mut totals: std::collections::BTreeMap<KernelKind, f64> = Default::default();
+        for (i, kind) in kinds.iter().enumerate() {
+            let (a, b) = (stamps[2 * i], stamps[2 * i + 1]);
+            *totals.entry(*kind).or_default() += b.saturating_sub(a) as f64 * period / 1e6;
+        }
+        Some(totals.into_iter().collect())
+    }
+}
+
+/// Dispatches into one compute pass, or, when timing, one pass per dispatch with timestamps.
+struct Dispatcher<'a> {
+    enc: &'a mut wgpu::CommandEncoder,
+    pass: Option<wgpu::ComputePass<'static>>,
+    timing: Option<&'a Timing>,
+    kinds: Vec<KernelKind>,
+}
+
+impl<'a> Dispatcher<'a> {
+    fn new(enc: &'a mut wgpu::CommandEncoder, timing: Option<&'a Timing>) -> Self {
+        Dispatcher {
+            enc,
+            pass: None,
+            timing,
+            kinds: Vec::new(),
+        }
+    }
+
+    fn run(
+        &mut self,
+        kind: KernelKind,
+        pipeline: &wgpu::ComputePipeline,
+        group: &wgpu::BindGroup,
+        (x, y, z): (u32, u32, u32),
+    ) {
+        match self.timing {
+            Some(t) if (self.kinds.len() as u32) < MAX_TIMED => {
+                let i = self.kinds.len() as u32;
+                let mut pass = self.enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: &t.set,
+                        beginning_of_pass_write_index: Some(2 * i),
+                        end_of_pass_write_index: Some(2 * i + 1),
+                    }),
+                });
+                pass.set_pipeline(pipeline);
+                pass.set_bind_group(0, group, &[]);
+                pass.dispatch_workgroups(x, y, z);
+                self.kinds.push(kind);
+            }
+            _ => {
+                let pass = self.pass.get_or_insert_with(|| {
+                    self.enc
+                        .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                        .forget_lifetime()
+                });
+                pass.set_pipeline(pipeline);
+                pass.set_bind_group(0, group, &[]);
+                pass.dispatch_workgroups(x, y, z);
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<KernelKind> {
+        self.pass = None;
+        std::mem::take(&mut self.kinds)
+    }
+}
+
+impl Backend for GpuModel {
+    fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    fn context_length(&self) -> usize {
+        self.context
+    }
+
+    fn new_cache(&self) -> Result<Cache> {
+        Ok(Cache::Gpu(self.new_gpu_cache()?))
+    }
+
+    fn forward(
+        &self,
+        cache: &mut Cache,
+        tokens: &[u32],
+        record: RecordOptions,
+        tokenizer: Option<&LlmTokenizer>,
+    ) -> Result<ForwardOutput> {
+        match cache {
+            Cache::Gpu(cache) => self.forward_gpu(cache, tokens, record, tokenizer, false),
+            Cache::Cpu(_) => Err(LlmError::Gpu(
+                "a CPU KV cache was handed to the GPU backend".into(),
+            )),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("GPU: {}", self.ctx.adapter)
+    }
+}
