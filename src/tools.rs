@@ -471,6 +471,7 @@ pub fn bench_llm(args: &crate::cli::BenchArgs) -> Result<()> {
 fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
     let (gpu, tokenizer) = load_gpu(path)?;
     let (cpu, _) = Model::load(path)?;
+    let cpu = Arc::new(cpu);
     let no_lens = RecordOptions {
         logit_lens: false,
         ..RecordOptions::FULL
@@ -482,7 +483,7 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
         ("on, no lens", no_lens),
     ] {
         let g = measure(&gpu, &tokenizer, tokens, record)?;
-        let c = with_threads(Some(threads), || measure(&cpu, &tokenizer, tokens, record))??;
+        let c = with_threads(Some(threads), || measure(&*cpu, &tokenizer, tokens, record))??;
         rows.push((name, g, c));
     }
     println!(
@@ -531,6 +532,20 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
             None => println!("  per-kernel GPU time: this device has no timestamp queries"),
         }
     }
+    // Correctness on this very device, with the parity test's code.
+    let (candle, _) = Model::load_with(path, Q4Kernel::Candle)?;
+    let tokenizer = Arc::new(tokenizer);
+    let report = with_threads(Some(threads), || {
+        crate::llm::gpu::parity::compare(
+            &cpu,
+            &candle,
+            &gpu,
+            &tokenizer,
+            &crate::llm::gpu::parity::PROMPTS,
+            16,
+        )
+    })??;
+    println!("  parity with the CPU backend: {report}");
     Ok(())
 }
 

@@ -18,6 +18,7 @@
 //! 16 KiB workgroup memory) and no optional features, so the same kernels can run in a browser.
 
 pub mod lab;
+pub mod parity;
 pub mod shaders;
 
 use std::fs::File;
