@@ -63,6 +63,10 @@ pub struct AppArgs {
     /// Feed scene 2's prompt without the chat template.
     #[arg(long)]
     pub raw: bool,
+    /// Where scene 2's local model computes: cpu, or gpu (WGSL kernels on the renderer's own
+    /// wgpu device). The scene's Backend panel switches at any time.
+    #[arg(long = "backend", value_enum, default_value_t = crate::tools::BackendArg::Cpu)]
+    pub llm_backend: crate::tools::BackendArg,
     /// Run this many forward passes of scene 2's prompt as soon as the model is loaded
     /// (with --screenshot: capture after the last one).
     #[arg(long, value_name = "N")]

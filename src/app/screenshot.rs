@@ -10,7 +10,7 @@ use super::AppOptions;
 use crate::graphics::{GraphicsSettings, SceneMatrices};
 use crate::llm_scene::activations::ActivationTexture;
 use crate::llm_scene::panels::LlmDrawn;
-use crate::llm_scene::{LlmView, steps_done};
+use crate::llm_scene::{Backend, LlmView, steps_done};
 
 /// Frames rendered before the capture, so pipelines are compiled and the layout has settled
 /// (counted from when `--steps` have landed, if given).
@@ -53,6 +53,17 @@ fn llm_json(
                 "tile_h": l.tile_h, "tiles_x": l.tiles_x, "gap": l.gap})
         }),
         "token": view.trace.as_ref().map(|t| t.token.clone()),
+        "generated_ids": view.generated.iter().map(|t| t.id).collect::<Vec<_>>(),
+        "backend": match &view.backend {
+            Backend::Local => serde_json::json!({"kind": "cpu"}),
+            Backend::Gpu { adapter, shared_with_renderer, same_device } => serde_json::json!({
+                "kind": "gpu",
+                "adapter": adapter,
+                "shared_with_renderer": shared_with_renderer,
+                "same_device": same_device,
+            }),
+            Backend::Remote { url, .. } => serde_json::json!({"kind": "remote", "url": url}),
+        },
         "activations": activations,
     })
 }

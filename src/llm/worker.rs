@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 
+use super::backend::Backend;
 use super::error::LlmError;
 use super::fetch;
+use super::gpu::{self, GpuContext, GpuModel};
 use super::model::Model;
 use super::session::{GenerationRequest, Session, Step, StopReason};
 use super::tokenizer::LlmTokenizer;
@@ -29,8 +31,20 @@ pub enum Command {
     Reset,
     /// Generate on a remote server from now on (probes it first).
     Connect(crate::remote::RemoteConfig),
-    /// Back to the local engine.
+    /// Back to the local engine (on the CPU; also leaves a remote server).
     UseLocal,
+    /// Run the local model's forward pass on this GPU device (in the app: the renderer's).
+    UseGpu(GpuContext),
+}
+
+/// The GPU backend the engine switched to.
+#[derive(Debug, Clone)]
+pub struct GpuBackendInfo {
+    /// "adapter name (graphics API)".
+    pub adapter: String,
+    /// The device the kernels run on: the app compares it with the renderer's.
+    pub device: wgpu::Device,
+    pub shared_with_renderer: bool,
 }
 
 /// What the engine reports.
@@ -63,8 +77,10 @@ pub enum Event {
         info: crate::remote::ServerInfo,
         model: Option<String>,
     },
-    /// Generation is local again.
+    /// Generation is local again, on the CPU.
     Disconnected,
+    /// The local model now runs on the GPU.
+    GpuReady(GpuBackendInfo),
     /// One token from a remote server (a full step with trace from `samemath serve`).
     RemoteStep(Box<crate::remote::RemoteStep>),
     /// The engine stopped stepping with the session still open (after Step, or Stop): Step or
@@ -90,6 +106,9 @@ struct Engine {
     #[cfg(not(target_arch = "wasm32"))]
     stop: Arc<std::sync::Mutex<crate::llm::CancelToken>>,
     loaded: Option<(Arc<Model>, Arc<LlmTokenizer>)>,
+    /// The GPU backend, once asked for; used while `on_gpu`.
+    gpu: Option<Arc<GpuModel>>,
+    on_gpu: bool,
     session: Option<Session>,
     /// Generating continuously (vs. waiting for Step).
     running: bool,
@@ -119,6 +138,8 @@ impl Engine {
             Ok((model, tokenizer, path)) => {
                 let (model, tokenizer) = (Arc::new(model), Arc::new(tokenizer));
                 self.loaded = Some((model.clone(), tokenizer.clone()));
+                // The file found (or fetched): the GPU backend reads the same one.
+                self.model_path = Some(path.clone());
                 self.send(Event::Loaded {
                     model,
                     tokenizer,
@@ -154,7 +175,11 @@ impl Engine {
                 self.max_prompt_tokens.min(model.config.context_length) * 4
             )
         };
-        match Session::new(model.clone(), tokenizer.clone(), request) {
+        let backend: Arc<dyn Backend> = match (&self.gpu, self.on_gpu) {
+            (Some(gpu), true) => gpu.clone(),
+            _ => model.clone(),
+        };
+        match Session::new(backend, tokenizer.clone(), request) {
             Ok(session) if session.prompt_tokens().len() > self.max_prompt_tokens => {
                 self.send(Event::Error(too_long(session.prompt_tokens().len())));
                 false
@@ -245,8 +270,13 @@ impl Engine {
                 {
                     self.remote = None;
                 }
+                if self.on_gpu {
+                    self.on_gpu = false;
+                    self.drop_session();
+                }
                 self.send(Event::Disconnected);
             }
+            Command::UseGpu(ctx) => self.use_gpu(ctx),
             Command::Load => {
                 self.ensure_loaded();
             }
@@ -310,6 +340,59 @@ impl Engine {
         self.send(Event::Error(
             "remote servers from the browser build are not wired yet; use the desktop app".into(),
         ));
+    }
+
+    fn drop_session(&mut self) {
+        self.running = false;
+        self.step_pending = false;
+        self.session = None;
+    }
+
+    /// Load (once per device) and switch to the GPU backend; on failure say why and stay on
+    /// the CPU.
+    fn use_gpu(&mut self, ctx: GpuContext) {
+        if !self.ensure_loaded() {
+            return;
+        }
+        let reuse = self
+            .gpu
+            .as_ref()
+            .filter(|g| g.context().device == ctx.device)
+            .cloned();
+        let gpu = match reuse {
+            Some(g) => g,
+            None => {
+                self.send(Event::Status(format!(
+                    "uploading the model to {}",
+                    ctx.adapter
+                )));
+                let Some(path) = self.model_path.clone() else {
+                    return;
+                };
+                match GpuModel::load(&path, ctx, gpu::DEFAULT_CONTEXT) {
+                    Ok(g) => Arc::new(g),
+                    Err(e) => {
+                        self.on_gpu = false;
+                        self.send(Event::Error(format!("{e}; the CPU backend runs instead")));
+                        return;
+                    }
+                }
+            }
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            self.remote = None;
+        }
+        self.drop_session();
+        let c = gpu.context();
+        let info = GpuBackendInfo {
+            adapter: c.adapter.clone(),
+            device: c.device.clone(),
+            shared_with_renderer: c.shared_with_renderer,
+        };
+        self.gpu = Some(gpu);
+        self.on_gpu = true;
+        self.send(Event::GpuReady(info));
     }
 
     /// Work is waiting: generating, or a Step not yet done.
@@ -382,7 +465,16 @@ impl Engine {
             Err(e) => {
                 self.running = false;
                 self.session = None;
-                self.send(Event::Error(e.to_string()));
+                if self.on_gpu && matches!(e, LlmError::Gpu(_)) {
+                    // A lost device or a rejected kernel: say so, carry on with the CPU.
+                    self.on_gpu = false;
+                    self.send(Event::Error(format!(
+                        "{e}; switched to the CPU backend (press Generate again)"
+                    )));
+                    self.send(Event::Disconnected);
+                } else {
+                    self.send(Event::Error(e.to_string()));
+                }
             }
         }
     }
@@ -430,6 +522,8 @@ impl Worker {
             max_prompt_tokens,
             step_pending: false,
             loaded: None,
+            gpu: None,
+            on_gpu: false,
             session: None,
             running: false,
             events: event_tx,

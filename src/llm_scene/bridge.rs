@@ -127,7 +127,7 @@ pub fn bridge_numbers(
 
 fn neuron_side(view: &LlmView, selection: &LlmSelection) -> Option<NeuronSide> {
     // The weights must be the ones that made the trace: the local model's.
-    if view.backend != super::Backend::Local {
+    if !view.backend.is_local() {
         return None;
     }
     let (trace, model) = (view.trace.as_ref()?, view.model.as_ref()?);
@@ -309,9 +309,27 @@ fn neuron_column(ui: &mut egui::Ui, b: &BridgeNumbers) {
         n.inputs, n.inputs
     ));
     ui.label(
-        "Computed now on the CPU by src/llm/quant.rs (32 int8 multiply-adds per block, as \
-         llama.cpp does); the WGSL kernel comes with the GPU backend.",
+        "On the CPU backend src/llm/quant.rs computes it (32 int8 multiply-adds per block, as \
+         llama.cpp does); on the GPU backend the mat-vec kernel, with the very dot4 the vertex \
+         shader's mat_vec4 calls (shaders/llm/matvec.wgsl):",
     );
+    let lines = matvec_dot4_lines();
+    egui::Frame::new()
+        .fill(ui.visuals().extreme_bg_color)
+        .inner_margin(6.0)
+        .show(ui, |ui| {
+            ui.add(egui::Label::new(egui::RichText::new(lines).monospace().size(12.0)).extend());
+        });
+}
+
+/// The lines of the GPU mat-vec kernel that import and call the shared `dot4`.
+pub fn matvec_dot4_lines() -> String {
+    include_str!("../../shaders/llm/matvec.wgsl")
+        .lines()
+        .filter(|l| l.contains("dot4") && !l.trim_start().starts_with("//"))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn light_column(ui: &mut egui::Ui, b: &BridgeNumbers) {

@@ -18,6 +18,9 @@ use bevy::prelude::*;
 
 use crate::app::shell::keyboard_free;
 use crate::app::{AppOptions, Scene};
+use bevy::render::renderer::{RenderAdapterInfo, RenderDevice, RenderQueue};
+
+use crate::llm::gpu::GpuContext;
 use crate::llm::worker::{Command, Event, Worker};
 use crate::llm::{
     GenerationRequest, LlmTokenizer, Model, RecordOptions, SamplingParams, StopReason, TokenInfo,
@@ -36,9 +39,18 @@ pub const MAX_CHIPS: usize = 400;
 /// Where the answer is computed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Backend {
-    /// The local engine: every internal.
+    /// The local engine on the CPU: every internal.
     #[default]
     Local,
+    /// The local model's forward pass as WGSL kernels on a GPU: every internal.
+    Gpu {
+        adapter: String,
+        /// The kernels run on the device and queue that render the scenes.
+        shared_with_renderer: bool,
+        /// Checked against the renderer's device when the backend reported in (`None`: no
+        /// renderer in this app, e.g. a headless test).
+        same_device: Option<bool>,
+    },
     /// A remote server: what it gives (traces only from `samemath serve`).
     Remote {
         url: String,
@@ -51,14 +63,20 @@ impl Backend {
     /// Full traces (activations, attention, embeddings, lens) are available.
     pub fn has_traces(&self) -> bool {
         match self {
-            Backend::Local => true,
+            Backend::Local | Backend::Gpu { .. } => true,
             Backend::Remote { info, .. } => info.capabilities.traces,
         }
+    }
+
+    /// The local model computes (on the CPU or the GPU): its weights made the trace.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Backend::Local | Backend::Gpu { .. })
     }
 
     pub fn name(&self) -> String {
         match self {
             Backend::Local => "the local engine (CPU)".into(),
+            Backend::Gpu { adapter, .. } => format!("the local engine on the GPU ({adapter})"),
             Backend::Remote { info, url, .. } => format!("{:?} at {url}", info.api),
         }
     }
@@ -239,6 +257,15 @@ impl LlmView {
                 self.backend = Backend::Remote { url, info, model };
                 self.status = EngineStatus::Ready;
             }
+            Event::GpuReady(info) => {
+                self.clear_session();
+                self.backend = Backend::Gpu {
+                    adapter: info.adapter,
+                    shared_with_renderer: info.shared_with_renderer,
+                    same_device: None,
+                };
+                self.status = EngineStatus::Ready;
+            }
             Event::Disconnected => {
                 self.clear_session();
                 self.backend = Backend::Local;
@@ -340,8 +367,10 @@ pub enum LlmAction {
     Reset,
     /// Switch generation to the remote server in the controls.
     Connect,
-    /// Back to the local engine.
+    /// Back to the local engine (CPU).
     UseLocal,
+    /// Run the local model on the renderer's GPU device.
+    UseGpu,
 }
 
 pub fn logic_plugin(app: &mut App) {
@@ -410,6 +439,19 @@ fn auto_steps(
             *sent = n;
         }
         return;
+    }
+    // `--backend gpu`: switch once the model is loaded, and step only once on the GPU.
+    if options.args.llm_backend == crate::tools::BackendArg::Gpu {
+        if !*connected && view.model.is_some() {
+            actions.write(LlmAction::UseGpu);
+            *connected = true;
+        }
+        // Wait for it, unless it failed (then the CPU runs, the error stays on screen).
+        if !matches!(view.backend, Backend::Gpu { .. })
+            && !matches!(view.status, EngineStatus::Error(_))
+        {
+            return;
+        }
     }
     let Some(n) = options.args.steps else {
         return;
@@ -509,6 +551,7 @@ pub fn run_actions(
     mut view: ResMut<LlmView>,
     mut selection: ResMut<LlmSelection>,
     engine: Option<Res<LlmEngine>>,
+    gpu: Option<RendererGpu>,
 ) {
     for action in actions.read() {
         let Some(engine) = engine.as_ref() else {
@@ -534,13 +577,39 @@ pub fn run_actions(
                 view.status = EngineStatus::Loading("connecting".into());
             }
             LlmAction::UseLocal => engine.send(Command::UseLocal),
+            LlmAction::UseGpu => match &gpu {
+                Some(gpu) => {
+                    let (device, queue, info) = gpu;
+                    engine.send(Command::UseGpu(GpuContext::shared(
+                        device.wgpu_device().clone(),
+                        (**queue.0).clone(),
+                        info,
+                    )));
+                    view.status = EngineStatus::Loading("starting the GPU backend".into());
+                }
+                None => {
+                    view.status = EngineStatus::Error("no GPU renderer in this app to share".into())
+                }
+            },
             _ => {}
         }
     }
 }
 
-/// Drain the engine's events into the view (never blocks).
-pub fn poll_engine(engine: Option<Res<LlmEngine>>, mut view: ResMut<LlmView>) {
+/// The renderer's wgpu device, queue and adapter (absent in headless apps).
+pub type RendererGpu<'w> = (
+    Res<'w, RenderDevice>,
+    Res<'w, RenderQueue>,
+    Res<'w, RenderAdapterInfo>,
+);
+
+/// Drain the engine's events into the view (never blocks). A GPU backend's device is checked
+/// against the renderer's as it reports in.
+pub fn poll_engine(
+    engine: Option<Res<LlmEngine>>,
+    mut view: ResMut<LlmView>,
+    renderer: Option<Res<RenderDevice>>,
+) {
     let Some(engine) = engine else {
         return;
     };
@@ -549,6 +618,15 @@ pub fn poll_engine(engine: Option<Res<LlmEngine>>, mut view: ResMut<LlmView>) {
         Err(_) => return,
     };
     for e in events {
+        let same = match (&e, &renderer) {
+            (Event::GpuReady(info), Some(r)) => Some(info.device == *r.wgpu_device()),
+            _ => None,
+        };
         view.apply(e);
+        if let Backend::Gpu { same_device, .. } = &mut view.backend
+            && same.is_some()
+        {
+            *same_device = same;
+        }
     }
 }

@@ -247,6 +247,35 @@ fn backend_section(
     match &view.backend {
         Backend::Local => {
             ui.label("Local: SmolLM2 on this machine's CPU, every internal recorded.");
+            if ui
+                .add_enabled(view.model.is_some(), egui::Button::new("Run it on the GPU"))
+                .on_hover_text(
+                    "The same forward pass as WGSL compute kernels, on the wgpu device and \
+                     queue that render the scenes",
+                )
+                .clicked()
+            {
+                actions.write(LlmAction::UseGpu);
+            }
+        }
+        Backend::Gpu {
+            adapter,
+            shared_with_renderer,
+            same_device,
+        } => {
+            ui.colored_label(ACCENT, format!("Local, on the GPU: {adapter}"));
+            ui.small(match (shared_with_renderer, same_device) {
+                (true, Some(true)) => {
+                    "The kernels run on the renderer's own wgpu device and queue: the one \
+                     drawing scene 1 and this scene (device identity checked)."
+                }
+                (true, Some(false)) => "Asked for the renderer's device, but got another one.",
+                (true, None) => "The kernels run on the renderer's wgpu device and queue.",
+                (false, _) => "The kernels run on a wgpu device of their own.",
+            });
+            if ui.button("Back to the CPU").clicked() {
+                actions.write(LlmAction::UseLocal);
+            }
         }
         Backend::Remote { url, info, model } => {
             ui.colored_label(ACCENT, format!("Remote: {url}"));

@@ -489,9 +489,9 @@ fn embed_kernel_dequantizes_the_tokens_row() {
 
 // ---- the whole model ----
 
-use samemath::llm::{Backend, Model};
 use samemath::llm::gpu::parity;
 use samemath::llm::model::Q4Kernel;
+use samemath::llm::{Backend, Model};
 
 /// Logits are compared as llama.cpp's are in llm.rs: top-10, each relative to its side's best.
 /// The two backends quantize every matrix input to 8 bits with the same rule and multiply

@@ -456,3 +456,51 @@ fn the_demo_loop_cycles_with_flat_memory() {
         "memory grew {first:.1} -> {last:.1} MB"
     );
 }
+
+/// `--backend gpu`: the app hands Bevy's own wgpu device and queue to the GPU backend, which
+/// reports the device it runs on; the app checks it is the renderer's (wgpu devices compare by
+/// identity), and the tokens are the CPU engine's greedy ones.
+#[test]
+fn the_gpu_backend_in_the_app_runs_on_the_render_device() {
+    let shot = crate::render::render_at(
+        "llm_scene_gpu",
+        "1280x720",
+        serde_json::json!({}),
+        &[
+            "--scene",
+            "llm",
+            "--prompt",
+            PROMPT,
+            "--raw",
+            "--steps",
+            "3",
+            "--backend",
+            "gpu",
+        ],
+    );
+    let llm = &shot.meta["llm"];
+    let backend = &llm["backend"];
+    println!(
+        "app GPU backend: {backend}; renderer: {}",
+        shot.meta["adapter"]
+    );
+    assert_eq!(backend["kind"], "gpu", "{llm:#}\n{}", shot.stderr);
+    assert_eq!(backend["shared_with_renderer"], true);
+    assert_eq!(
+        backend["same_device"], true,
+        "the kernels ran on another device"
+    );
+    assert_eq!(backend["adapter"], shot.meta["adapter"]);
+    assert_eq!(llm["steps"], 3);
+    let (model, tok) = crate::llm::model();
+    let request = GenerationRequest {
+        chat: false,
+        max_tokens: 3,
+        record: RecordOptions::OFF,
+        ..GenerationRequest::new(PROMPT)
+    };
+    let mut session = Session::new(model.clone(), tok.clone(), &request).unwrap();
+    while session.step().unwrap().is_some() {}
+    let ids: Vec<u32> = serde_json::from_value(llm["generated_ids"].clone()).unwrap();
+    assert_eq!(ids, session.generated_tokens());
+}
