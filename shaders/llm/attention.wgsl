@@ -1,8 +1,12 @@
-// Attention of the new token, one workgroup per query head: scores q . k_t / sqrt(head_dim) over
-// positions 0..=pos of the KV head this head reads (grouped-query attention), softmax, then the
-// probability-weighted sum of the values. The probabilities stay in `probs` (the trace's
-// attention rows, [layer][head][pos + 1]) and double as the scores' scratch space.
-
+// Attention of the new token, one workgroup per query head, RoPE and the KV-cache write folded
+// in: the head rotates its query and its KV head's key at `step.pos` (GGML llama's interleaved
+// pairs: dimensions 2i and 2i+1 turn by pos * freq_i, angles from the CPU), the first head of
+// each KV group stores that key and value in the layer's cache; then scores q . k_t /
+// sqrt(head_dim) over positions 0..=pos, softmax, the probability-weighted sum of the values,
+// and the result quantized to 8-bit blocks for the output projection. Keys are cached
+// transposed ([kv head][dim][position]) so threads reading consecutive positions read
+// consecutive addresses. The probabilities stay in `probs` (the trace's attention rows,
+// [layer][head][pos + 1]) and double as the scores' scratch space.
 #import samemath::llm
 
 struct Dims {
@@ -10,38 +14,89 @@ struct Dims {
     n_kv_head: u32,
     head_dim: u32,
     layer: u32,
+    // Positions the cache holds.
+    context: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> step: Step;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k_cache: array<f32>;
-@group(0) @binding(3) var<storage, read> v_cache: array<f32>;
+// The stacked q/k/v product of the new token.
+@group(0) @binding(1) var<storage, read> qkv: array<f32>;
+@group(0) @binding(2) var<storage, read_write> k_cache: array<f32>;
+@group(0) @binding(3) var<storage, read_write> v_cache: array<f32>;
 @group(0) @binding(4) var<storage, read_write> probs: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<uniform> dims: Dims;
+@group(0) @binding(5) var<storage, read_write> xq: array<f32>;
+@group(0) @binding(6) var<storage, read_write> xds: array<vec2<f32>>;
+@group(0) @binding(7) var<uniform> dims: Dims;
 
 var<workgroup> qh: array<f32, 256>;
+var<workgroup> k_new: array<f32, 256>;
+var<workgroup> v_new: array<f32, 256>;
 var<workgroup> red: array<f32, 256>;
+
+fn rotate(at: u32, pair: u32) -> vec2<f32> {
+    let sc = step.rot[pair];
+    let a = qkv[at];
+    let b = qkv[at + 1u];
+    return vec2<f32>(a * sc.y - b * sc.x, a * sc.x + b * sc.y);
+}
+
+// Sum (or max, `is_max`) of red[0..32) and red[32..64) into red[0] and red[32].
+fn reduce_halves(lid: u32, is_max: bool) {
+    for (var stride = 16u; stride > 0u; stride = stride >> 1u) {
+        if lid < 64u && (lid % 32u) < stride {
+            if is_max {
+                red[lid] = max(red[lid], red[lid + stride]);
+            } else {
+                red[lid] += red[lid + stride];
+            }
+        }
+        workgroupBarrier();
+    }
+}
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let h = wid.x;
     let hd = dims.head_dim;
     let g = h / (dims.n_head / dims.n_kv_head);
-    let seen = step.pos + 1u;
+    let pos = step.pos;
+    let seen = pos + 1u;
     let kv_width = dims.n_kv_head * hd;
+    let ctx = dims.context;
     let base = (dims.layer * dims.n_head + h) * seen;
+    let q_width = dims.n_head * hd;
+    if lid < hd / 2u {
+        let q = rotate(h * hd + 2u * lid, lid);
+        qh[2u * lid] = q.x;
+        qh[2u * lid + 1u] = q.y;
+        let k = rotate(q_width + g * hd + 2u * lid, lid);
+        k_new[2u * lid] = k.x;
+        k_new[2u * lid + 1u] = k.y;
+    }
     if lid < hd {
-        qh[lid] = q[h * hd + lid];
+        v_new[lid] = qkv[q_width + kv_width + g * hd + lid];
     }
     workgroupBarrier();
+    // The first head of the group stores the new key and value; the others use theirs.
+    if h % (dims.n_head / dims.n_kv_head) == 0u && lid < hd {
+        k_cache[(g * hd + lid) * ctx + pos] = k_new[lid];
+        v_cache[pos * kv_width + g * hd + lid] = v_new[lid];
+    }
     let scale = 1.0 / sqrt(f32(hd));
     var m = -3.4e38;
     for (var t = lid; t < seen; t += 256u) {
-        let k0 = t * kv_width + g * hd;
         var s = 0.0;
-        for (var d = 0u; d < hd; d++) {
-            s += qh[d] * k_cache[k0 + d];
+        if t == pos {
+            for (var d = 0u; d < hd; d++) {
+                s += qh[d] * k_new[d];
+            }
+        } else {
+            for (var d = 0u; d < hd; d++) {
+                s += qh[d] * k_cache[(g * hd + d) * ctx + t];
+            }
         }
         s = s * scale;
         probs[base + t] = s;
@@ -82,18 +137,60 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     let d = lid % hd;
     let part = lid / hd;
     var acc = 0.0;
-    if part < groups {
-        for (var t = part; t < seen; t += groups) {
-            acc += probs[base + t] * v_cache[t * kv_width + g * hd + d];
+    for (var t = part; t < seen; t += groups) {
+        var v = 0.0;
+        if t == pos {
+            v = v_new[d];
+        } else {
+            v = v_cache[t * kv_width + g * hd + d];
         }
+        acc += probs[base + t] * v;
     }
     red[lid] = acc;
     workgroupBarrier();
+    var o = 0.0;
     if part == 0u {
-        var o = 0.0;
         for (var p = 0u; p < groups; p++) {
             o += red[p * hd + d];
         }
-        out[h * hd + d] = o;
+    }
+    workgroupBarrier();
+    // Quantize this head's output, one 32-value block per half-warp of the first hd threads,
+    // by the CPU's rule (see quantize.wgsl).
+    let has_output = part == 0u;
+    for (var b0 = 0u; b0 < hd; b0 += 64u) {
+        let mine = has_output && d >= b0 && d < b0 + 64u;
+        let lane = d - b0;
+        if lid < 64u {
+            red[lid] = 0.0;
+        }
+        workgroupBarrier();
+        if mine {
+            red[lane] = abs(o);
+        }
+        workgroupBarrier();
+        reduce_halves(lid, true);
+        var q = 0.0;
+        var dq = 0.0;
+        if mine {
+            dq = red[(lane / 32u) * 32u] / 127.0;
+            let id = select(0.0, 1.0 / dq, dq != 0.0);
+            q = round_away(o * id);
+            xq[h * hd + d] = q;
+        }
+        workgroupBarrier();
+        if lid < 64u {
+            red[lid] = 0.0;
+        }
+        workgroupBarrier();
+        if mine {
+            red[lane] = q;
+        }
+        workgroupBarrier();
+        reduce_halves(lid, false);
+        if mine && lane % 32u == 0u {
+            xds[(h * hd + d) / 32u] = vec2<f32>(round_f16(dq), round_f16(red[lane] * dq));
+        }
+        workgroupBarrier();
     }
 }

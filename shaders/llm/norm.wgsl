@@ -26,6 +26,9 @@ struct Dims {
 @group(0) @binding(6) var<uniform> dims: Dims;
 
 var<workgroup> red: array<f32, 256>;
+// The row after normalisation, and its quantized values (rows up to 1536 wide).
+var<workgroup> vals: array<f32, 1536>;
+var<workgroup> qs: array<f32, 1536>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -48,25 +51,35 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     let scale = 1.0 / sqrt(red[0] / f32(dims.cols) + dims.eps);
     let out = dims.h_offset + r * dims.cols;
     for (var i = lid; i < dims.cols; i += 256u) {
-        h[out + i] = resid[base + i] * scale * weight[i];
+        let v = resid[base + i] * scale * weight[i];
+        h[out + i] = v;
+        vals[i] = v;
     }
-    storageBarrier();
     workgroupBarrier();
-    // One thread per 32-value block quantizes it, as the CPU does (d = max|h| / 127).
+    // Every thread quantizes its values, each reading its block's 32 values from workgroup
+    // memory for the scale (the CPU's rule: d = max|h| / 127, q = round(h / d)).
     let nb = dims.cols / 32u;
-    for (var b = lid; b < nb; b += 256u) {
+    for (var i = lid; i < dims.cols; i += 256u) {
+        let b0 = (i / 32u) * 32u;
         var amax = 0.0;
         for (var j = 0u; j < 32u; j++) {
-            amax = max(amax, abs(h[out + b * 32u + j]));
+            amax = max(amax, abs(vals[b0 + j]));
         }
         let d = amax / 127.0;
         let id = select(0.0, 1.0 / d, d != 0.0);
+        let q = round_away(vals[i] * id);
+        xq[r * dims.cols + i] = q;
+        qs[i] = q;
+    }
+    workgroupBarrier();
+    for (var b = lid; b < nb; b += 256u) {
+        var amax = 0.0;
         var sum = 0.0;
         for (var j = 0u; j < 32u; j++) {
-            let q = round_away(h[out + b * 32u + j] * id);
-            xq[r * dims.cols + b * 32u + j] = q;
-            sum += q;
+            amax = max(amax, abs(vals[b * 32u + j]));
+            sum += qs[b * 32u + j];
         }
+        let d = amax / 127.0;
         xds[r * nb + b] = vec2<f32>(round_f16(d), round_f16(sum * d));
     }
 }

@@ -1,7 +1,7 @@
-// 8-bit quantization of a vector for the next mat-vec, one 32-value block per workgroup, the
-// CPU engine's rule (d = max|x| / 127, q = round(x / d), d and d * sum(q) rounded to f16).
-// `swiglu` first makes the MLP's activations silu(gate) * up from the stacked gate/up product
-// and records them (the trace's neuron grid).
+// The MLP's activations silu(gate) * up from the stacked gate/up product, recorded (the trace's
+// neuron grid) and quantized to 8 bits for the down projection, one 32-value block per
+// workgroup, by the CPU engine's rule (d = max|x| / 127, q = round(x / d), d and d * sum(q)
+// rounded to f16).
 #import samemath::llm
 
 struct Dims {
@@ -46,12 +46,6 @@ fn quantize_lane(b: u32, lane: u32, v: f32) {
     if lane == 0u {
         xds[b] = vec2<f32>(round_f16(d), round_f16(qsum[0] * d));
     }
-}
-
-@compute @workgroup_size(32)
-fn plain(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    let b = wid.x;
-    quantize_lane(b, lane, src[b * 32u + lane]);
 }
 
 @compute @workgroup_size(32)

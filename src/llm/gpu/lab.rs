@@ -13,6 +13,8 @@ pub enum Binding<'a> {
     Storage(&'a [u32]),
     /// Read-write storage of this many zeroed words, read back.
     Output(usize),
+    /// Read-write storage initialised from these words, read back.
+    InOut(&'a [u32]),
     Uniform(&'a [u32]),
 }
 
@@ -54,13 +56,23 @@ pub fn run(
                     usage: usage | wgpu::BufferUsages::STORAGE,
                 })
             }
-            Binding::Output(n) => {
+            Binding::Output(_) | Binding::InOut(_) => {
+                let init = match b {
+                    Binding::InOut(words) => words.to_vec(),
+                    _ => Vec::new(),
+                };
+                let n = match b {
+                    Binding::Output(n) => *n,
+                    _ => init.len(),
+                };
+                let mut contents = init;
+                contents.resize(n.max(1), 0);
                 let buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: None,
-                    contents: bytemuck::cast_slice(&vec![0u32; (*n).max(1)]),
+                    contents: bytemuck::cast_slice(&contents),
                     usage: usage | wgpu::BufferUsages::STORAGE,
                 });
-                outputs.push((buf.clone(), *n));
+                outputs.push((buf.clone(), n));
                 buf
             }
             Binding::Uniform(words) => {

@@ -3,10 +3,11 @@
 //!
 //! The weights go up once as the GGUF file's raw Q4_1 / Q8_0 blocks and are dequantized inside
 //! the kernels. Each token is one command encoder and one submit: embedding row, then per layer
-//! RMSNorm + 8-bit quantization, the stacked q/k/v product, RoPE + KV-cache write, attention,
-//! the output projection added to the residual stream, RMSNorm, the stacked gate/up product,
-//! SwiGLU, the down projection; then the final norm and the head (for every layer's residual
-//! when the logit lens is recorded) and each row's top token. The KV cache, activations and
+//! RMSNorm + 8-bit quantization, the stacked q/k/v product, attention (with RoPE, the KV-cache
+//! write and the quantization of its output folded in), the output projection added to the
+//! residual stream, RMSNorm, the stacked gate/up product, SwiGLU, the down projection: 8
+//! dispatches; then the final norm and the head (for every layer's residual when the logit lens
+//! is recorded) and each row's top token. The KV cache, activations and
 //! residual stream stay on the GPU; what comes back is the logits (sampling runs on the CPU, as
 //! for every backend) and, when recording, exactly what the [`Trace`] holds.
 //!
@@ -172,9 +173,7 @@ struct Kernels {
     norm: wgpu::ComputePipeline,
     q4_1: wgpu::ComputePipeline,
     q8_0: wgpu::ComputePipeline,
-    rope: wgpu::ComputePipeline,
     attention: wgpu::ComputePipeline,
-    quantize: wgpu::ComputePipeline,
     swiglu: wgpu::ComputePipeline,
     lens: wgpu::ComputePipeline,
 }
@@ -197,16 +196,14 @@ impl Kernels {
                 cache: None,
             })
         };
-        let (matvec, quantize) = (module("matvec"), module("quantize"));
+        let matvec = module("matvec");
         Kernels {
             embed: pipeline(&module("embed"), "main"),
             norm: pipeline(&module("norm"), "main"),
             q4_1: pipeline(&matvec, "q4_1"),
             q8_0: pipeline(&matvec, "q8_0"),
-            rope: pipeline(&module("rope"), "main"),
             attention: pipeline(&module("attention"), "main"),
-            quantize: pipeline(&quantize, "plain"),
-            swiglu: pipeline(&quantize, "swiglu"),
+            swiglu: pipeline(&module("quantize"), "swiglu"),
             lens: pipeline(&module("lens"), "main"),
         }
     }
@@ -240,8 +237,6 @@ struct Scratch {
     xq: wgpu::Buffer,
     xds: wgpu::Buffer,
     qkv: wgpu::Buffer,
-    q: wgpu::Buffer,
-    att_out: wgpu::Buffer,
     gu: wgpu::Buffer,
     act: wgpu::Buffer,
     probs: wgpu::Buffer,
@@ -254,7 +249,6 @@ struct Scratch {
 struct LayerGroups {
     attn_norm: wgpu::BindGroup,
     qkv: wgpu::BindGroup,
-    quant_att: wgpu::BindGroup,
     wo: wgpu::BindGroup,
     ffn_norm: wgpu::BindGroup,
     gate_up: wgpu::BindGroup,
@@ -268,9 +262,10 @@ pub enum KernelKind {
     Embed,
     Norm,
     MatVec,
-    Rope,
+    /// RoPE, the KV-cache write, attention and the quantization of its output.
     Attention,
-    Quantize,
+    /// SwiGLU and the quantization of its output.
+    Swiglu,
     Head,
     Lens,
 }
@@ -307,7 +302,6 @@ impl std::fmt::Debug for GpuModel {
 
 /// The GPU's KV cache of one session: per layer, keys and values of every position so far.
 pub struct GpuCache {
-    rope: Vec<wgpu::BindGroup>,
     attention: Vec<wgpu::BindGroup>,
     len: usize,
     /// The model whose scratch buffers the bind groups use.
@@ -460,12 +454,13 @@ impl GpuModel {
         let c = &config;
         if c.rope_dim != c.head_dim
             || !256usize.is_multiple_of(c.head_dim)
+            || c.n_embd > 1536
             || !c.n_embd.is_multiple_of(32)
             || !c.n_ff.is_multiple_of(32)
         {
             return Err(LlmError::Gpu(format!(
                 "the kernels need head_dim dividing 256 with full RoPE and widths in blocks of \
-                 32; this model has head_dim {}, rope_dim {}, n_embd {}, n_ff {}",
+                 32 (the residual stream at most 1536); this model has head_dim {}, rope_dim {}, n_embd {}, n_ff {}",
                 c.head_dim, c.rope_dim, c.n_embd, c.n_ff
             )));
         }
@@ -563,8 +558,6 @@ impl GpuModel {
             xq: storage("quantized input", l.max(1) * d.max(ff)),
             xds: storage("input scales", l.max(1) * d.max(ff) / 32 * 2),
             qkv: storage("qkv", (nh + 2 * nkv) * hd),
-            q: storage("rotated q", nh * hd),
-            att_out: storage("attention out", nh * hd),
             gu: storage("gate up", 2 * ff),
             act: storage("activations", l * ff),
             probs: storage("attention", l * nh * context),
@@ -641,10 +634,6 @@ impl GpuModel {
                 LayerGroups {
                     attn_norm: norm(&w.attn_norm, i32_, 0, &s.h, 0),
                     qkv: matvec(&w.qkv, &s.qkv, None),
-                    quant_att: group(
-                        &kernels.quantize,
-                        &[(0, &s.att_out), (2, &s.xq), (3, &s.xds)],
-                    ),
                     wo: matvec(&w.wo, &s.resid, Some((i32_ * d32, (i32_ + 1) * d32))),
                     ffn_norm: norm(&w.ffn_norm, i32_ + 1, 0, &s.mlp_in, i32_ * d32),
                     gate_up: matvec(&w.gate_up, &s.gu, None),
@@ -727,7 +716,6 @@ impl GpuModel {
         let device = &self.ctx.device;
         let width = c.n_kv_head * c.head_dim;
         let mut buffers = Vec::new();
-        let mut rope = Vec::new();
         let mut attention = Vec::new();
         let s = &self.scratch;
         for layer in 0..c.n_layer {
@@ -740,30 +728,27 @@ impl GpuModel {
                 })
             };
             let (k, v) = (kv("keys"), kv("values"));
-            let words = [c.n_head as u32, c.n_kv_head as u32, c.head_dim as u32, 0];
-            let rope_dims = self.uniform(&words);
-            let att_dims = self.uniform(&[words[0], words[1], words[2], layer as u32]);
-            rope.push(self.group(
-                &self.kernels.rope,
-                &[
-                    (0, &s.step),
-                    (1, &s.qkv),
-                    (2, &s.q),
-                    (3, &k),
-                    (4, &v),
-                    (5, &rope_dims),
-                ],
-            ));
+            let dims = self.uniform(&[
+                c.n_head as u32,
+                c.n_kv_head as u32,
+                c.head_dim as u32,
+                layer as u32,
+                self.context as u32,
+                0,
+                0,
+                0,
+            ]);
             attention.push(self.group(
                 &self.kernels.attention,
                 &[
                     (0, &s.step),
-                    (1, &s.q),
+                    (1, &s.qkv),
                     (2, &k),
                     (3, &v),
                     (4, &s.probs),
-                    (5, &s.att_out),
-                    (6, &att_dims),
+                    (5, &s.xq),
+                    (6, &s.xds),
+                    (7, &dims),
                 ],
             ));
             buffers.extend([k, v]);
@@ -775,7 +760,6 @@ impl GpuModel {
             )));
         }
         Ok(GpuCache {
-            rope,
             attention,
             len: 0,
             owner: self.id(),
@@ -833,7 +817,6 @@ impl GpuModel {
             &self.embed_group,
             ((c.n_embd as u32).div_ceil(64), 1, 1),
         );
-        let rope_threads = (c.n_head * c.head_dim / 2 + c.n_kv_head * c.head_dim * 3 / 2) as u32;
         for (i, (w, g)) in self.layers.iter().zip(&self.groups).enumerate() {
             let mvk = |m: &GpuMatrix| match m.ty {
                 BlockType::Q4_1 => &k.q4_1,
@@ -842,22 +825,10 @@ impl GpuModel {
             pass.run(KernelKind::Norm, &k.norm, &g.attn_norm, (1, 1, 1));
             pass.run(KernelKind::MatVec, mvk(&w.qkv), &g.qkv, mv(&w.qkv, 1));
             pass.run(
-                KernelKind::Rope,
-                &k.rope,
-                &cache.rope[i],
-                (rope_threads.div_ceil(64), 1, 1),
-            );
-            pass.run(
                 KernelKind::Attention,
                 &k.attention,
                 &cache.attention[i],
                 (c.n_head as u32, 1, 1),
-            );
-            pass.run(
-                KernelKind::Quantize,
-                &k.quantize,
-                &g.quant_att,
-                (blocks(c.n_embd), 1, 1),
             );
             pass.run(KernelKind::MatVec, mvk(&w.wo), &g.wo, mv(&w.wo, 1));
             pass.run(KernelKind::Norm, &k.norm, &g.ffn_norm, (1, 1, 1));
@@ -868,7 +839,7 @@ impl GpuModel {
                 mv(&w.gate_up, 1),
             );
             pass.run(
-                KernelKind::Quantize,
+                KernelKind::Swiglu,
                 &k.swiglu,
                 &g.swiglu,
                 (blocks(c.n_ff), 1, 1),

@@ -24,7 +24,6 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("embed", include_str!("../../../shaders/llm/embed.wgsl")),
     ("norm", include_str!("../../../shaders/llm/norm.wgsl")),
     ("matvec", include_str!("../../../shaders/llm/matvec.wgsl")),
-    ("rope", include_str!("../../../shaders/llm/rope.wgsl")),
     (
         "attention",
         include_str!("../../../shaders/llm/attention.wgsl"),
