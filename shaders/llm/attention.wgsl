@@ -3,10 +3,11 @@
 // pairs: dimensions 2i and 2i+1 turn by pos * freq_i, angles from the CPU), the first head of
 // each KV group stores that key and value in the layer's cache; then scores q . k_t /
 // sqrt(head_dim) over positions 0..=pos, softmax, the probability-weighted sum of the values,
-// and the result quantized to 8-bit blocks for the output projection. Keys are cached
-// transposed ([kv head][dim][position]) so threads reading consecutive positions read
-// consecutive addresses. The probabilities stay in `probs` (the trace's attention rows,
-// [layer][head][pos + 1]) and double as the scores' scratch space.
+// and the result quantized to 8-bit blocks for the output projection. The cache holds rows
+// [position][kv head][dim], read as vec4: four threads share a position's score (a quarter of
+// the dimensions each), and sixteen groups of threads share the weighted sum. The
+// probabilities stay in `probs` (the trace's attention rows, [layer][head][pos + 1]) and double
+// as the scores' scratch space.
 #import samemath::llm
 
 struct Dims {
@@ -24,8 +25,8 @@ struct Dims {
 @group(0) @binding(0) var<storage, read> step: Step;
 // The stacked q/k/v product of the new token.
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read_write> k_cache: array<f32>;
-@group(0) @binding(3) var<storage, read_write> v_cache: array<f32>;
+@group(0) @binding(2) var<storage, read_write> k_cache: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> v_cache: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> probs: array<f32>;
 @group(0) @binding(5) var<storage, read_write> xq: array<f32>;
 @group(0) @binding(6) var<storage, read_write> xds: array<vec2<f32>>;
@@ -35,6 +36,7 @@ var<workgroup> qh: array<f32, 256>;
 var<workgroup> k_new: array<f32, 256>;
 var<workgroup> v_new: array<f32, 256>;
 var<workgroup> red: array<f32, 256>;
+var<workgroup> red4: array<vec4<f32>, 256>;
 
 fn rotate(at: u32, pair: u32) -> vec2<f32> {
     let sc = step.rot[pair];
@@ -81,26 +83,45 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     }
     workgroupBarrier();
     // The first head of the group stores the new key and value; the others use theirs.
-    if h % (dims.n_head / dims.n_kv_head) == 0u && lid < hd {
-        k_cache[(g * hd + lid) * ctx + pos] = k_new[lid];
-        v_cache[pos * kv_width + g * hd + lid] = v_new[lid];
+    let hd4 = hd / 4u;
+    let row4 = (pos * kv_width + g * hd) / 4u;
+    if h % (dims.n_head / dims.n_kv_head) == 0u && lid < hd4 {
+        let at = 4u * lid;
+        k_cache[row4 + lid] = vec4<f32>(k_new[at], k_new[at + 1u], k_new[at + 2u], k_new[at + 3u]);
+        v_cache[row4 + lid] = vec4<f32>(v_new[at], v_new[at + 1u], v_new[at + 2u], v_new[at + 3u]);
     }
     let scale = 1.0 / sqrt(f32(hd));
+    // Scores: 64 positions at a time, four threads per position.
+    let quarter = lid % 4u;
+    let per = hd4 / 4u;
     var m = -3.4e38;
-    for (var t = lid; t < seen; t += 256u) {
+    for (var t0 = 0u; t0 < seen; t0 += 64u) {
+        let t = t0 + lid / 4u;
         var s = 0.0;
-        if t == pos {
-            for (var d = 0u; d < hd; d++) {
-                s += qh[d] * k_new[d];
-            }
-        } else {
-            for (var d = 0u; d < hd; d++) {
-                s += qh[d] * k_cache[(g * hd + d) * ctx + t];
+        if t < seen {
+            let first = quarter * per;
+            if t == pos {
+                for (var j = first; j < first + per; j++) {
+                    let q4 = vec4<f32>(qh[4u * j], qh[4u * j + 1u], qh[4u * j + 2u], qh[4u * j + 3u]);
+                    let k4 = vec4<f32>(k_new[4u * j], k_new[4u * j + 1u], k_new[4u * j + 2u], k_new[4u * j + 3u]);
+                    s += dot(q4, k4);
+                }
+            } else {
+                let row = (t * kv_width + g * hd) / 4u;
+                for (var j = first; j < first + per; j++) {
+                    let q4 = vec4<f32>(qh[4u * j], qh[4u * j + 1u], qh[4u * j + 2u], qh[4u * j + 3u]);
+                    s += dot(q4, k_cache[row + j]);
+                }
             }
         }
-        s = s * scale;
-        probs[base + t] = s;
-        m = max(m, s);
+        red[lid] = s;
+        workgroupBarrier();
+        if quarter == 0u && t < seen {
+            let score = (red[lid] + red[lid + 1u] + red[lid + 2u] + red[lid + 3u]) * scale;
+            probs[base + t] = score;
+            m = max(m, score);
+        }
+        workgroupBarrier();
     }
     red[lid] = m;
     workgroupBarrier();
@@ -132,32 +153,35 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     }
     storageBarrier();
     workgroupBarrier();
-    // 256 / head_dim groups of threads, each summing every group-th position for one dimension.
-    let groups = 256u / hd;
-    let d = lid % hd;
-    let part = lid / hd;
-    var acc = 0.0;
+    // The weighted sum of values: thread = (a vec4 of dimensions, one of 256 / (hd / 4) groups
+    // of positions).
+    let groups = 256u / hd4;
+    let j4 = lid % hd4;
+    let part = lid / hd4;
+    var acc = vec4<f32>(0.0);
     for (var t = part; t < seen; t += groups) {
-        var v = 0.0;
+        var v = vec4<f32>(0.0);
         if t == pos {
-            v = v_new[d];
+            v = vec4<f32>(v_new[4u * j4], v_new[4u * j4 + 1u], v_new[4u * j4 + 2u], v_new[4u * j4 + 3u]);
         } else {
-            v = v_cache[t * kv_width + g * hd + d];
+            v = v_cache[(t * kv_width + g * hd) / 4u + j4];
         }
         acc += probs[base + t] * v;
     }
-    red[lid] = acc;
+    red4[lid] = acc;
     workgroupBarrier();
+    // Thread d < hd gathers dimension d over the groups.
+    let d = lid;
     var o = 0.0;
-    if part == 0u {
+    if d < hd {
         for (var p = 0u; p < groups; p++) {
-            o += red[p * hd + d];
+            o += red4[p * hd4 + d / 4u][d % 4u];
         }
     }
     workgroupBarrier();
     // Quantize this head's output, one 32-value block per half-warp of the first hd threads,
     // by the CPU's rule (see quantize.wgsl).
-    let has_output = part == 0u;
+    let has_output = d < hd;
     for (var b0 = 0u; b0 < hd; b0 += 64u) {
         let mine = has_output && d >= b0 && d < b0 + 64u;
         let lane = d - b0;

@@ -1,12 +1,16 @@
 // Quantized matrix x vector: y = W x for GGUF Q4_1 and Q8_0 weights, read from the file's raw
-// blocks. The input was quantized to 8-bit blocks (quantize.wgsl), so each 32-weight block adds
+// blocks. The input is in 8-bit blocks (the CPU engine's rule), so each 32-weight block adds
 // dw * dx * sum(qw * qx) (+ mw * sx for Q4_1's offset), as the CPU engine does. The integer
 // products are summed with dot4, the same function scene 1's vertex shader uses for M * v;
 // small integers add exactly in f32, so the block sums equal the CPU's.
 //
 // 256 threads: 4 output rows per workgroup, 64 threads per row; each thread takes a quarter
 // of a block (8 weights) at a time, then the row's 64 partial sums are added in workgroup
-// memory. workgroup_id.z picks the input row (batched for the logit lens).
+// memory. workgroup_id.z picks the input row (batched for the logit lens). The input row goes
+// to workgroup memory first: copied when already quantized (`q4_1`, `q8_0`), or made there
+// (`*_normed`): RMSNorm of a residual-stream slot, x / sqrt(mean(x^2) + eps) * w, then
+// quantized, each workgroup redoing that small step rather than paying a dispatch for it.
+// Rows up to 1536 wide.
 #import samemath::math::dot4
 #import samemath::llm
 #import samemath::llm::blocks
@@ -14,14 +18,20 @@
 struct Dims {
     rows: u32,
     cols: u32,
-    // Added to the product: 0 = none; 1 = the residual stream slot `res_slot` (in `out`).
+    // Added to the product: 0 = none; 1 = the residual stream at `res_offset` (in `out`).
     residual: u32,
     // Output offset (in floats) of the first row; input row z's output starts z * rows later.
     out_offset: u32,
     res_offset: u32,
+    // Normed input: the residual slot to read, unless `from_step` (then step.first_slot + z).
+    slot: u32,
+    from_step: u32,
+    eps: f32,
+    // Normed input: record the normed row at h[h_offset + z * cols] (workgroup 0 writes it).
+    record: u32,
+    h_offset: u32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> weights: array<u32>;
@@ -31,8 +41,122 @@ struct Dims {
 @group(0) @binding(2) var<storage, read> xds: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<uniform> dims: Dims;
+@group(0) @binding(5) var<storage, read> step: Step;
+@group(0) @binding(6) var<storage, read> resid: array<f32>;
+@group(0) @binding(7) var<storage, read> norm_weight: array<f32>;
+@group(0) @binding(8) var<storage, read_write> h: array<f32>;
 
 var<workgroup> partial: array<f32, 256>;
+var<workgroup> sq: array<vec4<f32>, 384>;
+var<workgroup> sds: array<vec2<f32>, 48>;
+var<workgroup> vals: array<f32, 1536>;
+
+fn load_quantized(lid: u32, z: u32) {
+    let n4 = dims.cols / 4u;
+    for (var i = lid; i < n4; i += 256u) {
+        sq[i] = xq[z * n4 + i];
+    }
+    let nb = dims.cols / 32u;
+    for (var b = lid; b < nb; b += 256u) {
+        sds[b] = xds[z * nb + b];
+    }
+    workgroupBarrier();
+}
+
+fn load_normed(lid: u32, z: u32, first_wg: bool) {
+    let cols = dims.cols;
+    let slot = select(dims.slot, step.first_slot + z, dims.from_step != 0u);
+    let base = slot * cols;
+    var ss = 0.0;
+    for (var i = lid; i < cols; i += 256u) {
+        let v = resid[base + i];
+        ss += v * v;
+    }
+    partial[lid] = ss;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride = stride >> 1u) {
+        if lid < stride {
+            partial[lid] += partial[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    let scale = 1.0 / sqrt(partial[0] / f32(cols) + dims.eps);
+    for (var i = lid; i < cols; i += 256u) {
+        let v = resid[base + i] * scale * norm_weight[i];
+        vals[i] = v;
+        if first_wg && dims.record != 0u {
+            h[dims.h_offset + z * cols + i] = v;
+        }
+    }
+    workgroupBarrier();
+    // The CPU's rule: per 32-value block d = max|h| / 127, q = round(h / d); then d and
+    // d * sum(q) rounded to f16. One thread per block finds d, one per four values rounds.
+    let nb = cols / 32u;
+    for (var b = lid; b < nb; b += 256u) {
+        var amax = 0.0;
+        for (var j = 0u; j < 32u; j++) {
+            amax = max(amax, abs(vals[b * 32u + j]));
+        }
+        sds[b] = vec2<f32>(amax / 127.0, 0.0);
+    }
+    workgroupBarrier();
+    let n4 = cols / 4u;
+    for (var i = lid; i < n4; i += 256u) {
+        let d = sds[i / 8u].x;
+        let id = select(0.0, 1.0 / d, d != 0.0);
+        let v = vec4<f32>(vals[4u * i], vals[4u * i + 1u], vals[4u * i + 2u], vals[4u * i + 3u]);
+        sq[i] = vec4<f32>(round_away(v.x * id), round_away(v.y * id), round_away(v.z * id), round_away(v.w * id));
+    }
+    workgroupBarrier();
+    for (var b = lid; b < nb; b += 256u) {
+        var sum = 0.0;
+        for (var k = 0u; k < 8u; k++) {
+            sum += dot(sq[b * 8u + k], vec4<f32>(1.0));
+        }
+        let d = sds[b].x;
+        sds[b] = vec2<f32>(round_f16(d), round_f16(sum * d));
+    }
+    workgroupBarrier();
+}
+
+fn dot_q4_1(row: u32, lane: u32) -> f32 {
+    let nb = dims.cols / 32u;
+    var acc = 0.0;
+    if row < dims.rows {
+        for (var item = lane; item < nb * 4u; item += 64u) {
+            let b = item / 4u;
+            let k = item % 4u;
+            let blk = row * nb + b;
+            let dm = q4_1_scales(blk);
+            let w = q4_1_word(blk, k);
+            let xi = b * 8u + k;
+            let ds = sds[b];
+            let isum = dot4(nibbles4(w, 0u), sq[xi]) + dot4(nibbles4(w, 4u), sq[xi + 4u]);
+            acc += dm.x * ds.x * isum;
+            if k == 0u {
+                acc += dm.y * ds.y;
+            }
+        }
+    }
+    return acc;
+}
+
+fn dot_q8_0(row: u32, lane: u32) -> f32 {
+    let nb = dims.cols / 32u;
+    var acc = 0.0;
+    if row < dims.rows {
+        for (var item = lane; item < nb * 4u; item += 64u) {
+            let b = item / 4u;
+            let k = item % 4u;
+            let blk = row * nb + b;
+            let xi = b * 8u + 2u * k;
+            let isum = dot4(sbytes4(q8_0_word(blk, 2u * k)), sq[xi])
+                + dot4(sbytes4(q8_0_word(blk, 2u * k + 1u)), sq[xi + 1u]);
+            acc += q8_0_scale(blk) * sds[b].x * isum;
+        }
+    }
+    return acc;
+}
 
 fn finish(lid: u32, row: u32, z: u32, acc: f32) {
     partial[lid] = acc;
@@ -57,48 +181,28 @@ fn finish(lid: u32, row: u32, z: u32, acc: f32) {
 
 @compute @workgroup_size(256)
 fn q4_1(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    load_quantized(lid, wid.z);
     let row = wid.x * 4u + lid / 64u;
-    let lane = lid % 64u;
-    let z = wid.z;
-    let nb = dims.cols / 32u;
-    var acc = 0.0;
-    if row < dims.rows {
-        for (var item = lane; item < nb * 4u; item += 64u) {
-            let b = item / 4u;
-            let k = item % 4u;
-            let blk = row * nb + b;
-            let dm = q4_1_scales(blk);
-            let w = q4_1_word(blk, k);
-            let xi = z * (dims.cols / 4u) + b * 8u + k;
-            let ds = xds[z * nb + b];
-            let isum = dot4(nibbles4(w, 0u), xq[xi]) + dot4(nibbles4(w, 4u), xq[xi + 4u]);
-            acc += dm.x * ds.x * isum;
-            if k == 0u {
-                acc += dm.y * ds.y;
-            }
-        }
-    }
-    finish(lid, row, z, acc);
+    finish(lid, row, wid.z, dot_q4_1(row, lid % 64u));
 }
 
 @compute @workgroup_size(256)
 fn q8_0(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    load_quantized(lid, wid.z);
     let row = wid.x * 4u + lid / 64u;
-    let lane = lid % 64u;
-    let z = wid.z;
-    let nb = dims.cols / 32u;
-    var acc = 0.0;
-    if row < dims.rows {
-        for (var item = lane; item < nb * 4u; item += 64u) {
-            let b = item / 4u;
-            let k = item % 4u;
-            let blk = row * nb + b;
-            let xi = z * (dims.cols / 4u) + b * 8u + 2u * k;
-            let ds = xds[z * nb + b];
-            let isum = dot4(sbytes4(q8_0_word(blk, 2u * k)), xq[xi])
-                + dot4(sbytes4(q8_0_word(blk, 2u * k + 1u)), xq[xi + 1u]);
-            acc += q8_0_scale(blk) * ds.x * isum;
-        }
-    }
-    finish(lid, row, z, acc);
+    finish(lid, row, wid.z, dot_q8_0(row, lid % 64u));
+}
+
+@compute @workgroup_size(256)
+fn q4_1_normed(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    load_normed(lid, wid.z, wid.x == 0u);
+    let row = wid.x * 4u + lid / 64u;
+    finish(lid, row, wid.z, dot_q4_1(row, lid % 64u));
+}
+
+@compute @workgroup_size(256)
+fn q8_0_normed(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    load_normed(lid, wid.z, wid.x == 0u);
+    let row = wid.x * 4u + lid / 64u;
+    finish(lid, row, wid.z, dot_q8_0(row, lid % 64u));
 }

@@ -148,7 +148,7 @@ fn matvec_kernels_match_the_cpu_on_random_matrices() {
         } else {
             "q8_0"
         };
-        let dims = [rows as u32, cols as u32, 0, 0, 0, 0, 0, 0];
+        let dims = [rows as u32, cols as u32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         let out = lab::run(
             ctx(),
             "matvec",
@@ -198,50 +198,97 @@ fn step_words(pos: usize, token: u32, first_slot: u32, n_rows: u32, inv_freq: &[
 }
 
 #[test]
-fn norm_kernel_matches_rms_norm_then_quantize() {
+fn normed_matvec_kernels_match_rms_norm_quantize_and_multiply() {
     let mut rng = Rng(13);
-    for case in 0..8 {
-        let (rows, cols) = (1 + rng.below(4), 32 * (1 + rng.below(40)));
-        let x = rng.activations(rows * cols);
+    let mut worst = 0f32;
+    for case in 0..10 {
+        let ty = if case % 2 == 0 {
+            BlockType::Q4_1
+        } else {
+            BlockType::Q8_0
+        };
+        let (n, cols, rows) = (
+            1 + rng.below(3),
+            32 * (1 + rng.below(48)),
+            1 + rng.below(200),
+        );
+        let x = rng.activations(n * cols);
         let w: Vec<f32> = (0..cols).map(|_| 0.5 + rng.unit()).collect();
+        let raw = rng.blocks(ty, rows, cols);
+        let m = QMatrix::from_gguf(ty, rows, cols, &raw).unwrap();
         let eps = 1e-5f32;
-        let dims = [cols as u32, 0, 1, eps.to_bits(), 0, 0, 0, 0];
+        // Slots step.first_slot + z (the logit lens's way), each normed row recorded.
+        let dims = [
+            rows as u32,
+            cols as u32,
+            0,
+            0,
+            0,
+            0,
+            1,
+            eps.to_bits(),
+            1,
+            0,
+            0,
+            0,
+        ];
+        let entry = if ty == BlockType::Q4_1 {
+            "q4_1_normed"
+        } else {
+            "q8_0_normed"
+        };
         let out = lab::run(
             ctx(),
-            "norm",
-            "main",
+            "matvec",
+            entry,
             &[
-                Some(Binding::Storage(&step_words(0, 0, 0, rows as u32, &[]))),
+                Some(Binding::Storage(&bytes_to_words(&raw))),
+                None,
+                None,
+                Some(Binding::Output(n * rows)),
+                Some(Binding::Uniform(&dims)),
+                Some(Binding::Storage(&step_words(0, 0, 0, n as u32, &[]))),
                 Some(Binding::Storage(&words(&x))),
                 Some(Binding::Storage(&words(&w))),
-                Some(Binding::Output(rows * cols)),
-                Some(Binding::Output(rows * cols)),
-                Some(Binding::Output(rows * cols / 32 * 2)),
-                Some(Binding::Uniform(&dims)),
+                Some(Binding::Output(n * cols)),
             ],
-            (rows as u32, 1, 1),
+            (rows.div_ceil(4) as u32, 1, n as u32),
         )
         .unwrap();
-        let (h, q, ds) = (floats(&out[0]), floats(&out[1]), floats(&out[2]));
-        for r in 0..rows {
-            let row = &x[r * cols..(r + 1) * cols];
+        let (y, h) = (floats(&out[0]), floats(&out[1]));
+        for z in 0..n {
+            let row = &x[z * cols..(z + 1) * cols];
             let scale = 1.0 / (row.iter().map(|v| v * v).sum::<f32>() / cols as f32 + eps).sqrt();
             let cpu: Vec<f32> = row.iter().zip(&w).map(|(v, w)| v * scale * w).collect();
-            let g = &h[r * cols..(r + 1) * cols];
+            let g = &h[z * cols..(z + 1) * cols];
             let big = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));
             assert!(
                 max_abs_diff(&cpu, g) <= 1e-6 * big.max(1e-6),
-                "case {case} row {r}"
+                "case {case} row {z}: RMSNorm"
             );
-            // The quantization of the kernel's own normed values, as the CPU would do it.
-            assert_same_quantization(
-                &format!("case {case} row {r}"),
-                g,
-                &q[r * cols..(r + 1) * cols],
-                &ds[r * cols / 16..(r + 1) * cols / 16],
-            );
+            // The product against the CPU's kernel on the kernel's own normed row.
+            let xq = quant::quantize(g);
+            let mut want = vec![0f32; rows];
+            m.matmul_q8(std::slice::from_ref(&xq), &mut want);
+            for r in 0..rows {
+                let size: f32 = m
+                    .dequantize_row(r)
+                    .iter()
+                    .enumerate()
+                    .map(|(j, w)| (w * xq.qs[j] as f32 * xq.d[j / 32]).abs())
+                    .sum();
+                let got = y[z * rows + r];
+                let rel = (want[r] - got).abs() / size.max(1e-6);
+                worst = worst.max(rel);
+                assert!(
+                    rel < 1e-5,
+                    "case {case} {ty:?} row {r} z {z}: cpu {} gpu {got}",
+                    want[r]
+                );
+            }
         }
     }
+    eprintln!("normed mat-vec kernels: worst difference {worst:.2e} of sum |w x|");
 }
 
 #[test]
@@ -298,16 +345,9 @@ fn attention_kernel_rotates_caches_attends_and_quantizes_like_the_cpu() {
             .map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / hd as f32))
             .collect();
         let qkv = rng.activations((nh + 2 * nkv) * hd);
-        // Keys and values of the earlier positions; keys stored transposed as the kernel keeps
-        // them ([kv head][dim][position]).
+        // Keys and values of the earlier positions ([position][kv head][dim]).
         let k_rows: Vec<f32> = (0..ctx_len * w).map(|_| rng.unit()).collect();
         let v_rows: Vec<f32> = (0..ctx_len * w).map(|_| rng.unit()).collect();
-        let mut k_t = vec![0f32; ctx_len * w];
-        for t in 0..ctx_len {
-            for j in 0..w {
-                k_t[j * ctx_len + t] = k_rows[t * w + j];
-            }
-        }
         let dims = [nh as u32, nkv as u32, hd as u32, 0, ctx_len as u32, 0, 0, 0];
         let out = lab::run(
             ctx(),
@@ -316,7 +356,7 @@ fn attention_kernel_rotates_caches_attends_and_quantizes_like_the_cpu() {
             &[
                 Some(Binding::Storage(&step_words(pos, 0, 0, 1, &inv_freq))),
                 Some(Binding::Storage(&words(&qkv))),
-                Some(Binding::InOut(&words(&k_t))),
+                Some(Binding::InOut(&words(&k_rows))),
                 Some(Binding::InOut(&words(&v_rows))),
                 Some(Binding::Output(nh * seen)),
                 Some(Binding::Output(nh * hd)),
@@ -340,15 +380,7 @@ fn attention_kernel_rotates_caches_attends_and_quantizes_like_the_cpu() {
         values[pos * w..(pos + 1) * w].copy_from_slice(&qkv[nh * hd + w..]);
         // The new key and value landed in the cache at `pos`, nothing else moved.
         assert_eq!(values, v_after, "case {case}: value cache");
-        for t in 0..ctx_len {
-            for j in 0..w {
-                assert_eq!(
-                    k_after[j * ctx_len + t],
-                    keys[t * w + j],
-                    "case {case}: key {t} {j}"
-                );
-            }
-        }
+        assert_eq!(keys, k_after, "case {case}: key cache");
         let mut y = vec![0f32; nh * hd];
         for h in 0..nh {
             let g = h / (nh / nkv);

@@ -3,11 +3,11 @@
 //!
 //! The weights go up once as the GGUF file's raw Q4_1 / Q8_0 blocks and are dequantized inside
 //! the kernels. Each token is one command encoder and one submit: embedding row, then per layer
-//! RMSNorm + 8-bit quantization, the stacked q/k/v product, attention (with RoPE, the KV-cache
-//! write and the quantization of its output folded in), the output projection added to the
-//! residual stream, RMSNorm, the stacked gate/up product, SwiGLU, the down projection: 8
-//! dispatches; then the final norm and the head (for every layer's residual when the logit lens
-//! is recorded) and each row's top token. The KV cache, activations and
+//! the stacked q/k/v product (RMSNorm and 8-bit quantization of its input folded in), attention
+//! (with RoPE, the KV-cache write and the quantization of its output folded in), the output
+//! projection added to the residual stream, the stacked gate/up product (RMSNorm folded in),
+//! SwiGLU, the down projection: 6 dispatches; then the final norm and the head (for every
+//! layer's residual when the logit lens is recorded) and each row's top token. The KV cache, activations and
 //! residual stream stay on the GPU; what comes back is the logits (sampling runs on the CPU, as
 //! for every backend) and, when recording, exactly what the [`Trace`] holds.
 //!
@@ -170,15 +170,27 @@ fn pollster_wait<F: std::future::Future>(f: F) -> F::Output {
 /// The compute pipelines, one per kernel entry point.
 struct Kernels {
     embed: wgpu::ComputePipeline,
-    norm: wgpu::ComputePipeline,
     q4_1: wgpu::ComputePipeline,
     q8_0: wgpu::ComputePipeline,
+    q4_1_normed: wgpu::ComputePipeline,
+    q8_0_normed: wgpu::ComputePipeline,
     attention: wgpu::ComputePipeline,
     swiglu: wgpu::ComputePipeline,
     lens: wgpu::ComputePipeline,
 }
 
 impl Kernels {
+    /// The mat-vec entry point for `m`'s block format, reading a quantized input or making it
+    /// (RMSNorm + quantization of a residual slot) in workgroup memory.
+    fn matvec(&self, m: &GpuMatrix, normed: bool) -> &wgpu::ComputePipeline {
+        match (m.ty, normed) {
+            (BlockType::Q4_1, false) => &self.q4_1,
+            (BlockType::Q8_0, false) => &self.q8_0,
+            (BlockType::Q4_1, true) => &self.q4_1_normed,
+            (BlockType::Q8_0, true) => &self.q8_0_normed,
+        }
+    }
+
     fn new(device: &wgpu::Device) -> Kernels {
         let module = |name: &str| {
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -199,9 +211,10 @@ impl Kernels {
         let matvec = module("matvec");
         Kernels {
             embed: pipeline(&module("embed"), "main"),
-            norm: pipeline(&module("norm"), "main"),
             q4_1: pipeline(&matvec, "q4_1"),
             q8_0: pipeline(&matvec, "q8_0"),
+            q4_1_normed: pipeline(&matvec, "q4_1_normed"),
+            q8_0_normed: pipeline(&matvec, "q8_0_normed"),
             attention: pipeline(&module("attention"), "main"),
             swiglu: pipeline(&module("quantize"), "swiglu"),
             lens: pipeline(&module("lens"), "main"),
@@ -232,7 +245,6 @@ struct Scratch {
     step: wgpu::Buffer,
     /// `n_layer + 1` slots of the residual stream: slot l enters layer l, slot l + 1 leaves it.
     resid: wgpu::Buffer,
-    h: wgpu::Buffer,
     mlp_in: wgpu::Buffer,
     xq: wgpu::Buffer,
     xds: wgpu::Buffer,
@@ -247,10 +259,8 @@ struct Scratch {
 
 /// Bind groups of one layer's dispatches that do not touch the KV cache.
 struct LayerGroups {
-    attn_norm: wgpu::BindGroup,
     qkv: wgpu::BindGroup,
     wo: wgpu::BindGroup,
-    ffn_norm: wgpu::BindGroup,
     gate_up: wgpu::BindGroup,
     swiglu: wgpu::BindGroup,
     down: wgpu::BindGroup,
@@ -260,7 +270,7 @@ struct LayerGroups {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KernelKind {
     Embed,
-    Norm,
+    /// Matrix products (the q/k/v and gate/up ones with RMSNorm folded in).
     MatVec,
     /// RoPE, the KV-cache write, attention and the quantization of its output.
     Attention,
@@ -268,6 +278,18 @@ pub enum KernelKind {
     Swiglu,
     Head,
     Lens,
+    /// A whole step in one compute pass (what a step really costs the GPU).
+    WholeStep,
+}
+
+/// GPU timestamps for the bench (where the device has them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Off,
+    /// Each dispatch in a compute pass of its own, timed (adds per-pass overhead).
+    PerKernel,
+    /// The step's one compute pass, timed.
+    WholeStep,
 }
 
 pub struct GpuModel {
@@ -280,7 +302,6 @@ pub struct GpuModel {
     scratch: Scratch,
     groups: Vec<LayerGroups>,
     embed_group: wgpu::BindGroup,
-    final_norm_group: wgpu::BindGroup,
     head_group: wgpu::BindGroup,
     lens_group: wgpu::BindGroup,
     inv_freq: Vec<f32>,
@@ -455,12 +476,13 @@ impl GpuModel {
         if c.rope_dim != c.head_dim
             || !256usize.is_multiple_of(c.head_dim)
             || c.n_embd > 1536
+            || c.n_ff > 1536
             || !c.n_embd.is_multiple_of(32)
             || !c.n_ff.is_multiple_of(32)
         {
             return Err(LlmError::Gpu(format!(
                 "the kernels need head_dim dividing 256 with full RoPE and widths in blocks of \
-                 32 (the residual stream at most 1536); this model has head_dim {}, rope_dim {}, n_embd {}, n_ff {}",
+                 32, at most 1536 wide; this model has head_dim {}, rope_dim {}, n_embd {}, n_ff {}",
                 c.head_dim, c.rope_dim, c.n_embd, c.n_ff
             )));
         }
@@ -553,7 +575,6 @@ impl GpuModel {
         let scratch = Scratch {
             step: storage("step", 4 + hd),
             resid: storage("residual stream", (l + 1) * d),
-            h: storage("normed", l.max(1) * d),
             mlp_in: storage("mlp input", l * d),
             xq: storage("quantized input", l.max(1) * d.max(ff)),
             xds: storage("input scales", l.max(1) * d.max(ff) / 32 * 2),
@@ -594,33 +615,53 @@ impl GpuModel {
                 entries: &entries,
             })
         };
+        // A mat-vec reading the quantized input in `xq`/`xds`; its product goes to `out`, or is
+        // added to the residual stream (`Some((from, to))`, offsets in floats).
         let matvec = |m: &GpuMatrix, out: &wgpu::Buffer, residual: Option<(u32, u32)>| {
             let (res_on, out_offset, res_offset) = match residual {
                 Some((res, out)) => (1, out, res),
                 None => (0, 0, 0),
             };
-            let dims = uniform(&[m.rows, m.cols, res_on, out_offset, res_offset, 0, 0, 0]);
-            let pipeline = match m.ty {
-                BlockType::Q4_1 => &kernels.q4_1,
-                BlockType::Q8_0 => &kernels.q8_0,
-            };
+            let dims = uniform(&[
+                m.rows, m.cols, res_on, out_offset, res_offset, 0, 0, 0, 0, 0, 0, 0,
+            ]);
             group(
-                pipeline,
+                kernels.matvec(m, false),
                 &[(0, &m.buf), (1, &s.xq), (2, &s.xds), (3, out), (4, &dims)],
             )
         };
-        let norm = |weight: &wgpu::Buffer, slot: u32, from_step: u32, h: &wgpu::Buffer, h_off| {
-            let dims = uniform(&[d as u32, slot, from_step, eps, h_off, 0, 0, 0]);
+        // A mat-vec whose input is RMSNorm(residual slot) * `weight`, quantized in the kernel;
+        // `slot: None` reads slots step.first_slot + z; `record`: where the normed row goes in
+        // `mlp_in`.
+        let normed = |m: &GpuMatrix,
+                      weight: &wgpu::Buffer,
+                      out: &wgpu::Buffer,
+                      slot: Option<u32>,
+                      record: Option<u32>| {
+            let dims = uniform(&[
+                m.rows,
+                m.cols,
+                0,
+                0,
+                0,
+                slot.unwrap_or(0),
+                u32::from(slot.is_none()),
+                eps,
+                u32::from(record.is_some()),
+                record.unwrap_or(0),
+                0,
+                0,
+            ]);
             group(
-                &kernels.norm,
+                kernels.matvec(m, true),
                 &[
-                    (0, &s.step),
-                    (1, &s.resid),
-                    (2, weight),
-                    (3, h),
-                    (4, &s.xq),
-                    (5, &s.xds),
-                    (6, &dims),
+                    (0, &m.buf),
+                    (3, out),
+                    (4, &dims),
+                    (5, &s.step),
+                    (6, &s.resid),
+                    (7, weight),
+                    (8, &s.mlp_in),
                 ],
             )
         };
@@ -632,11 +673,15 @@ impl GpuModel {
                 let i32_ = i as u32;
                 let swiglu_dims = uniform(&[ff as u32, i32_ * ff as u32, 0, 0]);
                 LayerGroups {
-                    attn_norm: norm(&w.attn_norm, i32_, 0, &s.h, 0),
-                    qkv: matvec(&w.qkv, &s.qkv, None),
+                    qkv: normed(&w.qkv, &w.attn_norm, &s.qkv, Some(i32_), None),
                     wo: matvec(&w.wo, &s.resid, Some((i32_ * d32, (i32_ + 1) * d32))),
-                    ffn_norm: norm(&w.ffn_norm, i32_ + 1, 0, &s.mlp_in, i32_ * d32),
-                    gate_up: matvec(&w.gate_up, &s.gu, None),
+                    gate_up: normed(
+                        &w.gate_up,
+                        &w.ffn_norm,
+                        &s.gu,
+                        Some(i32_ + 1),
+                        Some(i32_ * d32),
+                    ),
                     swiglu: group(
                         &kernels.swiglu,
                         &[
@@ -664,8 +709,7 @@ impl GpuModel {
                 (3, &uniform(&[d32, 0, 0, 0])),
             ],
         );
-        let final_norm_group = norm(&output_norm, 0, 1, &s.h, 0);
-        let head_group = matvec(&head, &s.logits, None);
+        let head_group = normed(&head, &output_norm, &s.logits, None, None);
         let lens_group = group(
             &kernels.lens,
             &[
@@ -687,7 +731,6 @@ impl GpuModel {
             scratch,
             groups,
             embed_group,
-            final_norm_group,
             head_group,
             lens_group,
             inv_freq,
@@ -818,23 +861,23 @@ impl GpuModel {
             ((c.n_embd as u32).div_ceil(64), 1, 1),
         );
         for (i, (w, g)) in self.layers.iter().zip(&self.groups).enumerate() {
-            let mvk = |m: &GpuMatrix| match m.ty {
-                BlockType::Q4_1 => &k.q4_1,
-                BlockType::Q8_0 => &k.q8_0,
-            };
-            pass.run(KernelKind::Norm, &k.norm, &g.attn_norm, (1, 1, 1));
-            pass.run(KernelKind::MatVec, mvk(&w.qkv), &g.qkv, mv(&w.qkv, 1));
+            let qkv = k.matvec(&w.qkv, true);
+            pass.run(KernelKind::MatVec, qkv, &g.qkv, mv(&w.qkv, 1));
             pass.run(
                 KernelKind::Attention,
                 &k.attention,
                 &cache.attention[i],
                 (c.n_head as u32, 1, 1),
             );
-            pass.run(KernelKind::MatVec, mvk(&w.wo), &g.wo, mv(&w.wo, 1));
-            pass.run(KernelKind::Norm, &k.norm, &g.ffn_norm, (1, 1, 1));
             pass.run(
                 KernelKind::MatVec,
-                mvk(&w.gate_up),
+                k.matvec(&w.wo, false),
+                &g.wo,
+                mv(&w.wo, 1),
+            );
+            pass.run(
+                KernelKind::MatVec,
+                k.matvec(&w.gate_up, true),
                 &g.gate_up,
                 mv(&w.gate_up, 1),
             );
@@ -844,22 +887,17 @@ impl GpuModel {
                 &g.swiglu,
                 (blocks(c.n_ff), 1, 1),
             );
-            pass.run(KernelKind::MatVec, mvk(&w.down), &g.down, mv(&w.down, 1));
+            pass.run(
+                KernelKind::MatVec,
+                k.matvec(&w.down, false),
+                &g.down,
+                mv(&w.down, 1),
+            );
         }
         if let Some(rows) = head_rows {
-            let head = match self.head.ty {
-                BlockType::Q4_1 => &k.q4_1,
-                BlockType::Q8_0 => &k.q8_0,
-            };
-            pass.run(
-                KernelKind::Norm,
-                &k.norm,
-                &self.final_norm_group,
-                (rows, 1, 1),
-            );
             pass.run(
                 KernelKind::Head,
-                head,
+                k.matvec(&self.head, true),
                 &self.head_group,
                 mv(&self.head, rows),
             );
@@ -887,7 +925,7 @@ impl GpuModel {
         tokens: &[u32],
         record: RecordOptions,
         tokenizer: Option<&LlmTokenizer>,
-        profile: bool,
+        profile: Profile,
     ) -> Result<ForwardOutput> {
         let c = &self.config;
         let (n, pos) = (tokens.len(), cache.len);
@@ -928,7 +966,7 @@ impl GpuModel {
         tokens: &[u32],
         record: RecordOptions,
         tokenizer: Option<&LlmTokenizer>,
-        profile: bool,
+        profile: Profile,
     ) -> Result<ForwardOutput> {
         let c = &self.config;
         let (l, d, ff, nh, v) = (c.n_layer, c.n_embd, c.n_ff, c.n_head, c.vocab_size);
@@ -939,7 +977,7 @@ impl GpuModel {
             self.write_step(pos + i, t, l as u32, 1);
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             {
-                let mut pass = Dispatcher::new(&mut enc, None);
+                let mut pass = Dispatcher::new(&mut enc, None, Profile::Off);
                 self.encode_token(&mut pass, cache, None, false);
             }
             self.ctx.queue.submit([enc.finish()]);
@@ -948,10 +986,11 @@ impl GpuModel {
         let lens = record.enabled && record.logit_lens && tokenizer.is_some();
         let (first_slot, rows) = if lens { (1, l as u32) } else { (l as u32, 1) };
         self.write_step(last_pos, tokens[n - 1], first_slot, rows);
-        let timing = (profile && self.ctx.timestamps).then(|| Timing::new(&self.ctx.device));
+        let timing =
+            (profile != Profile::Off && self.ctx.timestamps).then(|| Timing::new(&self.ctx.device));
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         let kinds = {
-            let mut pass = Dispatcher::new(&mut enc, timing.as_ref());
+            let mut pass = Dispatcher::new(&mut enc, timing.as_ref(), profile);
             self.encode_token(&mut pass, cache, Some(rows), lens);
             pass.finish()
         };
@@ -1148,18 +1187,43 @@ impl Timing {
 struct Dispatcher<'a> {
     enc: &'a mut wgpu::CommandEncoder,
     pass: Option<wgpu::ComputePass<'static>>,
+    /// Timestamps per dispatch (`PerKernel`); `WholeStep` times the one pass instead.
     timing: Option<&'a Timing>,
     kinds: Vec<KernelKind>,
 }
 
 impl<'a> Dispatcher<'a> {
-    fn new(enc: &'a mut wgpu::CommandEncoder, timing: Option<&'a Timing>) -> Self {
-        Dispatcher {
+    fn new(
+        enc: &'a mut wgpu::CommandEncoder,
+        timing: Option<&'a Timing>,
+        profile: Profile,
+    ) -> Self {
+        let mut d = Dispatcher {
             enc,
             pass: None,
-            timing,
+            timing: None,
             kinds: Vec::new(),
+        };
+        match (timing, profile) {
+            (Some(t), Profile::WholeStep) => {
+                d.pass = Some(
+                    d.enc
+                        .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: None,
+                            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                                query_set: &t.set,
+                                beginning_of_pass_write_index: Some(0),
+                                end_of_pass_write_index: Some(1),
+                            }),
+                        })
+                        .forget_lifetime(),
+                );
+                d.kinds.push(KernelKind::WholeStep);
+            }
+            (Some(t), Profile::PerKernel) => d.timing = Some(t),
+            _ => {}
         }
+        d
     }
 
     fn run(
@@ -1225,7 +1289,7 @@ impl Backend for GpuModel {
         tokenizer: Option<&LlmTokenizer>,
     ) -> Result<ForwardOutput> {
         match cache {
-            Cache::Gpu(cache) => self.forward_gpu(cache, tokens, record, tokenizer, false),
+            Cache::Gpu(cache) => self.forward_gpu(cache, tokens, record, tokenizer, Profile::Off),
             Cache::Cpu(_) => Err(LlmError::Gpu(
                 "a CPU KV cache was handed to the GPU backend".into(),
             )),

@@ -22,7 +22,6 @@ const MODULES: &[(&str, &str)] = &[
 /// The kernels: (name, source).
 pub const KERNELS: &[(&str, &str)] = &[
     ("embed", include_str!("../../../shaders/llm/embed.wgsl")),
-    ("norm", include_str!("../../../shaders/llm/norm.wgsl")),
     ("matvec", include_str!("../../../shaders/llm/matvec.wgsl")),
     (
         "attention",
