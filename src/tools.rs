@@ -486,6 +486,10 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
         let c = with_threads(Some(threads), || measure(&*cpu, &tokenizer, tokens, record))??;
         rows.push((name, g, c));
     }
+    // The same with RMSNorm as dispatches of their own (8 per layer instead of 6).
+    gpu.set_fuse_norm(false);
+    let unfused = measure(&gpu, &tokenizer, tokens, RecordOptions::OFF)?;
+    gpu.set_fuse_norm(true);
     println!(
         "bench llm gpu: {} vs CPU {threads} threads, prompt {} tokens, decode {tokens} tokens, \
          best of 3",
@@ -503,6 +507,13 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
             g.decode_tps / c.decode_tps
         );
     }
+    println!(
+        "  off, RMSNorm as dispatches of its own: GPU prefill {:>8.1} decode {:>7.1} tok/s \
+         (folded into the products: {:.2}x the decode speed)",
+        unfused.prefill_tps,
+        unfused.decode_tps,
+        rows[0].1.decode_tps / unfused.decode_tps
+    );
     let Some(mut cache) = gpu.new_cache().ok().and_then(|c| match c {
         crate::llm::Cache::Gpu(c) => Some(c),
         crate::llm::Cache::Cpu(_) => None,

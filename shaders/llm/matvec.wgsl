@@ -10,6 +10,8 @@
 // to workgroup memory first: copied when already quantized (`q4_1`, `q8_0`), or made there
 // (`*_normed`): RMSNorm of a residual-stream slot, x / sqrt(mean(x^2) + eps) * w, then
 // quantized, each workgroup redoing that small step rather than paying a dispatch for it.
+// `normalize` does that step once per row for the plain entry points instead (the head, whose
+// 12,288 workgroups would each redo it, and the unfused variant the bench compares).
 // Rows up to 1536 wide.
 #import samemath::math::dot4
 #import samemath::llm
@@ -45,6 +47,9 @@ struct Dims {
 @group(0) @binding(6) var<storage, read> resid: array<f32>;
 @group(0) @binding(7) var<storage, read> norm_weight: array<f32>;
 @group(0) @binding(8) var<storage, read_write> h: array<f32>;
+// `normalize` writes the quantized rows here for the plain entry points to read.
+@group(0) @binding(9) var<storage, read_write> xq_out: array<vec4<f32>>;
+@group(0) @binding(10) var<storage, read_write> xds_out: array<vec2<f32>>;
 
 var<workgroup> partial: array<f32, 256>;
 var<workgroup> sq: array<vec4<f32>, 384>;
@@ -205,4 +210,19 @@ fn q8_0_normed(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
     load_normed(lid, wid.z, wid.x == 0u);
     let row = wid.x * 4u + lid / 64u;
     finish(lid, row, wid.z, dot_q8_0(row, lid % 64u));
+}
+
+// RMSNorm + quantization of residual row(s) into xq_out / xds_out, one workgroup per row.
+@compute @workgroup_size(256)
+fn normalize(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let z = wid.x;
+    load_normed(lid, z, true);
+    let n4 = dims.cols / 4u;
+    for (var i = lid; i < n4; i += 256u) {
+        xq_out[z * n4 + i] = sq[i];
+    }
+    let nb = dims.cols / 32u;
+    for (var b = lid; b < nb; b += 256u) {
+        xds_out[z * nb + b] = sds[b];
+    }
 }

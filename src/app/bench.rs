@@ -39,6 +39,7 @@ fn measure_llm(
     mut idle: Local<Vec<f64>>,
     mut busy: Local<Vec<f64>>,
     mut exit: MessageWriter<AppExit>,
+    pacer: Option<Res<crate::llm_scene::LlmPacer>>,
 ) {
     let (Some(bench), Some(view), Some(mut controls)) = (&options.bench, view, controls) else {
         return;
@@ -54,7 +55,11 @@ fn measure_llm(
             if let EngineStatus::Error(e) = &view.status {
                 eprintln!("samemath: bench: {e}");
                 exit.write(AppExit::error());
-            } else if view.model.is_some() && *frames > WARMUP_FRAMES {
+            } else if view.model.is_some()
+                && *frames > WARMUP_FRAMES
+                && (options.args.llm_backend != crate::tools::BackendArg::Gpu
+                    || matches!(view.backend, crate::llm_scene::Backend::Gpu { .. }))
+            {
                 *phase = LlmPhase::Idle;
             }
         }
@@ -80,10 +85,19 @@ fn measure_llm(
                 });
                 if let (Some((im, ip)), Some((gm, gp))) = (summarize(&idle), summarize(&busy)) {
                     println!(
-                        "bench scene=Llm frames={n} adapter={adapter}\n  idle:       mean {im:.2} ms, p95 {ip:.2} ms\n  generating: mean {gm:.2} ms, p95 {gp:.2} ms ({:.1} tokens/s)\n  p95 generating / idle: {:.2}x",
+                        "bench scene=Llm frames={n} adapter={adapter} model on {}\n  idle:       mean {im:.2} ms, p95 {ip:.2} ms\n  generating: mean {gm:.2} ms, p95 {gp:.2} ms ({:.1} tokens/s)\n  p95 generating / idle: {:.2}x",
+                        view.backend.name(),
                         view.tokens_per_sec,
                         gp / ip
                     );
+                    if let (Some(p), crate::llm_scene::Backend::Gpu { .. }) =
+                        (&pacer, &view.backend)
+                    {
+                        println!(
+                            "  GPU time lent to the model per frame at the end: {:.2} ms",
+                            p.0.budget().as_secs_f64() * 1e3
+                        );
+                    }
                 }
                 actions.write(LlmAction::Stop);
                 exit.write(AppExit::Success);

@@ -20,7 +20,7 @@ use crate::app::shell::keyboard_free;
 use crate::app::{AppOptions, Scene};
 use bevy::render::renderer::{RenderAdapterInfo, RenderDevice, RenderQueue};
 
-use crate::llm::gpu::GpuContext;
+use crate::llm::gpu::{FramePacer, GpuContext};
 use crate::llm::worker::{Command, Event, Worker};
 use crate::llm::{
     GenerationRequest, LlmTokenizer, Model, RecordOptions, SamplingParams, StopReason, TokenInfo,
@@ -373,8 +373,19 @@ pub enum LlmAction {
     UseGpu,
 }
 
+/// The frame loop's side of the GPU backend's pacing (see `llm::gpu::pacer`).
+#[derive(Resource, Default, Debug, Clone)]
+pub struct LlmPacer(pub Arc<FramePacer>);
+
+/// Tell the pacer a frame went by, and how long it took.
+fn pace_frames(pacer: Res<LlmPacer>, time: Res<Time<Real>>) {
+    pacer.0.frame(time.delta());
+}
+
 pub fn logic_plugin(app: &mut App) {
-    app.init_resource::<LlmControls>()
+    app.init_resource::<LlmPacer>()
+        .add_systems(First, pace_frames)
+        .init_resource::<LlmControls>()
         .init_resource::<LlmView>()
         .init_resource::<LlmSelection>()
         .add_message::<LlmAction>()
@@ -552,6 +563,7 @@ pub fn run_actions(
     mut selection: ResMut<LlmSelection>,
     engine: Option<Res<LlmEngine>>,
     gpu: Option<RendererGpu>,
+    pacer: Res<LlmPacer>,
 ) {
     for action in actions.read() {
         let Some(engine) = engine.as_ref() else {
@@ -580,11 +592,9 @@ pub fn run_actions(
             LlmAction::UseGpu => match &gpu {
                 Some(gpu) => {
                     let (device, queue, info) = gpu;
-                    engine.send(Command::UseGpu(GpuContext::shared(
-                        device.wgpu_device().clone(),
-                        (**queue.0).clone(),
-                        info,
-                    )));
+                    let ctx =
+                        GpuContext::shared(device.wgpu_device().clone(), (**queue.0).clone(), info);
+                    engine.send(Command::UseGpu(ctx.with_pacer(pacer.0.clone())));
                     view.status = EngineStatus::Loading("starting the GPU backend".into());
                 }
                 None => {

@@ -489,7 +489,7 @@ fn embed_kernel_dequantizes_the_tokens_row() {
 
 use samemath::llm::gpu::parity;
 use samemath::llm::model::Q4Kernel;
-use samemath::llm::{Backend, Model};
+use samemath::llm::{Backend, Model, RecordOptions};
 
 /// Logits are compared as llama.cpp's are in llm.rs: top-10, each relative to its side's best.
 /// The two backends quantize every matrix input to 8 bits with the same rule and multiply
@@ -546,4 +546,36 @@ fn gpu_and_cpu_backends_agree_on_tokens_logits_and_every_layer() {
         r.mean_activation <= 2.0 * r.baseline_mean_activation,
         "the GPU drifts from the CPU more than two CPU implementations drift from each other"
     );
+}
+
+/// RMSNorm folded into the products or run as dispatches of its own: the same function computes
+/// the normed, quantized row either way, so the logits are identical.
+#[test]
+fn folded_and_separate_rmsnorm_give_identical_logits() {
+    let (_, tok) = crate::llm::model();
+    // A model of its own: the switch would otherwise flip under the other tests.
+    let path = samemath::llm::fetch::model_path(None);
+    let gpu = GpuModel::load(&path, ctx().clone(), 64).unwrap();
+    let ids = tok.encode("The capital of France is").unwrap();
+    let run = |fuse: bool| {
+        gpu.set_fuse_norm(fuse);
+        let mut cache = gpu.new_cache().unwrap();
+        let out = gpu
+            .forward(&mut cache, &ids, RecordOptions::FULL, Some(tok))
+            .unwrap();
+        let next = top_k(&out.logits, 1)[0].0;
+        let again = gpu
+            .forward(&mut cache, &[next], RecordOptions::OFF, Some(tok))
+            .unwrap();
+        (out, again.logits)
+    };
+    let (fused, fused_next) = run(true);
+    let (separate, separate_next) = run(false);
+    assert_eq!(fused.logits, separate.logits);
+    assert_eq!(fused_next, separate_next);
+    let (a, b) = (fused.trace.unwrap(), separate.trace.unwrap());
+    for (x, y) in a.layers.iter().zip(&b.layers) {
+        assert_eq!(x.mlp_input, y.mlp_input);
+        assert_eq!(x.mlp_activation, y.mlp_activation);
+    }
 }

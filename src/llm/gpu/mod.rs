@@ -7,7 +7,8 @@
 //! (with RoPE, the KV-cache write and the quantization of its output folded in), the output
 //! projection added to the residual stream, the stacked gate/up product (RMSNorm folded in),
 //! SwiGLU, the down projection: 6 dispatches; then the final norm and the head (for every
-//! layer's residual when the logit lens is recorded) and each row's top token. The KV cache, activations and
+//! layer's residual when the logit lens is recorded) and each row's top token. (The norms can
+//! also run as dispatches of their own, 8 per layer: `set_fuse_norm`; the bench times both.) The KV cache, activations and
 //! residual stream stay on the GPU; what comes back is the logits (sampling runs on the CPU, as
 //! for every backend) and, when recording, exactly what the [`Trace`] holds.
 //!
@@ -19,8 +20,11 @@
 //! 16 KiB workgroup memory) and no optional features, so the same kernels can run in a browser.
 
 pub mod lab;
+pub mod pacer;
 pub mod parity;
 pub mod shaders;
+
+pub use pacer::FramePacer;
 
 use std::fs::File;
 use std::io::{Read, Seek};
@@ -53,6 +57,8 @@ pub struct GpuContext {
     /// True when the device is the renderer's (the app), false for a device of our own.
     pub shared_with_renderer: bool,
     pub timestamps: bool,
+    /// In the app: the frame loop's pacing of the model's work on the shared queue.
+    pub pacer: Option<Arc<FramePacer>>,
     /// On a device of our own: the first error wgpu reported (validation, out of memory, device
     /// lost), taken by the next step. On the renderer's device the renderer's handler gets them.
     errors: Arc<Mutex<Option<String>>>,
@@ -68,6 +74,7 @@ impl GpuContext {
             adapter: adapter_name(adapter),
             shared_with_renderer: true,
             timestamps,
+            pacer: None,
             errors: Default::default(),
         }
     }
@@ -128,6 +135,7 @@ impl GpuContext {
             adapter: adapter_name(&info),
             shared_with_renderer: false,
             timestamps,
+            pacer: None,
             errors,
         })
     }
@@ -143,6 +151,12 @@ impl GpuContext {
 }
 
 impl GpuContext {
+    /// Submit the model's work in chunks paced by `pacer` (the app's frame loop).
+    pub fn with_pacer(mut self, pacer: Arc<FramePacer>) -> Self {
+        self.pacer = Some(pacer);
+        self
+    }
+
     /// The error wgpu reported since the last check, if any.
     pub fn take_error(&self) -> Option<String> {
         self.errors.lock().ok()?.take()
@@ -174,6 +188,7 @@ struct Kernels {
     q8_0: wgpu::ComputePipeline,
     q4_1_normed: wgpu::ComputePipeline,
     q8_0_normed: wgpu::ComputePipeline,
+    normalize: wgpu::ComputePipeline,
     attention: wgpu::ComputePipeline,
     swiglu: wgpu::ComputePipeline,
     lens: wgpu::ComputePipeline,
@@ -215,6 +230,7 @@ impl Kernels {
             q8_0: pipeline(&matvec, "q8_0"),
             q4_1_normed: pipeline(&matvec, "q4_1_normed"),
             q8_0_normed: pipeline(&matvec, "q8_0_normed"),
+            normalize: pipeline(&matvec, "normalize"),
             attention: pipeline(&module("attention"), "main"),
             swiglu: pipeline(&module("quantize"), "swiglu"),
             lens: pipeline(&module("lens"), "main"),
@@ -259,9 +275,15 @@ struct Scratch {
 
 /// Bind groups of one layer's dispatches that do not touch the KV cache.
 struct LayerGroups {
+    /// q/k/v and gate/up with RMSNorm folded in.
     qkv: wgpu::BindGroup,
     wo: wgpu::BindGroup,
     gate_up: wgpu::BindGroup,
+    /// The unfused variant: RMSNorm + quantization as their own dispatches, then plain products.
+    attn_norm: wgpu::BindGroup,
+    qkv_plain: wgpu::BindGroup,
+    ffn_norm: wgpu::BindGroup,
+    gate_up_plain: wgpu::BindGroup,
     swiglu: wgpu::BindGroup,
     down: wgpu::BindGroup,
 }
@@ -270,7 +292,9 @@ struct LayerGroups {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KernelKind {
     Embed,
-    /// Matrix products (the q/k/v and gate/up ones with RMSNorm folded in).
+    /// RMSNorm + quantization as a dispatch of its own (the final norm; the unfused variant).
+    Norm,
+    /// Matrix products (the q/k/v and gate/up ones with RMSNorm folded in, by default).
     MatVec,
     /// RoPE, the KV-cache write, attention and the quantization of its output.
     Attention,
@@ -302,6 +326,7 @@ pub struct GpuModel {
     scratch: Scratch,
     groups: Vec<LayerGroups>,
     embed_group: wgpu::BindGroup,
+    final_norm_group: wgpu::BindGroup,
     head_group: wgpu::BindGroup,
     lens_group: wgpu::BindGroup,
     inv_freq: Vec<f32>,
@@ -311,6 +336,8 @@ pub struct GpuModel {
     _weights: Vec<wgpu::Buffer>,
     /// Per-kernel GPU time of the last profiled step, when timestamps are available.
     profile: Mutex<Option<Vec<(KernelKind, f64)>>>,
+    /// RMSNorm inside the q/k/v and gate/up products (default) or as dispatches of its own.
+    fuse_norm: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for GpuModel {
@@ -665,6 +692,36 @@ impl GpuModel {
                 ],
             )
         };
+        // RMSNorm + quantization of residual slot(s) into xq/xds (`slot: None`: the slots
+        // step.first_slot + z); `record`: where the normed row goes in `mlp_in`.
+        let normalize = |weight: &wgpu::Buffer, slot: Option<u32>, record: Option<u32>| {
+            let dims = uniform(&[
+                0,
+                d as u32,
+                0,
+                0,
+                0,
+                slot.unwrap_or(0),
+                u32::from(slot.is_none()),
+                eps,
+                u32::from(record.is_some()),
+                record.unwrap_or(0),
+                0,
+                0,
+            ]);
+            group(
+                &kernels.normalize,
+                &[
+                    (4, &dims),
+                    (5, &s.step),
+                    (6, &s.resid),
+                    (7, weight),
+                    (8, &s.mlp_in),
+                    (9, &s.xq),
+                    (10, &s.xds),
+                ],
+            )
+        };
         let d32 = d as u32;
         let groups = layers
             .iter()
@@ -673,6 +730,10 @@ impl GpuModel {
                 let i32_ = i as u32;
                 let swiglu_dims = uniform(&[ff as u32, i32_ * ff as u32, 0, 0]);
                 LayerGroups {
+                    attn_norm: normalize(&w.attn_norm, Some(i32_), None),
+                    qkv_plain: matvec(&w.qkv, &s.qkv, None),
+                    ffn_norm: normalize(&w.ffn_norm, Some(i32_ + 1), Some(i32_ * d32)),
+                    gate_up_plain: matvec(&w.gate_up, &s.gu, None),
                     qkv: normed(&w.qkv, &w.attn_norm, &s.qkv, Some(i32_), None),
                     wo: matvec(&w.wo, &s.resid, Some((i32_ * d32, (i32_ + 1) * d32))),
                     gate_up: normed(
@@ -709,7 +770,8 @@ impl GpuModel {
                 (3, &uniform(&[d32, 0, 0, 0])),
             ],
         );
-        let head_group = normed(&head, &output_norm, &s.logits, None, None);
+        let final_norm_group = normalize(&output_norm, None, None);
+        let head_group = matvec(&head, &s.logits, None);
         let lens_group = group(
             &kernels.lens,
             &[
@@ -731,13 +793,23 @@ impl GpuModel {
             scratch,
             groups,
             embed_group,
+            final_norm_group,
             head_group,
+            fuse_norm: std::sync::atomic::AtomicBool::new(false),
             lens_group,
             inv_freq,
             lock: Mutex::new(()),
             _weights: owner_weights,
             profile: Mutex::new(None),
         })
+    }
+
+    /// RMSNorm folded into the q/k/v and gate/up products (true, the default) or run as
+    /// dispatches of their own; the arithmetic is the same function either way (the bench
+    /// times both).
+    pub fn set_fuse_norm(&self, fuse: bool) {
+        self.fuse_norm
+            .store(fuse, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn context(&self) -> &GpuContext {
@@ -843,10 +915,10 @@ impl GpuModel {
 
     /// Record one token's dispatches. `head_rows`: how many residual slots go through the final
     /// norm and head (`None`: a prompt token whose logits nobody reads).
-    fn encode_token(
-        &self,
-        pass: &mut Dispatcher<'_>,
-        cache: &GpuCache,
+    fn encode_token<'s>(
+        &'s self,
+        pass: &mut impl Sink<'s>,
+        cache: &'s GpuCache,
         head_rows: Option<u32>,
         lens: bool,
     ) {
@@ -860,9 +932,16 @@ impl GpuModel {
             &self.embed_group,
             ((c.n_embd as u32).div_ceil(64), 1, 1),
         );
+        let fuse = self.fuse_norm.load(std::sync::atomic::Ordering::Relaxed);
         for (i, (w, g)) in self.layers.iter().zip(&self.groups).enumerate() {
-            let qkv = k.matvec(&w.qkv, true);
-            pass.run(KernelKind::MatVec, qkv, &g.qkv, mv(&w.qkv, 1));
+            if fuse {
+                let qkv = k.matvec(&w.qkv, true);
+                pass.run(KernelKind::MatVec, qkv, &g.qkv, mv(&w.qkv, 1));
+            } else {
+                pass.run(KernelKind::Norm, &k.normalize, &g.attn_norm, (1, 1, 1));
+                let qkv = k.matvec(&w.qkv, false);
+                pass.run(KernelKind::MatVec, qkv, &g.qkv_plain, mv(&w.qkv, 1));
+            }
             pass.run(
                 KernelKind::Attention,
                 &k.attention,
@@ -875,12 +954,19 @@ impl GpuModel {
                 &g.wo,
                 mv(&w.wo, 1),
             );
-            pass.run(
-                KernelKind::MatVec,
-                k.matvec(&w.gate_up, true),
-                &g.gate_up,
-                mv(&w.gate_up, 1),
-            );
+            if fuse {
+                let gate_up = k.matvec(&w.gate_up, true);
+                pass.run(KernelKind::MatVec, gate_up, &g.gate_up, mv(&w.gate_up, 1));
+            } else {
+                pass.run(KernelKind::Norm, &k.normalize, &g.ffn_norm, (1, 1, 1));
+                let gate_up = k.matvec(&w.gate_up, false);
+                pass.run(
+                    KernelKind::MatVec,
+                    gate_up,
+                    &g.gate_up_plain,
+                    mv(&w.gate_up, 1),
+                );
+            }
             pass.run(
                 KernelKind::Swiglu,
                 &k.swiglu,
@@ -896,13 +982,66 @@ impl GpuModel {
         }
         if let Some(rows) = head_rows {
             pass.run(
+                KernelKind::Norm,
+                &k.normalize,
+                &self.final_norm_group,
+                (rows, 1, 1),
+            );
+            pass.run(
                 KernelKind::Head,
-                k.matvec(&self.head, true),
+                k.matvec(&self.head, false),
                 &self.head_group,
                 mv(&self.head, rows),
             );
             if lens {
                 pass.run(KernelKind::Lens, &k.lens, &self.lens_group, (rows, 1, 1));
+            }
+        }
+    }
+
+    /// Submit `ops` a chunk at a time, each when the frame has GPU time to lend, waiting for
+    /// each to finish (its time is what the pacer charges); `tail` adds the readback copies to
+    /// the last chunk and returns their size.
+    fn submit_paced(
+        &self,
+        pacer: &FramePacer,
+        ops: &[Op<'_>],
+        tail: impl FnOnce(&mut wgpu::CommandEncoder) -> u64,
+    ) -> Result<(wgpu::SubmissionIndex, u64)> {
+        let mut tail = Some(tail);
+        let mut at = 0;
+        let mut i = 0;
+        loop {
+            pacer.wait_turn();
+            let end = (i + pacer.chunk()).min(ops.len());
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                for op in &ops[i..end] {
+                    pass.set_pipeline(op.pipeline);
+                    pass.set_bind_group(0, op.group, &[]);
+                    let (x, y, z) = op.workgroups;
+                    pass.dispatch_workgroups(x, y, z);
+                }
+            }
+            if end == ops.len()
+                && let Some(tail) = tail.take()
+            {
+                at = tail(&mut enc);
+            }
+            let started = web_time::Instant::now();
+            let index = self.ctx.queue.submit([enc.finish()]);
+            self.ctx
+                .device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(index.clone()),
+                    timeout: Some(std::time::Duration::from_secs(30)),
+                })
+                .map_err(|e| LlmError::Gpu(format!("waiting for the GPU: {e}")))?;
+            pacer.charge(started.elapsed(), end - i);
+            i = end;
+            if i >= ops.len() {
+                return Ok((index, at));
             }
         }
     }
@@ -972,9 +1111,20 @@ impl GpuModel {
         let (l, d, ff, nh, v) = (c.n_layer, c.n_embd, c.n_ff, c.n_head, c.vocab_size);
         let (n, pos) = (tokens.len(), cache.len);
         let s = &self.scratch;
+        let paced = self
+            .ctx
+            .pacer
+            .as_deref()
+            .filter(|_| profile == Profile::Off);
         // Prompt tokens before the last: their KV entries are all that is kept.
         for (i, &t) in tokens[..n - 1].iter().enumerate() {
             self.write_step(pos + i, t, l as u32, 1);
+            if let Some(pacer) = paced {
+                let mut ops = Vec::new();
+                self.encode_token(&mut ops, cache, None, false);
+                self.submit_paced(pacer, &ops, |_| 0)?;
+                continue;
+            }
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             {
                 let mut pass = Dispatcher::new(&mut enc, None, Profile::Off);
@@ -988,32 +1138,43 @@ impl GpuModel {
         self.write_step(last_pos, tokens[n - 1], first_slot, rows);
         let timing =
             (profile != Profile::Off && self.ctx.timestamps).then(|| Timing::new(&self.ctx.device));
-        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        let kinds = {
-            let mut pass = Dispatcher::new(&mut enc, timing.as_ref(), profile);
-            self.encode_token(&mut pass, cache, Some(rows), lens);
-            pass.finish()
-        };
         // What comes back: the last row's logits, then (recording) the trace's numbers.
         let seen = last_pos + 1;
-        let f = |floats: usize| (floats * 4) as u64;
-        let mut at = 0u64;
-        let mut copy = |enc: &mut wgpu::CommandEncoder, src: &wgpu::Buffer, from: u64, len: u64| {
-            enc.copy_buffer_to_buffer(src, from, &s.staging, at, len);
-            at += len;
+        let copies = |enc: &mut wgpu::CommandEncoder| -> u64 {
+            let f = |floats: usize| (floats * 4) as u64;
+            let mut at = 0u64;
+            let mut copy = |src: &wgpu::Buffer, from: u64, len: u64| {
+                enc.copy_buffer_to_buffer(src, from, &s.staging, at, len);
+                at += len;
+            };
+            copy(&s.logits, f((rows as usize - 1) * v), f(v));
+            if record.enabled {
+                copy(&s.top, 0, f(4 * rows as usize));
+                copy(&s.resid, 0, f((l + 1) * d));
+                copy(&s.mlp_in, 0, f(l * d));
+                copy(&s.act, 0, f(l * ff));
+                copy(&s.probs, 0, f(l * nh * seen));
+            }
+            at
         };
-        copy(&mut enc, &s.logits, f((rows as usize - 1) * v), f(v));
-        if record.enabled {
-            copy(&mut enc, &s.top, 0, f(4 * rows as usize));
-            copy(&mut enc, &s.resid, 0, f((l + 1) * d));
-            copy(&mut enc, &s.mlp_in, 0, f(l * d));
-            copy(&mut enc, &s.act, 0, f(l * ff));
-            copy(&mut enc, &s.probs, 0, f(l * nh * seen));
-        }
-        if let Some(t) = &timing {
-            t.resolve(&mut enc, kinds.len());
-        }
-        let index = self.ctx.queue.submit([enc.finish()]);
+        let (index, at, kinds) = if let Some(pacer) = paced {
+            let mut ops = Vec::new();
+            self.encode_token(&mut ops, cache, Some(rows), lens);
+            let (index, at) = self.submit_paced(pacer, &ops, copies)?;
+            (index, at, Vec::new())
+        } else {
+            let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+            let kinds = {
+                let mut pass = Dispatcher::new(&mut enc, timing.as_ref(), profile);
+                self.encode_token(&mut pass, cache, Some(rows), lens);
+                pass.finish()
+            };
+            let at = copies(&mut enc);
+            if let Some(t) = &timing {
+                t.resolve(&mut enc, kinds.len());
+            }
+            (self.ctx.queue.submit([enc.finish()]), at, kinds)
+        };
         let bytes = read_back(&self.ctx.device, &s.staging, at, index)?;
         cache.len = pos + n;
         if let Some(t) = &timing
@@ -1183,6 +1344,40 @@ impl Timing {
     }
 }
 
+/// Where `encode_token` puts its dispatches.
+trait Sink<'s> {
+    fn run(
+        &mut self,
+        kind: KernelKind,
+        pipeline: &'s wgpu::ComputePipeline,
+        group: &'s wgpu::BindGroup,
+        workgroups: (u32, u32, u32),
+    );
+}
+
+/// One dispatch, kept for submitting in chunks.
+struct Op<'s> {
+    pipeline: &'s wgpu::ComputePipeline,
+    group: &'s wgpu::BindGroup,
+    workgroups: (u32, u32, u32),
+}
+
+impl<'s> Sink<'s> for Vec<Op<'s>> {
+    fn run(
+        &mut self,
+        _: KernelKind,
+        pipeline: &'s wgpu::ComputePipeline,
+        group: &'s wgpu::BindGroup,
+        workgroups: (u32, u32, u32),
+    ) {
+        self.push(Op {
+            pipeline,
+            group,
+            workgroups,
+        });
+    }
+}
+
 /// Dispatches into one compute pass, or, when timing, one pass per dispatch with timestamps.
 struct Dispatcher<'a> {
     enc: &'a mut wgpu::CommandEncoder,
@@ -1190,6 +1385,18 @@ struct Dispatcher<'a> {
     /// Timestamps per dispatch (`PerKernel`); `WholeStep` times the one pass instead.
     timing: Option<&'a Timing>,
     kinds: Vec<KernelKind>,
+}
+
+impl<'s> Sink<'s> for Dispatcher<'_> {
+    fn run(
+        &mut self,
+        kind: KernelKind,
+        pipeline: &'s wgpu::ComputePipeline,
+        group: &'s wgpu::BindGroup,
+        workgroups: (u32, u32, u32),
+    ) {
+        Dispatcher::run(self, kind, pipeline, group, workgroups);
+    }
 }
 
 impl<'a> Dispatcher<'a> {
