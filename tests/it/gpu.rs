@@ -579,3 +579,38 @@ fn folded_and_separate_rmsnorm_give_identical_logits() {
         assert_eq!(x.mlp_activation, y.mlp_activation);
     }
 }
+
+// ---- bad input ----
+
+/// A device whose storage bindings are too small for the embedding table: a clear error from
+/// the upload (the app and the command line then run on the CPU), not a panic.
+#[test]
+fn a_device_with_too_small_limits_is_a_clear_error() {
+    let limits = wgpu::Limits {
+        max_storage_buffer_binding_size: 16 << 20,
+        ..wgpu::Limits::default()
+    };
+    let ctx = GpuContext::with_limits(limits).unwrap();
+    let path = samemath::llm::fetch::model_path(None);
+    let err = GpuModel::load(&path, ctx, 64).unwrap_err().to_string();
+    assert!(err.contains("this device allows 16 MiB"), "{err}");
+}
+
+/// The device goes away mid-generation: the next step is an error naming the GPU, not a panic
+/// or a hang.
+#[test]
+fn a_lost_device_is_an_error_not_a_panic() {
+    let (_, tok) = crate::llm::model();
+    let path = samemath::llm::fetch::model_path(None);
+    let gpu = GpuModel::load(&path, GpuContext::new().unwrap(), 64).unwrap();
+    let mut cache = gpu.new_cache().unwrap();
+    let ids = tok.encode("The capital of France is").unwrap();
+    gpu.forward(&mut cache, &ids, RecordOptions::OFF, Some(tok))
+        .unwrap();
+    gpu.context().device.destroy();
+    let err = gpu
+        .forward(&mut cache, &ids[..1], RecordOptions::OFF, Some(tok))
+        .unwrap_err();
+    assert!(matches!(err, samemath::llm::LlmError::Gpu(_)), "{err:?}");
+    println!("after the device was destroyed: {err}");
+}

@@ -83,6 +83,12 @@ impl GpuContext {
     /// picks the graphics API as for the app.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new() -> Result<Self> {
+        Self::with_limits(wgpu::Limits::default())
+    }
+
+    /// As `new`, asking the device for `limits` (WebGPU's defaults in `new`).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn with_limits(limits: wgpu::Limits) -> Result<Self> {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = pollster_wait(instance.request_adapter(&wgpu::RequestAdapterOptions {
@@ -109,7 +115,7 @@ impl GpuContext {
             } else {
                 wgpu::Features::empty()
             },
-            required_limits: wgpu::Limits::default(),
+            required_limits: limits,
             ..Default::default()
         }))
         .map_err(|e| LlmError::Gpu(format!("{}: no device ({e})", adapter_name(&info))))?;
