@@ -1253,6 +1253,13 @@ fn read_back(
     len: u64,
     index: wgpu::SubmissionIndex,
 ) -> Result<Vec<u8>> {
+    // In a browser results arrive through the page's event loop, which a blocking wait here
+    // would freeze; the web build needs the asynchronous path.
+    if cfg!(target_arch = "wasm32") {
+        return Err(LlmError::Gpu(
+            "the GPU backend does not run in the browser build yet; the CPU backend does".into(),
+        ));
+    }
     let slice = staging.slice(..len);
     let (tx, rx) = std::sync::mpsc::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {
