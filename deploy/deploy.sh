@@ -21,7 +21,7 @@ gcloud artifacts repositories describe "$REPO" --location "$REGION" --project "$
   || gcloud artifacts repositories create "$REPO" --repository-format docker \
        --location "$REGION" --project "$PROJECT"
 gcloud auth configure-docker "$REGION-docker.pkg.dev" --quiet
-docker build -f deploy/Dockerfile -t "$IMAGE" .
+docker build -f deploy/Dockerfile --build-arg "GPU=${GPU:-0}" -t "$IMAGE" .
 docker push "$IMAGE"
 
 flags=(

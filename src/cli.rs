@@ -169,6 +169,10 @@ pub struct ServeArgs {
     /// CPU threads per request for the matrix products.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where the forward pass runs: cpu, or gpu (the WGSL kernels through wgpu, e.g. Vulkan on
+    /// a Cloud Run GPU; falls back to the CPU, saying why, when no usable GPU is found).
+    #[arg(long, value_enum, default_value_t = crate::tools::BackendArg::Cpu)]
+    pub backend: crate::tools::BackendArg,
 }
 
 #[derive(Debug, Clone, Args)]

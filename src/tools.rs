@@ -282,6 +282,7 @@ pub fn serve(args: &crate::cli::ServeArgs) -> Result<()> {
             .filter(|k| !k.is_empty()),
         max_body_bytes: 1 << 20,
         threads: args.threads,
+        gpu: args.backend == BackendArg::Gpu,
     })
 }
 

@@ -50,10 +50,14 @@ pub struct ServeOptions {
     pub api_key: Option<String>,
     pub max_body_bytes: usize,
     pub threads: Option<usize>,
+    /// Generate with the GPU backend (its own wgpu device) when one is usable.
+    pub gpu: bool,
 }
 
 struct Loaded {
     model: Arc<Model>,
+    /// What generates: the CPU engine (`model`) or the GPU backend.
+    compute: Arc<dyn crate::llm::Backend>,
     tokenizer: Arc<LlmTokenizer>,
     load_secs: f64,
 }
@@ -97,11 +101,31 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         let mut progress = |m: &str| eprintln!("samemath serve: {m}");
         let result =
             crate::llm::fetch::ensure_model(loader.options.model.as_deref(), &mut progress)
-                .and_then(|p| Model::load(&p));
+                .and_then(|p| Model::load(&p).map(|(m, t)| (m, t, p)));
         match result {
-            Ok((m, t)) => {
+            Ok((m, t, path)) => {
+                let model = Arc::new(m);
+                let compute: Arc<dyn crate::llm::Backend> = if loader.options.gpu {
+                    match crate::llm::gpu::GpuContext::new().and_then(|ctx| {
+                        crate::llm::gpu::GpuModel::load(
+                            &path,
+                            ctx,
+                            crate::llm::gpu::DEFAULT_CONTEXT,
+                        )
+                    }) {
+                        Ok(g) => Arc::new(g),
+                        Err(e) => {
+                            eprintln!("samemath serve: {e}; generating on the CPU instead");
+                            model.clone()
+                        }
+                    }
+                } else {
+                    model.clone()
+                };
+                eprintln!("samemath serve: generating on {}", compute.describe());
                 let _ = loader.loaded.set(Loaded {
-                    model: Arc::new(m),
+                    model,
+                    compute,
                     tokenizer: Arc::new(t),
                     load_secs: started.elapsed().as_secs_f64(),
                 });
@@ -244,6 +268,7 @@ async fn info(State(state): State<Shared>) -> Response {
         "loaded": state.loaded.get().is_some(),
         "capabilities": {"logprobs": true, "embeddings": true, "traces": true},
         "concurrency": state.options.concurrency,
+        "compute": state.loaded.get().map(|l| l.compute.describe()),
     }))
     .into_response()
 }
@@ -431,7 +456,7 @@ fn spawn_generation(
     ticket: Ticket,
 ) -> mpsc::Receiver<Result<GenItem, String>> {
     let (tx, rx) = mpsc::channel(64);
-    let (model, tokenizer) = (l.model.clone(), l.tokenizer.clone());
+    let (model, tokenizer) = (l.compute.clone(), l.tokenizer.clone());
     let threads = ticket.state.options.threads;
     tokio::task::spawn_blocking(move || {
         let _ticket = ticket;

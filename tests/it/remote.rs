@@ -228,6 +228,43 @@ fn our_client_gets_the_local_trace_from_serve() {
     );
 }
 
+/// `serve --backend gpu` (lavapipe here; Vulkan on a Cloud Run GPU): it says what generates,
+/// and its greedy answer is the local CPU engine's.
+#[test]
+fn serve_on_the_gpu_backend_answers_like_the_local_engine() {
+    let server = start_serve(&["--backend", "gpu"]);
+    let (_, info) = http(server.port, "GET", "/api/info", "").unwrap();
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let compute = info["compute"].as_str().unwrap_or_default().to_string();
+    assert!(compute.starts_with("GPU: "), "{info}");
+    let (m, t) = model();
+    let request = GenerationRequest {
+        max_tokens: 4,
+        chat: false,
+        sampling: SamplingParams::greedy(),
+        ..GenerationRequest::new("The capital of France is")
+    };
+    let mut session = Session::new(m.clone(), t.clone(), &request).unwrap();
+    while session.step().unwrap().is_some() {}
+    let mut config = RemoteConfig::new(format!("http://127.0.0.1:{}", server.port));
+    config.api = Some(ApiKind::Samemath);
+    let mut ids = Vec::new();
+    runtime().block_on(async {
+        let mut client = RemoteClient::new(config).unwrap();
+        client.probe().await.unwrap();
+        client
+            .generate(&request, &CancelToken::default(), &mut |e| {
+                if let RemoteEvent::Step(s) = e {
+                    ids.extend(s.token.map(|t| t.id));
+                }
+            })
+            .await
+            .unwrap()
+    });
+    println!("serve on {compute}: {ids:?}");
+    assert_eq!(ids, session.generated_tokens());
+}
+
 #[test]
 fn llama_cpp_server_streams_the_local_engines_greedy_answer_with_logprobs() {
     let port = free_port();
