@@ -467,11 +467,13 @@ impl Engine {
                 self.session = None;
                 if self.on_gpu && matches!(e, LlmError::Gpu(_)) {
                     // A lost device or a rejected kernel: say so, carry on with the CPU.
+                    // Back to the CPU first, then the error (Disconnected readies the view,
+                    // which would hide an error sent before it).
                     self.on_gpu = false;
+                    self.send(Event::Disconnected);
                     self.send(Event::Error(format!(
                         "{e}; switched to the CPU backend (press Generate again)"
                     )));
-                    self.send(Event::Disconnected);
                 } else {
                     self.send(Event::Error(e.to_string()));
                 }
