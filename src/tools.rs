@@ -527,37 +527,21 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
         ("recording off", RecordOptions::OFF),
         ("recording on", RecordOptions::FULL),
     ] {
+        let mut step =
+            |profile| gpu.forward_gpu(&mut cache, &[prompt[0]], record, Some(&tokenizer), profile);
         let mut whole = f64::INFINITY;
         for _ in 0..5 {
-            gpu.forward_gpu(
-                &mut cache,
-                &[prompt[0]],
-                record,
-                Some(&tokenizer),
-                Profile::WholeStep,
-            )?;
+            step(Profile::WholeStep)?;
             if let Some(t) = gpu.last_profile() {
                 whole = whole.min(t.iter().map(|(_, ms)| ms).sum());
             }
         }
         let t0 = std::time::Instant::now();
         for _ in 0..5 {
-            gpu.forward_gpu(
-                &mut cache,
-                &[prompt[0]],
-                record,
-                Some(&tokenizer),
-                Profile::Off,
-            )?;
+            step(Profile::Off)?;
         }
         let wall = t0.elapsed().as_secs_f64() * 1e3 / 5.0;
-        gpu.forward_gpu(
-            &mut cache,
-            &[prompt[0]],
-            record,
-            Some(&tokenizer),
-            Profile::PerKernel,
-        )?;
+        step(Profile::PerKernel)?;
         match gpu.last_profile() {
             Some(times) => {
                 let total: f64 = times.iter().map(|(_, ms)| ms).sum();

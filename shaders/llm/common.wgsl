@@ -10,8 +10,8 @@ struct Step {
     token: u32,
     // First residual slot the final norm reads (logit lens: 1; otherwise the last slot).
     first_slot: u32,
-    // How many rows that final norm and the head process.
-    n_rows: u32,
+    // Padding: `rot` starts 8-byte aligned at 16.
+    _pad: u32,
     // RoPE (sin, cos) of each pair of a head's dimensions at `pos`, computed on the CPU as the
     // CPU engine does, so both rotate by the same numbers.
     rot: array<vec2<f32>>,

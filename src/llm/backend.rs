@@ -30,6 +30,21 @@ impl Cache {
     }
 }
 
+/// Every backend's check before a forward pass: `tokens` new positions after the `cached` ones
+/// fit a cache of `context` positions.
+pub(crate) fn check_span(tokens: usize, cached: usize, context: usize) -> Result<()> {
+    if tokens == 0 {
+        return Err(LlmError::EmptyPrompt);
+    }
+    if cached + tokens > context {
+        return Err(LlmError::PromptTooLong {
+            tokens: cached + tokens,
+            context,
+        });
+    }
+    Ok(())
+}
+
 pub trait Backend: Send + Sync {
     fn config(&self) -> &LlamaConfig;
 

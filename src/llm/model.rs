@@ -193,14 +193,24 @@ pub enum Q4Kernel {
     Candle,
 }
 
+/// Tensor `name` of the file, as candle reads it (on the CPU): a clear error when it is missing
+/// or cut short. Both backends load their weights through this.
+pub(crate) fn read_tensor<R: Read + Seek>(
+    content: &Content,
+    reader: &mut R,
+    name: &str,
+) -> Result<QTensor> {
+    content
+        .tensor(reader, name, &Device::Cpu)
+        .map_err(|e| LlmError::Tensor {
+            name: name.into(),
+            reason: format!("cannot be read ({e}); is the file truncated?"),
+        })
+}
+
 impl<R: Read + Seek> Loader<'_, R> {
     fn qtensor(&mut self, name: &str) -> Result<QTensor> {
-        self.content
-            .tensor(self.reader, name, self.device)
-            .map_err(|e| LlmError::Tensor {
-                name: name.into(),
-                reason: format!("cannot be read ({e}); is the file truncated?"),
-            })
+        read_tensor(self.content, self.reader, name)
     }
 
     fn matmul(&mut self, name: &str) -> Result<Linear> {
@@ -426,15 +436,7 @@ impl Model {
     ) -> Result<ForwardOutput> {
         let cfg = &self.config;
         let (n, pos) = (tokens.len(), cache.len);
-        if n == 0 {
-            return Err(LlmError::EmptyPrompt);
-        }
-        if pos + n > cfg.context_length {
-            return Err(LlmError::PromptTooLong {
-                tokens: pos + n,
-                context: cfg.context_length,
-            });
-        }
+        super::backend::check_span(n, pos, cfg.context_length)?;
         if cache.layers.len() != cfg.n_layer {
             *cache = self.new_cache();
         }
@@ -718,7 +720,8 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32, f32)> {
         .collect()
 }
 
-fn l2(v: &[f32]) -> f32 {
+/// Euclidean length.
+pub(crate) fn l2(v: &[f32]) -> f32 {
     v.iter().map(|x| x * x).sum::<f32>().sqrt()
 }
 

@@ -15,11 +15,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bevy::prelude::*;
+use bevy::render::renderer::{RenderAdapterInfo, RenderDevice, RenderQueue};
 
 use crate::app::shell::keyboard_free;
 use crate::app::{AppOptions, Scene};
-use bevy::render::renderer::{RenderAdapterInfo, RenderDevice, RenderQueue};
-
 use crate::llm::gpu::{FramePacer, GpuContext};
 use crate::llm::worker::{Command, Event, Worker};
 use crate::llm::{

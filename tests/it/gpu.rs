@@ -187,9 +187,9 @@ fn matvec_kernels_match_the_cpu_on_random_matrices() {
     eprintln!("mat-vec kernels: worst difference {worst:.2e} of sum |w x|");
 }
 
-/// A step record as the kernels read it: pos, token, first slot, rows, then RoPE's (sin, cos).
-fn step_words(pos: usize, token: u32, first_slot: u32, n_rows: u32, inv_freq: &[f32]) -> Vec<u32> {
-    let mut w = vec![pos as u32, token, first_slot, n_rows];
+/// A step record as the kernels read it: pos, token, first slot, padding, then RoPE's (sin, cos).
+fn step_words(pos: usize, token: u32, first_slot: u32, inv_freq: &[f32]) -> Vec<u32> {
+    let mut w = vec![pos as u32, token, first_slot, 0];
     for (s, c) in LlamaConfig::rope_rotation(inv_freq, pos) {
         w.extend([s.to_bits(), c.to_bits()]);
     }
@@ -247,7 +247,7 @@ fn normed_matvec_kernels_match_rms_norm_quantize_and_multiply() {
                 None,
                 Some(Binding::Output(n * rows)),
                 Some(Binding::Uniform(&dims)),
-                Some(Binding::Storage(&step_words(0, 0, 0, n as u32, &[]))),
+                Some(Binding::Storage(&step_words(0, 0, 0, &[]))),
                 Some(Binding::Storage(&words(&x))),
                 Some(Binding::Storage(&words(&w))),
                 Some(Binding::Output(n * cols)),
@@ -354,7 +354,7 @@ fn attention_kernel_rotates_caches_attends_and_quantizes_like_the_cpu() {
             "attention",
             "main",
             &[
-                Some(Binding::Storage(&step_words(pos, 0, 0, 1, &inv_freq))),
+                Some(Binding::Storage(&step_words(pos, 0, 0, &inv_freq))),
                 Some(Binding::Storage(&words(&qkv))),
                 Some(Binding::InOut(&words(&k_rows))),
                 Some(Binding::InOut(&words(&v_rows))),
@@ -469,7 +469,7 @@ fn embed_kernel_dequantizes_the_tokens_row() {
             "embed",
             "main",
             &[
-                Some(Binding::Storage(&step_words(0, token, 0, 1, &[]))),
+                Some(Binding::Storage(&step_words(0, token, 0, &[]))),
                 Some(Binding::Storage(&bytes_to_words(&raw))),
                 Some(Binding::Output(cols)),
                 Some(Binding::Uniform(&[cols as u32, 0, 0, 0])),

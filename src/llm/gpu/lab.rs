@@ -4,7 +4,7 @@
 
 use wgpu::util::DeviceExt;
 
-use super::{GpuContext, read_back, shaders};
+use super::{GpuContext, bind_group, read_back, shaders, uniform_buffer};
 use crate::llm::error::{LlmError, Result};
 
 /// A buffer for one binding: its contents, and whether to read it back afterwards.
@@ -75,28 +75,12 @@ pub fn run(
                 outputs.push((buf.clone(), n));
                 buf
             }
-            Binding::Uniform(words) => {
-                device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: None,
-                    contents: bytemuck::cast_slice(words),
-                    usage: wgpu::BufferUsages::UNIFORM,
-                })
-            }
+            Binding::Uniform(words) => uniform_buffer(device, words),
         };
         buffers.push((i as u32, buf));
     }
-    let entries: Vec<wgpu::BindGroupEntry> = buffers
-        .iter()
-        .map(|(i, buf)| wgpu::BindGroupEntry {
-            binding: *i,
-            resource: buf.as_entire_binding(),
-        })
-        .collect();
-    let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: None,
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &entries,
-    });
+    let entries: Vec<(u32, &wgpu::Buffer)> = buffers.iter().map(|(i, b)| (*i, b)).collect();
+    let group = bind_group(device, &pipeline, &entries);
     let total: usize = outputs.iter().map(|(_, n)| n.max(&1)).sum();
     let staging = device.create_buffer(&wgpu::BufferDescriptor {
         label: None,

@@ -38,7 +38,7 @@ use wgpu::util::DeviceExt;
 use super::backend::{Backend, Cache};
 use super::config::LlamaConfig;
 use super::error::{LlmError, Result};
-use super::model::{ForwardOutput, Logits};
+use super::model::{ForwardOutput, Logits, l2, read_tensor};
 use super::quant::BlockType;
 use super::tokenizer::LlmTokenizer;
 use super::trace::{LayerTrace, RecordOptions, TokenInfo, TokenProb, Trace};
@@ -391,25 +391,12 @@ struct Upload<'a, R> {
 
 impl<R: Read + Seek> Upload<'_, R> {
     fn raw(&mut self, name: &str) -> Result<(GgmlDType, Vec<usize>, Vec<u8>)> {
-        let t = self
-            .content
-            .tensor(self.reader, name, &candle_core::Device::Cpu)
-            .map_err(|e| LlmError::Tensor {
-                name: name.into(),
-                reason: format!("cannot be read ({e}); is the file truncated?"),
-            })?;
+        let t = read_tensor(self.content, self.reader, name)?;
         Ok((t.dtype(), t.shape().dims().to_vec(), t.data()?.into_owned()))
     }
 
     fn f32s(&mut self, name: &str) -> Result<wgpu::Buffer> {
-        let t = self
-            .content
-            .tensor(self.reader, name, &candle_core::Device::Cpu)
-            .map_err(|e| LlmError::Tensor {
-                name: name.into(),
-                reason: format!("cannot be read ({e})"),
-            })?;
-        let v = t
+        let v = read_tensor(self.content, self.reader, name)?
             .dequantize(&candle_core::Device::Cpu)?
             .flatten_all()?
             .to_vec1::<f32>()?;
@@ -625,28 +612,29 @@ impl GpuModel {
             }),
         };
         let kernels = Kernels::new(device);
-        let uniform = |words: &[u32]| {
-            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("dims"),
-                contents: bytemuck::cast_slice(words),
-                usage: wgpu::BufferUsages::UNIFORM,
-            })
-        };
+        let uniform = |words: &[u32]| uniform_buffer(device, words);
         let eps = (config.rms_eps as f32).to_bits();
         let s = &scratch;
         let group = |pipeline: &wgpu::ComputePipeline, entries: &[(u32, &wgpu::Buffer)]| {
-            let entries: Vec<wgpu::BindGroupEntry> = entries
-                .iter()
-                .map(|(binding, buf)| wgpu::BindGroupEntry {
-                    binding: *binding,
-                    resource: buf.as_entire_binding(),
-                })
-                .collect();
-            device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: &pipeline.get_bind_group_layout(0),
-                entries: &entries,
-            })
+            bind_group(device, pipeline, entries)
+        };
+        // matvec.wgsl's Dims for an input made from residual slot(s) (`slot: None`: the slots
+        // step.first_slot + z), the normed row recorded at `record` in `mlp_in` if given.
+        let norm_dims = |rows: u32, slot: Option<u32>, record: Option<u32>| {
+            [
+                rows,
+                d as u32,
+                0,
+                0,
+                0,
+                slot.unwrap_or(0),
+                u32::from(slot.is_none()),
+                eps,
+                u32::from(record.is_some()),
+                record.unwrap_or(0),
+                0,
+                0,
+            ]
         };
         // A mat-vec reading the quantized input in `xq`/`xds`; its product goes to `out`, or is
         // added to the residual stream (`Some((from, to))`, offsets in floats).
@@ -671,20 +659,7 @@ impl GpuModel {
                       out: &wgpu::Buffer,
                       slot: Option<u32>,
                       record: Option<u32>| {
-            let dims = uniform(&[
-                m.rows,
-                m.cols,
-                0,
-                0,
-                0,
-                slot.unwrap_or(0),
-                u32::from(slot.is_none()),
-                eps,
-                u32::from(record.is_some()),
-                record.unwrap_or(0),
-                0,
-                0,
-            ]);
+            let dims = uniform(&norm_dims(m.rows, slot, record));
             group(
                 kernels.matvec(m, true),
                 &[
@@ -701,20 +676,7 @@ impl GpuModel {
         // RMSNorm + quantization of residual slot(s) into xq/xds (`slot: None`: the slots
         // step.first_slot + z); `record`: where the normed row goes in `mlp_in`.
         let normalize = |weight: &wgpu::Buffer, slot: Option<u32>, record: Option<u32>| {
-            let dims = uniform(&[
-                0,
-                d as u32,
-                0,
-                0,
-                0,
-                slot.unwrap_or(0),
-                u32::from(slot.is_none()),
-                eps,
-                u32::from(record.is_some()),
-                record.unwrap_or(0),
-                0,
-                0,
-            ]);
+            let dims = uniform(&norm_dims(0, slot, record));
             group(
                 &kernels.normalize,
                 &[
@@ -889,13 +851,7 @@ impl GpuModel {
     }
 
     fn uniform(&self, words: &[u32]) -> wgpu::Buffer {
-        self.ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("dims"),
-                contents: bytemuck::cast_slice(words),
-                usage: wgpu::BufferUsages::UNIFORM,
-            })
+        uniform_buffer(&self.ctx.device, words)
     }
 
     fn group(
@@ -903,20 +859,7 @@ impl GpuModel {
         pipeline: &wgpu::ComputePipeline,
         entries: &[(u32, &wgpu::Buffer)],
     ) -> wgpu::BindGroup {
-        let entries: Vec<wgpu::BindGroupEntry> = entries
-            .iter()
-            .map(|(binding, buf)| wgpu::BindGroupEntry {
-                binding: *binding,
-                resource: buf.as_entire_binding(),
-            })
-            .collect();
-        self.ctx
-            .device
-            .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: None,
-                layout: &pipeline.get_bind_group_layout(0),
-                entries: &entries,
-            })
+        bind_group(&self.ctx.device, pipeline, entries)
     }
 
     /// Record one token's dispatches. `head_rows`: how many residual slots go through the final
@@ -1052,8 +995,8 @@ impl GpuModel {
         }
     }
 
-    fn write_step(&self, pos: usize, token: u32, first_slot: u32, n_rows: u32) {
-        let mut words: Vec<u32> = vec![pos as u32, token, first_slot, n_rows];
+    fn write_step(&self, pos: usize, token: u32, first_slot: u32) {
+        let mut words: Vec<u32> = vec![pos as u32, token, first_slot, 0];
         for (sin, cos) in LlamaConfig::rope_rotation(&self.inv_freq, pos) {
             words.push(sin.to_bits());
             words.push(cos.to_bits());
@@ -1074,15 +1017,7 @@ impl GpuModel {
     ) -> Result<ForwardOutput> {
         let c = &self.config;
         let (n, pos) = (tokens.len(), cache.len);
-        if n == 0 {
-            return Err(LlmError::EmptyPrompt);
-        }
-        if pos + n > self.context {
-            return Err(LlmError::PromptTooLong {
-                tokens: pos + n,
-                context: self.context,
-            });
-        }
+        super::backend::check_span(n, pos, self.context)?;
         if cache.owner != self.id() {
             return Err(LlmError::Gpu(
                 "this KV cache belongs to another model".into(),
@@ -1124,7 +1059,7 @@ impl GpuModel {
             .filter(|_| profile == Profile::Off);
         // Prompt tokens before the last: their KV entries are all that is kept.
         for (i, &t) in tokens[..n - 1].iter().enumerate() {
-            self.write_step(pos + i, t, l as u32, 1);
+            self.write_step(pos + i, t, l as u32);
             if let Some(pacer) = paced {
                 let mut ops = Vec::new();
                 self.encode_token(&mut ops, cache, None, false);
@@ -1141,7 +1076,7 @@ impl GpuModel {
         let last_pos = pos + n - 1;
         let lens = record.enabled && record.logit_lens && tokenizer.is_some();
         let (first_slot, rows) = if lens { (1, l as u32) } else { (l as u32, 1) };
-        self.write_step(last_pos, tokens[n - 1], first_slot, rows);
+        self.write_step(last_pos, tokens[n - 1], first_slot);
         let timing =
             (profile != Profile::Off && self.ctx.timestamps).then(|| Timing::new(&self.ctx.device));
         // What comes back: the last row's logits, then (recording) the trace's numbers.
@@ -1246,6 +1181,35 @@ impl GpuModel {
     }
 }
 
+/// A kernel's small per-dispatch constants.
+fn uniform_buffer(device: &wgpu::Device, words: &[u32]) -> wgpu::Buffer {
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("dims"),
+        contents: bytemuck::cast_slice(words),
+        usage: wgpu::BufferUsages::UNIFORM,
+    })
+}
+
+/// A bind group for `pipeline`'s group 0: (binding, buffer) pairs, whole buffers.
+fn bind_group(
+    device: &wgpu::Device,
+    pipeline: &wgpu::ComputePipeline,
+    entries: &[(u32, &wgpu::Buffer)],
+) -> wgpu::BindGroup {
+    let entries: Vec<wgpu::BindGroupEntry> = entries
+        .iter()
+        .map(|(binding, buf)| wgpu::BindGroupEntry {
+            binding: *binding,
+            resource: buf.as_entire_binding(),
+        })
+        .collect();
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &entries,
+    })
+}
+
 /// Copy `len` bytes of a mapped-for-reading buffer out after submission `index` completes.
 fn read_back(
     device: &wgpu::Device,
@@ -1289,10 +1253,6 @@ fn read_back(
     let bytes = slice.get_mapped_range().to_vec();
     staging.unmap();
     Ok(bytes)
-}
-
-fn l2(v: &[f32]) -> f32 {
-    v.iter().map(|x| x * x).sum::<f32>().sqrt()
 }
 
 /// Timestamp queries around each dispatch (one compute pass each) for the bench.
