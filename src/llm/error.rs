@@ -39,6 +39,10 @@ pub enum LlmError {
     /// The GPU backend cannot run here or failed; the CPU backend still can.
     #[error("GPU: {0}")]
     Gpu(String),
+    /// Browser build: the GPU's results for this step are not back yet; call again on a later
+    /// frame (nothing was consumed).
+    #[error("the GPU's results for this step are still on their way")]
+    GpuPending,
     #[error("tensor computation: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -256,11 +256,25 @@ impl Model {
             source,
         };
         let mut file = File::open(path).map_err(io)?;
-        let content = Content::read(&mut file).map_err(|e| LlmError::NotGguf {
+        Self::read(&mut file, path, kernel)
+    }
+
+    /// Load from bytes in memory (the browser build: the page downloads the file); `name` for
+    /// messages.
+    pub fn from_bytes(bytes: &[u8], name: &Path) -> Result<(Model, LlmTokenizer)> {
+        Self::read(&mut std::io::Cursor::new(bytes), name, Q4Kernel::default())
+    }
+
+    fn read<R: Read + Seek>(
+        reader: &mut R,
+        path: &Path,
+        kernel: Q4Kernel,
+    ) -> Result<(Model, LlmTokenizer)> {
+        let content = Content::read(reader).map_err(|e| LlmError::NotGguf {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        let model = Self::from_content(&content, &mut file, kernel)?;
+        let model = Self::from_content(&content, reader, kernel)?;
         let tokenizer = LlmTokenizer::from_gguf(&content)?;
         if tokenizer.vocab_size() != model.config.vocab_size {
             return Err(LlmError::Tensor {

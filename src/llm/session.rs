@@ -181,10 +181,12 @@ impl Session {
         if n == 0 || self.finished.is_some() {
             return Ok(());
         }
-        let input: Vec<u32> = self.pending.drain(..n).collect();
+        let input: Vec<u32> = self.pending[..n].to_vec();
         self.model
-            .forward(&mut self.cache, &input, RecordOptions::OFF, None)
-            .map(|_| ())
+            .forward(&mut self.cache, &input, RecordOptions::OFF, None)?;
+        // Consumed only once read (a backend may answer `GpuPending` and be asked again).
+        self.pending.drain(..n);
+        Ok(())
     }
 
     /// One forward pass and one sampled token; `None` once the session has finished.
@@ -201,10 +203,13 @@ impl Session {
             self.finished = Some(StopReason::MaxTokens);
             return Ok(None);
         }
-        let input = std::mem::take(&mut self.pending);
-        let out =
-            self.model
-                .forward(&mut self.cache, &input, self.record, Some(&self.tokenizer))?;
+        let out = self.model.forward(
+            &mut self.cache,
+            &self.pending,
+            self.record,
+            Some(&self.tokenizer),
+        )?;
+        self.pending.clear();
         let id = self.sampler.sample(&out.logits, &self.tokens);
         self.last_logits = out.logits;
         self.tokens.push(id);

@@ -112,6 +112,14 @@ struct Engine {
     session: Option<Session>,
     /// Generating continuously (vs. waiting for Step).
     running: bool,
+    /// When the step in progress began (in the browser a GPU step spans several polls).
+    step_started: Option<web_time::Instant>,
+    /// Browser build: the model file the page downloaded (the GPU backend uploads it too).
+    #[cfg(target_arch = "wasm32")]
+    model_bytes: Option<Arc<Vec<u8>>>,
+    /// Browser build: the last download progress reported.
+    #[cfg(target_arch = "wasm32")]
+    last_status: String,
     events: Sender<Event>,
 }
 
@@ -121,6 +129,72 @@ impl Engine {
         let _ = self.events.send(event);
     }
 
+    /// Browser build: the model comes from the page, which downloads it while the app starts.
+    #[cfg(target_arch = "wasm32")]
+    fn ensure_loaded(&mut self) -> bool {
+        use crate::web::PageModel;
+        if self.loaded.is_some() {
+            return true;
+        }
+        match crate::web::model() {
+            PageModel::Ready(bytes) => {
+                let path = PathBuf::from(fetch::MODEL_FILE);
+                self.send(Event::Status(format!("loading {}", path.display())));
+                match Model::from_bytes(&bytes, &path) {
+                    Ok((model, tokenizer)) => {
+                        let (model, tokenizer) = (Arc::new(model), Arc::new(tokenizer));
+                        self.loaded = Some((model.clone(), tokenizer.clone()));
+                        self.model_bytes = Some(Arc::new(bytes));
+                        self.model_path = Some(path.clone());
+                        self.send(Event::Loaded {
+                            model,
+                            tokenizer,
+                            path,
+                        });
+                        true
+                    }
+                    Err(e) => {
+                        self.send(Event::Error(e.to_string()));
+                        false
+                    }
+                }
+            }
+            PageModel::Pending(status) => {
+                self.send(Event::Status(status));
+                false
+            }
+            PageModel::Failed(message) => {
+                self.send(Event::Error(message));
+                false
+            }
+        }
+    }
+
+    /// Browser build: whether `command` can run now, or waits for the page's download.
+    #[cfg(target_arch = "wasm32")]
+    fn ready_for(&mut self, command: &Command) -> bool {
+        use crate::web::PageModel;
+        if self.loaded.is_some()
+            || matches!(
+                command,
+                Command::Connect(_) | Command::Stop | Command::Reset | Command::UseLocal
+            )
+        {
+            return true;
+        }
+        match crate::web::model() {
+            PageModel::Pending(status) => {
+                if status != self.last_status {
+                    self.send(Event::Status(status.clone()));
+                    self.last_status = status;
+                }
+                false
+            }
+            _ => true,
+        }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
     fn ensure_loaded(&mut self) -> bool {
         if self.loaded.is_some() {
             return true;
@@ -345,6 +419,7 @@ impl Engine {
     fn drop_session(&mut self) {
         self.running = false;
         self.step_pending = false;
+        self.step_started = None;
         self.session = None;
     }
 
@@ -369,7 +444,14 @@ impl Engine {
                 let Some(path) = self.model_path.clone() else {
                     return;
                 };
-                match GpuModel::load(&path, ctx, gpu::DEFAULT_CONTEXT) {
+                #[cfg(target_arch = "wasm32")]
+                let loaded = match &self.model_bytes {
+                    Some(bytes) => GpuModel::from_bytes(bytes, &path, ctx, gpu::DEFAULT_CONTEXT),
+                    None => return,
+                };
+                #[cfg(not(target_arch = "wasm32"))]
+                let loaded = GpuModel::load(&path, ctx, gpu::DEFAULT_CONTEXT);
+                match loaded {
                     Ok(g) => Arc::new(g),
                     Err(e) => {
                         self.on_gpu = false;
@@ -411,6 +493,9 @@ impl Engine {
         if pending > PREFILL_SLICE {
             let total = session.prompt_tokens().len();
             if let Err(e) = session.prefill(PREFILL_SLICE) {
+                if matches!(e, LlmError::GpuPending) {
+                    return;
+                }
                 self.running = false;
                 self.step_pending = false;
                 self.session = None;
@@ -423,7 +508,9 @@ impl Engine {
             )));
             return;
         }
-        self.step();
+        if !self.step() {
+            return;
+        }
         if std::mem::take(&mut self.step_pending)
             && self
                 .session
@@ -434,14 +521,20 @@ impl Engine {
         }
     }
 
-    /// One forward pass of the current session.
-    fn step(&mut self) {
+    /// One forward pass of the current session; false while its results are on their way (a
+    /// GPU step in the browser: the next poll asks again).
+    fn step(&mut self) -> bool {
         let Some(session) = self.session.as_mut() else {
             self.running = false;
-            return;
+            return true;
         };
-        let started = web_time::Instant::now();
-        match session.step() {
+        let started = *self.step_started.get_or_insert_with(web_time::Instant::now);
+        let result = session.step();
+        if matches!(result, Err(LlmError::GpuPending)) {
+            return false;
+        }
+        self.step_started = None;
+        match result {
             Ok(Some(step)) => {
                 let seconds = started.elapsed().as_secs_f32();
                 let stop = step.stop;
@@ -479,6 +572,7 @@ impl Engine {
                 }
             }
         }
+        true
     }
 }
 
@@ -488,9 +582,13 @@ pub struct Worker {
     events: Receiver<Event>,
     /// Cancels a remote answer in flight (the engine thread is inside it, not reading commands).
     stop: Arc<std::sync::Mutex<crate::llm::CancelToken>>,
-    /// wasm: the engine itself, stepped from `poll`.
+    /// wasm: the engine itself, stepped from `poll`, and the commands waiting for the model.
     #[cfg(target_arch = "wasm32")]
-    inline: (Engine, Receiver<Command>),
+    inline: (
+        Engine,
+        Receiver<Command>,
+        std::collections::VecDeque<Command>,
+    ),
 }
 
 impl std::fmt::Debug for Worker {
@@ -528,6 +626,11 @@ impl Worker {
             on_gpu: false,
             session: None,
             running: false,
+            step_started: None,
+            #[cfg(target_arch = "wasm32")]
+            model_bytes: None,
+            #[cfg(target_arch = "wasm32")]
+            last_status: String::new(),
             events: event_tx,
         };
         #[cfg(not(target_arch = "wasm32"))]
@@ -561,7 +664,7 @@ impl Worker {
                 commands: command_tx,
                 events: event_rx,
                 stop,
-                inline: (engine, command_rx),
+                inline: (engine, command_rx, Default::default()),
             }
         }
     }
@@ -580,9 +683,15 @@ impl Worker {
     pub fn poll(&mut self) -> Vec<Event> {
         #[cfg(target_arch = "wasm32")]
         {
-            let (engine, commands) = &mut self.inline;
-            while let Ok(c) = commands.try_recv() {
-                engine.handle(c);
+            let (engine, commands, held) = &mut self.inline;
+            held.extend(commands.try_iter());
+            while let Some(c) = held.front() {
+                if !engine.ready_for(c) {
+                    break;
+                }
+                if let Some(c) = held.pop_front() {
+                    engine.handle(c);
+                }
             }
             if engine.busy() {
                 engine.advance();

@@ -23,6 +23,8 @@ pub mod lab;
 pub mod pacer;
 pub mod parity;
 pub mod shaders;
+#[cfg(target_arch = "wasm32")]
+mod web_read;
 
 pub use pacer::FramePacer;
 
@@ -344,6 +346,9 @@ pub struct GpuModel {
     profile: Mutex<Option<Vec<(KernelKind, f64)>>>,
     /// RMSNorm inside the q/k/v and gate/up products (default) or as dispatches of its own.
     fuse_norm: std::sync::atomic::AtomicBool,
+    /// Browser build: the step whose results are on their way back (see `web_read`).
+    #[cfg(target_arch = "wasm32")]
+    in_flight: Mutex<Option<web_read::InFlight>>,
 }
 
 impl std::fmt::Debug for GpuModel {
@@ -360,8 +365,14 @@ pub struct GpuCache {
     len: usize,
     /// The model whose scratch buffers the bind groups use.
     owner: usize,
+    /// Tells this cache from the model's other caches (a result in flight belongs to one).
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    serial: u64,
     _buffers: Vec<wgpu::Buffer>,
 }
+
+/// Serial numbers of KV caches.
+static CACHE_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl std::fmt::Debug for GpuCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -478,11 +489,30 @@ impl GpuModel {
             path: path.to_path_buf(),
             source,
         })?;
-        let content = Content::read(&mut file).map_err(|e| LlmError::NotGguf {
+        Self::read(&mut file, path, ctx, context)
+    }
+
+    /// Upload a model held in memory (the browser build); `name` for messages.
+    pub fn from_bytes(
+        bytes: &[u8],
+        name: &Path,
+        ctx: GpuContext,
+        context: usize,
+    ) -> Result<GpuModel> {
+        Self::read(&mut std::io::Cursor::new(bytes), name, ctx, context)
+    }
+
+    fn read<R: Read + Seek>(
+        reader: &mut R,
+        path: &Path,
+        ctx: GpuContext,
+        context: usize,
+    ) -> Result<GpuModel> {
+        let content = Content::read(reader).map_err(|e| LlmError::NotGguf {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        Self::from_content(&content, &mut file, ctx, context)
+        Self::from_content(&content, reader, ctx, context)
     }
 
     pub fn from_content<R: Read + Seek>(
@@ -491,6 +521,16 @@ impl GpuModel {
         ctx: GpuContext,
         context: usize,
     ) -> Result<GpuModel> {
+        let limits = ctx.device.limits();
+        if limits.max_compute_workgroups_per_dimension == 0
+            || limits.max_storage_buffers_per_shader_stage == 0
+        {
+            return Err(LlmError::Gpu(format!(
+                "{} has no compute shaders (WebGL2 has none); the kernels need WebGPU, Vulkan, \
+                 Metal or DirectX 12",
+                ctx.adapter
+            )));
+        }
         let config = LlamaConfig::from_gguf(content)?;
         let c = &config;
         if c.rope_dim != c.head_dim
@@ -764,6 +804,8 @@ impl GpuModel {
             final_norm_group,
             head_group,
             fuse_norm: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(target_arch = "wasm32")]
+            in_flight: Mutex::new(None),
             lens_group,
             inv_freq,
             lock: Mutex::new(()),
@@ -846,6 +888,7 @@ impl GpuModel {
             attention,
             len: 0,
             owner: self.id(),
+            serial: CACHE_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             _buffers: buffers,
         })
     }
@@ -1052,6 +1095,19 @@ impl GpuModel {
         let (l, d, ff, nh, v) = (c.n_layer, c.n_embd, c.n_ff, c.n_head, c.vocab_size);
         let (n, pos) = (tokens.len(), cache.len);
         let s = &self.scratch;
+        let lens = record.enabled && record.logit_lens && tokenizer.is_some();
+        #[cfg(target_arch = "wasm32")]
+        let key = web_read::StepKey {
+            cache: cache.serial,
+            pos,
+            tokens: tokens.to_vec(),
+            record: record.enabled,
+            lens,
+        };
+        #[cfg(target_arch = "wasm32")]
+        if let Some(bytes) = self.web_collect(&key)? {
+            return Ok(self.finish(cache, tokens, record, tokenizer, &bytes));
+        }
         let paced = self
             .ctx
             .pacer
@@ -1074,7 +1130,6 @@ impl GpuModel {
             self.ctx.queue.submit([enc.finish()]);
         }
         let last_pos = pos + n - 1;
-        let lens = record.enabled && record.logit_lens && tokenizer.is_some();
         let (first_slot, rows) = if lens { (1, l as u32) } else { (l as u32, 1) };
         self.write_step(last_pos, tokens[n - 1], first_slot);
         let timing =
@@ -1116,19 +1171,46 @@ impl GpuModel {
             }
             (self.ctx.queue.submit([enc.finish()]), at, kinds)
         };
-        let bytes = read_back(&self.ctx.device, &s.staging, at, index)?;
-        cache.len = pos + n;
-        if let Some(t) = &timing
-            && let Some(ms) = t.read(&self.ctx.device, &self.ctx.queue, &kinds)
-            && let Ok(mut p) = self.profile.lock()
+        #[cfg(target_arch = "wasm32")]
         {
-            *p = Some(ms);
+            let _ = (index, kinds, timing);
+            self.web_start(key, at)
         }
-        let floats: &[f32] = bytemuck::cast_slice(&bytes);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let bytes = read_back(&self.ctx.device, &s.staging, at, index)?;
+            if let Some(t) = &timing
+                && let Some(ms) = t.read(&self.ctx.device, &self.ctx.queue, &kinds)
+                && let Ok(mut p) = self.profile.lock()
+            {
+                *p = Some(ms);
+            }
+            Ok(self.finish(cache, tokens, record, tokenizer, &bytes))
+        }
+    }
+
+    /// The step's results, read back: the cache now holds its positions; logits and trace.
+    fn finish(
+        &self,
+        cache: &mut GpuCache,
+        tokens: &[u32],
+        record: RecordOptions,
+        tokenizer: Option<&LlmTokenizer>,
+        bytes: &[u8],
+    ) -> ForwardOutput {
+        let c = &self.config;
+        let (l, d, ff, nh, v) = (c.n_layer, c.n_embd, c.n_ff, c.n_head, c.vocab_size);
+        let (n, pos) = (tokens.len(), cache.len);
+        let lens = record.enabled && record.logit_lens && tokenizer.is_some();
+        let rows = if lens { l } else { 1 };
+        let last_pos = pos + n - 1;
+        let seen = last_pos + 1;
+        cache.len = pos + n;
+        let floats: &[f32] = bytemuck::cast_slice(bytes);
         let (logits, rest) = floats.split_at(v);
         let logits = Logits(logits.to_vec());
         let trace = if record.enabled {
-            let (top, rest) = rest.split_at(4 * rows as usize);
+            let (top, rest) = rest.split_at(4 * rows);
             let (resid, rest) = rest.split_at((l + 1) * d);
             let (mlp_in, rest) = rest.split_at(l * d);
             let (act, probs) = rest.split_at(l * ff);
@@ -1174,10 +1256,10 @@ impl GpuModel {
         } else {
             None
         };
-        Ok(ForwardOutput {
+        ForwardOutput {
             logits: logits.0,
             trace,
-        })
+        }
     }
 }
 
@@ -1210,18 +1292,19 @@ fn bind_group(
     })
 }
 
-/// Copy `len` bytes of a mapped-for-reading buffer out after submission `index` completes.
+/// Copy `len` bytes of a mapped-for-reading buffer out after submission `index` completes
+/// (blocking: in the browser build only the model's steps read back, through `web_read`).
 fn read_back(
     device: &wgpu::Device,
     staging: &wgpu::Buffer,
     len: u64,
     index: wgpu::SubmissionIndex,
 ) -> Result<Vec<u8>> {
-    // In a browser results arrive through the page's event loop, which a blocking wait here
-    // would freeze; the web build needs the asynchronous path.
     if cfg!(target_arch = "wasm32") {
         return Err(LlmError::Gpu(
-            "the GPU backend does not run in the browser build yet; the CPU backend does".into(),
+            "a blocking read-back would freeze the page; the browser build reads the model's \
+             steps back asynchronously"
+                .into(),
         ));
     }
     let slice = staging.slice(..len);
@@ -1296,7 +1379,8 @@ impl Timing {
         enc.copy_buffer_to_buffer(&self.resolve, 0, &self.read, 0, count as u64 * 8);
     }
 
-    /// Milliseconds per kernel kind.
+    /// Milliseconds per kernel kind (the bench's; not in the browser build).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     fn read(
         &self,
         device: &wgpu::Device,
