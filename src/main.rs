@@ -7,7 +7,14 @@ use samemath::cli::{Cli, Command};
 use samemath::tools;
 
 fn main() -> ExitCode {
+    #[cfg(not(target_arch = "wasm32"))]
     let cli = Cli::parse();
+    // In the browser the page's address holds the arguments (`?scene=llm&steps=8`).
+    #[cfg(target_arch = "wasm32")]
+    let cli = Cli::try_parse_from(samemath::web::args()).unwrap_or_else(|e| {
+        samemath::web::signal("error", &format!("the page's arguments: {e}"));
+        Cli::parse_from(["samemath"])
+    });
     let result = match cli.command {
         None => return samemath::app::run(cli.app, None),
         Some(Command::Bench(bench)) if bench.llm => tools::bench_llm(&bench),

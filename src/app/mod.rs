@@ -6,6 +6,8 @@ pub mod camera;
 pub mod screenshot;
 pub mod shell;
 pub mod theme;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 use std::process::ExitCode;
 
@@ -100,43 +102,49 @@ impl Plugin for AppPlugin {
         } else {
             PresentMode::AutoVsync
         };
-        app.add_plugins(
-            DefaultPlugins
-                .set(WindowPlugin {
-                    primary_window: Some(Window {
-                        title: "samemath: the same GPU math".into(),
-                        resolution: (width, height).into(),
-                        present_mode,
-                        mode: if options.args.fullscreen {
-                            WindowMode::BorderlessFullscreen(MonitorSelection::Current)
-                        } else {
-                            WindowMode::Windowed
-                        },
-                        ..default()
-                    }),
-                    ..default()
-                })
-                .set(AssetPlugin {
-                    meta_check: AssetMetaCheck::Never,
+        let plugins = DefaultPlugins
+            .set(WindowPlugin {
+                primary_window: Some(Window {
+                    title: "samemath: the same GPU math".into(),
+                    resolution: (width, height).into(),
+                    present_mode,
+                    mode: if options.args.fullscreen {
+                        WindowMode::BorderlessFullscreen(MonitorSelection::Current)
+                    } else {
+                        WindowMode::Windowed
+                    },
+                    // The browser build draws into the page's canvas, sized by the page.
+                    canvas: cfg!(target_arch = "wasm32").then(|| "#samemath-canvas".into()),
+                    fit_canvas_to_parent: cfg!(target_arch = "wasm32"),
                     ..default()
                 }),
-        )
-        .add_plugins(EguiPlugin::default())
-        .insert_resource(ClearColor(theme::BACKGROUND))
-        .insert_resource(theme::UiSettings {
-            large: options.args.large_ui,
-            hide_panels: options.args.hide_panels,
-        })
-        .insert_resource(options)
-        .add_plugins((
-            logic_plugin,
-            theme::plugin,
-            camera::plugin,
-            crate::graphics::plugin,
-            crate::llm_scene::plugin,
-            screenshot::plugin,
-            bench::plugin,
-        ));
+                ..default()
+            })
+            .set(AssetPlugin {
+                meta_check: AssetMetaCheck::Never,
+                ..default()
+            });
+        #[cfg(target_arch = "wasm32")]
+        let plugins = plugins.set(web::render_plugin());
+        app.add_plugins(plugins)
+            .add_plugins(EguiPlugin::default())
+            .insert_resource(ClearColor(theme::BACKGROUND))
+            .insert_resource(theme::UiSettings {
+                large: options.args.large_ui,
+                hide_panels: options.args.hide_panels,
+            })
+            .insert_resource(options)
+            .add_plugins((
+                logic_plugin,
+                theme::plugin,
+                camera::plugin,
+                crate::graphics::plugin,
+                crate::llm_scene::plugin,
+                screenshot::plugin,
+                bench::plugin,
+            ));
+        #[cfg(target_arch = "wasm32")]
+        app.add_plugins(web::plugin);
     }
 }
 

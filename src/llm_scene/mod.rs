@@ -430,6 +430,7 @@ fn auto_steps(
     mut controls: ResMut<LlmControls>,
     mut sent: Local<usize>,
     mut connected: Local<bool>,
+    mut gpu_failed: Local<bool>,
     mut actions: MessageWriter<LlmAction>,
 ) {
     let Some(options) = options else {
@@ -456,10 +457,11 @@ fn auto_steps(
             actions.write(LlmAction::UseGpu);
             *connected = true;
         }
-        // Wait for it, unless it failed (then the CPU runs, the error stays on screen).
-        if !matches!(view.backend, Backend::Gpu { .. })
-            && !matches!(view.status, EngineStatus::Error(_))
-        {
+        // Wait for it, unless it failed (then the CPU runs all the steps, the error shown).
+        if *connected && matches!(view.status, EngineStatus::Error(_)) {
+            *gpu_failed = true;
+        }
+        if !matches!(view.backend, Backend::Gpu { .. }) && !*gpu_failed {
             return;
         }
     }
@@ -593,7 +595,13 @@ pub fn run_actions(
                     let (device, queue, info) = gpu;
                     let ctx =
                         GpuContext::shared(device.wgpu_device().clone(), (**queue.0).clone(), info);
-                    engine.send(Command::UseGpu(ctx.with_pacer(pacer.0.clone())));
+                    // In the browser a step is one submit between frames, read back on a
+                    // later one: nothing to pace (pacing waits on the GPU).
+                    #[cfg(not(target_arch = "wasm32"))]
+                    let ctx = ctx.with_pacer(pacer.0.clone());
+                    #[cfg(target_arch = "wasm32")]
+                    let _ = &pacer;
+                    engine.send(Command::UseGpu(ctx));
                     view.status = EngineStatus::Loading("starting the GPU backend".into());
                 }
                 None => {

@@ -1,0 +1,89 @@
+//! The browser build's renderer choice and the markers it logs for the page and its tests:
+//! `ready` after the first frames, `scene` on each switch, `done` when `steps=N` have run (with
+//! the generated token ids), `error` for the LLM scene's errors.
+
+use bevy::prelude::*;
+use bevy::render::RenderPlugin;
+use bevy::render::renderer::RenderAdapterInfo;
+use bevy::render::settings::{Backends, WgpuSettings};
+
+use super::{AppOptions, Scene};
+use crate::llm_scene::{Backend, EngineStatus, LlmView, steps_done};
+use crate::web;
+
+/// WebGPU where the page found it, else WebGL2.
+pub fn render_plugin() -> RenderPlugin {
+    let backends = if web::webgpu() {
+        Backends::BROWSER_WEBGPU
+    } else {
+        Backends::GL
+    };
+    RenderPlugin {
+        render_creation: WgpuSettings {
+            backends: Some(backends),
+            ..default()
+        }
+        .into(),
+        ..default()
+    }
+}
+
+pub fn plugin(app: &mut App) {
+    app.add_systems(Update, (ready, scene_changed, report));
+}
+
+/// Once a few frames are out: the adapter and graphics API the page runs on.
+fn ready(adapter: Option<Res<RenderAdapterInfo>>, mut frames: Local<u32>) {
+    let Some(adapter) = adapter else {
+        return;
+    };
+    *frames += 1;
+    if *frames == 3 {
+        let detail = serde_json::json!({
+            "adapter": adapter.name,
+            "backend": format!("{:?}", adapter.backend),
+            "graphics": if web::webgpu() { "webgpu" } else { "webgl2" },
+        });
+        web::signal("ready", &detail.to_string());
+    }
+}
+
+fn scene_changed(scene: Res<State<Scene>>) {
+    if scene.is_changed() {
+        web::signal("scene", &format!("{:?}", scene.get()));
+    }
+}
+
+/// `steps=N` done (or failed): what was generated, where, how fast; and errors as they show.
+fn report(
+    options: Res<AppOptions>,
+    view: Res<LlmView>,
+    mut reported: Local<bool>,
+    mut last_error: Local<String>,
+) {
+    if let EngineStatus::Error(e) = &view.status
+        && *e != *last_error
+    {
+        web::signal("error", e);
+        *last_error = e.clone();
+    }
+    if *reported || options.args.steps.is_none() || view.steps == 0 {
+        return;
+    }
+    if steps_done(&options, &view) {
+        *reported = true;
+        let backend = match &view.backend {
+            Backend::Local => "cpu".to_string(),
+            Backend::Gpu { adapter, .. } => format!("gpu: {adapter}"),
+            Backend::Remote { url, .. } => format!("remote: {url}"),
+        };
+        let detail = serde_json::json!({
+            "backend": backend,
+            "ids": view.generated.iter().map(|t| t.id).collect::<Vec<_>>(),
+            "text": view.reply,
+            "tokens_per_sec": view.tokens_per_sec,
+            "steps": view.steps,
+        });
+        web::signal("done", &detail.to_string());
+    }
+}
