@@ -1,0 +1,248 @@
+// samemath's page: picks WebGPU (else WebGL2, else says why not), downloads the model with a
+// progress bar (resuming after a dropped connection, cached by the browser for next time),
+// and starts the wasm app, which reads all of this through `window.samemathPage`.
+
+const params = new URLSearchParams(location.search);
+// Parameters for the page itself; every other one goes to the app as `--name value`.
+const PAGE_ONLY = new Set(['graphics', 'model-url', 'webgpu-lost']);
+const MODEL_URL = params.get('model-url') || 'model/SmolLM2-135M-Instruct.Q4_1.gguf';
+const MODEL_CACHE = 'samemath-model-v1';
+const TRIES = 4;
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  graphics: null,
+  model: undefined,
+  status: 'waiting for the model download to start',
+  failed: false,
+  appReady: false,
+};
+// The download so far: kept across tries so a dropped connection resumes where it stopped.
+const download = { chunks: [], received: 0, total: 0 };
+
+window.samemathPage = {
+  args: () => JSON.stringify(appArgs()),
+  graphics: () => state.graphics,
+  modelBytes: () => state.model,
+  modelStatus: () => state.status,
+  modelFailed: () => state.failed,
+  signal: (kind, detail) => {
+    console.log(`samemath:${kind} ${detail}`);
+    if (kind === 'ready') {
+      state.appReady = true;
+      console.log(`samemath:timing ${JSON.stringify({ ready_ms: Math.round(performance.now()) })}`);
+      tidyOverlay();
+    }
+  },
+};
+
+// If the WebGPU device is lost (the renderer then stops), start again on WebGL2 and say why.
+// (Bevy's log lines reach the console through console.log and console.error.)
+let fallingBack = false;
+for (const level of ['log', 'error']) {
+  const original = console[level].bind(console);
+  console[level] = (...parts) => {
+    original(...parts);
+    watchForLostDevice(parts.map(String).join(' '));
+  };
+}
+function watchForLostDevice(text) {
+  if (state.graphics !== 'webgpu' || fallingBack || !text.includes('Caught DeviceLost')) return;
+  fallingBack = true;
+  const reason = (/DeviceLost error: (.*?)(?: color:|$)/.exec(text) || [])[1] || 'device lost';
+  console.log(`samemath:fallback ${JSON.stringify({ from: 'webgpu', to: 'webgl2', reason })}`);
+  const next = new URLSearchParams(location.search);
+  next.set('graphics', 'webgl2');
+  next.set('webgpu-lost', reason.slice(0, 200));
+  location.replace(`?${next}`);
+}
+
+function appArgs() {
+  const out = [];
+  for (const [key, value] of params) {
+    if (PAGE_ONLY.has(key)) continue;
+    out.push(`--${key}`);
+    if (value !== '') out.push(value);
+  }
+  return out;
+}
+
+const mb = (bytes) => (bytes / 1e6).toFixed(1);
+
+function show(what, { fraction, message, error = false, retry = false } = {}) {
+  if (what !== undefined) $('what').textContent = what;
+  if (fraction !== undefined) $('bar').firstElementChild.style.width = `${Math.round(fraction * 100)}%`;
+  if (message !== undefined) {
+    $('message').innerHTML = message;
+    $('message').className = error ? 'error' : '';
+  }
+  $('retry').classList.toggle('hidden', !retry);
+}
+
+// Once the app draws, the box moves to a corner while the model downloads, then goes.
+function tidyOverlay() {
+  const box = $('loading');
+  if (!state.appReady) return;
+  if (state.model && !state.failed) box.classList.add('hidden');
+  else box.classList.add('corner');
+}
+
+async function pickGraphics() {
+  const wanted = params.get('graphics');
+  if (wanted !== 'webgl2' && navigator.gpu) {
+    try {
+      if (await navigator.gpu.requestAdapter()) return 'webgpu';
+    } catch (e) {
+      console.warn('WebGPU adapter request failed:', e);
+    }
+  }
+  const probe = document.createElement('canvas');
+  if (probe.getContext('webgl2')) return 'webgl2';
+  return null;
+}
+
+async function openCache() {
+  try {
+    return 'caches' in window ? await caches.open(MODEL_CACHE) : null;
+  } catch (e) {
+    console.warn('no Cache API here:', e);
+    return null;
+  }
+}
+
+// Total size from a 200's Content-Length or a 206's Content-Range.
+function totalOf(resp) {
+  const range = resp.headers.get('Content-Range');
+  if (resp.status === 206 && range && range.includes('/')) return Number(range.split('/')[1]) || 0;
+  return Number(resp.headers.get('Content-Length')) || 0;
+}
+
+async function fetchOnce() {
+  const d = download;
+  const headers = d.received > 0 ? { Range: `bytes=${d.received}-` } : {};
+  const resp = await fetch(MODEL_URL, { headers, cache: 'no-store' });
+  if (resp.status === 404) {
+    const err = new Error(`${MODEL_URL} is not on this server (404): build the page with wasm/build.sh, which puts the model next to it`);
+    err.fatal = true;
+    throw err;
+  }
+  if (!resp.ok) throw new Error(`the server answered ${resp.status} ${resp.statusText}`);
+  if (d.received > 0 && resp.status !== 206) {
+    // The server cannot resume: start over.
+    d.chunks = [];
+    d.received = 0;
+  }
+  d.total = totalOf(resp) || d.total;
+  const reader = resp.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    d.chunks.push(value);
+    d.received += value.length;
+    state.status = `downloading the model: ${mb(d.received)} of ${mb(d.total)} MB`;
+    show(state.status, { fraction: d.total ? d.received / d.total : 0 });
+  }
+  if (d.total && d.received < d.total) throw new Error('the connection closed early');
+}
+
+async function loadModel() {
+  state.failed = false;
+  const cache = await openCache();
+  if (cache) {
+    const hit = await cache.match(MODEL_URL);
+    if (hit) {
+      state.status = 'reading the model from the browser cache';
+      show(state.status, { fraction: 1 });
+      const bytes = new Uint8Array(await hit.arrayBuffer());
+      if (bytes.length > 0) return finishModel(bytes, 'from the browser cache');
+    }
+  }
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await fetchOnce();
+      break;
+    } catch (e) {
+      const d = download;
+      const where = `${mb(d.received)} of ${d.total ? mb(d.total) : '?'} MB`;
+      if (e.fatal || attempt >= TRIES) {
+        state.failed = true;
+        state.status = `The model download stopped at ${where}: ${e.message}. ` +
+          'Scene 1 works without it; "Download the model again" resumes from there.';
+        console.log(`samemath:download ${state.status}`);
+        show('The model did not arrive', { message: state.status, error: true, retry: true });
+        $('loading').classList.remove('hidden', 'corner');
+        return;
+      }
+      state.status = `the download was interrupted at ${where} (${e.message}); resuming, try ${attempt + 1} of ${TRIES}`;
+      console.log(`samemath:download ${state.status}`);
+      show(state.status, { message: state.status });
+      await new Promise((r) => setTimeout(r, 500 * attempt));
+    }
+  }
+  const d = download;
+  const bytes = new Uint8Array(d.received);
+  let at = 0;
+  for (const c of d.chunks) {
+    bytes.set(c, at);
+    at += c.length;
+  }
+  d.chunks = [];
+  let note = 'downloaded';
+  if (cache) {
+    try {
+      await cache.put(MODEL_URL, new Response(bytes, { headers: { 'Content-Type': 'application/octet-stream' } }));
+      note = 'downloaded and kept in the browser cache for next time';
+    } catch (e) {
+      note = `downloaded (not cached: ${e.message})`;
+    }
+  }
+  return finishModel(bytes, note);
+}
+
+function finishModel(bytes, note) {
+  state.model = bytes;
+  state.status = `model ready (${mb(bytes.length)} MB, ${note})`;
+  console.log(`samemath:model ${JSON.stringify({ bytes: bytes.length, note })}`);
+  show(state.status, { fraction: 1 });
+  tidyOverlay();
+}
+
+$('retry').addEventListener('click', () => {
+  show('Downloading the model again…', { message: '' });
+  loadModel();
+});
+
+async function main() {
+  show('Looking for WebGPU or WebGL2…');
+  state.graphics = await pickGraphics();
+  if (!state.graphics) {
+    show('This browser cannot draw samemath', {
+      message: 'samemath needs WebGPU or WebGL2, and this browser offers neither (or has them ' +
+        'turned off). Try a current Chrome, Edge, Firefox or Safari with hardware acceleration ' +
+        'switched on in its settings.',
+      error: true,
+    });
+    $('bar').classList.add('hidden');
+    console.log('samemath:unsupported neither WebGPU nor WebGL2');
+    return;
+  }
+  console.log(`samemath:graphics ${state.graphics}`);
+  const lost = params.get('webgpu-lost');
+  const note = lost ? `WebGPU lost its device in this browser (${lost}), so samemath draws with ` +
+    'WebGL2 and the model runs on the CPU. ' : '';
+  show(`Starting the app (${state.graphics === 'webgpu' ? 'WebGPU' : 'WebGL2'})…`, { message: note });
+  loadModel();
+  try {
+    const { default: init } = await import('./pkg/samemath.js');
+    await init();
+  } catch (e) {
+    // winit hands control to the browser's event loop by throwing this on purpose.
+    if (!String(e).includes('Using exceptions for control flow')) {
+      console.error(e);
+      show('samemath stopped', { message: String(e), error: true });
+      console.log(`samemath:error ${String(e)}`);
+    }
+  }
+}
+
+main();

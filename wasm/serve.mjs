@@ -1,0 +1,80 @@
+// A small static server for the web build (node, no dependencies): correct MIME types (wasm
+// streaming compile needs application/wasm) and byte ranges (the page resumes the model
+// download with them). Usage: node wasm/serve.mjs DIR [PORT]
+// For the browser tests, SAMEMATH_CUT_MODEL_AT=N closes the connection after N bytes of the
+// model's first full (non-range) response, as a dropped network would.
+import { createServer } from 'node:http';
+import { createReadStream, statSync } from 'node:fs';
+import { extname, join, normalize, resolve } from 'node:path';
+
+const TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.wasm': 'application/wasm',
+  '.json': 'application/json',
+  '.png': 'image/png',
+  '.gguf': 'application/octet-stream',
+};
+
+export function serve(dir, port = 0, host = '127.0.0.1') {
+  const root = resolve(dir);
+  let cutAt = Number(process.env.SAMEMATH_CUT_MODEL_AT || 0);
+  const server = createServer((req, res) => {
+    const url = new URL(req.url, 'http://x');
+    let path = normalize(join(root, decodeURIComponent(url.pathname)));
+    if (!path.startsWith(root)) {
+      res.writeHead(403).end();
+      return;
+    }
+    let st;
+    try {
+      st = statSync(path);
+      if (st.isDirectory()) {
+        path = join(path, 'index.html');
+        st = statSync(path);
+      }
+    } catch {
+      res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found\n');
+      return;
+    }
+    const headers = {
+      'Content-Type': TYPES[extname(path)] || 'application/octet-stream',
+      'Accept-Ranges': 'bytes',
+      'Cache-Control': 'no-cache',
+    };
+    const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range || '');
+    if (range) {
+      const start = Number(range[1]);
+      const end = range[2] ? Math.min(Number(range[2]), st.size - 1) : st.size - 1;
+      if (start >= st.size || start > end) {
+        res.writeHead(416, { 'Content-Range': `bytes */${st.size}` }).end();
+        return;
+      }
+      res.writeHead(206, {
+        ...headers,
+        'Content-Range': `bytes ${start}-${end}/${st.size}`,
+        'Content-Length': end - start + 1,
+      });
+      createReadStream(path, { start, end }).pipe(res);
+      return;
+    }
+    res.writeHead(200, { ...headers, 'Content-Length': st.size });
+    if (cutAt > 0 && extname(path) === '.gguf') {
+      const n = cutAt;
+      cutAt = 0;
+      const stream = createReadStream(path, { start: 0, end: n - 1 });
+      stream.on('end', () => res.destroy());
+      stream.pipe(res, { end: false });
+      return;
+    }
+    createReadStream(path).pipe(res);
+  });
+  return new Promise((ok) => server.listen(port, host, () => ok(server)));
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const [dir = 'target/web', port = '8080'] = process.argv.slice(2);
+  const server = await serve(dir, Number(port));
+  console.log(`serving ${dir} on http://127.0.0.1:${server.address().port}/`);
+}
