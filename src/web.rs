@@ -64,6 +64,15 @@ pub fn model() -> PageModel {
     }
 }
 
+/// While the download is under way, how far it is (without copying anything out of the page).
+pub fn download_pending() -> Option<String> {
+    let arrived = page_model_bytes();
+    if !(arrived.is_undefined() || arrived.is_null()) || page_model_failed() {
+        return None;
+    }
+    Some(page_model_status())
+}
+
 /// Tell the page (and the console) something happened.
 pub fn signal(kind: &str, detail: &str) {
     page_signal(kind, detail);

@@ -140,24 +140,9 @@ impl Engine {
             PageModel::Ready(bytes) => {
                 let path = PathBuf::from(fetch::MODEL_FILE);
                 self.send(Event::Status(format!("loading {}", path.display())));
-                match Model::from_bytes(&bytes, &path) {
-                    Ok((model, tokenizer)) => {
-                        let (model, tokenizer) = (Arc::new(model), Arc::new(tokenizer));
-                        self.loaded = Some((model.clone(), tokenizer.clone()));
-                        self.model_bytes = Some(Arc::new(bytes));
-                        self.model_path = Some(path.clone());
-                        self.send(Event::Loaded {
-                            model,
-                            tokenizer,
-                            path,
-                        });
-                        true
-                    }
-                    Err(e) => {
-                        self.send(Event::Error(e.to_string()));
-                        false
-                    }
-                }
+                let loaded = Model::from_bytes(&bytes, &path);
+                self.model_bytes = Some(Arc::new(bytes));
+                self.adopt(loaded.map(|(m, t)| (m, t, path)))
             }
             PageModel::Pending(status) => {
                 self.send(Event::Status(status));
@@ -173,7 +158,6 @@ impl Engine {
     /// Browser build: whether `command` can run now, or waits for the page's download.
     #[cfg(target_arch = "wasm32")]
     fn ready_for(&mut self, command: &Command) -> bool {
-        use crate::web::PageModel;
         if self.loaded.is_some()
             || matches!(
                 command,
@@ -182,15 +166,15 @@ impl Engine {
         {
             return true;
         }
-        match crate::web::model() {
-            PageModel::Pending(status) => {
+        match crate::web::download_pending() {
+            Some(status) => {
                 if status != self.last_status {
                     self.send(Event::Status(status.clone()));
                     self.last_status = status;
                 }
                 false
             }
-            _ => true,
+            None => true,
         }
     }
 
@@ -208,6 +192,11 @@ impl Engine {
             progress(&format!("loading {}", p.display()));
             Model::load(&p).map(|(m, t)| (m, t, p))
         });
+        self.adopt(result)
+    }
+
+    /// Keep a loaded model and tell the app, or report why loading failed.
+    fn adopt(&mut self, result: Result<(Model, LlmTokenizer, PathBuf), LlmError>) -> bool {
         match result {
             Ok((model, tokenizer, path)) => {
                 let (model, tokenizer) = (Arc::new(model), Arc::new(tokenizer));
