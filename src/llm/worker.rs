@@ -93,6 +93,42 @@ pub enum Event {
 /// lands between slices.
 const PREFILL_SLICE: usize = 64;
 
+/// A connected remote server: natively the client and the runtime it blocks on; in the
+/// browser, the way to the task that owns the client.
+#[cfg(not(target_arch = "wasm32"))]
+type RemoteLink = (crate::remote::RemoteClient, tokio::runtime::Runtime);
+
+#[cfg(target_arch = "wasm32")]
+struct RemoteLink {
+    requests: Sender<(GenerationRequest, crate::llm::CancelToken)>,
+}
+
+/// One answer from the remote server, its steps and end sent as the engine's events.
+async fn answer_remote(
+    client: &mut crate::remote::RemoteClient,
+    request: &GenerationRequest,
+    token: &crate::llm::CancelToken,
+    events: &Sender<Event>,
+) {
+    use crate::remote::{RemoteError, RemoteEvent};
+    let _ = events.send(Event::Prompt {
+        tokens: Vec::new(),
+        embeddings: Vec::new(),
+    });
+    let mut on_event = |e: RemoteEvent| {
+        let _ = events.send(match e {
+            RemoteEvent::Status(s) => Event::Status(s),
+            RemoteEvent::Step(s) => Event::RemoteStep(s),
+        });
+    };
+    let result = client.generate(request, token, &mut on_event).await;
+    let _ = events.send(match result {
+        Ok(summary) => Event::Finished(summary.stop.unwrap_or(StopReason::EndToken)),
+        Err(RemoteError::Cancelled) => Event::Paused,
+        Err(e) => Event::Error(e.to_string()),
+    });
+}
+
 /// The state machine shared by the thread and the wasm slices.
 struct Engine {
     model_path: Option<PathBuf>,
@@ -100,10 +136,8 @@ struct Engine {
     max_prompt_tokens: usize,
     /// One Step was asked for and has not produced its token yet.
     step_pending: bool,
-    /// The remote backend, when connected (native only), and what Stop cancels.
-    #[cfg(not(target_arch = "wasm32"))]
-    remote: Option<(crate::remote::RemoteClient, tokio::runtime::Runtime)>,
-    #[cfg(not(target_arch = "wasm32"))]
+    /// The remote backend, when connected, and what Stop cancels.
+    remote: Option<RemoteLink>,
     stop: Arc<std::sync::Mutex<crate::llm::CancelToken>>,
     loaded: Option<(Arc<Model>, Arc<LlmTokenizer>)>,
     /// The GPU backend, once asked for; used while `on_gpu`.
@@ -159,6 +193,7 @@ impl Engine {
     #[cfg(target_arch = "wasm32")]
     fn ready_for(&mut self, command: &Command) -> bool {
         if self.loaded.is_some()
+            || self.remote.is_some()
             || matches!(
                 command,
                 Command::Connect(_) | Command::Stop | Command::Reset | Command::UseLocal
@@ -275,39 +310,32 @@ impl Engine {
         }
     }
 
-    /// Generate on the remote server (blocking this engine thread; Stop cancels through the
-    /// shared token).
-    #[cfg(not(target_arch = "wasm32"))]
+    /// Generate on the remote server (natively blocking this engine thread, in the browser in
+    /// the connection's task); Stop cancels through the shared token.
     fn generate_remote(&mut self, request: &GenerationRequest) {
-        use crate::remote::{RemoteError, RemoteEvent};
         let token = crate::llm::CancelToken::default();
         if let Ok(mut t) = self.stop.lock() {
             *t = token.clone();
         }
-        let Some((client, runtime)) = self.remote.as_mut() else {
+        let Some(link) = self.remote.as_mut() else {
             return;
         };
-        let events = self.events.clone();
-        let _ = events.send(Event::Prompt {
-            tokens: Vec::new(),
-            embeddings: Vec::new(),
-        });
-        let mut on_event = |e: RemoteEvent| {
-            let _ = events.send(match e {
-                RemoteEvent::Status(s) => Event::Status(s),
-                RemoteEvent::Step(s) => Event::RemoteStep(s),
-            });
-        };
-        let result = runtime.block_on(client.generate(request, &token, &mut on_event));
-        let _ = self.events.send(match result {
-            Ok(summary) => Event::Finished(summary.stop.unwrap_or(StopReason::EndToken)),
-            Err(RemoteError::Cancelled) => Event::Paused,
-            Err(e) => Event::Error(e.to_string()),
-        });
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let (client, runtime) = link;
+            runtime.block_on(answer_remote(client, request, &token, &self.events));
+        }
+        #[cfg(target_arch = "wasm32")]
+        if link.requests.send((request.clone(), token)).is_err() {
+            self.remote = None;
+            self.send(Event::Disconnected);
+            self.send(Event::Error(
+                "the connection to the remote server ended; Connect again".into(),
+            ));
+        }
     }
 
     fn handle(&mut self, command: Command) {
-        #[cfg(not(target_arch = "wasm32"))]
         if self.remote.is_some() {
             match &command {
                 Command::Generate(request) => {
@@ -329,10 +357,7 @@ impl Engine {
         match command {
             Command::Connect(config) => self.connect(config),
             Command::UseLocal => {
-                #[cfg(not(target_arch = "wasm32"))]
-                {
-                    self.remote = None;
-                }
+                self.remote = None;
                 if self.on_gpu {
                     self.on_gpu = false;
                     self.drop_session();
@@ -398,11 +423,43 @@ impl Engine {
         }
     }
 
+    /// Browser build: the client lives in a task on the page's event loop; it probes, reports
+    /// `Connected` (then generation goes there) or the error, and answers requests in turn.
     #[cfg(target_arch = "wasm32")]
-    fn connect(&mut self, _config: crate::remote::RemoteConfig) {
-        self.send(Event::Error(
-            "remote servers from the browser build are not wired yet; use the desktop app".into(),
-        ));
+    fn connect(&mut self, config: crate::remote::RemoteConfig) {
+        let url = config.url.clone();
+        self.send(Event::Status(format!("connecting to {url}")));
+        let mut client = match crate::remote::RemoteClient::new(config) {
+            Ok(c) => c,
+            Err(e) => return self.send(Event::Error(e.to_string())),
+        };
+        let (requests, incoming) = channel::<(GenerationRequest, crate::llm::CancelToken)>();
+        let events = self.events.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            match client.probe().await {
+                Ok(info) => {
+                    let model = client.model().map(String::from);
+                    let _ = events.send(Event::Connected { url, info, model });
+                }
+                Err(e) => {
+                    let _ = events.send(Event::Error(e.to_string()));
+                    return;
+                }
+            }
+            loop {
+                match incoming.try_recv() {
+                    Ok((request, token)) => {
+                        answer_remote(&mut client, &request, &token, &events).await;
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {
+                        crate::remote::sleep(std::time::Duration::from_millis(30)).await;
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+                }
+            }
+        });
+        self.drop_session();
+        self.remote = Some(RemoteLink { requests });
     }
 
     fn drop_session(&mut self) {
@@ -450,10 +507,7 @@ impl Engine {
                 }
             }
         };
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            self.remote = None;
-        }
+        self.remote = None;
         self.drop_session();
         let c = gpu.context();
         let info = GpuBackendInfo {
@@ -603,9 +657,7 @@ impl Worker {
         let (event_tx, event_rx) = channel();
         let stop = Arc::new(std::sync::Mutex::new(crate::llm::CancelToken::default()));
         let engine = Engine {
-            #[cfg(not(target_arch = "wasm32"))]
             remote: None,
-            #[cfg(not(target_arch = "wasm32"))]
             stop: stop.clone(),
             model_path,
             max_prompt_tokens,

@@ -1,10 +1,13 @@
-//! The HTTP client behind `RemoteConfig` (native: reqwest on tokio). Probing, streaming
-//! generation for the three APIs, embeddings; Cloud Run auth, cold starts, retries, cancel.
+//! The HTTP client behind `RemoteConfig` (native: reqwest on tokio; in the browser: reqwest on
+//! fetch, timers from the page). Probing, streaming generation for the three APIs, embeddings;
+//! Cloud Run auth, cold starts, retries, cancel.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::future::{Either, select};
 use serde_json::{Value, json};
+use web_time::Instant;
 
 use super::stream::{NdjsonParser, SseData, SseParser};
 use super::{
@@ -40,8 +43,36 @@ impl std::fmt::Debug for RemoteClient {
     }
 }
 
+/// Wait `d` without blocking: tokio's timer natively, the page's `setTimeout` in the browser.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) async fn sleep(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) async fn sleep(d: Duration) {
+    use wasm_bindgen::prelude::*;
+    #[wasm_bindgen]
+    extern "C" {
+        #[wasm_bindgen(js_name = setTimeout)]
+        fn set_timeout(callback: &js_sys::Function, ms: i32) -> JsValue;
+    }
+    let ms = d.as_millis().min(i32::MAX as u128) as i32;
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        set_timeout(&resolve, ms);
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+/// The browser has no commands to run: tokens come from the field.
+#[cfg(target_arch = "wasm32")]
+fn command_token(_https: bool) -> Option<String> {
+    None
+}
+
 /// A fresh token from `$SAMEMATH_TOKEN_COMMAND` (any shell command printing one), else, for
 /// https URLs, `gcloud auth print-identity-token` when gcloud is installed and logged in.
+#[cfg(not(target_arch = "wasm32"))]
 fn command_token(https: bool) -> Option<String> {
     let out = match std::env::var("SAMEMATH_TOKEN_COMMAND") {
         Ok(cmd) if !cmd.trim().is_empty() => std::process::Command::new("sh")
@@ -64,7 +95,9 @@ fn is_retryable(status: u16) -> bool {
 
 /// Exponential backoff with jitter: ~0.5 s, 1 s, 2 s, ... times a factor in [0.5, 1.5).
 fn backoff(attempt: u32) -> Duration {
-    let nanos = Instant::now().elapsed().as_nanos() as u64 ^ std::process::id() as u64;
+    let nanos = web_time::SystemTime::now()
+        .duration_since(web_time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
     let jitter = 0.5 + (nanos.wrapping_mul(6364136223846793005) >> 40) as f64 / (1u64 << 24) as f64;
     Duration::from_secs_f64(0.5 * 2f64.powi(attempt as i32) * jitter)
 }
@@ -82,14 +115,16 @@ impl RemoteClient {
                 None => (None, TokenSource::None),
             },
         };
-        let http = reqwest::Client::builder()
+        let http = reqwest::Client::builder();
+        // (In the browser, fetch owns connections.)
+        #[cfg(not(target_arch = "wasm32"))]
+        let http = http
             .connect_timeout(Duration::from_secs(15))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| RemoteError::Connect {
-                url: base.clone(),
-                reason: e.to_string(),
-            })?;
+            .tcp_nodelay(true);
+        let http = http.build().map_err(|e| RemoteError::Connect {
+            url: base.clone(),
+            reason: e.to_string(),
+        })?;
         Ok(Self {
             api: config.api,
             model: config.model.clone(),
@@ -120,6 +155,20 @@ impl RemoteClient {
             reason = format!("{reason}: {s}");
             source = s.source();
         }
+        // A browser reports a refused connection and a CORS refusal alike, as a failed fetch.
+        // (Its text is the JS error with a stack trace: the first line says it.)
+        if cfg!(target_arch = "wasm32") {
+            let first = reason
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .replace("JsValue(", "");
+            reason = format!(
+                "{first}. The browser could not reach it: the server is down, or it does not \
+                 allow this page's origin (CORS). Start samemath serve with --cors '*' (or this \
+                 page's origin); for Ollama set OLLAMA_ORIGINS to this page's origin"
+            );
+        }
         RemoteError::Connect {
             url: self.base.clone(),
             reason,
@@ -147,14 +196,12 @@ impl RemoteClient {
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);
             }
-            let send = req.send();
-            tokio::pin!(send);
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
+            let mut send = Box::pin(req.send());
             let response = loop {
-                tokio::select! {
-                    r = &mut send => break r.map_err(|e| self.connect_error(e))?,
-                    _ = tick.tick() => {
+                match select(send, Box::pin(sleep(Duration::from_secs(1)))).await {
+                    Either::Left((r, _)) => break r.map_err(|e| self.connect_error(e))?,
+                    Either::Right((_, pending)) => {
+                        send = pending;
                         if cancel.is_cancelled() {
                             return Err(RemoteError::Cancelled);
                         }
@@ -166,7 +213,8 @@ impl RemoteClient {
                             });
                         }
                         on_event(RemoteEvent::Status(format!(
-                            "waking the service: {} s", waited.as_secs()
+                            "waking the service: {} s",
+                            waited.as_secs()
                         )));
                     }
                 }
@@ -195,7 +243,7 @@ impl RemoteClient {
                     wait.as_secs_f64(),
                     self.config.max_retries
                 )));
-                tokio::time::sleep(wait).await;
+                sleep(wait).await;
                 if cancel.is_cancelled() {
                     return Err(RemoteError::Cancelled);
                 }

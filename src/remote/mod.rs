@@ -11,10 +11,10 @@
 
 pub mod stream;
 
-#[cfg(not(target_arch = "wasm32"))]
 mod client;
-#[cfg(not(target_arch = "wasm32"))]
 pub use client::RemoteClient;
+#[cfg(target_arch = "wasm32")]
+pub(crate) use client::sleep;
 
 use std::time::Duration;
 

@@ -5,14 +5,20 @@
 // model is cached, and a browser without WebGPU and WebGL2 gets a message. Screenshots and a
 // summary (timings, tokens/s) go to the output folder.
 //   node tests/web/browser.mjs WEB_DIR REFERENCE_JSON OUT_DIR
+import { spawn } from 'node:child_process';
 import { mkdirSync, statSync, writeFileSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { serve } from '../../wasm/serve.mjs';
 
 const [webDir = 'target/web', referencePath, outDir = 'target/web-test'] = process.argv.slice(2);
 const PROMPT = process.env.SAMEMATH_WEB_PROMPT || 'What is 2+2?';
-const reference = JSON.parse(readFileSync(referencePath, 'utf8')).map((s) => s.sampled.id);
+const referenceSteps = JSON.parse(readFileSync(referencePath, 'utf8'));
+const reference = referenceSteps.map((s) => s.sampled.id);
+const referenceText = referenceSteps.map((s) => s.text).join('');
+// The native binary, for `samemath serve` (the remote runs).
+const SAMEMATH = process.env.SAMEMATH_BIN;
 const STEPS = reference.length;
 const MODEL_BYTES = statSync(join(webDir, 'model/SmolLM2-135M-Instruct.Q4_1.gguf')).size;
 mkdirSync(outDir, { recursive: true });
@@ -118,6 +124,64 @@ async function generationRun(browser, base, graphics, backend) {
   await page.close();
 }
 
+async function freePort() {
+  const probe = createServer();
+  await new Promise((ok) => probe.listen(0, '127.0.0.1', ok));
+  const { port } = probe.address();
+  await new Promise((ok) => probe.close(ok));
+  return port;
+}
+
+// `samemath serve` on loopback (with or without CORS), once its /health says the model is in.
+async function startServe(cors) {
+  const port = await freePort();
+  const args = ['serve', '--port', String(port), ...(cors ? ['--cors', cors] : [])];
+  const child = spawn(SAMEMATH, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 600; i++) {
+    const ok = await fetch(`${url}/health`).then((r) => r.ok, () => false);
+    if (ok) return { url, stop: () => child.kill('SIGTERM') };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill('SIGKILL');
+  throw new Error('samemath serve did not become healthy within 60 s');
+}
+
+// The page against `samemath serve`: with CORS the answer streams in; without, the page says
+// why and how to fix it.
+async function remoteRuns(browser, base) {
+  const allowed = await startServe('*');
+  try {
+    const page = await browser.newPage({ viewport: { width: 1600, height: 900 } });
+    const markers = watch(page, 'remote');
+    const query = new URLSearchParams({ graphics: 'webgl2', scene: 'llm', remote: allowed.url, steps: String(STEPS), prompt: PROMPT });
+    await page.goto(`${base}/?${query}`);
+    const done = JSON.parse((await markers.wait('done', 300_000)).detail);
+    check(done.backend.startsWith('remote') && done.text === referenceText,
+      `remote from the page (samemath serve --cors '*'): "${done.text}" equals the native engine's answer (${done.backend})`);
+    await page.waitForTimeout(800);
+    await page.screenshot({ path: join(outDir, 'remote-scene2.png') });
+    await page.close();
+  } finally {
+    allowed.stop();
+  }
+  const closed = await startServe(null);
+  try {
+    const page = await browser.newPage({ viewport: { width: 1600, height: 900 } });
+    const markers = watch(page, 'cors');
+    const query = new URLSearchParams({ graphics: 'webgl2', scene: 'llm', remote: closed.url, steps: String(STEPS), prompt: PROMPT });
+    await page.goto(`${base}/?${query}`);
+    const error = await markers.wait('error', 120_000, (m) => /CORS/.test(m.detail));
+    check(/--cors/.test(error.detail) && /OLLAMA_ORIGINS/.test(error.detail),
+      `remote without CORS: the page says so and how to fix it ("${error.detail.slice(0, 160)}...")`);
+    await page.waitForTimeout(500);
+    await page.screenshot({ path: join(outDir, 'remote-cors-refused.png') });
+    await page.close();
+  } finally {
+    closed.stop();
+  }
+}
+
 const server = await serve(webDir, 0);
 const base = `http://127.0.0.1:${server.address().port}`;
 try {
@@ -131,12 +195,14 @@ try {
   const hasWebGpu = await probe.evaluate(async () => !!(navigator.gpu && await navigator.gpu.requestAdapter()));
   await prober.close();
   // (SAMEMATH_WEB_RUNS, e.g. "webgpu/cpu,webgl2/cpu", picks runs when debugging.)
-  const runs = (process.env.SAMEMATH_WEB_RUNS || 'webgpu/gpu,webgl2/cpu').split(',');
+  const runs = (process.env.SAMEMATH_WEB_RUNS ?? 'webgpu/gpu,webgl2/cpu').split(',').filter(Boolean);
   for (const run of runs) {
     const [graphics, backend] = run.split('/');
     if (graphics === 'webgpu' && !hasWebGpu) console.log('skip webgpu: this Chromium offers no WebGPU adapter');
     else await generationRun(gpuBrowser, base, graphics, backend);
   }
+  if (SAMEMATH) await remoteRuns(gpuBrowser, base);
+  else console.log('skip remote: SAMEMATH_BIN (the native binary, for samemath serve) is not set');
   await gpuBrowser.close();
   if (process.env.SAMEMATH_WEB_RUNS) throw new Error('SAMEMATH_WEB_RUNS set: the other checks were skipped');
 
