@@ -63,6 +63,10 @@ pub struct AppArgs {
     /// Feed scene 2's prompt without the chat template.
     #[arg(long)]
     pub raw: bool,
+    /// Scene 2 without the logit lens (each layer's guess costs a pass through the 49,152-row
+    /// head: several times a token's own work, felt on slow GPUs and in the browser).
+    #[arg(long)]
+    pub no_lens: bool,
     /// Where scene 2's local model computes: cpu, or gpu (WGSL kernels on the renderer's own
     /// wgpu device). The scene's Backend panel switches at any time.
     #[arg(long = "backend", value_enum, default_value_t = crate::tools::BackendArg::Cpu)]

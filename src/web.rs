@@ -25,6 +25,12 @@ extern "C" {
     /// A marker for the page and its tests: logged as `samemath:<kind> <detail>`.
     #[wasm_bindgen(js_namespace = samemathPage, js_name = signal)]
     fn page_signal(kind: &str, detail: &str);
+    /// True once after the page asked for a frame (`samemathPage.capture()`).
+    #[wasm_bindgen(js_namespace = samemathPage, js_name = captureWanted)]
+    fn page_capture_wanted() -> bool;
+    /// The frame asked for, as PNG bytes.
+    #[wasm_bindgen(js_namespace = samemathPage, js_name = captured)]
+    fn page_captured(png: &[u8]);
 }
 
 /// `samemath` followed by the arguments in the page's address (`?scene=llm&steps=8` ->
@@ -76,4 +82,14 @@ pub fn download_pending() -> Option<String> {
 /// Tell the page (and the console) something happened.
 pub fn signal(kind: &str, detail: &str) {
     page_signal(kind, detail);
+}
+
+/// Whether the page asked for a frame since the last call.
+pub fn capture_wanted() -> bool {
+    page_capture_wanted()
+}
+
+/// Hand the page the frame it asked for (PNG).
+pub fn captured(png: &[u8]) {
+    page_captured(png);
 }

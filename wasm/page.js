@@ -17,6 +17,9 @@ const state = {
   failed: false,
   appReady: false,
 };
+// Frames asked for through samemathPage.capture(), and whether the app has taken the request.
+const captures = [];
+let captureAsked = false;
 // The download so far: kept across tries so a dropped connection resumes where it stopped.
 const download = { chunks: [], received: 0, total: 0 };
 
@@ -26,6 +29,18 @@ window.samemathPage = {
   modelBytes: () => state.model,
   modelStatus: () => state.status,
   modelFailed: () => state.failed,
+  // A frame as the app's renderer drew it (read back from the GPU), as PNG bytes in base64:
+  // what the tests keep, since a headless browser may not composite a WebGPU canvas.
+  capture: () => new Promise((resolve) => {
+    captures.push(resolve);
+  }),
+  captureWanted: () => captures.length > 0 && !captureAsked && (captureAsked = true),
+  captured: (png) => {
+    captureAsked = false;
+    let text = '';
+    for (let i = 0; i < png.length; i += 0x8000) text += String.fromCharCode(...png.subarray(i, i + 0x8000));
+    for (const resolve of captures.splice(0)) resolve(btoa(text));
+  },
   signal: (kind, detail) => {
     console.log(`samemath:${kind} ${detail}`);
     if (kind === 'ready') {

@@ -81,7 +81,7 @@ fn measure_llm(
             }
             if busy.len() >= n {
                 let adapter = adapter.map_or("unknown adapter".to_string(), |a| {
-                    format!("{} ({:?})", a.name, a.backend)
+                    crate::llm::gpu::adapter_name(&a)
                 });
                 if let (Some((im, ip)), Some((gm, gp))) = (summarize(&idle), summarize(&busy)) {
                     println!(
@@ -155,7 +155,7 @@ fn measure(
         .map(|w| (w.physical_width(), w.physical_height()))
         .unwrap_or((0, 0));
     let adapter = adapter.map_or("unknown adapter".to_string(), |a| {
-        format!("{} ({:?})", a.name, a.backend)
+        crate::llm::gpu::adapter_name(&a)
     });
     if let Some((mean, p95)) = summarize(&samples) {
         println!(

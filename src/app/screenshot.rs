@@ -102,7 +102,7 @@ fn drive_screenshot(
             sidecar["bridge"] = serde_json::to_value(&b.0).unwrap_or_default();
         }
         sidecar["adapter"] = adapter
-            .map(|a| serde_json::Value::from(format!("{} ({:?})", a.name, a.backend)))
+            .map(|a| serde_json::Value::from(crate::llm::gpu::adapter_name(&a)))
             .unwrap_or_default();
         commands.spawn(Screenshot::primary_window()).observe(
             move |captured: On<ScreenshotCaptured>, mut exit: MessageWriter<AppExit>| {
@@ -126,17 +126,25 @@ fn drive_screenshot(
 }
 
 fn save(path: &Path, image: &Image, sidecar: &serde_json::Value) -> Result<(), String> {
+    let png = encode_png(image)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, png).map_err(|e| format!("{}: {e}", path.display()))?;
+    let json = serde_json::to_string_pretty(sidecar).map_err(|e| e.to_string())?;
+    let sidecar_path = sidecar_path(path);
+    std::fs::write(&sidecar_path, json).map_err(|e| format!("{}: {e}", sidecar_path.display()))
+}
+
+/// A captured frame as PNG bytes (RGB).
+pub fn encode_png(image: &Image) -> Result<Vec<u8>, String> {
     let rgb = image
         .clone()
         .try_into_dynamic()
         .map_err(|e| format!("unreadable capture: {e}"))?
         .to_rgb8();
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    rgb.save_with_format(path, image::ImageFormat::Png)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let json = serde_json::to_string_pretty(sidecar).map_err(|e| e.to_string())?;
-    let sidecar_path = sidecar_path(path);
-    std::fs::write(&sidecar_path, json).map_err(|e| format!("{}: {e}", sidecar_path.display()))
+    let mut png = std::io::Cursor::new(Vec::new());
+    rgb.write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| format!("encoding the capture: {e}"))?;
+    Ok(png.into_inner())
 }

@@ -202,7 +202,7 @@ fn top_bar(
             }
             if let Some(adapter) = &adapter {
                 ui.separator();
-                ui.label(format!("GPU: {} ({:?})", adapter.name, adapter.backend));
+                ui.label(format!("GPU: {}", crate::llm::gpu::adapter_name(adapter)));
             }
         });
     });

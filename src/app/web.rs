@@ -1,11 +1,14 @@
 //! The browser build's renderer choice and the markers it logs for the page and its tests:
 //! `ready` after the first frames, `scene` on each switch, `done` when `steps=N` have run (with
-//! the generated token ids), `error` for the LLM scene's errors.
+//! the generated token ids), `error` for the LLM scene's errors. Also hands the page a frame as
+//! the renderer drew it when asked (`samemathPage.capture()`), for tests whose browser cannot
+//! composite a WebGPU canvas into its own screenshots.
 
 use bevy::prelude::*;
 use bevy::render::RenderPlugin;
 use bevy::render::renderer::RenderAdapterInfo;
 use bevy::render::settings::{Backends, WgpuSettings};
+use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
 
 use super::{AppOptions, Scene};
 use crate::llm_scene::{Backend, EngineStatus, LlmView, steps_done};
@@ -29,7 +32,22 @@ pub fn render_plugin() -> RenderPlugin {
 }
 
 pub fn plugin(app: &mut App) {
-    app.add_systems(Update, (ready, scene_changed, report));
+    app.add_systems(Update, (ready, scene_changed, report, capture));
+}
+
+/// The page asked for a frame: the window's next one, read back from the GPU, as a PNG.
+fn capture(mut commands: Commands) {
+    if !web::capture_wanted() {
+        return;
+    }
+    commands
+        .spawn(Screenshot::primary_window())
+        .observe(|captured: On<ScreenshotCaptured>| {
+            match super::screenshot::encode_png(&captured.image) {
+                Ok(png) => web::captured(&png),
+                Err(e) => web::signal("error", &format!("frame capture: {e}")),
+            }
+        });
 }
 
 /// Once a few frames are out: the adapter and graphics API the page runs on.

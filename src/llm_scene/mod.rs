@@ -102,6 +102,9 @@ pub struct LlmControls {
     pub chat: bool,
     pub max_tokens: usize,
     pub sampling: SamplingParams,
+    /// Record the logit lens: each layer's guess through the final norm and the head, 30
+    /// products with the 49,152-row head a token (several times the forward pass's own work).
+    pub logit_lens: bool,
 }
 
 impl Default for LlmControls {
@@ -111,6 +114,7 @@ impl Default for LlmControls {
             chat: true,
             max_tokens: 128,
             sampling: SamplingParams::default(),
+            logit_lens: true,
             remote: RemoteForm {
                 url: "http://127.0.0.1:8080".into(),
                 first_byte_timeout_secs: 120,
@@ -127,7 +131,10 @@ impl LlmControls {
             chat: self.chat,
             max_tokens: self.max_tokens.max(1),
             sampling: self.sampling,
-            record: RecordOptions::FULL,
+            record: RecordOptions {
+                logit_lens: self.logit_lens,
+                ..RecordOptions::FULL
+            },
         }
     }
 
@@ -389,6 +396,7 @@ pub fn logic_plugin(app: &mut App) {
         .init_resource::<LlmSelection>()
         .add_message::<LlmAction>()
         .add_plugins(demo::plugin)
+        .add_systems(Startup, apply_options)
         .add_systems(
             Update,
             (
@@ -402,11 +410,11 @@ pub fn logic_plugin(app: &mut App) {
 
 pub fn plugin(app: &mut App) {
     app.add_plugins((activations::plugin, panels::plugin, bridge::plugin))
-        .add_systems(Startup, (start_engine, apply_options))
+        .add_systems(Startup, start_engine)
         .add_systems(Update, auto_steps.before(run_actions));
 }
 
-/// `--prompt` and `--raw` set the controls.
+/// `--prompt`, `--raw` and `--no-lens` set the controls.
 fn apply_options(options: Option<Res<AppOptions>>, mut controls: ResMut<LlmControls>) {
     let Some(options) = options else {
         return;
@@ -416,6 +424,9 @@ fn apply_options(options: Option<Res<AppOptions>>, mut controls: ResMut<LlmContr
     }
     if options.args.raw {
         controls.chat = false;
+    }
+    if options.args.no_lens {
+        controls.logit_lens = false;
     }
     if let Some(url) = &options.args.remote_url {
         controls.remote.url = url.clone();

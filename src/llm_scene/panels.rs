@@ -164,6 +164,12 @@ fn controls_panel(
                     ui.radio_value(&mut c.chat, true, "Chat (template)");
                     ui.radio_value(&mut c.chat, false, "Raw");
                 });
+                ui.checkbox(&mut c.logit_lens, "Record the logit lens")
+                    .on_hover_text(
+                        "Each layer's guess goes through the final norm and the 49,152-row head: \
+                         several times a token's own work. Off is faster on a slow GPU. Applies \
+                         from the next Generate (or Step after a Reset).",
+                    );
                 let can_run = c.can_run()
                     && (view.model.is_some() || matches!(view.backend, Backend::Remote { .. }));
                 ui.horizontal_wrapped(|ui| {
@@ -379,7 +385,7 @@ fn outputs_panel(
             egui::ScrollArea::vertical().show(ui, |ui| {
                 next_token(ui, &controls, &view, &mut cache);
                 ui.separator();
-                logit_lens(ui, &view);
+                logit_lens(ui, &controls, &view);
                 ui.separator();
                 neuron_detail(ui, &view, &selection);
             });
@@ -482,7 +488,7 @@ fn remote_bars(ui: &mut egui::Ui, step: &crate::remote::RemoteStep) {
     );
 }
 
-fn logit_lens(ui: &mut egui::Ui, view: &LlmView) {
+fn logit_lens(ui: &mut egui::Ui, controls: &LlmControls, view: &LlmView) {
     ui.heading("Logit lens");
     if not_from_this_backend(ui, view, "The logit lens") {
         return;
@@ -491,6 +497,14 @@ fn logit_lens(ui: &mut egui::Ui, view: &LlmView) {
         ui.weak("No trace yet.");
         return;
     };
+    if trace.layers.iter().all(|l| l.logit_lens.is_none()) {
+        ui.weak(if controls.logit_lens {
+            "Not recorded for this step: it was run with the logit lens off (the next Generate records it)."
+        } else {
+            "Off: tick \"Record the logit lens\" in the Prompt panel (it applies from the next Generate)."
+        });
+        return;
+    }
     ui.small("The token each layer would say if the model stopped there (final norm + head).");
     egui::Grid::new("lens").striped(true).show(ui, |ui| {
         for (i, layer) in trace.layers.iter().enumerate() {

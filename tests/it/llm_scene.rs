@@ -20,12 +20,13 @@ use crate::llm::model;
 const PROMPT: &str = "The capital of France is";
 
 fn headless_app() -> App {
+    headless_app_with(AppArgs::default())
+}
+
+fn headless_app_with(args: AppArgs) -> App {
     let mut app = App::new();
     app.add_plugins((MinimalPlugins, StatesPlugin))
-        .insert_resource(AppOptions {
-            args: AppArgs::default(),
-            bench: None,
-        })
+        .insert_resource(AppOptions { args, bench: None })
         .init_resource::<ButtonInput<KeyCode>>()
         .add_plugins(samemath::app::logic_plugin);
     app.update();
@@ -253,6 +254,45 @@ fn step_advances_one_token_and_stop_lands_within_one_step() {
         prompt, "Count from one to fifty: one, two,",
         "the prompt is kept"
     );
+}
+
+#[test]
+fn no_lens_leaves_the_logit_lens_out_and_the_checkbox_brings_it_back() {
+    let mut app = headless_app_with(AppArgs {
+        prompt: Some(PROMPT.into()),
+        raw: true,
+        no_lens: true,
+        ..AppArgs::default()
+    });
+    let lens_on = app.world().resource::<LlmControls>().logit_lens;
+    assert!(!lens_on, "--no-lens unticks the checkbox");
+    let mut worker = Worker::spawn(None, 1);
+    worker.send(Command::Load);
+    app.insert_resource(LlmEngine(Mutex::new(worker)));
+    wait_for(&mut app, "the model", |v| v.model.is_some());
+    act(&mut app, LlmAction::Step);
+    wait_for(&mut app, "a step", |v| v.paused && v.steps >= 1);
+    {
+        let view = app.world().resource::<LlmView>();
+        let trace = view.trace.as_ref().expect("a trace");
+        assert_eq!(trace.layers.len(), 30);
+        assert!(trace.layers.iter().all(|l| l.logit_lens.is_none()));
+        // Everything else is still recorded.
+        assert!(trace.layers.iter().all(|l| l.mlp_activation.len() == 1536));
+        assert!(!trace.top_k.is_empty());
+        assert_eq!(view.generated[0].piece, " Paris");
+    }
+    // Ticked again: the next Generate records it, and the last layer's guess is the answer.
+    app.world_mut().resource_mut::<LlmControls>().logit_lens = true;
+    act(&mut app, LlmAction::Generate);
+    // (The Step's session had one token: a second one is the new session's.)
+    wait_for(&mut app, "two tokens", |v| v.steps >= 2 && !v.paused);
+    act(&mut app, LlmAction::Stop);
+    let view = app.world().resource::<LlmView>();
+    let trace = view.trace.as_ref().expect("a trace");
+    assert!(trace.layers.iter().all(|l| l.logit_lens.is_some()));
+    let last = trace.layers[29].logit_lens.as_ref().unwrap();
+    assert_eq!(last.id, trace.top_k[0].id);
 }
 
 #[test]

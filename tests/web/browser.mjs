@@ -1,32 +1,52 @@
 // Browser tests of the web build (wasm/build.sh's folder), in Debian's headless Chromium driven
-// by playwright-core: the page loads and reports ready, scenes switch, a short greedy generation
-// with the local model gives the native engine's tokens (WebGPU: the GPU backend on the
-// renderer's device; WebGL2: the CPU backend), an interrupted model download resumes and the
-// model is cached, and a browser without WebGPU and WebGL2 gets a message. Screenshots and a
-// summary (timings, tokens/s) go to the output folder.
-//   node tests/web/browser.mjs WEB_DIR REFERENCE_JSON OUT_DIR
-import { spawn } from 'node:child_process';
+// by playwright-core: the page loads and reports ready, scenes switch and draw, a short greedy
+// generation with the local model gives the native engine's tokens (WebGPU: the GPU backend on
+// the renderer's device; WebGL2: the CPU backend), the page against `samemath serve` (with and
+// without CORS), an interrupted model download resumes and the model is cached, and a browser
+// without WebGPU and WebGL2 gets a message. The reference tokens come from the native binary's
+// `samemath trace` on the same prompts. Frames (as the app's renderer drew them), page
+// screenshots and a summary (timings, tokens/s) go to the output folder.
+//   SAMEMATH_BIN=path/to/samemath node tests/web/browser.mjs WEB_DIR OUT_DIR
+import { spawn, execFileSync } from 'node:child_process';
 import { mkdirSync, statSync, writeFileSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { serve } from '../../wasm/serve.mjs';
 
-const [webDir = 'target/web', referencePath, outDir = 'target/web-test'] = process.argv.slice(2);
-const PROMPT = process.env.SAMEMATH_WEB_PROMPT || 'What is 2+2?';
-const referenceSteps = JSON.parse(readFileSync(referencePath, 'utf8'));
-const reference = referenceSteps.map((s) => s.sampled.id);
-const referenceText = referenceSteps.map((s) => s.text).join('');
-// The native binary, for `samemath serve` (the remote runs).
+const [webDir = 'target/web', outDir = 'target/web-test'] = process.argv.slice(2);
+// The native binary: the reference tokens (`samemath trace`) and `samemath serve`.
 const SAMEMATH = process.env.SAMEMATH_BIN;
-const STEPS = reference.length;
+if (!SAMEMATH) throw new Error('set SAMEMATH_BIN to the native samemath binary');
 const MODEL_BYTES = statSync(join(webDir, 'model/SmolLM2-135M-Instruct.Q4_1.gguf')).size;
 mkdirSync(outDir, { recursive: true });
+
+// The native engine's greedy steps for a prompt (kept in OUT_DIR as reference-NAME.json).
+function reference(name, prompt, steps, raw) {
+  const path = join(outDir, `reference-${name}.json`);
+  execFileSync(SAMEMATH, ['trace', ...(raw ? ['--raw'] : []), '--max-tokens', String(steps), prompt, '--json', path],
+    { stdio: ['ignore', 'ignore', 'inherit'] });
+  const trace = JSON.parse(readFileSync(path, 'utf8'));
+  return { prompt, raw, ids: trace.map((s) => s.sampled.id), text: trace.map((s) => s.text).join('') };
+}
+// The chat prompt: the CPU backend and the remote runs.
+const CHAT = reference('chat', 'What is 2+2?', 8, false);
+// The GPU backend on SwiftShader (Chromium's software WebGPU) runs a token in tens of seconds
+// (its workgroup barriers are slow), so its run is a short raw prompt without the logit lens.
+const RAW = reference('raw', 'The capital of France is', 2, true);
 
 const BASE_FLAGS = ['--headless=new', '--no-sandbox', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
   '--window-size=1600,900'];
-const GPU_FLAGS = ['--enable-unsafe-webgpu', '--enable-unsafe-swiftshader'];
+// WebGPU on SwiftShader. ANGLE on Vulkan is what keeps a WebGPU canvas's device alive in headless
+// Chromium here (with ANGLE's default GL backend the device is lost within a few frames: no
+// shared-image backing for the WebGPU swap chain). The compositor still shows such a canvas as
+// transparent, so the tests look at frames the app reads back itself (samemathPage.capture).
+const GPU_FLAGS = ['--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--use-angle=vulkan',
+  '--enable-features=Vulkan,VulkanFromANGLE,DefaultANGLEVulkan'];
+// WebGL2 on SwiftShader through ANGLE's default (GL) backend: with GPU_FLAGS there is no WebGL2,
+// so each run gets the browser that offers its graphics API.
+const GL_FLAGS = ['--enable-unsafe-swiftshader'];
 
 const results = [];
 let failures = 0;
@@ -76,17 +96,47 @@ async function press(page, key) {
   await page.keyboard.press(key);
 }
 
-// One run: load, ready, scene 1 shot, switch to scene 2, wait for the N steps, compare.
-async function generationRun(browser, base, graphics, backend) {
+// A frame as the app drew it (read back from its own GPU surface), saved as NAME.png, and how
+// many distinct colours it has (a cleared or blank frame has one).
+async function frame(page, name) {
+  const b64 = await page.evaluate(() => window.samemathPage.capture());
+  const png = Buffer.from(b64, 'base64');
+  writeFileSync(join(outDir, `${name}.png`), png);
+  return page.evaluate(async (data) => {
+    const img = new Image();
+    img.src = `data:image/png;base64,${data}`;
+    await img.decode();
+    const canvas = new OffscreenCanvas(img.width, img.height);
+    const g = canvas.getContext('2d');
+    g.drawImage(img, 0, 0);
+    const px = g.getImageData(0, 0, img.width, img.height).data;
+    const colours = new Set();
+    for (let i = 0; i < px.length; i += 4) colours.add((px[i] << 16) | (px[i + 1] << 8) | px[i + 2]);
+    return { width: img.width, height: img.height, colours: colours.size };
+  }, b64);
+}
+
+// A frame of the scene on show: saved, and it must be a drawn picture, not a cleared screen.
+async function lookAt(page, label, name) {
+  const f = await frame(page, name);
+  check(f.colours > 200, `${label}: ${name}.png, ${f.width}x${f.height} as the app drew it, has ${f.colours} colours`);
+  await page.screenshot({ path: join(outDir, `${name}-page.png`) });
+}
+
+// One run: load, ready, look at scene 1, switch to scene 2, wait for the steps, compare with the
+// native engine, look at scenes 2 and 3.
+async function generationRun(browser, base, graphics, backend, want) {
   const label = `${graphics}/${backend}`;
   const page = await browser.newPage({ viewport: { width: 1600, height: 900 } });
   const markers = watch(page, label);
-  const query = new URLSearchParams({ graphics, steps: String(STEPS), prompt: PROMPT, backend });
+  const query = new URLSearchParams({ graphics, steps: String(want.ids.length), prompt: want.prompt, backend });
+  if (want.raw) query.set('raw', '');
+  if (want.raw) query.set('no-lens', '');
   const started = Date.now();
   await page.goto(`${base}/?${query}`);
   const chosen = await markers.wait('graphics', 30_000);
   check(chosen.detail === graphics, `${label}: the page chose ${graphics}`);
-  // WebGPU's device can be lost (seen with SwiftShader): the page then reloads on WebGL2.
+  // WebGPU's device can be lost (see GPU_FLAGS): the page then reloads on WebGL2.
   let ready = await markers.wait('ready', 120_000);
   await page.waitForTimeout(1500);
   const fallback = markers.seen.find((m) => m.kind === 'fallback');
@@ -99,26 +149,27 @@ async function generationRun(browser, base, graphics, backend) {
   const info = JSON.parse(ready.detail);
   const ran = info.graphics;
   console.log(`  ${label}: first frames after ${readyMs} ms on ${info.adapter || '(unnamed adapter)'} (${info.backend})`);
-  check(ran === graphics || (graphics === 'webgpu' && fallback), `${label}: the app draws with ${ran}`);
-  await page.screenshot({ path: join(outDir, `${ran}${fallback ? '-fallback' : ''}-scene1.png`) });
+  check(ran === graphics, `${label}: the app draws with ${ran}${fallback ? ' (after losing WebGPU)' : ''}`);
+  const shot = `${ran}-${backend}`;
+  await lookAt(page, label, `${shot}-scene1`);
   await press(page, 'Digit2');
   await markers.wait('scene', 30_000, (m) => m.detail === 'Llm');
   check(true, `${label}: key 2 switched to the LLM scene`);
   const done = await markers.wait('done', 900_000);
   const report = JSON.parse(done.detail);
-  const same = JSON.stringify(report.ids) === JSON.stringify(reference);
-  check(same, `${label}: ${report.ids.length} greedy tokens on "${report.backend}" equal the native engine's ` +
-    `(${same ? report.ids.join(' ') : `got ${report.ids.join(' ')}, native ${reference.join(' ')}`})`);
+  const same = JSON.stringify(report.ids) === JSON.stringify(want.ids);
+  check(same, `${label}: ${report.ids.length} greedy tokens of "${want.prompt}"${want.raw ? ' (raw)' : ''} on ` +
+    `"${report.backend}" equal the native engine's (${same ? report.ids.join(' ') : `got ${report.ids.join(' ')}, native ${want.ids.join(' ')}`})`);
   const expected = backend === 'gpu' && !fallback ? 'gpu' : 'cpu';
   check(report.backend.startsWith(expected), `${label}: generated on the ${expected.toUpperCase()} backend (${report.backend})`);
   await page.waitForTimeout(800);
-  await page.screenshot({ path: join(outDir, `${ran}${fallback ? '-fallback' : ''}-scene2.png`) });
+  await lookAt(page, label, `${shot}-scene2`);
   await press(page, 'Digit3');
   await markers.wait('scene', 30_000, (m) => m.detail === 'Bridge');
   await page.waitForTimeout(800);
-  await page.screenshot({ path: join(outDir, `${ran}${fallback ? '-fallback' : ''}-scene3.png`) });
+  await lookAt(page, label, `${shot}-scene3`);
   results.push({ run: label, drew_with: ran, webgpu_lost: fallback ? JSON.parse(fallback.detail).reason : null,
-    adapter: info.adapter, api: info.backend, ready_ms: readyMs,
+    adapter: info.adapter, api: info.backend, ready_ms: readyMs, prompt: want.prompt, raw: want.raw,
     tokens_per_sec: report.tokens_per_sec, backend: report.backend, ids: report.ids,
     seconds_to_done: (done.at - started) / 1000 });
   await page.close();
@@ -154,10 +205,10 @@ async function remoteRuns(browser, base) {
   try {
     const page = await browser.newPage({ viewport: { width: 1600, height: 900 } });
     const markers = watch(page, 'remote');
-    const query = new URLSearchParams({ graphics: 'webgl2', scene: 'llm', remote: allowed.url, steps: String(STEPS), prompt: PROMPT });
+    const query = new URLSearchParams({ graphics: 'webgl2', scene: 'llm', remote: allowed.url, steps: String(CHAT.ids.length), prompt: CHAT.prompt });
     await page.goto(`${base}/?${query}`);
     const done = JSON.parse((await markers.wait('done', 300_000)).detail);
-    check(done.backend.startsWith('remote') && done.text === referenceText,
+    check(done.backend.startsWith('remote') && done.text === CHAT.text,
       `remote from the page (samemath serve --cors '*'): "${done.text}" equals the native engine's answer (${done.backend})`);
     await page.waitForTimeout(800);
     await page.screenshot({ path: join(outDir, 'remote-scene2.png') });
@@ -169,7 +220,7 @@ async function remoteRuns(browser, base) {
   try {
     const page = await browser.newPage({ viewport: { width: 1600, height: 900 } });
     const markers = watch(page, 'cors');
-    const query = new URLSearchParams({ graphics: 'webgl2', scene: 'llm', remote: closed.url, steps: String(STEPS), prompt: PROMPT });
+    const query = new URLSearchParams({ graphics: 'webgl2', scene: 'llm', remote: closed.url, steps: String(CHAT.ids.length), prompt: CHAT.prompt });
     await page.goto(`${base}/?${query}`);
     const error = await markers.wait('error', 120_000, (m) => /CORS/.test(m.detail));
     check(/--cors/.test(error.detail) && /OLLAMA_ORIGINS/.test(error.detail),
@@ -185,8 +236,11 @@ async function remoteRuns(browser, base) {
 const server = await serve(webDir, 0);
 const base = `http://127.0.0.1:${server.address().port}`;
 try {
-  // WebGPU (SwiftShader) where this Chromium offers it, the GPU backend on the renderer's device.
-  const gpuBrowser = await launch([...BASE_FLAGS, ...GPU_FLAGS]);
+  // WebGPU (SwiftShader) where this Chromium offers it: the GPU backend on the renderer's device.
+  const browsers = {
+    webgpu: await launch([...BASE_FLAGS, ...GPU_FLAGS]),
+    webgl2: await launch([...BASE_FLAGS, ...GL_FLAGS]),
+  };
   // Asked in a browser of its own: closing a page that held a WebGPU device loses the devices
   // of the browser's other pages (SwiftShader).
   const prober = await launch([...BASE_FLAGS, ...GPU_FLAGS]);
@@ -199,11 +253,10 @@ try {
   for (const run of runs) {
     const [graphics, backend] = run.split('/');
     if (graphics === 'webgpu' && !hasWebGpu) console.log('skip webgpu: this Chromium offers no WebGPU adapter');
-    else await generationRun(gpuBrowser, base, graphics, backend);
+    else await generationRun(browsers[graphics], base, graphics, backend, backend === 'gpu' ? RAW : CHAT);
   }
-  if (SAMEMATH) await remoteRuns(gpuBrowser, base);
-  else console.log('skip remote: SAMEMATH_BIN (the native binary, for samemath serve) is not set');
-  await gpuBrowser.close();
+  await remoteRuns(browsers.webgl2, base);
+  for (const b of Object.values(browsers)) await b.close();
   if (process.env.SAMEMATH_WEB_RUNS) throw new Error('SAMEMATH_WEB_RUNS set: the other checks were skipped');
 
   // A dropped connection mid-download: the page resumes with a byte range; a reload reads the
@@ -212,7 +265,7 @@ try {
   const cutServer = await serve(webDir, 0);
   delete process.env.SAMEMATH_CUT_MODEL_AT;
   const cutBase = `http://127.0.0.1:${cutServer.address().port}`;
-  const b = await launch([...BASE_FLAGS, ...GPU_FLAGS]);
+  const b = await launch([...BASE_FLAGS, ...GL_FLAGS]);
   const ctx = await b.newContext();
   let page = await ctx.newPage();
   let markers = watch(page, 'download');

@@ -171,8 +171,15 @@ impl GpuContext {
     }
 }
 
+/// "NVIDIA H200 (Vulkan)"; browsers keep the name to themselves: "the browser's adapter
+/// (BrowserWebGpu)".
 pub fn adapter_name(info: &wgpu::AdapterInfo) -> String {
-    format!("{} ({:?})", info.name, info.backend)
+    let name = if info.name.trim().is_empty() {
+        "the browser's adapter"
+    } else {
+        info.name.as_str()
+    };
+    format!("{name} ({:?})", info.backend)
 }
 
 /// Wait for a wgpu future on native (they complete during `device.poll` or at once).
