@@ -16,6 +16,9 @@ extern "C" {
     /// The model file's bytes once downloaded (or read from the browser's cache), else undefined.
     #[wasm_bindgen(js_namespace = samemathPage, js_name = modelBytes)]
     fn page_model_bytes() -> JsValue;
+    /// The app copied the model: the page drops its copy.
+    #[wasm_bindgen(js_namespace = samemathPage, js_name = releaseModel)]
+    fn page_release_model();
     /// Where the download is ("downloading the model: 41 of 98 MB"), or its error.
     #[wasm_bindgen(js_namespace = samemathPage, js_name = modelStatus)]
     fn page_model_status() -> String;
@@ -58,10 +61,13 @@ pub enum PageModel {
     Failed(String),
 }
 
+/// Taken once: the page then lets go of its copy, so the caller keeps the bytes.
 pub fn model() -> PageModel {
     let bytes = page_model_bytes();
     if !bytes.is_undefined() && !bytes.is_null() {
-        return PageModel::Ready(Uint8Array::new(&bytes).to_vec());
+        let copy = Uint8Array::new(&bytes).to_vec();
+        page_release_model();
+        return PageModel::Ready(copy);
     }
     if page_model_failed() {
         PageModel::Failed(page_model_status())

@@ -13,6 +13,8 @@ const $ = (id) => document.getElementById(id);
 const state = {
   graphics: null,
   model: undefined,
+  // The model arrived (the app may since have taken it: then `model` is null again).
+  arrived: false,
   status: 'waiting for the model download to start',
   failed: false,
   appReady: false,
@@ -27,6 +29,10 @@ window.samemathPage = {
   args: () => JSON.stringify(appArgs()),
   graphics: () => state.graphics,
   modelBytes: () => state.model,
+  // The app has its own copy: the page lets go of its one (98 MB less in the tab).
+  releaseModel: () => {
+    state.model = null;
+  },
   modelStatus: () => state.status,
   modelFailed: () => state.failed,
   // A frame as the app's renderer drew it (read back from the GPU), as PNG bytes in base64:
@@ -98,7 +104,7 @@ function show(what, { fraction, message, error = false, retry = false } = {}) {
 function tidyOverlay() {
   const box = $('loading');
   if (!state.appReady) return;
-  if (state.model && !state.failed) box.classList.add('hidden');
+  if (state.arrived && !state.failed) box.classList.add('hidden');
   else box.classList.add('corner');
 }
 
@@ -216,6 +222,7 @@ async function loadModel() {
 
 function finishModel(bytes, note) {
   state.model = bytes;
+  state.arrived = true;
   state.status = `model ready (${mb(bytes.length)} MB, ${note})`;
   console.log(`samemath:model ${JSON.stringify({ bytes: bytes.length, note })}`);
   show(state.status, { fraction: 1 });

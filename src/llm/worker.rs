@@ -170,29 +170,36 @@ impl Engine {
         if self.loaded.is_some() {
             return true;
         }
-        match crate::web::model() {
-            PageModel::Ready(bytes) => {
-                let path = PathBuf::from(fetch::MODEL_FILE);
-                self.send(Event::Status(format!("loading {}", path.display())));
-                let loaded = Model::from_bytes(&bytes, &path);
-                self.model_bytes = Some(Arc::new(bytes));
-                self.adopt(loaded.map(|(m, t)| (m, t, path)))
-            }
-            PageModel::Pending(status) => {
-                self.send(Event::Status(status));
-                false
-            }
-            PageModel::Failed(message) => {
-                self.send(Event::Error(message));
-                false
-            }
-        }
+        // The page hands its copy over once; a load that failed tries the same bytes again.
+        let bytes = match self.model_bytes.clone() {
+            Some(bytes) => bytes,
+            None => match crate::web::model() {
+                PageModel::Ready(bytes) => {
+                    let bytes = Arc::new(bytes);
+                    self.model_bytes = Some(bytes.clone());
+                    bytes
+                }
+                PageModel::Pending(status) => {
+                    self.send(Event::Status(status));
+                    return false;
+                }
+                PageModel::Failed(message) => {
+                    self.send(Event::Error(message));
+                    return false;
+                }
+            },
+        };
+        let path = PathBuf::from(fetch::MODEL_FILE);
+        self.send(Event::Status(format!("loading {}", path.display())));
+        let loaded = Model::from_bytes(&bytes, &path);
+        self.adopt(loaded.map(|(m, t)| (m, t, path)))
     }
 
     /// Browser build: whether `command` can run now, or waits for the page's download.
     #[cfg(target_arch = "wasm32")]
     fn ready_for(&mut self, command: &Command) -> bool {
         if self.loaded.is_some()
+            || self.model_bytes.is_some()
             || self.remote.is_some()
             || matches!(
                 command,

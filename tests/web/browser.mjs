@@ -160,6 +160,12 @@ async function generationRun(browser, base, graphics, backend, want) {
   const same = JSON.stringify(report.ids) === JSON.stringify(want.ids);
   check(same, `${label}: ${report.ids.length} greedy tokens of "${want.prompt}"${want.raw ? ' (raw)' : ''} on ` +
     `"${report.backend}" equal the native engine's (${same ? report.ids.join(' ') : `got ${report.ids.join(' ')}, native ${want.ids.join(' ')}`})`);
+  const held = await page.evaluate(() => ({
+    kept: window.samemathPage.modelBytes()?.length ?? 0,
+    boxHidden: document.getElementById('loading').classList.contains('hidden'),
+  }));
+  check(held.kept === 0 && held.boxHidden,
+    `${label}: the page let go of its copy of the model once the app had it, and hid the loading box`);
   const expected = backend === 'gpu' && !fallback ? 'gpu' : 'cpu';
   check(report.backend.startsWith(expected), `${label}: generated on the ${expected.toUpperCase()} backend (${report.backend})`);
   await page.waitForTimeout(800);
