@@ -181,9 +181,12 @@ impl Session {
         if n == 0 || self.finished.is_some() {
             return Ok(());
         }
-        let input: Vec<u32> = self.pending[..n].to_vec();
-        self.model
-            .forward(&mut self.cache, &input, RecordOptions::OFF, None)?;
+        self.model.forward(
+            &mut self.cache,
+            &self.pending[..n],
+            RecordOptions::OFF,
+            None,
+        )?;
         // Consumed only once read (a backend may answer `GpuPending` and be asked again).
         self.pending.drain(..n);
         Ok(())

@@ -1113,7 +1113,7 @@ impl GpuModel {
         };
         #[cfg(target_arch = "wasm32")]
         if let Some(bytes) = self.web_collect(&key)? {
-            return Ok(self.finish(cache, tokens, record, tokenizer, &bytes));
+            return Ok(self.finish(cache, tokens, record, lens, tokenizer, &bytes));
         }
         let paced = self
             .ctx
@@ -1192,23 +1192,24 @@ impl GpuModel {
             {
                 *p = Some(ms);
             }
-            Ok(self.finish(cache, tokens, record, tokenizer, &bytes))
+            Ok(self.finish(cache, tokens, record, lens, tokenizer, &bytes))
         }
     }
 
-    /// The step's results, read back: the cache now holds its positions; logits and trace.
+    /// The step's results, read back: the cache now holds its positions; logits and trace
+    /// (`lens`: whether the step computed the logit lens, as `run_tokens` decided).
     fn finish(
         &self,
         cache: &mut GpuCache,
         tokens: &[u32],
         record: RecordOptions,
+        lens: bool,
         tokenizer: Option<&LlmTokenizer>,
         bytes: &[u8],
     ) -> ForwardOutput {
         let c = &self.config;
         let (l, d, ff, nh, v) = (c.n_layer, c.n_embd, c.n_ff, c.n_head, c.vocab_size);
         let (n, pos) = (tokens.len(), cache.len);
-        let lens = record.enabled && record.logit_lens && tokenizer.is_some();
         let rows = if lens { l } else { 1 };
         let last_pos = pos + n - 1;
         let seen = last_pos + 1;
