@@ -1,6 +1,6 @@
 // The small math both worlds share: the scalar product, matrix x vector, and dot-product
 // lighting. Scene 1's vertex and fragment stages import it; the LLM's mat-vec kernels import it
-// too, so "the same math" is one function in one file. CPU twins: src/math/lighting.rs.
+// too, so "the same math" is one function in one file. CPU twins: crates/math/src/lighting.rs.
 #define_import_path samemath::math
 
 // The scalar product, written out as four multiply-adds: a vertex coordinate and a neuron's

@@ -1,21 +1,21 @@
-//! samemath: game graphics and LLMs run the same GPU math, shown live.
+//! samemath, the app: game graphics and LLMs run the same GPU math, shown live.
 //!
-//! Rooms: `math` (engine-free matrices, lighting, meshes), `llm` (engine-free model, tokenizer,
-//! instrumented forward, sessions), `app` (the Bevy shell), `graphics` (scene 1), `llm_scene` (scene 2), `cli` and
-//! `tools` (the command line), `remote` (clients for Ollama, OpenAI-compatible servers and
-//! `samemath serve`), `serve` (the HTTP server), `platform` (native/web differences) and `web`
-//! (the browser build's page).
+//! The engine rooms are crates of their own (`math`, `llm`, `remote`, `serve`: no Bevy there);
+//! this crate is the app on top of them. Its rooms: `app` (the table of contents), `shell` (the
+//! scenes as states, keys, theme, camera, viewport, screenshot and bench), `graphics` (scene 1),
+//! `llm_scene` (scene 2), `bridge` (scene 3), `demo` (the booth loop), `worker` (the thread that
+//! drives a local or remote backend for the app), `cli` and `tools` (the command line),
+//! `platform` (native/web differences) and `web` (the browser build's page).
 
 pub mod app;
+pub mod bridge;
 pub mod cli;
+pub mod demo;
 pub mod graphics;
-pub mod llm;
 pub mod llm_scene;
-pub mod math;
 pub mod platform;
-pub mod remote;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod serve;
+pub mod shell;
 pub mod tools;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
+pub mod worker;

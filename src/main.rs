@@ -28,7 +28,8 @@ fn main() -> ExitCode {
             Some(_) => tools::generate_remote(&remote, &prompt),
             None => tools::generate(&model, &prompt),
         },
-        Some(Command::Serve(args)) => tools::serve(&args),
+        #[cfg(not(target_arch = "wasm32"))]
+        Some(Command::Serve(args)) => args.options().and_then(serve::run),
         Some(Command::Trace {
             model,
             prompt,

@@ -9,6 +9,7 @@
 // probabilities stay in `probs` (the trace's attention rows, [layer][head][pos + 1]) and double
 // as the scores' scratch space.
 #import samemath::llm
+#import samemath::llm::reduce
 
 struct Dims {
     n_head: u32,
@@ -123,31 +124,14 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         }
         workgroupBarrier();
     }
-    red[lid] = m;
-    workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride = stride >> 1u) {
-        if lid < stride {
-            red[lid] = max(red[lid], red[lid + stride]);
-        }
-        workgroupBarrier();
-    }
-    let mx = red[0];
-    workgroupBarrier();
+    let mx = workgroup_max(lid, m);
     var sum = 0.0;
     for (var t = lid; t < seen; t += 256u) {
         let e = exp(probs[base + t] - mx);
         probs[base + t] = e;
         sum += e;
     }
-    red[lid] = sum;
-    workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride = stride >> 1u) {
-        if lid < stride {
-            red[lid] += red[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = red[0];
+    let total = workgroup_sum(lid, sum);
     for (var t = lid; t < seen; t += 256u) {
         probs[base + t] = probs[base + t] / total;
     }

@@ -1,5 +1,5 @@
 // Shared pieces of the LLM kernels: the per-token step record and the rounding that makes the
-// GPU's 8-bit input blocks equal the CPU engine's (src/llm/quant.rs, llama.cpp's quantize_row_q8_1).
+// GPU's 8-bit input blocks equal the CPU engine's (crates/llm/src/quant.rs, llama.cpp's quantize_row_q8_1).
 #define_import_path samemath::llm
 
 // Written once per token before its commands are submitted.

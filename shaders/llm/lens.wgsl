@@ -1,6 +1,7 @@
 // The top token of each row of logits with its softmax probability: the logit lens's answer per
 // layer (and the final distribution's best token), without reading 49,152 logits per layer back.
 // One workgroup per row; ties go to the lowest index, as on the CPU.
+#import samemath::llm::reduce
 
 struct Dims {
     vocab: u32,
@@ -50,15 +51,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     for (var i = lid; i < dims.vocab; i += 256u) {
         sum += exp(logits[base + i] - mx);
     }
-    best[lid] = sum;
-    workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride = stride >> 1u) {
-        if lid < stride {
-            best[lid] += best[lid + stride];
-        }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(lid, sum);
     if lid == 0u {
-        top[wid.x] = vec4<f32>(bitcast<f32>(id), mx, 1.0 / best[0], 0.0);
+        top[wid.x] = vec4<f32>(bitcast<f32>(id), mx, 1.0 / total, 0.0);
     }
 }

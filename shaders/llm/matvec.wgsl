@@ -16,6 +16,7 @@
 #import samemath::math::dot4
 #import samemath::llm
 #import samemath::llm::blocks
+#import samemath::llm::reduce
 
 struct Dims {
     rows: u32,
@@ -77,15 +78,7 @@ fn load_normed(lid: u32, z: u32, first_wg: bool) {
         let v = resid[base + i];
         ss += v * v;
     }
-    partial[lid] = ss;
-    workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride = stride >> 1u) {
-        if lid < stride {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let scale = 1.0 / sqrt(partial[0] / f32(cols) + dims.eps);
+    let scale = 1.0 / sqrt(workgroup_sum(lid, ss) / f32(cols) + dims.eps);
     for (var i = lid; i < cols; i += 256u) {
         let v = resid[base + i] * scale * norm_weight[i];
         vals[i] = v;

@@ -8,10 +8,10 @@ use bevy_egui::input::EguiWantsInput;
 use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
 use glam::{Vec2, Vec3, Vec4};
 
-use super::panel::{ACCENT, WARNING};
-use super::{GraphicsSettings, MeshLibrary, SceneMatrices, SurfacePick};
-use crate::app::Scene;
-use crate::app::shell::{SceneViewport, UiSet};
+use super::scene::{GraphicsSettings, MeshLibrary, SceneMatrices, SurfacePick};
+use crate::shell::Scene;
+use crate::shell::theme::{ACCENT, WARNING};
+use crate::shell::{SceneViewport, UiSet};
 
 pub(super) fn plugin(app: &mut App) {
     app.add_systems(Update, mouse_input.run_if(in_state(Scene::Graphics)))

@@ -16,10 +16,10 @@ use bevy::render::render_resource::{
 use bevy::shader::ShaderRef;
 use glam::{Mat3, Mat4, UVec4, Vec4};
 
-use super::{GraphicsSettings, MeshChoice, MeshLibrary, SceneMatrices};
-use crate::app::Scene;
-use crate::app::shell::UiSet;
-use crate::math::mesh::MeshData;
+use super::scene::{GraphicsSettings, MeshChoice, MeshLibrary, SceneMatrices};
+use crate::shell::Scene;
+use crate::shell::UiSet;
+use math::mesh::MeshData;
 
 /// The shared math (`#define_import_path samemath::math`).
 pub const MATH_SHADER: Handle<Shader> = uuid_handle!("5a3e4c1e-8f0b-4b8e-9d1a-6b2f3c4d5e61");
@@ -125,7 +125,7 @@ pub(super) fn plugin(app: &mut App) {
             bevy_egui::EguiPrimaryContextPass,
             sync_gpu
                 .in_set(UiSet::Viewport)
-                .after(super::compute_matrices),
+                .after(super::scene::compute_matrices),
         );
 }
 

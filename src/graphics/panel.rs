@@ -9,15 +9,12 @@ use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
 use glam::{Mat3, Mat4};
 
-use super::{GraphicsSettings, MeshChoice, MeshLibrary, SceneMatrices};
-use crate::app::Scene;
-use crate::app::shell::{FreeArea, UiSet};
-use crate::app::theme::UiSettings;
-use crate::math::{ComposeOrder, parse_finite};
-
-pub const WARNING: egui::Color32 = egui::Color32::from_rgb(255, 170, 60);
-pub const ERROR: egui::Color32 = egui::Color32::from_rgb(255, 110, 110);
-pub const ACCENT: egui::Color32 = egui::Color32::from_rgb(120, 200, 255);
+use super::scene::{GraphicsSettings, MeshChoice, MeshLibrary, SceneMatrices};
+use crate::shell::Scene;
+use crate::shell::theme::UiSettings;
+use crate::shell::theme::{ACCENT, ERROR, WARNING};
+use crate::shell::{FreeArea, UiSet};
+use math::{ComposeOrder, parse_finite};
 
 /// Text typed into the number fields, kept while the field is being edited, and the last
 /// refusal so the user sees what was not accepted.
@@ -369,36 +366,10 @@ fn settings_panel(
                     ))
                     .monospace(),
                 );
-                ui.label(super::lighting_formula(l));
+                ui.label(super::scene::lighting_formula(l));
                 ui.separator();
                 super::inspect::inspectors(ui, s, &matrices, library.as_deref());
             });
         });
     free.take(panel.response.rect);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refused_input_keeps_the_value() {
-        let mut b = FieldBuffers::default();
-        let mut v = 1.5;
-        for bad in ["NaN", "inf", "abc", ""] {
-            assert!(!b.commit("t_x", bad, &mut v));
-            assert_eq!(v, 1.5);
-            assert!(b.refused.as_deref().unwrap().contains("t_x"));
-        }
-        assert!(b.commit("t_x", "-2", &mut v));
-        assert_eq!(v, -2.0);
-        assert!(b.refused.is_none());
-    }
-
-    #[test]
-    fn numbers_are_short() {
-        assert_eq!(fmt_num(1.0), "1");
-        assert_eq!(fmt_num(-0.0001), "0");
-        assert_eq!(fmt_num(2.125), "2.125");
-    }
 }

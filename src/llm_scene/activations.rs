@@ -9,7 +9,7 @@ use bevy::prelude::*;
 use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
 use bevy_egui::{EguiContexts, EguiTextureHandle, egui};
 
-use super::LlmView;
+use super::state::LlmView;
 
 /// Background between tiles (sRGB bytes).
 pub const GAP_COLOR: [u8; 4] = [14, 15, 19, 255];
@@ -202,40 +202,4 @@ fn update_texture(
         texture.layout = layout;
     }
     image.data = Some(layout.paint(&values, texture.scale));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layout_round_trips_every_neuron() {
-        let g = GridLayout::new(30, 1536);
-        assert_eq!(g.size(), (6 * 48 + 5 * 2, 5 * 32 + 4 * 2));
-        for layer in 0..30 {
-            for neuron in (0..1536).step_by(7) {
-                let (x, y) = g.texel(layer, neuron);
-                assert_eq!(g.cell(x, y), Some((layer, neuron)));
-            }
-        }
-        assert_eq!(g.cell(48, 0), None, "gap");
-        // A model whose tiles are not full: the empty texels are nobody.
-        let odd = GridLayout::new(7, 50);
-        let (x, y) = odd.texel(6, 49);
-        assert_eq!(odd.cell(x, y), Some((6, 49)));
-        assert_eq!(odd.cell(x + 1, y), None);
-    }
-
-    #[test]
-    fn colormap_is_diverging_and_clamped() {
-        assert_eq!(activation_color(0.0, 1.0)[..3], [24, 26, 33]);
-        assert_eq!(activation_color(5.0, 1.0)[..3], [255, 176, 48]);
-        assert_eq!(activation_color(-5.0, 1.0)[..3], [64, 150, 255]);
-        assert_eq!(activation_color(f32::NAN, 1.0), activation_color(0.0, 1.0));
-        let half = activation_color(0.5, 1.0);
-        assert!(half[0] > 24 && half[0] < 255);
-        let mut v: Vec<f32> = (0..1000).map(|i| i as f32).collect();
-        v.push(1e9);
-        assert!((color_scale(&v) - 990.0).abs() <= 1.0);
-    }
 }

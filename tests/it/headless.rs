@@ -6,17 +6,17 @@ use bevy::ecs::system::RunSystemOnce;
 use bevy::prelude::*;
 use bevy::state::app::StatesPlugin;
 use bevy::time::TimeUpdateStrategy;
-use samemath::app::shell::SceneViewport;
-use samemath::app::{AppOptions, Scene};
+use math::{ComposeOrder, Viewport};
 use samemath::cli::{AppArgs, SceneArg};
 use samemath::graphics::{GraphicsSettings, MeshChoice, MeshLibrary, SceneMatrices};
-use samemath::math::{ComposeOrder, Viewport};
+use samemath::shell::Scene;
+use samemath::shell::SceneViewport;
 
 fn app_with(args: AppArgs) -> App {
     let mut app = App::new();
-    app.add_plugins((MinimalPlugins, StatesPlugin))
-        .insert_resource(AppOptions { args, bench: None })
-        .init_resource::<ButtonInput<KeyCode>>()
+    app.add_plugins((MinimalPlugins, StatesPlugin));
+    samemath::app::insert_start(&mut app, &args, None);
+    app.init_resource::<ButtonInput<KeyCode>>()
         .insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(
             200,
         )))
@@ -52,7 +52,7 @@ fn keys_switch_scenes() {
 
 #[test]
 fn tab_hides_the_panels_and_u_enlarges_the_ui() {
-    use samemath::app::theme::UiSettings;
+    use samemath::shell::theme::UiSettings;
     let mut app = app_with(AppArgs::default());
     assert!(!app.world().resource::<UiSettings>().hide_panels);
     press(&mut app, KeyCode::Tab);
@@ -95,7 +95,7 @@ fn animate_turns_about_y_and_reset_restores() {
     press(&mut app, KeyCode::KeyR);
     let s = app.world().resource::<GraphicsSettings>();
     assert!(!s.animate);
-    assert_eq!(s.model, samemath::math::ModelParams::default());
+    assert_eq!(s.model, math::ModelParams::default());
 }
 
 #[test]

@@ -7,15 +7,14 @@ use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 use bevy::state::app::StatesPlugin;
-use samemath::app::AppOptions;
+use llm::{GenerationRequest, RecordOptions, SamplingParams, Session};
 use samemath::cli::AppArgs;
-use samemath::llm::worker::{Command, Event, Worker};
-use samemath::llm::{GenerationRequest, RecordOptions, SamplingParams, Session};
 use samemath::llm_scene::activations::{GridLayout, activation_color, color_scale};
 use samemath::llm_scene::{EngineStatus, LlmAction, LlmControls, LlmEngine, LlmView};
+use samemath::worker::{Command, Event, Worker};
 
 use crate::headless::press;
-use crate::llm::model;
+use testkit::model::model;
 
 const PROMPT: &str = "The capital of France is";
 
@@ -25,9 +24,9 @@ fn headless_app() -> App {
 
 fn headless_app_with(args: AppArgs) -> App {
     let mut app = App::new();
-    app.add_plugins((MinimalPlugins, StatesPlugin))
-        .insert_resource(AppOptions { args, bench: None })
-        .init_resource::<ButtonInput<KeyCode>>()
+    app.add_plugins((MinimalPlugins, StatesPlugin));
+    samemath::app::insert_start(&mut app, &args, None);
+    app.init_resource::<ButtonInput<KeyCode>>()
         .add_plugins(samemath::app::logic_plugin);
     app.update();
     app
@@ -54,7 +53,7 @@ fn recorded_events(steps: usize) -> Vec<Event> {
         Event::Prompt {
             tokens: ids
                 .iter()
-                .map(|&id| samemath::llm::TokenInfo {
+                .map(|&id| llm::TokenInfo {
                     id,
                     piece: t.piece(id),
                 })
@@ -156,8 +155,8 @@ fn wait_for(app: &mut App, what: &str, done: impl Fn(&LlmView) -> bool) {
 
 #[test]
 fn arrows_and_brackets_select_neurons_and_layers() {
-    use samemath::app::Scene;
     use samemath::llm_scene::LlmSelection;
+    use samemath::shell::Scene;
     let mut app = headless_app();
     press(&mut app, KeyCode::Digit2);
     assert_eq!(*app.world().resource::<State<Scene>>().get(), Scene::Llm);
@@ -413,7 +412,7 @@ fn the_bridge_shows_the_numbers_of_both_scenes() {
         ],
     );
     let b = &shot.meta["bridge"];
-    // Left: M·v for the selected vertex equals src/math's chain (the matrix in the sidecar).
+    // Left: M·v for the selected vertex equals the math crate's chain (the matrix in the sidecar).
     let m: Vec<f32> = serde_json::from_value(shot.meta["world_from_local"].clone()).unwrap();
     let m = Mat4::from_cols_slice(&m);
     let local: [f32; 4] = serde_json::from_value(b["vertex"]["local"].clone()).unwrap();
@@ -430,11 +429,11 @@ fn the_bridge_shows_the_numbers_of_both_scenes() {
     let n_dot_l = b["light"]["n_dot_l"].as_f64().unwrap() as f32;
     let light_dir: [f32; 3] = serde_json::from_value(shot.meta["light_dir"].clone()).unwrap();
     assert_eq!(l, light_dir);
-    let terms = samemath::math::lighting::shade(
+    let terms = math::lighting::shade(
         Vec3::from(n),
         Vec3::from(l),
         Vec3::Z,
-        &samemath::math::LightingParams::default(),
+        &math::LightingParams::default(),
     );
     assert!((n_dot_l - Vec3::from(n).dot(Vec3::from(l))).abs() < 1e-5);
     assert!((n_dot_l - terms.n_dot_l).abs() < 1e-5);
@@ -448,7 +447,7 @@ fn the_bridge_shows_the_numbers_of_both_scenes() {
     let value = b["neuron"]["value"].as_f64().unwrap() as f32;
     assert_eq!(engine, acts[layer][neuron]);
     // The strongest neuron of layer 15 when none was clicked.
-    assert_eq!(layer, samemath::llm_scene::bridge::DEFAULT_LAYER);
+    assert_eq!(layer, samemath::bridge::DEFAULT_LAYER);
     assert!(acts[layer].iter().all(|a| a.abs() <= engine.abs()));
     println!(
         "bridge: M·v {world:?}; N·L {n_dot_l:.4}; neuron {layer}/{neuron}: {value:.4} (engine {engine:.4})"
@@ -532,7 +531,7 @@ fn the_gpu_backend_in_the_app_runs_on_the_render_device() {
     );
     assert_eq!(backend["adapter"], shot.meta["adapter"]);
     assert_eq!(llm["steps"], 3);
-    let (model, tok) = crate::llm::model();
+    let (model, tok) = model();
     let request = GenerationRequest {
         chat: false,
         max_tokens: 3,

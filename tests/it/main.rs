@@ -1,12 +1,11 @@
-//! Integration tests, one binary (each test binary links the whole app): WGSL validation,
-//! headless App logic, and real frames rendered by the `samemath` binary.
+//! The app's tests, one binary (each test binary links Bevy): WGSL validation, headless App
+//! logic, scene 2 on the real engine, the app against `samemath serve`, the command line, real
+//! frames rendered by the `samemath` binary, and the app's pure functions.
 
+mod app_remote;
 mod cli;
-mod gpu;
 mod headless;
-mod llm;
 mod llm_scene;
-mod remote;
 mod render;
 mod shaders;
-mod tiny_gguf;
+mod units;

@@ -7,9 +7,9 @@ use std::process::Command;
 
 use glam::{Mat4, Vec2, Vec3};
 use image::RgbImage;
-use samemath::math::Viewport;
-use samemath::math::camera::ClipChain;
-use samemath::math::mesh::cube;
+use math::Viewport;
+use math::camera::ClipChain;
+use math::mesh::cube;
 use serde_json::{Value, json};
 
 const WINDOW: &str = "1920x1080";

@@ -73,11 +73,11 @@ fn every_shader_validates_with_naga() {
         "expected the shared math and the scene shader"
     );
     for path in files {
-        // The LLM kernels go through the engine's own composer (src/llm/gpu/shaders.rs); the
+        // The LLM kernels go through the engine's own composer (crates/llm/src/gpu/shaders.rs); the
         // modules they import (common, blocks) are checked inside them.
         let source = if path.parent() == Some(&shader_dir().join("llm")) {
             let stem = path.file_stem().unwrap().to_str().unwrap();
-            match samemath::llm::gpu::shaders::compose(stem) {
+            match llm::gpu::shaders::compose(stem) {
                 Some(src) => src,
                 None => continue,
             }

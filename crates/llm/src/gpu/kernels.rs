@@ -1,0 +1,94 @@
+//! The compute pipelines, one per kernel entry point of `shaders/llm/`, and the bind-group and
+//! uniform helpers every dispatch is built with.
+
+use wgpu::util::DeviceExt;
+
+use super::shaders;
+use super::upload::GpuMatrix;
+use crate::quant::BlockType;
+
+/// The compute pipelines, one per kernel entry point.
+pub(crate) struct Kernels {
+    pub(crate) embed: wgpu::ComputePipeline,
+    q4_1: wgpu::ComputePipeline,
+    q8_0: wgpu::ComputePipeline,
+    q4_1_normed: wgpu::ComputePipeline,
+    q8_0_normed: wgpu::ComputePipeline,
+    pub(crate) normalize: wgpu::ComputePipeline,
+    pub(crate) attention: wgpu::ComputePipeline,
+    pub(crate) swiglu: wgpu::ComputePipeline,
+    pub(crate) lens: wgpu::ComputePipeline,
+}
+
+impl Kernels {
+    /// The mat-vec entry point for `m`'s block format, reading a quantized input or making it
+    /// (RMSNorm + quantization of a residual slot) in workgroup memory.
+    pub(crate) fn matvec(&self, m: &GpuMatrix, normed: bool) -> &wgpu::ComputePipeline {
+        match (m.ty, normed) {
+            (BlockType::Q4_1, false) => &self.q4_1,
+            (BlockType::Q8_0, false) => &self.q8_0,
+            (BlockType::Q4_1, true) => &self.q4_1_normed,
+            (BlockType::Q8_0, true) => &self.q8_0_normed,
+        }
+    }
+
+    pub(crate) fn new(device: &wgpu::Device) -> Kernels {
+        let module = |name: &str| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(name),
+                source: wgpu::ShaderSource::Wgsl(shaders::compose(name).unwrap_or_default().into()),
+            })
+        };
+        let pipeline = |module: &wgpu::ShaderModule, entry: &str| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        };
+        let matvec = module("matvec");
+        Kernels {
+            embed: pipeline(&module("embed"), "main"),
+            q4_1: pipeline(&matvec, "q4_1"),
+            q8_0: pipeline(&matvec, "q8_0"),
+            q4_1_normed: pipeline(&matvec, "q4_1_normed"),
+            q8_0_normed: pipeline(&matvec, "q8_0_normed"),
+            normalize: pipeline(&matvec, "normalize"),
+            attention: pipeline(&module("attention"), "main"),
+            swiglu: pipeline(&module("quantize"), "swiglu"),
+            lens: pipeline(&module("lens"), "main"),
+        }
+    }
+}
+
+/// A kernel's small per-dispatch constants.
+pub(crate) fn uniform_buffer(device: &wgpu::Device, words: &[u32]) -> wgpu::Buffer {
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("dims"),
+        contents: bytemuck::cast_slice(words),
+        usage: wgpu::BufferUsages::UNIFORM,
+    })
+}
+
+/// A bind group for `pipeline`'s group 0: (binding, buffer) pairs, whole buffers.
+pub(crate) fn bind_group(
+    device: &wgpu::Device,
+    pipeline: &wgpu::ComputePipeline,
+    entries: &[(u32, &wgpu::Buffer)],
+) -> wgpu::BindGroup {
+    let entries: Vec<wgpu::BindGroupEntry> = entries
+        .iter()
+        .map(|(binding, buf)| wgpu::BindGroupEntry {
+            binding: *binding,
+            resource: buf.as_entire_binding(),
+        })
+        .collect();
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &entries,
+    })
+}

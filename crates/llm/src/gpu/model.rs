@@ -1,0 +1,119 @@
+//! The GPU model as it sits on the device: its context, pipelines, weights, the scratch buffers
+//! every step shares, and each dispatch's bind group made once (`build.rs` makes it;
+//! `forward.rs` runs it; `cache.rs` gives each session its KV cache).
+
+use std::sync::Mutex;
+
+use super::context::GpuContext;
+use super::kernels::{Kernels, bind_group, uniform_buffer};
+use super::profile::KernelKind;
+use super::upload::{GpuMatrix, LayerWeights};
+use crate::config::LlamaConfig;
+
+/// Positions a GPU KV cache holds unless asked otherwise (the app's prompts are at most 512
+/// tokens): 2048 x 30 layers x 192 x 2 x 4 bytes = 94 MB of GPU memory per session.
+pub const DEFAULT_CONTEXT: usize = 2048;
+
+/// Activations, the residual stream and what a step reads back; shared by every cache of the
+/// model (steps take turns through a lock).
+pub(crate) struct Scratch {
+    pub(crate) step: wgpu::Buffer,
+    /// `n_layer + 1` slots of the residual stream: slot l enters layer l, slot l + 1 leaves it.
+    pub(crate) resid: wgpu::Buffer,
+    pub(crate) mlp_in: wgpu::Buffer,
+    pub(crate) xq: wgpu::Buffer,
+    pub(crate) xds: wgpu::Buffer,
+    pub(crate) qkv: wgpu::Buffer,
+    pub(crate) gu: wgpu::Buffer,
+    pub(crate) act: wgpu::Buffer,
+    pub(crate) probs: wgpu::Buffer,
+    pub(crate) logits: wgpu::Buffer,
+    pub(crate) top: wgpu::Buffer,
+    pub(crate) staging: wgpu::Buffer,
+}
+
+/// Bind groups of one layer's dispatches that do not touch the KV cache.
+pub(crate) struct LayerGroups {
+    /// q/k/v and gate/up with RMSNorm folded in.
+    pub(crate) qkv: wgpu::BindGroup,
+    pub(crate) wo: wgpu::BindGroup,
+    pub(crate) gate_up: wgpu::BindGroup,
+    /// The unfused variant: RMSNorm + quantization as their own dispatches, then plain products.
+    pub(crate) attn_norm: wgpu::BindGroup,
+    pub(crate) qkv_plain: wgpu::BindGroup,
+    pub(crate) ffn_norm: wgpu::BindGroup,
+    pub(crate) gate_up_plain: wgpu::BindGroup,
+    pub(crate) swiglu: wgpu::BindGroup,
+    pub(crate) down: wgpu::BindGroup,
+}
+
+pub struct GpuModel {
+    pub(crate) ctx: GpuContext,
+    pub(crate) config: LlamaConfig,
+    pub(crate) context: usize,
+    pub(crate) kernels: Kernels,
+    pub(crate) layers: Vec<LayerWeights>,
+    pub(crate) head: GpuMatrix,
+    pub(crate) scratch: Scratch,
+    pub(crate) groups: Vec<LayerGroups>,
+    pub(crate) embed_group: wgpu::BindGroup,
+    pub(crate) final_norm_group: wgpu::BindGroup,
+    pub(crate) head_group: wgpu::BindGroup,
+    pub(crate) lens_group: wgpu::BindGroup,
+    pub(crate) inv_freq: Vec<f32>,
+    /// One step at a time on the shared scratch buffers.
+    pub(crate) lock: Mutex<()>,
+    /// Kept alive for the bind groups.
+    pub(crate) _weights: Vec<wgpu::Buffer>,
+    /// Per-kernel GPU time of the last profiled step, when timestamps are available.
+    pub(crate) profile: Mutex<Option<Vec<(KernelKind, f64)>>>,
+    /// RMSNorm inside the q/k/v and gate/up products (default) or as dispatches of its own.
+    pub(crate) fuse_norm: std::sync::atomic::AtomicBool,
+    /// Browser build: the step whose results are on their way back.
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) web: super::web_read::WebReads,
+}
+
+impl std::fmt::Debug for GpuModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuModel")
+            .field("adapter", &self.ctx.adapter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GpuModel {
+    /// RMSNorm folded into the q/k/v and gate/up products (true, the default) or run as
+    /// dispatches of their own; the arithmetic is the same function either way (the bench
+    /// times both).
+    pub fn set_fuse_norm(&self, fuse: bool) {
+        self.fuse_norm
+            .store(fuse, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Per-kernel GPU milliseconds of the last step run with `profile_next`, if the device has
+    /// timestamp queries.
+    pub fn last_profile(&self) -> Option<Vec<(KernelKind, f64)>> {
+        self.profile.lock().ok()?.clone()
+    }
+
+    pub(crate) fn id(&self) -> usize {
+        self as *const GpuModel as usize
+    }
+
+    pub(crate) fn uniform(&self, words: &[u32]) -> wgpu::Buffer {
+        uniform_buffer(&self.ctx.device, words)
+    }
+
+    pub(crate) fn group(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        entries: &[(u32, &wgpu::Buffer)],
+    ) -> wgpu::BindGroup {
+        bind_group(&self.ctx.device, pipeline, entries)
+    }
+}

@@ -1,0 +1,95 @@
+//! GPU timestamps for the bench: each dispatch timed in a pass of its own, or a whole step's one
+//! pass; milliseconds per kernel kind.
+
+use super::readback::read_back;
+
+/// What one step dispatches, by kernel kind (the bench's per-kernel times).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KernelKind {
+    Embed,
+    /// RMSNorm + quantization as a dispatch of its own (the final norm; the unfused variant).
+    Norm,
+    /// Matrix products (the q/k/v and gate/up ones with RMSNorm folded in, by default).
+    MatVec,
+    /// RoPE, the KV-cache write, attention and the quantization of its output.
+    Attention,
+    /// SwiGLU and the quantization of its output.
+    Swiglu,
+    Head,
+    Lens,
+    /// A whole step in one compute pass (what a step really costs the GPU).
+    WholeStep,
+}
+
+/// GPU timestamps for the bench (where the device has them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Off,
+    /// Each dispatch in a compute pass of its own, timed (adds per-pass overhead).
+    PerKernel,
+    /// The step's one compute pass, timed.
+    WholeStep,
+}
+
+/// Timestamp queries around each dispatch (one compute pass each) for the bench.
+pub(crate) struct Timing {
+    pub(crate) set: wgpu::QuerySet,
+    pub(crate) resolve: wgpu::Buffer,
+    pub(crate) read: wgpu::Buffer,
+    pub(crate) capacity: u32,
+}
+
+pub(crate) const MAX_TIMED: u32 = 2048;
+
+impl Timing {
+    pub(crate) fn new(device: &wgpu::Device) -> Timing {
+        let capacity = MAX_TIMED * 2;
+        Timing {
+            set: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("kernel times"),
+                ty: wgpu::QueryType::Timestamp,
+                count: capacity,
+            }),
+            resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: capacity as u64 * 8,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            read: device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: capacity as u64 * 8,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            capacity,
+        }
+    }
+
+    pub(crate) fn resolve(&self, enc: &mut wgpu::CommandEncoder, dispatches: usize) {
+        let count = (dispatches as u32 * 2).min(self.capacity);
+        enc.resolve_query_set(&self.set, 0..count, &self.resolve, 0);
+        enc.copy_buffer_to_buffer(&self.resolve, 0, &self.read, 0, count as u64 * 8);
+    }
+
+    /// Milliseconds per kernel kind (the bench's; not in the browser build).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    pub(crate) fn read(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        kinds: &[KernelKind],
+    ) -> Option<Vec<(KernelKind, f64)>> {
+        let index = queue.submit([]);
+        let len = (kinds.len() as u64 * 16).min(self.capacity as u64 * 8);
+        let bytes = read_back(device, &self.read, len, index).ok()?;
+        let stamps: &[u64] = bytemuck::cast_slice(&bytes);
+        let period = queue.get_timestamp_period() as f64;
+        let mut totals: std::collections::BTreeMap<KernelKind, f64> = Default::default();
+        for (i, kind) in kinds.iter().enumerate() {
+            let (a, b) = (stamps[2 * i], stamps[2 * i + 1]);
+            *totals.entry(*kind).or_default() += b.saturating_sub(a) as f64 * period / 1e6;
+        }
+        Some(totals.into_iter().collect())
+    }
+}

@@ -1,0 +1,123 @@
+//! The normal matrix: how a model matrix must transform surface normals.
+//!
+//! Normals transform by the inverse-transpose of the model matrix's upper 3x3 (so they stay
+//! perpendicular to the surface under non-uniform scale). WGSL has no `inverse()`, so this is
+//! computed here on the CPU and uploaded. When the matrix is singular (a scale of 0 flattens
+//! the mesh) the inverse does not exist: we fall back to the cofactor matrix, which is
+//! `det * inverse-transpose` wherever the inverse exists and stays finite where it does not,
+//! and raise a flag so the UI can say "not invertible: normals undefined".
+
+use glam::{Mat3, Mat4, Vec3};
+
+/// Below this |det| of the 3x3 part the matrix is treated as not invertible.
+pub const SINGULAR_DET_EPS: f32 = 1e-8;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NormalMatrix {
+    /// `normal_from_local`: multiply a local normal by this, then normalize.
+    pub matrix: Mat3,
+    /// Determinant of the model matrix's upper 3x3.
+    pub det: f32,
+    /// False when the model matrix is singular and `matrix` is the cofactor fallback.
+    pub invertible: bool,
+}
+
+/// The cofactor matrix of `m`: column i is the cross product of the other two columns.
+/// For invertible `m` it equals `det(m) * inverse(m)^T`.
+pub fn cofactor(m: Mat3) -> Mat3 {
+    Mat3::from_cols(
+        m.y_axis.cross(m.z_axis),
+        m.z_axis.cross(m.x_axis),
+        m.x_axis.cross(m.y_axis),
+    )
+}
+
+pub fn normal_matrix(world_from_local: &Mat4) -> NormalMatrix {
+    let m = Mat3::from_mat4(*world_from_local);
+    let det = m.determinant();
+    if det.is_finite() && det.abs() > SINGULAR_DET_EPS {
+        // inverse-transpose = cofactor / det
+        let matrix = cofactor(m) * (1.0 / det);
+        if matrix.is_finite() {
+            return NormalMatrix {
+                matrix,
+                det,
+                invertible: true,
+            };
+        }
+    }
+    let c = cofactor(m);
+    NormalMatrix {
+        matrix: if c.is_finite() { c } else { Mat3::ZERO },
+        det: if det.is_finite() { det } else { 0.0 },
+        invertible: false,
+    }
+}
+
+/// Normalize, or return zero for a (near) zero vector instead of NaN. Mirrors `safe_normalize`
+/// in shaders/samemath_math.wgsl.
+pub fn safe_normalize(v: Vec3) -> Vec3 {
+    let len2 = v.length_squared();
+    if len2 > 1e-20 && len2.is_finite() {
+        v / len2.sqrt()
+    } else {
+        Vec3::ZERO
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transform::{rotation_y, scale, translation};
+
+    #[test]
+    fn inverse_transpose_matches_glam() {
+        let m = translation(Vec3::new(1.0, 2.0, 3.0))
+            * rotation_y(0.7)
+            * scale(Vec3::new(2.0, 0.5, 3.0));
+        let n = normal_matrix(&m);
+        assert!(n.invertible);
+        let expected = Mat3::from_mat4(m).inverse().transpose();
+        assert!(n.matrix.abs_diff_eq(expected, 1e-5));
+    }
+
+    #[test]
+    fn non_uniform_scale_keeps_normals_perpendicular() {
+        // A plane tilted 45° in XY: tangent (1, 1, 0), normal (1, -1, 0)/sqrt2.
+        let tangent = Vec3::new(1.0, 1.0, 0.0);
+        let normal = Vec3::new(1.0, -1.0, 0.0).normalize();
+        let m = scale(Vec3::new(4.0, 1.0, 1.0));
+        let n = normal_matrix(&m);
+        let tangent_world = Mat3::from_mat4(m) * tangent;
+        let normal_world = (n.matrix * normal).normalize();
+        assert!(normal_world.dot(tangent_world).abs() < 1e-6);
+        // The naive way (transforming the normal by M) breaks perpendicularity.
+        let naive = (Mat3::from_mat4(m) * normal).normalize();
+        assert!(naive.dot(tangent_world).abs() > 0.5);
+    }
+
+    #[test]
+    fn singular_scale_gives_finite_fallback_and_flag() {
+        let m = scale(Vec3::new(1.0, 0.0, 1.0));
+        let n = normal_matrix(&m);
+        assert!(!n.invertible);
+        assert!(n.matrix.is_finite());
+        // The flattened mesh is the XZ plane: every normal maps onto ±Y or to zero.
+        for v in [Vec3::X, Vec3::Y, Vec3::Z, Vec3::new(1.0, 2.0, 3.0)] {
+            let w = safe_normalize(n.matrix * v);
+            assert!(w.is_finite());
+            assert!(w.x.abs() < 1e-6 && w.z.abs() < 1e-6, "{w}");
+        }
+        // Two zero scales: the cofactor is all zero, safe_normalize yields zero, not NaN.
+        let n2 = normal_matrix(&scale(Vec3::new(0.0, 0.0, 1.0)));
+        assert!(!n2.invertible);
+        assert_eq!(safe_normalize(n2.matrix * Vec3::Z), Vec3::ZERO);
+    }
+
+    #[test]
+    fn nan_input_does_not_leak() {
+        let n = normal_matrix(&Mat4::from_cols_array(&[f32::NAN; 16]));
+        assert!(!n.invertible);
+        assert!(n.matrix.is_finite());
+    }
+}

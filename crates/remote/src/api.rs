@@ -1,0 +1,229 @@
+//! What a remote server is and says, in our words: its API kind, where and how to reach it
+//! (`RemoteConfig`), what it can give (`ServerInfo`), one streamed step, the summary, the events
+//! while a request runs, and the typed errors.
+
+use llm::{StopReason, TokenInfo, Trace};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Which protocol the server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiKind {
+    Ollama,
+    #[serde(rename = "openai")]
+    OpenAi,
+    Samemath,
+}
+
+impl std::str::FromStr for ApiKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "ollama" => Ok(ApiKind::Ollama),
+            "openai" | "openai-compatible" => Ok(ApiKind::OpenAi),
+            "samemath" => Ok(ApiKind::Samemath),
+            other => Err(format!(
+                "unknown API kind {other:?}: ollama, openai or samemath"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("invalid URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("cannot reach {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("{url} answered {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error(
+        "{url} refused the credentials ({status}); give a token (field, $SAMEMATH_REMOTE_TOKEN) or log in with gcloud"
+    )]
+    Unauthorized { url: String, status: u16 },
+    #[error(
+        "no answer from {url} within {secs} s (a cold start can take minutes: raise the first-byte timeout)"
+    )]
+    Timeout { url: String, secs: u64 },
+    #[error("the server reported an error: {0}")]
+    Server(String),
+    #[error("the response broke the protocol: {0}")]
+    Protocol(String),
+    #[error("the connection dropped mid-answer after {received} tokens: {reason}")]
+    Dropped { received: usize, reason: String },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Where and how to reach the server.
+#[derive(Clone, PartialEq)]
+pub struct RemoteConfig {
+    pub url: String,
+    /// `None`: detect it (samemath, then Ollama, then OpenAI-compatible).
+    pub api: Option<ApiKind>,
+    /// The server's model name (`None`: the first it lists).
+    pub model: Option<String>,
+    /// Bearer token (`None`: `$SAMEMATH_REMOTE_TOKEN`, else `$SAMEMATH_TOKEN_COMMAND`'s output,
+    /// else gcloud's identity token when the URL is https).
+    pub token: Option<String>,
+    pub first_byte_timeout: Duration,
+    /// Retries on 429/503/504 before the first token.
+    pub max_retries: u32,
+}
+
+impl std::fmt::Debug for RemoteConfig {
+    /// Tokens never appear in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteConfig")
+            .field("url", &self.url)
+            .field("api", &self.api)
+            .field("model", &self.model)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("first_byte_timeout", &self.first_byte_timeout)
+            .finish()
+    }
+}
+
+impl RemoteConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            api: None,
+            model: None,
+            token: None,
+            first_byte_timeout: Duration::from_secs(120),
+            max_retries: 3,
+        }
+    }
+
+    /// The base URL without a trailing slash, checked.
+    pub fn base(&self) -> Result<String, RemoteError> {
+        let bad = |reason: &str| RemoteError::BadUrl {
+            url: self.url.clone(),
+            reason: reason.into(),
+        };
+        let url = reqwest::Url::parse(self.url.trim()).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(bad("only http:// and https:// URLs"));
+        }
+        if url.host_str().is_none_or(|h| h.is_empty()) {
+            return Err(bad("no host"));
+        }
+        Ok(url.as_str().trim_end_matches('/').to_string())
+    }
+}
+
+/// What a server can give besides text.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub logprobs: bool,
+    pub embeddings: bool,
+    /// Full traces (embeddings, activations, attention, lens): `samemath serve` only.
+    pub traces: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub api: ApiKind,
+    pub version: Option<String>,
+    pub models: Vec<String>,
+    pub capabilities: Capabilities,
+}
+
+impl ServerInfo {
+    /// One line for the app and the command line: what the server is and what it gives.
+    pub fn describe(&self, model: Option<&str>) -> String {
+        let yes_no = |b: bool| if b { "yes" } else { "no" };
+        format!(
+            "{:?}{}, model {}; log-probabilities {}; activations, attention and embeddings {}",
+            self.api,
+            self.version
+                .as_ref()
+                .map(|v| format!(" {v}"))
+                .unwrap_or_default(),
+            model.unwrap_or("?"),
+            yes_no(self.capabilities.logprobs),
+            if self.capabilities.traces {
+                "yes (samemath serve)"
+            } else {
+                "not given by this server (text only)"
+            }
+        )
+    }
+}
+
+/// One generated token as a remote server reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteStep {
+    pub index: usize,
+    pub text: String,
+    /// The token with its id: `samemath serve` only (the others send text pieces).
+    pub token: Option<TokenInfo>,
+    pub logprob: Option<f32>,
+    /// Alternatives with their log-probabilities, best first (when the server gives them).
+    pub top_logprobs: Vec<(String, f32)>,
+    pub trace: Option<Trace>,
+    pub stop: Option<StopReason>,
+}
+
+/// What the server said about the whole answer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RemoteSummary {
+    pub tokens: usize,
+    pub text: String,
+    /// Generation speed the server measured (Ollama's eval_count / eval_duration).
+    pub server_tokens_per_sec: Option<f64>,
+    /// Time the server spent loading the model (Ollama's load_duration).
+    pub load_secs: Option<f64>,
+    /// Why the server stopped (its "length" is `MaxTokens`, anything else `EndToken`).
+    pub stop: Option<StopReason>,
+    /// Seconds until the first byte (includes a cold start).
+    pub first_byte_secs: f64,
+}
+
+/// Progress and tokens while a request runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RemoteEvent {
+    /// e.g. "waking the service: 12 s", "retrying after 503 (1 of 3)".
+    Status(String),
+    Step(Box<RemoteStep>),
+}
+
+/// A server's finish string as our stop reason ("length": the token limit).
+pub fn stop_from_finish(finish: &str) -> StopReason {
+    if finish == "length" {
+        StopReason::MaxTokens
+    } else {
+        StopReason::EndToken
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_tokens_never_printed() {
+        assert!(RemoteConfig::new("not a url").base().is_err());
+        assert!(RemoteConfig::new("ftp://x.example").base().is_err());
+        assert_eq!(
+            RemoteConfig::new("https://svc-abc.a.run.app/")
+                .base()
+                .unwrap(),
+            "https://svc-abc.a.run.app"
+        );
+        let mut c = RemoteConfig::new("http://127.0.0.1:8080");
+        c.token = Some("secret-token-value".into());
+        assert!(!format!("{c:?}").contains("secret-token-value"));
+        assert_eq!("OpenAI".parse::<ApiKind>(), Ok(ApiKind::OpenAi));
+        assert!("grpc".parse::<ApiKind>().is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! `samemath serve`: the model over HTTP, ready for Cloud Run (listens on 0.0.0.0:$PORT).
+//! Ollama-compatible (/api/generate, /api/chat, /api/embed, /api/tags, /api/show,
+//! /api/version), OpenAI-compatible (/v1/chat/completions, /v1/models), and /api/trace, which
+//! streams every internal of each step (the same JSON as `samemath trace`). /health answers 503
+//! until the model is loaded. Bounded concurrency with a bounded queue (503 beyond it), a body
+//! size limit, optional CORS and API key; on SIGTERM it stops accepting and gives in-flight
+//! streams up to 10 s.
+
+// Handler helpers return the HTTP error itself (`Err(Response)`), once, at the edge.
+#![allow(clippy::result_large_err)]
+
+mod args;
+mod embed;
+mod generate;
+mod guard;
+mod meta;
+mod ollama;
+mod openai;
+mod slots;
+mod state;
+mod trace;
+mod wire;
+
+pub use args::{Compute, ServeArgs, ServeOptions};
+pub use state::MODEL_NAME;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use tokio::sync::Semaphore;
+
+use crate::state::{ServerState, Shared};
+
+/// Run until SIGTERM / Ctrl-C. The model loads in the background; /health says when.
+pub fn run(options: ServeOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(options))
+}
+
+async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let addr = SocketAddr::from(([0, 0, 0, 0], options.port));
+    let state: Shared = Arc::new(ServerState {
+        slots: Arc::new(Semaphore::new(options.concurrency.max(1))),
+        in_system: AtomicUsize::new(0),
+        loaded: OnceLock::new(),
+        load_error: OnceLock::new(),
+        options: options.clone(),
+    });
+    state::spawn_loader(state.clone());
+    let app = router(state.clone());
+    // No Nagle: a small streamed chunk must not wait for the client's delayed ACK (~40 ms).
+    let listener = tokio::net::TcpListener::bind(addr).await?.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    eprintln!("samemath serve: listening on http://{addr}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    eprintln!("samemath serve: stopped");
+    Ok(())
+}
+
+/// SIGTERM (Cloud Run) or Ctrl-C: stop accepting; in-flight streams get 10 s, then exit.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    eprintln!("samemath serve: shutting down, draining for up to 10 s");
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(10));
+        eprintln!("samemath serve: drain time over, exiting");
+        std::process::exit(0);
+    });
+}
+
+fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/health", get(meta::health))
+        .route("/api/info", get(meta::info))
+        .route("/api/version", get(meta::version))
+        .route("/api/tags", get(meta::tags))
+        .route("/api/show", post(meta::show))
+        .route("/api/generate", post(ollama::ollama_generate))
+        .route("/api/chat", post(ollama::ollama_chat))
+        .route("/api/embed", post(embed::embed))
+        .route("/api/trace", post(trace::trace))
+        .route("/v1/models", get(meta::openai_models))
+        .route("/v1/chat/completions", post(openai::openai_chat))
+        .route("/v1/embeddings", post(embed::embed))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
+        .layer(DefaultBodyLimit::max(state.options.max_body_bytes))
+        .with_state(state)
+}

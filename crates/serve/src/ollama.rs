@@ -1,0 +1,162 @@
+//! Ollama's generation routes, /api/generate and /api/chat: prompt text in, NDJSON (or one object) out, with Ollama's final statistics.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use llm::StopReason;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::generate::{AnswerOptions, GenItem, chat_text, sampling, start, text_request};
+use crate::state::MODEL_NAME;
+use crate::state::{Shared, loaded};
+use crate::wire::{error, finish, ndjson_line, now_rfc3339, parse_body};
+
+/// Ollama's two generation routes share this: prompt text in, NDJSON (or one object) out.
+pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Response {
+    let l = match loaded(&state) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    if let Some(m) = body["model"].as_str()
+        && !m.is_empty()
+        && m != MODEL_NAME
+        && !m.starts_with("smollm2")
+    {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("model {m:?} not found; this server has {MODEL_NAME}"),
+        );
+    }
+    let (sampling, max) = sampling(&body);
+    let prompt = if chat {
+        match chat_text(&l.tokenizer, &body["messages"]) {
+            Ok(t) => t,
+            Err(r) => return r,
+        }
+    } else {
+        let p = body["prompt"].as_str().unwrap_or("");
+        if body["raw"].as_bool() == Some(true) {
+            p.to_string()
+        } else {
+            l.tokenizer.chat_prompt(p)
+        }
+    };
+    let AnswerOptions {
+        stream,
+        logprobs,
+        top_n,
+    } = AnswerOptions::read(&body, true);
+    let mut rx = match start(&state, l, text_request(prompt, sampling, max)).await {
+        Ok(rx) => rx,
+        Err(r) => return r,
+    };
+    let started = Instant::now();
+    let load_ns = (l.load_secs * 1e9) as u64;
+    let (out_tx, out_rx) = mpsc::channel::<Bytes>(64);
+    let model = body["model"].as_str().unwrap_or(MODEL_NAME).to_string();
+    let tokenizer = l.tokenizer.clone();
+    let collect = tokio::spawn(async move {
+        let mut text = String::new();
+        let mut count = 0u64;
+        let mut prompt_count = 0usize;
+        let mut first_token = None;
+        let mut done_reason = "stop";
+        let mut all_logprobs = Vec::new();
+        while let Some(item) = rx.recv().await {
+            let GenItem {
+                step,
+                prompt_len,
+                logprob,
+                top,
+            } = match item {
+                Ok(x) => x,
+                Err(e) => {
+                    let line = ndjson_line(&json!({"error": e}));
+                    let _ = out_tx.send(line).await;
+                    return Err(e);
+                }
+            };
+            prompt_count = prompt_len;
+            first_token.get_or_insert_with(Instant::now);
+            count += 1;
+            if step.stop == Some(StopReason::MaxTokens) {
+                done_reason = "length";
+            }
+            let piece = step.text.clone();
+            text.push_str(&piece);
+            let lp = logprobs.then(|| {
+                let alts: Vec<Value> = top
+                    .iter()
+                    .take(top_n)
+                    .map(|(t, l)| json!({"token": t, "logprob": l}))
+                    .collect();
+                json!([{"token": tokenizer.piece(step.token.id), "logprob": logprob,
+                        "top_logprobs": alts}])
+            });
+            if let Some(lp) = &lp {
+                all_logprobs.push(lp[0].clone());
+            }
+            if stream && !piece.is_empty() {
+                let mut v = json!({"model": model, "created_at": now_rfc3339(), "done": false});
+                if chat {
+                    v["message"] = json!({"role": "assistant", "content": piece});
+                } else {
+                    v["response"] = json!(piece);
+                }
+                if let Some(lp) = lp {
+                    v["logprobs"] = lp;
+                }
+                if out_tx.send(ndjson_line(&v)).await.is_err() {
+                    return Err("the client went away".into());
+                }
+            }
+        }
+        let total = started.elapsed().as_nanos() as u64;
+        let eval_ns = first_token
+            .map_or(0, |t| t.elapsed().as_nanos() as u64)
+            .max(1);
+        let mut last = json!({
+            "model": model, "created_at": now_rfc3339(), "done": true, "done_reason": done_reason,
+            "total_duration": total, "load_duration": load_ns, "prompt_eval_count": prompt_count,
+            "prompt_eval_duration": total.saturating_sub(eval_ns), "eval_count": count,
+            "eval_duration": eval_ns,
+        });
+        if stream {
+            if chat {
+                last["message"] = json!({"role": "assistant", "content": ""});
+            } else {
+                last["response"] = json!("");
+            }
+            let _ = out_tx.send(ndjson_line(&last)).await;
+        } else {
+            if chat {
+                last["message"] = json!({"role": "assistant", "content": text});
+            } else {
+                last["response"] = json!(text);
+            }
+            if logprobs {
+                last["logprobs"] = json!(all_logprobs);
+            }
+        }
+        Ok(last)
+    });
+    finish(stream, out_rx, collect, "application/x-ndjson").await
+}
+
+pub(crate) async fn ollama_generate(State(state): State<Shared>, body: Bytes) -> Response {
+    match parse_body(&body) {
+        Ok(v) => ollama_common(state, v, false).await,
+        Err(r) => r,
+    }
+}
+
+pub(crate) async fn ollama_chat(State(state): State<Shared>, body: Bytes) -> Response {
+    match parse_body(&body) {
+        Ok(v) => ollama_common(state, v, true).await,
+        Err(r) => r,
+    }
+}

@@ -1,0 +1,128 @@
+//! OpenAI's /v1/chat/completions: SSE chunks (or one object) with `choices[].logprobs.content[]`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::Response;
+use llm::StopReason;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::generate::{AnswerOptions, GenItem, chat_text, sampling, start, text_request};
+use crate::state::MODEL_NAME;
+use crate::state::{Shared, loaded};
+use crate::wire::{finish, parse_body, sse};
+
+pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Response {
+    let l = match loaded(&state) {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let v = match parse_body(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let prompt = match chat_text(&l.tokenizer, &v["messages"]) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let (mut sampling, max) = sampling(&v);
+    if v["temperature"].is_null() {
+        sampling.temperature = 0.0;
+    }
+    let AnswerOptions {
+        stream,
+        logprobs,
+        top_n,
+    } = AnswerOptions::read(&v, false);
+    let mut rx = match start(&state, l, text_request(prompt, sampling, max)).await {
+        Ok(rx) => rx,
+        Err(r) => return r,
+    };
+    let id = format!("chatcmpl-{}", std::process::id());
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let tokenizer = l.tokenizer.clone();
+    let (out_tx, out_rx) = mpsc::channel::<Bytes>(64);
+    let collect = tokio::spawn(async move {
+        let mut text = String::new();
+        let mut content_lps = Vec::new();
+        let mut finish = "stop";
+        let mut count = 0;
+        let mut prompt_tokens = 0;
+        let chunk = |delta: Value, lp: Option<Value>, finish: Option<&str>| {
+            json!({"id": id, "object": "chat.completion.chunk", "created": created,
+                   "model": MODEL_NAME, "choices": [{"index": 0, "delta": delta,
+                   "logprobs": lp.map(|l| json!({"content": [l]})), "finish_reason": finish}]})
+        };
+        if stream {
+            let _ = out_tx
+                .send(sse(&chunk(
+                    json!({"role": "assistant", "content": ""}),
+                    None,
+                    None,
+                )))
+                .await;
+        }
+        while let Some(item) = rx.recv().await {
+            let GenItem {
+                step,
+                prompt_len,
+                logprob,
+                top,
+            } = match item {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = out_tx.send(sse(&json!({"error": {"message": e}}))).await;
+                    return Err(e);
+                }
+            };
+            prompt_tokens = prompt_len;
+            count += 1;
+            if step.stop == Some(StopReason::MaxTokens) {
+                finish = "length";
+            }
+            if step.stop == Some(StopReason::EndToken) {
+                continue;
+            }
+            let piece = tokenizer.piece(step.token.id);
+            let lp = logprobs.then(|| {
+                let alts: Vec<Value> = top
+                    .iter()
+                    .take(top_n)
+                    .map(|(t, l)| json!({"token": t, "logprob": l, "bytes": t.as_bytes()}))
+                    .collect();
+                json!({"token": piece, "logprob": logprob, "bytes": piece.as_bytes(),
+                       "top_logprobs": alts})
+            });
+            text.push_str(&step.text);
+            if let Some(l) = &lp {
+                content_lps.push(l.clone());
+            }
+            if stream
+                && out_tx
+                    .send(sse(&chunk(json!({"content": step.text}), lp, None)))
+                    .await
+                    .is_err()
+            {
+                return Err("the client went away".into());
+            }
+        }
+        if stream {
+            let _ = out_tx
+                .send(sse(&chunk(json!({}), None, Some(finish))))
+                .await;
+            let _ = out_tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+        }
+        Ok(
+            json!({"id": id, "object": "chat.completion", "created": created,
+                "model": MODEL_NAME, "choices": [{"index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": logprobs.then(|| json!({"content": content_lps})),
+                "finish_reason": finish}],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": count,
+                          "total_tokens": prompt_tokens + count}}),
+        )
+    });
+    finish(stream, out_rx, collect, "text/event-stream").await
+}

@@ -1,0 +1,49 @@
+//! Bounded concurrency with a bounded queue: a ticket holds a slot to generate in; beyond the queue, 503 with Retry-After.
+
+use std::sync::atomic::Ordering;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+
+use crate::state::Shared;
+use crate::wire::error;
+
+/// A slot to generate in, or a 503 when the queue is full. Dropping it frees the slot.
+pub(crate) struct Ticket {
+    pub(crate) state: Shared,
+    pub(crate) _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.state.in_system.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub(crate) async fn ticket(state: &Shared) -> Result<Ticket, Response> {
+    let limit = state.options.concurrency.max(1) + state.options.queue;
+    let before = state.in_system.fetch_add(1, Ordering::SeqCst);
+    if before >= limit {
+        state.in_system.fetch_sub(1, Ordering::SeqCst);
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "busy: {} requests generating and {} waiting; try again",
+                state.options.concurrency, state.options.queue
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Err(r);
+    }
+    match state.slots.clone().acquire_owned().await {
+        Ok(permit) => Ok(Ticket {
+            state: state.clone(),
+            _permit: permit,
+        }),
+        Err(_) => {
+            state.in_system.fetch_sub(1, Ordering::SeqCst);
+            Err(error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! What every route reads: the options, the model once loaded (or why it is not), the slots.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use llm::{LlmTokenizer, Model};
+use tokio::sync::Semaphore;
+
+use crate::args::ServeOptions;
+use crate::wire::error;
+
+/// The name the model is served under.
+pub const MODEL_NAME: &str = "smollm2-135m-instruct";
+
+pub(crate) struct Loaded {
+    pub(crate) model: Arc<Model>,
+    /// What generates: the CPU engine (`model`) or the GPU backend.
+    pub(crate) compute: Arc<dyn llm::Backend>,
+    pub(crate) tokenizer: Arc<LlmTokenizer>,
+    pub(crate) load_secs: f64,
+}
+
+pub(crate) struct ServerState {
+    pub(crate) options: ServeOptions,
+    pub(crate) loaded: OnceLock<Loaded>,
+    pub(crate) load_error: OnceLock<String>,
+    pub(crate) slots: Arc<Semaphore>,
+    /// Requests holding or waiting for a slot.
+    pub(crate) in_system: AtomicUsize,
+}
+
+pub(crate) type Shared = Arc<ServerState>;
+
+pub(crate) fn loaded(state: &ServerState) -> Result<&Loaded, Response> {
+    match (state.loaded.get(), state.load_error.get()) {
+        (Some(l), _) => Ok(l),
+        (None, Some(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.clone())),
+        (None, None) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the model is loading",
+        )),
+    }
+}
+
+/// Find (fetching on first use) and load the model on a thread of its own; /health says when.
+pub(crate) fn spawn_loader(state: Shared) {
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut progress = |m: &str| eprintln!("samemath serve: {m}");
+        let result = llm::fetch::ensure_model(state.options.model.as_deref(), &mut progress)
+            .and_then(|p| Model::load(&p).map(|(m, t)| (m, t, p)));
+        match result {
+            Ok((m, t, path)) => {
+                let model = Arc::new(m);
+                let compute: Arc<dyn llm::Backend> = if state.options.gpu {
+                    match llm::gpu::GpuContext::new().and_then(|ctx| {
+                        llm::gpu::GpuModel::load(&path, ctx, llm::gpu::DEFAULT_CONTEXT)
+                    }) {
+                        Ok(g) => Arc::new(g),
+                        Err(e) => {
+                            eprintln!("samemath serve: {e}; generating on the CPU instead");
+                            model.clone()
+                        }
+                    }
+                } else {
+                    model.clone()
+                };
+                eprintln!("samemath serve: generating on {}", compute.describe());
+                let _ = state.loaded.set(Loaded {
+                    model,
+                    compute,
+                    tokenizer: Arc::new(t),
+                    load_secs: started.elapsed().as_secs_f64(),
+                });
+                eprintln!(
+                    "samemath serve: model loaded in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Err(e) => {
+                eprintln!("samemath serve: cannot load the model: {e}");
+                let _ = state.load_error.set(e.to_string());
+            }
+        }
+    });
+}

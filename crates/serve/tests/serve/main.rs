@@ -1,0 +1,371 @@
+//! `samemath-serve` (the server alone, as the container runs it) on loopback: /health, the
+//! official Python clients (PyPI `ollama`, `openai`), our own client getting the local `Trace`
+//! back, the GPU backend, load, the key, CORS and SIGTERM. Needs the model and those Python
+//! packages (.ci/run installs them).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use llm::{CancelToken, GenerationRequest, RecordOptions, SamplingParams, Session};
+use remote::{ApiKind, RemoteClient, RemoteConfig, RemoteEvent};
+use testkit::model::{local_answer, model, workspace_dir};
+use testkit::{ChildGuard, free_port, http, wait_ok};
+
+/// The server, killed when the test ends however it ends, and its port.
+struct Server {
+    guard: ChildGuard,
+    port: u16,
+}
+
+fn serve_command(port: u16) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_samemath-serve"));
+    c.args(["--port", &port.to_string()]);
+    c
+}
+
+fn start_serve(extra: &[&str]) -> Server {
+    let port = free_port().unwrap();
+    let child = serve_command(port)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start samemath-serve");
+    let server = Server {
+        guard: ChildGuard(child),
+        port,
+    };
+    wait_ok(port, "/health", Duration::from_secs(180)).unwrap();
+    server
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+const PROMPT: &str = "What is the capital of France?";
+
+#[test]
+fn health_is_503_until_loaded_then_200() {
+    let port = free_port().unwrap();
+    let child = serve_command(port).stderr(Stdio::null()).spawn().unwrap();
+    let _server = Server {
+        guard: ChildGuard(child),
+        port,
+    };
+    let start = Instant::now();
+    let mut statuses = Vec::new();
+    while start.elapsed() < Duration::from_secs(120) {
+        if let Some((s, _)) = http(port, "GET", "/health", "") {
+            if statuses.last() != Some(&s) {
+                statuses.push(s);
+            }
+            if s == 200 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("/health answered {statuses:?}");
+    assert_eq!(statuses.last(), Some(&200));
+    assert!(statuses.iter().all(|s| *s == 503 || *s == 200));
+}
+
+#[test]
+fn the_official_ollama_and_openai_clients_work_against_serve() {
+    let server = start_serve(&[]);
+    let max = 8;
+    let want = local_answer(PROMPT, max);
+    let script = workspace_dir().join("tests/reference/clients_check.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args(["--port", &server.port.to_string(), "--prompt", PROMPT])
+        .args(["--max-tokens", &max.to_string()])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "clients_check.py failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(v.get("error").is_none(), "{v}");
+    println!("local greedy answer: {want:?}\nclients: {v:#}");
+    for key in [
+        "ollama_chat",
+        "ollama_chat_stream",
+        "ollama_generate",
+        "ollama_generate_stream",
+        "openai_chat",
+        "openai_chat_stream",
+    ] {
+        assert_eq!(v[key].as_str(), Some(want.as_str()), "{key}");
+    }
+    assert_eq!(v["ollama_embed_shape"], serde_json::json!([2, 576]));
+    assert_eq!(v["openai_finish"], "length");
+    let lps = v["openai_logprobs"].as_array().unwrap();
+    assert_eq!(lps.len(), max);
+    for lp in lps {
+        let l = lp["logprob"].as_f64().unwrap();
+        assert!(l <= 0.0 && l.is_finite());
+        // Greedy: the sampled token is the best alternative.
+        assert_eq!(lp["top"][0], lp["token"]);
+    }
+}
+
+#[test]
+fn our_client_gets_the_local_trace_from_serve() {
+    let server = start_serve(&[]);
+    let (m, t) = model();
+    let request = GenerationRequest {
+        max_tokens: 3,
+        chat: false,
+        sampling: SamplingParams::greedy(),
+        record: RecordOptions::FULL,
+        ..GenerationRequest::new("The capital of France is")
+    };
+    let mut session = Session::new(m.clone(), t.clone(), &request).unwrap();
+    let mut local = Vec::new();
+    while let Some(step) = session.step().unwrap() {
+        local.push(step);
+    }
+    let mut config = RemoteConfig::new(format!("http://127.0.0.1:{}", server.port));
+    config.api = None;
+    let mut remote = Vec::new();
+    let summary = runtime().block_on(async {
+        let mut client = RemoteClient::new(config).unwrap();
+        let info = client.probe().await.unwrap();
+        assert_eq!(info.api, ApiKind::Samemath, "detected");
+        assert!(info.capabilities.traces);
+        client
+            .generate(&request, &CancelToken::default(), &mut |e| {
+                if let RemoteEvent::Step(s) = e {
+                    remote.push(*s);
+                }
+            })
+            .await
+            .unwrap()
+    });
+    assert_eq!(remote.len(), local.len());
+    for (r, l) in remote.iter().zip(&local) {
+        assert_eq!(r.token.as_ref(), Some(&l.token));
+        assert_eq!(r.text, l.text);
+        let (rt, lt) = (r.trace.as_ref().unwrap(), l.trace.as_ref().unwrap());
+        assert_eq!(rt, lt, "the remote trace equals the local one");
+    }
+    println!(
+        "remote trace: {} steps, text {:?}",
+        remote.len(),
+        summary.text
+    );
+}
+
+/// `serve --backend gpu` (lavapipe here; Vulkan on a Cloud Run GPU): it says what generates,
+/// and its greedy answer is the local CPU engine's.
+#[test]
+fn serve_on_the_gpu_backend_answers_like_the_local_engine() {
+    let server = start_serve(&["--backend", "gpu"]);
+    let (_, info) = http(server.port, "GET", "/api/info", "").unwrap();
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let compute = info["compute"].as_str().unwrap_or_default().to_string();
+    assert!(compute.starts_with("GPU: "), "{info}");
+    let (m, t) = model();
+    let request = GenerationRequest {
+        max_tokens: 4,
+        chat: false,
+        sampling: SamplingParams::greedy(),
+        ..GenerationRequest::new("The capital of France is")
+    };
+    let mut session = Session::new(m.clone(), t.clone(), &request).unwrap();
+    while session.step().unwrap().is_some() {}
+    let mut config = RemoteConfig::new(format!("http://127.0.0.1:{}", server.port));
+    config.api = Some(ApiKind::Samemath);
+    let mut ids = Vec::new();
+    runtime().block_on(async {
+        let mut client = RemoteClient::new(config).unwrap();
+        client.probe().await.unwrap();
+        client
+            .generate(&request, &CancelToken::default(), &mut |e| {
+                if let RemoteEvent::Step(s) = e {
+                    ids.extend(s.token.map(|t| t.id));
+                }
+            })
+            .await
+            .unwrap()
+    });
+    println!("serve on {compute}: {ids:?}");
+    assert_eq!(ids, session.generated_tokens());
+}
+
+#[test]
+fn serve_under_load_completes_or_refuses_and_stays_up() {
+    let server = start_serve(&["--concurrency", "2", "--queue", "2"]);
+    let port = server.port;
+    let rss_mb = |pid: u32| -> f64 {
+        let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
+        let pages: f64 = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0.0);
+        pages * 4096.0 / 1e6
+    };
+    let pid = server.guard.0.id();
+    let before = rss_mb(pid);
+    let body = r#"{"model":"smollm2-135m-instruct","prompt":"Count to five.","stream":false,"options":{"num_predict":4}}"#;
+    let handles: Vec<_> = (0..16)
+        .map(|_| std::thread::spawn(move || http(port, "POST", "/api/generate", body)))
+        .collect();
+    let mut done = 0;
+    let mut refused = 0;
+    for h in handles {
+        match h.join().unwrap() {
+            Some((200, b)) => {
+                let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+                assert_eq!(v["done"], true);
+                done += 1;
+            }
+            Some((503, b)) => {
+                assert!(b.contains("busy"), "{b}");
+                refused += 1;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    let after = rss_mb(pid);
+    println!(
+        "16 parallel requests to a 2-slot, 2-queue server: {done} answered, {refused} refused; \
+         resident {before:.1} -> {after:.1} MB"
+    );
+    assert!(
+        after - before < 64.0,
+        "serve grew {before:.1} -> {after:.1} MB"
+    );
+    assert_eq!(done + refused, 16);
+    assert!(done >= 2 && refused >= 1);
+    assert_eq!(http(port, "GET", "/health", "").map(|r| r.0), Some(200));
+    // Bad requests: clear 4xx, the server stays up.
+    let (s, b) = http(port, "POST", "/api/chat", "{not json").unwrap();
+    assert_eq!(s, 400, "{b}");
+    let (s, b) = http(
+        port,
+        "POST",
+        "/api/chat",
+        r#"{"model":"llama9","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(s, 404, "{b}");
+    assert!(b.contains("llama9"));
+    let big = format!(r#"{{"prompt":"{}"}}"#, "a".repeat(2 << 20));
+    let (s, _) = http(port, "POST", "/api/generate", &big).unwrap_or((413, String::new()));
+    assert_eq!(s, 413);
+    assert_eq!(http(port, "GET", "/health", "").map(|r| r.0), Some(200));
+}
+
+/// A request with extra header lines; (status, head lower-cased, body).
+fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String, String) {
+    let r = testkit::request(
+        port,
+        method,
+        path,
+        headers,
+        body.as_bytes(),
+        Duration::from_secs(120),
+    )
+    .expect("an answer");
+    (r.status, r.head, r.body)
+}
+
+#[test]
+fn serve_checks_its_key_answers_cors_and_drains_on_sigterm() {
+    let mut server = start_serve(&["--api-key", "k123", "--cors", "https://example.org"]);
+    let port = server.port;
+    // The key: required everywhere but /health; its value never echoed.
+    let (s, _, b) = http_with(port, "GET", "/api/tags", "", "");
+    assert_eq!(s, 401);
+    assert!(!b.contains("k123"));
+    let (s, head, _) = http_with(
+        port,
+        "GET",
+        "/api/tags",
+        "Authorization: Bearer k123\r\n",
+        "",
+    );
+    assert_eq!(s, 200);
+    assert!(
+        head.contains("access-control-allow-origin: https://example.org"),
+        "{head}"
+    );
+    let (s, _, _) = http_with(port, "GET", "/api/tags", "x-api-key: k123\r\n", "");
+    assert_eq!(s, 200);
+    assert_eq!(http_with(port, "GET", "/health", "", "").0, 200);
+    // A browser's preflight.
+    let (s, head, _) = http_with(
+        port,
+        "OPTIONS",
+        "/api/chat",
+        "Origin: https://example.org\r\n",
+        "",
+    );
+    assert_eq!(s, 204);
+    assert!(head.contains("access-control-allow-headers"), "{head}");
+    // Our client: a model the server lacks is a clear error.
+    let mut config = RemoteConfig::new(format!("http://127.0.0.1:{port}"));
+    config.token = Some("k123".into());
+    config.api = Some(ApiKind::Ollama);
+    config.model = Some("llama9".into());
+    let err = runtime()
+        .block_on(async { RemoteClient::new(config)?.probe().await })
+        .unwrap_err();
+    assert!(err.to_string().contains("no model \"llama9\""), "{err}");
+    // SIGTERM mid-stream: the answer in flight finishes, then the process exits.
+    let body = r#"{"prompt":"Write a long story.","options":{"num_predict":48}}"#;
+    let reader = std::thread::spawn(move || {
+        http_with(
+            port,
+            "POST",
+            "/api/generate",
+            "Authorization: Bearer k123\r\n",
+            body,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let term = Command::new("kill")
+        .args(["-TERM", &server.guard.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let started = Instant::now();
+    let (status, _, streamed) = reader.join().unwrap();
+    assert_eq!(status, 200);
+    let last = streamed.lines().rfind(|l| l.contains('{')).unwrap_or("");
+    assert!(last.contains("\"done\":true"), "the stream was cut: {last}");
+    let exit = loop {
+        if let Some(s) = server.guard.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "serve did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!(
+        "SIGTERM: the stream finished, serve exited ({exit}) {:.1} s later",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still accepting"
+    );
+}

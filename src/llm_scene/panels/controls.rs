@@ -1,0 +1,262 @@
+//! Scene 2's left panel: the prompt, chat or raw, Generate / Step / Stop / Reset, the sampling
+//! settings, the engine's state and speed, the reply; and the Backend section (CPU, the GPU on
+//! the renderer's own device, or a remote server).
+
+use super::shared::status_line;
+use crate::llm_scene::state::{Backend, EngineStatus, LlmAction, LlmControls, LlmView};
+use crate::shell::FreeArea;
+use crate::shell::theme::ACCENT;
+use crate::worker::Command;
+use bevy::prelude::*;
+use bevy_egui::{EguiContexts, egui};
+use remote::ApiKind;
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn controls_panel(
+    mut contexts: EguiContexts,
+    mut controls: ResMut<LlmControls>,
+    view: Res<LlmView>,
+    engine: Option<Res<crate::llm_scene::engine::LlmEngine>>,
+    mut actions: MessageWriter<LlmAction>,
+    mut free: ResMut<FreeArea>,
+) {
+    let Ok(ctx) = contexts.ctx_mut() else {
+        return;
+    };
+    let mut root = free.ui(ctx, "llm_controls_root");
+    let panel = egui::Panel::left("llm_controls")
+        .resizable(true)
+        .default_size(330.0)
+        .size_range(260.0..=520.0)
+        .show(&mut root, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                ui.heading("Prompt");
+                status_line(ui, &view);
+                if let (EngineStatus::Error(_), Some(engine)) = (&view.status, &engine)
+                    && ui.button("Try loading the model again").clicked()
+                {
+                    engine.send(Command::Load);
+                }
+                if let Some(p) = &view.model_path {
+                    ui.small(format!("Model: {}", p.display()));
+                }
+                let c = &mut *controls;
+                ui.add(
+                    egui::TextEdit::multiline(&mut c.prompt)
+                        .desired_rows(4)
+                        .desired_width(f32::INFINITY)
+                        .hint_text("Type a prompt…"),
+                );
+                let chars = c.prompt.chars().count();
+                ui.small(if chars > 20_000 {
+                    format!(
+                        "{chars} characters (long: the model reads at most 8192 tokens, about \
+                         30,000 characters)"
+                    )
+                } else {
+                    format!("{chars} characters")
+                });
+                ui.horizontal(|ui| {
+                    ui.radio_value(&mut c.chat, true, "Chat (template)");
+                    ui.radio_value(&mut c.chat, false, "Raw");
+                });
+                ui.checkbox(&mut c.logit_lens, "Record the logit lens")
+                    .on_hover_text(
+                        "Each layer's guess goes through the final norm and the 49,152-row head: \
+                         several times a token's own work. Off is faster on a slow GPU. Applies \
+                         from the next Generate (or Step after a Reset).",
+                    );
+                let can_run = c.can_run()
+                    && (view.model.is_some() || matches!(view.backend, Backend::Remote { .. }));
+                ui.horizontal_wrapped(|ui| {
+                    if ui
+                        .add_enabled(can_run, egui::Button::new("▶ Generate (Enter)"))
+                        .clicked()
+                    {
+                        actions.write(LlmAction::Generate);
+                    }
+                    if ui
+                        .add_enabled(can_run, egui::Button::new("⏭ Step (Space)"))
+                        .clicked()
+                    {
+                        actions.write(LlmAction::Step);
+                    }
+                    if ui
+                        .add_enabled(
+                            view.status == EngineStatus::Generating,
+                            egui::Button::new("⏹ Stop (Esc)"),
+                        )
+                        .clicked()
+                    {
+                        actions.write(LlmAction::Stop);
+                    }
+                    if ui.button("↺ Reset (Backspace)").clicked() {
+                        actions.write(LlmAction::Reset);
+                    }
+                });
+                if !c.can_run() {
+                    ui.small("Type a prompt to enable Generate and Step.");
+                }
+                ui.separator();
+                backend_section(ui, c, &view, &mut actions);
+                ui.separator();
+                ui.heading("Sampling");
+                let s = &mut c.sampling;
+                egui::Grid::new("sampling").num_columns(2).show(ui, |ui| {
+                    ui.label("temperature");
+                    ui.add(egui::Slider::new(&mut s.temperature, 0.0..=2.0));
+                    ui.end_row();
+                    ui.label("top-k");
+                    ui.add(egui::Slider::new(&mut s.top_k, 0..=200));
+                    ui.end_row();
+                    ui.label("top-p");
+                    ui.add(egui::Slider::new(&mut s.top_p, 0.05..=1.0));
+                    ui.end_row();
+                    ui.label("seed");
+                    ui.add(egui::DragValue::new(&mut s.seed));
+                    ui.end_row();
+                    ui.label("repeat penalty");
+                    ui.add(egui::Slider::new(&mut s.repeat_penalty, 1.0..=2.0));
+                    ui.end_row();
+                    ui.label("max tokens");
+                    ui.add(egui::Slider::new(&mut c.max_tokens, 1..=1024));
+                    ui.end_row();
+                });
+                ui.small("temperature 0 = greedy. The bars on the right follow these live.");
+                ui.separator();
+                ui.heading("Reply");
+                if view.reply.is_empty() {
+                    ui.weak("(nothing generated yet)");
+                } else {
+                    ui.label(&view.reply);
+                }
+                if let Some(stop) = view.last_stop {
+                    ui.small(format!("stopped: {stop:?}"));
+                }
+            });
+        });
+    free.take(panel.response.rect);
+}
+
+/// Local engine or a remote server (Ollama, OpenAI-compatible, samemath serve).
+pub(crate) fn backend_section(
+    ui: &mut egui::Ui,
+    c: &mut LlmControls,
+    view: &LlmView,
+    actions: &mut MessageWriter<LlmAction>,
+) {
+    ui.heading("Backend");
+    match &view.backend {
+        Backend::Local => {
+            ui.label("Local: SmolLM2 on this machine's CPU, every internal recorded.");
+            if ui
+                .add_enabled(view.model.is_some(), egui::Button::new("Run it on the GPU"))
+                .on_hover_text(
+                    "The same forward pass as WGSL compute kernels, on the wgpu device and \
+                     queue that render the scenes",
+                )
+                .clicked()
+            {
+                actions.write(LlmAction::UseGpu);
+            }
+        }
+        Backend::Gpu {
+            adapter,
+            shared_with_renderer,
+            same_device,
+        } => {
+            ui.colored_label(ACCENT, format!("Local, on the GPU: {adapter}"));
+            ui.small(match (shared_with_renderer, same_device) {
+                (true, Some(true)) => {
+                    "The kernels run on the renderer's own wgpu device and queue: the one \
+                     drawing scene 1 and this scene (device identity checked)."
+                }
+                (true, Some(false)) => "Asked for the renderer's device, but got another one.",
+                (true, None) => "The kernels run on the renderer's wgpu device and queue.",
+                (false, _) => "The kernels run on a wgpu device of their own.",
+            });
+            if ui.button("Back to the CPU").clicked() {
+                actions.write(LlmAction::UseLocal);
+            }
+        }
+        Backend::Remote { url, info, model } => {
+            ui.colored_label(ACCENT, format!("Remote: {url}"));
+            ui.small(info.describe(model.as_deref()));
+            if ui.button("Use the local model").clicked() {
+                actions.write(LlmAction::UseLocal);
+            }
+        }
+    }
+    egui::CollapsingHeader::new("Remote server (Cloud Run, Ollama, OpenAI-compatible)")
+        .default_open(false)
+        .show(ui, |ui| {
+            let f = &mut c.remote;
+            egui::Grid::new("remote_form")
+                .num_columns(2)
+                .show(ui, |ui| {
+                    ui.label("URL");
+                    ui.add(egui::TextEdit::singleline(&mut f.url).desired_width(200.0));
+                    ui.end_row();
+                    ui.label("API");
+                    egui::ComboBox::from_id_salt("remote_api")
+                        .selected_text(match f.api {
+                            None => "detect",
+                            Some(ApiKind::Ollama) => "Ollama",
+                            Some(ApiKind::OpenAi) => "OpenAI-compatible",
+                            Some(ApiKind::Samemath) => "samemath serve",
+                        })
+                        .show_ui(ui, |ui| {
+                            ui.selectable_value(&mut f.api, None, "detect");
+                            ui.selectable_value(&mut f.api, Some(ApiKind::Ollama), "Ollama");
+                            ui.selectable_value(
+                                &mut f.api,
+                                Some(ApiKind::OpenAi),
+                                "OpenAI-compatible",
+                            );
+                            ui.selectable_value(
+                                &mut f.api,
+                                Some(ApiKind::Samemath),
+                                "samemath serve",
+                            );
+                        });
+                    ui.end_row();
+                    ui.label("model");
+                    ui.add(
+                        egui::TextEdit::singleline(&mut f.model)
+                            .hint_text("the server's first")
+                            .desired_width(200.0),
+                    );
+                    ui.end_row();
+                    ui.label("token");
+                    ui.add(
+                        egui::TextEdit::singleline(&mut f.token)
+                            .password(true)
+                            .hint_text("$SAMEMATH_REMOTE_TOKEN or gcloud")
+                            .desired_width(200.0),
+                    );
+                    ui.end_row();
+                    ui.label("first byte (s)");
+                    ui.add(egui::DragValue::new(&mut f.first_byte_timeout_secs).range(1..=3600));
+                    ui.end_row();
+                });
+            if ui
+                .add_enabled(!f.url.trim().is_empty(), egui::Button::new("Connect"))
+                .clicked()
+            {
+                actions.write(LlmAction::Connect);
+            }
+        });
+}
+
+/// What a remote server without traces cannot show.
+pub(crate) fn not_from_this_backend(ui: &mut egui::Ui, view: &LlmView, what: &str) -> bool {
+    if view.backend.has_traces() {
+        return false;
+    }
+    ui.weak(format!(
+        "{what}: not given by {}. It sends text and log-probabilities only; connect \
+         `samemath serve` or use the local model to see them.",
+        view.backend.name()
+    ));
+    true
+}

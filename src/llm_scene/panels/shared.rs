@@ -1,0 +1,94 @@
+//! What scene 2's panels share: where things were drawn (for the sidecar and the tests), the
+//! caches of what is costly per frame, a token's visible text, the engine's status line.
+
+use crate::llm_scene::state::{EngineStatus, LlmView};
+use crate::shell::theme::ERROR;
+use bevy::prelude::*;
+use bevy_egui::egui;
+use math::OrbitCamera;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Where things were drawn this frame, in physical pixels (for `--screenshot`'s sidecar and
+/// the rendered-frame tests).
+#[derive(Resource, Debug, Clone, Default, Serialize)]
+pub struct LlmDrawn {
+    /// The activation image: x, y, width, height, and pixels per texel.
+    pub grid_rect: Option<[f32; 4]>,
+    pub grid_px_per_texel: f32,
+    /// Each token chip's rectangle, prompt then generated.
+    pub chips: Vec<[f32; 4]>,
+}
+
+/// Caches for what is costly to recompute every frame.
+#[derive(Resource, Debug, Default)]
+pub(crate) struct LlmCache {
+    /// Next-token bars for (view revision, sampling) last drawn.
+    pub(crate) bars_key: Option<(u64, String)>,
+    pub(crate) bars: Vec<(u32, f32)>,
+    /// Nearest vocabulary neighbours per token id.
+    pub(crate) neighbours: HashMap<u32, Vec<(u32, f32)>>,
+    /// The PCA cloud's camera (dragged to turn).
+    pub(crate) cloud_camera: OrbitCamera,
+}
+
+/// A token's text with whitespace made visible.
+pub fn visible_piece(piece: &str) -> String {
+    let mut out = String::new();
+    for c in piece.chars() {
+        match c {
+            ' ' => out.push('·'),
+            '\n' => out.push('↵'),
+            '\t' => out.push('→'),
+            '\r' => out.push('⏎'),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() { "∅".into() } else { out }
+}
+
+pub(crate) fn is_special(piece: &str) -> bool {
+    piece.starts_with("<|") && piece.ends_with("|>")
+}
+
+pub(crate) fn status_line(ui: &mut egui::Ui, view: &LlmView) {
+    match &view.status {
+        EngineStatus::NotStarted => {
+            ui.label("Engine starting…");
+        }
+        EngineStatus::Loading(s) => {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(s);
+            });
+        }
+        EngineStatus::Ready => {
+            ui.label(format!(
+                "Ready · {} · {} steps · {:.1} tokens/s",
+                view.backend.name(),
+                view.steps,
+                view.tokens_per_sec
+            ));
+        }
+        EngineStatus::Generating => {
+            ui.horizontal(|ui| {
+                ui.spinner();
+                ui.label(format!(
+                    "Generating · {} steps · {:.1} tokens/s",
+                    view.steps, view.tokens_per_sec
+                ));
+            });
+        }
+        EngineStatus::Error(e) => {
+            ui.colored_label(ERROR, format!("Error: {e}"));
+        }
+    }
+}
+
+pub(crate) fn piece_of(view: &LlmView, id: u32) -> String {
+    view.tokenizer
+        .as_ref()
+        .map(|t| visible_piece(&t.piece(id)))
+        .unwrap_or_else(|| format!("#{id}"))
+}

@@ -1,0 +1,381 @@
+//! Scene 2's state: what was asked at start (`LlmStart`, `Compute`), what the user set
+//! (`LlmControls`), what the engine reported (`LlmView`, folded from its events), what is selected
+//! (`LlmSelection`), and the actions keys and buttons ask for (`LlmAction`).
+
+use crate::worker::Event;
+use bevy::prelude::*;
+use llm::{
+    GenerationRequest, LlmTokenizer, Model, RecordOptions, SamplingParams, StopReason, TokenInfo,
+    Trace,
+};
+use math::pca::Pca;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Longest prompt the live scene reads, in tokens: every token is computed on the CPU and
+/// drawn, and attention grows with the square of the length (a 1,000-token prompt takes about
+/// 10 s on one core). Longer prompts get a clear error and stay in the box.
+pub const MAX_PROMPT_TOKENS: usize = 512;
+
+/// The token strip draws at most this many chips (the newest); the rest are counted.
+pub const MAX_CHIPS: usize = 400;
+
+/// Where the local model's forward pass runs, as asked at start (the Backend panel switches at
+/// any time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Compute {
+    #[default]
+    Cpu,
+    /// The WGSL kernels on the renderer's own wgpu device.
+    Gpu,
+}
+
+/// What scene 2 was asked for at start (from the command line, or a test).
+#[derive(Resource, Debug, Clone, Default)]
+pub struct LlmStart {
+    /// The GGUF file (`None`: the default model, fetched on first use).
+    pub model: Option<PathBuf>,
+    pub prompt: Option<String>,
+    /// Feed the prompt without the chat template.
+    pub raw: bool,
+    /// Leave the logit lens out.
+    pub no_lens: bool,
+    pub compute: Compute,
+    /// Generate on this server instead of the local model.
+    pub remote_url: Option<String>,
+    pub remote_api: Option<remote::ApiKind>,
+    /// Run this many forward passes once the model is loaded (`--steps N`).
+    pub steps: Option<usize>,
+}
+
+/// Where the answer is computed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Backend {
+    /// The local engine on the CPU: every internal.
+    #[default]
+    Local,
+    /// The local model's forward pass as WGSL kernels on a GPU: every internal.
+    Gpu {
+        adapter: String,
+        /// The kernels run on the device and queue that render the scenes.
+        shared_with_renderer: bool,
+        /// Checked against the renderer's device when the backend reported in (`None`: no
+        /// renderer in this app, e.g. a headless test).
+        same_device: Option<bool>,
+    },
+    /// A remote server: what it gives (traces only from `samemath serve`).
+    Remote {
+        url: String,
+        info: remote::ServerInfo,
+        model: Option<String>,
+    },
+}
+
+impl Backend {
+    /// Full traces (activations, attention, embeddings, lens) are available.
+    pub fn has_traces(&self) -> bool {
+        match self {
+            Backend::Local | Backend::Gpu { .. } => true,
+            Backend::Remote { info, .. } => info.capabilities.traces,
+        }
+    }
+
+    /// The local model computes (on the CPU or the GPU): its weights made the trace.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Backend::Local | Backend::Gpu { .. })
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Backend::Local => "the local engine (CPU)".into(),
+            Backend::Gpu { adapter, .. } => format!("the local engine on the GPU ({adapter})"),
+            Backend::Remote { info, url, .. } => format!("{:?} at {url}", info.api),
+        }
+    }
+}
+
+/// The remote server the user typed in (kept when switching back to local).
+#[derive(Debug, Clone, Default)]
+pub struct RemoteForm {
+    pub url: String,
+    /// `None`: detect.
+    pub api: Option<remote::ApiKind>,
+    pub model: String,
+    /// Never logged or shown.
+    pub token: String,
+    pub first_byte_timeout_secs: u64,
+}
+
+/// What the user set: the prompt and how to generate.
+#[derive(Resource, Debug, Clone)]
+pub struct LlmControls {
+    pub remote: RemoteForm,
+    pub prompt: String,
+    /// Wrap the prompt in the model's chat template (else feed it raw).
+    pub chat: bool,
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Record the logit lens: each layer's guess through the final norm and the head, 30
+    /// products with the 49,152-row head a token (several times the forward pass's own work).
+    pub logit_lens: bool,
+}
+
+impl Default for LlmControls {
+    fn default() -> Self {
+        Self {
+            prompt: "Why is the sky blue?".into(),
+            chat: true,
+            max_tokens: 128,
+            sampling: SamplingParams::default(),
+            logit_lens: true,
+            remote: RemoteForm {
+                url: "http://127.0.0.1:8080".into(),
+                first_byte_timeout_secs: 120,
+                ..RemoteForm::default()
+            },
+        }
+    }
+}
+
+impl LlmControls {
+    pub fn request(&self) -> GenerationRequest {
+        GenerationRequest {
+            prompt: self.prompt.clone(),
+            chat: self.chat,
+            max_tokens: self.max_tokens.max(1),
+            sampling: self.sampling,
+            record: RecordOptions {
+                logit_lens: self.logit_lens,
+                ..RecordOptions::FULL
+            },
+        }
+    }
+
+    pub fn can_run(&self) -> bool {
+        !self.prompt.trim().is_empty()
+    }
+
+    pub fn remote_config(&self) -> remote::RemoteConfig {
+        let f = &self.remote;
+        remote::RemoteConfig {
+            api: f.api,
+            model: Some(f.model.trim().to_string()).filter(|m| !m.is_empty()),
+            token: Some(f.token.trim().to_string()).filter(|t| !t.is_empty()),
+            first_byte_timeout: std::time::Duration::from_secs(f.first_byte_timeout_secs.max(1)),
+            ..remote::RemoteConfig::new(f.url.trim())
+        }
+    }
+}
+
+/// Where the engine stands.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum EngineStatus {
+    #[default]
+    NotStarted,
+    Loading(String),
+    Ready,
+    Generating,
+    Error(String),
+}
+
+/// Everything the engine reported, as the views read it.
+#[derive(Resource, Debug, Default)]
+pub struct LlmView {
+    pub status: EngineStatus,
+    pub backend: Backend,
+    /// Text-only steps from a remote server (no ids, no traces): text and log-probabilities.
+    pub remote_steps: Vec<remote::RemoteStep>,
+    /// When the first token of this answer arrived (remote speed).
+    pub first_token_at: Option<web_time::Instant>,
+    pub model: Option<Arc<Model>>,
+    pub tokenizer: Option<Arc<LlmTokenizer>>,
+    pub model_path: Option<PathBuf>,
+    /// The prompt as the model saw it (after the template), and each token's embedding row.
+    pub prompt_tokens: Vec<TokenInfo>,
+    pub prompt_embeddings: Vec<Vec<f32>>,
+    pub pca: Option<Pca>,
+    pub generated: Vec<TokenInfo>,
+    pub reply: String,
+    /// The latest step's trace and the full logits it sampled from.
+    pub trace: Option<Trace>,
+    pub logits: Vec<f32>,
+    /// The token sampled from `logits`.
+    pub sampled: Option<TokenInfo>,
+    /// Forward passes since the session started.
+    pub steps: usize,
+    /// Smoothed speed of the engine (forward passes per second).
+    pub tokens_per_sec: f32,
+    pub last_stop: Option<StopReason>,
+    /// The engine waits for Step or Generate with the session open.
+    pub paused: bool,
+    /// Bumped whenever `trace` changes (the activation texture follows it).
+    pub revision: u64,
+}
+
+impl LlmView {
+    /// Fold one engine event into the view.
+    pub fn apply(&mut self, event: Event) {
+        match event {
+            Event::Status(s) => self.status = EngineStatus::Loading(s),
+            Event::Loaded {
+                model,
+                tokenizer,
+                path,
+            } => {
+                self.model = Some(model);
+                self.tokenizer = Some(tokenizer);
+                self.model_path = Some(path);
+                self.status = EngineStatus::Ready;
+            }
+            Event::Prompt { tokens, embeddings } => {
+                self.clear_session();
+                self.pca = Pca::fit(&embeddings);
+                self.prompt_tokens = tokens;
+                self.prompt_embeddings = embeddings;
+                self.status = EngineStatus::Generating;
+            }
+            Event::Token {
+                step,
+                logits,
+                seconds,
+            } => {
+                let step = *step;
+                self.steps += 1;
+                if seconds > 0.0 {
+                    let tps = 1.0 / seconds;
+                    self.tokens_per_sec = if self.tokens_per_sec == 0.0 {
+                        tps
+                    } else {
+                        0.8 * self.tokens_per_sec + 0.2 * tps
+                    };
+                }
+                self.reply.push_str(&step.text);
+                self.sampled = Some(step.token.clone());
+                self.generated.push(step.token);
+                if let Some(trace) = step.trace {
+                    self.trace = Some(trace);
+                    self.revision += 1;
+                }
+                self.logits = logits;
+                self.paused = false;
+                if matches!(self.status, EngineStatus::Loading(_)) {
+                    self.status = EngineStatus::Generating;
+                }
+            }
+            Event::Finished(reason) => {
+                self.last_stop = Some(reason);
+                self.status = EngineStatus::Ready;
+            }
+            Event::Paused => {
+                self.paused = true;
+                self.status = EngineStatus::Ready;
+            }
+            Event::Error(e) => self.status = EngineStatus::Error(e),
+            Event::Connected { url, info, model } => {
+                self.clear_session();
+                self.backend = Backend::Remote { url, info, model };
+                self.status = EngineStatus::Ready;
+            }
+            Event::GpuReady(info) => {
+                self.clear_session();
+                self.backend = Backend::Gpu {
+                    adapter: info.adapter,
+                    shared_with_renderer: info.shared_with_renderer,
+                    same_device: None,
+                };
+                self.status = EngineStatus::Ready;
+            }
+            Event::Disconnected => {
+                self.clear_session();
+                self.backend = Backend::Local;
+                self.status = if self.model.is_some() {
+                    EngineStatus::Ready
+                } else {
+                    EngineStatus::NotStarted
+                };
+            }
+            Event::RemoteStep(step) => {
+                let step = *step;
+                let now = web_time::Instant::now();
+                let first = *self.first_token_at.get_or_insert(now);
+                self.steps += 1;
+                let secs = (now - first).as_secs_f32();
+                if self.steps > 1 && secs > 0.0 {
+                    self.tokens_per_sec = (self.steps - 1) as f32 / secs;
+                }
+                self.reply.push_str(&step.text);
+                self.status = EngineStatus::Generating;
+                match (step.token.clone(), step.trace.clone()) {
+                    // samemath serve: a full step, drawn like a local one.
+                    (Some(token), trace) => {
+                        self.sampled = Some(token.clone());
+                        self.generated.push(token);
+                        if let Some(t) = trace {
+                            self.trace = Some(t);
+                            self.revision += 1;
+                        }
+                        self.remote_steps.push(step);
+                    }
+                    (None, _) => self.remote_steps.push(step),
+                }
+            }
+        }
+    }
+
+    fn clear_session(&mut self) {
+        self.prompt_tokens.clear();
+        self.prompt_embeddings.clear();
+        self.pca = None;
+        self.generated.clear();
+        self.reply.clear();
+        self.trace = None;
+        self.logits.clear();
+        self.sampled = None;
+        self.steps = 0;
+        self.tokens_per_sec = 0.0;
+        self.last_stop = None;
+        self.paused = false;
+        self.remote_steps.clear();
+        self.first_token_at = None;
+        self.revision += 1;
+    }
+
+    /// Forget the session (Reset), keeping the loaded model.
+    pub fn reset(&mut self) {
+        self.clear_session();
+        if self.model.is_some() {
+            self.status = EngineStatus::Ready;
+        }
+    }
+
+    pub fn busy(&self) -> bool {
+        matches!(
+            self.status,
+            EngineStatus::Generating | EngineStatus::Loading(_)
+        )
+    }
+}
+
+/// What the user pointed at.
+#[derive(Resource, Debug, Clone, Default, PartialEq)]
+pub struct LlmSelection {
+    /// Layer whose attention is drawn.
+    pub attention_layer: usize,
+    /// (layer, neuron) clicked in the activation grid.
+    pub neuron: Option<(usize, usize)>,
+}
+
+/// Asked of the scene by keys, buttons and the demo loop.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlmAction {
+    Generate,
+    Step,
+    Stop,
+    Reset,
+    /// Switch generation to the remote server in the controls.
+    Connect,
+    /// Back to the local engine (CPU).
+    UseLocal,
+    /// Run the local model on the renderer's GPU device.
+    UseGpu,
+}

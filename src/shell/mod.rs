@@ -1,0 +1,63 @@
+//! The shell every scene lives in: the scenes as a `States` enum, switching (keys 1/2/3, tabs),
+//! fullscreen (F11), the large-UI toggle, the top bar, the rectangle left for the 3D viewport
+//! once the panels are laid out, the orbit camera and theme, and the headless helpers
+//! (`--screenshot`, `bench`) that ask the scenes what they need through `probe::SceneProbe`.
+//! The shell knows no scene's insides.
+
+pub mod bench;
+pub mod camera;
+mod frame;
+mod keys;
+pub mod probe;
+pub mod screenshot;
+mod state;
+pub mod theme;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
+
+pub use frame::measure_viewport;
+pub use state::{FreeArea, Scene, SceneViewport, ShellOptions, UiSet, keyboard_free};
+
+use bevy::prelude::*;
+use bevy_egui::EguiPrimaryContextPass;
+
+use theme::UiSettings;
+
+/// The shell with a window: theme, orbit camera, `--screenshot`, `bench` (and the page's
+/// markers in the browser build).
+pub fn window_plugin(app: &mut App) {
+    app.add_plugins((camera::plugin, screenshot::plugin, bench::plugin))
+        .add_systems(
+            EguiPrimaryContextPass,
+            theme::apply_theme.in_set(UiSet::Theme),
+        );
+    #[cfg(target_arch = "wasm32")]
+    app.add_plugins(web::plugin);
+}
+
+/// The shell's logic (no window needed): scene state, keys, the UI's order.
+pub fn plugin(app: &mut App) {
+    app.init_resource::<ShellOptions>()
+        .init_state::<Scene>()
+        .init_resource::<UiSettings>()
+        .init_resource::<SceneViewport>()
+        .init_resource::<FreeArea>()
+        .configure_sets(
+            EguiPrimaryContextPass,
+            (
+                UiSet::Theme,
+                UiSet::TopBar,
+                UiSet::Panels,
+                UiSet::Viewport,
+                UiSet::Overlay,
+            )
+                .chain(),
+        )
+        .add_systems(Startup, keys::initial_scene)
+        .add_systems(Update, (keys::scene_keys, keys::ui_keys))
+        .add_systems(EguiPrimaryContextPass, frame::top_bar.in_set(UiSet::TopBar))
+        .add_systems(
+            EguiPrimaryContextPass,
+            measure_viewport.in_set(UiSet::Viewport),
+        );
+}

@@ -1,0 +1,263 @@
+//! `samemath bench --llm`: prefill and decode speed of our engine (recording off, on, on without
+//! the lens), candle's kernels and llama.cpp on the same file and threads, in the same run; with
+//! `--backend gpu`, the GPU backend beside the CPU, per-kernel GPU time and the parity report.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Result;
+use llm::gpu::Profile;
+use llm::model::Q4Kernel;
+use llm::{Backend, Model, RecordOptions, fetch};
+
+use super::{load_gpu, progress, with_threads};
+use crate::cli::{BackendArg, BenchArgs};
+
+/// Prefill and decode speed of one run, tokens per second.
+#[derive(Debug, Clone, Copy)]
+struct Speed {
+    prefill_tps: f64,
+    decode_tps: f64,
+}
+
+/// The prompt the LLM bench feeds (the same text goes to llama.cpp).
+const BENCH_PROMPT: &str = "<|im_start|>user\nExplain, step by step, how a graphics card \
+    transforms the vertices of a mesh with a 4x4 matrix, how it lights each pixel with a dot \
+    product, and why the same hardware is good at running a neural network.<|im_end|>\n\
+    <|im_start|>assistant\n";
+
+fn measure(
+    model: &dyn Backend,
+    tokenizer: &llm::LlmTokenizer,
+    tokens: usize,
+    record: RecordOptions,
+) -> Result<Speed> {
+    let prompt = tokenizer.encode(BENCH_PROMPT)?;
+    let mut best = Speed {
+        prefill_tps: 0.0,
+        decode_tps: 0.0,
+    };
+    for _ in 0..3 {
+        let mut cache = model.new_cache()?;
+        let t0 = std::time::Instant::now();
+        let mut out = model.forward(&mut cache, &prompt, record, Some(tokenizer))?;
+        let t1 = std::time::Instant::now();
+        for _ in 0..tokens {
+            let next = llm::model::argmax(&out.logits);
+            out = model.forward(&mut cache, &[next], record, Some(tokenizer))?;
+        }
+        let t2 = std::time::Instant::now();
+        best.prefill_tps = best
+            .prefill_tps
+            .max(prompt.len() as f64 / (t1 - t0).as_secs_f64());
+        best.decode_tps = best.decode_tps.max(tokens as f64 / (t2 - t1).as_secs_f64());
+    }
+    Ok(best)
+}
+
+fn llama_cpp_speed(model: &Path, threads: usize, tokens: usize) -> Result<Speed, String> {
+    // From the checkout the command runs in, else the one this binary was built from.
+    let rel = Path::new("tests/reference/bench_llama_cpp.py");
+    let script = if rel.is_file() {
+        rel.to_path_buf()
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+    };
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg("--model")
+        .arg(model)
+        .args(["--threads", &threads.to_string()])
+        .args(["--tokens", &tokens.to_string()])
+        .args(["--prompt", BENCH_PROMPT])
+        .output()
+        .map_err(|e| format!("could not run python3: {e}"))?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|_| {
+        format!(
+            "no result from {}: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })?;
+    if let Some(e) = json["error"].as_str() {
+        return Err(e.to_string());
+    }
+    match (json["prefill_tps"].as_f64(), json["decode_tps"].as_f64()) {
+        (Some(prefill_tps), Some(decode_tps)) => Ok(Speed {
+            prefill_tps,
+            decode_tps,
+        }),
+        _ => Err(format!("unexpected output: {json}")),
+    }
+}
+
+/// `samemath bench --llm`: our engine with recording off and on, then llama.cpp on the same
+/// file and thread count, in the same run; best of 3 each.
+pub fn bench_llm(args: &BenchArgs) -> Result<()> {
+    let threads = args
+        .model
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let path = fetch::ensure_model(args.model.model.as_deref(), &mut progress)?;
+    if args.model.backend == BackendArg::Gpu {
+        return bench_llm_gpu(&path, threads, args.tokens.max(1));
+    }
+    let (model, tokenizer) = Model::load(&path)?;
+    let model = Arc::new(model);
+    let (candle_model, _) = Model::load_with(&path, Q4Kernel::Candle)?;
+    let candle_model = Arc::new(candle_model);
+    let tokens = args.tokens.max(1);
+    let no_lens = RecordOptions {
+        logit_lens: false,
+        ..RecordOptions::FULL
+    };
+    let (off, on, on_no_lens, candle_off) =
+        with_threads(Some(threads), || -> Result<(Speed, Speed, Speed, Speed)> {
+            Ok((
+                measure(&*model, &tokenizer, tokens, RecordOptions::OFF)?,
+                measure(&*model, &tokenizer, tokens, RecordOptions::FULL)?,
+                measure(&*model, &tokenizer, tokens, no_lens)?,
+                measure(&*candle_model, &tokenizer, tokens, RecordOptions::OFF)?,
+            ))
+        })??;
+    println!(
+        "bench llm: {} threads, prompt {} tokens, decode {tokens} tokens, best of 3",
+        threads,
+        tokenizer.encode(BENCH_PROMPT)?.len()
+    );
+    let line = |name: &str, s: Speed| {
+        println!(
+            "  {name:<28} prefill {:>8.1} tok/s   decode {:>7.1} tok/s",
+            s.prefill_tps, s.decode_tps
+        )
+    };
+    line("samemath, recording off", off);
+    line("samemath, recording on", on);
+    line("  the same without logit lens", on_no_lens);
+    line("candle's kernels, off", candle_off);
+    match llama_cpp_speed(&path, threads, tokens) {
+        Ok(reference) => {
+            line("llama.cpp (same file)", reference);
+            for (name, s) in [
+                ("recording off", off),
+                ("recording on", on),
+                ("on, no lens", on_no_lens),
+            ] {
+                println!(
+                    "  ratio vs llama.cpp, {name:<14} prefill {:.2}x   decode {:.2}x",
+                    s.prefill_tps / reference.prefill_tps,
+                    s.decode_tps / reference.decode_tps
+                );
+            }
+        }
+        Err(e) => println!("  llama.cpp: not measured ({e})"),
+    }
+    Ok(())
+}
+
+/// `samemath bench --llm --backend gpu`: the GPU backend and the CPU engine in the same run
+/// (recording off, on, on without the lens), then one profiled step's GPU time per kernel
+/// where the device has timestamp queries.
+fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
+    let (gpu, tokenizer) = load_gpu(path)?;
+    let (cpu, _) = Model::load(path)?;
+    let cpu = Arc::new(cpu);
+    let no_lens = RecordOptions {
+        logit_lens: false,
+        ..RecordOptions::FULL
+    };
+    let mut rows = Vec::new();
+    for (name, record) in [
+        ("recording off", RecordOptions::OFF),
+        ("recording on", RecordOptions::FULL),
+        ("on, no lens", no_lens),
+    ] {
+        let g = measure(&gpu, &tokenizer, tokens, record)?;
+        let c = with_threads(Some(threads), || measure(&*cpu, &tokenizer, tokens, record))??;
+        rows.push((name, g, c));
+    }
+    // The same with RMSNorm as dispatches of their own (8 per layer instead of 6).
+    gpu.set_fuse_norm(false);
+    let unfused = measure(&gpu, &tokenizer, tokens, RecordOptions::OFF)?;
+    gpu.set_fuse_norm(true);
+    println!(
+        "bench llm gpu: {} vs CPU {threads} threads, prompt {} tokens, decode {tokens} tokens, \
+         best of 3",
+        gpu.describe(),
+        tokenizer.encode(BENCH_PROMPT)?.len()
+    );
+    for (name, g, c) in &rows {
+        println!(
+            "  {name:<14} GPU prefill {:>8.1} decode {:>7.1} tok/s | CPU prefill {:>7.1} decode \
+             {:>6.1} tok/s | GPU/CPU decode {:.2}x",
+            g.prefill_tps,
+            g.decode_tps,
+            c.prefill_tps,
+            c.decode_tps,
+            g.decode_tps / c.decode_tps
+        );
+    }
+    println!(
+        "  off, RMSNorm as dispatches of its own: GPU prefill {:>8.1} decode {:>7.1} tok/s \
+         (folded into the products: {:.2}x the decode speed)",
+        unfused.prefill_tps,
+        unfused.decode_tps,
+        rows[0].1.decode_tps / unfused.decode_tps
+    );
+    let mut cache = gpu.new_gpu_cache()?;
+    let prompt = tokenizer.encode(BENCH_PROMPT)?;
+    gpu.forward_gpu(&mut cache, &prompt, RecordOptions::OFF, None, Profile::Off)?;
+    for (name, record) in [
+        ("recording off", RecordOptions::OFF),
+        ("recording on", RecordOptions::FULL),
+    ] {
+        let mut step =
+            |profile| gpu.forward_gpu(&mut cache, &[prompt[0]], record, Some(&tokenizer), profile);
+        let mut whole = f64::INFINITY;
+        for _ in 0..5 {
+            step(Profile::WholeStep)?;
+            if let Some(t) = gpu.last_profile() {
+                whole = whole.min(t.iter().map(|(_, ms)| ms).sum());
+            }
+        }
+        let t0 = std::time::Instant::now();
+        for _ in 0..5 {
+            step(Profile::Off)?;
+        }
+        let wall = t0.elapsed().as_secs_f64() * 1e3 / 5.0;
+        step(Profile::PerKernel)?;
+        match gpu.last_profile() {
+            Some(times) => {
+                let total: f64 = times.iter().map(|(_, ms)| ms).sum();
+                let parts: Vec<String> = times
+                    .iter()
+                    .map(|(k, ms)| format!("{k:?} {:.3}", ms))
+                    .collect();
+                println!(
+                    "  {name}: a step takes {wall:.3} ms, of which the GPU runs {whole:.3} ms \
+                     (one pass, best of 5); per kernel (each dispatch in its own pass, ms): {} | \
+                     total {total:.3}",
+                    parts.join(", ")
+                );
+            }
+            None => println!(
+                "  {name}: a step takes {wall:.3} ms; this device has no timestamp queries"
+            ),
+        }
+    }
+    // Correctness on this very device, with the parity test's code.
+    let (candle, _) = Model::load_with(path, Q4Kernel::Candle)?;
+    let tokenizer = Arc::new(tokenizer);
+    let report = with_threads(Some(threads), || {
+        llm::gpu::parity::compare(
+            &cpu,
+            &candle,
+            &gpu,
+            &tokenizer,
+            &llm::gpu::parity::PROMPTS,
+            16,
+        )
+    })??;
+    println!("  parity with the CPU backend: {report}");
+    Ok(())
+}

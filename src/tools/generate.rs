@@ -1,0 +1,124 @@
+//! `samemath generate` (the answer streamed, from the local engine or `--remote`) and `samemath
+//! trace` (every internal of each step as JSON).
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use llm::{RecordOptions, Session, TraceStep};
+
+use super::{load, show_tokens, with_threads};
+use crate::cli::{ModelArgs, PromptArgs, RemoteArgs};
+
+pub fn generate(model: &ModelArgs, prompt: &PromptArgs) -> Result<()> {
+    let request = prompt.request(256, RecordOptions::OFF)?;
+    let (model_w, tokenizer) = load(model)?;
+    with_threads(model.threads, || -> Result<()> {
+        let mut session = Session::new(model_w, tokenizer, &request)?;
+        if prompt.show_tokens {
+            show_tokens(&session);
+        }
+        let started = std::time::Instant::now();
+        let mut stdout = std::io::stdout().lock();
+        let mut count = 0;
+        let mut stop = None;
+        while let Some(step) = session.step()? {
+            write!(stdout, "{}", step.text)?;
+            stdout.flush()?;
+            count += 1;
+            stop = step.stop;
+        }
+        writeln!(stdout)?;
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "samemath: {count} tokens in {secs:.2} s ({:.1} tokens/s), prompt {} tokens, stop: {}",
+            count as f64 / secs.max(1e-9),
+            session.prompt_tokens().len(),
+            stop.map_or("none".into(), |s| format!("{s:?}"))
+        );
+        Ok(())
+    })?
+}
+
+/// The browser build has no command line tools that open sockets.
+#[cfg(target_arch = "wasm32")]
+pub fn generate_remote(_: &RemoteArgs, _: &PromptArgs) -> Result<()> {
+    anyhow::bail!("--remote is not available in the browser build")
+}
+
+/// `samemath generate --remote URL`: the same streaming, from a server.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn generate_remote(remote: &RemoteArgs, prompt: &PromptArgs) -> Result<()> {
+    use remote::{RemoteClient, RemoteConfig, RemoteEvent};
+    let request = prompt.request(256, RecordOptions::OFF)?;
+    let config = RemoteConfig {
+        api: remote.api,
+        model: remote.remote_model.clone(),
+        token: remote.token.clone(),
+        first_byte_timeout: std::time::Duration::from_secs(remote.first_byte_timeout.max(1)),
+        ..RemoteConfig::new(remote.remote.clone().unwrap_or_default())
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut client = RemoteClient::new(config)?;
+        let info = client.probe().await?;
+        eprintln!("samemath: {}", info.describe(client.model()));
+        let cancel = llm::CancelToken::default();
+        let mut stdout = std::io::stdout().lock();
+        let mut on_event = |e: RemoteEvent| match e {
+            RemoteEvent::Status(s) => eprintln!("samemath: {s}"),
+            RemoteEvent::Step(step) => {
+                let _ = write!(stdout, "{}", step.text);
+                let _ = stdout.flush();
+            }
+        };
+        let summary = client.generate(&request, &cancel, &mut on_event).await?;
+        println!();
+        eprintln!(
+            "samemath: {} tokens, first byte after {:.2} s{}{}, stop: {}",
+            summary.tokens,
+            summary.first_byte_secs,
+            summary
+                .server_tokens_per_sec
+                .map(|t| format!(", server speed {t:.1} tokens/s"))
+                .unwrap_or_default(),
+            summary
+                .load_secs
+                .map(|t| format!(", model load {t:.2} s"))
+                .unwrap_or_default(),
+            summary.stop.map_or("none".into(), |s| format!("{s:?}")),
+        );
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+pub fn trace(model: &ModelArgs, prompt: &PromptArgs, json: Option<&Path>) -> Result<()> {
+    let request = prompt.request(8, RecordOptions::FULL)?;
+    let (model_w, tokenizer) = load(model)?;
+    with_threads(model.threads, || -> Result<()> {
+        let mut session = Session::new(model_w, tokenizer, &request)?;
+        let mut steps = Vec::new();
+        while let Some(step) = session.step()? {
+            eprint!("{}", step.text);
+            steps.push(step);
+        }
+        eprintln!();
+        let objects: Vec<TraceStep> = steps.into_iter().map(TraceStep::from).collect();
+        let text = serde_json::to_string(&objects)?;
+        match json {
+            Some(path) => {
+                std::fs::write(path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!(
+                    "samemath: {} steps written to {}",
+                    objects.len(),
+                    path.display()
+                );
+            }
+            None => println!("{text}"),
+        }
+        Ok(())
+    })?
+}

@@ -1,0 +1,476 @@
+//! The engine's state machine, shared by the native thread and the browser's slices: load the
+//! model (fetching it on first use, or from the page), start sessions, read prompts in slices,
+//! step, stop, switch between the CPU, the GPU and a remote server.
+
+use llm::gpu::{self, GpuContext, GpuModel};
+use llm::{Backend, GenerationRequest, LlmError, LlmTokenizer, Model, Session, TokenInfo, fetch};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+
+use super::protocol::{Command, Event, GpuBackendInfo};
+use super::remote::RemoteLink;
+
+/// Prompt tokens read per forward pass before the first token, so progress shows and Stop
+/// lands between slices.
+pub(super) const PREFILL_SLICE: usize = 64;
+
+/// The state machine shared by the thread and the wasm slices.
+pub(super) struct Engine {
+    model_path: Option<PathBuf>,
+    /// Longest prompt (in tokens) this front end accepts.
+    max_prompt_tokens: usize,
+    /// One Step was asked for and has not produced its token yet.
+    step_pending: bool,
+    /// The remote backend, when connected, and what Stop cancels.
+    remote: Option<RemoteLink>,
+    stop: Arc<std::sync::Mutex<llm::CancelToken>>,
+    loaded: Option<(Arc<Model>, Arc<LlmTokenizer>)>,
+    /// The GPU backend, once asked for; used while `on_gpu`.
+    gpu: Option<Arc<GpuModel>>,
+    on_gpu: bool,
+    session: Option<Session>,
+    /// Generating continuously (vs. waiting for Step).
+    running: bool,
+    /// When the step in progress began (in the browser a GPU step spans several polls).
+    step_started: Option<web_time::Instant>,
+    /// Browser build: the model file the page downloaded (the GPU backend uploads it too).
+    #[cfg(target_arch = "wasm32")]
+    model_bytes: Option<Arc<Vec<u8>>>,
+    /// Browser build: the last download progress reported.
+    #[cfg(target_arch = "wasm32")]
+    last_status: String,
+    events: Sender<Event>,
+}
+
+impl Engine {
+    pub(super) fn new(
+        model_path: Option<PathBuf>,
+        max_prompt_tokens: usize,
+        stop: Arc<std::sync::Mutex<llm::CancelToken>>,
+        events: Sender<Event>,
+    ) -> Self {
+        Engine {
+            remote: None,
+            stop,
+            model_path,
+            max_prompt_tokens,
+            step_pending: false,
+            loaded: None,
+            gpu: None,
+            on_gpu: false,
+            session: None,
+            running: false,
+            step_started: None,
+            #[cfg(target_arch = "wasm32")]
+            model_bytes: None,
+            #[cfg(target_arch = "wasm32")]
+            last_status: String::new(),
+            events,
+        }
+    }
+
+    pub(super) fn send(&self, event: Event) {
+        // The app went away: nothing left to tell.
+        let _ = self.events.send(event);
+    }
+
+    /// Browser build: the model comes from the page, which downloads it while the app starts.
+    #[cfg(target_arch = "wasm32")]
+    pub(super) fn ensure_loaded(&mut self) -> bool {
+        use crate::web::PageModel;
+        if self.loaded.is_some() {
+            return true;
+        }
+        // The page hands its copy over once; a load that failed tries the same bytes again.
+        let bytes = match self.model_bytes.clone() {
+            Some(bytes) => bytes,
+            None => match crate::web::model() {
+                PageModel::Ready(bytes) => {
+                    let bytes = Arc::new(bytes);
+                    self.model_bytes = Some(bytes.clone());
+                    bytes
+                }
+                PageModel::Pending(status) => {
+                    self.send(Event::Status(status));
+                    return false;
+                }
+                PageModel::Failed(message) => {
+                    self.send(Event::Error(message));
+                    return false;
+                }
+            },
+        };
+        let path = PathBuf::from(fetch::MODEL_FILE);
+        self.send(Event::Status(format!("loading {}", path.display())));
+        let loaded = Model::from_bytes(&bytes, &path);
+        self.adopt(loaded.map(|(m, t)| (m, t, path)))
+    }
+
+    /// Browser build: whether `command` can run now, or waits for the page's download.
+    #[cfg(target_arch = "wasm32")]
+    pub(super) fn ready_for(&mut self, command: &Command) -> bool {
+        if self.loaded.is_some()
+            || self.model_bytes.is_some()
+            || self.remote.is_some()
+            || matches!(
+                command,
+                Command::Connect(_) | Command::Stop | Command::Reset | Command::UseLocal
+            )
+        {
+            return true;
+        }
+        match crate::web::download_pending() {
+            Some(status) => {
+                if status != self.last_status {
+                    self.send(Event::Status(status.clone()));
+                    self.last_status = status;
+                }
+                false
+            }
+            None => true,
+        }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(super) fn ensure_loaded(&mut self) -> bool {
+        if self.loaded.is_some() {
+            return true;
+        }
+        let events = self.events.clone();
+        let mut progress = |msg: &str| {
+            let _ = events.send(Event::Status(msg.to_string()));
+        };
+        progress("finding the model");
+        let result = fetch::ensure_model(self.model_path.as_deref(), &mut progress).and_then(|p| {
+            progress(&format!("loading {}", p.display()));
+            Model::load(&p).map(|(m, t)| (m, t, p))
+        });
+        self.adopt(result)
+    }
+
+    /// Keep a loaded model and tell the app, or report why loading failed.
+    fn adopt(&mut self, result: Result<(Model, LlmTokenizer, PathBuf), LlmError>) -> bool {
+        match result {
+            Ok((model, tokenizer, path)) => {
+                let (model, tokenizer) = (Arc::new(model), Arc::new(tokenizer));
+                self.loaded = Some((model.clone(), tokenizer.clone()));
+                // The file found (or fetched): the GPU backend reads the same one.
+                self.model_path = Some(path.clone());
+                self.send(Event::Loaded {
+                    model,
+                    tokenizer,
+                    path,
+                });
+                true
+            }
+            Err(e) => {
+                self.send(Event::Error(e.to_string()));
+                false
+            }
+        }
+    }
+
+    fn start(&mut self, request: &GenerationRequest) -> bool {
+        self.session = None;
+        if !self.ensure_loaded() {
+            return false;
+        }
+        let Some((model, tokenizer)) = self.loaded.clone() else {
+            return false;
+        };
+        let too_long = |tokens: usize| {
+            format!(
+                "the prompt is {tokens} tokens; {} reads at most {} (about {} characters of \
+                 English). Shorten it: nothing was cut.",
+                if self.max_prompt_tokens < model.config.context_length {
+                    "the live scene"
+                } else {
+                    "the model"
+                },
+                self.max_prompt_tokens.min(model.config.context_length),
+                self.max_prompt_tokens.min(model.config.context_length) * 4
+            )
+        };
+        let backend: Arc<dyn Backend> = match (&self.gpu, self.on_gpu) {
+            (Some(gpu), true) => gpu.clone(),
+            _ => model.clone(),
+        };
+        match Session::new(backend, tokenizer.clone(), request) {
+            Ok(session) if session.prompt_tokens().len() > self.max_prompt_tokens => {
+                self.send(Event::Error(too_long(session.prompt_tokens().len())));
+                false
+            }
+            Err(LlmError::PromptTooLong { tokens, .. }) => {
+                self.send(Event::Error(too_long(tokens)));
+                false
+            }
+            Ok(session) => {
+                let ids = session.prompt_tokens().to_vec();
+                let tokens = ids
+                    .iter()
+                    .map(|&id| TokenInfo {
+                        id,
+                        piece: tokenizer.piece(id),
+                    })
+                    .collect();
+                let embeddings = ids
+                    .iter()
+                    .filter_map(|&id| model.embedding_row(id).ok())
+                    .collect();
+                self.send(Event::Prompt { tokens, embeddings });
+                self.session = Some(session);
+                true
+            }
+            Err(e) => {
+                self.send(Event::Error(e.to_string()));
+                false
+            }
+        }
+    }
+
+    pub(super) fn handle(&mut self, command: Command) {
+        if self.remote.is_some() {
+            match &command {
+                Command::Generate(request) => {
+                    let request = request.clone();
+                    self.generate_remote(&request);
+                    return;
+                }
+                Command::Step(_) => {
+                    self.send(Event::Error(
+                        "Step runs the local engine; a remote server streams whole answers \
+                         (use Generate, or switch back to the local model)"
+                            .into(),
+                    ));
+                    return;
+                }
+                _ => {}
+            }
+        }
+        match command {
+            Command::Connect(config) => self.connect(config),
+            Command::UseLocal => {
+                self.remote = None;
+                if self.on_gpu {
+                    self.on_gpu = false;
+                    self.drop_session();
+                }
+                self.send(Event::Disconnected);
+            }
+            Command::UseGpu(ctx) => self.use_gpu(ctx),
+            Command::Load => {
+                self.ensure_loaded();
+            }
+            Command::Generate(request) => {
+                self.step_pending = false;
+                self.running = self.start(&request);
+            }
+            Command::Step(request) => {
+                self.running = false;
+                let live = self
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| s.finished().is_none());
+                self.step_pending = live || self.start(&request);
+            }
+            Command::Stop => {
+                if self.busy() {
+                    self.running = false;
+                    self.step_pending = false;
+                    self.send(Event::Paused);
+                }
+            }
+            Command::Reset => {
+                self.running = false;
+                self.step_pending = false;
+                self.session = None;
+            }
+        }
+    }
+
+    fn drop_session(&mut self) {
+        self.running = false;
+        self.step_pending = false;
+        self.step_started = None;
+        self.session = None;
+    }
+
+    /// Load (once per device) and switch to the GPU backend; on failure say why and stay on
+    /// the CPU.
+    fn use_gpu(&mut self, ctx: GpuContext) {
+        if !self.ensure_loaded() {
+            return;
+        }
+        let reuse = self
+            .gpu
+            .as_ref()
+            .filter(|g| g.context().device == ctx.device)
+            .cloned();
+        let gpu = match reuse {
+            Some(g) => g,
+            None => {
+                self.send(Event::Status(format!(
+                    "uploading the model to {}",
+                    ctx.adapter
+                )));
+                let Some(path) = self.model_path.clone() else {
+                    return;
+                };
+                #[cfg(target_arch = "wasm32")]
+                let loaded = match &self.model_bytes {
+                    Some(bytes) => GpuModel::from_bytes(bytes, &path, ctx, gpu::DEFAULT_CONTEXT),
+                    None => return,
+                };
+                #[cfg(not(target_arch = "wasm32"))]
+                let loaded = GpuModel::load(&path, ctx, gpu::DEFAULT_CONTEXT);
+                match loaded {
+                    Ok(g) => Arc::new(g),
+                    Err(e) => {
+                        self.on_gpu = false;
+                        self.send(Event::Error(format!("{e}; the CPU backend runs instead")));
+                        return;
+                    }
+                }
+            }
+        };
+        self.remote = None;
+        self.drop_session();
+        let c = gpu.context();
+        let info = GpuBackendInfo {
+            adapter: c.adapter.clone(),
+            device: c.device.clone(),
+            shared_with_renderer: c.shared_with_renderer,
+        };
+        self.gpu = Some(gpu);
+        self.on_gpu = true;
+        self.send(Event::GpuReady(info));
+    }
+
+    /// Work is waiting: generating, or a Step not yet done.
+    pub(super) fn busy(&self) -> bool {
+        self.running || self.step_pending
+    }
+
+    /// The next piece of work: a slice of a long prompt, or one token.
+    pub(super) fn advance(&mut self) {
+        let Some(session) = self.session.as_mut() else {
+            self.running = false;
+            self.step_pending = false;
+            return;
+        };
+        let pending = session.pending_len();
+        if pending > PREFILL_SLICE {
+            let total = session.prompt_tokens().len();
+            if let Err(e) = session.prefill(PREFILL_SLICE) {
+                if matches!(e, LlmError::GpuPending) {
+                    return;
+                }
+                self.running = false;
+                self.step_pending = false;
+                self.session = None;
+                self.send(Event::Error(e.to_string()));
+                return;
+            }
+            let done = total - (pending - PREFILL_SLICE);
+            self.send(Event::Status(format!(
+                "reading the prompt: {done} of {total} tokens"
+            )));
+            return;
+        }
+        if !self.step() {
+            return;
+        }
+        if std::mem::take(&mut self.step_pending)
+            && self
+                .session
+                .as_ref()
+                .is_some_and(|s| s.finished().is_none())
+        {
+            self.send(Event::Paused);
+        }
+    }
+
+    /// One forward pass of the current session; false while its results are on their way (a
+    /// GPU step in the browser: the next poll asks again).
+    pub(super) fn step(&mut self) -> bool {
+        let Some(session) = self.session.as_mut() else {
+            self.running = false;
+            return true;
+        };
+        let started = *self.step_started.get_or_insert_with(web_time::Instant::now);
+        let result = session.step();
+        if matches!(result, Err(LlmError::GpuPending)) {
+            return false;
+        }
+        self.step_started = None;
+        match result {
+            Ok(Some(step)) => {
+                let seconds = started.elapsed().as_secs_f32();
+                let stop = step.stop;
+                let logits = session.last_logits().to_vec();
+                self.send(Event::Token {
+                    step: Box::new(step),
+                    logits,
+                    seconds,
+                });
+                if let Some(reason) = stop {
+                    self.running = false;
+                    self.send(Event::Finished(reason));
+                }
+            }
+            Ok(None) => {
+                self.running = false;
+                if let Some(reason) = session.finished() {
+                    self.send(Event::Finished(reason));
+                }
+            }
+            Err(e) => {
+                self.running = false;
+                self.session = None;
+                if self.on_gpu && matches!(e, LlmError::Gpu(_)) {
+                    // A lost device or a rejected kernel: say so, carry on with the CPU.
+                    // Back to the CPU first, then the error (Disconnected readies the view,
+                    // which would hide an error sent before it).
+                    self.on_gpu = false;
+                    self.send(Event::Disconnected);
+                    self.send(Event::Error(format!(
+                        "{e}; switched to the CPU backend (press Generate again)"
+                    )));
+                } else {
+                    self.send(Event::Error(e.to_string()));
+                }
+            }
+        }
+        true
+    }
+
+    /// Probe the server; generation goes there once it answers (natively now, in the browser
+    /// from the connection's task).
+    fn connect(&mut self, config: remote::RemoteConfig) {
+        self.send(Event::Status(format!("connecting to {}", config.url)));
+        if let Some(link) = super::remote::connect(config, &self.events) {
+            self.drop_session();
+            self.remote = Some(link);
+        }
+    }
+
+    /// Generate on the remote server (natively blocking this engine thread, in the browser in
+    /// the connection's task); Stop cancels through the shared token.
+    fn generate_remote(&mut self, request: &GenerationRequest) {
+        let token = llm::CancelToken::default();
+        if let Ok(mut t) = self.stop.lock() {
+            *t = token.clone();
+        }
+        let Some(link) = self.remote.as_mut() else {
+            return;
+        };
+        if !link.answer(request, &token, &self.events) {
+            self.remote = None;
+            self.send(Event::Disconnected);
+            self.send(Event::Error(
+                "the connection to the remote server ended; Connect again".into(),
+            ));
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The engine the app drives without ever blocking a frame: commands in (load, generate, step,
+//! stop, reset), events out (progress, the prompt's tokens, each generated token with its trace
+//! and logits, the end). On native builds it runs on its own thread; on wasm (no threads) the
+//! same state machine runs one step per `poll`, between frames.
+
+mod engine;
+mod protocol;
+mod remote;
+
+pub use protocol::{Command, Event, GpuBackendInfo};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+
+use engine::Engine;
+
+/// The app's handle on the engine.
+pub struct Worker {
+    commands: Sender<Command>,
+    events: Receiver<Event>,
+    /// Cancels a remote answer in flight (the engine thread is inside it, not reading commands).
+    stop: Arc<std::sync::Mutex<llm::CancelToken>>,
+    /// wasm: the engine itself, stepped from `poll`, and the commands waiting for the model.
+    #[cfg(target_arch = "wasm32")]
+    inline: (
+        Engine,
+        Receiver<Command>,
+        std::collections::VecDeque<Command>,
+    ),
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Start the engine; `model_path` overrides the cached SmolLM2 file; `threads` sizes the
+    /// engine's own thread pool for the matrix products (leave a core to the renderer).
+    pub fn spawn(model_path: Option<PathBuf>, threads: usize) -> Worker {
+        Self::spawn_with_limit(model_path, threads, usize::MAX)
+    }
+
+    /// As `spawn`, refusing prompts longer than `max_prompt_tokens` with a clear error.
+    pub fn spawn_with_limit(
+        model_path: Option<PathBuf>,
+        threads: usize,
+        max_prompt_tokens: usize,
+    ) -> Worker {
+        let (command_tx, command_rx) = channel();
+        let (event_tx, event_rx) = channel();
+        let stop = Arc::new(std::sync::Mutex::new(llm::CancelToken::default()));
+        let engine = Engine::new(model_path, max_prompt_tokens, stop.clone(), event_tx);
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            std::thread::Builder::new()
+                .name("samemath-llm".into())
+                .spawn(move || {
+                    lower_priority();
+                    match rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads.max(1))
+                        .thread_name(|i| format!("samemath-llm-{i}"))
+                        .start_handler(|_| lower_priority())
+                        .build()
+                    {
+                        Ok(pool) => pool.install(|| run(engine, command_rx)),
+                        Err(_) => run(engine, command_rx),
+                    }
+                })
+                .map_err(|e| eprintln!("samemath: cannot start the LLM thread: {e}"))
+                .ok();
+            Worker {
+                commands: command_tx,
+                events: event_rx,
+                stop,
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = threads;
+            Worker {
+                commands: command_tx,
+                events: event_rx,
+                stop,
+                inline: (engine, command_rx, Default::default()),
+            }
+        }
+    }
+
+    /// Queue a command; the engine takes it between steps, so Stop lands within one step.
+    pub fn send(&mut self, command: Command) {
+        if matches!(command, Command::Stop | Command::Reset)
+            && let Ok(t) = self.stop.lock()
+        {
+            t.cancel();
+        }
+        let _ = self.commands.send(command);
+    }
+
+    /// Events since the last call; never blocks (on wasm, runs at most one step first).
+    pub fn poll(&mut self) -> Vec<Event> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let (engine, commands, held) = &mut self.inline;
+            held.extend(commands.try_iter());
+            while let Some(c) = held.front() {
+                if !engine.ready_for(c) {
+                    break;
+                }
+                if let Some(c) = held.pop_front() {
+                    engine.handle(c);
+                }
+            }
+            if engine.busy() {
+                engine.advance();
+            }
+        }
+        let mut out = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            out.push(e);
+        }
+        out
+    }
+}
+
+/// Let frames win over the model when they compete for cores: on Linux the calling thread goes
+/// to nice 10 (through `renice` on its thread id; no unsafe FFI). Elsewhere a no-op.
+#[cfg(not(target_arch = "wasm32"))]
+fn lower_priority() {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let Ok(link) = std::fs::read_link("/proc/thread-self") else {
+        return;
+    };
+    let Some(tid) = link.file_name().and_then(|t| t.to_str()).map(String::from) else {
+        return;
+    };
+    let _ = std::process::Command::new("renice")
+        .args(["-n", "10", "-p", &tid])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+/// The engine thread: commands first, then one step at a time while generating.
+#[cfg(not(target_arch = "wasm32"))]
+fn run(mut engine: Engine, commands: Receiver<Command>) {
+    use std::sync::mpsc::TryRecvError;
+    loop {
+        let next = if engine.busy() {
+            match commands.try_recv() {
+                Ok(c) => Some(c),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        } else {
+            match commands.recv() {
+                Ok(c) => Some(c),
+                Err(_) => return,
+            }
+        };
+        if let Some(c) = next {
+            engine.handle(c);
+            continue;
+        }
+        engine.advance();
+    }
+}

@@ -1,0 +1,142 @@
+//! A connected remote server, as the engine holds it: natively the client and the runtime it
+//! blocks on; in the browser, the way to the task on the page's event loop that owns the client.
+
+use std::sync::mpsc::Sender;
+#[cfg(target_arch = "wasm32")]
+use std::sync::mpsc::channel;
+
+use llm::{CancelToken, GenerationRequest, StopReason};
+
+use super::protocol::Event;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(super) struct RemoteLink {
+    client: remote::RemoteClient,
+    runtime: tokio::runtime::Runtime,
+}
+
+#[cfg(target_arch = "wasm32")]
+pub(super) struct RemoteLink {
+    requests: Sender<(GenerationRequest, CancelToken)>,
+}
+
+/// Probe the server at `config`: natively now (`Connected` or the error is sent), returning the
+/// link on success; in the browser a task probes and reports, and the link is returned at once.
+#[cfg(not(target_arch = "wasm32"))]
+pub(super) fn connect(config: remote::RemoteConfig, events: &Sender<Event>) -> Option<RemoteLink> {
+    let url = config.url.clone();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = events.send(Event::Error(e.to_string()));
+            return None;
+        }
+    };
+    let result = remote::RemoteClient::new(config).and_then(|mut client| {
+        let info = runtime.block_on(client.probe())?;
+        Ok((client, info))
+    });
+    match result {
+        Ok((client, info)) => {
+            let model = client.model().map(String::from);
+            let _ = events.send(Event::Connected { url, info, model });
+            Some(RemoteLink { client, runtime })
+        }
+        Err(e) => {
+            let _ = events.send(Event::Error(e.to_string()));
+            None
+        }
+    }
+}
+
+/// Browser build: the client lives in a task on the page's event loop; it probes, reports
+/// `Connected` (then generation goes there) or the error, and answers requests in turn.
+#[cfg(target_arch = "wasm32")]
+pub(super) fn connect(config: remote::RemoteConfig, events: &Sender<Event>) -> Option<RemoteLink> {
+    let url = config.url.clone();
+    let mut client = match remote::RemoteClient::new(config) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = events.send(Event::Error(e.to_string()));
+            return None;
+        }
+    };
+    let (requests, incoming) = channel::<(GenerationRequest, CancelToken)>();
+    let events = events.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        match client.probe().await {
+            Ok(info) => {
+                let model = client.model().map(String::from);
+                let _ = events.send(Event::Connected { url, info, model });
+            }
+            Err(e) => {
+                let _ = events.send(Event::Error(e.to_string()));
+                return;
+            }
+        }
+        loop {
+            match incoming.try_recv() {
+                Ok((request, token)) => {
+                    answer_remote(&mut client, &request, &token, &events).await;
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    remote::sleep(std::time::Duration::from_millis(30)).await;
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+            }
+        }
+    });
+    Some(RemoteLink { requests })
+}
+
+impl RemoteLink {
+    /// One answer, its steps and end sent as events; false when the link is gone.
+    pub(super) fn answer(
+        &mut self,
+        request: &GenerationRequest,
+        token: &CancelToken,
+        events: &Sender<Event>,
+    ) -> bool {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            self.runtime
+                .block_on(answer_remote(&mut self.client, request, token, events));
+            true
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            // The connection's task sends the events.
+            let _ = events;
+            self.requests.send((request.clone(), token.clone())).is_ok()
+        }
+    }
+}
+
+/// One answer from the remote server, its steps and end sent as the engine's events.
+async fn answer_remote(
+    client: &mut remote::RemoteClient,
+    request: &GenerationRequest,
+    token: &CancelToken,
+    events: &Sender<Event>,
+) {
+    use remote::{RemoteError, RemoteEvent};
+    let _ = events.send(Event::Prompt {
+        tokens: Vec::new(),
+        embeddings: Vec::new(),
+    });
+    let mut on_event = |e: RemoteEvent| {
+        let _ = events.send(match e {
+            RemoteEvent::Status(s) => Event::Status(s),
+            RemoteEvent::Step(s) => Event::RemoteStep(s),
+        });
+    };
+    let result = client.generate(request, token, &mut on_event).await;
+    let _ = events.send(match result {
+        Ok(summary) => Event::Finished(summary.stop.unwrap_or(StopReason::EndToken)),
+        Err(RemoteError::Cancelled) => Event::Paused,
+        Err(e) => Event::Error(e.to_string()),
+    });
+}

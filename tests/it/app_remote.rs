@@ -1,0 +1,197 @@
+//! The app against `samemath serve` on loopback: scene 2 switches to the remote server, draws what
+//! it sends and says what it lacks; a server that is not there is a clear error.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+
+use llm::SamplingParams;
+use remote::ApiKind;
+use testkit::http::{ollama_lines, response, streamed};
+use testkit::model::local_answer;
+use testkit::{ChildGuard, free_port, wait_ok};
+
+const PROMPT: &str = "What is the capital of France?";
+
+/// `samemath serve` (the app's own subcommand) on a free port, killed with its guard.
+fn start_serve() -> (ChildGuard, u16) {
+    let port = free_port().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_samemath"))
+        .args(["serve", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start samemath serve");
+    let guard = ChildGuard(child);
+    wait_ok(port, "/health", Duration::from_secs(180)).unwrap();
+    (guard, port)
+}
+
+#[test]
+fn the_app_switches_to_a_remote_server_and_says_what_it_lacks() {
+    use bevy::prelude::*;
+    use bevy::state::app::StatesPlugin;
+    use samemath::llm_scene::{Backend, EngineStatus, LlmAction, LlmControls, LlmEngine, LlmView};
+    use samemath::worker::{Command as EngineCommand, Worker};
+    let (_server, port) = start_serve();
+    let mut app = App::new();
+    app.add_plugins((MinimalPlugins, StatesPlugin))
+        .init_resource::<ButtonInput<KeyCode>>()
+        .add_plugins(samemath::app::logic_plugin);
+    let mut worker = Worker::spawn(None, 1);
+    worker.send(EngineCommand::Load);
+    app.insert_resource(LlmEngine(std::sync::Mutex::new(worker)));
+    let wait = |app: &mut App, what: &str, done: &dyn Fn(&LlmView) -> bool| {
+        let start = Instant::now();
+        while !done(app.world().resource::<LlmView>()) {
+            let status = app.world().resource::<LlmView>().status.clone();
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{what}: {status:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+            app.update();
+        }
+    };
+    let act = |app: &mut App, a: LlmAction| {
+        app.world_mut().write_message(a);
+        app.update();
+    };
+    for (api, traces) in [
+        (Some(ApiKind::Samemath), true),
+        (Some(ApiKind::Ollama), false),
+    ] {
+        {
+            let mut c = app.world_mut().resource_mut::<LlmControls>();
+            c.remote.url = format!("http://127.0.0.1:{port}");
+            c.remote.api = api;
+            c.prompt = PROMPT.into();
+            c.max_tokens = 4;
+            c.sampling = SamplingParams::greedy();
+        }
+        act(&mut app, LlmAction::Connect);
+        wait(
+            &mut app,
+            "connected",
+            &|v| matches!(&v.backend, Backend::Remote { info, .. } if Some(info.api) == api),
+        );
+        assert_eq!(
+            app.world().resource::<LlmView>().backend.has_traces(),
+            traces
+        );
+        act(&mut app, LlmAction::Generate);
+        wait(&mut app, "the answer", &|v| {
+            v.last_stop.is_some() && v.status == EngineStatus::Ready
+        });
+        let view = app.world().resource::<LlmView>();
+        assert_eq!(view.reply, local_answer(PROMPT, 4), "{api:?}");
+        assert_eq!(view.trace.is_some(), traces, "{api:?}");
+        assert!(view.remote_steps.iter().all(|s| !s.top_logprobs.is_empty()));
+        println!(
+            "{api:?}: {:?}, {} steps, trace {}",
+            view.reply,
+            view.remote_steps.len(),
+            view.trace.is_some()
+        );
+    }
+    // Step is the local engine's; a remote backend says so and keeps the prompt.
+    act(&mut app, LlmAction::Step);
+    wait(&mut app, "the refusal", &|v| {
+        matches!(v.status, EngineStatus::Error(_))
+    });
+    act(&mut app, LlmAction::UseLocal);
+    wait(&mut app, "local again", &|v| v.backend == Backend::Local);
+    // A server that is not there: a clear error, the app goes on.
+    app.world_mut().resource_mut::<LlmControls>().remote.url =
+        format!("http://127.0.0.1:{}", free_port().unwrap());
+    act(&mut app, LlmAction::Connect);
+    wait(&mut app, "the error", &|v| {
+        matches!(v.status, EngineStatus::Error(_))
+    });
+    let view = app.world().resource::<LlmView>();
+    let EngineStatus::Error(e) = &view.status else {
+        unreachable!()
+    };
+    assert!(e.contains("cannot reach"), "{e}");
+    assert_eq!(view.backend, Backend::Local);
+}
+
+/// `samemath generate --remote`: a 401 gets one retry with a fresh token from the token command.
+#[test]
+fn a_401_gets_one_retry_with_a_fresh_token_from_the_token_command() {
+    // The scripted server records each request's Authorization header.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let answers = vec![
+        response("200 OK", "application/json", br#"{"version":"0.12.11"}"#),
+        response(
+            "200 OK",
+            "application/json",
+            br#"{"models":[{"name":"m"}]}"#,
+        ),
+        response("401 Unauthorized", "text/plain", b"expired"),
+        streamed(&ollama_lines(&["fresh"], true)),
+    ];
+    std::thread::spawn(move || {
+        for answer in answers {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            let mut reader = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            let mut auth = String::new();
+            let mut length = 0;
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                let lower = line.to_ascii_lowercase();
+                if lower.starts_with("authorization:") {
+                    auth = line[14..].trim().to_string();
+                }
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            log.lock().unwrap().push(auth);
+            let _ = s.write_all(&answer);
+        }
+    });
+    // A token command that hands out tok0, tok1, ... (one per run).
+    let counter = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("token_counter");
+    let _ = std::fs::remove_file(&counter);
+    let command = format!(
+        "n=$(cat {c} 2>/dev/null || echo 0); echo $((n+1)) > {c}; echo tok$n",
+        c = counter.display()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_samemath"))
+        .args([
+            "generate",
+            "--raw",
+            "--remote",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .args(["--api", "ollama", "--remote-model", "m", "hi"])
+        .env("SAMEMATH_TOKEN_COMMAND", &command)
+        .env_remove("SAMEMATH_REMOTE_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "fresh");
+    let seen = seen.lock().unwrap().clone();
+    println!("Authorization headers seen: {seen:?}");
+    assert_eq!(
+        seen,
+        ["Bearer tok0", "Bearer tok0", "Bearer tok0", "Bearer tok1"]
+    );
+    // Tokens never reach the output.
+    assert!(
+        !stderr.contains("tok0") && !stderr.contains("tok1"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,110 @@
+//! The app's pure functions (its library builds no test binary of its own: one binary links
+//! Bevy, not two): the activation grid's layout and colormap, the command line, the panel's
+//! fields, the bench's percentiles.
+
+mod activations {
+    use samemath::llm_scene::activations::*;
+
+    #[test]
+    fn layout_round_trips_every_neuron() {
+        let g = GridLayout::new(30, 1536);
+        assert_eq!(g.size(), (6 * 48 + 5 * 2, 5 * 32 + 4 * 2));
+        for layer in 0..30 {
+            for neuron in (0..1536).step_by(7) {
+                let (x, y) = g.texel(layer, neuron);
+                assert_eq!(g.cell(x, y), Some((layer, neuron)));
+            }
+        }
+        assert_eq!(g.cell(48, 0), None, "gap");
+        // A model whose tiles are not full: the empty texels are nobody.
+        let odd = GridLayout::new(7, 50);
+        let (x, y) = odd.texel(6, 49);
+        assert_eq!(odd.cell(x, y), Some((6, 49)));
+        assert_eq!(odd.cell(x + 1, y), None);
+    }
+
+    #[test]
+    fn colormap_is_diverging_and_clamped() {
+        assert_eq!(activation_color(0.0, 1.0)[..3], [24, 26, 33]);
+        assert_eq!(activation_color(5.0, 1.0)[..3], [255, 176, 48]);
+        assert_eq!(activation_color(-5.0, 1.0)[..3], [64, 150, 255]);
+        assert_eq!(activation_color(f32::NAN, 1.0), activation_color(0.0, 1.0));
+        let half = activation_color(0.5, 1.0);
+        assert!(half[0] > 24 && half[0] < 255);
+        let mut v: Vec<f32> = (0..1000).map(|i| i as f32).collect();
+        v.push(1e9);
+        assert!((color_scale(&v) - 990.0).abs() <= 1.0);
+    }
+}
+
+mod cli {
+    use clap::Parser;
+    use samemath::cli::*;
+
+    #[test]
+    fn window_sizes() {
+        assert_eq!(parse_window_size("1280x720"), Ok((1280, 720)));
+        assert_eq!(parse_window_size("1X1"), Ok((1, 1)));
+        assert!(parse_window_size("1280").is_err());
+        assert!(parse_window_size("0x10").is_err());
+        assert!(parse_window_size("axb").is_err());
+    }
+
+    #[test]
+    fn command_line_parses() {
+        let cli =
+            Cli::try_parse_from(["samemath", "--scene", "llm", "--window", "800x600"]).unwrap();
+        assert_eq!(cli.app.scene, SceneArg::Llm);
+        assert_eq!(cli.app.window, Some((800, 600)));
+        let cli =
+            Cli::try_parse_from(["samemath", "bench", "--scene", "graphics", "--frames", "5"])
+                .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Bench(BenchArgs {
+                frames: 5,
+                llm: false,
+                ..
+            }))
+        ));
+        assert!(Cli::try_parse_from(["samemath", "--scene", "nope"]).is_err());
+    }
+}
+
+mod panel {
+    use samemath::graphics::panel::*;
+
+    #[test]
+    fn refused_input_keeps_the_value() {
+        let mut b = FieldBuffers::default();
+        let mut v = 1.5;
+        for bad in ["NaN", "inf", "abc", ""] {
+            assert!(!b.commit("t_x", bad, &mut v));
+            assert_eq!(v, 1.5);
+            assert!(b.refused.as_deref().unwrap().contains("t_x"));
+        }
+        assert!(b.commit("t_x", "-2", &mut v));
+        assert_eq!(v, -2.0);
+        assert!(b.refused.is_none());
+    }
+
+    #[test]
+    fn numbers_are_short() {
+        assert_eq!(fmt_num(1.0), "1");
+        assert_eq!(fmt_num(-0.0001), "0");
+        assert_eq!(fmt_num(2.125), "2.125");
+    }
+}
+
+mod bench {
+    use samemath::shell::bench::summarize;
+
+    #[test]
+    fn p95_of_known_samples() {
+        let samples: Vec<f64> = (1..=100).map(f64::from).collect();
+        let (mean, p95) = summarize(&samples).unwrap();
+        assert_eq!(mean, 50.5);
+        assert_eq!(p95, 95.0);
+        assert!(summarize(&[]).is_none());
+    }
+}
