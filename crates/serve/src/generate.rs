@@ -121,6 +121,7 @@ pub(crate) fn spawn_generation(
     let (tx, rx) = mpsc::channel(64);
     let (model, tokenizer) = (l.compute.clone(), l.tokenizer.clone());
     let threads = ticket.state.options.threads;
+    let state = ticket.state.clone();
     tokio::task::spawn_blocking(move || {
         let _ticket = ticket;
         let run = || {
@@ -132,7 +133,16 @@ pub(crate) fn spawn_generation(
                 }
             };
             let prompt_len = session.prompt_tokens().len();
+            let mut made = 0usize;
             loop {
+                if state.must_cut() {
+                    let _ = tx.blocking_send(Err(format!(
+                        "the server is shutting down (SIGTERM): the answer was cut after {made} \
+                         tokens; ask again"
+                    )));
+                    return;
+                }
+                made += 1;
                 match session.step() {
                     Ok(Some(step)) => {
                         let item = GenItem {

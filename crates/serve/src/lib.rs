@@ -54,6 +54,7 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         in_system: AtomicUsize::new(0),
         loaded: OnceLock::new(),
         load_error: OnceLock::new(),
+        stopping: OnceLock::new(),
         options: options.clone(),
     });
     state::spawn_loader(state.clone());
@@ -64,14 +65,16 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     });
     eprintln!("samemath serve: listening on http://{addr}");
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown_signal(state.clone()))
         .await?;
     eprintln!("samemath serve: stopped");
     Ok(())
 }
 
-/// SIGTERM (Cloud Run) or Ctrl-C: stop accepting; in-flight streams get 10 s, then exit.
-async fn shutdown_signal() {
+/// SIGTERM (Cloud Run) or Ctrl-C: stop accepting; in-flight answers get `CUT_AFTER` to finish,
+/// then end with an error line; the process exits 0 once they are out (at the latest after 9 s,
+/// inside Cloud Run's 10).
+async fn shutdown_signal(state: Shared) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -90,9 +93,14 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    eprintln!("samemath serve: shutting down, draining for up to 10 s");
+    let _ = state.stopping.set(std::time::Instant::now());
+    state.slots.close();
+    eprintln!(
+        "samemath serve: shutting down: answers in progress get {} s to finish",
+        state::CUT_AFTER.as_secs()
+    );
     std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(10));
+        std::thread::sleep(Duration::from_secs(9));
         eprintln!("samemath serve: drain time over, exiting");
         std::process::exit(0);
     });

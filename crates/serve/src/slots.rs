@@ -12,19 +12,27 @@ use crate::wire::error;
 pub(crate) struct Ticket {
     pub(crate) state: Shared,
     pub(crate) _permit: tokio::sync::OwnedSemaphorePermit,
+    _place: Place,
 }
 
-impl Drop for Ticket {
+/// Counts a request in `in_system` from the moment it asks; dropping it (answered, refused, or
+/// its client gone while it waited, when hyper drops the handler at the await) counts it out.
+struct Place(Shared);
+
+impl Drop for Place {
     fn drop(&mut self) {
-        self.state.in_system.fetch_sub(1, Ordering::SeqCst);
+        self.0.in_system.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 pub(crate) async fn ticket(state: &Shared) -> Result<Ticket, Response> {
     let limit = state.options.concurrency.max(1) + state.options.queue;
     let before = state.in_system.fetch_add(1, Ordering::SeqCst);
+    let place = Place(state.clone());
+    if state.stopping.get().is_some() {
+        return Err(shutting_down());
+    }
     if before >= limit {
-        state.in_system.fetch_sub(1, Ordering::SeqCst);
         let mut r = error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
@@ -40,10 +48,19 @@ pub(crate) async fn ticket(state: &Shared) -> Result<Ticket, Response> {
         Ok(permit) => Ok(Ticket {
             state: state.clone(),
             _permit: permit,
+            _place: place,
         }),
-        Err(_) => {
-            state.in_system.fetch_sub(1, Ordering::SeqCst);
-            Err(error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))
-        }
+        // Closed at SIGTERM: those still waiting go elsewhere at once.
+        Err(_) => Err(shutting_down()),
     }
+}
+
+fn shutting_down() -> Response {
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "this instance is shutting down; try again",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
 }

@@ -30,6 +30,21 @@ pub(crate) struct ServerState {
     pub(crate) slots: Arc<Semaphore>,
     /// Requests holding or waiting for a slot.
     pub(crate) in_system: AtomicUsize,
+    /// When SIGTERM came: from then on no new request gets a slot, and answers still
+    /// generating `CUT_AFTER` later end with an error line instead of being killed mid-line.
+    pub(crate) stopping: OnceLock<Instant>,
+}
+
+/// How long answers may go on after SIGTERM (Cloud Run kills the instance 10 s after it).
+pub(crate) const CUT_AFTER: std::time::Duration = std::time::Duration::from_secs(7);
+
+impl ServerState {
+    /// Past the drain time: generation must stop now.
+    pub(crate) fn must_cut(&self) -> bool {
+        self.stopping
+            .get()
+            .is_some_and(|t| t.elapsed() >= CUT_AFTER)
+    }
 }
 
 pub(crate) type Shared = Arc<ServerState>;

@@ -369,3 +369,45 @@ fn serve_checks_its_key_answers_cors_and_drains_on_sigterm() {
         "still accepting"
     );
 }
+
+#[test]
+fn clients_that_leave_while_queued_give_their_place_back() {
+    use std::io::{Read, Write};
+    let server = start_serve(&["--concurrency", "1", "--queue", "1"]);
+    let port = server.port;
+    // One long answer holds the only slot.
+    let long = r#"{"prompt":"Write a long story.","stream":false,"options":{"num_predict":200}}"#;
+    let holder = std::thread::spawn(move || http(port, "POST", "/api/generate", long));
+    std::thread::sleep(Duration::from_millis(300));
+    // Clients that queue for the slot, then hang up: each must free its place in the queue, or
+    // the next would be refused as busy (and after queue-many, everyone, until a restart).
+    let short = r#"{"prompt":"Hi.","stream":false,"options":{"num_predict":2}}"#;
+    for i in 0..4 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{short}",
+            short.len()
+        )
+        .unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(400)))
+            .unwrap();
+        let mut buf = [0u8; 256];
+        match s.read(&mut buf) {
+            Ok(n) if n > 0 => panic!(
+                "client {i} was answered while the slot was busy: {}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            _ => {} // still waiting: hang up
+        }
+        drop(s);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, _) = holder.join().unwrap().expect("the long answer");
+    assert_eq!(status, 200);
+    for _ in 0..2 {
+        let (status, body) = http(port, "POST", "/api/generate", short).expect("an answer");
+        assert_eq!(status, 200, "after the leavers: {body}");
+    }
+}
