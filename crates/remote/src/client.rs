@@ -89,6 +89,51 @@ fn command_token(https: bool) -> Option<String> {
     (out.status.success() && !token.is_empty()).then_some(token)
 }
 
+/// Why an automatic token (`$SAMEMATH_REMOTE_TOKEN`, `$SAMEMATH_TOKEN_COMMAND`, gcloud's) is
+/// not sent to `base`, or `None` when it may be: https to a Cloud Run host (`*.run.app`) or to a
+/// host listed in `$SAMEMATH_TOKEN_HOSTS` (comma-separated), and any scheme on loopback (a local
+/// proxy, `gcloud run services proxy`). A token given for a URL (`--token`, the field) is not
+/// automatic: it goes to that URL only.
+pub fn automatic_token_refused(base: &str) -> Option<String> {
+    let allowed = std::env::var("SAMEMATH_TOKEN_HOSTS").unwrap_or_default();
+    token_refusal(base, &allowed)
+}
+
+fn token_refusal(base: &str, allowed_hosts: &str) -> Option<String> {
+    let Ok(url) = reqwest::Url::parse(base) else {
+        return Some("not a URL".into());
+    };
+    let host = url
+        .host_str()
+        .unwrap_or("")
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return None;
+    }
+    if url.scheme() != "https" {
+        return Some(format!(
+            "{host} is reached over plain http, which is only trusted on loopback"
+        ));
+    }
+    let listed = allowed_hosts
+        .split(',')
+        .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+        .any(|h| !h.is_empty() && h == host);
+    if host.ends_with(".run.app") || listed {
+        return None;
+    }
+    Some(format!(
+        "{host} is neither a Cloud Run host (*.run.app) nor listed in $SAMEMATH_TOKEN_HOSTS"
+    ))
+}
+
 fn is_retryable(status: u16) -> bool {
     matches!(status, 429 | 503 | 504)
 }
@@ -109,6 +154,9 @@ impl RemoteClient {
             (Some(t), _) if !t.trim().is_empty() => {
                 (Some(t.trim().to_string()), TokenSource::Given)
             }
+            // Automatic tokens (the environment's, a command's, gcloud's) only go where they
+            // belong: Cloud Run, hosts the user allowed, loopback.
+            _ if automatic_token_refused(&base).is_some() => (None, TokenSource::None),
             (_, Ok(t)) if !t.trim().is_empty() => (Some(t.trim().to_string()), TokenSource::Env),
             _ => match command_token(base.starts_with("https://")) {
                 Some(t) => (Some(t), TokenSource::Command),
@@ -229,6 +277,14 @@ impl RemoteClient {
                     self.token = command_token(self.base.starts_with("https://"));
                     on_event(RemoteEvent::Status("refreshing the identity token".into()));
                     continue;
+                }
+                if self.source == TokenSource::None
+                    && let Some(why) = automatic_token_refused(&self.base)
+                {
+                    on_event(RemoteEvent::Status(format!(
+                        "no automatic token sent: {why}; give one for this URL (--token, the \
+                         field) or allow the host in $SAMEMATH_TOKEN_HOSTS"
+                    )));
                 }
                 return Err(RemoteError::Unauthorized {
                     url: self.base.clone(),
@@ -711,6 +767,37 @@ mod tests {
             let d = backoff(attempt).as_secs_f64();
             let base = 0.5 * 2f64.powi(attempt as i32);
             assert!(d >= base * 0.5 && d < base * 1.5, "{d}");
+        }
+    }
+
+    #[test]
+    fn automatic_tokens_go_to_cloud_run_allowed_hosts_and_loopback_only() {
+        let allowed = "models.example.org, Other.Example.com";
+        for ok in [
+            "https://samemath-abc123-uc.a.run.app",
+            "https://SAMEMATH-x.A.RUN.APP.",
+            "https://models.example.org/v1",
+            "https://other.example.com",
+            "http://127.0.0.1:8080",
+            "http://localhost:11434",
+            "http://[::1]:9000",
+        ] {
+            assert_eq!(token_refusal(ok, allowed), None, "{ok}");
+        }
+        for (bad, why) in [
+            ("http://samemath-abc.a.run.app", "plain http"),
+            ("http://models.example.org", "plain http"),
+            ("http://192.168.1.20:8080", "plain http"),
+            ("https://evil.example.net", "neither"),
+            ("https://run.app.evil.example.net", "neither"),
+            ("https://evilrun.app", "neither"),
+            ("https://models.example.org.evil.net", "neither"),
+        ] {
+            let refusal = token_refusal(bad, allowed);
+            assert!(
+                refusal.as_deref().is_some_and(|r| r.contains(why)),
+                "{bad}: {refusal:?}"
+            );
         }
     }
 }
