@@ -1,43 +1,76 @@
 #!/usr/bin/env bash
-# Build the image and deploy `samemath serve` to Cloud Run (private by default).
+# Build the image and deploy `samemath-serve` to Cloud Run (private by default).
 #
 #   PROJECT=my-project REGION=europe-west1 deploy/deploy.sh
 #   PUBLIC=1 deploy/deploy.sh          # allow unauthenticated calls (e.g. for the browser build)
 #   GPU=1 deploy/deploy.sh             # an NVIDIA L4 instance (see the note on GPUs in README)
+#   deploy/deploy.sh --dry-run         # print the exact docker and gcloud commands, run nothing
+#
+# The same service, declaratively: deploy/service.yaml (service-gpu.yaml for GPU=1), for
+#   gcloud run services replace deploy/service.yaml --region REGION
+# after putting the image's name in it; a test keeps those files and these flags in sync.
 #
 # Needs gcloud (logged in) and docker. Prints the service URL; point the app at it:
 #   samemath generate --remote "$URL" "Why is the sky blue?"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PROJECT="${PROJECT:-$(gcloud config get-value project 2>/dev/null)}"
+DRY_RUN=0
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) DRY_RUN=1 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "deploy.sh: unknown argument $arg (only --dry-run)" >&2; exit 2 ;;
+  esac
+done
+
+# Run a command, or print it exactly (shell-quoted) on a dry run.
+run() {
+  if [ "$DRY_RUN" = 1 ]; then
+    printf '%q ' "$@" | sed 's/ $//'
+    echo
+  else
+    "$@"
+  fi
+}
+
+if [ "$DRY_RUN" = 1 ]; then
+  PROJECT="${PROJECT:-PROJECT}"
+else
+  PROJECT="${PROJECT:-$(gcloud config get-value project 2>/dev/null)}"
+fi
 REGION="${REGION:-us-central1}"
 SERVICE="${SERVICE:-samemath}"
 REPO="${REPO:-samemath}"
-IMAGE="$REGION-docker.pkg.dev/$PROJECT/$REPO/samemath:$(git rev-parse --short HEAD 2>/dev/null || echo latest)"
+TAG="$(git rev-parse --short HEAD 2>/dev/null || echo latest)"
+IMAGE="$REGION-docker.pkg.dev/$PROJECT/$REPO/samemath:$TAG"
 [ -n "$PROJECT" ] || { echo "set PROJECT (or gcloud config set project ...)" >&2; exit 2; }
 
-gcloud artifacts repositories describe "$REPO" --location "$REGION" --project "$PROJECT" >/dev/null 2>&1 \
-  || gcloud artifacts repositories create "$REPO" --repository-format docker \
-       --location "$REGION" --project "$PROJECT"
-gcloud auth configure-docker "$REGION-docker.pkg.dev" --quiet
-docker build -f deploy/Dockerfile --build-arg "GPU=${GPU:-0}" -t "$IMAGE" .
-docker push "$IMAGE"
+if [ "$DRY_RUN" = 1 ] || ! gcloud artifacts repositories describe "$REPO" --location "$REGION" \
+     --project "$PROJECT" >/dev/null 2>&1; then
+  run gcloud artifacts repositories create "$REPO" --repository-format docker \
+    --location "$REGION" --project "$PROJECT"
+fi
+run gcloud auth configure-docker "$REGION-docker.pkg.dev" --quiet
+run docker build -f deploy/Dockerfile --build-arg "GPU=${GPU:-0}" -t "$IMAGE" .
+run docker push "$IMAGE"
 
 flags=(
   --image "$IMAGE" --region "$REGION" --project "$PROJECT"
   --port 8080
-  # serve runs 2 answers at once and queues 8; Cloud Run sends at most this many per instance.
-  --concurrency 4
+  # The image's server generates 2 answers at once (and queues 8 more); Cloud Run sends an
+  # instance at most 2 and starts another instance for the rest: scale-out, not queueing.
+  --concurrency 2
   --max-instances "${MAX_INSTANCES:-3}"
   # Streams can be long; the timeout includes a cold start.
   --timeout 900
   # CPU is needed between requests too (the model stays loaded; streams keep going).
   --no-cpu-throttling
+  --cpu-boost
 )
 if [ "${GPU:-0}" = "1" ]; then
-  # Cloud Run's GPU flags: one NVIDIA L4, CPU always allocated, at least 4 CPU / 16 GiB.
-  flags+=(--gpu 1 --gpu-type nvidia-l4 --cpu 4 --memory 16Gi --no-gpu-zonal-redundancy)
+  # Cloud Run's GPU flags: one NVIDIA L4; CPU always allocated; at least 4 CPU and 16 GiB.
+  flags+=(--gpu 1 --gpu-type nvidia-l4 --no-gpu-zonal-redundancy --cpu 4 --memory 16Gi)
 else
   flags+=(--cpu 4 --memory 4Gi)
 fi
@@ -46,7 +79,8 @@ if [ "${PUBLIC:-0}" = "1" ]; then
 else
   flags+=(--no-allow-unauthenticated)
 fi
-gcloud run deploy "$SERVICE" "${flags[@]}"
+run gcloud run deploy "$SERVICE" "${flags[@]}"
+[ "$DRY_RUN" = 1 ] && exit 0
 URL="$(gcloud run services describe "$SERVICE" --region "$REGION" --project "$PROJECT" --format 'value(status.url)')"
 echo
 echo "deployed: $URL"

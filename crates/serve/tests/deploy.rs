@@ -1,0 +1,141 @@
+//! deploy/: the service that `deploy.sh` makes with gcloud flags and the one `service.yaml`
+//! declares are the same service, and both match what the image's server is started with.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn deploy_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
+}
+
+/// The `gcloud run deploy` line of `deploy.sh --dry-run`, as its arguments.
+fn deploy_flags(gpu: bool) -> Vec<String> {
+    let out = Command::new("bash")
+        .arg(deploy_dir().join("deploy.sh"))
+        .arg("--dry-run")
+        .env("PROJECT", "test-project")
+        .env("REGION", "europe-west1")
+        .env("GPU", if gpu { "1" } else { "0" })
+        .env_remove("PUBLIC")
+        .env_remove("MAX_INSTANCES")
+        .output()
+        .expect("run deploy.sh");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "docker build -f deploy/Dockerfile",
+        "docker push",
+        "gcloud run deploy",
+    ] {
+        assert!(
+            stdout.contains(want),
+            "the dry run prints `{want}`:\n{stdout}"
+        );
+    }
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("gcloud run deploy "))
+        .expect("a gcloud run deploy line");
+    line.split_whitespace().map(str::to_string).collect()
+}
+
+fn flag<'a>(flags: &'a [String], name: &str) -> Option<&'a str> {
+    flags
+        .iter()
+        .position(|f| f == name)
+        .and_then(|i| flags.get(i + 1))
+        .map(String::as_str)
+}
+
+/// The value of the first `key:` line in a YAML file we write ourselves (quotes dropped).
+fn yaml<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().find_map(|l| {
+        let l = l.trim_start().trim_start_matches("- ");
+        l.strip_prefix(key)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(|v| v.trim().trim_matches('"'))
+    })
+}
+
+fn check(gpu: bool) {
+    let flags = deploy_flags(gpu);
+    let file = if gpu {
+        "service-gpu.yaml"
+    } else {
+        "service.yaml"
+    };
+    let text = std::fs::read_to_string(deploy_dir().join(file)).unwrap();
+    let pairs = [
+        ("--concurrency", "containerConcurrency"),
+        ("--max-instances", "autoscaling.knative.dev/maxScale"),
+        ("--timeout", "timeoutSeconds"),
+        ("--port", "containerPort"),
+        ("--cpu", "cpu"),
+        ("--memory", "memory"),
+    ];
+    for (f, key) in pairs {
+        let (a, b) = (flag(&flags, f), yaml(&text, key));
+        assert!(a.is_some(), "deploy.sh passes {f}");
+        assert_eq!(a, b, "{f} (deploy.sh) and {key} ({file})");
+    }
+    let has = |f: &str| flags.iter().any(|x| x == f);
+    assert!(has("--no-cpu-throttling"));
+    assert_eq!(
+        yaml(&text, "run.googleapis.com/cpu-throttling"),
+        Some("false")
+    );
+    assert!(has("--cpu-boost"));
+    assert_eq!(
+        yaml(&text, "run.googleapis.com/startup-cpu-boost"),
+        Some("true")
+    );
+    assert_eq!(yaml(&text, "path"), Some("/health"), "the startup probe");
+    if gpu {
+        assert_eq!(flag(&flags, "--gpu"), yaml(&text, "nvidia.com/gpu"));
+        assert_eq!(
+            flag(&flags, "--gpu-type"),
+            yaml(&text, "run.googleapis.com/accelerator")
+        );
+        assert!(has("--no-gpu-zonal-redundancy"));
+        assert_eq!(
+            yaml(&text, "run.googleapis.com/gpu-zonal-redundancy-disabled"),
+            Some("true")
+        );
+    } else {
+        assert!(!has("--gpu") && yaml(&text, "nvidia.com/gpu").is_none());
+    }
+    // The image's server runs as many answers at once as Cloud Run sends it, on the same port.
+    let dockerfile = std::fs::read_to_string(deploy_dir().join("Dockerfile")).unwrap();
+    let concurrency = flag(&flags, "--concurrency").unwrap();
+    assert!(
+        dockerfile.contains(&format!("--concurrency {concurrency} ")),
+        "the Dockerfile's CMD runs --concurrency {concurrency}"
+    );
+    assert!(dockerfile.contains(&format!("PORT={}", flag(&flags, "--port").unwrap())));
+}
+
+#[test]
+fn deploy_sh_and_service_yaml_describe_the_same_service() {
+    check(false);
+}
+
+#[test]
+fn the_gpu_variant_too() {
+    check(true);
+}
+
+#[test]
+fn the_dry_run_runs_nothing_and_names_the_image() {
+    let flags = deploy_flags(false);
+    let image = flag(&flags, "--image").unwrap();
+    assert!(
+        image.starts_with("europe-west1-docker.pkg.dev/test-project/samemath/samemath:"),
+        "{image}"
+    );
+    assert_eq!(flag(&flags, "--region"), Some("europe-west1"));
+    assert!(flags.iter().any(|f| f == "--no-allow-unauthenticated"));
+}

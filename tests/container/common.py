@@ -1,0 +1,156 @@
+"""What the container tests share: podman (with runc) driving deploy/local.sh's image, a bounded
+HTTP client for /health and streamed answers, and percentiles. Standard library only."""
+import http.client
+import json
+import os
+import socket
+import subprocess
+import time
+
+# podman settings that runc can apply in a sandbox (see the file).
+os.environ.setdefault("CONTAINERS_CONF",
+                      os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                   "deploy", "podman.conf"))
+IMAGE = os.environ.get("SAMEMATH_IMAGE", "localhost/samemath-serve:local")
+PODMAN = ["podman", "--runtime", "runc"]
+MODEL = "smollm2-135m-instruct"
+# Cloud Run's contract, applied here: non-root comes from the image, the rest from `run`.
+CONTRACT = ["--read-only", "--tmpfs", "/tmp", "--memory", "2g", "--cpus", "2"]
+
+failures = []
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what, flush=True)
+    if not ok:
+        failures.append(what)
+
+
+def finish(name):
+    print(f"{name}: " + (f"{len(failures)} check(s) failed" if failures else "all checks passed"))
+    return 1 if failures else 0
+
+
+def podman(*args, check_rc=True, timeout=120):
+    r = subprocess.run(PODMAN + list(args), capture_output=True, text=True, timeout=timeout)
+    if check_rc and r.returncode != 0:
+        raise RuntimeError(f"podman {' '.join(args)}: {r.stderr.strip()}")
+    return r.stdout.strip()
+
+
+def free_odd_port():
+    """A free port, odd (Cloud Run's PORT is not always 8080; nothing may assume it)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port % 2 == 1 and port != 8080:
+            return port
+
+
+def start(name, port, *extra, args=()):
+    """Start the image under the contract on the host's loopback network; returns start time."""
+    podman("rm", "-f", name, check_rc=False)
+    t0 = time.monotonic()
+    podman("run", "-d", "--name", name, "--network", "host", "-e", f"PORT={port}",
+           *CONTRACT, *extra, IMAGE, *args)
+    return t0
+
+
+def stop(name):
+    podman("rm", "-f", "-t", "0", name, check_rc=False)
+
+
+def logs(name):
+    r = subprocess.run(PODMAN + ["logs", name], capture_output=True, text=True, timeout=30)
+    return r.stdout + r.stderr
+
+
+def health(port, timeout=1.0):
+    """/health's status, or None when nothing answers yet."""
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        c.request("GET", "/health")
+        status = c.getresponse().status
+        c.close()
+        return status
+    except OSError:
+        return None
+
+
+def wait_healthy(port, limit=60.0):
+    """Poll /health until 200: (seconds waited, the statuses seen before, in order, deduped)."""
+    t0 = time.monotonic()
+    seen = []
+    while time.monotonic() - t0 < limit:
+        s = health(port)
+        if s == 200:
+            return time.monotonic() - t0, seen
+        if not seen or seen[-1] != s:
+            seen.append(s)
+        time.sleep(0.01)
+    raise RuntimeError(f"/health on port {port} not 200 after {limit} s (saw {seen})")
+
+
+def stream_chat(port, prompt, max_tokens, timeout=60.0, path="/api/chat"):
+    """One streamed Ollama chat, read line by line with a bound on each wait. Returns a dict:
+    status, headers, text, ttft (s to the first token), lines, final (the last line, parsed, or
+    None when the stream ended without one), error (what went wrong on the wire, if anything)."""
+    body = json.dumps({"model": MODEL, "stream": True,
+                       "messages": [{"role": "user", "content": prompt}],
+                       "options": {"temperature": 0, "num_predict": max_tokens}})
+    out = {"status": None, "headers": {}, "text": "", "ttft": None, "lines": 0, "final": None,
+           "error": None}
+    t0 = time.monotonic()
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        c.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        out["status"] = r.status
+        out["headers"] = {k.lower(): v for k, v in r.getheaders()}
+        if r.status != 200:
+            out["error"] = r.read(4096).decode(errors="replace")
+            out["seconds"] = time.monotonic() - t0
+            return out
+        while True:
+            line = r.readline(1 << 20)
+            if not line:
+                break
+            if not line.strip():
+                continue
+            out["lines"] += 1
+            v = json.loads(line)
+            if "error" in v:
+                out["final"] = v
+                break
+            piece = v.get("message", {}).get("content", "")
+            if piece and out["ttft"] is None:
+                out["ttft"] = time.monotonic() - t0
+            out["text"] += piece
+            if v.get("done"):
+                out["final"] = v
+                break
+        c.close()
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        out["error"] = f"{type(e).__name__}: {e}"
+    out["seconds"] = time.monotonic() - t0
+    return out
+
+
+def percentile(values, q):
+    if not values:
+        return float("nan")
+    v = sorted(values)
+    k = (len(v) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+def local_answer(prompt, max_tokens):
+    """The local engine's greedy answer (the app's `samemath generate`, on the host)."""
+    exe = os.environ.get("SAMEMATH_BIN", "target/debug/samemath")
+    r = subprocess.run([exe, "generate", "--max-tokens", str(max_tokens), prompt],
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError(f"samemath generate: {r.stderr.strip()}")
+    return r.stdout.rstrip("\n")
