@@ -3,7 +3,8 @@
 # runc) and base images made from Debian's own packages by debootstrap.
 #
 #   deploy/local.sh                  # image localhost/samemath-serve:local (release binary)
-#   PROFILE=dev deploy/local.sh      # the binary of the tests' own build (what .ci/test does)
+#   PROFILE=dev deploy/local.sh      # a dev build of the server
+#   SERVE_BIN=path deploy/local.sh   # a server binary built already (what .ci/test does)
 #
 # Where the binary comes from: BINARY=prebuilt. The project's cargo builds samemath-serve here
 # (rustup's Rust 1.95, the toolchain everything else uses, on this Debian bookworm, the same
@@ -56,8 +57,16 @@ fi
 took "base image $BASE" "$t"
 
 # 2. The server alone (no Bevy, winit or egui) and the model (fetched once, sha256-checked).
+#    SERVE_BIN: a samemath-serve already built (.ci/test passes the one `cargo test --workspace`
+#    built: a `cargo build -p samemath-serve` of its own unifies features differently and would
+#    compile the server's dependencies a second time).
 t=$(date +%s)
-if [ "$PROFILE" = release ]; then
+if [ -n "${SERVE_BIN:-}" ]; then
+  [ -x "$SERVE_BIN" ] || { echo "local.sh: SERVE_BIN=$SERVE_BIN is not an executable" >&2; exit 2; }
+  PROFILE="prebuilt $SERVE_BIN"
+  mkdir -p deploy/out
+  cp "$SERVE_BIN" deploy/out/samemath-serve
+elif [ "$PROFILE" = release ]; then
   cargo build --locked --release -p samemath-serve
   dir=release
 else
@@ -65,8 +74,10 @@ else
   dir=debug
   [ "$PROFILE" = dev ] || dir="$PROFILE"
 fi
-mkdir -p deploy/out
-cp "$TARGET/$dir/samemath-serve" deploy/out/samemath-serve
+if [ -z "${SERVE_BIN:-}" ]; then
+  mkdir -p deploy/out
+  cp "$TARGET/$dir/samemath-serve" deploy/out/samemath-serve
+fi
 strip deploy/out/samemath-serve 2>/dev/null || true
 model="$(deploy/out/samemath-serve --fetch-model)"
 cp "$model" deploy/out/SmolLM2-135M-Instruct.Q4_1.gguf
