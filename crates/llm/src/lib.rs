@@ -7,6 +7,7 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod fetch;
+pub mod gguf_check;
 pub mod gpu;
 pub mod model;
 pub mod quant;

@@ -265,10 +265,7 @@ impl Model {
         path: &Path,
         kernel: Q4Kernel,
     ) -> Result<(Model, LlmTokenizer)> {
-        let content = Content::read(reader).map_err(|e| LlmError::NotGguf {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let content = crate::gguf_check::read_content(reader, path)?;
         let model = Self::from_content(&content, reader, kernel)?;
         let tokenizer = LlmTokenizer::from_gguf(&content)?;
         if tokenizer.vocab_size() != model.config.vocab_size {

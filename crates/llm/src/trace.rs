@@ -71,3 +71,115 @@ impl RecordOptions {
         top_k: 20,
     };
 }
+
+/// The most a trace from elsewhere (a remote server) may hold: what the scene can draw (the
+/// activation texture stays within 8192 texels a side) and what a llama model has.
+pub const MAX_TRACE_LAYERS: usize = 128;
+pub const MAX_TRACE_HEADS: usize = 256;
+pub const MAX_TRACE_WIDTH: usize = 16_384;
+pub const MAX_TRACE_TOP_K: usize = 1_000;
+
+impl Trace {
+    /// `Err(what is wrong)` unless the trace has one consistent shape: every layer with one
+    /// attention row per query head, each over positions 0..=position; every head's KV head one
+    /// of the heads' groups; the MLP and embedding widths the same in every layer; all within
+    /// the `MAX_TRACE_*` bounds. The scene draws any trace that passes without indexing out of
+    /// range; a remote server's traces are checked before they reach it.
+    pub fn check_shape(&self) -> Result<(), String> {
+        let heads = self.kv_head_of_head.len();
+        let within = |what: &str, n: usize, max: usize| {
+            if n > max {
+                Err(format!("{n} {what} (at most {max})"))
+            } else {
+                Ok(())
+            }
+        };
+        within("layers", self.layers.len(), MAX_TRACE_LAYERS)?;
+        within("heads", heads, MAX_TRACE_HEADS)?;
+        within("embedding values", self.embedding.len(), MAX_TRACE_WIDTH)?;
+        within("next-token candidates", self.top_k.len(), MAX_TRACE_TOP_K)?;
+        if let Some(&kv) = self.kv_head_of_head.iter().find(|&&kv| kv >= heads) {
+            return Err(format!("a head reads KV head {kv} of {heads}"));
+        }
+        let positions = self.position.saturating_add(1);
+        let width = self.layers.first().map_or(0, |l| l.mlp_activation.len());
+        within("MLP activations", width, MAX_TRACE_WIDTH)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            if layer.attention.len() != heads {
+                return Err(format!(
+                    "layer {i} has {} attention rows for {heads} heads",
+                    layer.attention.len()
+                ));
+            }
+            if let Some(row) = layer.attention.iter().find(|r| r.len() != positions) {
+                return Err(format!(
+                    "layer {i} has an attention row over {} positions, not {positions}",
+                    row.len()
+                ));
+            }
+            if layer.mlp_activation.len() != width {
+                return Err(format!(
+                    "layer {i} has {} MLP activations, layer 0 {width}",
+                    layer.mlp_activation.len()
+                ));
+            }
+            if !layer.mlp_input.is_empty() && layer.mlp_input.len() != self.embedding.len() {
+                return Err(format!(
+                    "layer {i}'s MLP input has {} values, the embedding {}",
+                    layer.mlp_input.len(),
+                    self.embedding.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trace(layers: usize, heads: usize, position: usize) -> Trace {
+        Trace {
+            position,
+            token: TokenInfo {
+                id: 1,
+                piece: "a".into(),
+            },
+            embedding: vec![0.0; 8],
+            kv_head_of_head: (0..heads).map(|h| h / 3).collect(),
+            layers: (0..layers)
+                .map(|_| LayerTrace {
+                    attention: vec![vec![0.5; position + 1]; heads],
+                    mlp_activation: vec![0.0; 16],
+                    mlp_input: vec![0.0; 8],
+                    residual_norm_in: 1.0,
+                    residual_norm_out: 1.0,
+                    logit_lens: None,
+                })
+                .collect(),
+            top_k: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn traces_of_the_wrong_shape_are_named() {
+        assert_eq!(trace(3, 9, 4).check_shape(), Ok(()));
+        let mut t = trace(3, 9, 4);
+        t.layers[1].attention[2].pop();
+        assert!(t.check_shape().unwrap_err().contains("positions"));
+        let mut t = trace(3, 9, 4);
+        t.kv_head_of_head[0] = usize::MAX;
+        assert!(t.check_shape().unwrap_err().contains("KV head"));
+        let mut t = trace(3, 9, 4);
+        t.layers[2].mlp_activation.push(1.0);
+        assert!(t.check_shape().unwrap_err().contains("MLP activations"));
+        let mut t = trace(3, 9, 4);
+        t.layers[0].attention.pop();
+        assert!(t.check_shape().is_err());
+        assert!(trace(MAX_TRACE_LAYERS + 1, 1, 0).check_shape().is_err());
+        let mut t = trace(1, 1, 0);
+        t.layers[0].mlp_activation = vec![0.0; MAX_TRACE_WIDTH + 1];
+        assert!(t.check_shape().is_err());
+    }
+}

@@ -37,10 +37,7 @@ impl GpuModel {
             path: path.to_path_buf(),
             source,
         })?;
-        let content = Content::read(&mut file).map_err(|e| LlmError::NotGguf {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let content = crate::gguf_check::read_content(&mut file, path)?;
         let tokenizer = LlmTokenizer::from_gguf(&content)?;
         let gpu = Self::from_content(&content, &mut file, ctx, context)?;
         Ok((gpu, tokenizer))
@@ -62,10 +59,7 @@ impl GpuModel {
         ctx: GpuContext,
         context: usize,
     ) -> Result<GpuModel> {
-        let content = Content::read(reader).map_err(|e| LlmError::NotGguf {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let content = crate::gguf_check::read_content(reader, path)?;
         Self::from_content(&content, reader, ctx, context)
     }
 

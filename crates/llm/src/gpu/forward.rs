@@ -137,13 +137,7 @@ impl GpuModel {
             }
             let started = web_time::Instant::now();
             let index = self.ctx.queue.submit([enc.finish()]);
-            self.ctx
-                .device
-                .poll(wgpu::PollType::Wait {
-                    submission_index: Some(index.clone()),
-                    timeout: Some(std::time::Duration::from_secs(30)),
-                })
-                .map_err(|e| LlmError::Gpu(format!("waiting for the GPU: {e}")))?;
+            super::readback::wait_for(&self.ctx.device, index.clone())?;
             pacer.charge(started.elapsed(), end - i);
             i = end;
             if i >= ops.len() {

@@ -18,6 +18,8 @@ struct Spec {
     arch: &'static str,
     block_count: u32,
     layers_written: usize,
+    head_count: u32,
+    alignment: Option<u32>,
 }
 
 fn random(rng: &mut Rng, shape: &[usize], scale: f32) -> Tensor {
@@ -55,13 +57,20 @@ fn write_tiny(path: &Path, spec: &Spec) {
     let (tokens, merges, types) = vocab();
     let vocab_size = tokens.len();
     let strs = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
-    let metadata: Vec<(&str, Value)> = vec![
+    let mut metadata: Vec<(&str, Value)> = vec![
         ("general.architecture", Value::String(spec.arch.into())),
         ("llama.block_count", Value::U32(spec.block_count)),
         ("llama.embedding_length", Value::U32(N_EMBD as u32)),
         ("llama.feed_forward_length", Value::U32(N_FF as u32)),
-        ("llama.attention.head_count", Value::U32(N_HEAD as u32)),
-        ("llama.attention.head_count_kv", Value::U32(N_KV as u32)),
+        ("llama.attention.head_count", Value::U32(spec.head_count)),
+        (
+            "llama.attention.head_count_kv",
+            Value::U32(if spec.head_count == N_HEAD as u32 {
+                N_KV as u32
+            } else {
+                spec.head_count
+            }),
+        ),
         (
             "llama.rope.dimension_count",
             Value::U32((N_EMBD / N_HEAD) as u32),
@@ -82,6 +91,9 @@ fn write_tiny(path: &Path, spec: &Spec) {
             Value::U32(vocab_size as u32 - 1),
         ),
     ];
+    if let Some(a) = spec.alignment {
+        metadata.push(("general.alignment", Value::U32(a)));
+    }
     let kv = N_KV * N_EMBD / N_HEAD;
     let mut tensors: Vec<(String, QTensor)> = vec![
         (
@@ -140,6 +152,8 @@ const GOOD: Spec = Spec {
     arch: "llama",
     block_count: 2,
     layers_written: 2,
+    head_count: N_HEAD as u32,
+    alignment: None,
 };
 
 #[test]
@@ -226,4 +240,48 @@ fn wrong_architecture_and_missing_tensors_are_named() {
     );
     let err = Model::load(&path).unwrap_err();
     assert!(err.to_string().contains("blk.2.attn_norm.weight"), "{err}");
+}
+
+#[test]
+fn hostile_headers_are_named_errors_not_panics() {
+    // general.alignment = 0: candle would divide by it.
+    let path = tmp("align0.gguf");
+    write_tiny(
+        &path,
+        &Spec {
+            alignment: Some(0),
+            ..GOOD
+        },
+    );
+    let err = Model::load(&path).unwrap_err();
+    assert!(err.to_string().contains("power of two"), "{err}");
+    // As many heads as embedding values: a head size of 1 (rotary positions need pairs).
+    let path = tmp("dim1.gguf");
+    write_tiny(
+        &path,
+        &Spec {
+            head_count: N_EMBD as u32,
+            ..GOOD
+        },
+    );
+    let err = Model::load(&path).unwrap_err();
+    assert!(err.to_string().contains("head size of 1"), "{err}");
+    // 2^31 - 1 layers in a small file: refused before the list of expected tensors is built.
+    let path = tmp("layers.gguf");
+    write_tiny(
+        &path,
+        &Spec {
+            block_count: i32::MAX as u32,
+            ..GOOD
+        },
+    );
+    let err = Model::load(&path).unwrap_err();
+    assert!(err.to_string().contains("2147483647 layers"), "{err}");
+    // Cut anywhere in its header: an error each time.
+    write_tiny(&tmp("whole.gguf"), &GOOD);
+    let bytes = std::fs::read(tmp("whole.gguf")).unwrap();
+    for n in (0..4096.min(bytes.len())).step_by(37) {
+        let name = std::path::Path::new("cut.gguf");
+        assert!(Model::from_bytes(&bytes[..n], name).is_err(), "cut at {n}");
+    }
 }
