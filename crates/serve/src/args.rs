@@ -1,6 +1,8 @@
 //! The server's command line (`samemath serve ...` and the `samemath-serve` binary share it) and
-//! what it becomes: `ServeOptions`, with `$PORT` and `$SAMEMATH_API_KEY` read here.
+//! what it becomes: `ServeOptions`, with `$PORT` and `$SAMEMATH_API_KEY` read here, and the
+//! server's limits.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -17,9 +19,16 @@ pub enum Compute {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Port (default: $PORT, as Cloud Run sets it, else 8080). Listens on 0.0.0.0.
+    /// Port (default: $PORT, as Cloud Run sets it, else 8080).
     #[arg(long)]
     pub port: Option<u16>,
+    /// Address to listen on (default: 0.0.0.0 when $PORT is set, as on Cloud Run; else
+    /// 127.0.0.1, this machine only). On loopback, requests must name a loopback Host.
+    #[arg(long, value_name = "ADDR")]
+    pub host: Option<IpAddr>,
+    /// Longest prompt, in tokens, a request may send (the context is 8192).
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub max_prompt_tokens: usize,
     /// A llama-architecture GGUF file (default: SmolLM2-135M-Instruct in the cache, fetched on
     /// first use; or $SAMEMATH_MODEL).
     #[arg(long, value_name = "PATH")]
@@ -48,17 +57,22 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The options these arguments and the environment ask for.
     pub fn options(&self) -> anyhow::Result<ServeOptions> {
-        let port = match self.port {
-            Some(p) => p,
-            None => match std::env::var("PORT") {
-                Ok(p) => p
-                    .parse()
-                    .with_context(|| format!("$PORT is {p:?}, not a port number"))?,
-                Err(_) => 8080,
-            },
+        let env_port = std::env::var("PORT").ok().filter(|p| !p.is_empty());
+        let port = match (self.port, &env_port) {
+            (Some(p), _) => p,
+            (None, Some(p)) => p
+                .parse()
+                .with_context(|| format!("$PORT is {p:?}, not a port number"))?,
+            (None, None) => 8080,
         };
+        let host = self.host.unwrap_or(if env_port.is_some() {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        });
         Ok(ServeOptions {
             port,
+            host,
             model: self.model.clone(),
             concurrency: self.concurrency.max(1),
             queue: self.queue,
@@ -69,6 +83,7 @@ impl ServeArgs {
                 .or_else(|| std::env::var("SAMEMATH_API_KEY").ok())
                 .filter(|k| !k.is_empty()),
             max_body_bytes: 1 << 20,
+            max_prompt_tokens: self.max_prompt_tokens.max(1),
             threads: self.threads,
             gpu: self.backend == Compute::Gpu,
         })
@@ -78,6 +93,8 @@ impl ServeArgs {
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub port: u16,
+    /// Where to listen: 0.0.0.0 on Cloud Run ($PORT), loopback otherwise unless asked.
+    pub host: IpAddr,
     pub model: Option<PathBuf>,
     /// Requests generating at once.
     pub concurrency: usize,
@@ -88,7 +105,28 @@ pub struct ServeOptions {
     /// Required as `Authorization: Bearer KEY` (or `x-api-key`) on every route but /health.
     pub api_key: Option<String>,
     pub max_body_bytes: usize,
+    /// Longest prompt in tokens (longer: 400 before any work).
+    pub max_prompt_tokens: usize,
     pub threads: Option<usize>,
     /// Generate with the GPU backend (its own wgpu device) when one is usable.
     pub gpu: bool,
+}
+
+/// What one request may ask for, beyond the body size and the prompt length in the options.
+pub(crate) mod limits {
+    use std::time::Duration;
+
+    /// Inputs in one embedding request.
+    pub(crate) const EMBED_INPUTS: usize = 256;
+    /// Tokens over all inputs of one embedding request.
+    pub(crate) const EMBED_TOKENS: usize = 65_536;
+    /// Longest prompt of an /api/trace request (each step's trace grows with the position).
+    pub(crate) const TRACE_PROMPT_TOKENS: usize = 1024;
+    /// Tokens one request may generate (an /api/trace request: 1024).
+    pub(crate) const MAX_TOKENS: usize = 4096;
+    /// How long a line may wait for a client that does not read before the answer is dropped.
+    pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Prompt tokens read per forward pass: long prompts in slices, which bounds the attention
+    /// scores held at once and lets a request that was left or cut stop between slices.
+    pub(crate) const PREFILL_SLICE: usize = 64;
 }

@@ -1,4 +1,6 @@
-//! The generation bridge both API dialects share: reading sampling and answer options, waiting for a slot, running a `Session` on a blocking thread, and the log-probabilities each step reports.
+//! The generation bridge both API dialects share: reading sampling and answer options, the
+//! prompt's length, waiting for a slot, running a `Session` on a blocking thread (the prompt in
+//! slices, a panic reported as an error line), and the log-probabilities each step reports.
 
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -6,6 +8,7 @@ use llm::{GenerationRequest, LlmTokenizer, RecordOptions, SamplingParams, Sessio
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::args::limits;
 use crate::slots::{Ticket, ticket};
 use crate::state::{Loaded, Shared};
 use crate::wire::error;
@@ -69,7 +72,7 @@ pub(crate) fn text_request(
     GenerationRequest {
         prompt,
         chat: false,
-        max_tokens: max.unwrap_or(256).clamp(1, 4096),
+        max_tokens: max.unwrap_or(256).clamp(1, limits::MAX_TOKENS),
         sampling,
         record: RecordOptions::OFF,
     }
@@ -92,14 +95,65 @@ impl AnswerOptions {
     }
 }
 
-/// Wait for a slot (or get the 503), then start generating.
+/// Check the prompt's length (400 when it is over `max_prompt_tokens`), wait for a slot (or get
+/// the 503), then start generating.
 pub(crate) async fn start(
     state: &Shared,
     l: &Loaded,
     request: GenerationRequest,
+    max_prompt_tokens: usize,
 ) -> Result<mpsc::Receiver<Result<GenItem, String>>, Response> {
+    check_prompt_length(l, &request, max_prompt_tokens).await?;
     let ticket = ticket(state).await?;
     Ok(spawn_generation(l, request, ticket))
+}
+
+/// 400 for a prompt over `max` tokens, before it takes a slot. Bytes first (no token of this
+/// vocabulary is near 32 bytes long, so a longer text cannot fit), then the real count, off the
+/// async threads.
+async fn check_prompt_length(
+    l: &Loaded,
+    request: &GenerationRequest,
+    max: usize,
+) -> Result<(), Response> {
+    let too_long = |what: String| {
+        Err(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the prompt is {what}; this server takes prompts of at most {max} tokens \
+                 (--max-prompt-tokens)"
+            ),
+        ))
+    };
+    if request.prompt.len() > max.saturating_mul(32) {
+        return too_long(format!("{} bytes", request.prompt.len()));
+    }
+    let tokenizer = l.tokenizer.clone();
+    let (text, chat) = (request.prompt.clone(), request.chat);
+    let counted = tokio::task::spawn_blocking(move || {
+        let text = if chat {
+            tokenizer.chat_prompt(&text)
+        } else {
+            text
+        };
+        tokenizer.encode(&text).map(|ids| ids.len())
+    })
+    .await;
+    match counted {
+        Ok(Ok(n)) if n > max => too_long(format!("{n} tokens")),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(error(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+/// A panic's message, for the line that reports it.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// One generated token with what the APIs report about it.
@@ -122,8 +176,15 @@ pub(crate) fn spawn_generation(
     let (model, tokenizer) = (l.compute.clone(), l.tokenizer.clone());
     let threads = ticket.state.options.threads;
     let state = ticket.state.clone();
+    let panic_tx = tx.clone();
     tokio::task::spawn_blocking(move || {
         let _ticket = ticket;
+        let cut = |made: usize| {
+            Err(format!(
+                "the server is shutting down (SIGTERM): the answer was cut after {made} tokens; \
+                 ask again"
+            ))
+        };
         let run = || {
             let mut session = match Session::new(model, tokenizer, &request) {
                 Ok(s) => s,
@@ -133,13 +194,25 @@ pub(crate) fn spawn_generation(
                 }
             };
             let prompt_len = session.prompt_tokens().len();
+            // The prompt in slices: bounded memory, and a request whose client left (or that
+            // SIGTERM cuts) stops between slices.
+            while session.pending_len() > 1 {
+                if tx.is_closed() {
+                    return;
+                }
+                if state.must_cut() {
+                    let _ = tx.blocking_send(cut(0));
+                    return;
+                }
+                if let Err(e) = session.prefill(limits::PREFILL_SLICE) {
+                    let _ = tx.blocking_send(Err(e.to_string()));
+                    return;
+                }
+            }
             let mut made = 0usize;
             loop {
                 if state.must_cut() {
-                    let _ = tx.blocking_send(Err(format!(
-                        "the server is shutting down (SIGTERM): the answer was cut after {made} \
-                         tokens; ask again"
-                    )));
+                    let _ = tx.blocking_send(cut(made));
                     return;
                 }
                 made += 1;
@@ -163,9 +236,19 @@ pub(crate) fn spawn_generation(
                 }
             }
         };
+        let guarded = || {
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
+            if let Err(panic) = caught {
+                let why = panic_message(&*panic);
+                eprintln!("samemath serve: generation failed (a bug): {why}");
+                let _ = panic_tx.blocking_send(Err(format!(
+                    "the server failed while generating (a bug): {why}"
+                )));
+            }
+        };
         match threads.and_then(|n| rayon::ThreadPoolBuilder::new().num_threads(n).build().ok()) {
-            Some(pool) => pool.install(run),
-            None => run(),
+            Some(pool) => pool.install(guarded),
+            None => guarded(),
         }
     });
     rx

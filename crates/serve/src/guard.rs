@@ -1,4 +1,6 @@
-//! The middleware in front of every route: CORS (preflight and headers) and the optional API key.
+//! The middleware in front of every route: CORS (preflight and headers), the Host a loopback
+//! server accepts (no DNS rebinding), JSON bodies only (no cross-site form posts), and the
+//! optional API key, compared in constant time.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -8,13 +10,50 @@ use axum::response::{IntoResponse, Response};
 use crate::state::Shared;
 use crate::wire::error;
 
-/// CORS (preflight and headers) and the optional API key.
+/// CORS (preflight and headers), Host, Content-Type and the optional API key.
 pub(crate) async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let cors = state.options.cors.clone();
+    let refuse = |status, message: String| {
+        let mut r = error(status, message);
+        add_cors(r.headers_mut(), cors.as_deref());
+        r
+    };
+    if state.options.host.is_loopback() {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !is_loopback_host(host) {
+            return refuse(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "this server listens on loopback and answers only to a loopback Host (localhost, 127.0.0.1, [::1]), not {:?}; use --host to listen elsewhere",
+                    host.chars().take(80).collect::<String>()
+                ),
+            );
+        }
+    }
     if request.method() == Method::OPTIONS {
         let mut r = StatusCode::NO_CONTENT.into_response();
         add_cors(r.headers_mut(), cors.as_deref());
         return r;
+    }
+    if request.method() == Method::POST {
+        let content_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !is_json(content_type) {
+            return refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "send the body as JSON with Content-Type: application/json (got {:?})",
+                    content_type.chars().take(80).collect::<String>()
+                ),
+            );
+        }
     }
     if let Some(key) = &state.options.api_key
         && request.uri().path() != "/health"
@@ -25,15 +64,56 @@ pub(crate) async fn guard(State(state): State<Shared>, request: Request, next: N
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         let x_key = h.get("x-api-key").and_then(|v| v.to_str().ok());
-        if bearer != Some(key.as_str()) && x_key != Some(key.as_str()) {
-            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong API key");
-            add_cors(r.headers_mut(), cors.as_deref());
-            return r;
+        let matches = |given: Option<&str>| given.is_some_and(|g| same_secret(g, key));
+        if !matches(bearer) & !matches(x_key) {
+            return refuse(StatusCode::UNAUTHORIZED, "missing or wrong API key".into());
         }
     }
     let mut r = next.run(request).await;
     add_cors(r.headers_mut(), cors.as_deref());
     r
+}
+
+/// `application/json` (any parameters, any case) or a `+json` type.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// A Host header naming this machine: localhost, 127.x.y.z or [::1], with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(n, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                n
+            } else {
+                host
+            }
+        }),
+    };
+    let name = name.to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Equal, in time that depends on the lengths only (not on where the first difference is).
+fn same_secret(given: &str, key: &str) -> bool {
+    let (a, b) = (given.as_bytes(), key.as_bytes());
+    let mut diff = u8::from(a.len() != b.len());
+    for (i, k) in b.iter().enumerate() {
+        diff |= a.get(i).copied().unwrap_or(!k) ^ k;
+    }
+    diff == 0
 }
 
 pub(crate) fn add_cors(headers: &mut HeaderMap, origin: Option<&str>) {
@@ -49,4 +129,54 @@ pub(crate) fn add_cors(headers: &mut HeaderMap, origin: Option<&str>) {
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, POST, OPTIONS"),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_json_and_keys() {
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost",
+            "LOCALHOST:1",
+            "[::1]:9",
+            "127.1.2.3",
+            "a.localhost",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "127.0.0.1.evil.example",
+            "",
+            "[::2]:1",
+            "0.0.0.0",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/x-ndjson+json",
+        ] {
+            assert!(is_json(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+            "text/json",
+        ] {
+            assert!(!is_json(bad), "{bad}");
+        }
+        assert!(same_secret("k123", "k123"));
+        for bad in ["", "k12", "k1234", "K123", "k124"] {
+            assert!(!same_secret(bad, "k123"), "{bad}");
+        }
+    }
 }

@@ -1,10 +1,11 @@
-//! `samemath serve`: the model over HTTP, ready for Cloud Run (listens on 0.0.0.0:$PORT).
+//! `samemath serve`: the model over HTTP, ready for Cloud Run (listens on 0.0.0.0:$PORT there,
+//! on loopback elsewhere unless asked).
 //! Ollama-compatible (/api/generate, /api/chat, /api/embed, /api/tags, /api/show,
 //! /api/version), OpenAI-compatible (/v1/chat/completions, /v1/models), and /api/trace, which
 //! streams every internal of each step (the same JSON as `samemath trace`). /health answers 503
 //! until the model is loaded. Bounded concurrency with a bounded queue (503 beyond it), a body
 //! size limit, optional CORS and API key; on SIGTERM it stops accepting and gives in-flight
-//! streams up to 10 s.
+//! streams 7 s, then cuts them with an error line. Every request is bounded (`args::limits`).
 
 // Handler helpers return the HTTP error itself (`Err(Response)`), once, at the edge.
 #![allow(clippy::result_large_err)]
@@ -48,7 +49,7 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
 }
 
 async fn serve(options: ServeOptions) -> anyhow::Result<()> {
-    let addr = SocketAddr::from(([0, 0, 0, 0], options.port));
+    let addr = SocketAddr::from((options.host, options.port));
     let state: Shared = Arc::new(ServerState {
         slots: Arc::new(Semaphore::new(options.concurrency.max(1))),
         in_system: AtomicUsize::new(0),
@@ -60,9 +61,12 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     state::spawn_loader(state.clone());
     let app = router(state.clone());
     // No Nagle: a small streamed chunk must not wait for the client's delayed ACK (~40 ms).
-    let listener = tokio::net::TcpListener::bind(addr).await?.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     eprintln!("samemath serve: listening on http://{addr}");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal(state.clone()))

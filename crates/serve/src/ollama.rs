@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use crate::generate::{AnswerOptions, GenItem, chat_text, sampling, start, text_request};
 use crate::state::MODEL_NAME;
 use crate::state::{Shared, loaded};
-use crate::wire::{error, finish, ndjson_line, now_rfc3339, parse_body};
+use crate::wire::{error, finish, ndjson_line, now_rfc3339, parse_body, send_line};
 
 /// Ollama's two generation routes share this: prompt text in, NDJSON (or one object) out.
 pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Response {
@@ -50,7 +50,14 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
         logprobs,
         top_n,
     } = AnswerOptions::read(&body, true);
-    let mut rx = match start(&state, l, text_request(prompt, sampling, max)).await {
+    let mut rx = match start(
+        &state,
+        l,
+        text_request(prompt, sampling, max),
+        state.options.max_prompt_tokens,
+    )
+    .await
+    {
         Ok(rx) => rx,
         Err(r) => return r,
     };
@@ -76,14 +83,14 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
                 Ok(x) => x,
                 Err(e) => {
                     let line = ndjson_line(&json!({"error": e}));
-                    let _ = out_tx.send(line).await;
+                    let _ = send_line(&out_tx, line).await;
                     return Err(e);
                 }
             };
             prompt_count = prompt_len;
             first_token.get_or_insert_with(Instant::now);
             count += 1;
-            if step.stop == Some(StopReason::MaxTokens) {
+            if matches!(step.stop, Some(StopReason::MaxTokens | StopReason::Context)) {
                 done_reason = "length";
             }
             let piece = step.text.clone();
@@ -110,7 +117,7 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
                 if let Some(lp) = lp {
                     v["logprobs"] = lp;
                 }
-                if out_tx.send(ndjson_line(&v)).await.is_err() {
+                if send_line(&out_tx, ndjson_line(&v)).await.is_err() {
                     return Err("the client went away".into());
                 }
             }
@@ -131,7 +138,7 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
             } else {
                 last["response"] = json!("");
             }
-            let _ = out_tx.send(ndjson_line(&last)).await;
+            let _ = send_line(&out_tx, ndjson_line(&last)).await;
         } else {
             if chat {
                 last["message"] = json!({"role": "assistant", "content": text});

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use crate::generate::{AnswerOptions, GenItem, chat_text, sampling, start, text_request};
 use crate::state::MODEL_NAME;
 use crate::state::{Shared, loaded};
-use crate::wire::{finish, parse_body, sse};
+use crate::wire::{finish, parse_body, send_line, sse};
 
 pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Response {
     let l = match loaded(&state) {
@@ -34,7 +34,14 @@ pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Res
         logprobs,
         top_n,
     } = AnswerOptions::read(&v, false);
-    let mut rx = match start(&state, l, text_request(prompt, sampling, max)).await {
+    let mut rx = match start(
+        &state,
+        l,
+        text_request(prompt, sampling, max),
+        state.options.max_prompt_tokens,
+    )
+    .await
+    {
         Ok(rx) => rx,
         Err(r) => return r,
     };
@@ -56,13 +63,15 @@ pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Res
                    "logprobs": lp.map(|l| json!({"content": [l]})), "finish_reason": finish}]})
         };
         if stream {
-            let _ = out_tx
-                .send(sse(&chunk(
+            let _ = send_line(
+                &out_tx,
+                sse(&chunk(
                     json!({"role": "assistant", "content": ""}),
                     None,
                     None,
-                )))
-                .await;
+                )),
+            )
+            .await;
         }
         while let Some(item) = rx.recv().await {
             let GenItem {
@@ -73,13 +82,13 @@ pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Res
             } = match item {
                 Ok(x) => x,
                 Err(e) => {
-                    let _ = out_tx.send(sse(&json!({"error": {"message": e}}))).await;
+                    let _ = send_line(&out_tx, sse(&json!({"error": {"message": e}}))).await;
                     return Err(e);
                 }
             };
             prompt_tokens = prompt_len;
             count += 1;
-            if step.stop == Some(StopReason::MaxTokens) {
+            if matches!(step.stop, Some(StopReason::MaxTokens | StopReason::Context)) {
                 finish = "length";
             }
             if step.stop == Some(StopReason::EndToken) {
@@ -100,19 +109,19 @@ pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Res
                 content_lps.push(l.clone());
             }
             if stream
-                && out_tx
-                    .send(sse(&chunk(json!({"content": step.text}), lp, None)))
-                    .await
-                    .is_err()
+                && send_line(
+                    &out_tx,
+                    sse(&chunk(json!({"content": step.text}), lp, None)),
+                )
+                .await
+                .is_err()
             {
                 return Err("the client went away".into());
             }
         }
         if stream {
-            let _ = out_tx
-                .send(sse(&chunk(json!({}), None, Some(finish))))
-                .await;
-            let _ = out_tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+            let _ = send_line(&out_tx, sse(&chunk(json!({}), None, Some(finish)))).await;
+            let _ = send_line(&out_tx, Bytes::from_static(b"data: [DONE]\n\n")).await;
         }
         Ok(
             json!({"id": id, "object": "chat.completion", "created": created,

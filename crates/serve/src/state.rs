@@ -52,7 +52,12 @@ pub(crate) type Shared = Arc<ServerState>;
 pub(crate) fn loaded(state: &ServerState) -> Result<&Loaded, Response> {
     match (state.loaded.get(), state.load_error.get()) {
         (Some(l), _) => Ok(l),
-        (None, Some(e)) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.clone())),
+        // The reason names files and paths: it goes to the log (and the operator), not to
+        // whoever asks over the network.
+        (None, Some(_)) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the model could not be loaded; the server's log says why",
+        )),
         (None, None) => Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the model is loading",
@@ -63,42 +68,54 @@ pub(crate) fn loaded(state: &ServerState) -> Result<&Loaded, Response> {
 /// Find (fetching on first use) and load the model on a thread of its own; /health says when.
 pub(crate) fn spawn_loader(state: Shared) {
     std::thread::spawn(move || {
-        let started = Instant::now();
-        let mut progress = |m: &str| eprintln!("samemath serve: {m}");
-        let result = llm::fetch::ensure_model(state.options.model.as_deref(), &mut progress)
-            .and_then(|p| Model::load(&p).map(|(m, t)| (m, t, p)));
-        match result {
-            Ok((m, t, path)) => {
-                let model = Arc::new(m);
-                let compute: Arc<dyn llm::Backend> = if state.options.gpu {
-                    match llm::gpu::GpuContext::new().and_then(|ctx| {
-                        llm::gpu::GpuModel::load(&path, ctx, llm::gpu::DEFAULT_CONTEXT)
-                    }) {
-                        Ok(g) => Arc::new(g),
-                        Err(e) => {
-                            eprintln!("samemath serve: {e}; generating on the CPU instead");
-                            model.clone()
-                        }
-                    }
-                } else {
-                    model.clone()
-                };
-                eprintln!("samemath serve: generating on {}", compute.describe());
-                let _ = state.loaded.set(Loaded {
-                    model,
-                    compute,
-                    tokenizer: Arc::new(t),
-                    load_secs: started.elapsed().as_secs_f64(),
-                });
-                eprintln!(
-                    "samemath serve: model loaded in {:.1} s",
-                    started.elapsed().as_secs_f64()
-                );
-            }
-            Err(e) => {
-                eprintln!("samemath serve: cannot load the model: {e}");
-                let _ = state.load_error.set(e.to_string());
-            }
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&state)));
+        if let Err(panic) = caught {
+            let why = crate::generate::panic_message(&*panic);
+            eprintln!("samemath serve: loading the model failed (a bug): {why}");
+            let _ = state
+                .load_error
+                .set(format!("loading the model failed: {why}"));
         }
     });
+}
+
+/// Find (fetching on first use) and load the model; sets `loaded` or `load_error`.
+fn load(state: &ServerState) {
+    let started = Instant::now();
+    let mut progress = |m: &str| eprintln!("samemath serve: {m}");
+    let result = llm::fetch::ensure_model(state.options.model.as_deref(), &mut progress)
+        .and_then(|p| Model::load(&p).map(|(m, t)| (m, t, p)));
+    match result {
+        Ok((m, t, path)) => {
+            let model = Arc::new(m);
+            let compute: Arc<dyn llm::Backend> = if state.options.gpu {
+                match llm::gpu::GpuContext::new()
+                    .and_then(|ctx| llm::gpu::GpuModel::load(&path, ctx, llm::gpu::DEFAULT_CONTEXT))
+                {
+                    Ok(g) => Arc::new(g),
+                    Err(e) => {
+                        eprintln!("samemath serve: {e}; generating on the CPU instead");
+                        model.clone()
+                    }
+                }
+            } else {
+                model.clone()
+            };
+            eprintln!("samemath serve: generating on {}", compute.describe());
+            let _ = state.loaded.set(Loaded {
+                model,
+                compute,
+                tokenizer: Arc::new(t),
+                load_secs: started.elapsed().as_secs_f64(),
+            });
+            eprintln!(
+                "samemath serve: model loaded in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Err(e) => {
+            eprintln!("samemath serve: cannot load the model: {e}");
+            let _ = state.load_error.set(e.to_string());
+        }
+    }
 }

@@ -8,9 +8,10 @@ use llm::{GenerationRequest, RecordOptions, TraceStep};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::args::limits;
 use crate::generate::{GenItem, start};
 use crate::state::{Shared, loaded};
-use crate::wire::{error, ndjson_line, stream_body};
+use crate::wire::{error, ndjson_line, send_line, stream_body};
 
 /// Every internal of each step, NDJSON, one `TraceStep` per generated token.
 pub(crate) async fn trace(State(state): State<Shared>, body: Bytes) -> Response {
@@ -31,7 +32,11 @@ pub(crate) async fn trace(State(state): State<Shared>, body: Bytes) -> Response 
     };
     request.record = RecordOptions::FULL;
     request.max_tokens = request.max_tokens.clamp(1, 1024);
-    let mut rx = match start(&state, l, request).await {
+    let prompt_cap = state
+        .options
+        .max_prompt_tokens
+        .min(limits::TRACE_PROMPT_TOKENS);
+    let mut rx = match start(&state, l, request, prompt_cap).await {
         Ok(rx) => rx,
         Err(r) => return r,
     };
@@ -51,7 +56,7 @@ pub(crate) async fn trace(State(state): State<Shared>, body: Bytes) -> Response 
                 }
                 Err(e) => json!({"error": e}),
             };
-            if out_tx.send(ndjson_line(&line)).await.is_err() {
+            if send_line(&out_tx, ndjson_line(&line)).await.is_err() {
                 return;
             }
         }

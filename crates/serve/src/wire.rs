@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::args::limits;
+
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({"error": message.into()}))).into_response()
 }
@@ -55,6 +57,29 @@ pub(crate) fn stream_body(rx: mpsc::Receiver<Bytes>, content_type: &'static str)
     r
 }
 
+/// One line to a streaming client, waiting at most `SEND_TIMEOUT` for it to read: a client
+/// that stops reading loses its answer (and frees its slot) instead of holding it forever.
+pub(crate) async fn send_line(tx: &mpsc::Sender<Bytes>, line: Bytes) -> Result<(), String> {
+    match tokio::time::timeout(limits::SEND_TIMEOUT, tx.send(line)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("the client went away".into()),
+        Err(_) => Err(format!(
+            "the client read nothing for {} s",
+            limits::SEND_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// Aborts the task when dropped: a non-streamed answer whose client left (hyper drops the
+/// handler) stops generating.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Streamed: the channel as the body. Not streamed: the collected object, or the error.
 pub(crate) async fn finish(
     stream: bool,
@@ -66,7 +91,8 @@ pub(crate) async fn finish(
         return stream_body(out_rx, content_type);
     }
     drop(out_rx);
-    match collect.await {
+    let mut collect = AbortOnDrop(collect);
+    match (&mut collect.0).await {
         Ok(Ok(v)) => axum::Json(v).into_response(),
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

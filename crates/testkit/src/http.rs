@@ -26,7 +26,8 @@ pub struct Reply {
 }
 
 /// A request to 127.0.0.1:`port`, `Connection: close`; `headers` are extra header lines, each
-/// ending in `\r\n`. A JSON content type is sent unless `headers` names one.
+/// ending in `\r\n`. A JSON content type and a loopback Host are sent unless `headers` name
+/// their own.
 pub fn request(
     port: u16,
     method: &str,
@@ -38,14 +39,20 @@ pub fn request(
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
-    let content_type = if headers.to_ascii_lowercase().contains("content-type:") {
+    let lower = headers.to_ascii_lowercase();
+    let content_type = if lower.contains("content-type:") {
         ""
     } else {
         "Content-Type: application/json\r\n"
     };
+    let host = if lower.starts_with("host:") || lower.contains("\r\nhost:") {
+        String::new()
+    } else {
+        format!("Host: 127.0.0.1:{port}\r\n")
+    };
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}{content_type}\
+        "{method} {path} HTTP/1.1\r\n{host}{headers}{content_type}\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )?;

@@ -11,6 +11,8 @@ use remote::{ApiKind, RemoteClient, RemoteConfig, RemoteEvent};
 use testkit::model::{local_answer, model, workspace_dir};
 use testkit::{ChildGuard, free_port, http, wait_ok};
 
+mod abuse;
+
 /// The server, killed when the test ends however it ends, and its port.
 struct Server {
     guard: ChildGuard,

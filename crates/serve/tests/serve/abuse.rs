@@ -1,0 +1,209 @@
+//! The server under abuse, on loopback: what it cannot take gets a clear status (400, 413, 415,
+//! 421) before any work, clients that leave free their slot, the model's path stays in the log,
+//! it listens on loopback unless told otherwise, and afterwards the others' answers are the same
+//! bytes and its resident memory stays bounded.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use testkit::{free_port, http};
+
+use super::{ChildGuard, Server, http_with, serve_command, start_serve};
+
+fn greedy(port: u16) -> String {
+    let body =
+        r#"{"prompt":"What is the capital of France?","stream":false,"options":{"num_predict":8}}"#;
+    let (status, answer) = http(port, "POST", "/api/generate", body).expect("an answer");
+    assert_eq!(status, 200, "{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+    v["response"].as_str().expect("a response").to_string()
+}
+
+/// Resident memory of a process, in MiB (Linux).
+fn rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024)
+}
+
+/// A raw request whose head promises `promised` body bytes, of which `sent` are sent (write
+/// errors ignored: the server may close early); the reply's status.
+fn oversized(port: u16, promised: usize, sent: usize) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {promised}\r\n\r\n"
+    )
+    .ok()?;
+    let chunk = vec![b' '; 64 << 10];
+    let mut written = 0;
+    while written < sent {
+        if s.write_all(&chunk).is_err() {
+            break;
+        }
+        written += chunk.len();
+    }
+    let mut raw = Vec::new();
+    let _ = s.take(64 << 10).read_to_end(&mut raw);
+    testkit::http::parse_reply(&raw).ok().map(|r| r.status)
+}
+
+#[test]
+fn serve_refuses_what_it_cannot_take_and_answers_the_same_afterwards() {
+    let server = start_serve(&[]);
+    let port = server.port;
+    let pid = server.guard.0.id();
+    let before = greedy(port);
+    let rss_before = rss_mib(pid);
+
+    // 250,000 embedding inputs in a 1 MB body: refused before any work.
+    let inputs = vec!["\"a\""; 250_000].join(",");
+    let (s, _, b) = http_with(
+        port,
+        "POST",
+        "/api/embed",
+        "",
+        &format!("{{\"input\":[{inputs}]}}"),
+    );
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("at most 256"), "{b}");
+    // A list with a non-string in it is an error, not silently shorter.
+    let (s, _, b) = http_with(port, "POST", "/api/embed", "", r#"{"input":["a",3]}"#);
+    assert_eq!(s, 400, "{b}");
+
+    // A 30,000-character prompt: over --max-prompt-tokens (2048), refused before a slot.
+    let long = "word ".repeat(6_000);
+    let body = format!("{{\"prompt\":\"{long}\",\"stream\":false}}");
+    let (s, _, b) = http_with(port, "POST", "/api/generate", "", &body);
+    assert_eq!(s, 400, "{b}");
+    assert!(b.contains("at most 2048 tokens"), "{b}");
+    // The same through /api/trace, whose limit is lower (each step's trace grows with it).
+    let mut request = llm::GenerationRequest::new("word ".repeat(1_500));
+    request.max_tokens = 2;
+    let body = serde_json::to_string(&request).unwrap();
+    let (s, _, b) = http_with(port, "POST", "/api/trace", "", &body);
+    assert_eq!(s, 400, "{b}");
+
+    // A 100 MB body: 413 once the first MiB is past, whatever else the client sends.
+    assert_eq!(oversized(port, 100 << 20, 4 << 20), Some(413));
+
+    // Cross-site form posts (text/plain is a "simple" request a web page may send anywhere).
+    let (s, _, b) = http_with(
+        port,
+        "POST",
+        "/api/generate",
+        "Content-Type: text/plain\r\n",
+        r#"{"prompt":"Hi"}"#,
+    );
+    assert_eq!(s, 415, "{b}");
+    // DNS rebinding: a page on evil.example resolved to 127.0.0.1 sends its own Host.
+    let (s, _, b) = http_with(port, "GET", "/api/tags", "Host: evil.example\r\n", "");
+    assert_eq!(s, 421, "{b}");
+    assert!(b.contains("loopback"), "{b}");
+
+    // A client that sends half a head and stalls does not hold up the others.
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled
+        .write_all(b"POST /api/generate HTTP/1.1\r\nHo")
+        .unwrap();
+
+    let after = greedy(port);
+    assert_eq!(
+        after, before,
+        "the same greedy answer, byte for byte, after the abuse"
+    );
+    assert_eq!(http(port, "GET", "/health", "").map(|r| r.0), Some(200));
+    let rss_after = rss_mib(pid);
+    println!("resident memory: {rss_before:?} MiB before, {rss_after:?} MiB after the abuse");
+    if let Some(rss) = rss_after {
+        assert!(rss < 1024, "resident memory {rss} MiB");
+    }
+    drop(stalled);
+}
+
+#[test]
+fn a_client_that_leaves_a_whole_answer_frees_its_slot() {
+    // One slot, no queue: while an abandoned answer still generated, everyone else got 503.
+    let server = start_serve(&["--concurrency", "1", "--queue", "0"]);
+    let port = server.port;
+    // Counting, raw (no chat template): greedy decoding goes on counting, with no end token.
+    let body = r#"{"prompt":"1, 2, 3, 4, 5, 6, 7, 8,","raw":true,"stream":false,"options":{"num_predict":4000}}"#;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(s);
+    let short = r#"{"prompt":"Hi.","stream":false,"options":{"num_predict":2}}"#;
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    loop {
+        let (status, _) = http(port, "POST", "/api/generate", short).expect("an answer");
+        statuses.push(status);
+        if status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the slot stayed taken after its client left: {statuses:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn serve_listens_on_loopback_unless_told_and_keeps_the_model_path_to_its_log() {
+    let port = free_port().unwrap();
+    let secret = "/nonexistent/secret-folder/model.gguf";
+    let child = serve_command(port)
+        .env_remove("PORT")
+        .args(["--model", secret])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Server {
+        guard: ChildGuard(child),
+        port,
+    };
+    let started = Instant::now();
+    let (status, body) = loop {
+        match http(port, "GET", "/health", "") {
+            Some((503, _)) | None => {}
+            Some(reply) => break reply,
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no /health");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status, 500, "{body}");
+    assert!(!body.contains("secret"), "/health names the path: {body}");
+    // Bound to 127.0.0.1, not 0.0.0.0 ($PORT unset, no --host).
+    let want = format!("0100007F:{port:04X}");
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(want.as_str())),
+        "not listening on 127.0.0.1:{port}"
+    );
+    assert!(
+        !table
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(format!("00000000:{port:04X}").as_str())),
+        "listening on 0.0.0.0:{port}"
+    );
+}
