@@ -190,8 +190,9 @@ pub struct RemoteArgs {
     /// The server's model name (default: the first it lists).
     #[arg(long, value_name = "NAME", requires = "remote")]
     pub remote_model: Option<String>,
-    /// Bearer token (default: $SAMEMATH_REMOTE_TOKEN, else `gcloud auth print-identity-token`
-    /// for https URLs).
+    /// Bearer token (default, only for https *.run.app, loopback and $SAMEMATH_TOKEN_HOSTS:
+    /// $SAMEMATH_REMOTE_TOKEN, else $SAMEMATH_TOKEN_COMMAND's output, else `gcloud auth
+    /// print-identity-token`).
     #[arg(long, value_name = "TOKEN", requires = "remote")]
     pub token: Option<String>,
     /// Seconds to wait for the first byte (a cold start on Cloud Run can take minutes).

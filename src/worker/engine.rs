@@ -448,7 +448,10 @@ impl Engine {
     /// Probe the server; generation goes there once it answers (natively now, in the browser
     /// from the connection's task).
     fn connect(&mut self, config: remote::RemoteConfig) {
-        self.send(Event::Status(format!("connecting to {}", config.url)));
+        self.send(Event::Status(format!(
+            "connecting to {}",
+            remote::shown_url(&config.url)
+        )));
         if let Some(link) = super::remote::connect(config, &self.events) {
             self.drop_session();
             self.remote = Some(link);

@@ -63,6 +63,25 @@ pub enum RemoteError {
     Cancelled,
 }
 
+/// A URL as errors and the UI show it: no `user:password@`, no query (where keys and tokens
+/// travel), no fragment; the rest as given.
+pub fn shown_url(url: &str) -> String {
+    let url = url.trim();
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => (&url[..i + 3], &url[i + 3..]),
+        None => ("", url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(i) => format!("***@{}", &authority[i + 1..]),
+        None => authority.to_string(),
+    };
+    let path = tail.split(['?', '#']).next().unwrap_or("");
+    let hidden = if tail.len() > path.len() { "?***" } else { "" };
+    format!("{scheme}{authority}{path}{hidden}")
+}
+
 /// Where and how to reach the server.
 #[derive(Clone, PartialEq)]
 pub struct RemoteConfig {
@@ -107,7 +126,7 @@ impl RemoteConfig {
     /// The base URL without a trailing slash, checked.
     pub fn base(&self) -> Result<String, RemoteError> {
         let bad = |reason: &str| RemoteError::BadUrl {
-            url: self.url.clone(),
+            url: shown_url(&self.url),
             reason: reason.into(),
         };
         let url = reqwest::Url::parse(self.url.trim()).map_err(|e| bad(&e.to_string()))?;
@@ -209,6 +228,27 @@ pub fn stop_from_finish(finish: &str) -> StopReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_shown_without_their_secrets() {
+        for (given, shown) in [
+            (
+                "https://user:pw@x.run.app/v1?key=s3cret#f",
+                "https://***@x.run.app/v1?***",
+            ),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("https://a.run.app/path", "https://a.run.app/path"),
+            ("ftp://tok@host?x", "ftp://***@host?***"),
+            ("nonsense user:pw@host", "***@host"),
+        ] {
+            assert_eq!(shown_url(given), shown, "{given}");
+        }
+        let bad = RemoteConfig::new("ftp://user:pw@host/?key=s3cret")
+            .base()
+            .unwrap_err();
+        let text = bad.to_string();
+        assert!(!text.contains("pw") && !text.contains("s3cret"), "{text}");
+    }
 
     #[test]
     fn urls_are_checked_and_tokens_never_printed() {

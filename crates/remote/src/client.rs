@@ -11,10 +11,11 @@ use web_time::Instant;
 
 use super::api::{
     ApiKind, Capabilities, RemoteConfig, RemoteError, RemoteEvent, RemoteStep, RemoteSummary,
-    ServerInfo, stop_from_finish,
+    ServerInfo, shown_url, stop_from_finish,
 };
 use super::stream::{NdjsonParser, SseData, SseParser};
-use llm::{CancelToken, GenerationRequest, TraceStep};
+use super::token::{automatic_token_refused, command_token};
+use llm::{CancelToken, GenerationRequest, StopReason, TraceStep};
 
 /// Where the bearer token came from (only a command's can be refreshed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,74 +65,38 @@ pub async fn sleep(d: Duration) {
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
-/// The browser has no commands to run: tokens come from the field.
-#[cfg(target_arch = "wasm32")]
-fn command_token(_https: bool) -> Option<String> {
-    None
-}
+/// The most of an error body read (its first 300 characters are shown).
+const ERROR_BODY_BYTES: usize = 64 << 10;
+/// The most of a JSON answer read (probes: /api/info, /api/tags, /v1/models, ...).
+const JSON_BODY_BYTES: usize = 4 << 20;
+/// The most of an embedding answer read.
+const EMBED_BODY_BYTES: usize = 16 << 20;
 
-/// A fresh token from `$SAMEMATH_TOKEN_COMMAND` (any shell command printing one), else, for
-/// https URLs, `gcloud auth print-identity-token` when gcloud is installed and logged in.
-#[cfg(not(target_arch = "wasm32"))]
-fn command_token(https: bool) -> Option<String> {
-    let out = match std::env::var("SAMEMATH_TOKEN_COMMAND") {
-        Ok(cmd) if !cmd.trim().is_empty() => std::process::Command::new("sh")
-            .args(["-c", &cmd])
-            .output()
-            .ok()?,
-        _ if https => std::process::Command::new("gcloud")
-            .args(["auth", "print-identity-token"])
-            .output()
-            .ok()?,
-        _ => return None,
-    };
-    let token = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    (out.status.success() && !token.is_empty()).then_some(token)
-}
-
-/// Why an automatic token (`$SAMEMATH_REMOTE_TOKEN`, `$SAMEMATH_TOKEN_COMMAND`, gcloud's) is
-/// not sent to `base`, or `None` when it may be: https to a Cloud Run host (`*.run.app`) or to a
-/// host listed in `$SAMEMATH_TOKEN_HOSTS` (comma-separated), and any scheme on loopback (a local
-/// proxy, `gcloud run services proxy`). A token given for a URL (`--token`, the field) is not
-/// automatic: it goes to that URL only.
-pub fn automatic_token_refused(base: &str) -> Option<String> {
-    let allowed = std::env::var("SAMEMATH_TOKEN_HOSTS").unwrap_or_default();
-    token_refusal(base, &allowed)
-}
-
-fn token_refusal(base: &str, allowed_hosts: &str) -> Option<String> {
-    let Ok(url) = reqwest::Url::parse(base) else {
-        return Some("not a URL".into());
-    };
-    let host = url
-        .host_str()
-        .unwrap_or("")
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if loopback {
-        return None;
+/// A response body, at most `cap` bytes: past it, the start (`truncate`) or an error.
+async fn read_capped(
+    response: reqwest::Response,
+    cap: usize,
+    truncate: bool,
+) -> Result<Vec<u8>, RemoteError> {
+    let mut out = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| RemoteError::Dropped {
+            received: 0,
+            reason: e.without_url().to_string(),
+        })?;
+        if out.len() + chunk.len() > cap {
+            if truncate {
+                out.extend_from_slice(&chunk[..cap - out.len()]);
+                return Ok(out);
+            }
+            return Err(RemoteError::Protocol(format!(
+                "the answer is longer than {cap} bytes"
+            )));
+        }
+        out.extend_from_slice(&chunk);
     }
-    if url.scheme() != "https" {
-        return Some(format!(
-            "{host} is reached over plain http, which is only trusted on loopback"
-        ));
-    }
-    let listed = allowed_hosts
-        .split(',')
-        .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
-        .any(|h| !h.is_empty() && h == host);
-    if host.ends_with(".run.app") || listed {
-        return None;
-    }
-    Some(format!(
-        "{host} is neither a Cloud Run host (*.run.app) nor listed in $SAMEMATH_TOKEN_HOSTS"
-    ))
+    Ok(out)
 }
 
 fn is_retryable(status: u16) -> bool {
@@ -170,7 +135,7 @@ impl RemoteClient {
             .connect_timeout(Duration::from_secs(15))
             .tcp_nodelay(true);
         let http = http.build().map_err(|e| RemoteError::Connect {
-            url: base.clone(),
+            url: shown_url(&base),
             reason: e.to_string(),
         })?;
         Ok(Self {
@@ -197,6 +162,8 @@ impl RemoteClient {
     }
 
     fn connect_error(&self, e: reqwest::Error) -> RemoteError {
+        // (reqwest names the whole URL, query included: the error says `url` instead.)
+        let e = e.without_url();
         let mut reason = e.to_string();
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
@@ -218,7 +185,7 @@ impl RemoteClient {
             );
         }
         RemoteError::Connect {
-            url: self.base.clone(),
+            url: shown_url(&self.base),
             reason,
         }
     }
@@ -256,7 +223,7 @@ impl RemoteClient {
                         let waited = started.elapsed();
                         if waited >= self.config.first_byte_timeout {
                             return Err(RemoteError::Timeout {
-                                url: self.base.clone(),
+                                url: shown_url(&self.base),
                                 secs: waited.as_secs(),
                             });
                         }
@@ -287,7 +254,7 @@ impl RemoteClient {
                     )));
                 }
                 return Err(RemoteError::Unauthorized {
-                    url: self.base.clone(),
+                    url: shown_url(&self.base),
                     status,
                 });
             }
@@ -305,10 +272,14 @@ impl RemoteClient {
                 }
                 continue;
             }
-            let text = response.text().await.unwrap_or_default();
+            // An error body: its start is enough to say what went wrong.
+            let text = read_capped(response, ERROR_BODY_BYTES, true)
+                .await
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
             let body: String = text.chars().take(300).collect();
             return Err(RemoteError::Status {
-                url: self.url(path),
+                url: shown_url(&self.url(path)),
                 status,
                 body,
             });
@@ -318,7 +289,8 @@ impl RemoteClient {
     async fn get_json(&mut self, path: &str) -> Result<Value, RemoteError> {
         let cancel = CancelToken::default();
         let r = self.send(path, None, &cancel, &mut |_| {}).await?;
-        let text = r.text().await.map_err(|e| self.connect_error(e))?;
+        let bytes = read_capped(r, JSON_BODY_BYTES, false).await?;
+        let text = String::from_utf8_lossy(&bytes);
         serde_json::from_str(&text).map_err(|_| {
             RemoteError::Protocol(format!(
                 "{path} did not answer JSON: {:?}",
@@ -495,16 +467,34 @@ impl RemoteClient {
         let mut ndjson = NdjsonParser::default();
         let mut sse = SseParser::default();
         let mut finished = false;
+        let idle_limit = self.config.first_byte_timeout;
         while !finished {
-            if cancel.is_cancelled() {
-                return Err(RemoteError::Cancelled);
-            }
-            let chunk = match bytes.next().await {
+            // The next chunk, looking up each second: Stop works while a server stalls, and a
+            // server silent for the first-byte timeout is dropped.
+            let mut idle = Duration::ZERO;
+            let next = loop {
+                if cancel.is_cancelled() {
+                    return Err(RemoteError::Cancelled);
+                }
+                match select(bytes.next(), Box::pin(sleep(Duration::from_secs(1)))).await {
+                    Either::Left((next, _)) => break next,
+                    Either::Right(_) => {
+                        idle += Duration::from_secs(1);
+                        if idle >= idle_limit {
+                            return Err(RemoteError::Dropped {
+                                received: summary.tokens,
+                                reason: format!("the server sent nothing for {} s", idle.as_secs()),
+                            });
+                        }
+                    }
+                }
+            };
+            let chunk = match next {
                 Some(Ok(c)) => c,
                 Some(Err(e)) => {
                     return Err(RemoteError::Dropped {
                         received: summary.tokens,
-                        reason: e.to_string(),
+                        reason: e.without_url().to_string(),
                     });
                 }
                 None => break,
@@ -523,6 +513,19 @@ impl RemoteClient {
             };
             for v in records {
                 finished |= self.record(api, &v, &mut summary, on_event)?;
+                if finished {
+                    break;
+                }
+                // A server that goes on past what was asked is cut at its first extra token.
+                if summary.tokens > request.max_tokens {
+                    on_event(RemoteEvent::Status(format!(
+                        "the server sent more than the {} tokens asked for: cut there",
+                        request.max_tokens
+                    )));
+                    summary.stop = Some(StopReason::MaxTokens);
+                    finished = true;
+                    break;
+                }
             }
         }
         if !finished {
@@ -585,6 +588,12 @@ impl RemoteClient {
             ApiKind::Samemath => {
                 let step: TraceStep = serde_json::from_value(v.clone())
                     .map_err(|e| RemoteError::Protocol(format!("bad trace step: {e}")))?;
+                // The scene indexes what it draws by the trace's own shape: check it here.
+                if let Some(trace) = &step.trace {
+                    trace.check_shape().map_err(|e| {
+                        RemoteError::Protocol(format!("trace step {}: {e}", step.step))
+                    })?;
+                }
                 let logprob = step.trace.as_ref().and_then(|t| {
                     t.top_k
                         .iter()
@@ -706,9 +715,8 @@ impl RemoteClient {
             _ => ("/api/embed", json!({"model": model, "input": text})),
         };
         let r = self.send(path, Some(&body), &cancel, &mut |_| {}).await?;
-        let v: Value = r
-            .json()
-            .await
+        let bytes = read_capped(r, EMBED_BODY_BYTES, false).await?;
+        let v: Value = serde_json::from_slice(&bytes)
             .map_err(|e| RemoteError::Protocol(format!("{path}: {e}")))?;
         let vec = v["embeddings"][0]
             .as_array()
@@ -767,37 +775,6 @@ mod tests {
             let d = backoff(attempt).as_secs_f64();
             let base = 0.5 * 2f64.powi(attempt as i32);
             assert!(d >= base * 0.5 && d < base * 1.5, "{d}");
-        }
-    }
-
-    #[test]
-    fn automatic_tokens_go_to_cloud_run_allowed_hosts_and_loopback_only() {
-        let allowed = "models.example.org, Other.Example.com";
-        for ok in [
-            "https://samemath-abc123-uc.a.run.app",
-            "https://SAMEMATH-x.A.RUN.APP.",
-            "https://models.example.org/v1",
-            "https://other.example.com",
-            "http://127.0.0.1:8080",
-            "http://localhost:11434",
-            "http://[::1]:9000",
-        ] {
-            assert_eq!(token_refusal(ok, allowed), None, "{ok}");
-        }
-        for (bad, why) in [
-            ("http://samemath-abc.a.run.app", "plain http"),
-            ("http://models.example.org", "plain http"),
-            ("http://192.168.1.20:8080", "plain http"),
-            ("https://evil.example.net", "neither"),
-            ("https://run.app.evil.example.net", "neither"),
-            ("https://evilrun.app", "neither"),
-            ("https://models.example.org.evil.net", "neither"),
-        ] {
-            let refusal = token_refusal(bad, allowed);
-            assert!(
-                refusal.as_deref().is_some_and(|r| r.contains(why)),
-                "{bad}: {refusal:?}"
-            );
         }
     }
 }

@@ -12,10 +12,11 @@
 mod api;
 mod client;
 pub mod stream;
+mod token;
 
 pub use api::{
     ApiKind, Capabilities, RemoteConfig, RemoteError, RemoteEvent, RemoteStep, RemoteSummary,
-    ServerInfo, stop_from_finish,
+    ServerInfo, shown_url, stop_from_finish,
 };
 pub use client::RemoteClient;
 /// Waiting without blocking the page (the app's worker uses it in the browser build).

@@ -122,6 +122,8 @@ pub enum SseData {
 pub struct SseParser {
     lines: LineSplitter,
     data: Vec<String>,
+    /// The bytes in `data`, newlines counted.
+    data_bytes: usize,
 }
 
 impl Default for SseParser {
@@ -129,6 +131,7 @@ impl Default for SseParser {
         Self {
             lines: LineSplitter::new(MAX_LINE_BYTES),
             data: Vec::new(),
+            data_bytes: 0,
         }
     }
 }
@@ -158,8 +161,17 @@ impl SseParser {
             return self.dispatch();
         }
         if let Some(data) = line.strip_prefix("data:") {
-            self.data
-                .push(data.strip_prefix(' ').unwrap_or(data).to_string());
+            let data = data.strip_prefix(' ').unwrap_or(data);
+            // Each line is capped; so is the event they make together.
+            self.data_bytes += data.len() + 1;
+            if self.data_bytes > MAX_LINE_BYTES {
+                self.data.clear();
+                self.data_bytes = 0;
+                return Err(RemoteError::Protocol(format!(
+                    "an event of the response is longer than {MAX_LINE_BYTES} bytes"
+                )));
+            }
+            self.data.push(data.to_string());
         }
         Ok(None)
     }
@@ -168,6 +180,7 @@ impl SseParser {
         if self.data.is_empty() {
             return Ok(None);
         }
+        self.data_bytes = 0;
         let data = std::mem::take(&mut self.data).join("\n");
         if data.trim() == "[DONE]" {
             return Ok(Some(SseData::Done));
@@ -240,6 +253,59 @@ mod tests {
         }
     }
 
+    /// Bytes that look like the protocols often enough to reach every branch.
+    fn noise(rng: &mut Rng, n: usize) -> Vec<u8> {
+        const PIECES: &[&[u8]] = &[
+            b"data:",
+            b"data: ",
+            b"\n",
+            b"\r\n",
+            b"\n\n",
+            b"{",
+            b"}",
+            b"\"",
+            b"[DONE]",
+            b":",
+            b"event: x",
+            b"{\"a\":1}",
+            b"\xff",
+            b"\xc3",
+            b"\xa9",
+            b" ",
+            b"null",
+            b"\\",
+        ];
+        let mut out = Vec::new();
+        while out.len() < n {
+            match rng.next_u64() % 4 {
+                0 => out.push((rng.next_u64() & 0xff) as u8),
+                _ => out.extend_from_slice(PIECES[(rng.next_u64() % PIECES.len() as u64) as usize]),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn arbitrary_bytes_in_any_chunking_give_records_or_typed_errors() {
+        let mut rng = Rng::new(7);
+        for round in 0..400 {
+            let bytes = noise(&mut rng, 1 + (round % 97) * 7);
+            let mut nd = NdjsonParser::default();
+            let mut sse = SseParser::default();
+            let mut i = 0;
+            while i < bytes.len() {
+                let n = 1 + (rng.next_u64() % 13) as usize;
+                let end = (i + n).min(bytes.len());
+                // Ok or a typed error; a panic fails the test.
+                let _ = nd.push(&bytes[i..end]);
+                let _ = sse.push(&bytes[i..end]);
+                i = end;
+            }
+            let _ = nd.finish();
+            let _ = sse.finish();
+        }
+    }
+
     #[test]
     fn bad_lines_are_typed_errors() {
         let mut p = NdjsonParser::default();
@@ -255,6 +321,18 @@ mod tests {
         assert!(err.to_string().contains("longer than 1024"), "{err}");
         let mut p = SseParser::default();
         assert!(p.push(b"data: {oops\n\n").is_err());
+        // An event of endless short data lines fails once it passes the cap.
+        let mut p = SseParser::default();
+        let line = format!("data: {}\n", "x".repeat(1 << 16));
+        let mut failed = false;
+        for _ in 0..(MAX_LINE_BYTES >> 16) + 2 {
+            if let Err(e) = p.push(line.as_bytes()) {
+                assert!(e.to_string().contains("event"), "{e}");
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "the event grew without bound");
         // The end of a stream without a final newline still yields the last record.
         let mut p = NdjsonParser::default();
         assert!(p.push(b"{\"a\":1}").unwrap().is_empty());

@@ -13,6 +13,8 @@ use testkit::http::{ollama_lines, response, scripted, streamed};
 use testkit::model::local_answer;
 use testkit::{ChildGuard, free_port, http};
 
+mod bounds;
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

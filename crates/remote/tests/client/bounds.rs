@@ -1,0 +1,144 @@
+//! Bounds on what a server can make the client do: a stall after the headers (Stop works, the
+//! idle bound ends it), a stream that never ends (cut at max_tokens), an endless error body, and
+//! secrets in the URL kept out of errors.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::time::Duration;
+
+use llm::CancelToken;
+use remote::{RemoteClient, RemoteError, RemoteEvent};
+use testkit::http::{ollama_lines, streamed};
+
+use super::{fake_ollama, runtime};
+
+/// One connection: the request head read, `head` written, then `body()` called with the stream
+/// (which may write forever; write errors end it), then the socket held open for `hold`.
+fn holding(
+    head: Vec<u8>,
+    body: impl FnOnce(&mut std::net::TcpStream) + Send + 'static,
+    hold: Duration,
+) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+            line.clear();
+        }
+        let _ = s.write_all(&head);
+        let _ = s.flush();
+        body(&mut s);
+        std::thread::sleep(hold);
+    });
+    port
+}
+
+fn generate(
+    port: u16,
+    first_byte_timeout: Duration,
+    cancel: &CancelToken,
+) -> (Result<remote::RemoteSummary, RemoteError>, Vec<String>) {
+    let (mut config, request) = fake_ollama(port);
+    config.first_byte_timeout = first_byte_timeout;
+    let mut statuses = Vec::new();
+    let result = runtime().block_on(async {
+        let mut client = RemoteClient::new(config)?;
+        client
+            .generate(&request, cancel, &mut |e| {
+                if let RemoteEvent::Status(s) = e {
+                    statuses.push(s);
+                }
+            })
+            .await
+    });
+    (result, statuses)
+}
+
+#[test]
+fn stalls_endless_streams_and_bodies_are_bounded() {
+    // Headers and one token, then silence: Stop works while it waits.
+    let stall = || streamed(&ollama_lines(&["one"], false));
+    let port = holding(stall(), |_| {}, Duration::from_secs(40));
+    let cancel = CancelToken::default();
+    let stopper = cancel.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        stopper.cancel();
+    });
+    let (r, _) = generate(port, Duration::from_secs(120), &cancel);
+    assert!(matches!(r, Err(RemoteError::Cancelled)), "{r:?}");
+
+    // The same silence, nobody pressing Stop: dropped after the idle bound (the first-byte
+    // timeout), with the token that came kept in the count.
+    let port = holding(stall(), |_| {}, Duration::from_secs(40));
+    let (r, _) = generate(port, Duration::from_secs(2), &CancelToken::default());
+    assert!(
+        matches!(&r, Err(RemoteError::Dropped { received: 1, reason }) if reason.contains("nothing for")),
+        "{r:?}"
+    );
+
+    // A server that streams tokens forever: cut at max_tokens (4 asked).
+    let head =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    let endless = |s: &mut std::net::TcpStream| {
+        for _ in 0..1_000_000 {
+            if s.write_all(b"{\"response\":\"x\",\"done\":false}\n")
+                .is_err()
+            {
+                return;
+            }
+        }
+    };
+    let port = holding(head, endless, Duration::ZERO);
+    let (r, statuses) = generate(port, Duration::from_secs(30), &CancelToken::default());
+    let summary = r.expect("the answer, cut");
+    assert_eq!(summary.stop, Some(llm::StopReason::MaxTokens));
+    assert!(summary.tokens <= 5, "{} tokens", summary.tokens);
+    assert!(statuses.iter().any(|s| s.contains("cut")), "{statuses:?}");
+
+    // An endless error body: read up to its cap, then reported.
+    let head = b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+        .to_vec();
+    let endless_text = |s: &mut std::net::TcpStream| {
+        let chunk = vec![b'e'; 1 << 16];
+        for _ in 0..100_000 {
+            if s.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    };
+    let port = holding(head, endless_text, Duration::ZERO);
+    let (r, _) = generate(port, Duration::from_secs(30), &CancelToken::default());
+    assert!(
+        matches!(&r, Err(RemoteError::Status { status: 500, body, .. }) if body.len() <= 300),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn secrets_in_the_url_stay_out_of_errors() {
+    // Nothing listens on port 9 of loopback: a connection error naming the URL.
+    let mut config = remote::RemoteConfig::new("http://user:hunter2@127.0.0.1:9/?key=s3cret");
+    config.api = Some(remote::ApiKind::Ollama);
+    config.model = Some("m".into());
+    let request = llm::GenerationRequest::new("hi");
+    let err = runtime()
+        .block_on(async {
+            RemoteClient::new(config)?
+                .generate(&request, &CancelToken::default(), &mut |_| {})
+                .await
+        })
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        !text.contains("hunter2") && !text.contains("s3cret"),
+        "{text}"
+    );
+    assert!(text.contains("127.0.0.1:9"), "{text}");
+}
