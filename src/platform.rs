@@ -40,7 +40,22 @@ pub fn read_asset_text(relative: &str) -> Result<String, String> {
 
 /// Read a user-chosen file.
 pub fn read_user_text(path: &std::path::Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+    use std::io::Read;
+    /// Meshes and state files are far smaller; a bigger file is a mistake, not read whole.
+    const MAX_USER_FILE: u64 = 64 << 20;
+    let shown = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(|e| shown(&e))?;
+    let mut text = String::new();
+    file.take(MAX_USER_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| shown(&e))?;
+    if text.len() as u64 > MAX_USER_FILE {
+        return Err(shown(&format!(
+            "larger than {} MiB, the most read",
+            MAX_USER_FILE >> 20
+        )));
+    }
+    Ok(text)
 }
 
 /// Resident memory of this process in MB (Linux: /proc/self/statm), for the demo loop's log.

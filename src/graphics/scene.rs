@@ -336,7 +336,11 @@ pub(super) fn load_state_file(start: Res<GraphicsStart>, mut settings: ResMut<Gr
             .map_err(|e| format!("{}: {e}", path.display()))
     });
     match loaded {
-        Ok(s) if s.model.is_finite() => *settings = s,
+        Ok(s) if s.model.is_finite() => {
+            *settings = s;
+            // Distance 0, pitch 90 or a zero field of view would make every matrix NaN.
+            settings.camera = settings.camera.sanitized();
+        }
         Ok(_) => error!(
             "{}: non-finite numbers in the model; ignored",
             path.display()

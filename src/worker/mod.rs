@@ -162,10 +162,26 @@ fn run(mut engine: Engine, commands: Receiver<Command>) {
                 Err(_) => return,
             }
         };
-        if let Some(c) = next {
-            engine.handle(c);
-            continue;
+        // A panic in the engine (a bug, or a model file nothing else caught) becomes a message
+        // in the panel; the thread goes on taking commands.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match next {
+            Some(c) => engine.handle(c),
+            None => engine.advance(),
+        }));
+        if let Err(panic) = caught {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            engine.send(Event::Error(format!(
+                "the LLM engine failed (a bug): {why}; Reset to go on"
+            )));
+            engine.send(Event::Finished(llm::StopReason::Cancelled));
+            // Not the same step again: the session is dropped (the model stays loaded).
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                engine.handle(Command::Reset)
+            }));
         }
-        engine.advance();
     }
 }

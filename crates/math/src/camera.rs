@@ -127,6 +127,30 @@ impl OrbitCamera {
         }
     }
 
+    /// The camera with every field in the range the matrices need (a saved or typed state may
+    /// say anything): non-finite values become the defaults, the distance 1..60, the pitch off
+    /// the poles, the field of view 10..120 degrees, the near plane positive and in front of
+    /// the target.
+    pub fn sanitized(self) -> Self {
+        let d = Self::default();
+        let finite = |v: f32, default: f32| if v.is_finite() { v } else { default };
+        let target = if self.target.iter().all(|t| t.is_finite()) {
+            self.target
+        } else {
+            d.target
+        };
+        let distance =
+            finite(self.distance, d.distance).clamp(Self::MIN_DISTANCE, Self::MAX_DISTANCE);
+        Self {
+            target,
+            yaw_deg: finite(self.yaw_deg, d.yaw_deg).rem_euclid(360.0),
+            pitch_deg: finite(self.pitch_deg, d.pitch_deg).clamp(-89.0, 89.0),
+            distance,
+            fov_y_deg: finite(self.fov_y_deg, d.fov_y_deg).clamp(10.0, 120.0),
+            near: finite(self.near, d.near).clamp(0.01, distance * 0.5),
+        }
+    }
+
     /// Zoom by a scroll amount (positive = closer).
     pub fn zoom(&mut self, scroll: f32) {
         if scroll.is_finite() {
@@ -245,6 +269,46 @@ pub fn ray_triangle(ray: &Ray, a: Vec3, b: Vec3, c: Vec3) -> Option<(f32, f32, f
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn any_saved_camera_gives_finite_matrices() {
+        let bad = [
+            OrbitCamera {
+                distance: 0.0,
+                ..Default::default()
+            },
+            OrbitCamera {
+                pitch_deg: 90.0,
+                ..Default::default()
+            },
+            OrbitCamera {
+                fov_y_deg: 0.0,
+                ..Default::default()
+            },
+            OrbitCamera {
+                near: 0.0,
+                distance: f32::NAN,
+                ..Default::default()
+            },
+            OrbitCamera {
+                target: [f32::INFINITY, 0.0, 0.0],
+                yaw_deg: f32::NAN,
+                ..Default::default()
+            },
+            OrbitCamera {
+                fov_y_deg: 180.0,
+                near: -1.0,
+                pitch_deg: -1e30,
+                ..Default::default()
+            },
+        ];
+        for camera in bad {
+            let c = camera.sanitized();
+            let m = c.clip_from_view(16.0 / 9.0) * c.view_from_world();
+            assert!(m.is_finite(), "{camera:?} -> {c:?}: {m}");
+        }
+        assert_eq!(OrbitCamera::default().sanitized(), OrbitCamera::default());
+    }
+
     use super::*;
 
     #[test]

@@ -290,6 +290,54 @@ mod tests {
     use super::*;
 
     #[test]
+    fn arbitrary_obj_text_gives_a_finite_mesh_or_an_error() {
+        const WORDS: &[&str] = &[
+            "v",
+            "f",
+            "vn",
+            "vt",
+            "#",
+            "1",
+            "2",
+            "3",
+            "-1",
+            "-4",
+            "0",
+            "1/2/3",
+            "2//1",
+            "1e38",
+            "-3e38",
+            "nan",
+            "inf",
+            "0.5",
+            "x",
+            "",
+            "\n",
+            "\n",
+            "\n",
+            "99999999999999999999",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..2000 {
+            let mut text = String::new();
+            for _ in 0..(next() % 60) {
+                text.push_str(WORDS[(next() % WORDS.len() as u64) as usize]);
+                text.push(' ');
+            }
+            if let Ok(m) = parse_obj(&text) {
+                assert!(m.normals.iter().all(|n| n.is_finite()), "{text:?}");
+                assert!(m.indices.iter().all(|&i| (i as usize) < m.positions.len()));
+            }
+        }
+    }
+
+    #[test]
     fn cube_faces_point_outwards() {
         let c = cube();
         assert_eq!((c.positions.len(), c.triangle_count()), (24, 12));
