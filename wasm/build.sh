@@ -60,6 +60,14 @@ if [ ! -f "$model" ]; then
 fi
 ln -f "$model" "$out/model/SmolLM2-135M-Instruct.Q4_1.gguf" 2>/dev/null ||
   cp "$model" "$out/model/SmolLM2-135M-Instruct.Q4_1.gguf"
+# The sha256 the page checks the download (and its cached copy) against: the published one for
+# the default model (crates/llm/src/fetch.rs), the file's own for another.
+if [ -z "${SAMEMATH_MODEL:-}" ]; then
+  sum=$(sed -n 's/^pub const MODEL_SHA256: &str = "\([0-9a-f]*\)";/\1/p' crates/llm/src/fetch.rs)
+else
+  sum=$(sha256sum "$model" | cut -d' ' -f1)
+fi
+echo "$sum  SmolLM2-135M-Instruct.Q4_1.gguf" > "$out/model/SmolLM2-135M-Instruct.Q4_1.gguf.sha256"
 
 raw=$(stat -c %s "$bound")
 gz=$(gzip -9 -c "$bound" | wc -c)

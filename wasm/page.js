@@ -22,8 +22,9 @@ const state = {
 // Frames asked for through samemathPage.capture(), and whether the app has taken the request.
 const captures = [];
 let captureAsked = false;
-// The download so far: kept across tries so a dropped connection resumes where it stopped.
-const download = { chunks: [], received: 0, total: 0 };
+// The download so far: kept across tries so a dropped connection resumes where it stopped,
+// with the validator (ETag or Last-Modified) of the file it started on.
+const download = { chunks: [], received: 0, total: 0, validator: null };
 
 window.samemathPage = {
   args: () => JSON.stringify(appArgs()),
@@ -94,7 +95,9 @@ function show(what, { fraction, message, error = false, retry = false } = {}) {
   if (what !== undefined) $('what').textContent = what;
   if (fraction !== undefined) $('bar').firstElementChild.style.width = `${Math.round(fraction * 100)}%`;
   if (message !== undefined) {
-    $('message').innerHTML = message;
+    // Text, never markup: messages carry page parameters and server text (a crafted link must
+    // not put script in the page).
+    $('message').textContent = message;
     $('message').className = error ? 'error' : '';
   }
   $('retry').classList.toggle('hidden', !retry);
@@ -138,9 +141,18 @@ function totalOf(resp) {
   return Number(resp.headers.get('Content-Length')) || 0;
 }
 
+function startOver(d) {
+  d.chunks = [];
+  d.received = 0;
+  d.total = 0;
+  d.validator = null;
+}
+
 async function fetchOnce() {
   const d = download;
-  const headers = d.received > 0 ? { Range: `bytes=${d.received}-` } : {};
+  // Resume only the same file: If-Range makes a server whose file changed send it whole.
+  const headers = d.received > 0 && d.validator ? { Range: `bytes=${d.received}-`, 'If-Range': d.validator } : {};
+  if (d.received > 0 && !d.validator) startOver(d);
   const resp = await fetch(MODEL_URL, { headers, cache: 'no-store' });
   if (resp.status === 404) {
     const err = new Error(`${MODEL_URL} is not on this server (404): build the page with wasm/build.sh, which puts the model next to it`);
@@ -148,11 +160,18 @@ async function fetchOnce() {
     throw err;
   }
   if (!resp.ok) throw new Error(`the server answered ${resp.status} ${resp.statusText}`);
-  if (d.received > 0 && resp.status !== 206) {
-    // The server cannot resume: start over.
-    d.chunks = [];
-    d.received = 0;
+  if (d.received > 0) {
+    const range = /^bytes (\d+)-\d+\/(\d+)$/.exec(resp.headers.get('Content-Range') || '');
+    const sameFile = resp.status === 206 && range && Number(range[1]) === d.received &&
+      (!d.total || Number(range[2]) === d.total);
+    if (!sameFile) {
+      // The server cannot resume, or the file changed: this answer is the whole file.
+      console.log(`samemath:download the server sent the file whole (${resp.status}${range ? `, ${range[0]}` : ''}): starting over`);
+      startOver(d);
+      if (resp.status === 206) throw new Error('the server sent a range other than the one asked for');
+    }
   }
+  if (d.received === 0) d.validator = resp.headers.get('ETag') || resp.headers.get('Last-Modified');
   d.total = totalOf(resp) || d.total;
   const reader = resp.body.getReader();
   for (;;) {
@@ -175,7 +194,10 @@ async function loadModel() {
       state.status = 'reading the model from the browser cache';
       show(state.status, { fraction: 1 });
       const bytes = new Uint8Array(await hit.arrayBuffer());
-      if (bytes.length > 0) return finishModel(bytes, 'from the browser cache');
+      const check = await checkSha256(bytes);
+      if (bytes.length > 0 && check.ok) return finishModel(bytes, `from the browser cache, ${check.note}`);
+      console.log(`samemath:download the cached model is not the right file (${check.note}): downloading it again`);
+      await cache.delete(MODEL_URL);
     }
   }
   for (let attempt = 1; ; attempt++) {
@@ -208,16 +230,49 @@ async function loadModel() {
     at += c.length;
   }
   d.chunks = [];
-  let note = 'downloaded';
+  const check = await checkSha256(bytes);
+  if (!check.ok) {
+    startOver(d);
+    state.failed = true;
+    state.status = `The downloaded model is not the right file (${check.note}); it was not kept. ` +
+      'Scene 1 works without it; "Download the model again" starts from the beginning.';
+    console.log(`samemath:download ${state.status}`);
+    show('The model did not arrive', { message: state.status, error: true, retry: true });
+    $('loading').classList.remove('hidden', 'corner');
+    return;
+  }
+  let note = `downloaded, ${check.note}`;
   if (cache) {
     try {
       await cache.put(MODEL_URL, new Response(bytes, { headers: { 'Content-Type': 'application/octet-stream' } }));
-      note = 'downloaded and kept in the browser cache for next time';
+      note = `${note}, kept in the browser cache for next time`;
     } catch (e) {
       note = `downloaded (not cached: ${e.message})`;
     }
   }
   return finishModel(bytes, note);
+}
+
+// The model's sha256 against the one wasm/build.sh puts next to it (MODEL_URL + '.sha256'):
+// { ok, note }. Without that file, or without WebCrypto (pages not on https or localhost), the
+// bytes are used unchecked and the note says so.
+async function checkSha256(bytes) {
+  let expected;
+  try {
+    const resp = await fetch(`${MODEL_URL}.sha256`, { cache: 'no-store' });
+    // A sha256sum line; anything else (a server answering every path with a page) is none.
+    const word = resp.ok ? ((await resp.text()).trim().split(/\s+/)[0] || '').toLowerCase() : '';
+    if (/^[0-9a-f]{64}$/.test(word)) expected = word;
+  } catch (e) {
+    console.warn('no sha256 for the model:', e);
+  }
+  if (!expected) return { ok: true, note: 'sha256 not checked (no .sha256 next to the model)' };
+  if (!(crypto && crypto.subtle)) return { ok: true, note: 'sha256 not checked (no WebCrypto on this page)' };
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+  const actual = Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+  return actual === expected
+    ? { ok: true, note: 'sha256 checked' }
+    : { ok: false, note: `sha256 ${actual.slice(0, 16)}…, expected ${expected.slice(0, 16)}…` };
 }
 
 function finishModel(bytes, note) {

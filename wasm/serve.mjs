@@ -2,7 +2,9 @@
 // streaming compile needs application/wasm) and byte ranges (the page resumes the model
 // download with them). Usage: node wasm/serve.mjs DIR [PORT]
 // For the browser tests, SAMEMATH_CUT_MODEL_AT=N closes the connection after N bytes of the
-// model's first full (non-range) response, as a dropped network would.
+// model's first full (non-range) response, as a dropped network would; with
+// SAMEMATH_MODEL_CHANGES_AT_CUT=1 the file is then "replaced": a new ETag, and ranges asked for
+// without If-Range get other bytes (what mixing two versions of a file gives).
 import { createServer } from 'node:http';
 import { createReadStream, statSync } from 'node:fs';
 import { extname, join, normalize, resolve } from 'node:path';
@@ -20,6 +22,8 @@ const TYPES = {
 export function serve(dir, port = 0, host = '127.0.0.1') {
   const root = resolve(dir);
   let cutAt = Number(process.env.SAMEMATH_CUT_MODEL_AT || 0);
+  const changesAtCut = process.env.SAMEMATH_MODEL_CHANGES_AT_CUT === '1';
+  let version = 1;
   const server = createServer((req, res) => {
     const url = new URL(req.url, 'http://x');
     let path = normalize(join(root, decodeURIComponent(url.pathname)));
@@ -38,12 +42,15 @@ export function serve(dir, port = 0, host = '127.0.0.1') {
       res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found\n');
       return;
     }
+    const etag = `"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}-v${version}"`;
     const headers = {
       'Content-Type': TYPES[extname(path)] || 'application/octet-stream',
       'Accept-Ranges': 'bytes',
       'Cache-Control': 'no-cache',
+      ETag: etag,
     };
-    const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range || '');
+    const ifRange = req.headers['if-range'];
+    const range = (!ifRange || ifRange === etag) && /^bytes=(\d+)-(\d*)$/.exec(req.headers.range || '');
     if (range) {
       const start = Number(range[1]);
       const end = range[2] ? Math.min(Number(range[2]), st.size - 1) : st.size - 1;
@@ -56,6 +63,13 @@ export function serve(dir, port = 0, host = '127.0.0.1') {
         'Content-Range': `bytes ${start}-${end}/${st.size}`,
         'Content-Length': end - start + 1,
       });
+      if (version > 1 && !ifRange && extname(path) === '.gguf') {
+        // The "new version" of the file differs from the old one: every byte flipped.
+        const flipped = createReadStream(path, { start, end });
+        flipped.on('data', (chunk) => res.write(Buffer.from(chunk.map((b) => b ^ 0xff))));
+        flipped.on('end', () => res.end());
+        return;
+      }
       createReadStream(path, { start, end }).pipe(res);
       return;
     }
@@ -63,6 +77,7 @@ export function serve(dir, port = 0, host = '127.0.0.1') {
     if (cutAt > 0 && extname(path) === '.gguf') {
       const n = cutAt;
       cutAt = 0;
+      if (changesAtCut) version += 1;
       const stream = createReadStream(path, { start: 0, end: n - 1 });
       stream.on('end', () => res.destroy());
       stream.pipe(res, { end: false });

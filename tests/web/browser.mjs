@@ -285,9 +285,51 @@ try {
   markers = watch(page, 'cached');
   await page.goto(`${cutBase}/?graphics=webgl2`);
   const again = JSON.parse((await markers.wait('model', 120_000)).detail);
-  check(/browser cache/.test(again.note) && again.bytes === MODEL_BYTES, `reload: the model comes from the browser cache (${again.note})`);
+  check(/browser cache/.test(again.note) && /sha256 checked/.test(again.note) && again.bytes === MODEL_BYTES,
+    `reload: the model comes from the browser cache, sha256-checked (${again.note})`);
+  // A cached copy that is not the model (a bad disk, an old version): found out, downloaded anew.
+  await page.evaluate(async () => {
+    const cache = await caches.open('samemath-model-v1');
+    await cache.put('model/SmolLM2-135M-Instruct.Q4_1.gguf', new Response(new Uint8Array(4096)));
+  });
+  await page.close();
+  page = await ctx.newPage();
+  markers = watch(page, 'poisoned');
+  await page.goto(`${cutBase}/?graphics=webgl2`);
+  const fresh = JSON.parse((await markers.wait('model', 300_000)).detail);
+  const sawBadCache = markers.seen.some((m) => m.kind === 'download' && /cached model is not the right file/.test(m.detail));
+  check(sawBadCache && fresh.bytes === MODEL_BYTES && /^downloaded, sha256 checked/.test(fresh.note),
+    `a corrupt cached model is refused and downloaded again (${fresh.note})`);
   await b.close();
   cutServer.close();
+
+  // The file changes on the server while the download is cut: the resume asks If-Range, the
+  // server sends the new file whole, and the page starts over instead of mixing the two.
+  process.env.SAMEMATH_CUT_MODEL_AT = String(20_000_000);
+  process.env.SAMEMATH_MODEL_CHANGES_AT_CUT = '1';
+  const changeServer = await serve(webDir, 0);
+  delete process.env.SAMEMATH_CUT_MODEL_AT;
+  delete process.env.SAMEMATH_MODEL_CHANGES_AT_CUT;
+  const b2 = await launch([...BASE_FLAGS, ...GL_FLAGS]);
+  page = await (await b2.newContext()).newPage();
+  markers = watch(page, 'changed');
+  await page.goto(`http://127.0.0.1:${changeServer.address().port}/?graphics=webgl2`);
+  const changed = JSON.parse((await markers.wait('model', 300_000)).detail);
+  const sawRestart = markers.seen.some((m) => m.kind === 'download' && /starting over/.test(m.detail));
+  check(sawRestart && changed.bytes === MODEL_BYTES && /sha256 checked/.test(changed.note),
+    `the file changed mid-download: the page started over and got the whole new file (${changed.note})`);
+  // A crafted link: page parameters are shown as text, never run as markup.
+  page = await (await b2.newContext()).newPage();
+  markers = watch(page, 'xss');
+  const payload = '<img src=x onerror="console.log(\'samemath:xss ran\')">';
+  await page.goto(`http://127.0.0.1:${changeServer.address().port}/?graphics=webgl2&webgpu-lost=${encodeURIComponent(payload)}`);
+  await markers.wait('graphics', 60_000);
+  await page.waitForTimeout(1000);
+  const shown = await page.textContent('#message');
+  check(!markers.seen.some((m) => m.kind === 'xss') && shown.includes('<img'),
+    'a crafted webgpu-lost parameter is shown as text, not run');
+  await b2.close();
+  changeServer.close();
 
   // Neither WebGPU nor WebGL2: a message, not a blank canvas.
   const bare = await launch([...BASE_FLAGS, '--disable-3d-apis', '--disable-webgl', '--disable-features=WebGPU']);
