@@ -5,6 +5,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 import time
 
 # podman settings that runc can apply in a sandbox (see the file).
@@ -154,3 +155,25 @@ def local_answer(prompt, max_tokens):
     if r.returncode != 0:
         raise RuntimeError(f"samemath generate: {r.stderr.strip()}")
     return r.stdout.rstrip("\n")
+
+
+class Parallel:
+    """fn(i) for i in range(n), each on its own thread (started `stagger` s apart); join()
+    waits up to `timeout` s for each and returns their results (None where one never ended)."""
+
+    def __init__(self, n, fn, stagger=0.0):
+        self.results = [None] * n
+
+        def run(i):
+            self.results[i] = fn(i)
+
+        self.threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+        for t in self.threads:
+            t.start()
+            if stagger:
+                time.sleep(stagger)
+
+    def join(self, timeout):
+        for t in self.threads:
+            t.join(timeout)
+        return self.results

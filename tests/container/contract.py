@@ -11,12 +11,11 @@ Environment: SAMEMATH_IMAGE (the image), SAMEMATH_BIN (the app, for the local an
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (IMAGE, check, finish, free_odd_port, local_answer, logs, podman, start,  # noqa: E402
+from common import (IMAGE, Parallel, check, finish, free_odd_port, local_answer, logs, podman, start,  # noqa: E402
                     stop, stream_chat, wait_healthy)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,20 +100,12 @@ def no_network_at_start(port):
 
 def sigterm_during_streams(name, port):
     """4 streams (2 generating, 2 queued), then SIGTERM: each ends cleanly within 10 s."""
-    results = [None] * 4
-
-    def one(i):
-        results[i] = stream_chat(port, f"Tell me a long story about the number {i}.", 2000,
-                                 timeout=30)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
+    streams = Parallel(4, lambda i: stream_chat(
+        port, f"Tell me a long story about the number {i}.", 2000, timeout=30))
     time.sleep(2.0)  # two are streaming, two wait for a slot
     t_term = time.monotonic()
     podman("kill", "--signal", "TERM", name)
-    for t in threads:
-        t.join(20)
+    results = streams.join(20)
     rc = podman("wait", name, timeout=30)
     exited_after = time.monotonic() - t_term
     for i, r in enumerate(results):

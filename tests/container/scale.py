@@ -13,12 +13,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (check, finish, free_odd_port, percentile, podman, start, stop,  # noqa: E402
+from common import (Parallel, check, finish, free_odd_port, percentile, podman, start, stop,  # noqa: E402
                     stream_chat, wait_healthy)
 
 CONCURRENCY = 2  # per instance: deploy.sh's --concurrency, the image's --concurrency
@@ -94,16 +93,8 @@ def with_retries(port, prompt, max_tokens):
 
 def load(lb_port, n):
     total = 4 * CONCURRENCY * n
-    results = [None] * total
-
-    def one(i):
-        results[i] = with_retries(lb_port, f"Name a color, number {i}.", 16)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(total)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(600)
+    results = Parallel(total, lambda i: with_retries(
+        lb_port, f"Name a color, number {i}.", 16)).join(600)
     answered = [r for r in results if r and r["final"] and r["final"].get("done")]
     ttfts = [r["ttft_total"] for r in answered if r["ttft_total"] is not None]
     retries = sum(r["retries"] for r in results if r)
@@ -121,20 +112,11 @@ def load(lb_port, n):
 
 def kill_one(lb_port, names):
     """4 long streams over 2 instances; kill one with SIGKILL once all are streaming."""
-    results = [None] * 4
-
-    def one(i):
-        results[i] = stream_chat(lb_port, f"Tell me a long story about the number {i}.", 400,
-                                 timeout=60)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-        time.sleep(0.2)
+    streams = Parallel(4, lambda i: stream_chat(
+        lb_port, f"Tell me a long story about the number {i}.", 400, timeout=60), stagger=0.2)
     time.sleep(3.0)
     podman("kill", "--signal", "KILL", names[0])
-    for t in threads:
-        t.join(120)
+    results = streams.join(120)
     killed, survivors = [], []
     for r in results:
         (killed if r["headers"].get("x-instance") == "i1" else survivors).append(r)

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::args::limits;
 use crate::slots::{Ticket, ticket};
-use crate::state::{Loaded, Shared};
+use crate::state::{Loaded, Shared, panic_message};
 use crate::wire::error;
 
 /// Sampling from Ollama `options` or OpenAI top-level fields (greedy unless asked).
@@ -147,15 +147,6 @@ async fn check_prompt_length(
     }
 }
 
-/// A panic's message, for the line that reports it.
-pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
-}
-
 /// One generated token with what the APIs report about it.
 pub(crate) struct GenItem {
     pub(crate) step: Step,
@@ -172,7 +163,8 @@ pub(crate) fn spawn_generation(
     request: GenerationRequest,
     ticket: Ticket,
 ) -> mpsc::Receiver<Result<GenItem, String>> {
-    let (tx, rx) = mpsc::channel(64);
+    // Steps with traces are megabytes each at long positions: only a couple wait at a time.
+    let (tx, rx) = mpsc::channel(if request.record.enabled { 2 } else { 64 });
     let (model, tokenizer) = (l.compute.clone(), l.tokenizer.clone());
     let threads = ticket.state.options.threads;
     let state = ticket.state.clone();

@@ -70,7 +70,7 @@ pub(crate) fn spawn_loader(state: Shared) {
     std::thread::spawn(move || {
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&state)));
         if let Err(panic) = caught {
-            let why = crate::generate::panic_message(&*panic);
+            let why = panic_message(&*panic);
             eprintln!("samemath serve: loading the model failed (a bug): {why}");
             let _ = state
                 .load_error
@@ -118,4 +118,13 @@ fn load(state: &ServerState) {
             let _ = state.load_error.set(e.to_string());
         }
     }
+}
+
+/// A panic's message, for the line that reports it.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }

@@ -40,7 +40,7 @@ pub(crate) async fn trace(State(state): State<Shared>, body: Bytes) -> Response 
         Ok(rx) => rx,
         Err(r) => return r,
     };
-    let (out_tx, out_rx) = mpsc::channel::<Bytes>(16);
+    let (out_tx, out_rx) = mpsc::channel::<Bytes>(2);
     tokio::spawn(async move {
         while let Some(item) = rx.recv().await {
             let line = match item {
