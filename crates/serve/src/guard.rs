@@ -18,18 +18,23 @@ pub(crate) async fn guard(State(state): State<Shared>, request: Request, next: N
         add_cors(r.headers_mut(), cors.as_deref());
         r
     };
+    let headers = request.headers();
     if state.options.host.is_loopback() {
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        // One Host line (a second could hide another name behind a loopback one), else the
+        // URI's own authority.
+        let mut hosts = headers.get_all(header::HOST).iter();
+        let host = match (hosts.next(), hosts.next()) {
+            (Some(h), None) => h.to_str().unwrap_or(""),
+            (None, _) => request.uri().authority().map_or("", |a| a.as_str()),
+            (Some(_), Some(_)) => "",
+        };
         if !is_loopback_host(host) {
             return refuse(
                 StatusCode::MISDIRECTED_REQUEST,
                 format!(
-                    "this server listens on loopback and answers only to a loopback Host (localhost, 127.0.0.1, [::1]), not {:?}; use --host to listen elsewhere",
-                    host.chars().take(80).collect::<String>()
+                    "this server listens on loopback and answers only to a loopback Host \
+                     (localhost, 127.0.0.1, [::1]), not {:?}; use --host to listen elsewhere",
+                    shown(host)
                 ),
             );
         }
@@ -40,17 +45,13 @@ pub(crate) async fn guard(State(state): State<Shared>, request: Request, next: N
         return r;
     }
     if request.method() == Method::POST {
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let content_type = header_str(headers, header::CONTENT_TYPE.as_str());
         if !is_json(content_type) {
             return refuse(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
                     "send the body as JSON with Content-Type: application/json (got {:?})",
-                    content_type.chars().take(80).collect::<String>()
+                    shown(content_type)
                 ),
             );
         }
@@ -58,12 +59,8 @@ pub(crate) async fn guard(State(state): State<Shared>, request: Request, next: N
     if let Some(key) = &state.options.api_key
         && request.uri().path() != "/health"
     {
-        let h = request.headers();
-        let bearer = h
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let x_key = h.get("x-api-key").and_then(|v| v.to_str().ok());
+        let bearer = header_str(headers, header::AUTHORIZATION.as_str()).strip_prefix("Bearer ");
+        let x_key = Some(header_str(headers, "x-api-key")).filter(|k| !k.is_empty());
         let matches = |given: Option<&str>| given.is_some_and(|g| same_secret(g, key));
         if !matches(bearer) & !matches(x_key) {
             return refuse(StatusCode::UNAUTHORIZED, "missing or wrong API key".into());
@@ -72,6 +69,19 @@ pub(crate) async fn guard(State(state): State<Shared>, request: Request, next: N
     let mut r = next.run(request).await;
     add_cors(r.headers_mut(), cors.as_deref());
     r
+}
+
+/// A header's text ("" when absent or not visible ASCII).
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// The start of a value a client sent, for an error message.
+fn shown(value: &str) -> String {
+    value.chars().take(80).collect()
 }
 
 /// `application/json` (any parameters, any case) or a `+json` type.

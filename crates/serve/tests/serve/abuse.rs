@@ -112,6 +112,15 @@ fn serve_refuses_what_it_cannot_take_and_answers_the_same_afterwards() {
     assert_eq!(s, 421, "{b}");
     assert!(b.contains("loopback"), "{b}");
 
+    // Two Host lines (another name behind a loopback one): refused too.
+    let (s, _, _) = http_with(
+        port,
+        "GET",
+        "/api/tags",
+        "Host: 127.0.0.1\r\nHost: evil.example\r\n",
+        "",
+    );
+    assert!(s == 421 || s == 400, "{s}");
     // A client that sends half a head and stalls does not hold up the others.
     let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stalled
