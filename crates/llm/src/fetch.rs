@@ -93,6 +93,13 @@ fn size_and_mtime(path: &Path) -> Option<String> {
     Some(format!("{MODEL_SHA256} {} {mtime}", m.len()))
 }
 
+/// Remember that `path` matched its sha256 as it is now.
+fn remember_verified(path: &Path) {
+    if let Some(stamp) = size_and_mtime(path) {
+        let _ = std::fs::write(verified_marker(path), stamp);
+    }
+}
+
 /// The default model file is whole and the right one: its size always, its sha256 once per
 /// change of the file (remembered next to it).
 pub fn default_model_ok(path: &Path, progress: &mut dyn FnMut(&str)) -> bool {
@@ -164,9 +171,7 @@ pub fn fetch_model(progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     if target.exists() {
         progress(&format!("{} is already there; verifying", target.display()));
         verify(&target, MODEL_SHA256, progress)?;
-        if let Some(stamp) = size_and_mtime(&target) {
-            let _ = std::fs::write(verified_marker(&target), stamp);
-        }
+        remember_verified(&target);
         return Ok(target);
     }
     // This process's own download folder and partial file: the app and a server (or two
@@ -263,9 +268,7 @@ pub fn fetch_model(progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         source,
     })?;
     let _ = std::fs::remove_dir_all(&download);
-    if let Some(stamp) = size_and_mtime(&target) {
-        let _ = std::fs::write(verified_marker(&target), stamp);
-    }
+    remember_verified(&target);
     progress(&format!("model ready: {}", target.display()));
     Ok(target)
 }

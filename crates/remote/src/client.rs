@@ -65,6 +65,29 @@ pub async fn sleep(d: Duration) {
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
+/// `fut`, looking up once a second while it is pending: Stop (`cancel`) ends the wait, and so
+/// does an error from `tick`, called each second with the time waited so far.
+async fn ticking<F: std::future::Future + Unpin>(
+    mut fut: F,
+    cancel: &CancelToken,
+    mut tick: impl FnMut(Duration) -> Result<(), RemoteError>,
+) -> Result<F::Output, RemoteError> {
+    let mut waited = Duration::ZERO;
+    loop {
+        match select(fut, Box::pin(sleep(Duration::from_secs(1)))).await {
+            Either::Left((out, _)) => return Ok(out),
+            Either::Right((_, pending)) => {
+                fut = pending;
+                if cancel.is_cancelled() {
+                    return Err(RemoteError::Cancelled);
+                }
+                waited += Duration::from_secs(1);
+                tick(waited)?;
+            }
+        }
+    }
+}
+
 /// The most of an error body read (its first 300 characters are shown).
 const ERROR_BODY_BYTES: usize = 64 << 10;
 /// The most of a JSON answer read (probes: /api/info, /api/tags, /v1/models, ...).
@@ -211,29 +234,24 @@ impl RemoteClient {
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);
             }
-            let mut send = Box::pin(req.send());
-            let response = loop {
-                match select(send, Box::pin(sleep(Duration::from_secs(1)))).await {
-                    Either::Left((r, _)) => break r.map_err(|e| self.connect_error(e))?,
-                    Either::Right((_, pending)) => {
-                        send = pending;
-                        if cancel.is_cancelled() {
-                            return Err(RemoteError::Cancelled);
-                        }
-                        let waited = started.elapsed();
-                        if waited >= self.config.first_byte_timeout {
-                            return Err(RemoteError::Timeout {
-                                url: shown_url(&self.base),
-                                secs: waited.as_secs(),
-                            });
-                        }
-                        on_event(RemoteEvent::Status(format!(
-                            "waking the service: {} s",
-                            waited.as_secs()
-                        )));
-                    }
+            let first_byte_timeout = self.config.first_byte_timeout;
+            let base = &self.base;
+            let sent = ticking(Box::pin(req.send()), cancel, |_| {
+                let waited = started.elapsed();
+                if waited >= first_byte_timeout {
+                    return Err(RemoteError::Timeout {
+                        url: shown_url(base),
+                        secs: waited.as_secs(),
+                    });
                 }
-            };
+                on_event(RemoteEvent::Status(format!(
+                    "waking the service: {} s",
+                    waited.as_secs()
+                )));
+                Ok(())
+            })
+            .await?;
+            let response = sent.map_err(|e| self.connect_error(e))?;
             let status = response.status().as_u16();
             if response.status().is_success() {
                 return Ok(response);
@@ -471,24 +489,20 @@ impl RemoteClient {
         while !finished {
             // The next chunk, looking up each second: Stop works while a server stalls, and a
             // server silent for the first-byte timeout is dropped.
-            let mut idle = Duration::ZERO;
-            let next = loop {
-                if cancel.is_cancelled() {
-                    return Err(RemoteError::Cancelled);
+            if cancel.is_cancelled() {
+                return Err(RemoteError::Cancelled);
+            }
+            let received = summary.tokens;
+            let next = ticking(bytes.next(), cancel, |idle| {
+                if idle >= idle_limit {
+                    return Err(RemoteError::Dropped {
+                        received,
+                        reason: format!("the server sent nothing for {} s", idle.as_secs()),
+                    });
                 }
-                match select(bytes.next(), Box::pin(sleep(Duration::from_secs(1)))).await {
-                    Either::Left((next, _)) => break next,
-                    Either::Right(_) => {
-                        idle += Duration::from_secs(1);
-                        if idle >= idle_limit {
-                            return Err(RemoteError::Dropped {
-                                received: summary.tokens,
-                                reason: format!("the server sent nothing for {} s", idle.as_secs()),
-                            });
-                        }
-                    }
-                }
-            };
+                Ok(())
+            })
+            .await?;
             let chunk = match next {
                 Some(Ok(c)) => c,
                 Some(Err(e)) => {

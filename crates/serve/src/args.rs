@@ -116,6 +116,9 @@ pub struct ServeOptions {
 pub(crate) mod limits {
     use std::time::Duration;
 
+    /// No token of this vocabulary is near this many bytes long: a text longer than
+    /// `n * TOKEN_BYTES` bytes cannot be `n` tokens, and is refused before it is tokenized.
+    pub(crate) const TOKEN_BYTES: usize = 32;
     /// Inputs in one embedding request.
     pub(crate) const EMBED_INPUTS: usize = 256;
     /// Tokens over all inputs of one embedding request.

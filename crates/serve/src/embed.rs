@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::args::limits::{EMBED_INPUTS, EMBED_TOKENS};
+use crate::args::limits::{EMBED_INPUTS, EMBED_TOKENS, TOKEN_BYTES};
 use crate::slots::ticket;
 use crate::state::MODEL_NAME;
 use crate::state::{Shared, loaded};
@@ -52,13 +52,13 @@ pub(crate) async fn embed(State(state): State<Shared>, body: Bytes) -> Response 
     };
     let (model, tokenizer) = (l.model.clone(), l.tokenizer.clone());
     let computed = tokio::task::spawn_blocking(move || {
+        let too_long =
+            || format!("the inputs are longer than {EMBED_TOKENS} tokens in all (the limit)");
         let mut out = Vec::with_capacity(inputs.len());
         let mut tokens = 0usize;
         for text in &inputs {
-            if text.len() > EMBED_TOKENS.saturating_mul(32) {
-                return Err(format!(
-                    "the inputs are longer than {EMBED_TOKENS} tokens in all (the limit)"
-                ));
+            if text.len() > EMBED_TOKENS.saturating_mul(TOKEN_BYTES) {
+                return Err(too_long());
             }
             let ids = match tokenizer.encode(text) {
                 Ok(ids) if !ids.is_empty() => ids,
@@ -67,9 +67,7 @@ pub(crate) async fn embed(State(state): State<Shared>, body: Bytes) -> Response 
             };
             tokens += ids.len();
             if tokens > EMBED_TOKENS {
-                return Err(format!(
-                    "the inputs are longer than {EMBED_TOKENS} tokens in all (the limit)"
-                ));
+                return Err(too_long());
             }
             let mut mean = vec![0f32; model.config.n_embd];
             for id in &ids {

@@ -108,9 +108,8 @@ pub(crate) async fn start(
     Ok(spawn_generation(l, request, ticket))
 }
 
-/// 400 for a prompt over `max` tokens, before it takes a slot. Bytes first (no token of this
-/// vocabulary is near 32 bytes long, so a longer text cannot fit), then the real count, off the
-/// async threads.
+/// 400 for a prompt over `max` tokens, before it takes a slot. Bytes first
+/// (`limits::TOKEN_BYTES`), then the real count, off the async threads.
 async fn check_prompt_length(
     l: &Loaded,
     request: &GenerationRequest,
@@ -125,7 +124,7 @@ async fn check_prompt_length(
             ),
         ))
     };
-    if request.prompt.len() > max.saturating_mul(32) {
+    if request.prompt.len() > max.saturating_mul(limits::TOKEN_BYTES) {
         return too_long(format!("{} bytes", request.prompt.len()));
     }
     let tokenizer = l.tokenizer.clone();

@@ -33,16 +33,10 @@ pub(crate) async fn ticket(state: &Shared) -> Result<Ticket, Response> {
         return Err(shutting_down());
     }
     if before >= limit {
-        let mut r = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "busy: {} requests generating and {} waiting; try again",
-                state.options.concurrency, state.options.queue
-            ),
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return Err(r);
+        return Err(unavailable(format!(
+            "busy: {} requests generating and {} waiting; try again",
+            state.options.concurrency, state.options.queue
+        )));
     }
     match state.slots.clone().acquire_owned().await {
         Ok(permit) => Ok(Ticket {
@@ -56,10 +50,12 @@ pub(crate) async fn ticket(state: &Shared) -> Result<Ticket, Response> {
 }
 
 fn shutting_down() -> Response {
-    let mut r = error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "this instance is shutting down; try again",
-    );
+    unavailable("this instance is shutting down; try again".into())
+}
+
+/// 503 with `Retry-After: 1`: the client (or the load balancer) tries again shortly.
+fn unavailable(message: String) -> Response {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, message);
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
