@@ -127,6 +127,13 @@ pub(crate) mod limits {
     pub(crate) const TRACE_PROMPT_TOKENS: usize = 1024;
     /// Tokens one request may generate (an /api/trace request: 1024).
     pub(crate) const MAX_TOKENS: usize = 4096;
+    /// How long a client may take to send a request's headers (and an idle kept-alive
+    /// connection may stay open).
+    pub(crate) const HEADER_READ: Duration = Duration::from_secs(10);
+    /// How long a client may take to send a whole body.
+    pub(crate) const BODY_READ: Duration = Duration::from_secs(30);
+    /// Connections open at once; more wait in the kernel's backlog.
+    pub(crate) const CONNECTIONS: usize = 1024;
     /// How long a line may wait for a client that does not read before the answer is dropped.
     pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(30);
     /// Prompt tokens read per forward pass: long prompts in slices, which bounds the attention

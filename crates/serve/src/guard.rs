@@ -1,12 +1,16 @@
 //! The middleware in front of every route: CORS (preflight and headers), the Host a loopback
 //! server accepts (no DNS rebinding), JSON bodies only (no cross-site form posts), and the
-//! optional API key, compared in constant time.
+//! optional API key, compared in constant time; a POST body is read here, bounded in size and
+//! in time.
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 
+use crate::args::limits;
 use crate::state::Shared;
 use crate::wire::error;
 
@@ -66,9 +70,57 @@ pub(crate) async fn guard(State(state): State<Shared>, request: Request, next: N
             return refuse(StatusCode::UNAUTHORIZED, "missing or wrong API key".into());
         }
     }
+    let request = if request.method() == Method::POST {
+        match read_body(request, state.options.max_body_bytes).await {
+            Ok(r) => r,
+            Err((status, message)) => return refuse(status, message),
+        }
+    } else {
+        request
+    };
     let mut r = next.run(request).await;
     add_cors(r.headers_mut(), cors.as_deref());
     r
+}
+
+/// The whole body, read within `limits::BODY_READ` and at most `max` bytes (a client that sends
+/// a byte a minute, or without end, no longer holds the connection and a worker).
+async fn read_body(request: Request, max: usize) -> Result<Request, (StatusCode, String)> {
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {max} bytes"),
+        )
+    };
+    let declared = header_str(request.headers(), header::CONTENT_LENGTH.as_str());
+    if declared.parse::<u64>().is_ok_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let (parts, body) = request.into_parts();
+    let mut frames = body.into_data_stream();
+    let read = async {
+        let mut bytes = Vec::new();
+        while let Some(frame) = frames.next().await {
+            let frame =
+                frame.map_err(|e| (StatusCode::BAD_REQUEST, format!("the body broke off: {e}")))?;
+            if bytes.len() + frame.len() > max {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&frame);
+        }
+        Ok(bytes)
+    };
+    match tokio::time::timeout(limits::BODY_READ, read).await {
+        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {} s",
+                limits::BODY_READ.as_secs()
+            ),
+        )),
+    }
 }
 
 /// A header's text ("" when absent or not visible ASCII).

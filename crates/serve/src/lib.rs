@@ -14,6 +14,7 @@ mod args;
 mod embed;
 mod generate;
 mod guard;
+mod listen;
 mod meta;
 mod ollama;
 mod openai;
@@ -34,7 +35,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use tokio::sync::Semaphore;
 
 use crate::state::{ServerState, Shared};
@@ -60,17 +60,11 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     });
     state::spawn_loader(state.clone());
     let app = router(state.clone());
-    // No Nagle: a small streamed chunk must not wait for the client's delayed ACK (~40 ms).
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?
-        .tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     eprintln!("samemath serve: listening on http://{addr}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal(state.clone()))
-        .await?;
+    listen::serve_until(listener, app, shutdown_signal(state.clone())).await?;
     eprintln!("samemath serve: stopped");
     Ok(())
 }

@@ -1,0 +1,115 @@
+//! Slow and absent clients, on loopback: one that sends its head a byte at a time is cut, one
+//! that sends half a body gets 408, and one that never reads its streamed answer loses its slot;
+//! the others are answered meanwhile.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use testkit::http;
+
+use super::start_serve;
+
+/// Read until the server closes or `limit` passes; what came back and when it closed.
+fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Option<Duration>) {
+    let started = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (got, Some(started.elapsed())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return (got, None);
+            }
+            // Reset: closed too.
+            Err(_) => return (got, Some(started.elapsed())),
+        }
+    }
+}
+
+#[test]
+fn a_slow_head_is_cut_and_a_slow_body_gets_408_while_others_are_answered() {
+    let server = start_serve(&[]);
+    let port = server.port;
+    let head = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            .unwrap();
+        read_until_closed(&mut s, Duration::from_secs(40))
+    });
+    let body = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(
+            b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"prompt\":",
+        )
+        .unwrap();
+        read_until_closed(&mut s, Duration::from_secs(60))
+    });
+    // The others go on meanwhile.
+    let short = r#"{"prompt":"Hi.","stream":false,"options":{"num_predict":2}}"#;
+    let (status, answer) = http(port, "POST", "/api/generate", short).expect("an answer");
+    assert_eq!(status, 200, "{answer}");
+
+    let (got, closed) = head.join().unwrap();
+    let closed = closed.expect("a client sending its head slowly held its connection 40 s");
+    println!(
+        "slow head: cut after {:.1} s ({} bytes back)",
+        closed.as_secs_f64(),
+        got.len()
+    );
+    let (got, closed) = body.join().unwrap();
+    assert!(
+        closed.is_some(),
+        "a half-sent body held its connection 60 s"
+    );
+    let reply = testkit::http::parse_reply(&got).expect("a reply to the half-sent body");
+    let text = &reply.body;
+    assert_eq!(reply.status, 408, "{text}");
+    assert!(text.contains("did not arrive within"), "{text}");
+}
+
+#[test]
+fn a_client_that_never_reads_its_stream_loses_its_slot() {
+    // One slot, no queue. A traced answer is megabytes a step: the socket's buffers fill, the
+    // send waits, and after the send timeout the answer is dropped and the slot freed.
+    let server = start_serve(&["--concurrency", "1", "--queue", "0"]);
+    let port = server.port;
+    let mut request = llm::GenerationRequest::new("1, 2, 3, 4, 5, 6, 7, 8,");
+    request.chat = false;
+    request.max_tokens = 1024;
+    let body = serde_json::to_string(&request).unwrap();
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        silent,
+        "POST /api/trace HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let short = r#"{"prompt":"Hi.","stream":false,"options":{"num_predict":2}}"#;
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    loop {
+        let (status, _) = http(port, "POST", "/api/generate", short).expect("an answer");
+        statuses.push(status);
+        if status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "the slot stayed with a client that never read: {statuses:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(statuses[0], 503, "the silent client held the slot at first");
+    println!(
+        "a client that never read held the slot {:.1} s ({} tries)",
+        started.elapsed().as_secs_f64(),
+        statuses.len()
+    );
+    drop(silent);
+}
