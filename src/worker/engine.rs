@@ -366,10 +366,8 @@ impl Engine {
                 if matches!(e, LlmError::GpuPending) {
                     return;
                 }
-                self.running = false;
                 self.step_pending = false;
-                self.session = None;
-                self.send(Event::Error(e.to_string()));
+                self.failed(e);
                 return;
             }
             let done = total - (pending - PREFILL_SLICE);
@@ -425,24 +423,28 @@ impl Engine {
                     self.send(Event::Finished(reason));
                 }
             }
-            Err(e) => {
-                self.running = false;
-                self.session = None;
-                if self.on_gpu && matches!(e, LlmError::Gpu(_)) {
-                    // A lost device or a rejected kernel: say so, carry on with the CPU.
-                    // Back to the CPU first, then the error (Disconnected readies the view,
-                    // which would hide an error sent before it).
-                    self.on_gpu = false;
-                    self.send(Event::Disconnected);
-                    self.send(Event::Error(format!(
-                        "{e}; switched to the CPU backend (press Generate again)"
-                    )));
-                } else {
-                    self.send(Event::Error(e.to_string()));
-                }
-            }
+            Err(e) => self.failed(e),
         }
         true
+    }
+
+    /// A step or a prompt slice failed: the session ends with the error. On the GPU (a lost
+    /// device, a rejected kernel, a stall that Stop gave up on) it says so and carries on with
+    /// the CPU.
+    fn failed(&mut self, e: LlmError) {
+        self.running = false;
+        self.session = None;
+        if self.on_gpu && matches!(e, LlmError::Gpu(_)) {
+            // Back to the CPU first, then the error (Disconnected readies the view, which
+            // would hide an error sent before it).
+            self.on_gpu = false;
+            self.send(Event::Disconnected);
+            self.send(Event::Error(format!(
+                "{e}; switched to the CPU backend (press Generate again)"
+            )));
+        } else {
+            self.send(Event::Error(e.to_string()));
+        }
     }
 
     /// Probe the server; generation goes there once it answers (natively now, in the browser

@@ -21,6 +21,9 @@ pub struct Worker {
     events: Receiver<Event>,
     /// Cancels a remote answer in flight (the engine thread is inside it, not reading commands).
     stop: Arc<std::sync::Mutex<llm::CancelToken>>,
+    /// Stop also gives up a step the GPU has not finished after a second (a stalled device):
+    /// the engine then says so and goes on with the CPU.
+    gpu_interrupt: Option<llm::gpu::GpuInterrupt>,
     /// wasm: the engine itself, stepped from `poll`, and the commands waiting for the model.
     #[cfg(target_arch = "wasm32")]
     inline: (
@@ -75,6 +78,7 @@ impl Worker {
                 commands: command_tx,
                 events: event_rx,
                 stop,
+                gpu_interrupt: None,
             }
         }
         #[cfg(target_arch = "wasm32")]
@@ -84,17 +88,25 @@ impl Worker {
                 commands: command_tx,
                 events: event_rx,
                 stop,
+                gpu_interrupt: None,
                 inline: (engine, command_rx, Default::default()),
             }
         }
     }
 
-    /// Queue a command; the engine takes it between steps, so Stop lands within one step.
+    /// Queue a command; the engine takes it between steps, so Stop lands within one step (or
+    /// within a second of a step a stalled GPU does not finish).
     pub fn send(&mut self, command: Command) {
-        if matches!(command, Command::Stop | Command::Reset)
-            && let Ok(t) = self.stop.lock()
-        {
-            t.cancel();
+        if let Command::UseGpu(ctx) = &command {
+            self.gpu_interrupt = Some(ctx.interrupt_handle());
+        }
+        if matches!(command, Command::Stop | Command::Reset) {
+            if let Ok(t) = self.stop.lock() {
+                t.cancel();
+            }
+            if let Some(i) = &self.gpu_interrupt {
+                i.interrupt();
+            }
         }
         let _ = self.commands.send(command);
     }

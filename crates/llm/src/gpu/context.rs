@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::pacer::FramePacer;
+use super::readback::GpuInterrupt;
 use crate::error::{LlmError, Result};
 
 /// A wgpu device and queue the backend runs on, and what to call them.
@@ -21,6 +22,8 @@ pub struct GpuContext {
     /// On a device of our own: the first error wgpu reported (validation, out of memory, device
     /// lost), taken by the next step. On the renderer's device the renderer's handler gets them.
     pub(crate) errors: Arc<Mutex<Option<String>>>,
+    /// Stop for a wait on a stalled device (see `interrupt_handle`).
+    pub(crate) interrupt: GpuInterrupt,
 }
 
 impl GpuContext {
@@ -35,6 +38,7 @@ impl GpuContext {
             timestamps,
             pacer: None,
             errors: Default::default(),
+            interrupt: Default::default(),
         }
     }
 
@@ -102,6 +106,7 @@ impl GpuContext {
             timestamps,
             pacer: None,
             errors,
+            interrupt: Default::default(),
         })
     }
 
@@ -123,6 +128,12 @@ impl GpuContext {
     }
 
     /// The error wgpu reported since the last check, if any.
+    /// What Stop calls so that a step waiting on a stalled device gives up (with an error the
+    /// caller can fall back from) instead of holding the engine for `GPU_STEP_LIMIT`.
+    pub fn interrupt_handle(&self) -> GpuInterrupt {
+        self.interrupt.clone()
+    }
+
     pub fn take_error(&self) -> Option<String> {
         self.errors.lock().ok()?.take()
     }

@@ -137,7 +137,7 @@ impl GpuModel {
             }
             let started = web_time::Instant::now();
             let index = self.ctx.queue.submit([enc.finish()]);
-            super::readback::wait_for(&self.ctx.device, index.clone())?;
+            super::readback::wait_for(&self.ctx.device, index.clone(), &self.ctx.interrupt)?;
             pacer.charge(started.elapsed(), end - i);
             i = end;
             if i >= ops.len() {
@@ -286,7 +286,7 @@ impl GpuModel {
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
-            let bytes = read_back(&self.ctx.device, &s.staging, at, index)?;
+            let bytes = read_back(&self.ctx.device, &self.ctx.interrupt, &s.staging, at, index)?;
             if let Some(t) = &timing
                 && let Some(ms) = t.read(&self.ctx.device, &self.ctx.queue, &kinds)
                 && let Ok(mut p) = self.profile.lock()

@@ -105,7 +105,7 @@ pub fn run(
         at += len;
     }
     let index = ctx.queue.submit([enc.finish()]);
-    let bytes = read_back(device, &staging, at, index);
+    let bytes = read_back(device, &ctx.interrupt, &staging, at, index);
     if let Some(e) = ctx.take_error() {
         return Err(LlmError::Gpu(format!("{kernel}::{entry}: {e}")));
     }

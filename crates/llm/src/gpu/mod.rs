@@ -41,3 +41,4 @@ pub use context::{GpuContext, adapter_name};
 pub use model::{DEFAULT_CONTEXT, GpuModel};
 pub use pacer::FramePacer;
 pub use profile::{KernelKind, Profile};
+pub use readback::GpuInterrupt;

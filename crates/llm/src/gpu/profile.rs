@@ -82,7 +82,7 @@ impl Timing {
     ) -> Option<Vec<(KernelKind, f64)>> {
         let index = queue.submit([]);
         let len = (kinds.len() as u64 * 16).min(self.capacity as u64 * 8);
-        let bytes = read_back(device, &self.read, len, index).ok()?;
+        let bytes = read_back(device, &Default::default(), &self.read, len, index).ok()?;
         let stamps: &[u64] = bytemuck::cast_slice(&bytes);
         let period = queue.get_timestamp_period() as f64;
         let mut totals: std::collections::BTreeMap<KernelKind, f64> = Default::default();
