@@ -10,7 +10,7 @@ mod scene;
 
 pub use scene::{
     GraphicsSettings, GraphicsStart, LightProbe, MeshChoice, MeshEntry, MeshLibrary, SceneMatrices,
-    SurfacePick, compute_matrices, graphics_keys,
+    SurfacePick, compute_matrices, graphics_keys, parse_state,
 };
 
 use bevy::prelude::*;

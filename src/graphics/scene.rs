@@ -331,21 +331,43 @@ pub(super) fn load_state_file(start: Res<GraphicsStart>, mut settings: ResMut<Gr
     let Some(path) = start.state.clone() else {
         return;
     };
-    let loaded = crate::platform::read_user_text(&path).and_then(|text| {
-        serde_json::from_str::<GraphicsSettings>(&text)
-            .map_err(|e| format!("{}: {e}", path.display()))
-    });
+    let loaded = crate::platform::read_user_text(&path)
+        .and_then(|text| parse_state(&text).map_err(|e| format!("{}: {e}", path.display())));
     match loaded {
-        Ok(s) if s.model.is_finite() => {
-            *settings = s;
-            // Distance 0, pitch 90 or a zero field of view would make every matrix NaN.
-            settings.camera = settings.camera.sanitized();
-        }
-        Ok(_) => error!(
-            "{}: non-finite numbers in the model; ignored",
-            path.display()
-        ),
+        Ok(s) => *settings = s,
         Err(e) => error!("state file not loaded: {e}"),
+    }
+}
+
+/// A saved scene-1 state, every number brought within what the matrices and the light take
+/// (distance 0, pitch 90 or a zero field of view made every matrix NaN; 1e39 reads as an
+/// infinity): `Err` only for text that is not such a state.
+pub fn parse_state(text: &str) -> Result<GraphicsSettings, String> {
+    let s = serde_json::from_str::<GraphicsSettings>(text).map_err(|e| e.to_string())?;
+    Ok(s.sanitized())
+}
+
+impl GraphicsSettings {
+    /// Every field within the range the panel offers (see each part's `sanitized`).
+    pub fn sanitized(self) -> Self {
+        let d = Self::default();
+        let surface_pick = self.surface_pick.filter(|p| {
+            p.weights.iter().all(|w| (0.0..=1.0).contains(w))
+                && (p.weights.iter().sum::<f32>() - 1.0).abs() < 1e-3
+        });
+        Self {
+            model: self.model.sanitized(),
+            lighting: self.lighting.sanitized(),
+            camera: self.camera.sanitized(),
+            animate_deg_per_sec: math::clamp_finite(
+                self.animate_deg_per_sec,
+                d.animate_deg_per_sec,
+                -720.0,
+                720.0,
+            ),
+            surface_pick,
+            ..self
+        }
     }
 }
 

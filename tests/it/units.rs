@@ -1,6 +1,6 @@
 //! The app's pure functions (its library builds no test binary of its own: one binary links
 //! Bevy, not two): the activation grid's layout and colormap, the command line, the panel's
-//! fields, the bench's percentiles.
+//! fields, the bench's percentiles, the state file against hostile input.
 
 mod activations {
     use samemath::llm_scene::activations::*;
@@ -106,5 +106,73 @@ mod bench {
         assert_eq!(mean, 50.5);
         assert_eq!(p95, 95.0);
         assert!(summarize(&[]).is_none());
+    }
+}
+
+mod state_file {
+    use samemath::graphics::{
+        GraphicsSettings, MeshLibrary, SceneMatrices, SurfacePick, parse_state,
+    };
+    use samemath::shell::SceneViewport;
+
+    /// Every number the scene derives from a state: what goes to the GPU and the panels.
+    fn all_finite(m: &SceneMatrices) -> bool {
+        let c = &m.chain;
+        let mats = [c.world_from_local, c.view_from_world, c.clip_from_view];
+        mats.iter().all(|x| x.is_finite())
+            && m.normal.matrix.is_finite()
+            && m.light_dir.is_finite()
+            && m.eye.is_finite()
+            && m.probe.as_ref().is_none_or(|p| {
+                p.terms.intensity.is_finite() && p.terms.color.is_finite() && p.half.is_finite()
+            })
+    }
+
+    #[test]
+    fn degenerate_numbers_are_brought_into_range() {
+        let text = r#"{"camera":{"distance":0,"pitch_deg":90,"fov_y_deg":0,"near":0},
+            "model":{"scale":[1e39,0,1],"translation":[3e38,0,0],"rotation_deg":[1e39,0,720]},
+            "lighting":{"shininess":1e39,"azimuth_deg":-1e39,"base_color":[2,-1,1e39]},
+            "animate_deg_per_sec":1e39}"#;
+        let s = parse_state(text).expect("a state");
+        let m = SceneMatrices::compute(&s, &SceneViewport::default(), &MeshLibrary::load(None));
+        assert!(all_finite(&m), "{m:?}");
+        assert_eq!(s.model.rotation_deg[2], 0.0);
+        assert!(s.lighting.shininess <= 256.0 && s.animate_deg_per_sec.is_finite());
+        assert!(parse_state("{not json").is_err());
+        assert!(parse_state(r#"{"camera":{"distance":"far"}}"#).is_err());
+    }
+
+    #[test]
+    fn hostile_state_files_load_within_range_or_are_refused() {
+        let library = MeshLibrary::load(None);
+        let mut base = GraphicsSettings {
+            surface_pick: Some(SurfacePick {
+                triangle: 3,
+                weights: [0.2, 0.3, 0.5],
+            }),
+            ..Default::default()
+        };
+        base.selected_vertex = Some(5);
+        let base = serde_json::to_value(&base).unwrap();
+        let (mut loaded, mut refused) = (0, 0);
+        for v in testkit::json::mutated(&base, 5, 3000) {
+            match parse_state(&v.to_string()) {
+                Err(_) => refused += 1,
+                Ok(s) => {
+                    loaded += 1;
+                    let m = SceneMatrices::compute(&s, &SceneViewport::default(), &library);
+                    assert!(all_finite(&m), "{v}\n{m:?}");
+                }
+            }
+        }
+        // Bytes that are not JSON at all: refused, never a panic.
+        let mut rng = llm::sampling::Rng::new(3);
+        for n in 0..500 {
+            let bytes: Vec<u8> = (0..n % 64).map(|_| rng.next_u64() as u8).collect();
+            let _ = parse_state(&String::from_utf8_lossy(&bytes));
+        }
+        println!("{loaded} hostile states loaded within range, {refused} refused");
+        assert!(loaded > 0 && refused > 0);
     }
 }

@@ -78,6 +78,8 @@ pub const MAX_TRACE_LAYERS: usize = 128;
 pub const MAX_TRACE_HEADS: usize = 256;
 pub const MAX_TRACE_WIDTH: usize = 16_384;
 pub const MAX_TRACE_TOP_K: usize = 1_000;
+/// The longest context a llama model of this loader has (`llama.context_length`'s bound).
+pub const MAX_TRACE_POSITION: usize = 1 << 20;
 
 impl Trace {
     /// `Err(what is wrong)` unless the trace has one consistent shape: every layer with one
@@ -98,6 +100,7 @@ impl Trace {
         within("heads", heads, MAX_TRACE_HEADS)?;
         within("embedding values", self.embedding.len(), MAX_TRACE_WIDTH)?;
         within("next-token candidates", self.top_k.len(), MAX_TRACE_TOP_K)?;
+        within("positions", self.position, MAX_TRACE_POSITION)?;
         if let Some(&kv) = self.kv_head_of_head.iter().find(|&&kv| kv >= heads) {
             return Err(format!("a head reads KV head {kv} of {heads}"));
         }
@@ -130,6 +133,44 @@ impl Trace {
                     self.embedding.len()
                 ));
             }
+        }
+        self.check_values()
+    }
+
+    /// Every number finite (JSON has no NaN, but 1e39 reads as an f32 infinity), probabilities
+    /// within 0..=1: what the scene scales geometry and colours by.
+    fn check_values(&self) -> Result<(), String> {
+        let finite = |what: &str, v: &[f32]| match v.iter().find(|x| !x.is_finite()) {
+            Some(x) => Err(format!("{what} holds {x}")),
+            None => Ok(()),
+        };
+        let probability = |what: &str, c: &TokenProb| {
+            if !c.logit.is_finite() || !(0.0..=1.0).contains(&c.prob) {
+                Err(format!(
+                    "{what} has logit {} and probability {}",
+                    c.logit, c.prob
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        finite("the embedding", &self.embedding)?;
+        for (i, l) in self.layers.iter().enumerate() {
+            for row in &l.attention {
+                finite(&format!("layer {i}'s attention"), row)?;
+            }
+            finite(&format!("layer {i}'s MLP activations"), &l.mlp_activation)?;
+            finite(&format!("layer {i}'s MLP input"), &l.mlp_input)?;
+            finite(
+                &format!("layer {i}'s residual norms"),
+                &[l.residual_norm_in, l.residual_norm_out],
+            )?;
+            if let Some(lens) = &l.logit_lens {
+                probability(&format!("layer {i}'s logit lens"), lens)?;
+            }
+        }
+        for c in &self.top_k {
+            probability("a next-token candidate", c)?;
         }
         Ok(())
     }
@@ -181,5 +222,11 @@ mod tests {
         let mut t = trace(1, 1, 0);
         t.layers[0].mlp_activation = vec![0.0; MAX_TRACE_WIDTH + 1];
         assert!(t.check_shape().is_err());
+        // No heads, so no attention rows to check the position against: still bounded.
+        let t = trace(2, 0, usize::MAX);
+        assert!(t.check_shape().unwrap_err().contains("positions"));
+        let mut t = trace(3, 9, 4);
+        t.layers[1].mlp_activation[3] = f32::INFINITY;
+        assert!(t.check_shape().unwrap_err().contains("holds inf"));
     }
 }

@@ -128,14 +128,15 @@ impl OrbitCamera {
     }
 
     /// The camera with every field in the range the matrices need (a saved or typed state may
-    /// say anything): non-finite values become the defaults, the distance 1..60, the pitch off
+    /// say anything): non-finite values become the defaults, the target within ±1000, the
+    /// distance 1..60, the pitch off
     /// the poles, the field of view 10..120 degrees, the near plane positive and in front of
     /// the target.
     pub fn sanitized(self) -> Self {
         let d = Self::default();
-        let finite = |v: f32, default: f32| if v.is_finite() { v } else { default };
+        let finite = |v: f32, default: f32| crate::clamp_finite(v, default, f32::MIN, f32::MAX);
         let target = if self.target.iter().all(|t| t.is_finite()) {
-            self.target
+            self.target.map(|t| t.clamp(-1000.0, 1000.0))
         } else {
             d.target
         };

@@ -19,6 +19,25 @@ pub fn parse_finite(text: &str) -> Option<f32> {
     text.trim().parse::<f32>().ok().filter(|v| v.is_finite())
 }
 
+/// `v` when finite and within `lo..=hi` after clamping, `default` when not finite: for values a
+/// saved or typed state may carry.
+pub fn clamp_finite(v: f32, default: f32, lo: f32, hi: f32) -> f32 {
+    if v.is_finite() {
+        v.clamp(lo, hi)
+    } else {
+        default
+    }
+}
+
+/// An angle in degrees as -180..180 (`default` when not finite).
+pub fn wrap_deg(v: f32, default: f32) -> f32 {
+    if v.is_finite() {
+        (v + 180.0).rem_euclid(360.0) - 180.0
+    } else {
+        default
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_finite;

@@ -76,6 +76,26 @@ impl Default for LightingParams {
     }
 }
 
+impl LightingParams {
+    /// Every number within its slider's range (a saved state may say anything): the three
+    /// weights 0..1, the exponent 1..256, the light's azimuth wrapped, its elevation off the
+    /// poles, the colour 0..1; non-finite values the defaults'.
+    pub fn sanitized(self) -> Self {
+        let d = Self::default();
+        let unit = |v, d| crate::clamp_finite(v, d, 0.0, 1.0);
+        Self {
+            ambient: unit(self.ambient, d.ambient),
+            diffuse: unit(self.diffuse, d.diffuse),
+            specular: unit(self.specular, d.specular),
+            shininess: crate::clamp_finite(self.shininess, d.shininess, 1.0, 256.0),
+            azimuth_deg: crate::wrap_deg(self.azimuth_deg, d.azimuth_deg),
+            elevation_deg: crate::clamp_finite(self.elevation_deg, d.elevation_deg, -89.0, 89.0),
+            base_color: [0, 1, 2].map(|i| unit(self.base_color[i], d.base_color[i])),
+            ..self
+        }
+    }
+}
+
 /// Each term of the lighting equation at one point.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LightTerms {

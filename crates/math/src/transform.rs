@@ -164,6 +164,23 @@ impl ModelFactors {
 }
 
 impl ModelParams {
+    /// Every number finite and within what the panel offers and more (a saved state may say
+    /// anything): translation and scale within ±100, angles wrapped to ±180, non-finite values
+    /// the defaults'.
+    pub fn sanitized(self) -> Self {
+        let d = Self::default();
+        let each = |v: [f32; 3], d: [f32; 3], f: &dyn Fn(f32, f32) -> f32| {
+            [f(v[0], d[0]), f(v[1], d[1]), f(v[2], d[2])]
+        };
+        let within = |v, d| crate::clamp_finite(v, d, -100.0, 100.0);
+        Self {
+            translation: each(self.translation, d.translation, &within),
+            scale: each(self.scale, d.scale, &within),
+            rotation_deg: each(self.rotation_deg, d.rotation_deg, &crate::wrap_deg),
+            order: self.order,
+        }
+    }
+
     pub fn factors(&self) -> ModelFactors {
         let [rx, ry, rz] = self.rotation_deg.map(f32::to_radians);
         ModelFactors {

@@ -5,3 +5,4 @@
 mod gpu;
 mod reference;
 mod tiny_gguf;
+mod trace_json;
