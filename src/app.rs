@@ -127,6 +127,7 @@ pub fn insert_start(app: &mut App, args: &AppArgs, bench: Option<&BenchArgs>) {
         remote_url: args.remote_url.clone(),
         remote_api: args.remote_api,
         steps: args.steps,
+        view: args.view,
     });
     if args.demo {
         app.insert_resource(DemoLoop::enabled(args.demo_pace, args.demo_cycles));

@@ -76,6 +76,10 @@ pub struct AppArgs {
     /// (with --screenshot: capture after the last one).
     #[arg(long, value_name = "N")]
     pub steps: Option<usize>,
+    /// What scene 2's middle shows first: the 3D world from overview, embedding, head or
+    /// layer:N (0-based), or panels (the 2D views; V switches).
+    #[arg(long, value_name = "VIEW", global = true, value_parser = crate::llm_scene::world::parse_view)]
+    pub view: Option<crate::llm_scene::world::StartView>,
     /// Unattended booth loop: cycle the scenes and a list of prompts until closed.
     #[arg(long)]
     pub demo: bool,

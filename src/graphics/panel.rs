@@ -148,10 +148,12 @@ fn matrix_panel(
         return;
     };
     let mut root = free.ui(ctx, "matrix_panel_root");
+    // At most 28% of the window: the 3D view keeps the middle (the panel scrolls).
+    let (size, range) = crate::shell::side_panel_size(ctx, 0.28, 540.0, 300.0);
     let panel = egui::Panel::left("matrix_panel")
         .resizable(true)
-        .default_size(540.0)
-        .size_range(320.0..=760.0)
+        .default_size(size)
+        .size_range(range)
         .show(&mut root, |ui| {
             egui::ScrollArea::both().show(ui, |ui| {
                 ui.heading("Model matrix M");
@@ -279,10 +281,12 @@ fn settings_panel(
         return;
     };
     let mut root = free.ui(ctx, "inspector_panel_root");
+    // At most 24% of the window: the 3D view keeps the middle (the panel scrolls).
+    let (size, range) = crate::shell::side_panel_size(ctx, 0.24, 460.0, 260.0);
     let panel = egui::Panel::right("inspector_panel")
         .resizable(true)
-        .default_size(460.0)
-        .size_range(280.0..=700.0)
+        .default_size(size)
+        .size_range(range)
         .show(&mut root, |ui| {
             egui::ScrollArea::both().show(ui, |ui| {
                 let s = &mut *settings;

@@ -13,9 +13,9 @@ use super::state::LlmView;
 
 /// Background between tiles (sRGB bytes).
 pub const GAP_COLOR: [u8; 4] = [14, 15, 19, 255];
-const ZERO: [f32; 3] = [24.0, 26.0, 33.0];
-const POSITIVE: [f32; 3] = [255.0, 176.0, 48.0];
-const NEGATIVE: [f32; 3] = [64.0, 150.0, 255.0];
+pub const ZERO: [f32; 3] = [24.0, 26.0, 33.0];
+pub const POSITIVE: [f32; 3] = [255.0, 176.0, 48.0];
+pub const NEGATIVE: [f32; 3] = [64.0, 150.0, 255.0];
 
 /// Diverging colormap: 0 is near the background, +scale full amber, -scale full blue, linear in
 /// between (sRGB bytes).

@@ -2,7 +2,7 @@
 //! thread; this room keeps what it reported (`LlmView`), what the user set (`LlmControls`) and
 //! what is selected (`LlmSelection`), and draws the views: token strip, embeddings and their PCA,
 //! the 30 x 1536 activation grid (a GPU texture), attention per head, next-token bars and the
-//! logit lens.
+//! logit lens; and `world`, the stage: the same numbers as geometry drawn by scene 1's pipeline.
 //!
 //! `logic_plugin` needs no window (headless tests feed it events); `plugin` adds the panels.
 
@@ -15,6 +15,7 @@ mod probe;
 mod state;
 #[cfg(target_arch = "wasm32")]
 mod web;
+pub mod world;
 
 pub use engine::{LlmEngine, LlmPacer, RendererGpu, poll_engine, run_actions, steps_done};
 pub use state::{
@@ -51,7 +52,7 @@ pub fn logic_plugin(app: &mut App) {
 }
 
 pub fn plugin(app: &mut App) {
-    app.add_plugins((activations::plugin, panels::plugin))
+    app.add_plugins((activations::plugin, panels::plugin, world::plugin))
         .add_systems(Startup, start_engine)
         .add_systems(Update, auto_steps.before(run_actions))
         .add_systems(Last, bench::measure_llm);

@@ -31,11 +31,15 @@ impl SceneProbe for LlmProbe {
 
     fn sidecar(&self, world: &World) -> serde_json::Value {
         match world.get_resource::<LlmView>() {
-            Some(view) => llm_json(
-                view,
-                world.get_resource::<LlmDrawn>(),
-                world.get_resource::<ActivationTexture>(),
-            ),
+            Some(view) => {
+                let mut j = llm_json(
+                    view,
+                    world.get_resource::<LlmDrawn>(),
+                    world.get_resource::<ActivationTexture>(),
+                );
+                j["world"] = super::world::sidecar(world);
+                j
+            }
             None => json!(null),
         }
     }

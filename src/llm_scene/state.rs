@@ -46,6 +46,8 @@ pub struct LlmStart {
     pub remote_api: Option<remote::ApiKind>,
     /// Run this many forward passes once the model is loaded (`--steps N`).
     pub steps: Option<usize>,
+    /// What the middle shows first (`--view`): the world at a preset, or the panel views.
+    pub view: Option<super::world::StartView>,
 }
 
 /// Where the answer is computed.

@@ -16,7 +16,9 @@ pub mod theme;
 pub mod web;
 
 pub use frame::measure_viewport;
-pub use state::{FreeArea, Scene, SceneViewport, ShellOptions, UiSet, keyboard_free};
+pub use state::{
+    FreeArea, Scene, SceneViewport, ShellOptions, UiSet, keyboard_free, side_panel_size,
+};
 
 use bevy::prelude::*;
 use bevy_egui::EguiPrimaryContextPass;

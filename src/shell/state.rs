@@ -117,6 +117,19 @@ impl Default for SceneViewport {
     }
 }
 
+/// A side panel's default width and range (egui points): at most `share` of the window, so the
+/// 3D view keeps the middle of the window at every size and UI scale (the panels scroll).
+pub fn side_panel_size(
+    ctx: &egui::Context,
+    share: f32,
+    default: f32,
+    min: f32,
+) -> (f32, std::ops::RangeInclusive<f32>) {
+    let max = (ctx.content_rect().width() * share).max(1.0);
+    let min = min.min(max);
+    (default.clamp(min, max), min..=max)
+}
+
 /// True when egui is typing into a field, so single-key shortcuts must stay quiet.
 pub fn keyboard_free(wants: Option<Res<EguiWantsInput>>) -> bool {
     wants.is_none_or(|w| !w.wants_any_keyboard_input())

@@ -349,7 +349,7 @@ fn rendered_grid_pixels_are_the_trace_through_the_colormap() {
         "1920x1080",
         serde_json::json!({}),
         &[
-            "--scene", "llm", "--prompt", PROMPT, "--raw", "--steps", "3",
+            "--scene", "llm", "--prompt", PROMPT, "--raw", "--steps", "3", "--view", "panels",
         ],
     );
     let llm = &shot.meta["llm"];

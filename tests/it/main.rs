@@ -9,3 +9,4 @@ mod llm_scene;
 mod render;
 mod shaders;
 mod units;
+mod world;

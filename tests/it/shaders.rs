@@ -36,12 +36,32 @@ fn math_body() -> String {
         .join("\n")
 }
 
+/// The world material reads each instance's model matrix and tag through Bevy's mesh functions;
+/// for naga alone, a stand-in with the same signatures over a storage buffer shaped like Bevy's
+/// (Bevy's own module is checked when the app builds the pipeline).
+const BEVY_MESH_FUNCTIONS: &str = "bevy_pbr::mesh_functions::";
+const BEVY_MESH_STAND_IN: &str = "
+struct StandInMesh { world_from_local: mat3x4<f32>, tag: u32 }
+@group(2) @binding(0) var<storage> stand_in_mesh: array<StandInMesh>;
+fn get_world_from_local(i: u32) -> mat4x4<f32> {
+    let m = transpose(stand_in_mesh[i].world_from_local);
+    return mat4x4<f32>(vec4<f32>(m[0], 0.0), vec4<f32>(m[1], 0.0), vec4<f32>(m[2], 0.0), vec4<f32>(m[3], 1.0));
+}
+fn get_tag(i: u32) -> u32 { return stand_in_mesh[i].tag; }
+";
+
 fn compose(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap();
     let mut out = String::new();
     for line in text.lines() {
         let t = line.trim_start();
         if t.starts_with("#define_import_path") {
+            continue;
+        }
+        if let Some(rest) = t.strip_prefix("#import ")
+            && rest.starts_with(BEVY_MESH_FUNCTIONS)
+        {
+            out.push_str(BEVY_MESH_STAND_IN);
             continue;
         }
         if let Some(rest) = t.strip_prefix("#import ") {
@@ -118,5 +138,14 @@ fn scene_shader_uses_the_shared_math() {
     assert_eq!(
         samemath::graphics::material::SceneUniform::min_size().get(),
         3 * 64 + 5 * 16
+    );
+    // The world's columns go through the same two functions: T * S by mat_vec4, light by shade.
+    let world = std::fs::read_to_string(shader_dir().join("world_material.wgsl")).unwrap();
+    assert!(world.contains("#import samemath::math::"));
+    assert!(world.contains("mat_vec4(world_from_local, vec4<f32>(in.position, 1.0))"));
+    assert!(world.contains("shade(n, world.light_dir.xyz"));
+    assert_eq!(
+        samemath::llm_scene::world::WorldUniform::min_size().get(),
+        64 + 9 * 16
     );
 }

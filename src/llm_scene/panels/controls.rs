@@ -24,10 +24,12 @@ pub(crate) fn controls_panel(
         return;
     };
     let mut root = free.ui(ctx, "llm_controls_root");
+    // At most 28% of the window: the 3D view keeps the middle (the panel scrolls).
+    let (size, range) = crate::shell::side_panel_size(ctx, 0.28, 330.0, 260.0);
     let panel = egui::Panel::left("llm_controls")
         .resizable(true)
-        .default_size(330.0)
-        .size_range(260.0..=520.0)
+        .default_size(size)
+        .size_range(range)
         .show(&mut root, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
                 ui.heading("Prompt");

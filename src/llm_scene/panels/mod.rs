@@ -30,7 +30,8 @@ pub(super) fn plugin(app: &mut App) {
                 (controls::controls_panel, next_token::outputs_panel)
                     .chain()
                     .run_if(|ui: Res<UiSettings>| !ui.hide_panels),
-                views::central_views,
+                views::central_views
+                    .run_if(|mode: Res<crate::llm_scene::world::WorldMode>| !mode.world),
             )
                 .chain()
                 .in_set(UiSet::Panels)

@@ -23,10 +23,12 @@ pub(crate) fn outputs_panel(
         return;
     };
     let mut root = free.ui(ctx, "llm_outputs_root");
+    // At most 24% of the window: the 3D view keeps the middle (the panel scrolls).
+    let (size, range) = crate::shell::side_panel_size(ctx, 0.24, 360.0, 240.0);
     let panel = egui::Panel::right("llm_outputs")
         .resizable(true)
-        .default_size(360.0)
-        .size_range(260.0..=560.0)
+        .default_size(size)
+        .size_range(range)
         .show(&mut root, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
                 next_token(ui, &controls, &view, &mut cache);

@@ -1,0 +1,305 @@
+//! The world's words, drawn at the pixels the camera chain gives for world points: what the
+//! world is, the tokens' text on the floor, each layer's number and logit-lens guess, the
+//! next-token pieces and probabilities; the column under the mouse (layer, neuron, value), and a
+//! click selects it for the dot-product inspector and the bridge.
+
+use bevy::prelude::*;
+use bevy::window::PrimaryWindow;
+use bevy_egui::input::EguiWantsInput;
+use bevy_egui::{EguiContexts, egui};
+use glam::{Vec2, Vec3};
+use math::camera::ClipChain;
+
+use super::layout::{COLUMN, MLP_UNIT, PITCH, column_top};
+use super::{Piece, WorldCamera, WorldMode, WorldState};
+use crate::llm_scene::panels::visible_piece;
+use crate::llm_scene::state::{Backend, EngineStatus, LlmSelection, LlmView};
+use crate::shell::SceneViewport;
+use crate::shell::theme::ACCENT;
+
+/// Labels on dark plates (they read on a projector over any colour), none over another: a
+/// label that would cover one already placed is left out.
+struct Labels {
+    painter: egui::Painter,
+    placed: Vec<egui::Rect>,
+}
+
+impl Labels {
+    fn put(&mut self, at: egui::Pos2, align: egui::Align2, text: &str, size: f32) -> bool {
+        self.draw(at, align, text, size, false)
+    }
+
+    /// As `put`, over whatever is there (the hover text).
+    fn put_over(&mut self, at: egui::Pos2, align: egui::Align2, text: &str, size: f32) {
+        self.draw(at, align, text, size, true);
+    }
+
+    /// A ring around a point (counted as covering its square).
+    fn ring(&mut self, at: egui::Pos2, radius: f32, color: egui::Color32) {
+        self.painter
+            .circle_stroke(at, radius, egui::Stroke::new(2.0, color));
+        self.placed.push(egui::Rect::from_center_size(
+            at,
+            egui::Vec2::splat(radius * 2.0 + 2.0),
+        ));
+    }
+
+    fn draw(
+        &mut self,
+        at: egui::Pos2,
+        align: egui::Align2,
+        text: &str,
+        size: f32,
+        over: bool,
+    ) -> bool {
+        let galley = self.painter.layout_no_wrap(
+            text.to_string(),
+            egui::FontId::proportional(size),
+            egui::Color32::from_gray(235),
+        );
+        let rect = align.anchor_size(at, galley.size()).expand(2.0);
+        if !over && self.placed.iter().any(|r| r.intersects(rect)) {
+            return false;
+        }
+        self.placed.push(rect);
+        self.painter
+            .rect_filled(rect, 3.0, egui::Color32::from_black_alpha(170));
+        self.painter.galley(
+            rect.min + egui::vec2(2.0, 2.0),
+            galley,
+            egui::Color32::WHITE,
+        );
+        true
+    }
+}
+
+pub(super) fn world_overlay(
+    mut contexts: EguiContexts,
+    view: Res<LlmView>,
+    mode: Res<WorldMode>,
+    camera: Res<WorldCamera>,
+    viewport: Res<SceneViewport>,
+    windows: Query<&Window, With<PrimaryWindow>>,
+    buttons: Res<ButtonInput<MouseButton>>,
+    wants: Option<Res<EguiWantsInput>>,
+    mut state: ResMut<WorldState>,
+    mut selection: ResMut<LlmSelection>,
+    mut press: Local<Option<Vec2>>,
+) {
+    if !mode.world {
+        return;
+    }
+    let Ok(ctx) = contexts.ctx_mut() else {
+        return;
+    };
+    let k = viewport.points_per_pixel;
+    let v = viewport.physical;
+    let clip = egui::Rect::from_min_size(
+        egui::pos2(v.x * k, v.y * k),
+        egui::vec2(v.width * k, v.height * k),
+    );
+    if clip.width() < 2.0 || clip.height() < 2.0 {
+        return;
+    }
+    let painter = ctx
+        .layer_painter(egui::LayerId::new(
+            egui::Order::Background,
+            egui::Id::new("world_labels"),
+        ))
+        .with_clip_rect(clip);
+    let mut labels = Labels {
+        painter: painter.clone(),
+        placed: Vec::new(),
+    };
+    state.label_rects.clear();
+    let chain = camera.chain(v);
+    let to_pos = |p: Vec3| {
+        chain
+            .project_world(p)
+            .map(|px| egui::pos2(px.x * k, px.y * k))
+    };
+    let Some(trace) = &view.trace else {
+        let why = if !view.backend.has_traces() {
+            format!(
+                "{} sends no trace: nothing of the model's insides to draw here.\nIts tokens \
+                 and probabilities are in the panels (V).",
+                view.backend.name()
+            )
+        } else if let EngineStatus::Loading(s) = &view.status {
+            s.clone()
+        } else {
+            "Step (Space) or Generate (Enter): the newest token's forward pass is drawn here,\n\
+             every layer's 1,536 MLP activations as columns."
+                .into()
+        };
+        labels.put(clip.center(), egui::Align2::CENTER_CENTER, &why, 18.0);
+        return;
+    };
+    let Some(layout) = state.layout else {
+        return;
+    };
+    let path = match &view.backend {
+        Backend::Local => "CPU backend: the trace is uploaded each token",
+        Backend::Gpu { .. } => {
+            "GPU backend: the kernels' trace is read back and uploaded (not yet drawn from \
+             their buffer)"
+        }
+        Backend::Remote { .. } => "remote server: its trace, checked and uploaded",
+    };
+    let legend = format!(
+        "{} layers x {} MLP activations of {:?}: each a box, T times S with s_y = the value,\n\
+         lit by scene 1's light · {path}\nO overview · E embedding · L layer · H head · V panels",
+        layout.layers,
+        layout.neurons,
+        visible_piece(&trace.token.piece),
+    );
+    labels.put(
+        clip.left_top() + egui::vec2(6.0, 6.0),
+        egui::Align2::LEFT_TOP,
+        &legend,
+        12.0,
+    );
+
+    // Tokens on the floor, the text under each (the newest first, where there is room).
+    let drawn = state.tokens.len();
+    for (slot, (token, _)) in state.tokens.iter().enumerate().rev() {
+        if let Some(p) = to_pos(layout.token_base(slot, drawn) + Vec3::new(0.0, 0.0, 0.3)) {
+            let text = visible_piece(&token.piece);
+            labels.put(p, egui::Align2::CENTER_TOP, &text, 12.0);
+        }
+    }
+    if let Some(p) = to_pos(layout.embedding_base(layout.embedding.saturating_sub(1))) {
+        let text = format!(
+            "embedding of {:?}: row {} of the 49,152 x {} matrix",
+            visible_piece(&trace.token.piece),
+            trace.token.id,
+            layout.embedding
+        );
+        labels.put(p, egui::Align2::LEFT_TOP, &text, 12.0);
+    }
+
+    // Layer numbers and the logit lens at the right of each block.
+    let right = |layer: usize| {
+        layout.column_base(layer, layout.cols - 1) + Vec3::new(PITCH * 2.0, 0.0, 0.0)
+    };
+    let cut = camera.cut();
+    let shown = |layer: usize| cut.is_none_or(|c| layer <= c);
+    for (i, l) in trace.layers.iter().enumerate().rev() {
+        if !shown(i) {
+            continue;
+        }
+        let lens = l.logit_lens.as_ref().map_or(String::new(), |t| {
+            format!(
+                "  lens {:?} {:.0}%",
+                visible_piece(&t.piece),
+                t.prob * 100.0
+            )
+        });
+        if let Some(p) = to_pos(right(i)) {
+            let text = format!("L{i:02}  |x| {:.1}{lens}", l.residual_norm_out);
+            labels.put(p, egui::Align2::LEFT_CENTER, &text, 12.0);
+        }
+    }
+
+    // The head: each candidate's piece and probability above its bar.
+    let head_bars = if cut.is_some() {
+        0
+    } else {
+        super::layout::HEAD_BARS
+    };
+    for (rank, c) in trace.top_k.iter().enumerate().take(head_bars) {
+        let top = column_top(layout.head_base(rank), c.prob, super::layout::HEAD_UNIT);
+        if let Some(p) = to_pos(top + Vec3::Y * 0.2) {
+            let text = format!("{} {:.0}%", visible_piece(&c.piece), c.prob * 100.0);
+            labels.put(p, egui::Align2::CENTER_BOTTOM, &text, 12.0);
+        }
+    }
+
+    // The column under the mouse, and a click to select it.
+    let window = windows.single().ok();
+    let cursor = window.and_then(|w| {
+        w.cursor_position()
+            .map(|p| Vec2::new(p.x, p.y) * w.scale_factor())
+    });
+    let egui_busy = wants.is_some_and(|w| w.wants_any_pointer_input());
+    state.hovered = cursor
+        .filter(|c| v.contains(*c) && !egui_busy)
+        .and_then(|c| nearest_neuron(&chain, &layout, trace, cut, c));
+    if let Some(Piece::Neuron { layer, neuron }) = state.hovered
+        && let Some(c) = cursor
+    {
+        let value = trace.layers[layer].mlp_activation[neuron];
+        let p = egui::pos2(c.x * k + 14.0, c.y * k + 10.0);
+        let text = format!("layer {layer}, neuron {neuron}: {value:.4} (click: its dot products)");
+        labels.put_over(p, egui::Align2::LEFT_TOP, &text, 13.0);
+        let top = column_top(layout.column_base(layer, neuron), value, MLP_UNIT);
+        if let Some(t) = to_pos(top) {
+            labels.ring(t, 6.0, ACCENT);
+        }
+    }
+    if buttons.just_pressed(MouseButton::Left) {
+        *press = cursor;
+    }
+    if buttons.just_released(MouseButton::Left) {
+        let still = press
+            .take()
+            .zip(cursor)
+            .is_some_and(|(a, b)| a.distance(b) <= 3.0);
+        if still && let Some(Piece::Neuron { layer, neuron }) = state.hovered {
+            selection.neuron = Some((layer, neuron));
+        }
+    }
+    if let Some((layer, neuron)) = selection.neuron
+        && let Some(value) = trace
+            .layers
+            .get(layer)
+            .and_then(|l| l.mlp_activation.get(neuron))
+        && let Some(t) = to_pos(column_top(
+            layout.column_base(layer, neuron),
+            *value,
+            MLP_UNIT,
+        ))
+    {
+        labels.ring(t, 8.0, egui::Color32::WHITE);
+    }
+    state.label_rects = labels
+        .placed
+        .iter()
+        .map(|r| [r.min.x / k, r.min.y / k, r.width() / k, r.height() / k])
+        .collect();
+}
+
+/// The neuron column nearest the camera whose top is under the cursor (within the column's
+/// width on screen, at least 6 pixels).
+fn nearest_neuron(
+    chain: &ClipChain,
+    layout: &super::WorldLayout,
+    trace: &llm::Trace,
+    cut: Option<usize>,
+    cursor: Vec2,
+) -> Option<Piece> {
+    let clip_from_world = chain.clip_from_world();
+    // Pixels per world unit at depth 1.
+    let f = chain.clip_from_view.y_axis.y * chain.viewport.height / 2.0;
+    let mut best: Option<(f32, Piece)> = None;
+    for (layer, l) in trace.layers.iter().enumerate() {
+        if cut.is_some_and(|c| layer > c) {
+            continue;
+        }
+        for (neuron, &value) in l.mlp_activation.iter().enumerate() {
+            let top = column_top(layout.column_base(layer, neuron), value, MLP_UNIT);
+            let w = (clip_from_world * top.extend(1.0)).w;
+            if w <= 1e-6 || best.is_some_and(|(bw, _)| w >= bw) {
+                continue;
+            }
+            let Some(px) = chain.project_world(top) else {
+                continue;
+            };
+            // Within the column's width on screen at that depth (and at least 6 pixels).
+            if px.distance(cursor) <= (COLUMN * f / w).max(6.0) {
+                best = Some((w, Piece::Neuron { layer, neuron }));
+            }
+        }
+    }
+    best.map(|(_, p)| p)
+}

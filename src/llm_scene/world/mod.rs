@@ -1,0 +1,505 @@
+//! Scene 2's world, the stage: the model drawn as geometry by scene 1's pipeline. Tokens along the
+//! floor, the newest token's embedding row beside them, the 30 layers' MLP activations stacked
+//! upward as 48 x 32 blocks of columns, the residual norms as a spine, the next-token
+//! probabilities as bars on top. Each column is an entity whose model matrix is T * S with
+//! s_y = the trace's value (Bevy draws each kind as one instanced draw), coloured by the value
+//! and lit by scene 1's light through `shade` (shaders/world_material.wgsl). The panel views
+//! stay one key (V) away.
+//!
+//! Truth: on both local backends the trace is uploaded from the CPU (the GPU backend reads its
+//! trace back first); the kernels' buffers are not bound to the draw. Where a backend sends no
+//! trace the world says so and draws nothing.
+
+mod camera;
+mod labels;
+pub mod layout;
+mod material;
+
+pub use camera::{Preset, StartView, WorldCamera, parse_view};
+pub use layout::WorldLayout;
+pub use material::{Paint, WorldMaterial, WorldUniform};
+
+use bevy::camera::visibility::NoFrustumCulling;
+use bevy::mesh::MeshTag;
+use bevy::prelude::*;
+use bevy_egui::EguiPrimaryContextPass;
+use glam::Vec4;
+use math::lighting::light_direction;
+use math::mesh::{MeshData, cube};
+
+use crate::graphics::GraphicsSettings;
+use crate::graphics::material::to_bevy_mesh;
+use crate::llm_scene::activations::color_scale;
+use crate::llm_scene::state::{LlmStart, LlmView};
+use crate::shell::{Scene, SceneViewport, UiSet};
+use layout::{COLUMN, EMBEDDING_UNIT, HEAD_BARS, HEAD_UNIT, MAX_TOKENS, MLP_UNIT, SPINE_UNIT};
+
+/// The world (true, the default) or the panel views in the middle of scene 2.
+#[derive(Resource, Debug, Clone, Copy)]
+pub struct WorldMode {
+    pub world: bool,
+}
+
+impl Default for WorldMode {
+    fn default() -> Self {
+        Self { world: true }
+    }
+}
+
+/// What kind of thing a world entity shows, and which one.
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece {
+    Neuron { layer: usize, neuron: usize },
+    Embedding(usize),
+    Token(usize),
+    Spine(usize),
+    Head(usize),
+}
+
+/// The materials, one per kind of column.
+#[derive(Debug, Clone)]
+struct Materials {
+    mlp: Handle<WorldMaterial>,
+    embedding: Handle<WorldMaterial>,
+    prompt_token: Handle<WorldMaterial>,
+    generated_token: Handle<WorldMaterial>,
+    spine: Handle<WorldMaterial>,
+    head: Handle<WorldMaterial>,
+    sampled: Handle<WorldMaterial>,
+}
+
+impl Materials {
+    fn all(&self) -> [(&Handle<WorldMaterial>, Paint); 7] {
+        [
+            (&self.mlp, Paint::Colormap(1.0)),
+            (&self.embedding, Paint::Colormap(1.0)),
+            (&self.prompt_token, Paint::Plain([96.0, 110.0, 140.0])),
+            (&self.generated_token, Paint::Plain([90.0, 190.0, 150.0])),
+            (&self.spine, Paint::Plain([170.0, 170.0, 185.0])),
+            (&self.head, Paint::Plain([90.0, 120.0, 170.0])),
+            (&self.sampled, Paint::Plain([255.0, 210.0, 90.0])),
+        ]
+    }
+}
+
+/// The world as built: its shape, root entity, materials, and what it last drew.
+#[derive(Resource, Debug, Default)]
+pub struct WorldState {
+    pub layout: Option<WorldLayout>,
+    root: Option<Entity>,
+    /// One entity per layer's block (hidden above a close-up's layer), then the head's.
+    layer_roots: Vec<Entity>,
+    head_root: Option<Entity>,
+    materials: Option<Materials>,
+    /// `LlmView::revision` drawn last.
+    revision: Option<u64>,
+    /// The colour scales of the MLP columns and the embedding (99th percentile of |value|).
+    pub mlp_scale: f32,
+    pub embedding_scale: f32,
+    /// What is on the floor: the tokens drawn (oldest first) and how many there are in all.
+    pub tokens: Vec<(llm::TokenInfo, bool)>,
+    /// The column under the mouse.
+    pub hovered: Option<Piece>,
+    /// The labels drawn last frame (physical pixels: x, y, width, height), for the sidecar.
+    pub label_rects: Vec<[f32; 4]>,
+}
+
+pub(super) fn plugin(app: &mut App) {
+    app.add_plugins(MaterialPlugin::<WorldMaterial>::default())
+        .init_resource::<WorldMode>()
+        .init_resource::<WorldState>()
+        .init_resource::<WorldCamera>()
+        .add_systems(Startup, material::register_shader)
+        .add_systems(
+            Update,
+            (
+                (camera::world_keys, camera::world_mouse).run_if(in_state(Scene::Llm)),
+                build_world,
+                update_world,
+                sync_materials,
+            )
+                .chain()
+                .after(crate::llm_scene::poll_engine),
+        )
+        .add_systems(
+            EguiPrimaryContextPass,
+            labels::world_overlay
+                .in_set(UiSet::Overlay)
+                .run_if(in_state(Scene::Llm)),
+        );
+}
+
+/// Spawn the columns once the model's (or the trace's) shape is known; again if it changes.
+fn build_world(
+    mut commands: Commands,
+    view: Res<LlmView>,
+    start: Res<LlmStart>,
+    mut mode: ResMut<WorldMode>,
+    mut state: ResMut<WorldState>,
+    mut camera: ResMut<WorldCamera>,
+    mut meshes: ResMut<Assets<Mesh>>,
+    mut materials: ResMut<Assets<WorldMaterial>>,
+) {
+    let Some(layout) = camera::layout_of(&view) else {
+        return;
+    };
+    if state.layout == Some(layout) {
+        return;
+    }
+    if let Some(root) = state.root.take() {
+        commands.entity(root).despawn();
+    }
+    let first = state.layout.is_none();
+    let m = state.materials.get_or_insert_with(|| {
+        let mut new = || {
+            materials.add(WorldMaterial {
+                world: WorldUniform::default(),
+            })
+        };
+        Materials {
+            mlp: new(),
+            embedding: new(),
+            prompt_token: new(),
+            generated_token: new(),
+            spine: new(),
+            head: new(),
+            sampled: new(),
+        }
+    });
+    let m = m.clone();
+    let mut column = |unit: f32| meshes.add(to_bevy_mesh(&column_mesh(unit)));
+    let (mlp_mesh, embedding_mesh, head_mesh, spine_mesh) = (
+        column(MLP_UNIT),
+        column(EMBEDDING_UNIT),
+        column(HEAD_UNIT),
+        column(SPINE_UNIT),
+    );
+    let token_mesh = column(0.3);
+    let root = commands
+        .spawn((Transform::IDENTITY, Visibility::Hidden, Name::new("world")))
+        .id();
+    let mut group = |name: String| {
+        commands
+            .spawn((
+                Transform::IDENTITY,
+                Visibility::Inherited,
+                Name::new(name),
+                ChildOf(root),
+            ))
+            .id()
+    };
+    let layer_roots: Vec<Entity> = (0..layout.layers)
+        .map(|l| group(format!("layer {l}")))
+        .collect();
+    let head_root = group("head".into());
+    let piece =
+        |piece: Piece, base: glam::Vec3, mesh: &Handle<Mesh>, mat: &Handle<WorldMaterial>| {
+            let parent = match piece {
+                Piece::Neuron { layer, .. } => layer_roots[layer],
+                Piece::Head(_) => head_root,
+                _ => root,
+            };
+            (
+                piece,
+                Mesh3d(mesh.clone()),
+                MeshMaterial3d(mat.clone()),
+                column_transform(base, 0.0),
+                MeshTag(0.0f32.to_bits()),
+                NoFrustumCulling,
+                Visibility::Inherited,
+                ChildOf(parent),
+            )
+        };
+    let mut batch = Vec::with_capacity(layout.layers * layout.neurons + layout.embedding + 128);
+    for layer in 0..layout.layers {
+        for neuron in 0..layout.neurons {
+            let base = layout.column_base(layer, neuron);
+            batch.push(piece(
+                Piece::Neuron { layer, neuron },
+                base,
+                &mlp_mesh,
+                &m.mlp,
+            ));
+        }
+    }
+    for i in 0..layout.embedding {
+        let base = layout.embedding_base(i);
+        batch.push(piece(
+            Piece::Embedding(i),
+            base,
+            &embedding_mesh,
+            &m.embedding,
+        ));
+    }
+    for slot in 0..MAX_TOKENS {
+        let base = layout.token_base(slot, MAX_TOKENS);
+        batch.push(piece(
+            Piece::Token(slot),
+            base,
+            &token_mesh,
+            &m.prompt_token,
+        ));
+    }
+    for layer in 0..layout.layers {
+        let base = layout.spine_base(layer);
+        batch.push(piece(Piece::Spine(layer), base, &spine_mesh, &m.spine));
+    }
+    for rank in 0..HEAD_BARS {
+        let base = layout.head_base(rank);
+        batch.push(piece(Piece::Head(rank), base, &head_mesh, &m.head));
+    }
+    commands.spawn_batch(batch);
+    state.layout = Some(layout);
+    state.root = Some(root);
+    state.layer_roots = layer_roots;
+    state.head_root = Some(head_root);
+    state.revision = None;
+    if first {
+        let preset = match start.view {
+            Some(StartView::World(p)) => p,
+            Some(StartView::Panels) => {
+                mode.world = false;
+                Preset::Overview
+            }
+            None => Preset::Overview,
+        };
+        camera.go(preset, &layout);
+        camera.current = camera.goal;
+    }
+}
+
+/// `layout::column_matrix` as Bevy's transform: T(base) * S(1, value, 1), exactly (no rotation,
+/// so the matrix Bevy builds from it is that product).
+pub fn column_transform(base: glam::Vec3, value: f32) -> Transform {
+    Transform {
+        translation: base,
+        rotation: Quat::IDENTITY,
+        scale: glam::Vec3::new(1.0, value, 1.0),
+    }
+}
+
+/// A column `unit` tall standing on y = 0, `COLUMN` wide and deep.
+fn column_mesh(unit: f32) -> MeshData {
+    let mut m = cube();
+    for p in &mut m.positions {
+        *p = glam::Vec3::new(
+            p.x * COLUMN / 2.0,
+            (p.y + 1.0) * unit / 2.0,
+            p.z * COLUMN / 2.0,
+        );
+    }
+    m
+}
+
+/// Each new trace: every column's S (s_y = its value) and tag; the tokens on the floor.
+fn update_world(
+    view: Res<LlmView>,
+    mut state: ResMut<WorldState>,
+    mut pieces: Query<(
+        &Piece,
+        &mut Transform,
+        &mut MeshTag,
+        &mut Visibility,
+        &mut MeshMaterial3d<WorldMaterial>,
+    )>,
+) {
+    let (Some(layout), Some(materials)) = (state.layout, state.materials.clone()) else {
+        return;
+    };
+    if state.revision == Some(view.revision) {
+        return;
+    }
+    state.revision = Some(view.revision);
+    let trace = view.trace.as_ref();
+    let all: Vec<f32> = trace
+        .map(|t| {
+            t.layers
+                .iter()
+                .flat_map(|l| l.mlp_activation.iter().copied())
+                .collect()
+        })
+        .unwrap_or_default();
+    state.mlp_scale = color_scale(&all);
+    state.embedding_scale = trace.map_or(1.0, |t| color_scale(&t.embedding));
+    let tokens: Vec<(llm::TokenInfo, bool)> = view
+        .prompt_tokens
+        .iter()
+        .map(|t| (t.clone(), false))
+        .chain(view.generated.iter().map(|t| (t.clone(), true)))
+        .collect();
+    let skip = tokens.len().saturating_sub(MAX_TOKENS);
+    state.tokens = tokens[skip..].to_vec();
+    let drawn = state.tokens.len();
+    for (piece, mut transform, mut tag, mut visibility, mut material) in &mut pieces {
+        let (base, value, shown) = match *piece {
+            Piece::Neuron { layer, neuron } => {
+                let v = trace
+                    .and_then(|t| t.layers.get(layer))
+                    .and_then(|l| l.mlp_activation.get(neuron));
+                (layout.column_base(layer, neuron), v.copied(), true)
+            }
+            Piece::Embedding(i) => {
+                let v = trace.and_then(|t| t.embedding.get(i));
+                (layout.embedding_base(i), v.copied(), true)
+            }
+            Piece::Token(slot) => {
+                if let Some((_, generated)) = state.tokens.get(slot) {
+                    let wanted = if *generated {
+                        &materials.generated_token
+                    } else {
+                        &materials.prompt_token
+                    };
+                    if material.0 != *wanted {
+                        material.0 = wanted.clone();
+                    }
+                }
+                (layout.token_base(slot, drawn), Some(1.0), slot < drawn)
+            }
+            Piece::Spine(layer) => {
+                let v = trace
+                    .and_then(|t| t.layers.get(layer))
+                    .map(|l| l.residual_norm_out);
+                (layout.spine_base(layer), v, true)
+            }
+            Piece::Head(rank) => {
+                let c = trace.and_then(|t| t.top_k.get(rank));
+                if let Some(c) = c {
+                    let sampled = view.sampled.as_ref().is_some_and(|s| s.id == c.id);
+                    let wanted = if sampled {
+                        &materials.sampled
+                    } else {
+                        &materials.head
+                    };
+                    if material.0 != *wanted {
+                        material.0 = wanted.clone();
+                    }
+                }
+                (layout.head_base(rank), c.map(|c| c.prob), true)
+            }
+        };
+        let vis = match value {
+            Some(_) if shown => Visibility::Inherited,
+            _ => Visibility::Hidden,
+        };
+        if *visibility != vis {
+            *visibility = vis;
+        }
+        let value = value.unwrap_or(0.0);
+        *transform = column_transform(base, value);
+        *tag = MeshTag(value.to_bits());
+    }
+}
+
+/// Camera and light into every material; the world shown only in scene 2's world view.
+fn sync_materials(
+    state: Res<WorldState>,
+    mode: Res<WorldMode>,
+    scene: Res<State<Scene>>,
+    view: Res<LlmView>,
+    camera: Res<WorldCamera>,
+    viewport: Res<SceneViewport>,
+    graphics: Res<GraphicsSettings>,
+    mut materials: ResMut<Assets<WorldMaterial>>,
+    mut roots: Query<&mut Visibility, Without<Piece>>,
+) {
+    let (Some(m), Some(root)) = (&state.materials, state.root) else {
+        return;
+    };
+    let show = *scene.get() == Scene::Llm && mode.world && view.trace.is_some();
+    let mut set = |entity: Entity, on: bool, inherit: bool| {
+        if let Ok(mut v) = roots.get_mut(entity) {
+            let wanted = match (on, inherit) {
+                (false, _) => Visibility::Hidden,
+                (true, true) => Visibility::Inherited,
+                (true, false) => Visibility::Visible,
+            };
+            if *v != wanted {
+                *v = wanted;
+            }
+        }
+    };
+    set(root, show, false);
+    let cut = camera.cut();
+    for (l, &e) in state.layer_roots.iter().enumerate() {
+        set(e, cut.is_none_or(|c| l <= c), true);
+    }
+    if let Some(h) = state.head_root {
+        set(h, cut.is_none(), true);
+    }
+    if !show {
+        return;
+    }
+    let l = &graphics.lighting;
+    let chain = camera.chain(viewport.physical);
+    let base = WorldUniform {
+        clip_from_world: chain.clip_from_world(),
+        light_dir: light_direction(l.azimuth_deg, l.elevation_deg).extend(0.0),
+        eye: camera.current.eye().extend(1.0),
+        coeffs: Vec4::new(l.ambient, l.diffuse, l.specular, l.shininess),
+        flags: glam::UVec4::new(
+            l.ambient_on as u32,
+            l.diffuse_on as u32,
+            l.specular_on as u32,
+            1,
+        ),
+        ..WorldUniform::default()
+    };
+    for (handle, paint) in m.all() {
+        let paint = match paint {
+            Paint::Colormap(_) if *handle == m.mlp => Paint::Colormap(state.mlp_scale),
+            Paint::Colormap(_) => Paint::Colormap(state.embedding_scale),
+            p => p,
+        };
+        let uniform = base.with_paint(paint);
+        if materials.get(handle).is_some_and(|x| x.world != uniform)
+            && let Some(mut x) = materials.get_mut(handle)
+        {
+            x.world = uniform;
+        }
+    }
+}
+
+/// What the world drew, for the screenshot's sidecar: its camera chain and light, the colour
+/// scales, its shape, and every neuron column's height and tag as the entities hold them.
+pub fn sidecar(world: &World) -> serde_json::Value {
+    use serde_json::json;
+    let (Some(state), Some(camera), Some(viewport), Some(mode)) = (
+        world.get_resource::<WorldState>(),
+        world.get_resource::<WorldCamera>(),
+        world.get_resource::<SceneViewport>(),
+        world.get_resource::<WorldMode>(),
+    ) else {
+        return json!(null);
+    };
+    let Some(layout) = state.layout else {
+        return json!(null);
+    };
+    let mut heights = vec![vec![f32::NAN; layout.neurons]; layout.layers];
+    let mut tags_match = true;
+    if let Some(mut q) = world.try_query::<(&Piece, &Transform, &MeshTag)>() {
+        for (piece, t, tag) in q.iter(world) {
+            if let Piece::Neuron { layer, neuron } = *piece {
+                heights[layer][neuron] = t.scale.y;
+                tags_match &= tag.0 == t.scale.y.to_bits();
+            }
+        }
+    }
+    let chain = camera.chain(viewport.physical);
+    let v = chain.viewport;
+    json!({
+        "shown": mode.world,
+        "preset": format!("{:?}", camera.preset),
+        "cut": camera.cut(),
+        "view_from_world": chain.view_from_world.to_cols_array(),
+        "clip_from_view": chain.clip_from_view.to_cols_array(),
+        "viewport": [v.x, v.y, v.width, v.height],
+        "eye": camera.current.eye().to_array(),
+        "mlp_scale": state.mlp_scale,
+        "embedding_scale": state.embedding_scale,
+        "layout": {"layers": layout.layers, "neurons": layout.neurons,
+            "embedding": layout.embedding, "cols": layout.cols},
+        "heights": heights,
+        "tags_match": tags_match,
+        "labels": state.label_rects,
+    })
+}
