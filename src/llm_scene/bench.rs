@@ -1,11 +1,14 @@
-//! `samemath bench --scene llm`: N frames idle (model loaded), then N frames while the model
-//! generates, and the ratio of the two p95s (frames must not wait for the model).
+//! `samemath bench --scene llm`: one step (so there is a trace to draw), N frames idle with the
+//! panel views in the middle, N idle with the 3D world (the difference is what the world's
+//! columns cost a frame), then N while the model generates with the world shown, and the ratio
+//! of the generating and idle p95s (frames must not wait for the model).
 
 use bevy::prelude::*;
 use bevy::render::renderer::RenderAdapterInfo;
 
 use super::engine::LlmPacer;
 use super::state::{Backend, Compute, EngineStatus, LlmAction, LlmControls, LlmStart, LlmView};
+use super::world::{WorldMode, WorldState};
 use crate::shell::bench::{WARMUP_FRAMES, adapter_label, summarize};
 use crate::shell::{Scene, ShellOptions};
 
@@ -14,9 +17,15 @@ use crate::shell::{Scene, ShellOptions};
 pub(super) enum LlmPhase {
     #[default]
     WaitModel,
+    /// One step asked for: the world needs a trace to draw.
+    Prime,
+    IdlePanels,
     Idle,
     Generating,
 }
+
+/// Frames left out after the middle switches (pipelines and buffers are made then).
+const SWITCH_FRAMES: usize = 10;
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn measure_llm(
@@ -30,7 +39,10 @@ pub(super) fn measure_llm(
     mut phase: Local<LlmPhase>,
     mut frames: Local<u32>,
     mut idle: Local<Vec<f64>>,
+    mut idle_panels: Local<Vec<f64>>,
     mut busy: Local<Vec<f64>>,
+    mut mode: ResMut<WorldMode>,
+    world: Res<WorldState>,
     mut exit: MessageWriter<AppExit>,
     pacer: Res<LlmPacer>,
 ) {
@@ -49,12 +61,26 @@ pub(super) fn measure_llm(
                 && *frames > WARMUP_FRAMES
                 && (start.compute != Compute::Gpu || matches!(view.backend, Backend::Gpu { .. }))
             {
+                actions.write(LlmAction::Step);
+                *phase = LlmPhase::Prime;
+            }
+        }
+        LlmPhase::Prime => {
+            if view.trace.is_some() && view.status == EngineStatus::Ready {
+                mode.world = false;
+                *phase = LlmPhase::IdlePanels;
+            }
+        }
+        LlmPhase::IdlePanels => {
+            idle_panels.push(ms);
+            if idle_panels.len() >= n + SWITCH_FRAMES {
+                mode.world = true;
                 *phase = LlmPhase::Idle;
             }
         }
         LlmPhase::Idle => {
             idle.push(ms);
-            if idle.len() >= n {
+            if idle.len() >= n + SWITCH_FRAMES {
                 controls.prompt = BENCH_PROMPT.into();
                 controls.max_tokens = 1024;
                 actions.write(LlmAction::Generate);
@@ -70,10 +96,17 @@ pub(super) fn measure_llm(
             }
             if busy.len() >= n {
                 let adapter = adapter_label(adapter.as_deref());
-                if let (Some((im, ip)), Some((gm, gp))) = (summarize(&idle), summarize(&busy)) {
+                let columns = world.layout.map_or(0, |l| l.layers * l.neurons);
+                if let (Some((pm, pp)), Some((im, ip)), Some((gm, gp))) = (
+                    summarize(&idle_panels[SWITCH_FRAMES..]),
+                    summarize(&idle[SWITCH_FRAMES..]),
+                    summarize(&busy),
+                ) {
                     println!(
-                        "bench scene=Llm frames={n} adapter={adapter} model on {}\n  idle:       mean {im:.2} ms, p95 {ip:.2} ms\n  generating: mean {gm:.2} ms, p95 {gp:.2} ms ({:.1} tokens/s)\n  p95 generating / idle: {:.2}x",
+                        "bench scene=Llm frames={n} adapter={adapter} model on {}\n  idle, panel views: mean {pm:.2} ms, p95 {pp:.2} ms\n  idle, 3D world:    mean {im:.2} ms, p95 {ip:.2} ms ({columns} neuron columns: {:+.2} ms a frame at the mean, {:.2}x)\n  generating, world: mean {gm:.2} ms, p95 {gp:.2} ms ({:.1} tokens/s)\n  p95 generating / idle (world): {:.2}x",
                         view.backend.name(),
+                        im - pm,
+                        im / pm,
                         view.tokens_per_sec,
                         gp / ip
                     );

@@ -24,7 +24,13 @@ impl SceneProbe for LlmProbe {
             world.get_resource::<LlmStart>(),
             world.get_resource::<LlmView>(),
         ) {
-            (Some(start), Some(view)) => steps_done(start, view),
+            // A Step's forward pass plays through the world's layers first.
+            (Some(start), Some(view)) => {
+                steps_done(start, view)
+                    && world
+                        .get_resource::<super::world::WorldState>()
+                        .is_none_or(|w| w.pulse_started.is_none())
+            }
             _ => true,
         }
     }

@@ -39,8 +39,18 @@ pub(crate) fn controls_panel(
                 {
                     engine.send(Command::Load);
                 }
-                if let Some(p) = &view.model_path {
-                    ui.small(format!("Model: {}", p.display()));
+                // The model that answers: the server's on a remote backend, not the local file.
+                match (&view.backend, &view.model_path) {
+                    (crate::llm_scene::Backend::Remote { model, url, .. }, _) => {
+                        ui.small(format!(
+                            "Model: {} on {url}",
+                            model.as_deref().unwrap_or("the server's default")
+                        ));
+                    }
+                    (_, Some(p)) => {
+                        ui.small(format!("Model: {}", p.display()));
+                    }
+                    _ => {}
                 }
                 let c = &mut *controls;
                 ui.add(

@@ -224,8 +224,12 @@ pub(super) fn world_mouse(
 pub(super) fn layout_of(view: &LlmView) -> Option<WorldLayout> {
     if let Some(t) = &view.trace {
         let neurons = t.layers.first().map_or(0, |l| l.mlp_activation.len());
-        return Some(WorldLayout::new(t.layers.len(), neurons, t.embedding.len()));
+        let kv_heads = t.kv_head_of_head.iter().max().map_or(0, |k| k + 1);
+        return Some(
+            WorldLayout::new(t.layers.len(), neurons, t.embedding.len())
+                .with_attention(t.kv_head_of_head.len(), kv_heads),
+        );
     }
     let c = &view.model.as_ref()?.config;
-    Some(WorldLayout::new(c.n_layer, c.n_ff, c.n_embd))
+    Some(WorldLayout::new(c.n_layer, c.n_ff, c.n_embd).with_attention(c.n_head, c.n_kv_head))
 }

@@ -10,8 +10,10 @@ use bevy_egui::{EguiContexts, egui};
 use glam::{Vec2, Vec3};
 use math::camera::ClipChain;
 
-use super::layout::{COLUMN, MLP_UNIT, PITCH, column_top};
-use super::{Piece, WorldCamera, WorldMode, WorldState};
+use super::layout::{
+    ATTENTION_PITCH, ATTENTION_POSITIONS, ATTENTION_UNIT, COLUMN, MLP_UNIT, PITCH, column_top,
+};
+use super::{Piece, WorldCamera, WorldLayout, WorldMode, WorldState};
 use crate::llm_scene::panels::visible_piece;
 use crate::llm_scene::state::{Backend, EngineStatus, LlmSelection, LlmView};
 use crate::shell::SceneViewport;
@@ -182,10 +184,21 @@ pub(super) fn world_overlay(
     let right = |layer: usize| {
         layout.column_base(layer, layout.cols - 1) + Vec3::new(PITCH * 2.0, 0.0, 0.0)
     };
-    let cut = camera.cut();
+    let cut = state.cut(&camera);
     let shown = |layer: usize| cut.is_none_or(|c| layer <= c);
     for (i, l) in trace.layers.iter().enumerate().rev() {
         if !shown(i) {
+            continue;
+        }
+        if state.pulse_layer == Some(i) {
+            if let Some(p) = to_pos(right(i)) {
+                labels.put(
+                    p,
+                    egui::Align2::LEFT_CENTER,
+                    &format!("computing layer {i}"),
+                    14.0,
+                );
+            }
             continue;
         }
         let lens = l.logit_lens.as_ref().map_or(String::new(), |t| {
@@ -224,15 +237,13 @@ pub(super) fn world_overlay(
     let egui_busy = wants.is_some_and(|w| w.wants_any_pointer_input());
     state.hovered = cursor
         .filter(|c| v.contains(*c) && !egui_busy)
-        .and_then(|c| nearest_neuron(&chain, &layout, trace, cut, c));
-    if let Some(Piece::Neuron { layer, neuron }) = state.hovered
+        .and_then(|c| nearest(&chain, &layout, trace, cut, c));
+    if let Some(piece) = state.hovered
         && let Some(c) = cursor
+        && let Some((text, top)) = describe(piece, trace, &layout)
     {
-        let value = trace.layers[layer].mlp_activation[neuron];
         let p = egui::pos2(c.x * k + 14.0, c.y * k + 10.0);
-        let text = format!("layer {layer}, neuron {neuron}: {value:.4} (click: its dot products)");
         labels.put_over(p, egui::Align2::LEFT_TOP, &text, 13.0);
-        let top = column_top(layout.column_base(layer, neuron), value, MLP_UNIT);
         if let Some(t) = to_pos(top) {
             labels.ring(t, 6.0, ACCENT);
         }
@@ -269,11 +280,55 @@ pub(super) fn world_overlay(
         .collect();
 }
 
-/// The neuron column nearest the camera whose top is under the cursor (within the column's
-/// width on screen, at least 6 pixels).
-fn nearest_neuron(
+/// What a hovered piece is (its numbers, from the trace) and the middle of its top.
+fn describe(piece: Piece, trace: &llm::Trace, layout: &WorldLayout) -> Option<(String, Vec3)> {
+    match piece {
+        Piece::Neuron { layer, neuron } => {
+            let value = *trace.layers.get(layer)?.mlp_activation.get(neuron)?;
+            let top = column_top(layout.column_base(layer, neuron), value, MLP_UNIT);
+            Some((
+                format!("layer {layer}, neuron {neuron}: {value:.4} (click: its dot products)"),
+                top,
+            ))
+        }
+        Piece::Attention { layer, head, slot } => {
+            let (position, weight, kv) = attention_at(trace, layer, head, slot)?;
+            let base = layout.attention_base(layer, head, kv, slot);
+            Some((
+                format!(
+                    "layer {layer}, head {head} (KV head {kv}): weight {weight:.3} on position \
+                     {position}"
+                ),
+                column_top(base, weight, ATTENTION_UNIT),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Head `head` of layer `layer` at drawn slot `slot`: the position, its weight and the KV head.
+fn attention_at(
+    trace: &llm::Trace,
+    layer: usize,
+    head: usize,
+    slot: usize,
+) -> Option<(usize, f32, usize)> {
+    let positions = trace.position + 1;
+    let position = positions.saturating_sub(ATTENTION_POSITIONS) + slot;
+    let weight = *trace
+        .layers
+        .get(layer)?
+        .attention
+        .get(head)?
+        .get(position)?;
+    Some((position, weight, *trace.kv_head_of_head.get(head)?))
+}
+
+/// The piece nearest the camera whose top is under the cursor (within its width on screen, at
+/// least 6 pixels): a neuron's column or an attention tile.
+fn nearest(
     chain: &ClipChain,
-    layout: &super::WorldLayout,
+    layout: &WorldLayout,
     trace: &llm::Trace,
     cut: Option<usize>,
     cursor: Vec2,
@@ -282,22 +337,32 @@ fn nearest_neuron(
     // Pixels per world unit at depth 1.
     let f = chain.clip_from_view.y_axis.y * chain.viewport.height / 2.0;
     let mut best: Option<(f32, Piece)> = None;
+    let mut consider = |top: Vec3, width: f32, piece: Piece| {
+        let w = (clip_from_world * top.extend(1.0)).w;
+        if w <= 1e-6 || best.is_some_and(|(bw, _)| w >= bw) {
+            return;
+        }
+        if let Some(px) = chain.project_world(top)
+            && px.distance(cursor) <= (width * f / w).max(6.0)
+        {
+            best = Some((w, piece));
+        }
+    };
     for (layer, l) in trace.layers.iter().enumerate() {
         if cut.is_some_and(|c| layer > c) {
             continue;
         }
         for (neuron, &value) in l.mlp_activation.iter().enumerate() {
             let top = column_top(layout.column_base(layer, neuron), value, MLP_UNIT);
-            let w = (clip_from_world * top.extend(1.0)).w;
-            if w <= 1e-6 || best.is_some_and(|(bw, _)| w >= bw) {
-                continue;
-            }
-            let Some(px) = chain.project_world(top) else {
-                continue;
-            };
-            // Within the column's width on screen at that depth (and at least 6 pixels).
-            if px.distance(cursor) <= (COLUMN * f / w).max(6.0) {
-                best = Some((w, Piece::Neuron { layer, neuron }));
+            consider(top, COLUMN, Piece::Neuron { layer, neuron });
+        }
+        for head in 0..l.attention.len().min(layout.heads) {
+            for slot in 0..ATTENTION_POSITIONS {
+                if let Some((_, weight, kv)) = attention_at(trace, layer, head, slot) {
+                    let base = layout.attention_base(layer, head, kv, slot);
+                    let top = column_top(base, weight, ATTENTION_UNIT);
+                    consider(top, ATTENTION_PITCH, Piece::Attention { layer, head, slot });
+                }
             }
         }
     }

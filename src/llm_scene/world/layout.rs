@@ -26,6 +26,11 @@ pub const LAYER_GAP: f32 = 1.0;
 pub const MAX_TOKENS: usize = 48;
 /// Next-token bars.
 pub const HEAD_BARS: usize = 20;
+/// Attention: the newest positions drawn for each head, a tile's height for a weight of 1, and
+/// the tiles' spacing.
+pub const ATTENTION_POSITIONS: usize = 48;
+pub const ATTENTION_UNIT: f32 = 0.6;
+pub const ATTENTION_PITCH: f32 = 0.2;
 const HEAD_PITCH: f32 = 0.6;
 
 /// The model's shape as the world lays it out.
@@ -37,6 +42,9 @@ pub struct WorldLayout {
     /// Columns of a layer's block (48 for 1,536 neurons) and of the embedding's (24 for 576).
     pub cols: usize,
     pub embedding_cols: usize,
+    /// Query heads and the KV heads they share (0: no attention drawn).
+    pub heads: usize,
+    pub kv_heads: usize,
 }
 
 impl WorldLayout {
@@ -48,7 +56,32 @@ impl WorldLayout {
             embedding,
             cols: side(neurons, 1.5),
             embedding_cols: side(embedding, 1.0),
+            heads: 0,
+            kv_heads: 0,
         }
+    }
+
+    /// With each layer's attention: `heads` query heads over `kv_heads` shared KV heads.
+    pub fn with_attention(mut self, heads: usize, kv_heads: usize) -> Self {
+        self.heads = heads;
+        self.kv_heads = kv_heads.clamp(1, heads.max(1));
+        self
+    }
+
+    /// Head `head` (reading KV head `kv`) of layer `layer`: its tile for drawn slot `slot` of
+    /// `ATTENTION_POSITIONS` (the newest position in the last slot), left of the spine, the
+    /// heads in rows grouped under their KV heads.
+    pub fn attention_base(&self, layer: usize, head: usize, kv: usize, slot: usize) -> Vec3 {
+        let rows = self.heads as f32 + (self.kv_heads as f32 - 1.0) * 0.8;
+        let row = head as f32 + kv as f32 * 0.8;
+        Vec3::new(
+            self.spine_base(layer).x
+                - 0.8
+                - (ATTENTION_POSITIONS - 1 - slot.min(ATTENTION_POSITIONS - 1)) as f32
+                    * ATTENTION_PITCH,
+            self.layer_height(layer),
+            (row - (rows - 1.0) / 2.0) * ATTENTION_PITCH * 1.5,
+        )
     }
 
     fn rows(&self) -> usize {

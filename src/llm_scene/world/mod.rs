@@ -49,7 +49,16 @@ impl Default for WorldMode {
 /// What kind of thing a world entity shows, and which one.
 #[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Piece {
-    Neuron { layer: usize, neuron: usize },
+    Neuron {
+        layer: usize,
+        neuron: usize,
+    },
+    /// Query head `head`'s weight on drawn slot `slot` (see `layout::attention_base`).
+    Attention {
+        layer: usize,
+        head: usize,
+        slot: usize,
+    },
     Embedding(usize),
     Token(usize),
     Spine(usize),
@@ -60,6 +69,7 @@ pub enum Piece {
 #[derive(Debug, Clone)]
 struct Materials {
     mlp: Handle<WorldMaterial>,
+    attention: Handle<WorldMaterial>,
     embedding: Handle<WorldMaterial>,
     prompt_token: Handle<WorldMaterial>,
     generated_token: Handle<WorldMaterial>,
@@ -69,9 +79,11 @@ struct Materials {
 }
 
 impl Materials {
-    fn all(&self) -> [(&Handle<WorldMaterial>, Paint); 7] {
+    fn all(&self) -> [(&Handle<WorldMaterial>, Paint); 8] {
         [
             (&self.mlp, Paint::Colormap(1.0)),
+            // Weights are 0..1: 1 is full amber.
+            (&self.attention, Paint::Colormap(1.0)),
             (&self.embedding, Paint::Colormap(1.0)),
             (&self.prompt_token, Paint::Plain([96.0, 110.0, 140.0])),
             (&self.generated_token, Paint::Plain([90.0, 190.0, 150.0])),
@@ -102,7 +114,25 @@ pub struct WorldState {
     pub hovered: Option<Piece>,
     /// The labels drawn last frame (physical pixels: x, y, width, height), for the sidecar.
     pub label_rects: Vec<[f32; 4]>,
+    /// After a Step: when its forward pass started playing upward through the layers.
+    pub pulse_started: Option<f64>,
+    /// The layer the pulse is at (the ones above are not computed yet in the story).
+    pub pulse_layer: Option<usize>,
 }
+
+impl WorldState {
+    /// The highest layer drawn: a layer close-up's, or the pulse's while a Step plays (`None`:
+    /// all, and the head).
+    pub fn cut(&self, camera: &WorldCamera) -> Option<usize> {
+        match (camera.cut(), self.pulse_layer) {
+            (Some(c), Some(p)) => Some(c.min(p)),
+            (c, p) => c.or(p),
+        }
+    }
+}
+
+/// How long a Step's forward pass takes to play up through the layers.
+pub const PULSE_SECONDS: f64 = 1.0;
 
 pub(super) fn plugin(app: &mut App) {
     app.add_plugins(MaterialPlugin::<WorldMaterial>::default())
@@ -158,6 +188,7 @@ fn build_world(
         };
         Materials {
             mlp: new(),
+            attention: new(),
             embedding: new(),
             prompt_token: new(),
             generated_token: new(),
@@ -175,6 +206,10 @@ fn build_world(
         column(SPINE_UNIT),
     );
     let token_mesh = column(0.3);
+    let attention_mesh = meshes.add(to_bevy_mesh(&column_mesh_sized(
+        layout::ATTENTION_UNIT,
+        layout::ATTENTION_PITCH * 0.85,
+    )));
     let root = commands
         .spawn((Transform::IDENTITY, Visibility::Hidden, Name::new("world")))
         .id();
@@ -195,7 +230,7 @@ fn build_world(
     let piece =
         |piece: Piece, base: glam::Vec3, mesh: &Handle<Mesh>, mat: &Handle<WorldMaterial>| {
             let parent = match piece {
-                Piece::Neuron { layer, .. } => layer_roots[layer],
+                Piece::Neuron { layer, .. } | Piece::Attention { layer, .. } => layer_roots[layer],
                 Piece::Head(_) => head_root,
                 _ => root,
             };
@@ -220,6 +255,16 @@ fn build_world(
                 &mlp_mesh,
                 &m.mlp,
             ));
+        }
+    }
+    let kv_of = |head: usize| head * layout.kv_heads / layout.heads.max(1);
+    for layer in 0..layout.layers {
+        for head in 0..layout.heads {
+            for slot in 0..layout::ATTENTION_POSITIONS {
+                let base = layout.attention_base(layer, head, kv_of(head), slot);
+                let p = Piece::Attention { layer, head, slot };
+                batch.push(piece(p, base, &attention_mesh, &m.attention));
+            }
         }
     }
     for i in 0..layout.embedding {
@@ -280,12 +325,17 @@ pub fn column_transform(base: glam::Vec3, value: f32) -> Transform {
 
 /// A column `unit` tall standing on y = 0, `COLUMN` wide and deep.
 fn column_mesh(unit: f32) -> MeshData {
+    column_mesh_sized(unit, COLUMN)
+}
+
+/// A column `unit` tall standing on y = 0, `width` wide and deep.
+fn column_mesh_sized(unit: f32, width: f32) -> MeshData {
     let mut m = cube();
     for p in &mut m.positions {
         *p = glam::Vec3::new(
-            p.x * COLUMN / 2.0,
+            p.x * width / 2.0,
             (p.y + 1.0) * unit / 2.0,
-            p.z * COLUMN / 2.0,
+            p.z * width / 2.0,
         );
     }
     m
@@ -294,6 +344,7 @@ fn column_mesh(unit: f32) -> MeshData {
 /// Each new trace: every column's S (s_y = its value) and tag; the tokens on the floor.
 fn update_world(
     view: Res<LlmView>,
+    time: Res<Time>,
     mut state: ResMut<WorldState>,
     mut pieces: Query<(
         &Piece,
@@ -309,6 +360,11 @@ fn update_world(
     if state.revision == Some(view.revision) {
         return;
     }
+    // A Step (not a stream of tokens): its forward pass plays upward.
+    let stepped = state.revision.is_some()
+        && view.trace.is_some()
+        && view.status != crate::llm_scene::state::EngineStatus::Generating;
+    state.pulse_started = stepped.then(|| time.elapsed_secs_f64());
     state.revision = Some(view.revision);
     let trace = view.trace.as_ref();
     let all: Vec<f32> = trace
@@ -337,6 +393,17 @@ fn update_world(
                     .and_then(|t| t.layers.get(layer))
                     .and_then(|l| l.mlp_activation.get(neuron));
                 (layout.column_base(layer, neuron), v.copied(), true)
+            }
+            Piece::Attention { layer, head, slot } => {
+                let kv = trace.and_then(|t| t.kv_head_of_head.get(head)).copied();
+                let positions = trace.map_or(0, |t| t.position + 1);
+                let first = positions.saturating_sub(layout::ATTENTION_POSITIONS);
+                let v = trace
+                    .and_then(|t| t.layers.get(layer))
+                    .and_then(|l| l.attention.get(head))
+                    .and_then(|row| row.get(first + slot));
+                let base = layout.attention_base(layer, head, kv.unwrap_or(0), slot);
+                (base, v.copied(), true)
             }
             Piece::Embedding(i) => {
                 let v = trace.and_then(|t| t.embedding.get(i));
@@ -392,7 +459,8 @@ fn update_world(
 
 /// Camera and light into every material; the world shown only in scene 2's world view.
 fn sync_materials(
-    state: Res<WorldState>,
+    mut state: ResMut<WorldState>,
+    time: Res<Time>,
     mode: Res<WorldMode>,
     scene: Res<State<Scene>>,
     view: Res<LlmView>,
@@ -402,9 +470,22 @@ fn sync_materials(
     mut materials: ResMut<Assets<WorldMaterial>>,
     mut roots: Query<&mut Visibility, Without<Piece>>,
 ) {
-    let (Some(m), Some(root)) = (&state.materials, state.root) else {
+    let (Some(layout), Some(root)) = (state.layout, state.root) else {
         return;
     };
+    // The pulse climbs the layers, one after another, in PULSE_SECONDS.
+    let pulse = state.pulse_started.and_then(|t0| {
+        let t = (time.elapsed_secs_f64() - t0) / PULSE_SECONDS;
+        (t < 1.0).then(|| ((t.max(0.0) * layout.layers as f64) as usize).min(layout.layers - 1))
+    });
+    if pulse.is_none() {
+        state.pulse_started = None;
+    }
+    state.pulse_layer = pulse;
+    let Some(m) = state.materials.clone() else {
+        return;
+    };
+    let m = &m;
     let show = *scene.get() == Scene::Llm && mode.world && view.trace.is_some();
     let mut set = |entity: Entity, on: bool, inherit: bool| {
         if let Ok(mut v) = roots.get_mut(entity) {
@@ -419,7 +500,7 @@ fn sync_materials(
         }
     };
     set(root, show, false);
-    let cut = camera.cut();
+    let cut = state.cut(&camera);
     for (l, &e) in state.layer_roots.iter().enumerate() {
         set(e, cut.is_none_or(|c| l <= c), true);
     }
@@ -447,7 +528,7 @@ fn sync_materials(
     for (handle, paint) in m.all() {
         let paint = match paint {
             Paint::Colormap(_) if *handle == m.mlp => Paint::Colormap(state.mlp_scale),
-            Paint::Colormap(_) => Paint::Colormap(state.embedding_scale),
+            Paint::Colormap(_) if *handle == m.embedding => Paint::Colormap(state.embedding_scale),
             p => p,
         };
         let uniform = base.with_paint(paint);
