@@ -61,11 +61,12 @@ pub(crate) fn next_token(
         return;
     }
     let greedy = controls.sampling.temperature == 0.0;
-    // Greedy keeps one candidate; then show the plain softmax (T = 1) it takes the top of.
+    // Greedy keeps one candidate; then show the plain softmax (T = 1) it takes the top of,
+    // over the whole vocabulary (as the trace's candidates and the world's head bars are).
     let mut params = controls.sampling;
     if greedy {
         params.temperature = 1.0;
-        params.top_k = 10;
+        params.top_k = 0;
         params.top_p = 1.0;
     }
     let key = (view.revision, format!("{params:?}"));

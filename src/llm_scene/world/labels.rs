@@ -56,7 +56,7 @@ impl Labels {
     ) -> bool {
         let galley = self.painter.layout_no_wrap(
             text.to_string(),
-            egui::FontId::proportional(size),
+            egui::FontId::monospace(size),
             egui::Color32::from_gray(235),
         );
         let rect = align.anchor_size(at, galley.size()).expand(2.0);
