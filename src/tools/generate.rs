@@ -69,6 +69,12 @@ pub fn generate_remote(remote: &RemoteArgs, prompt: &PromptArgs) -> Result<()> {
         let mut stdout = std::io::stdout().lock();
         let mut on_event = |e: RemoteEvent| match e {
             RemoteEvent::Status(s) => eprintln!("samemath: {s}"),
+            RemoteEvent::Prompt { tokens, .. } => {
+                eprintln!(
+                    "samemath: the server reads the prompt as {} tokens",
+                    tokens.len()
+                )
+            }
             RemoteEvent::Step(step) => {
                 let _ = write!(stdout, "{}", step.text);
                 let _ = stdout.flush();

@@ -130,6 +130,7 @@ async fn answer_remote(
     let mut on_event = |e: RemoteEvent| {
         let _ = events.send(match e {
             RemoteEvent::Status(s) => Event::Status(s),
+            RemoteEvent::Prompt { tokens, embeddings } => Event::Prompt { tokens, embeddings },
             RemoteEvent::Step(s) => Event::RemoteStep(s),
         });
     };

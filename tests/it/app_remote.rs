@@ -89,6 +89,17 @@ fn the_app_switches_to_a_remote_server_and_says_what_it_lacks() {
         assert_eq!(view.reply, local_answer(PROMPT, 4), "{api:?}");
         assert_eq!(view.trace.is_some(), traces, "{api:?}");
         assert!(view.remote_steps.iter().all(|s| !s.top_logprobs.is_empty()));
+        // Our server sends the prompt as the model reads it (tokens and embedding rows), and
+        // every generated token: the token strip, the cloud and the world's floor fill in.
+        if traces {
+            assert!(
+                !view.prompt_tokens.is_empty(),
+                "no prompt tokens from serve"
+            );
+            assert_eq!(view.prompt_embeddings.len(), view.prompt_tokens.len());
+            assert!(view.pca.is_some());
+            assert_eq!(view.generated.len(), 4);
+        }
         println!(
             "{api:?}: {:?}, {} steps, trace {}",
             view.reply,

@@ -213,6 +213,12 @@ pub struct RemoteSummary {
 pub enum RemoteEvent {
     /// e.g. "waking the service: 12 s", "retrying after 503 (1 of 3)".
     Status(String),
+    /// The prompt as the model reads it (samemath serve's /api/trace): its tokens after the
+    /// template and each one's embedding row.
+    Prompt {
+        tokens: Vec<llm::TokenInfo>,
+        embeddings: Vec<Vec<f32>>,
+    },
     Step(Box<RemoteStep>),
 }
 
@@ -223,6 +229,34 @@ pub fn stop_from_finish(finish: &str) -> StopReason {
     } else {
         StopReason::EndToken
     }
+}
+
+/// samemath serve's first /api/trace line: the prompt's tokens and embedding rows, checked
+/// (as many rows as tokens, each of one width within the trace bounds, finite values).
+pub(crate) fn prompt_event(p: &serde_json::Value) -> Result<RemoteEvent, RemoteError> {
+    let bad = |why: String| RemoteError::Protocol(format!("the prompt line: {why}"));
+    let tokens: Vec<llm::TokenInfo> =
+        serde_json::from_value(p["tokens"].clone()).map_err(|e| bad(e.to_string()))?;
+    let embeddings: Vec<Vec<f32>> =
+        serde_json::from_value(p["embeddings"].clone()).map_err(|e| bad(e.to_string()))?;
+    let width = embeddings.first().map_or(0, Vec::len);
+    if tokens.len() > llm::trace::MAX_TRACE_POSITION || embeddings.len() != tokens.len() {
+        return Err(bad(format!(
+            "{} tokens with {} embedding rows",
+            tokens.len(),
+            embeddings.len()
+        )));
+    }
+    if width > llm::trace::MAX_TRACE_WIDTH
+        || embeddings
+            .iter()
+            .any(|r| r.len() != width || r.iter().any(|x| !x.is_finite()))
+    {
+        return Err(bad(
+            "embedding rows of different widths or non-finite values".into(),
+        ));
+    }
+    Ok(RemoteEvent::Prompt { tokens, embeddings })
 }
 
 #[cfg(test)]

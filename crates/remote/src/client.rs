@@ -599,6 +599,10 @@ impl RemoteClient {
                 .unwrap_or_default()
         };
         match api {
+            ApiKind::Samemath if v.get("prompt").is_some() => {
+                on_event(crate::api::prompt_event(&v["prompt"])?);
+                Ok(false)
+            }
             ApiKind::Samemath => {
                 let step: TraceStep = serde_json::from_value(v.clone())
                     .map_err(|e| RemoteError::Protocol(format!("bad trace step: {e}")))?;

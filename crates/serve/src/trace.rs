@@ -1,4 +1,7 @@
-//! /api/trace: every internal of each step as NDJSON, one `TraceStep` per generated token (the JSON of `samemath trace`).
+//! /api/trace: every internal of each step as NDJSON: first the prompt as the model reads it
+//! (`{"prompt": {"tokens": [...], "embeddings": [[...]]}}`: the ids and pieces after the
+//! template, and each one's embedding row), then one `TraceStep` per generated token (the JSON
+//! of `samemath trace`).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -36,12 +39,37 @@ pub(crate) async fn trace(State(state): State<Shared>, body: Bytes) -> Response 
         .options
         .max_prompt_tokens
         .min(limits::TRACE_PROMPT_TOKENS);
+    let (tokenizer, model) = (l.tokenizer.clone(), l.model.clone());
+    let (text, chat) = (request.prompt.clone(), request.chat);
     let mut rx = match start(&state, l, request, prompt_cap).await {
         Ok(rx) => rx,
         Err(r) => return r,
     };
     let (out_tx, out_rx) = mpsc::channel::<Bytes>(2);
     tokio::spawn(async move {
+        // The prompt's tokens and embedding rows (its length was checked by `start`).
+        let prompt = tokio::task::spawn_blocking(move || {
+            let text = if chat {
+                tokenizer.chat_prompt(&text)
+            } else {
+                text
+            };
+            let ids = tokenizer.encode(&text).unwrap_or_default();
+            let tokens: Vec<_> = ids
+                .iter()
+                .map(|&id| json!({"id": id, "piece": tokenizer.piece(id)}))
+                .collect();
+            let embeddings: Vec<Vec<f32>> = ids
+                .iter()
+                .filter_map(|&id| model.embedding_row(id).ok())
+                .collect();
+            json!({"prompt": {"tokens": tokens, "embeddings": embeddings}})
+        })
+        .await
+        .unwrap_or_else(|e| json!({"error": format!("reading the prompt's tokens: {e}")}));
+        if send_line(&out_tx, ndjson_line(&prompt)).await.is_err() {
+            return;
+        }
         while let Some(item) = rx.recv().await {
             let line = match item {
                 Ok(GenItem { step, .. }) => {

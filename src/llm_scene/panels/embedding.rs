@@ -48,8 +48,12 @@ pub(crate) fn embedding_strip(ui: &mut egui::Ui, view: &LlmView) {
 
 pub(crate) fn pca_cloud(ui: &mut egui::Ui, view: &LlmView, cache: &mut LlmCache, seconds: f32) {
     ui.heading("The prompt's tokens in 3D");
-    if matches!(view.backend, Backend::Remote { .. }) {
-        ui.weak("The prompt's tokens are not sent by remote servers.");
+    if matches!(view.backend, Backend::Remote { .. }) && view.prompt_tokens.is_empty() {
+        ui.weak(if view.backend.has_traces() {
+            "The server sends the prompt's tokens with its answer: press Generate."
+        } else {
+            "This server does not send the prompt's tokens (samemath serve does)."
+        });
         return;
     }
     let Some(pca) = &view.pca else {

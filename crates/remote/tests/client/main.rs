@@ -117,6 +117,7 @@ fn run_fake(
             .generate(&request, &CancelToken::default(), &mut |e| match e {
                 RemoteEvent::Status(s) => statuses.push(s),
                 RemoteEvent::Step(s) => text.push_str(&s.text),
+                RemoteEvent::Prompt { .. } => statuses.push("prompt".into()),
             })
             .await
             .map(|s| s.text)

@@ -139,20 +139,32 @@ fn our_client_gets_the_local_trace_from_serve() {
     let mut config = RemoteConfig::new(format!("http://127.0.0.1:{}", server.port));
     config.api = None;
     let mut remote = Vec::new();
+    let mut prompt = None;
     let summary = runtime().block_on(async {
         let mut client = RemoteClient::new(config).unwrap();
         let info = client.probe().await.unwrap();
         assert_eq!(info.api, ApiKind::Samemath, "detected");
         assert!(info.capabilities.traces);
         client
-            .generate(&request, &CancelToken::default(), &mut |e| {
-                if let RemoteEvent::Step(s) = e {
-                    remote.push(*s);
+            .generate(&request, &CancelToken::default(), &mut |e| match e {
+                RemoteEvent::Step(s) => remote.push(*s),
+                RemoteEvent::Prompt { tokens, embeddings } => {
+                    assert!(remote.is_empty(), "the prompt comes first");
+                    prompt = Some((tokens, embeddings));
                 }
+                RemoteEvent::Status(_) => {}
             })
             .await
             .unwrap()
     });
+    // The prompt as the model reads it: the local session's ids, pieces and embedding rows.
+    let (tokens, embeddings) = prompt.expect("a prompt line");
+    let ids = session.prompt_tokens().to_vec();
+    assert_eq!(tokens.iter().map(|t| t.id).collect::<Vec<_>>(), ids);
+    assert!(tokens.iter().all(|x| x.piece == t.piece(x.id)));
+    for (row, &id) in embeddings.iter().zip(&ids) {
+        assert_eq!(row, &m.embedding_row(id).unwrap());
+    }
     assert_eq!(remote.len(), local.len());
     for (r, l) in remote.iter().zip(&local) {
         assert_eq!(r.token.as_ref(), Some(&l.token));
