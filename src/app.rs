@@ -96,6 +96,7 @@ impl Plugin for AppPlugin {
             crate::graphics::plugin,
             crate::llm_scene::plugin,
             crate::bridge::plugin,
+            crate::talk::window_plugin,
         ));
     }
 }
@@ -132,6 +133,11 @@ pub fn insert_start(app: &mut App, args: &AppArgs, bench: Option<&BenchArgs>) {
     if args.demo {
         app.insert_resource(DemoLoop::enabled(args.demo_pace, args.demo_cycles));
     }
+    app.insert_resource(crate::talk::TalkStart {
+        open: args.talk.is_some(),
+        file: args.talk.clone().flatten(),
+        step: args.talk_step.map_or(0, |n| n.saturating_sub(1)),
+    });
 }
 
 fn scene_of(arg: SceneArg) -> Scene {
@@ -150,5 +156,6 @@ pub fn logic_plugin(app: &mut App) {
         crate::graphics::logic_plugin,
         crate::llm_scene::logic_plugin,
         crate::demo::plugin,
+        crate::talk::plugin,
     ));
 }

@@ -34,6 +34,7 @@ pub fn read_asset_text(relative: &str) -> Result<String, String> {
 pub fn read_asset_text(relative: &str) -> Result<String, String> {
     match relative {
         "meshes/teapot.obj" => Ok(include_str!("../assets/meshes/teapot.obj").to_string()),
+        "talk/serverless.ron" => Ok(include_str!("../assets/talk/serverless.ron").to_string()),
         other => Err(format!("{other}: not bundled in the web build")),
     }
 }

@@ -80,6 +80,13 @@ pub struct AppArgs {
     /// layer:N (0-based), or panels (the 2D views; V switches).
     #[arg(long, value_name = "VIEW", global = true, value_parser = crate::llm_scene::world::parse_view)]
     pub view: Option<crate::llm_scene::world::StartView>,
+    /// Talk mode: the talk's steps (captions and the app's state), one click at a time; the
+    /// shipped talk, or this RON step file. PageDown/PageUp, Right/Left, Space move; B blanks.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, global = true)]
+    pub talk: Option<Option<PathBuf>>,
+    /// With --talk: start at step N (1-based).
+    #[arg(long, value_name = "N", requires = "talk", global = true)]
+    pub talk_step: Option<usize>,
     /// Unattended booth loop: cycle the scenes and a list of prompts until closed.
     #[arg(long)]
     pub demo: bool,

@@ -17,7 +17,7 @@ pub mod web;
 
 pub use frame::measure_viewport;
 pub use state::{
-    FreeArea, Scene, SceneViewport, ShellOptions, UiSet, keyboard_free, side_panel_size,
+    FreeArea, Narration, Scene, SceneViewport, ShellOptions, UiSet, keyboard_free, side_panel_size,
 };
 
 use bevy::prelude::*;
@@ -44,6 +44,7 @@ pub fn plugin(app: &mut App) {
         .init_resource::<UiSettings>()
         .init_resource::<SceneViewport>()
         .init_resource::<FreeArea>()
+        .init_resource::<state::Narration>()
         .configure_sets(
             EguiPrimaryContextPass,
             (

@@ -94,6 +94,11 @@ impl FreeArea {
     }
 }
 
+/// A narration is on (talk mode): its captions tell the story, so a scene leaves out its own
+/// explanatory legend.
+#[derive(Resource, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Narration(pub bool);
+
 /// The part of the window not covered by panels: where the 3D scene is drawn.
 #[derive(Resource, Debug, Clone, Copy, PartialEq)]
 pub struct SceneViewport {

@@ -8,5 +8,6 @@ mod headless;
 mod llm_scene;
 mod render;
 mod shaders;
+mod talk;
 mod units;
 mod world;

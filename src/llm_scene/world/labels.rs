@@ -16,8 +16,8 @@ use super::layout::{
 use super::{Piece, WorldCamera, WorldLayout, WorldMode, WorldState};
 use crate::llm_scene::panels::visible_piece;
 use crate::llm_scene::state::{Backend, EngineStatus, LlmSelection, LlmView};
-use crate::shell::SceneViewport;
 use crate::shell::theme::ACCENT;
+use crate::shell::{Narration, SceneViewport};
 
 /// Labels on dark plates (they read on a projector over any colour), none over another: a
 /// label that would cover one already placed is left out.
@@ -87,6 +87,7 @@ pub(super) fn world_overlay(
     mut state: ResMut<WorldState>,
     mut selection: ResMut<LlmSelection>,
     mut press: Local<Option<Vec2>>,
+    narration: Res<Narration>,
 ) {
     if !mode.world {
         return;
@@ -155,12 +156,14 @@ pub(super) fn world_overlay(
         layout.neurons,
         visible_piece(&trace.token.piece),
     );
-    labels.put(
-        clip.left_top() + egui::vec2(6.0, 6.0),
-        egui::Align2::LEFT_TOP,
-        &legend,
-        12.0,
-    );
+    if !narration.0 {
+        labels.put(
+            clip.left_top() + egui::vec2(6.0, 6.0),
+            egui::Align2::LEFT_TOP,
+            &legend,
+            11.0,
+        );
+    }
 
     // Tokens on the floor, the text under each (the newest first, where there is room).
     let drawn = state.tokens.len();
@@ -210,7 +213,7 @@ pub(super) fn world_overlay(
         });
         if let Some(p) = to_pos(right(i)) {
             let text = format!("L{i:02}  |x| {:.1}{lens}", l.residual_norm_out);
-            labels.put(p, egui::Align2::LEFT_CENTER, &text, 12.0);
+            labels.put(p, egui::Align2::LEFT_CENTER, &text, 11.0);
         }
     }
 

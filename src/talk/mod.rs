@@ -1,0 +1,328 @@
+//! Talk mode: the talk "Make your LLM Serverless" told by the live app, one click at a time.
+//! Each step of a step file (`file`) is a caption and a state of the app (scene, camera,
+//! selection, settings, an animation); the app stays interactive at every step. Presenter
+//! clickers send PageDown / PageUp (some B, period, F5, Esc): those, Right / Left and Space move,
+//! Home / End jump, B or period blanks the screen, C hides the speaker's counter and clock, T
+//! (or `--talk`) opens and closes it. With `--demo` the booth plays the talk unattended.
+
+pub mod file;
+mod overlay;
+
+pub use file::{Animation, SceneName, TalkFile, TalkStep};
+
+use bevy::prelude::*;
+
+use crate::graphics::GraphicsSettings;
+use crate::llm_scene::world::{Preset, StartView, WorldCamera, WorldMode, WorldState, parse_view};
+use crate::llm_scene::{LlmAction, LlmControls, LlmSelection, LlmView, run_actions};
+use crate::shell::{Scene, keyboard_free};
+
+/// What was asked at start: `--talk` (the shipped file, or the one named).
+#[derive(Resource, Debug, Clone, Default)]
+pub struct TalkStart {
+    pub open: bool,
+    pub file: Option<std::path::PathBuf>,
+    /// Begin at this step (0-based; `--talk-step`, for screenshots of one step).
+    pub step: usize,
+}
+
+/// The talk as the app runs it.
+#[derive(Resource, Debug, Clone, Default)]
+pub struct Talk {
+    pub file: Option<TalkFile>,
+    /// Why the file could not be read (shown on screen; the app runs on without it).
+    pub error: Option<String>,
+    pub active: bool,
+    pub step: usize,
+    /// The step applied last (a step is applied once, when it is reached).
+    pub applied: Option<usize>,
+    pub blank: bool,
+    /// The speaker's counter and clock.
+    pub show_clock: bool,
+    /// When the talk was opened (seconds of app time), for the clock.
+    pub started: Option<f64>,
+    /// Seconds the current step has been shown, for its animation.
+    pub step_secs: f32,
+    /// `--demo --talk`: the booth plays the talk unattended, this many seconds a step.
+    pub auto_secs: Option<f32>,
+    /// A view preset the world could not take yet (no model shape known): applied later.
+    pending_view: Option<StartView>,
+}
+
+impl Talk {
+    pub fn steps(&self) -> usize {
+        self.file.as_ref().map_or(0, |f| f.steps.len())
+    }
+
+    pub fn current(&self) -> Option<&TalkStep> {
+        self.file.as_ref()?.steps.get(self.step)
+    }
+
+    /// Move by `delta` steps, within the file.
+    pub fn go(&mut self, to: usize) {
+        let last = self.steps().saturating_sub(1);
+        self.step = to.min(last);
+    }
+}
+
+pub fn plugin(app: &mut App) {
+    app.init_resource::<TalkStart>()
+        .init_resource::<crate::demo::DemoLoop>()
+        .init_resource::<Talk>()
+        .add_systems(Startup, load_talk)
+        .add_systems(PreUpdate, talk_keys.after(bevy::input::InputSystems))
+        .add_systems(Update, (apply_step, animate).chain().before(run_actions));
+}
+
+/// The window's part: the caption, the counter and clock, the blank screen.
+pub fn window_plugin(app: &mut App) {
+    overlay::plugin(app);
+}
+
+/// Read the step file (`--talk FILE`, else the shipped one). With `--demo`, the booth plays
+/// the talk instead of its own loop.
+fn load_talk(
+    start: Res<TalkStart>,
+    time: Res<Time>,
+    mut talk: ResMut<Talk>,
+    mut demo: ResMut<crate::demo::DemoLoop>,
+) {
+    let read = match &start.file {
+        Some(path) => crate::platform::read_user_text(path)
+            .and_then(|text| file::parse(&text, &path.display().to_string())),
+        None => crate::platform::read_asset_text(file::SHIPPED)
+            .and_then(|text| file::parse(&text, file::SHIPPED)),
+    };
+    match read {
+        Ok(f) => talk.file = Some(f),
+        Err(e) => {
+            error!("talk not loaded: {e}");
+            talk.error = Some(e);
+        }
+    }
+    talk.show_clock = true;
+    talk.active = start.open && talk.file.is_some();
+    talk.go(start.step);
+    if talk.active && demo.enabled {
+        demo.enabled = false;
+        talk.auto_secs = Some(demo.timings.graphics_secs.max(1.0));
+    }
+    if talk.active {
+        talk.started = Some(time.elapsed_secs_f64());
+    }
+}
+
+/// The talk's keys; they are taken from the scenes' own while the talk is open (Space does not
+/// also step the model, Right does not also move the selected neuron).
+fn talk_keys(
+    mut keys: ResMut<ButtonInput<KeyCode>>,
+    wants: Option<Res<bevy_egui::input::EguiWantsInput>>,
+    time: Res<Time>,
+    mut talk: ResMut<Talk>,
+) {
+    if !keyboard_free(wants) {
+        return;
+    }
+    if keys.just_pressed(KeyCode::KeyT) && talk.file.is_some() {
+        keys.clear_just_pressed(KeyCode::KeyT);
+        talk.active = !talk.active;
+        talk.blank = false;
+        talk.applied = None;
+        if talk.active && talk.started.is_none() {
+            talk.started = Some(time.elapsed_secs_f64());
+        }
+    }
+    if !talk.active {
+        return;
+    }
+    let mut take = |key: KeyCode| keys.clear_just_pressed(key);
+    let next = [KeyCode::PageDown, KeyCode::ArrowRight, KeyCode::Space]
+        .into_iter()
+        .fold(false, |any, k| take(k) | any);
+    let back = [KeyCode::PageUp, KeyCode::ArrowLeft]
+        .into_iter()
+        .fold(false, |any, k| take(k) | any);
+    let blank = take(KeyCode::KeyB) | take(KeyCode::Period);
+    let home = take(KeyCode::Home) | take(KeyCode::F5);
+    let end = take(KeyCode::End);
+    let escape = take(KeyCode::Escape);
+    let clock = take(KeyCode::KeyC);
+    if blank {
+        talk.blank = !talk.blank;
+    }
+    if escape {
+        // Esc un-blanks first; on a lit screen it closes the talk.
+        if talk.blank {
+            talk.blank = false;
+        } else {
+            talk.active = false;
+        }
+    }
+    if clock {
+        talk.show_clock = !talk.show_clock;
+    }
+    let step = talk.step;
+    if next {
+        talk.go(step + 1);
+    }
+    if back {
+        talk.go(step.saturating_sub(1));
+    }
+    if home {
+        talk.go(0);
+    }
+    if end {
+        talk.go(usize::MAX);
+    }
+}
+
+/// Entering a step: its scene, view, prompt, settings and selection; its Step, if it has one.
+#[allow(clippy::too_many_arguments)]
+fn apply_step(
+    mut talk: ResMut<Talk>,
+    mut narration: ResMut<crate::shell::Narration>,
+    time: Res<Time>,
+    mut next_scene: ResMut<NextState<Scene>>,
+    mut controls: ResMut<LlmControls>,
+    mut selection: ResMut<LlmSelection>,
+    mut settings: ResMut<GraphicsSettings>,
+    mut actions: MessageWriter<LlmAction>,
+    mut camera: Option<ResMut<WorldCamera>>,
+    mut mode: Option<ResMut<WorldMode>>,
+    world: Option<Res<WorldState>>,
+) {
+    if narration.0 != talk.active {
+        narration.0 = talk.active;
+    }
+    if !talk.active {
+        return;
+    }
+    talk.step_secs += time.delta_secs();
+    // A view the world could not take yet (the model's shape was not known).
+    if let (Some(StartView::World(p)), Some(layout), Some(camera)) = (
+        talk.pending_view,
+        world.as_ref().and_then(|w| w.layout),
+        camera.as_deref_mut(),
+    ) {
+        camera.go(p, &layout);
+        talk.pending_view = None;
+    }
+    // The booth: the next step after its time, and round again after the last.
+    if let Some(secs) = talk.auto_secs
+        && talk.step_secs >= secs
+    {
+        let next = (talk.step + 1) % talk.steps().max(1);
+        talk.step = next;
+        talk.applied = None;
+    }
+    if talk.applied == Some(talk.step) {
+        return;
+    }
+    let Some(step) = talk.current().cloned() else {
+        return;
+    };
+    talk.applied = Some(talk.step);
+    talk.step_secs = 0.0;
+    if let Some(s) = step.scene {
+        next_scene.set(match s {
+            SceneName::Graphics => Scene::Graphics,
+            SceneName::Llm => Scene::Llm,
+            SceneName::Bridge => Scene::Bridge,
+        });
+    }
+    if let Some(view) = step.view.as_deref().and_then(|v| parse_view(v).ok()) {
+        match view {
+            StartView::Panels => {
+                if let Some(m) = mode.as_deref_mut() {
+                    m.world = false;
+                }
+            }
+            StartView::World(p) => {
+                if let Some(m) = mode.as_deref_mut() {
+                    m.world = true;
+                }
+                match (world.as_ref().and_then(|w| w.layout), camera.as_deref_mut()) {
+                    (Some(layout), Some(camera)) => camera.go(p, &layout),
+                    _ => talk.pending_view = Some(StartView::World(p)),
+                }
+            }
+        }
+    }
+    let mut new_prompt = false;
+    if let Some(p) = &step.prompt
+        && *p != controls.prompt
+    {
+        controls.prompt = p.clone();
+        new_prompt = true;
+    }
+    if let Some(raw) = step.raw {
+        new_prompt |= controls.chat == raw;
+        controls.chat = !raw;
+    }
+    if new_prompt {
+        actions.write(LlmAction::Reset);
+    }
+    let m = &mut settings.model;
+    m.translation = step.translation.unwrap_or(m.translation);
+    m.scale = step.scale.unwrap_or(m.scale);
+    m.rotation_deg = step.rotation_deg.unwrap_or(m.rotation_deg);
+    if let Some([azimuth, elevation]) = step.light {
+        settings.lighting.azimuth_deg = azimuth;
+        settings.lighting.elevation_deg = elevation;
+    }
+    if step.vertex.is_some() {
+        settings.selected_vertex = step.vertex;
+    }
+    if step.neuron.is_some() {
+        selection.neuron = step.neuron;
+    }
+    settings.animate = false;
+    if step.animation == Some(Animation::Step) {
+        actions.write(LlmAction::Step);
+    }
+}
+
+/// The step's animation, a function of the seconds it has been shown.
+fn animate(talk: Res<Talk>, mut settings: ResMut<GraphicsSettings>) {
+    if !talk.active || talk.blank {
+        return;
+    }
+    let t = talk.step_secs;
+    match talk.current().and_then(|s| s.animation) {
+        Some(Animation::SweepTx) => settings.model.translation[0] = 1.5 * (t * 1.2).sin(),
+        Some(Animation::PulseSy) => settings.model.scale[1] = 1.0 + 0.5 * (t * 1.5).sin(),
+        Some(Animation::TurnThetaX) => {
+            settings.model.rotation_deg[0] = (t * 45.0 + 180.0).rem_euclid(360.0) - 180.0;
+        }
+        Some(Animation::CircleLight) => {
+            settings.lighting.azimuth_deg = (t * 60.0 + 180.0).rem_euclid(360.0) - 180.0;
+        }
+        _ => {}
+    }
+}
+
+/// A caption with `{tokens}` replaced by the model's real split of the prompt (the pieces as
+/// the chips show them, `·` for a space), or by a note while there is none yet.
+pub fn caption_text(step: &TalkStep, view: &LlmView) -> String {
+    if !step.caption.contains("{tokens}") {
+        return step.caption.clone();
+    }
+    let split = if view.prompt_tokens.is_empty() {
+        "(press Space again once the model has read it)".to_string()
+    } else {
+        view.prompt_tokens
+            .iter()
+            .map(|t| crate::llm_scene::panels::visible_piece(&t.piece))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    step.caption.replace("{tokens}", &split)
+}
+
+/// The views a talk's steps may name, for a test: all the presets and the panels.
+pub fn preset_of(step: &TalkStep) -> Option<Preset> {
+    match parse_view(step.view.as_deref()?).ok()? {
+        StartView::World(p) => Some(p),
+        StartView::Panels => None,
+    }
+}

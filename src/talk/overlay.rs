@@ -1,0 +1,105 @@
+//! What the hall sees of the talk: the step's caption in large type along the bottom of the 3D
+//! view, the speaker's step counter and clock at its top right (C hides them), a black screen for B; and, when a
+//! step file could not be read, why.
+
+use bevy::prelude::*;
+use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
+
+use super::{Talk, TalkStart, caption_text};
+use crate::llm_scene::LlmView;
+use crate::shell::{SceneViewport, UiSet};
+
+pub(super) fn plugin(app: &mut App) {
+    app.add_systems(EguiPrimaryContextPass, talk_overlay.in_set(UiSet::Overlay));
+}
+
+fn talk_overlay(
+    mut contexts: EguiContexts,
+    talk: Res<Talk>,
+    start: Res<TalkStart>,
+    view: Res<LlmView>,
+    viewport: Res<SceneViewport>,
+    time: Res<Time>,
+) {
+    let Ok(ctx) = contexts.ctx_mut() else {
+        return;
+    };
+    let screen = ctx.content_rect();
+    if let Some(e) = &talk.error
+        && (start.open || start.file.is_some())
+    {
+        egui::Area::new(egui::Id::new("talk_error"))
+            .order(egui::Order::Foreground)
+            .anchor(egui::Align2::CENTER_TOP, egui::vec2(0.0, 48.0))
+            .show(ctx, |ui| {
+                egui::Frame::popup(ui.style()).show(ui, |ui| {
+                    ui.colored_label(crate::shell::theme::ERROR, format!("Talk not loaded: {e}"));
+                });
+            });
+    }
+    if !talk.active {
+        return;
+    }
+    let painter = ctx.layer_painter(egui::LayerId::new(
+        egui::Order::Tooltip,
+        egui::Id::new("talk"),
+    ));
+    if talk.blank {
+        painter.rect_filled(screen, 0.0, egui::Color32::BLACK);
+        return;
+    }
+    let Some(step) = talk.current() else {
+        return;
+    };
+    // The caption: large, centred along the bottom of the 3D view, on a dark plate.
+    let k = viewport.points_per_pixel;
+    let v = viewport.physical;
+    let stage = if v.width > 1.0 && v.height > 1.0 {
+        egui::Rect::from_min_size(
+            egui::pos2(v.x * k, v.y * k),
+            egui::vec2(v.width * k, v.height * k),
+        )
+    } else {
+        screen
+    };
+    let text = caption_text(step, &view);
+    let size = (stage.width() / 26.0).clamp(18.0, 34.0);
+    let galley = painter.layout(
+        text,
+        egui::FontId::proportional(size),
+        egui::Color32::WHITE,
+        stage.width() - 32.0,
+    );
+    let at = egui::pos2(
+        stage.center().x - galley.size().x / 2.0,
+        stage.max.y - galley.size().y - 24.0,
+    );
+    let plate = egui::Rect::from_min_size(at, galley.size()).expand(10.0);
+    painter.rect_filled(plate, 6.0, egui::Color32::from_rgb(8, 9, 12));
+    painter.galley(at, galley, egui::Color32::WHITE);
+    if talk.show_clock {
+        let secs = talk
+            .started
+            .map_or(0.0, |t0| time.elapsed_secs_f64() - t0)
+            .max(0.0) as u64;
+        let corner = format!(
+            "{} / {}   {:02}:{:02}",
+            talk.step + 1,
+            talk.steps(),
+            secs / 60,
+            secs % 60
+        );
+        let galley = painter.layout_no_wrap(
+            corner,
+            egui::FontId::monospace(14.0),
+            egui::Color32::from_gray(200),
+        );
+        let at = egui::pos2(stage.max.x - galley.size().x - 12.0, stage.min.y + 8.0);
+        painter.rect_filled(
+            egui::Rect::from_min_size(at, galley.size()).expand(4.0),
+            3.0,
+            egui::Color32::from_black_alpha(160),
+        );
+        painter.galley(at, galley, egui::Color32::WHITE);
+    }
+}
