@@ -78,8 +78,8 @@ pub struct AppArgs {
     pub steps: Option<usize>,
     /// What scene 2's middle shows first: the 3D world from overview, embedding, head or
     /// layer:N (0-based), or panels (the 2D views; V switches).
-    #[arg(long, value_name = "VIEW", global = true, value_parser = crate::llm_scene::world::parse_view)]
-    pub view: Option<crate::llm_scene::world::StartView>,
+    #[arg(long, value_name = "VIEW", global = true, value_parser = crate::llm_scene::view::parse_view)]
+    pub view: Option<crate::llm_scene::view::StartView>,
     /// Talk mode: the talk's steps (captions and the app's state), one click at a time; the
     /// shipped talk, or this RON step file. PageDown/PageUp, Right/Left, Space move; B blanks.
     #[arg(long, value_name = "FILE", num_args = 0..=1, global = true)]

@@ -13,6 +13,7 @@ mod keys;
 pub mod panels;
 mod probe;
 mod state;
+pub mod view;
 #[cfg(target_arch = "wasm32")]
 mod web;
 pub mod world;

@@ -47,7 +47,7 @@ pub struct LlmStart {
     /// Run this many forward passes once the model is loaded (`--steps N`).
     pub steps: Option<usize>,
     /// What the middle shows first (`--view`): the world at a preset, or the panel views.
-    pub view: Option<super::world::StartView>,
+    pub view: Option<super::view::StartView>,
 }
 
 /// Where the answer is computed.

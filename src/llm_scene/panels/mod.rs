@@ -31,7 +31,7 @@ pub(super) fn plugin(app: &mut App) {
                     .chain()
                     .run_if(|ui: Res<UiSettings>| !ui.hide_panels),
                 views::central_views
-                    .run_if(|mode: Res<crate::llm_scene::world::WorldMode>| !mode.world),
+                    .run_if(|mode: Res<crate::llm_scene::view::WorldMode>| !mode.world),
             )
                 .chain()
                 .in_set(UiSet::Panels)

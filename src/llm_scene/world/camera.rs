@@ -10,20 +10,11 @@ use glam::Vec3;
 use math::camera::ClipChain;
 use math::{OrbitCamera, Viewport};
 
+use super::WorldState;
 use super::layout::WorldLayout;
-use super::{WorldMode, WorldState};
 use crate::llm_scene::state::{LlmSelection, LlmView};
+use crate::llm_scene::view::{Preset, WorldMode};
 use crate::shell::{SceneViewport, keyboard_free};
-
-/// Where the camera can be sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Preset {
-    Overview,
-    Embedding,
-    /// A layer's MLP block.
-    Layer(usize),
-    Head,
-}
 
 impl Preset {
     pub fn camera(self, layout: &WorldLayout) -> OrbitCamera {
@@ -55,33 +46,6 @@ impl Preset {
             ),
         }
     }
-}
-
-/// What scene 2's middle shows at start (`--view`): the world at a preset, or the panel views.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartView {
-    World(Preset),
-    Panels,
-}
-
-/// `--view`: overview, embedding, head, layer:N (0-based) or panels.
-pub fn parse_view(text: &str) -> Result<StartView, String> {
-    let t = text.trim().to_ascii_lowercase();
-    let preset = match t.as_str() {
-        "overview" => Preset::Overview,
-        "embedding" => Preset::Embedding,
-        "head" => Preset::Head,
-        "panels" => return Ok(StartView::Panels),
-        _ => match t.strip_prefix("layer:").map(|n| n.parse::<usize>()) {
-            Some(Ok(n)) if n < 4096 => Preset::Layer(n),
-            _ => {
-                return Err(format!(
-                    "{text:?}: expected overview, embedding, head, layer:N or panels"
-                ));
-            }
-        },
-    };
-    Ok(StartView::World(preset))
 }
 
 /// The camera now and where it is flying to.

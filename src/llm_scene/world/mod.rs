@@ -15,7 +15,8 @@ mod labels;
 pub mod layout;
 mod material;
 
-pub use camera::{Preset, StartView, WorldCamera, parse_view};
+pub use crate::llm_scene::view::{Preset, StartView, WorldMode, parse_view};
+pub use camera::WorldCamera;
 pub use layout::WorldLayout;
 pub use material::{Paint, WorldMaterial, WorldUniform};
 
@@ -33,18 +34,6 @@ use crate::llm_scene::activations::color_scale;
 use crate::llm_scene::state::{LlmStart, LlmView};
 use crate::shell::{Scene, SceneViewport, UiSet};
 use layout::{COLUMN, EMBEDDING_UNIT, HEAD_BARS, HEAD_UNIT, MAX_TOKENS, MLP_UNIT, SPINE_UNIT};
-
-/// The world (true, the default) or the panel views in the middle of scene 2.
-#[derive(Resource, Debug, Clone, Copy)]
-pub struct WorldMode {
-    pub world: bool,
-}
-
-impl Default for WorldMode {
-    fn default() -> Self {
-        Self { world: true }
-    }
-}
 
 /// What kind of thing a world entity shows, and which one.
 #[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
