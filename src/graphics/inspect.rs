@@ -11,7 +11,7 @@ use glam::{Vec2, Vec3, Vec4};
 use super::scene::{GraphicsSettings, MeshLibrary, SceneMatrices, SurfacePick};
 use crate::shell::Scene;
 use crate::shell::theme::{ACCENT, WARNING};
-use crate::shell::{SceneViewport, UiSet};
+use crate::shell::{SceneViewport, UiSet, cursor_physical};
 
 pub(super) fn plugin(app: &mut App) {
     app.add_systems(Update, mouse_input.run_if(in_state(Scene::Graphics)))
@@ -130,12 +130,6 @@ pub fn inspectors(
 struct DragState {
     active: bool,
     moved_px: f32,
-}
-
-fn cursor_physical(window: &Window) -> Option<Vec2> {
-    window
-        .cursor_position()
-        .map(|p| Vec2::new(p.x, p.y) * window.scale_factor())
 }
 
 /// Left-drag orbits, scroll zooms, right-drag moves the light, a click picks a vertex and a

@@ -17,7 +17,8 @@ pub mod web;
 
 pub use frame::measure_viewport;
 pub use state::{
-    FreeArea, Narration, Scene, SceneViewport, ShellOptions, UiSet, keyboard_free, side_panel_size,
+    FreeArea, Narration, Scene, SceneViewport, ShellOptions, UiSet, cursor_physical, keyboard_free,
+    side_panel_size,
 };
 
 use bevy::prelude::*;

@@ -135,6 +135,13 @@ pub fn side_panel_size(
     (default.clamp(min, max), min..=max)
 }
 
+/// The mouse in physical pixels, origin top-left (what `SceneViewport` is measured in).
+pub fn cursor_physical(window: &Window) -> Option<Vec2> {
+    window
+        .cursor_position()
+        .map(|p| Vec2::new(p.x, p.y) * window.scale_factor())
+}
+
 /// True when egui is typing into a field, so single-key shortcuts must stay quiet.
 pub fn keyboard_free(wants: Option<Res<EguiWantsInput>>) -> bool {
     wants.is_none_or(|w| !w.wants_any_keyboard_input())

@@ -14,7 +14,7 @@ use super::WorldState;
 use super::layout::WorldLayout;
 use crate::llm_scene::state::{LlmSelection, LlmView};
 use crate::llm_scene::view::{Preset, WorldMode};
-use crate::shell::{SceneViewport, keyboard_free};
+use crate::shell::{SceneViewport, cursor_physical, keyboard_free};
 
 impl Preset {
     pub fn camera(self, layout: &WorldLayout) -> OrbitCamera {
@@ -161,9 +161,7 @@ pub(super) fn world_mouse(
         && let Ok(window) = windows.single()
     {
         let egui_busy = wants.is_some_and(|w| w.wants_any_pointer_input());
-        let cursor = window
-            .cursor_position()
-            .map(|p| Vec2::new(p.x, p.y) * window.scale_factor());
+        let cursor = cursor_physical(window);
         let in_view = cursor.is_some_and(|c| viewport.physical.contains(c)) && !egui_busy;
         if in_view && buttons.pressed(MouseButton::Left) && motion.delta != Vec2::ZERO {
             camera

@@ -17,7 +17,7 @@ use super::{Piece, WorldCamera, WorldLayout, WorldMode, WorldState};
 use crate::llm_scene::panels::visible_piece;
 use crate::llm_scene::state::{Backend, EngineStatus, LlmSelection, LlmView};
 use crate::shell::theme::ACCENT;
-use crate::shell::{Narration, SceneViewport};
+use crate::shell::{Narration, SceneViewport, cursor_physical};
 
 /// Labels on dark plates (they read on a projector over any colour), none over another: a
 /// label that would cover one already placed is left out.
@@ -233,10 +233,7 @@ pub(super) fn world_overlay(
 
     // The column under the mouse, and a click to select it.
     let window = windows.single().ok();
-    let cursor = window.and_then(|w| {
-        w.cursor_position()
-            .map(|p| Vec2::new(p.x, p.y) * w.scale_factor())
-    });
+    let cursor = window.and_then(cursor_physical);
     let egui_busy = wants.is_some_and(|w| w.wants_any_pointer_input());
     state.hovered = cursor
         .filter(|c| v.contains(*c) && !egui_busy)
