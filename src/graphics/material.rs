@@ -96,15 +96,24 @@ impl Material for MatrixMaterial {
         layout: &MeshVertexBufferLayoutRef,
         _key: MaterialPipelineKey<Self>,
     ) -> Result<(), SpecializedMeshPipelineError> {
-        let vertex_layout = layout.0.get_layout(&[
-            Mesh::ATTRIBUTE_POSITION.at_shader_location(0),
-            Mesh::ATTRIBUTE_NORMAL.at_shader_location(1),
-        ])?;
-        descriptor.vertex.buffers = vec![vertex_layout];
-        // A mirroring scale flips the winding; draw both faces so nothing vanishes.
-        descriptor.primitive.cull_mode = None;
-        Ok(())
+        position_normal_both_faces(descriptor, layout)
     }
+}
+
+/// The pipeline our materials share: positions at location 0 and normals at 1 (the only
+/// attributes the shaders read), and both faces drawn, since a mirroring scale (a negative
+/// factor, or a negative activation in scene 2's world) flips the winding.
+pub fn position_normal_both_faces(
+    descriptor: &mut RenderPipelineDescriptor,
+    layout: &MeshVertexBufferLayoutRef,
+) -> Result<(), SpecializedMeshPipelineError> {
+    let vertex_layout = layout.0.get_layout(&[
+        Mesh::ATTRIBUTE_POSITION.at_shader_location(0),
+        Mesh::ATTRIBUTE_NORMAL.at_shader_location(1),
+    ])?;
+    descriptor.vertex.buffers = vec![vertex_layout];
+    descriptor.primitive.cull_mode = None;
+    Ok(())
 }
 
 /// The drawn entity and the GPU copies of the meshes.

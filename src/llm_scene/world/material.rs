@@ -87,14 +87,7 @@ impl Material for WorldMaterial {
         layout: &MeshVertexBufferLayoutRef,
         _key: MaterialPipelineKey<Self>,
     ) -> Result<(), SpecializedMeshPipelineError> {
-        let vertex_layout = layout.0.get_layout(&[
-            Mesh::ATTRIBUTE_POSITION.at_shader_location(0),
-            Mesh::ATTRIBUTE_NORMAL.at_shader_location(1),
-        ])?;
-        descriptor.vertex.buffers = vec![vertex_layout];
-        // A negative s_y (a negative activation) mirrors the box: draw both faces.
-        descriptor.primitive.cull_mode = None;
-        Ok(())
+        crate::graphics::material::position_normal_both_faces(descriptor, layout)
     }
 }
 
