@@ -22,7 +22,7 @@ fn headless_app() -> App {
     headless_app_with(AppArgs::default())
 }
 
-fn headless_app_with(args: AppArgs) -> App {
+pub(crate) fn headless_app_with(args: AppArgs) -> App {
     let mut app = App::new();
     app.add_plugins((MinimalPlugins, StatesPlugin));
     samemath::app::insert_start(&mut app, &args, None);

@@ -4,7 +4,6 @@
 //! step's frame differs from its neighbours'.
 
 use bevy::prelude::*;
-use bevy::state::app::StatesPlugin;
 use samemath::cli::AppArgs;
 use samemath::graphics::GraphicsSettings;
 use samemath::llm_scene::{LlmControls, LlmSelection};
@@ -13,13 +12,9 @@ use samemath::talk::{Animation, SceneName, Talk, file};
 
 use crate::headless::press;
 
+/// The headless app of scene 2's tests, one frame further (the talk's first step applied).
 fn talk_app(args: AppArgs) -> App {
-    let mut app = App::new();
-    app.add_plugins((MinimalPlugins, StatesPlugin));
-    samemath::app::insert_start(&mut app, &args, None);
-    app.init_resource::<ButtonInput<KeyCode>>()
-        .add_plugins(samemath::app::logic_plugin);
-    app.update();
+    let mut app = crate::llm_scene::headless_app_with(args);
     app.update();
     app
 }

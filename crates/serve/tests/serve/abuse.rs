@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use testkit::{free_port, http};
 
-use super::{ChildGuard, Server, http_with, serve_command, start_serve};
+use super::{ChildGuard, Server, http_with, serve_command, start_serve, until_answered};
 
 fn greedy(port: u16) -> String {
     let body =
@@ -158,21 +158,12 @@ fn a_client_that_leaves_a_whole_answer_frees_its_slot() {
     .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     drop(s);
-    let short = r#"{"prompt":"Hi.","stream":false,"options":{"num_predict":2}}"#;
-    let started = Instant::now();
-    let mut statuses = Vec::new();
-    loop {
-        let (status, _) = http(port, "POST", "/api/generate", short).expect("an answer");
-        statuses.push(status);
-        if status == 200 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the slot stayed taken after its client left: {statuses:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    until_answered(
+        port,
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        "the slot stayed taken after its client left",
+    );
 }
 
 #[test]

@@ -42,6 +42,23 @@ fn start_serve(extra: &[&str]) -> Server {
     server
 }
 
+/// Ask for a two-token answer every `every` until one is answered (200: a slot is free again);
+/// the statuses seen, the last one 200. Past `limit` the test fails, saying `why`.
+fn until_answered(port: u16, limit: Duration, every: Duration, why: &str) -> Vec<u16> {
+    let short = r#"{"prompt":"Hi.","stream":false,"options":{"num_predict":2}}"#;
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    loop {
+        let (status, _) = http(port, "POST", "/api/generate", short).expect("an answer");
+        statuses.push(status);
+        if status == 200 {
+            return statuses;
+        }
+        assert!(started.elapsed() < limit, "{why}: {statuses:?}");
+        std::thread::sleep(every);
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

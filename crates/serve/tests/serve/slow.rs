@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use testkit::http;
 
-use super::start_serve;
+use super::{start_serve, until_answered};
 
 /// Read until the server closes or `limit` passes; what came back and when it closed.
 fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Option<Duration>) {
@@ -90,21 +90,13 @@ fn a_client_that_never_reads_its_stream_loses_its_slot() {
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let short = r#"{"prompt":"Hi.","stream":false,"options":{"num_predict":2}}"#;
     let started = Instant::now();
-    let mut statuses = Vec::new();
-    loop {
-        let (status, _) = http(port, "POST", "/api/generate", short).expect("an answer");
-        statuses.push(status);
-        if status == 200 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(240),
-            "the slot stayed with a client that never read: {statuses:?}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let statuses = until_answered(
+        port,
+        Duration::from_secs(240),
+        Duration::from_millis(500),
+        "the slot stayed with a client that never read",
+    );
     assert_eq!(statuses[0], 503, "the silent client held the slot at first");
     println!(
         "a client that never read held the slot {:.1} s ({} tries)",
