@@ -116,11 +116,16 @@ async function frame(page, name) {
   }, b64);
 }
 
+// Playwright's page screenshots wait for a quiet page (fonts, a composited frame); a page drawing
+// 60,000 boxes on SwiftShader can be busy past the default 30 s. The checked picture is the
+// app's own frame; the page screenshot is for a look.
+const PAGE_SHOT_MS = 120_000;
+
 // A frame of the scene on show: saved, and it must be a drawn picture, not a cleared screen.
 async function lookAt(page, label, name) {
   const f = await frame(page, name);
   check(f.colours > 200, `${label}: ${name}.png, ${f.width}x${f.height} as the app drew it, has ${f.colours} colours`);
-  await page.screenshot({ path: join(outDir, `${name}-page.png`) });
+  await page.screenshot({ path: join(outDir, `${name}-page.png`), timeout: PAGE_SHOT_MS });
 }
 
 // One run: load, ready, look at scene 1, switch to scene 2, wait for the steps, compare with the
@@ -217,7 +222,7 @@ async function remoteRuns(browser, base) {
     check(done.backend.startsWith('remote') && done.text === CHAT.text,
       `remote from the page (samemath serve --cors '*'): "${done.text}" equals the native engine's answer (${done.backend})`);
     await page.waitForTimeout(800);
-    await page.screenshot({ path: join(outDir, 'remote-scene2.png') });
+    await page.screenshot({ path: join(outDir, 'remote-scene2.png'), timeout: PAGE_SHOT_MS });
     await page.close();
   } finally {
     allowed.stop();
@@ -232,7 +237,7 @@ async function remoteRuns(browser, base) {
     check(/--cors/.test(error.detail) && /OLLAMA_ORIGINS/.test(error.detail),
       `remote without CORS: the page says so and how to fix it ("${error.detail.slice(0, 160)}...")`);
     await page.waitForTimeout(500);
-    await page.screenshot({ path: join(outDir, 'remote-cors-refused.png') });
+    await page.screenshot({ path: join(outDir, 'remote-cors-refused.png'), timeout: PAGE_SHOT_MS });
     await page.close();
   } finally {
     closed.stop();
@@ -339,7 +344,7 @@ try {
   await markers.wait('unsupported', 30_000);
   const text = await page.textContent('#loading');
   check(/neither/.test(text), 'no WebGPU, no WebGL2: the page says what is missing');
-  await page.screenshot({ path: join(outDir, 'unsupported.png') });
+  await page.screenshot({ path: join(outDir, 'unsupported.png'), timeout: PAGE_SHOT_MS });
   await bare.close();
 } catch (e) {
   console.log(`FAIL ${e.message}`);
