@@ -8,6 +8,7 @@ use bevy_egui::input::EguiWantsInput;
 use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
 use glam::{Vec2, Vec3, Vec4};
 
+use super::highlight::{Highlight, Term, framed};
 use super::scene::{GraphicsSettings, MeshLibrary, SceneMatrices, SurfacePick};
 use crate::shell::Scene;
 use crate::shell::theme::{ACCENT, WARNING};
@@ -43,6 +44,7 @@ pub fn inspectors(
     settings: &mut GraphicsSettings,
     matrices: &SceneMatrices,
     library: Option<&MeshLibrary>,
+    highlight: &mut Highlight,
 ) {
     let vertex_count = library
         .and_then(|l| l.get(matrices.mesh))
@@ -61,35 +63,39 @@ pub fn inspectors(
         ui.label(format!("of {vertex_count}; or click near one"));
         ui.checkbox(&mut settings.show_markers, "markers");
     });
-    match &matrices.journey {
-        Some((_, j)) => {
-            egui::Grid::new("journey").num_columns(2).show(ui, |ui| {
-                mono(ui, "v (local)", v4(j.local));
-                for (label, p) in &j.model_steps {
-                    mono(ui, label, v4(*p));
-                }
-                mono(ui, "M·v (world)", v4(j.world));
-                mono(ui, "V·M·v (view)", v4(j.view));
-                mono(ui, "P·V·M·v (clip)", v4(j.clip));
-                match (j.ndc, j.pixel) {
-                    (Some(ndc), Some(px)) => {
-                        mono(ui, "NDC = clip/w", v3(ndc));
-                        mono(ui, "pixel", format!("({:.1}, {:.1})", px.x, px.y));
+    let on = highlight.is(Term::Vertex);
+    framed(ui, on, &mut highlight.scroll, |ui| {
+        match &matrices.journey {
+            Some((_, j)) => {
+                egui::Grid::new("journey").num_columns(2).show(ui, |ui| {
+                    mono(ui, "v (local)", v4(j.local));
+                    for (label, p) in &j.model_steps {
+                        mono(ui, label, v4(*p));
                     }
-                    _ => {
-                        ui.colored_label(WARNING, "behind the camera (w <= 0): no pixel");
-                        ui.end_row();
+                    mono(ui, "M·v (world)", v4(j.world));
+                    mono(ui, "V·M·v (view)", v4(j.view));
+                    mono(ui, "P·V·M·v (clip)", v4(j.clip));
+                    match (j.ndc, j.pixel) {
+                        (Some(ndc), Some(px)) => {
+                            mono(ui, "NDC = clip/w", v3(ndc));
+                            mono(ui, "pixel", format!("({:.1}, {:.1})", px.x, px.y));
+                        }
+                        _ => {
+                            ui.colored_label(WARNING, "behind the camera (w <= 0): no pixel");
+                            ui.end_row();
+                        }
                     }
-                }
-            });
+                });
+            }
+            None => {
+                ui.label("No vertex selected.");
+            }
         }
-        None => {
-            ui.label("No vertex selected.");
-        }
-    }
+    });
     ui.separator();
     ui.heading("Light inspector");
-    match &matrices.probe {
+    let on = highlight.is(Term::Light);
+    framed(ui, on, &mut highlight.scroll, |ui| match &matrices.probe {
         Some(p) => {
             egui::Grid::new("probe").num_columns(2).show(ui, |ui| {
                 mono(ui, "P (world)", v3(p.point_world));
@@ -123,7 +129,7 @@ pub fn inspectors(
         None => {
             ui.label("Click a point of the surface to see its lighting.");
         }
-    }
+    });
 }
 
 #[derive(Default, Debug)]

@@ -3,11 +3,13 @@
 //! `logic_plugin` holds what needs no GPU (settings, animation, meshes, the derived matrices);
 //! `plugin` adds the material, the panels, the inspectors and mouse input.
 
+pub mod highlight;
 pub mod inspect;
 pub mod material;
 pub mod panel;
 mod scene;
 
+pub use highlight::{Highlight, Term};
 pub use scene::{
     GraphicsSettings, GraphicsStart, LightProbe, MeshChoice, MeshEntry, MeshLibrary, SceneMatrices,
     SurfacePick, compute_matrices, graphics_keys, parse_state,
@@ -24,6 +26,7 @@ pub fn logic_plugin(app: &mut App) {
     app.init_resource::<GraphicsStart>()
         .init_resource::<GraphicsSettings>()
         .init_resource::<SceneMatrices>()
+        .init_resource::<Highlight>()
         .add_message::<BenchStarted>()
         .add_probe(GraphicsProbe)
         .add_systems(PreStartup, (load_meshes, load_state_file))

@@ -9,6 +9,7 @@ use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
 use glam::{Mat3, Mat4};
 
+use super::highlight::{Highlight, Term, framed};
 use super::scene::{GraphicsSettings, MeshChoice, MeshLibrary, SceneMatrices};
 use crate::shell::Scene;
 use crate::shell::theme::UiSettings;
@@ -115,14 +116,21 @@ pub fn fmt_cell(v: f32) -> String {
 }
 
 /// Matrices two by two, so the panel keeps its width.
-fn matrix_pairs(ui: &mut egui::Ui, id: &str, items: &[(String, Vec<Vec<f32>>, bool)]) {
+/// Each item: its title, rows, whether it is a product (title in the accent colour) and the
+/// term it is, for a talk step's highlight.
+type MatrixItem = (String, Vec<Vec<f32>>, bool, Option<Term>);
+
+fn matrix_pairs(ui: &mut egui::Ui, id: &str, items: &[MatrixItem], picked: &mut Highlight) {
     egui::Grid::new(id)
         .num_columns(2)
         .spacing([10.0, 8.0])
         .show(ui, |ui| {
             for pair in items.chunks(2) {
-                for (title, rows, highlight) in pair {
-                    matrix_grid(ui, title, rows, *highlight);
+                for (title, rows, product, term) in pair {
+                    let on = term.is_some_and(|t| picked.is(t));
+                    framed(ui, on, &mut picked.scroll, |ui| {
+                        matrix_grid(ui, title, rows, *product || on)
+                    });
                 }
                 ui.end_row();
             }
@@ -143,10 +151,12 @@ fn matrix_panel(
     mut buffers: ResMut<FieldBuffers>,
     matrices: Res<SceneMatrices>,
     mut free: ResMut<FreeArea>,
+    mut highlight: ResMut<Highlight>,
 ) {
     let Ok(ctx) = contexts.ctx_mut() else {
         return;
     };
+    let highlight = &mut *highlight;
     let mut root = free.ui(ctx, "matrix_panel_root");
     // At most 28% of the window: the 3D view keeps the middle (the panel scrolls).
     let (size, range) = crate::shell::side_panel_size(ctx, 0.28, 540.0, 300.0);
@@ -220,27 +230,42 @@ fn matrix_panel(
                     ui,
                     "factors",
                     &[
-                        ("T (translation)".into(), mat4_rows(&f.t), false),
-                        ("S (scale)".into(), mat4_rows(&f.s), false),
-                        ("Rx".into(), mat4_rows(&f.rx), false),
-                        ("Ry".into(), mat4_rows(&f.ry), false),
-                        ("Rz".into(), mat4_rows(&f.rz), false),
+                        (
+                            "T (translation)".into(),
+                            mat4_rows(&f.t),
+                            false,
+                            Some(Term::Translation),
+                        ),
+                        (
+                            "S (scale)".into(),
+                            mat4_rows(&f.s),
+                            false,
+                            Some(Term::Scale),
+                        ),
+                        ("Rx".into(), mat4_rows(&f.rx), false, Some(Term::RotationX)),
+                        ("Ry".into(), mat4_rows(&f.ry), false, Some(Term::RotationY)),
+                        ("Rz".into(), mat4_rows(&f.rz), false, Some(Term::RotationZ)),
                         (
                             format!("M = {}", s.model.order.label()),
                             mat4_rows(&chain.world_from_local),
                             true,
+                            Some(Term::Model),
                         ),
                     ],
+                    highlight,
                 );
-                matrix_grid(
-                    ui,
-                    &format!(
-                        "Normal matrix N = transpose(inverse(M3x3)), det = {:.4}",
-                        matrices.normal.det
-                    ),
-                    &mat3_rows(&matrices.normal.matrix),
-                    false,
-                );
+                let on = highlight.is(Term::Normal);
+                framed(ui, on, &mut highlight.scroll, |ui| {
+                    matrix_grid(
+                        ui,
+                        &format!(
+                            "Normal matrix N = transpose(inverse(M3x3)), det = {:.4}",
+                            matrices.normal.det
+                        ),
+                        &mat3_rows(&matrices.normal.matrix),
+                        on,
+                    )
+                });
                 ui.separator();
                 ui.heading("Camera");
                 ui.label("clip = P · V · M · v   (P: reverse-Z infinite perspective, as Bevy's)");
@@ -252,18 +277,22 @@ fn matrix_panel(
                             "V (view_from_world)".into(),
                             mat4_rows(&chain.view_from_world),
                             false,
+                            None,
                         ),
                         (
                             "P (clip_from_view)".into(),
                             mat4_rows(&chain.clip_from_view),
                             false,
+                            None,
                         ),
                         (
                             "P·V·M (clip_from_local)".into(),
                             mat4_rows(&chain.clip_from_local()),
                             true,
+                            None,
                         ),
                     ],
+                    highlight,
                 );
             });
         });
@@ -276,6 +305,7 @@ fn settings_panel(
     library: Option<Res<MeshLibrary>>,
     matrices: Res<SceneMatrices>,
     mut free: ResMut<FreeArea>,
+    mut highlight: ResMut<Highlight>,
 ) {
     let Ok(ctx) = contexts.ctx_mut() else {
         return;
@@ -372,7 +402,7 @@ fn settings_panel(
                 );
                 ui.label(super::scene::lighting_formula(l));
                 ui.separator();
-                super::inspect::inspectors(ui, s, &matrices, library.as_deref());
+                super::inspect::inspectors(ui, s, &matrices, library.as_deref(), &mut highlight);
             });
         });
     free.take(panel.response.rect);

@@ -365,6 +365,8 @@ pub struct LlmSelection {
     pub attention_layer: usize,
     /// (layer, neuron) clicked in the activation grid.
     pub neuron: Option<(usize, usize)>,
+    /// Draw only the first N of the prompt's chips (a talk step tokenizing it chip by chip).
+    pub reveal_chips: Option<usize>,
 }
 
 /// Asked of the scene by keys, buttons and the demo loop.

@@ -14,6 +14,9 @@ pub const MAX_CAPTION_LINES: usize = 3;
 #[serde(deny_unknown_fields)]
 pub struct TalkFile {
     pub title: String,
+    /// The remote endpoint the side-by-side steps ask (`--remote URL` overrides it).
+    #[serde(default)]
+    pub remote: Option<String>,
     pub steps: Vec<TalkStep>,
 }
 
@@ -40,6 +43,8 @@ pub enum Animation {
     CircleLight,
     /// One Step of the model (its forward pass plays up through the layers).
     Step,
+    /// One Step, and the prompt's chips appear one by one as the tokenizer split it.
+    Tokenize,
 }
 
 /// One step: a caption and whatever of the app's state it names (the rest stays as it is).
@@ -63,9 +68,19 @@ pub struct TalkStep {
     pub light: Option<[f32; 2]>,
     /// Scene 1's selected vertex.
     pub vertex: Option<usize>,
+    /// Scene 1's lit surface point: the centre of this triangle of the mesh (the light
+    /// inspector's N, L and N·L are then of that point).
+    pub surface_point: Option<usize>,
     /// Scene 2's selected neuron: (layer, neuron).
     pub neuron: Option<(usize, usize)>,
+    /// Scene 1's term picked out in the accent colour: translation, scale, rotation_x,
+    /// rotation_y, rotation_z, model, normal, vertex or light.
+    pub highlight: Option<crate::graphics::Term>,
     pub animation: Option<Animation>,
+    /// The same prompt answered by the local model and by the remote endpoint side by side.
+    pub side_by_side: Option<bool>,
+    /// This step's remote endpoint (else the file's; `--remote URL` overrides both).
+    pub remote: Option<String>,
 }
 
 /// Read a talk file's text: every field known and of its type, every number finite, at least
@@ -79,6 +94,11 @@ pub fn parse(text: &str, name: &str) -> Result<TalkFile, String> {
     })?;
     if file.steps.is_empty() {
         return Err(format!("{name}: no steps"));
+    }
+    if let Some(url) = &file.remote
+        && let Err(e) = remote::RemoteConfig::new(url.trim()).base()
+    {
+        return Err(format!("{name}: remote: {e}"));
     }
     for (i, s) in file.steps.iter().enumerate() {
         let at = |what: String| {
@@ -98,6 +118,11 @@ pub fn parse(text: &str, name: &str) -> Result<TalkFile, String> {
             && let Err(e) = crate::llm_scene::world::parse_view(v)
         {
             return at(format!("view: {e}"));
+        }
+        if let Some(url) = &s.remote
+            && let Err(e) = remote::RemoteConfig::new(url.trim()).base()
+        {
+            return at(format!("remote: {e}"));
         }
         let numbers = [s.translation, s.scale, s.rotation_deg]
             .iter()

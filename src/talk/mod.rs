@@ -7,14 +7,17 @@
 
 pub mod file;
 mod overlay;
+pub mod race;
 
 pub use file::{Animation, SceneName, TalkFile, TalkStep};
+pub use race::{Race, Side, TalkRace};
 
 use bevy::prelude::*;
 
-use crate::graphics::GraphicsSettings;
+use crate::graphics::{GraphicsSettings, Highlight};
 use crate::llm_scene::world::{Preset, StartView, WorldCamera, WorldMode, WorldState, parse_view};
 use crate::llm_scene::{LlmAction, LlmControls, LlmSelection, LlmView, run_actions};
+use crate::shell::probe::ProbeAppExt;
 use crate::shell::{Scene, keyboard_free};
 
 /// What was asked at start: `--talk` (the shipped file, or the one named).
@@ -69,9 +72,16 @@ pub fn plugin(app: &mut App) {
     app.init_resource::<TalkStart>()
         .init_resource::<crate::demo::DemoLoop>()
         .init_resource::<Talk>()
+        .init_resource::<TalkRace>()
+        .add_probe(race::TalkProbe)
         .add_systems(Startup, load_talk)
         .add_systems(PreUpdate, talk_keys.after(bevy::input::InputSystems))
-        .add_systems(Update, (apply_step, animate).chain().before(run_actions));
+        .add_systems(
+            Update,
+            (apply_step, animate, race::race_tick)
+                .chain()
+                .before(run_actions),
+        );
 }
 
 /// The window's part: the caption, the counter and clock, the blank screen.
@@ -186,6 +196,7 @@ fn apply_step(
     mut controls: ResMut<LlmControls>,
     mut selection: ResMut<LlmSelection>,
     mut settings: ResMut<GraphicsSettings>,
+    mut highlight: ResMut<Highlight>,
     mut actions: MessageWriter<LlmAction>,
     mut camera: Option<ResMut<WorldCamera>>,
     mut mode: Option<ResMut<WorldMode>>,
@@ -195,6 +206,9 @@ fn apply_step(
         narration.0 = talk.active;
     }
     if !talk.active {
+        if highlight.term.is_some() {
+            highlight.set(None);
+        }
         return;
     }
     talk.step_secs += time.delta_secs();
@@ -223,6 +237,9 @@ fn apply_step(
     };
     talk.applied = Some(talk.step);
     talk.step_secs = 0.0;
+    // The page and its tests follow the talk.
+    #[cfg(target_arch = "wasm32")]
+    crate::web::signal("talk", &format!("{} of {}", talk.step + 1, talk.steps()));
     if let Some(s) = step.scene {
         next_scene.set(match s {
             SceneName::Graphics => Scene::Graphics,
@@ -273,22 +290,58 @@ fn apply_step(
     if step.vertex.is_some() {
         settings.selected_vertex = step.vertex;
     }
+    if let Some(triangle) = step.surface_point {
+        settings.surface_pick = Some(crate::graphics::SurfacePick {
+            triangle,
+            weights: [1.0 / 3.0; 3],
+        });
+    }
     if step.neuron.is_some() {
         selection.neuron = step.neuron;
     }
+    highlight.set(step.highlight);
     settings.animate = false;
-    if step.animation == Some(Animation::Step) {
+    if matches!(step.animation, Some(Animation::Step | Animation::Tokenize)) {
         actions.write(LlmAction::Step);
     }
 }
 
-/// The step's animation, a function of the seconds it has been shown.
-fn animate(talk: Res<Talk>, mut settings: ResMut<GraphicsSettings>) {
+/// Seconds between two chips of the tokenize animation.
+pub const CHIP_SECS: f32 = 0.7;
+
+/// The step's animation, a function of the seconds it has been shown (the chips: of the
+/// seconds since the prompt's tokens arrived).
+fn animate(
+    talk: Res<Talk>,
+    view: Res<LlmView>,
+    time: Res<Time>,
+    mut settings: ResMut<GraphicsSettings>,
+    mut selection: ResMut<LlmSelection>,
+    mut chips_since: Local<Option<f32>>,
+) {
+    let animation = talk
+        .current()
+        .filter(|_| talk.active)
+        .and_then(|s| s.animation);
+    if animation == Some(Animation::Tokenize) && !view.prompt_tokens.is_empty() {
+        let since = chips_since.get_or_insert(0.0);
+        *since += time.delta_secs();
+        let n = 1 + (*since / CHIP_SECS) as usize;
+        let reveal = (n < view.prompt_tokens.len()).then_some(n);
+        if selection.reveal_chips != reveal {
+            selection.reveal_chips = reveal;
+        }
+    } else {
+        *chips_since = None;
+        if selection.reveal_chips.is_some() {
+            selection.reveal_chips = None;
+        }
+    }
     if !talk.active || talk.blank {
         return;
     }
     let t = talk.step_secs;
-    match talk.current().and_then(|s| s.animation) {
+    match animation {
         Some(Animation::SweepTx) => settings.model.translation[0] = 1.5 * (t * 1.2).sin(),
         Some(Animation::PulseSy) => settings.model.scale[1] = 1.0 + 0.5 * (t * 1.5).sin(),
         Some(Animation::TurnThetaX) => {

@@ -5,7 +5,8 @@
 use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
 
-use super::{Talk, TalkStart, caption_text};
+use super::race::Race;
+use super::{Talk, TalkRace, TalkStart, caption_text};
 use crate::llm_scene::LlmView;
 use crate::shell::{SceneViewport, UiSet};
 
@@ -20,6 +21,7 @@ fn talk_overlay(
     view: Res<LlmView>,
     viewport: Res<SceneViewport>,
     time: Res<Time>,
+    race: Res<TalkRace>,
 ) {
     let Ok(ctx) = contexts.ctx_mut() else {
         return;
@@ -62,6 +64,21 @@ fn talk_overlay(
     } else {
         screen
     };
+    if step.side_by_side == Some(true) {
+        match &race.0 {
+            // The race is the step's picture: it spans the window, over the side panels.
+            Some(r) => race_panel(&painter, screen, r),
+            None => {
+                let note = painter.layout_no_wrap(
+                    "side by side: waiting for the local model to load".into(),
+                    egui::FontId::proportional(20.0),
+                    egui::Color32::from_gray(220),
+                );
+                let at = egui::pos2(stage.center().x - note.size().x / 2.0, stage.min.y + 48.0);
+                painter.galley(at, note, egui::Color32::WHITE);
+            }
+        }
+    }
     let text = caption_text(step, &view);
     let size = (stage.width() / 26.0).clamp(18.0, 34.0);
     let galley = painter.layout(
@@ -101,5 +118,63 @@ fn talk_overlay(
             egui::Color32::from_black_alpha(160),
         );
         painter.galley(at, galley, egui::Color32::WHITE);
+    }
+}
+
+/// The race: two columns across the top of the stage, the local answer and the remote one, each
+/// with its figures (time to first token, tokens per second) and what it is doing now.
+fn race_panel(painter: &egui::Painter, stage: egui::Rect, race: &Race) {
+    let gap = 16.0;
+    let width = ((stage.width() - 3.0 * gap) / 2.0).max(120.0);
+    let height = (stage.height() * 0.55).max(120.0);
+    let now = race.elapsed_secs();
+    for (i, side) in [&race.local, &race.remote].into_iter().enumerate() {
+        let min = egui::pos2(
+            stage.min.x + gap + i as f32 * (width + gap),
+            stage.min.y + 64.0,
+        );
+        let rect = egui::Rect::from_min_size(min, egui::vec2(width, height));
+        painter.rect_filled(rect, 6.0, egui::Color32::from_rgb(8, 9, 12));
+        painter.rect_stroke(
+            rect,
+            6.0,
+            egui::Stroke::new(1.0, egui::Color32::from_gray(90)),
+            egui::StrokeKind::Inside,
+        );
+        let inner = rect.shrink(12.0);
+        let mut y = inner.min.y;
+        let line = |text: String, size: f32, colour: egui::Color32, y: &mut f32| {
+            let galley = painter.layout(
+                text,
+                egui::FontId::proportional(size),
+                colour,
+                inner.width(),
+            );
+            if *y + galley.size().y <= inner.max.y {
+                let h = galley.size().y;
+                painter.galley(egui::pos2(inner.min.x, *y), galley, colour);
+                *y += h + 6.0;
+            }
+        };
+        line(
+            side.label.clone(),
+            22.0,
+            crate::shell::theme::ACCENT,
+            &mut y,
+        );
+        line(side.figures(), 20.0, egui::Color32::WHITE, &mut y);
+        let (status, failed) = side.state_line(i == 1, now);
+        let colour = if failed {
+            crate::shell::theme::ERROR
+        } else {
+            egui::Color32::from_gray(200)
+        };
+        line(status, 18.0, colour, &mut y);
+        line(
+            side.text.trim().to_string(),
+            18.0,
+            egui::Color32::from_gray(230),
+            &mut y,
+        );
     }
 }

@@ -16,7 +16,7 @@ use testkit::{ChildGuard, free_port, wait_ok};
 const PROMPT: &str = "What is the capital of France?";
 
 /// `samemath serve` (the app's own subcommand) on a free port, killed with its guard.
-fn start_serve() -> (ChildGuard, u16) {
+pub(crate) fn start_serve() -> (ChildGuard, u16) {
     let port = free_port().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_samemath"))
         .args(["serve", "--port", &port.to_string()])

@@ -9,5 +9,6 @@ mod llm_scene;
 mod render;
 mod shaders;
 mod talk;
+mod talk_race;
 mod units;
 mod world;

@@ -19,6 +19,18 @@ fn talk_app(args: AppArgs) -> App {
     app
 }
 
+/// The real engine, loading the model (the headless app has none of its own); the step shown is
+/// applied again, so its Step reaches the engine.
+pub(crate) fn with_engine(app: &mut App) {
+    use samemath::llm_scene::LlmEngine;
+    use samemath::worker::{Command, Worker};
+    let mut worker = Worker::spawn(None, 1);
+    worker.send(Command::Load);
+    app.insert_resource(LlmEngine(std::sync::Mutex::new(worker)));
+    app.world_mut().resource_mut::<Talk>().applied = None;
+    app.update();
+}
+
 fn shipped() -> file::TalkFile {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/talk/serverless.ron");
     file::parse(&std::fs::read_to_string(path).unwrap(), "serverless.ron").unwrap()
@@ -70,9 +82,14 @@ fn every_step_of_the_shipped_talk_applies_its_state() {
         if let Some(v) = step.vertex {
             assert_eq!(settings.selected_vertex, Some(v));
         }
+        if let Some(t) = step.surface_point {
+            assert_eq!(settings.surface_pick.map(|p| p.triangle), Some(t));
+        }
         if let Some(n) = step.neuron {
             assert_eq!(app.world().resource::<LlmSelection>().neuron, Some(n));
         }
+        let picked = app.world().resource::<samemath::graphics::Highlight>();
+        assert_eq!(picked.term, step.highlight, "step {}", i + 1);
         press(&mut app, KeyCode::PageDown);
     }
     // Past the end it stays on the last step.
@@ -119,6 +136,50 @@ fn clicker_keys_move_blank_and_close_and_the_scenes_keys_stay_quiet() {
 }
 
 #[test]
+fn the_tokenize_step_shows_the_prompts_chips_one_by_one() {
+    use bevy::time::TimeUpdateStrategy;
+    use samemath::llm_scene::LlmView;
+    use std::time::{Duration, Instant};
+    let talk = shipped();
+    let at = talk
+        .steps
+        .iter()
+        .position(|s| s.animation == Some(Animation::Tokenize))
+        .expect("a tokenize step");
+    let mut app = talk_app(AppArgs {
+        talk: Some(None),
+        talk_step: Some(at + 1),
+        ..AppArgs::default()
+    });
+    app.insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(
+        100,
+    )));
+    with_engine(&mut app);
+    let start = Instant::now();
+    while app.world().resource::<LlmView>().prompt_tokens.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no prompt tokens"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        app.update();
+    }
+    let total = app.world().resource::<LlmView>().prompt_tokens.len();
+    assert!(total >= 3, "{total} tokens");
+    // One chip more every CHIP_SECS (100 ms frames), then all of them (no limit).
+    let mut seen = Vec::new();
+    for _ in 0..((total as f32 * samemath::talk::CHIP_SECS / 0.1) as usize + 20) {
+        app.update();
+        let r = app.world().resource::<LlmSelection>().reveal_chips;
+        if seen.last() != Some(&r) {
+            seen.push(r);
+        }
+    }
+    let want: Vec<Option<usize>> = (1..total).map(Some).chain([None]).collect();
+    assert_eq!(seen, want);
+}
+
+#[test]
 fn the_booth_plays_the_talk_unattended() {
     use bevy::time::TimeUpdateStrategy;
     use std::time::Duration;
@@ -161,6 +222,12 @@ fn bad_step_files_name_the_line_and_the_field_and_the_app_runs_on() {
             .contains("4 lines")
     );
     assert!(file::parse("(title: \"t\", steps: [])", "empty.ron").is_err());
+    let bad_term = "(title: \"t\", steps: [(caption: \"x\",\n highlight: Some(teapot))])";
+    let e = file::parse(bad_term, "term.ron").unwrap_err();
+    assert!(e.contains("teapot") && e.contains("line 2"), "{e}");
+    let bad_url = "(title: \"t\", steps: [(caption: \"x\", remote: Some(\"ftp://x\"))])";
+    let e = file::parse(bad_url, "url.ron").unwrap_err();
+    assert!(e.contains("step 1") && e.contains("remote"), "{e}");
     // A missing file: the message, and the app runs on without the talk.
     let mut app = talk_app(AppArgs {
         talk: Some(Some("/nonexistent/talk.ron".into())),

@@ -186,6 +186,33 @@ async function generationRun(browser, base, graphics, backend, want) {
   await page.close();
 }
 
+// The talk in the browser (?talk): the clicker's PageDown moves it step by step, the steps drive
+// the scenes, B blanks the screen.
+async function talkRun(browser, base) {
+  const label = 'talk';
+  const page = await browser.newPage({ viewport: { width: 1600, height: 900 } });
+  const markers = watch(page, label);
+  await page.goto(`${base}/?graphics=webgl2&talk`);
+  await markers.wait('ready', 120_000);
+  const first = await markers.wait('talk', 60_000);
+  const steps = Number(/of (\d+)/.exec(first.detail)?.[1] ?? 0);
+  check(first.detail.startsWith('1 of ') && steps >= 12, `talk: ?talk opened the shipped talk at step ${first.detail}`);
+  await lookAt(page, label, 'talk-step01');
+  for (let n = 2; n <= 7; n++) {
+    await press(page, 'PageDown');
+    await markers.wait('talk', 30_000, (m) => m.detail.startsWith(`${n} of `));
+  }
+  await markers.wait('scene', 30_000, (m) => m.detail === 'Llm');
+  check(true, 'talk: PageDown moved to step 7, which switched to the LLM scene');
+  await page.waitForTimeout(1500);
+  await lookAt(page, label, 'talk-step07');
+  await press(page, 'KeyB');
+  await page.waitForTimeout(800);
+  const blank = await frame(page, 'talk-blank');
+  check(blank.colours <= 2, `talk: B blanked the screen (${blank.colours} colour(s))`);
+  await page.close();
+}
+
 async function freePort() {
   const probe = createServer();
   await new Promise((ok) => probe.listen(0, '127.0.0.1', ok));
@@ -267,6 +294,7 @@ try {
     else await generationRun(browsers[graphics], base, graphics, backend, backend === 'gpu' ? RAW : CHAT);
   }
   await remoteRuns(browsers.webgl2, base);
+  await talkRun(browsers.webgl2, base);
   for (const b of Object.values(browsers)) await b.close();
   if (process.env.SAMEMATH_WEB_RUNS) throw new Error('SAMEMATH_WEB_RUNS set: the other checks were skipped');
 

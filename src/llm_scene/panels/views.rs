@@ -30,7 +30,14 @@ pub(crate) fn central_views(
     drawn.chips.clear();
     egui::CentralPanel::default().show(&mut root, |ui| {
         egui::ScrollArea::vertical().show(ui, |ui| {
-            token_strip(ui, &view, &mut drawn, &mut cache, ppp);
+            token_strip(
+                ui,
+                &view,
+                &mut drawn,
+                &mut cache,
+                ppp,
+                selection.reveal_chips,
+            );
             ui.separator();
             let budget = (ui.available_height() * 0.5).max(120.0);
             activation_grid(
@@ -52,12 +59,14 @@ pub(crate) fn central_views(
     });
 }
 
+/// The chips; `reveal` draws only the first N (a talk step tokenizing the prompt chip by chip).
 pub(crate) fn token_strip(
     ui: &mut egui::Ui,
     view: &LlmView,
     drawn: &mut LlmDrawn,
     cache: &mut LlmCache,
     ppp: f32,
+    reveal: Option<usize>,
 ) {
     ui.heading("Tokens");
     if !view.backend.has_traces() {
@@ -95,13 +104,15 @@ pub(crate) fn token_strip(
     if skipped > 0 {
         ui.colored_label(WARNING, format!("… {skipped} earlier tokens not drawn"));
     }
+    let shown = reveal.unwrap_or(usize::MAX);
     let chips = view
         .prompt_tokens
         .iter()
         .map(|t| (t, false))
         .chain(view.generated.iter().map(|t| (t, true)))
         .enumerate()
-        .skip(skipped);
+        .skip(skipped)
+        .take(shown);
     ui.horizontal_wrapped(|ui| {
         ui.spacing_mut().item_spacing = egui::vec2(3.0, 3.0);
         for (i, (token, generated)) in chips {

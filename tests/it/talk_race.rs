@@ -1,0 +1,167 @@
+//! The talk's side-by-side step: the local model and a remote endpoint answer the same prompt,
+//! each with its time to first token and tokens per second; a service that wakes slowly is
+//! counted as it wakes; a network that fails leaves the talk on the local model.
+
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use samemath::cli::AppArgs;
+use samemath::llm_scene::LlmControls;
+use samemath::talk::race::{RACE_TOKENS, TalkRace};
+use samemath::talk::{Talk, file};
+use testkit::free_port;
+use testkit::http::{ollama_lines, response, scripted, streamed};
+
+use crate::headless::press;
+
+/// Run frames until the race of the step shown has finished (or `limit` passes); `each` sees
+/// every frame's race.
+fn run_race(app: &mut App, limit: Duration, mut each: impl FnMut(&samemath::talk::Race)) {
+    let start = Instant::now();
+    loop {
+        app.update();
+        if let Some(r) = &app.world().resource::<TalkRace>().0 {
+            each(r);
+            if r.finished() {
+                return;
+            }
+        }
+        assert!(
+            start.elapsed() < limit,
+            "the race did not finish: {:?}",
+            app.world().resource::<TalkRace>().0
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn side_by_side_step(talk: &file::TalkFile) -> usize {
+    talk.steps
+        .iter()
+        .position(|s| s.side_by_side == Some(true))
+        .expect("the shipped talk has a side-by-side step")
+}
+
+#[test]
+fn the_shipped_side_by_side_step_races_the_local_model_against_samemath_serve() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/talk/serverless.ron");
+    let talk = file::parse(&std::fs::read_to_string(path).unwrap(), "serverless.ron").unwrap();
+    let at = side_by_side_step(&talk);
+    let (_server, port) = crate::app_remote::start_serve();
+    let mut app = crate::llm_scene::headless_app_with(AppArgs {
+        talk: Some(None),
+        talk_step: Some(at + 1),
+        remote_url: Some(format!("http://127.0.0.1:{port}")),
+        ..AppArgs::default()
+    });
+    crate::talk::with_engine(&mut app);
+    run_race(&mut app, Duration::from_secs(240), |_| {});
+    let race = app.world().resource::<TalkRace>().0.as_ref().unwrap();
+    assert_eq!(race.step, at);
+    for side in [&race.local, &race.remote] {
+        assert_eq!(side.error, None, "{side:?}");
+        assert!(side.tokens >= 2 && side.tokens <= RACE_TOKENS, "{side:?}");
+        let first = side.first_token_secs.unwrap();
+        let rate = side.tokens_per_sec().unwrap();
+        assert!(first > 0.0 && rate > 0.0, "{side:?}");
+        println!(
+            "{}: first token {first:.2} s, {rate:.1} tokens/s",
+            side.label
+        );
+    }
+    assert!(race.remote.awake_secs.is_some());
+    assert!(race.remote.label.contains(&port.to_string()));
+    // The same model, greedy, the same prompt: the same words in both places.
+    assert_eq!(race.local.tokens, race.remote.tokens);
+    assert_eq!(race.local.text, race.remote.text);
+    assert!(!race.local.text.trim().is_empty());
+    let controls = app.world().resource::<LlmControls>();
+    assert_eq!(controls.prompt, talk.steps[at].prompt.clone().unwrap());
+}
+
+#[test]
+fn a_slow_service_is_counted_as_it_wakes_and_a_dead_one_leaves_the_talk_local() {
+    let dead = free_port().unwrap();
+    // Ollama that takes 2.5 s to answer its first request (a cold start: the client's probe for
+    // samemath serve, which Ollama does not know), then answers.
+    let waking = scripted(vec![
+        (
+            Duration::from_millis(2_500),
+            response("404 Not Found", "text/plain", b"404 page not found"),
+        ),
+        (
+            Duration::ZERO,
+            response("200 OK", "application/json", b"{\"version\":\"0.12.11\"}"),
+        ),
+        (
+            Duration::ZERO,
+            response(
+                "200 OK",
+                "application/json",
+                b"{\"models\":[{\"name\":\"smollm2\"}]}",
+            ),
+        ),
+        (
+            Duration::ZERO,
+            streamed(&ollama_lines(&["Hel", "lo", " there"], true)),
+        ),
+    ]);
+    let text = format!(
+        "(title: \"race\", steps: [\n\
+         (caption: \"slow\", scene: Some(llm), prompt: Some(\"Hi\"), side_by_side: Some(true),\n\
+          remote: Some(\"http://127.0.0.1:{waking}\")),\n\
+         (caption: \"dead\", side_by_side: Some(true), remote: Some(\"http://127.0.0.1:{dead}\")),\n\
+         (caption: \"none\", side_by_side: Some(true)),\n\
+         (caption: \"after\"),\n])"
+    );
+    let dir = std::env::temp_dir().join(format!("samemath-race-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let talk_file = dir.join("race.ron");
+    std::fs::write(&talk_file, text).unwrap();
+    let mut app = crate::llm_scene::headless_app_with(AppArgs {
+        talk: Some(Some(talk_file)),
+        ..AppArgs::default()
+    });
+    crate::talk::with_engine(&mut app);
+    assert_eq!(app.world().resource::<Talk>().error, None);
+
+    // The cold start: counted while it lasts, then its length; the local side ran meanwhile.
+    let mut waking_seen = false;
+    run_race(&mut app, Duration::from_secs(120), |r| {
+        let (line, _) = r.remote.state_line(true, r.elapsed_secs());
+        waking_seen |= line.starts_with("waking the service");
+    });
+    let race = app.world().resource::<TalkRace>().0.as_ref().unwrap();
+    assert!(waking_seen);
+    assert_eq!(race.remote.error, None, "{:?}", race.remote);
+    assert_eq!(race.remote.text, "Hello there");
+    assert!(race.remote.awake_secs.unwrap() >= 2.4, "{:?}", race.remote);
+    assert!(race.local.error.is_none() && race.local.tokens > 0);
+    let (line, _) = race.remote.state_line(true, 0.0);
+    assert!(line.contains("answered after 2."), "{line}");
+
+    // A dead endpoint: the step says so, and the local answer is there all the same.
+    press(&mut app, KeyCode::PageDown);
+    run_race(&mut app, Duration::from_secs(120), |_| {});
+    let race = app.world().resource::<TalkRace>().0.as_ref().unwrap();
+    assert_eq!(race.step, 1);
+    let e = race.remote.error.clone().unwrap();
+    assert!(e.contains(&dead.to_string()), "{e}");
+    let (line, _) = race.remote.state_line(true, 0.0);
+    assert!(line.contains("stays on the local model"), "{line}");
+    assert!(race.local.error.is_none() && race.local.tokens > 0);
+
+    // No endpoint at all: said so.
+    press(&mut app, KeyCode::PageDown);
+    run_race(&mut app, Duration::from_secs(120), |_| {});
+    let race = app.world().resource::<TalkRace>().0.as_ref().unwrap();
+    let (line, failed) = race.remote.state_line(true, 0.0);
+    assert!(
+        failed && line.starts_with("no remote endpoint") && line.contains("--remote URL"),
+        "{line}"
+    );
+    // A step without a race ends it.
+    press(&mut app, KeyCode::PageDown);
+    assert!(app.world().resource::<TalkRace>().0.is_none());
+    let _ = std::fs::remove_dir_all(dir);
+}
