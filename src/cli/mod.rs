@@ -228,6 +228,10 @@ pub struct BenchArgs {
     /// Tokens to decode per LLM run.
     #[arg(long, default_value_t = 64)]
     pub tokens: usize,
+    /// With --llm: time the prefill of a prompt this many tokens long (ours, then llama.cpp's
+    /// on the same ids) instead of the decode runs.
+    #[arg(long, value_name = "N", requires = "llm")]
+    pub prompt_tokens: Option<usize>,
     /// Benchmark remote inference: our client's time-to-first-token overhead against a raw
     /// HTTP request, and `samemath serve`'s throughput with 8 clients against llama.cpp's server.
     #[arg(long, conflicts_with = "llm")]

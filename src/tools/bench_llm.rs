@@ -56,6 +56,23 @@ fn measure(
 }
 
 fn llama_cpp_speed(model: &Path, threads: usize, tokens: usize) -> Result<Speed, String> {
+    let json = run_reference(
+        model,
+        threads,
+        &["--tokens", &tokens.to_string(), "--prompt", BENCH_PROMPT],
+    )?;
+    match (json["prefill_tps"].as_f64(), json["decode_tps"].as_f64()) {
+        (Some(prefill_tps), Some(decode_tps)) => Ok(Speed {
+            prefill_tps,
+            decode_tps,
+        }),
+        _ => Err(format!("unexpected output: {json}")),
+    }
+}
+
+/// Run tests/reference/bench_llama_cpp.py on `model` with `threads` and `more` arguments; its
+/// JSON answer.
+fn run_reference(model: &Path, threads: usize, more: &[&str]) -> Result<serde_json::Value, String> {
     // From the checkout the command runs in, else the one this binary was built from.
     let rel = Path::new("tests/reference/bench_llama_cpp.py");
     let script = if rel.is_file() {
@@ -68,8 +85,7 @@ fn llama_cpp_speed(model: &Path, threads: usize, tokens: usize) -> Result<Speed,
         .arg("--model")
         .arg(model)
         .args(["--threads", &threads.to_string()])
-        .args(["--tokens", &tokens.to_string()])
-        .args(["--prompt", BENCH_PROMPT])
+        .args(more)
         .output()
         .map_err(|e| format!("could not run python3: {e}"))?;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|_| {
@@ -82,13 +98,7 @@ fn llama_cpp_speed(model: &Path, threads: usize, tokens: usize) -> Result<Speed,
     if let Some(e) = json["error"].as_str() {
         return Err(e.to_string());
     }
-    match (json["prefill_tps"].as_f64(), json["decode_tps"].as_f64()) {
-        (Some(prefill_tps), Some(decode_tps)) => Ok(Speed {
-            prefill_tps,
-            decode_tps,
-        }),
-        _ => Err(format!("unexpected output: {json}")),
-    }
+    Ok(json)
 }
 
 /// `samemath bench --llm`: our engine with recording off and on, then llama.cpp on the same
@@ -99,6 +109,9 @@ pub fn bench_llm(args: &BenchArgs) -> Result<()> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let path = fetch::ensure_model(args.model.model.as_deref(), &mut progress)?;
+    if let Some(n) = args.prompt_tokens {
+        return bench_long_prompt(&path, threads, n);
+    }
     if args.model.backend == BackendArg::Gpu {
         return bench_llm_gpu(&path, threads, args.tokens.max(1));
     }
@@ -153,6 +166,63 @@ pub fn bench_llm(args: &BenchArgs) -> Result<()> {
         Err(e) => println!("  llama.cpp: not measured ({e})"),
     }
     Ok(())
+}
+
+/// The text a long prompt repeats (without the chat template), cut to the asked length in tokens.
+const LONG_TEXT: &str = "A graphics card moves every vertex of a mesh with a 4x4 matrix and \
+    lights every pixel with a dot product of the normal and the direction to the light. A \
+    language model multiplies each token's embedding by matrices and sums dot products in its \
+    neurons. The hardware does not know which of the two it is running. ";
+
+/// `samemath bench --llm --prompt-tokens N`: the prefill of an N-token prompt, ours (one
+/// forward pass over all of it, as a session reads a prompt) and llama.cpp's on the same ids
+/// (its usual 512-token batches), in the same run.
+fn bench_long_prompt(path: &Path, threads: usize, n: usize) -> Result<()> {
+    let (model, tokenizer) = Model::load(path)?;
+    let max = model.config.context_length.saturating_sub(16);
+    if n == 0 || n > max {
+        anyhow::bail!("--prompt-tokens: 1 to {max} (the model's context, less a few)");
+    }
+    let unit = tokenizer.encode(LONG_TEXT)?;
+    let ids: Vec<u32> = unit.iter().cycle().take(n).copied().collect();
+    let ours = with_threads(Some(threads), || -> Result<f64> {
+        let mut cache = model.new_cache();
+        let t0 = std::time::Instant::now();
+        model.forward(&mut cache, &ids, RecordOptions::OFF, None)?;
+        Ok(t0.elapsed().as_secs_f64())
+    })??;
+    println!("bench llm: {threads} threads, prefill of a {n}-token prompt, one run each");
+    println!(
+        "  samemath                     {ours:>8.2} s   {:>8.1} tok/s",
+        n as f64 / ours
+    );
+    match llama_cpp_prefill(path, threads, &ids) {
+        Ok(theirs) => {
+            println!(
+                "  llama.cpp (same file, ids)   {theirs:>8.2} s   {:>8.1} tok/s",
+                n as f64 / theirs
+            );
+            println!(
+                "  ratio vs llama.cpp, prefill of {n} tokens: {:.2}x",
+                theirs / ours
+            );
+        }
+        Err(e) => println!("  llama.cpp: not measured ({e})"),
+    }
+    Ok(())
+}
+
+/// llama.cpp's seconds to read these prompt ids (through the same script).
+fn llama_cpp_prefill(model: &Path, threads: usize, ids: &[u32]) -> Result<f64, String> {
+    let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+    let json = run_reference(
+        model,
+        threads,
+        &["--tokens", "0", "--repeats", "1", "--ids", &ids.join(",")],
+    )?;
+    json["prefill_secs"]
+        .as_f64()
+        .ok_or_else(|| format!("unexpected output: {json}"))
 }
 
 /// `samemath bench --llm --backend gpu`: the GPU backend and the CPU engine in the same run

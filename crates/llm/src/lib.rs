@@ -3,6 +3,7 @@
 //! `Trace` (on the CPU, or as WGSL kernels on a wgpu device), sampling, and the streaming
 //! generation session every front end drives (the app's worker, the command line, the server).
 
+mod attend;
 pub mod backend;
 pub mod config;
 pub mod error;

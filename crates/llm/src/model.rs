@@ -21,6 +21,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Tensor};
 use rayon::prelude::*;
 
+use super::attend::{self, dot};
 pub use super::backend::ForwardOutput;
 use super::backend::{Backend, Cache, CacheStore};
 use super::config::LlamaConfig;
@@ -614,43 +615,28 @@ impl Attention {
         kv.1.extend_from_slice(&v);
         let (keys, values) = (&kv.0, &kv.1);
         let scale = 1.0 / (hd as f32).sqrt();
-        // One task per (new row, head): its probabilities over positions 0..=pos + i, then
-        // the weighted sum of values.
-        let work = |(i, h): (usize, usize)| -> (Vec<f32>, Vec<f32>) {
-            let g = cfg.kv_head_of(h);
+        // In tiles: each key read once per block of rows. Every row, a prompt's or a single
+        // decoded token's, goes through the same tiles in the same order, so a prompt read at
+        // once gives bit for bit what it gives token by token.
+        let shape = attend::Shape {
+            n,
+            pos,
+            heads: nh,
+            group: cfg.group_size(),
+            dim: hd,
+        };
+        let y = attend::tiled(&q, keys, values, shape, scale);
+        // When recording: the last row's probabilities over its positions, per head.
+        let probs_of = |h: usize| -> Vec<f32> {
+            let (i, g) = (n - 1, cfg.kv_head_of(h));
             let qh = &q[(i * nh + h) * hd..(i * nh + h + 1) * hd];
-            let seen = pos + i + 1;
-            let mut probs: Vec<f32> = (0..seen)
-                .map(|t| {
-                    let kt = &keys[(t * nkv + g) * hd..(t * nkv + g + 1) * hd];
-                    qh.iter().zip(kt).map(|(a, b)| a * b).sum::<f32>() * scale
-                })
+            let mut probs: Vec<f32> = (0..pos + n)
+                .map(|t| dot(qh, &keys[(t * nkv + g) * hd..(t * nkv + g + 1) * hd]) * scale)
                 .collect();
             softmax(&mut probs);
-            let mut out = vec![0f32; hd];
-            for (t, p) in probs.iter().enumerate() {
-                let vt = &values[(t * nkv + g) * hd..(t * nkv + g + 1) * hd];
-                for (o, v) in out.iter_mut().zip(vt) {
-                    *o += p * v;
-                }
-            }
-            (out, probs)
+            probs
         };
-        let pairs: Vec<(usize, usize)> =
-            (0..n).flat_map(|i| (0..nh).map(move |h| (i, h))).collect();
-        let results: Vec<(Vec<f32>, Vec<f32>)> = if n * (pos + n) > 4096 {
-            pairs.into_par_iter().map(work).collect()
-        } else {
-            pairs.into_iter().map(work).collect()
-        };
-        let mut y = Vec::with_capacity(n * nh * hd);
-        let mut recorded = record.then(|| Vec::with_capacity(nh));
-        for (idx, (out, probs)) in results.into_iter().enumerate() {
-            y.extend_from_slice(&out);
-            if let Some(rec) = recorded.as_mut().filter(|_| idx / nh == n - 1) {
-                rec.push(probs);
-            }
-        }
+        let recorded = record.then(|| (0..nh).map(probs_of).collect());
         Ok((self.wo.forward(&y, n)?, recorded))
     }
 }
