@@ -47,7 +47,12 @@ fn talk_overlay(
         egui::Id::new("talk"),
     ));
     if talk.blank {
-        painter.rect_filled(screen, 0.0, egui::Color32::BLACK);
+        // Above everything, tooltips included: the hall sees black.
+        ctx.layer_painter(egui::LayerId::new(
+            egui::Order::Debug,
+            egui::Id::new("talk_blank"),
+        ))
+        .rect_filled(screen, 0.0, egui::Color32::BLACK);
         return;
     }
     let Some(step) = talk.current() else {

@@ -27,6 +27,8 @@ pub enum Who {
 }
 
 #[derive(Debug)]
+// The browser build reports only `Done` (it does not race).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 enum RaceEvent {
     Status(Who, String),
     /// The remote answered its probe after this many seconds (the service is awake).

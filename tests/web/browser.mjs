@@ -206,7 +206,9 @@ async function talkRun(browser, base) {
   check(true, 'talk: PageDown moved to step 7, which switched to the LLM scene');
   await page.waitForTimeout(1500);
   await lookAt(page, label, 'talk-step07');
-  await press(page, 'KeyB');
+  // B with the pointer in a corner (no hover tooltip under it).
+  await page.mouse.move(2, 2);
+  await page.keyboard.press('KeyB');
   await page.waitForTimeout(800);
   const blank = await frame(page, 'talk-blank');
   check(blank.colours <= 2, `talk: B blanked the screen (${blank.colours} colour(s))`);
