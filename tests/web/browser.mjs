@@ -117,15 +117,26 @@ async function frame(page, name) {
 }
 
 // Playwright's page screenshots wait for a quiet page (fonts, a composited frame); a page drawing
-// 60,000 boxes on SwiftShader can be busy past the default 30 s. The checked picture is the
-// app's own frame; the page screenshot is for a look.
-const PAGE_SHOT_MS = 120_000;
+// 60,000 boxes on SwiftShader can be busy past the default 30 s, and a WebGPU canvas in headless
+// Chromium sometimes never gives the compositor a frame at all. The checked picture is always the
+// app's own frame (`frame`); the page screenshot is only for a look, so one that does not come in
+// time is reported and the run goes on.
+const PAGE_SHOT_MS = 90_000;
+async function pageShot(page, file) {
+  const started = Date.now();
+  try {
+    await page.screenshot({ path: join(outDir, file), timeout: PAGE_SHOT_MS });
+  } catch (e) {
+    console.log(`  note: no page screenshot ${file} after ${Math.round((Date.now() - started) / 1000)} s ` +
+      `(${e.message.split('\n')[0]}); the checks use the app's own frames`);
+  }
+}
 
 // A frame of the scene on show: saved, and it must be a drawn picture, not a cleared screen.
 async function lookAt(page, label, name) {
   const f = await frame(page, name);
   check(f.colours > 200, `${label}: ${name}.png, ${f.width}x${f.height} as the app drew it, has ${f.colours} colours`);
-  await page.screenshot({ path: join(outDir, `${name}-page.png`), timeout: PAGE_SHOT_MS });
+  await pageShot(page, `${name}-page.png`);
 }
 
 // One run: load, ready, look at scene 1, switch to scene 2, wait for the steps, compare with the
@@ -251,7 +262,7 @@ async function remoteRuns(browser, base) {
     check(done.backend.startsWith('remote') && done.text === CHAT.text,
       `remote from the page (samemath serve --cors '*'): "${done.text}" equals the native engine's answer (${done.backend})`);
     await page.waitForTimeout(800);
-    await page.screenshot({ path: join(outDir, 'remote-scene2.png'), timeout: PAGE_SHOT_MS });
+    await pageShot(page, 'remote-scene2.png');
     await page.close();
   } finally {
     allowed.stop();
@@ -266,7 +277,7 @@ async function remoteRuns(browser, base) {
     check(/--cors/.test(error.detail) && /OLLAMA_ORIGINS/.test(error.detail),
       `remote without CORS: the page says so and how to fix it ("${error.detail.slice(0, 160)}...")`);
     await page.waitForTimeout(500);
-    await page.screenshot({ path: join(outDir, 'remote-cors-refused.png'), timeout: PAGE_SHOT_MS });
+    await pageShot(page, 'remote-cors-refused.png');
     await page.close();
   } finally {
     closed.stop();
@@ -374,7 +385,7 @@ try {
   await markers.wait('unsupported', 30_000);
   const text = await page.textContent('#loading');
   check(/neither/.test(text), 'no WebGPU, no WebGL2: the page says what is missing');
-  await page.screenshot({ path: join(outDir, 'unsupported.png'), timeout: PAGE_SHOT_MS });
+  await pageShot(page, 'unsupported.png');
   await bare.close();
 } catch (e) {
   console.log(`FAIL ${e.message}`);
