@@ -1,8 +1,15 @@
 // Scene 2's world: every column (a neuron's activation, an embedding value, a next-token
 // probability, a token) is a box moved and sized by its own 4x4 model matrix T * S, with
-// s_y = the value itself, and lit by the same dot-product light as scene 1's mesh. The matrix
-// is the instance's (Bevy batches the columns into instanced draws); the value rides along as
-// the instance's tag, for the colour.
+// s_y = the value itself, and lit by the same dot-product light as scene 1's mesh.
+//
+// Two ways the value reaches the vertex stage:
+// - VALUES_IN_BUFFER (the MLP columns and the attention tiles, where the device has storage
+//   buffers in the vertex stage): the instance's matrix is T alone, its tag is the column's
+//   index into `values`, and S(1, values[tag], 1) is built here. For the MLP columns on the GPU
+//   backend `values` is the very buffer the SwiGLU kernel wrote; otherwise the trace uploaded
+//   into a buffer of the same shape.
+// - otherwise: the instance's matrix is T * S (built on the CPU) and the value rides along as
+//   the tag's bits, for the colour.
 #import samemath::math::{mat_vec4, safe_normalize, shade}
 #import bevy_pbr::mesh_functions::{get_world_from_local, get_tag}
 
@@ -24,6 +31,12 @@ struct WorldUniform {
 }
 
 @group(#{MATERIAL_BIND_GROUP}) @binding(0) var<uniform> world: WorldUniform;
+#ifdef VALUES_IN_BUFFER
+// layer * n_ff + neuron -> the activation (n_layer * n_ff f32, layer after layer).
+@group(#{MATERIAL_BIND_GROUP}) @binding(1) var<storage, read> values: array<f32>;
+// A stored value below this is "no value" (values.rs: ABSENT).
+const ABSENT_BELOW: f32 = -1.0e37;
+#endif
 
 struct VertexIn {
     @builtin(instance_index) instance_index: u32,
@@ -41,15 +54,42 @@ struct VertexOut {
 @vertex
 fn vertex(in: VertexIn) -> VertexOut {
     var out: VertexOut;
-    // T * S of this column: S's s_y is the value the trace holds.
+#ifdef VALUES_IN_BUFFER
+    // T from the instance, S(1, value, 1) from the kernel's (or the uploaded) buffer: the
+    // vertex is moved by T * S as T * (S * v).
+    let stored = values[get_tag(in.instance_index)];
+    // ABSENT marks a column with no value this step (an attention tile past the positions):
+    // its box collapses to one point and draws nothing.
+    let absent = stored < ABSENT_BELOW;
+    let value = select(stored, 0.0, absent);
+    let scale = mat4x4<f32>(
+        vec4<f32>(1.0, 0.0, 0.0, 0.0),
+        vec4<f32>(0.0, value, 0.0, 0.0),
+        vec4<f32>(0.0, 0.0, 1.0, 0.0),
+        vec4<f32>(0.0, 0.0, 0.0, 1.0),
+    );
+    let translate = get_world_from_local(in.instance_index);
+    let local = mat_vec4(scale, vec4<f32>(in.position, 1.0));
+    let p = mat_vec4(translate, local);
+    let n = mat_vec4(translate, mat_vec4(scale, vec4<f32>(in.normal, 0.0)));
+#else
+    // T * S of this column, built on the CPU: S's s_y is the value, its bits the tag.
+    let value = bitcast<f32>(get_tag(in.instance_index));
     let world_from_local = get_world_from_local(in.instance_index);
     let p = mat_vec4(world_from_local, vec4<f32>(in.position, 1.0));
+    let n = mat_vec4(world_from_local, vec4<f32>(in.normal, 0.0));
+#endif
     out.clip_position = mat_vec4(world.clip_from_world, p);
+#ifdef VALUES_IN_BUFFER
+    if absent {
+        out.clip_position = vec4<f32>(0.0, 0.0, 0.0, 1.0);
+    }
+#endif
     out.world_position = p.xyz;
     // A box's faces are axis-aligned and S is diagonal, so S * n points where the
     // inverse-transpose would (a negative s_y turns the top face down, as it should).
-    out.world_normal = safe_normalize(mat_vec4(world_from_local, vec4<f32>(in.normal, 0.0)).xyz);
-    out.value = bitcast<f32>(get_tag(in.instance_index));
+    out.world_normal = safe_normalize(n.xyz);
+    out.value = value;
     return out;
 }
 

@@ -8,7 +8,7 @@ use bevy::render::renderer::RenderAdapterInfo;
 
 use super::engine::LlmPacer;
 use super::state::{Backend, Compute, EngineStatus, LlmAction, LlmControls, LlmStart, LlmView};
-use super::world::{WorldMode, WorldState};
+use super::world::{ColumnValues, WorldMode, WorldState};
 use crate::shell::bench::{WARMUP_FRAMES, adapter_label, summarize};
 use crate::shell::{Scene, ShellOptions};
 
@@ -27,7 +27,6 @@ pub(super) enum LlmPhase {
 /// Frames left out after the middle switches (pipelines and buffers are made then).
 const SWITCH_FRAMES: usize = 10;
 
-#[allow(clippy::too_many_arguments)]
 pub(super) fn measure_llm(
     shell: Res<ShellOptions>,
     start: Res<LlmStart>,
@@ -42,7 +41,7 @@ pub(super) fn measure_llm(
     mut idle_panels: Local<Vec<f64>>,
     mut busy: Local<Vec<f64>>,
     mut mode: ResMut<WorldMode>,
-    world: Res<WorldState>,
+    (world, values): (Res<WorldState>, Res<ColumnValues>),
     mut exit: MessageWriter<AppExit>,
     pacer: Res<LlmPacer>,
 ) {
@@ -97,13 +96,14 @@ pub(super) fn measure_llm(
             if busy.len() >= n {
                 let adapter = adapter_label(adapter.as_deref());
                 let columns = world.layout.map_or(0, |l| l.layers * l.neurons);
+                let path = values.path.map_or("none", |p| p.name());
                 if let (Some((pm, pp)), Some((im, ip)), Some((gm, gp))) = (
                     summarize(&idle_panels[SWITCH_FRAMES..]),
                     summarize(&idle[SWITCH_FRAMES..]),
                     summarize(&busy),
                 ) {
                     println!(
-                        "bench scene=Llm frames={n} adapter={adapter} model on {}\n  idle, panel views: mean {pm:.2} ms, p95 {pp:.2} ms\n  idle, 3D world:    mean {im:.2} ms, p95 {ip:.2} ms ({columns} neuron columns: {:+.2} ms a frame at the mean, {:.2}x)\n  generating, world: mean {gm:.2} ms, p95 {gp:.2} ms ({:.1} tokens/s)\n  p95 generating / idle (world): {:.2}x",
+                        "bench scene=Llm frames={n} adapter={adapter} model on {}\n  idle, panel views: mean {pm:.2} ms, p95 {pp:.2} ms\n  idle, 3D world:    mean {im:.2} ms, p95 {ip:.2} ms ({columns} neuron columns, values {path}: {:+.2} ms a frame at the mean, {:.2}x)\n  generating, world: mean {gm:.2} ms, p95 {gp:.2} ms ({:.1} tokens/s)\n  p95 generating / idle (world): {:.2}x",
                         view.backend.name(),
                         im - pm,
                         im / pm,

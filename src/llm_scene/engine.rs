@@ -115,9 +115,7 @@ pub fn steps_done(start: &LlmStart, view: &LlmView) -> bool {
 /// Start the engine thread and load the model in the background (fetching it on first use).
 pub(super) fn start_engine(mut commands: Commands, start: Res<LlmStart>) {
     let model = start.model.clone();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // Leave a core to Bevy's renderer when there are few.
-    let threads = if cores <= 2 { 1 } else { cores - 1 };
+    let threads = crate::worker::engine_threads();
     let mut worker = Worker::spawn_with_limit(model, threads, MAX_PROMPT_TOKENS);
     worker.send(Command::Load);
     commands.insert_resource(LlmEngine(Mutex::new(worker)));
@@ -204,15 +202,24 @@ pub fn poll_engine(
         Err(_) => return,
     };
     for e in events {
-        let same = match (&e, &renderer) {
-            (Event::GpuReady(info), Some(r)) => Some(info.device == *r.wgpu_device()),
-            _ => None,
+        let (same, buffer) = match (&e, &renderer) {
+            (Event::GpuReady(info), Some(r)) => (
+                Some(info.device == *r.wgpu_device()),
+                Some(info.activations.clone()),
+            ),
+            _ => (None, None),
         };
         view.apply(e);
-        if let Backend::Gpu { same_device, .. } = &mut view.backend
+        if let Backend::Gpu {
+            same_device,
+            activations,
+            ..
+        } = &mut view.backend
             && same.is_some()
         {
             *same_device = same;
+            // Only a buffer of the renderer's own device can be bound to its draws.
+            *activations = buffer.filter(|_| same == Some(true));
         }
     }
 }

@@ -84,7 +84,7 @@ pub(super) fn llm_json(
         "generated_ids": view.generated.iter().map(|t| t.id).collect::<Vec<_>>(),
         "backend": match &view.backend {
             Backend::Local => json!({"kind": "cpu"}),
-            Backend::Gpu { adapter, shared_with_renderer, same_device } => json!({
+            Backend::Gpu { adapter, shared_with_renderer, same_device, .. } => json!({
                 "kind": "gpu",
                 "adapter": adapter,
                 "shared_with_renderer": shared_with_renderer,

@@ -64,6 +64,9 @@ pub enum Backend {
         /// Checked against the renderer's device when the backend reported in (`None`: no
         /// renderer in this app, e.g. a headless test).
         same_device: Option<bool>,
+        /// The kernels' MLP activation buffer, once it is known to live on the renderer's
+        /// device: the world binds it as its columns' instance data.
+        activations: Option<wgpu::Buffer>,
     },
     /// A remote server: what it gives (traces only from `samemath serve`).
     Remote {
@@ -284,6 +287,7 @@ impl LlmView {
                     adapter: info.adapter,
                     shared_with_renderer: info.shared_with_renderer,
                     same_device: None,
+                    activations: None,
                 };
                 self.status = EngineStatus::Ready;
             }

@@ -341,6 +341,7 @@ impl Engine {
             adapter: c.adapter.clone(),
             device: c.device.clone(),
             shared_with_renderer: c.shared_with_renderer,
+            activations: gpu.activation_buffer(),
         };
         self.gpu = Some(gpu);
         self.on_gpu = true;

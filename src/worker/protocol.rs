@@ -35,6 +35,9 @@ pub struct GpuBackendInfo {
     /// The device the kernels run on: the app compares it with the renderer's.
     pub device: wgpu::Device,
     pub shared_with_renderer: bool,
+    /// The kernels' MLP activation buffer (`GpuModel::activation_buffer`): on the renderer's
+    /// device the world draws its columns from it.
+    pub activations: wgpu::Buffer,
 }
 
 /// What the engine reports.

@@ -1,6 +1,7 @@
 //! Every WGSL file in shaders/ parses and validates with naga (no GPU needed). Bevy-style
-//! `#import samemath::math::{...}` lines are resolved against the shared math file, and
-//! `#{MATERIAL_BIND_GROUP}` gets the group Bevy would substitute.
+//! `#import samemath::math::{...}` lines are resolved against the shared math file,
+//! `#{MATERIAL_BIND_GROUP}` gets the group Bevy would substitute, and a file with
+//! `#ifdef NAME` blocks is checked once without and once with each name defined.
 
 use std::path::{Path, PathBuf};
 
@@ -50,11 +51,42 @@ fn get_world_from_local(i: u32) -> mat4x4<f32> {
 fn get_tag(i: u32) -> u32 { return stand_in_mesh[i].tag; }
 ";
 
-fn compose(path: &Path) -> String {
+/// The `#ifdef` names a file tests.
+fn shader_defs(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut defs: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("#ifdef "))
+        .map(|d| d.trim().to_string())
+        .collect();
+    defs.sort();
+    defs.dedup();
+    defs
+}
+
+fn compose(path: &Path, defs: &[&str]) -> String {
     let text = std::fs::read_to_string(path).unwrap();
     let mut out = String::new();
+    // One entry per open #ifdef: whether its lines are kept (the current branch).
+    let mut open: Vec<bool> = Vec::new();
     for line in text.lines() {
         let t = line.trim_start();
+        if let Some(name) = t.strip_prefix("#ifdef ") {
+            open.push(defs.contains(&name.trim()));
+            continue;
+        }
+        if t.starts_with("#else") {
+            let top = open.last_mut().expect("#else without #ifdef");
+            *top = !*top;
+            continue;
+        }
+        if t.starts_with("#endif") {
+            open.pop().expect("#endif without #ifdef");
+            continue;
+        }
+        if open.iter().any(|keep| !keep) {
+            continue;
+        }
         if t.starts_with("#define_import_path") {
             continue;
         }
@@ -95,26 +127,35 @@ fn every_shader_validates_with_naga() {
     for path in files {
         // The LLM kernels go through the engine's own composer (crates/llm/src/gpu/shaders.rs); the
         // modules they import (common, blocks) are checked inside them.
-        let source = if path.parent() == Some(&shader_dir().join("llm")) {
+        let sources: Vec<(String, String)> = if path.parent() == Some(&shader_dir().join("llm")) {
             let stem = path.file_stem().unwrap().to_str().unwrap();
             match llm::gpu::shaders::compose(stem) {
-                Some(src) => src,
+                Some(src) => vec![(String::new(), src)],
                 None => continue,
             }
         } else {
-            compose(&path)
+            let defs = shader_defs(&path);
+            std::iter::once((String::new(), compose(&path, &[])))
+                .chain(
+                    defs.iter()
+                        .map(|d| (format!(" with {d}"), compose(&path, &[d.as_str()]))),
+                )
+                .collect()
         };
-        let module = naga::front::wgsl::parse_str(&source)
-            .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&source)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            // unpack2x16float (the Q4_1 / Q8_0 scales) is core WGSL; naga files it under this
-            // capability, which wgpu grants on Vulkan, Metal, DX12, GLES 3 and WebGPU.
-            naga::valid::Capabilities::default()
-                | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+        for (variant, source) in sources {
+            let what = format!("{}{variant}", path.display());
+            let module = naga::front::wgsl::parse_str(&source)
+                .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&source)));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                // unpack2x16float (the Q4_1 / Q8_0 scales) is core WGSL; naga files it under
+                // this capability, which wgpu grants on Vulkan, Metal, DX12, GLES 3 and WebGPU.
+                naga::valid::Capabilities::default()
+                    | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        }
     }
 }
 

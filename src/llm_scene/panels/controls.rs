@@ -176,6 +176,7 @@ pub(crate) fn backend_section(
             adapter,
             shared_with_renderer,
             same_device,
+            ..
         } => {
             ui.colored_label(ACCENT, format!("Local, on the GPU: {adapter}"));
             ui.small(match (shared_with_renderer, same_device) {

@@ -13,7 +13,7 @@ use math::camera::ClipChain;
 use super::layout::{
     ATTENTION_PITCH, ATTENTION_POSITIONS, ATTENTION_UNIT, COLUMN, MLP_UNIT, PITCH, column_top,
 };
-use super::{Piece, WorldCamera, WorldLayout, WorldMode, WorldState};
+use super::{ColumnValues, Piece, ValuesPath, WorldCamera, WorldLayout, WorldMode, WorldState};
 use crate::llm_scene::panels::visible_piece;
 use crate::llm_scene::state::{Backend, EngineStatus, LlmSelection, LlmView};
 use crate::shell::theme::ACCENT;
@@ -88,6 +88,7 @@ pub(super) fn world_overlay(
     mut selection: ResMut<LlmSelection>,
     mut press: Local<Option<Vec2>>,
     narration: Res<Narration>,
+    values: Res<ColumnValues>,
 ) {
     if !mode.world {
         return;
@@ -141,17 +142,15 @@ pub(super) fn world_overlay(
     let Some(layout) = state.layout else {
         return;
     };
+    let columns = values.path.map_or("", ValuesPath::describe);
     let path = match &view.backend {
-        Backend::Local => "CPU backend: the trace is uploaded each token",
-        Backend::Gpu { .. } => {
-            "GPU backend: the kernels' trace is read back and uploaded (not yet drawn from \
-             their buffer)"
-        }
-        Backend::Remote { .. } => "remote server: its trace, checked and uploaded",
+        Backend::Local => format!("CPU backend: {columns}"),
+        Backend::Gpu { .. } => format!("GPU backend: {columns}"),
+        Backend::Remote { .. } => format!("remote server: its trace, checked; {columns}"),
     };
     let legend = format!(
         "{} layers x {} MLP activations of {:?}: each a box, T times S with s_y = the value,\n\
-         lit by scene 1's light · {path}\nO overview · E embedding · L layer · H head · V panels",
+         lit by scene 1's light\n{path}\nO overview · E embedding · L layer · H head · V panels",
         layout.layers,
         layout.neurons,
         visible_piece(&trace.token.piece),

@@ -1,13 +1,14 @@
-//! The world's material: `shaders/world_material.wgsl`, whose vertex stage moves each column by
+//! The world's materials: `shaders/world_material.wgsl`, whose vertex stage moves each column by
 //! its own T * S with `mat_vec4` and whose light is scene 1's `shade`, fed with scene 2's orbit
-//! camera and scene 1's light.
+//! camera and scene 1's light. `ColumnsMaterial` is the same shader reading the MLP columns'
+//! values from a storage buffer (the GPU kernel's own, or the uploaded trace).
 
 use bevy::asset::uuid_handle;
 use bevy::mesh::MeshVertexBufferLayoutRef;
 use bevy::pbr::{MaterialPipeline, MaterialPipelineKey};
 use bevy::prelude::*;
 use bevy::render::render_resource::{
-    AsBindGroup, RenderPipelineDescriptor, ShaderType, SpecializedMeshPipelineError,
+    AsBindGroup, Buffer, RenderPipelineDescriptor, ShaderType, SpecializedMeshPipelineError,
 };
 use bevy::shader::ShaderRef;
 use glam::{Mat4, UVec4, Vec4};
@@ -87,6 +88,48 @@ impl Material for WorldMaterial {
         layout: &MeshVertexBufferLayoutRef,
         _key: MaterialPipelineKey<Self>,
     ) -> Result<(), SpecializedMeshPipelineError> {
+        crate::graphics::material::position_normal_both_faces(descriptor, layout)
+    }
+}
+
+/// The MLP columns where the device reads storage buffers in the vertex stage: each instance's
+/// matrix is T alone and its tag the column's index into `values`, whose value is S's s_y.
+#[derive(Asset, TypePath, AsBindGroup, Clone, Debug)]
+pub struct ColumnsMaterial {
+    #[uniform(0)]
+    pub world: WorldUniform,
+    /// `n_layer * n_ff` f32, layer after layer.
+    #[storage(1, read_only, buffer, visibility(vertex))]
+    pub values: Buffer,
+}
+
+impl Material for ColumnsMaterial {
+    fn vertex_shader() -> ShaderRef {
+        WORLD_SHADER.into()
+    }
+
+    fn fragment_shader() -> ShaderRef {
+        WORLD_SHADER.into()
+    }
+
+    fn enable_prepass() -> bool {
+        false
+    }
+
+    fn enable_shadows() -> bool {
+        false
+    }
+
+    fn specialize(
+        _pipeline: &MaterialPipeline,
+        descriptor: &mut RenderPipelineDescriptor,
+        layout: &MeshVertexBufferLayoutRef,
+        _key: MaterialPipelineKey<Self>,
+    ) -> Result<(), SpecializedMeshPipelineError> {
+        descriptor
+            .vertex
+            .shader_defs
+            .push("VALUES_IN_BUFFER".into());
         crate::graphics::material::position_normal_both_faces(descriptor, layout)
     }
 }

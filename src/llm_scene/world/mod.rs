@@ -6,23 +6,28 @@
 //! and lit by scene 1's light through `shade` (shaders/world_material.wgsl). The panel views
 //! stay one key (V) away.
 //!
-//! Truth: on both local backends the trace is uploaded from the CPU (the GPU backend reads its
-//! trace back first); the kernels' buffers are not bound to the draw. Where a backend sends no
-//! trace the world says so and draws nothing.
+//! Truth (`values`): on the GPU backend the MLP columns are drawn from the buffer the SwiGLU
+//! kernel wrote, bound as the draw's instance data; on the CPU backend (and a remote's trace) the
+//! trace is uploaded into a buffer of the same shape; on WebGL2 (no storage buffers in the vertex
+//! stage) the columns' own matrices carry it. Where a backend sends no trace the world says so
+//! and draws nothing.
 
 mod camera;
 mod labels;
 pub mod layout;
 mod material;
+mod values;
 
 pub use crate::llm_scene::view::{Preset, StartView, WorldMode, parse_view};
 pub use camera::WorldCamera;
 pub use layout::WorldLayout;
-pub use material::{Paint, WorldMaterial, WorldUniform};
+pub use material::{ColumnsMaterial, Paint, WorldMaterial, WorldUniform};
+pub use values::{ColumnValues, ValuesPath};
 
 use bevy::camera::visibility::NoFrustumCulling;
 use bevy::mesh::MeshTag;
 use bevy::prelude::*;
+use bevy::render::renderer::{RenderAdapter, RenderDevice};
 use bevy_egui::EguiPrimaryContextPass;
 use glam::Vec4;
 use math::lighting::light_direction;
@@ -125,8 +130,10 @@ pub const PULSE_SECONDS: f64 = 1.0;
 
 pub(super) fn plugin(app: &mut App) {
     app.add_plugins(MaterialPlugin::<WorldMaterial>::default())
+        .add_plugins(MaterialPlugin::<ColumnsMaterial>::default())
         .init_resource::<WorldMode>()
         .init_resource::<WorldState>()
+        .init_resource::<ColumnValues>()
         .init_resource::<WorldCamera>()
         .add_systems(Startup, material::register_shader)
         .add_systems(
@@ -135,6 +142,7 @@ pub(super) fn plugin(app: &mut App) {
                 (camera::world_keys, camera::world_mouse).run_if(in_state(Scene::Llm)),
                 build_world,
                 update_world,
+                values::bind_values,
                 sync_materials,
             )
                 .chain()
@@ -148,6 +156,14 @@ pub(super) fn plugin(app: &mut App) {
         );
 }
 
+/// The renderer's adapter and device (absent in headless apps), and the columns' buffer.
+type ColumnsGpu<'w> = (
+    Option<Res<'w, RenderAdapter>>,
+    Option<Res<'w, RenderDevice>>,
+    ResMut<'w, ColumnValues>,
+    ResMut<'w, Assets<ColumnsMaterial>>,
+);
+
 /// Spawn the columns once the model's (or the trace's) shape is known; again if it changes.
 fn build_world(
     mut commands: Commands,
@@ -158,6 +174,7 @@ fn build_world(
     mut camera: ResMut<WorldCamera>,
     mut meshes: ResMut<Assets<Mesh>>,
     mut materials: ResMut<Assets<WorldMaterial>>,
+    (adapter, device, mut values, mut columns): ColumnsGpu,
 ) {
     let Some(layout) = camera::layout_of(&view) else {
         return;
@@ -235,24 +252,78 @@ fn build_world(
             )
         };
     let mut batch = Vec::with_capacity(layout.layers * layout.neurons + layout.embedding + 128);
-    for layer in 0..layout.layers {
-        for neuron in 0..layout.neurons {
-            let base = layout.column_base(layer, neuron);
-            batch.push(piece(
-                Piece::Neuron { layer, neuron },
-                base,
-                &mlp_mesh,
-                &m.mlp,
-            ));
+    // The MLP columns: from a storage buffer where the vertex stage can read one (T here, S
+    // from the buffer in the shader), else each with its own T * S (`update_world`).
+    let buffered = device
+        .as_deref()
+        .filter(|d| values::vertex_storage(adapter.as_deref(), Some(d)));
+    if let Some(device) = buffered {
+        let floats = layout.layers * layout.neurons;
+        let material = values.start(device, floats, &mut columns);
+        let mut neurons = Vec::with_capacity(floats);
+        for (layer, &layer_root) in layer_roots.iter().enumerate() {
+            for neuron in 0..layout.neurons {
+                neurons.push((
+                    Piece::Neuron { layer, neuron },
+                    Mesh3d(mlp_mesh.clone()),
+                    MeshMaterial3d(material.clone()),
+                    column_transform(layout.column_base(layer, neuron), 1.0),
+                    MeshTag((layer * layout.neurons + neuron) as u32),
+                    NoFrustumCulling,
+                    Visibility::Inherited,
+                    ChildOf(layer_root),
+                ));
+            }
+        }
+        commands.spawn_batch(neurons);
+    } else {
+        values.path = Some(ValuesPath::Entities);
+        for layer in 0..layout.layers {
+            for neuron in 0..layout.neurons {
+                let base = layout.column_base(layer, neuron);
+                batch.push(piece(
+                    Piece::Neuron { layer, neuron },
+                    base,
+                    &mlp_mesh,
+                    &m.mlp,
+                ));
+            }
         }
     }
     let kv_of = |head: usize| head * layout.kv_heads / layout.heads.max(1);
-    for layer in 0..layout.layers {
-        for head in 0..layout.heads {
-            for slot in 0..layout::ATTENTION_POSITIONS {
-                let base = layout.attention_base(layer, head, kv_of(head), slot);
-                let p = Piece::Attention { layer, head, slot };
-                batch.push(piece(p, base, &attention_mesh, &m.attention));
+    // The attention tiles: from a buffer of ours where the vertex stage reads one (a token then
+    // writes the buffer, not 12,960 entities), else each with its own T * S.
+    if let Some(device) = buffered {
+        let count = layout.layers * layout.heads * layout::ATTENTION_POSITIONS;
+        let material = values.start_tiles(device, count, &mut columns);
+        let mut tiles = Vec::with_capacity(count);
+        for (layer, &layer_root) in layer_roots.iter().enumerate() {
+            for head in 0..layout.heads {
+                for slot in 0..layout::ATTENTION_POSITIONS {
+                    let base = layout.attention_base(layer, head, kv_of(head), slot);
+                    let index = values::tile_index(layout.heads, layer, head, slot);
+                    tiles.push((
+                        Piece::Attention { layer, head, slot },
+                        Mesh3d(attention_mesh.clone()),
+                        MeshMaterial3d(material.clone()),
+                        column_transform(base, 1.0),
+                        MeshTag(index as u32),
+                        NoFrustumCulling,
+                        Visibility::Inherited,
+                        ChildOf(layer_root),
+                    ));
+                }
+            }
+        }
+        commands.spawn_batch(tiles);
+    } else {
+        for layer in 0..layout.layers {
+            for head in 0..layout.heads {
+                for slot in 0..layout::ATTENTION_POSITIONS {
+                    let base = layout.attention_base(layer, head, kv_of(head), slot);
+                    let p = Piece::Attention { layer, head, slot };
+                    batch.push(piece(p, base, &attention_mesh, &m.attention));
+                }
             }
         }
     }
@@ -441,8 +512,14 @@ fn update_world(
             *visibility = vis;
         }
         let value = value.unwrap_or(0.0);
-        *transform = column_transform(base, value);
-        *tag = MeshTag(value.to_bits());
+        // Written only when it changed: an unchanged entity is not extracted again.
+        let moved = column_transform(base, value);
+        if *transform != moved {
+            *transform = moved;
+        }
+        if tag.0 != value.to_bits() {
+            *tag = MeshTag(value.to_bits());
+        }
     }
 }
 
@@ -457,6 +534,7 @@ fn sync_materials(
     viewport: Res<SceneViewport>,
     graphics: Res<GraphicsSettings>,
     mut materials: ResMut<Assets<WorldMaterial>>,
+    (values, mut columns): (Res<ColumnValues>, ResMut<Assets<ColumnsMaterial>>),
     mut roots: Query<&mut Visibility, Without<Piece>>,
 ) {
     let (Some(layout), Some(root)) = (state.layout, state.root) else {
@@ -527,6 +605,23 @@ fn sync_materials(
             x.world = uniform;
         }
     }
+    // The buffer-drawn columns: the MLP's at the MLP's scale, the tiles' as the attention's
+    // entities are painted (weights 0..1).
+    let buffered = [
+        (&values.material, Paint::Colormap(state.mlp_scale)),
+        (&values.tiles_material, Paint::Colormap(1.0)),
+    ];
+    for (handle, paint) in buffered {
+        let Some(handle) = handle else {
+            continue;
+        };
+        let uniform = base.with_paint(paint);
+        if columns.get(handle).is_some_and(|x| x.world != uniform)
+            && let Some(mut x) = columns.get_mut(handle)
+        {
+            x.world = uniform;
+        }
+    }
 }
 
 /// What the world drew, for the screenshot's sidecar: its camera chain and light, the colour
@@ -544,16 +639,38 @@ pub fn sidecar(world: &World) -> serde_json::Value {
     let Some(layout) = state.layout else {
         return json!(null);
     };
+    // Each neuron column's s_y as the draw gets it: the entity's own S (tag = its bits), or the
+    // bound buffer read back at the column's tag (its index; the entity's S is 1).
+    let values = world.get_resource::<ColumnValues>();
+    let path = values.and_then(|v| v.path);
+    let bound = match path {
+        Some(ValuesPath::Entities) | None => None,
+        Some(_) => values::read_bound(world),
+    };
     let mut heights = vec![vec![f32::NAN; layout.neurons]; layout.layers];
     let mut tags_match = true;
     if let Some(mut q) = world.try_query::<(&Piece, &Transform, &MeshTag)>() {
         for (piece, t, tag) in q.iter(world) {
             if let Piece::Neuron { layer, neuron } = *piece {
-                heights[layer][neuron] = t.scale.y;
-                tags_match &= tag.0 == t.scale.y.to_bits();
+                if path == Some(ValuesPath::Entities) {
+                    heights[layer][neuron] = t.scale.y;
+                    tags_match &= tag.0 == t.scale.y.to_bits();
+                } else {
+                    let at = layer * layout.neurons + neuron;
+                    heights[layer][neuron] = bound
+                        .as_ref()
+                        .and_then(|b| b.get(at))
+                        .copied()
+                        .unwrap_or(f32::NAN);
+                    tags_match &= tag.0 as usize == at && t.scale.y == 1.0;
+                }
             }
         }
     }
+    let uploaded: Vec<&[f32]> = values
+        .filter(|v| v.path == Some(ValuesPath::Uploaded))
+        .map(|v| v.uploaded.chunks(layout.neurons.max(1)).collect())
+        .unwrap_or_default();
     let chain = camera.chain(viewport.physical);
     let v = chain.viewport;
     json!({
@@ -568,7 +685,9 @@ pub fn sidecar(world: &World) -> serde_json::Value {
         "embedding_scale": state.embedding_scale,
         "layout": {"layers": layout.layers, "neurons": layout.neurons,
             "embedding": layout.embedding, "cols": layout.cols},
+        "values_path": path.map(ValuesPath::name),
         "heights": heights,
+        "uploaded": uploaded,
         "tags_match": tags_match,
         "labels": state.label_rects,
     })

@@ -95,6 +95,14 @@ impl GpuModel {
         &self.ctx
     }
 
+    /// The buffer the SwiGLU kernel writes: `n_layer * n_ff` f32, layer after layer, the MLP
+    /// activations of the newest token computed (every step rewrites it). The app binds it as
+    /// the world's instance data on the renderer's device; its usage allows `STORAGE` and
+    /// `COPY_SRC`.
+    pub fn activation_buffer(&self) -> wgpu::Buffer {
+        self.scratch.act.clone()
+    }
+
     /// Per-kernel GPU milliseconds of the last step run with `profile_next`, if the device has
     /// timestamp queries.
     pub fn last_profile(&self) -> Option<Vec<(KernelKind, f64)>> {
