@@ -77,16 +77,19 @@ impl FreeArea {
         )
     }
 
-    /// Remove a panel's rectangle from the free area (the panel sits on one of its edges).
+    /// Remove a panel's rectangle from the free area (the panel sits on one of its edges; a
+    /// side panel whose content is wider than the window reaches past its edge and is still a
+    /// side panel, not a top one that would take the whole height).
     pub fn take(&mut self, panel: egui::Rect) {
         let free = &mut self.0;
-        if (panel.min.x - free.min.x).abs() < 1.0 && panel.height() >= free.height() - 1.0 {
+        let full_height = panel.height() >= free.height() - 1.0;
+        if full_height && panel.min.x <= free.min.x + 1.0 && panel.max.x < free.max.x - 1.0 {
             free.min.x = free.min.x.max(panel.max.x);
-        } else if (panel.max.x - free.max.x).abs() < 1.0 && panel.height() >= free.height() - 1.0 {
+        } else if full_height && panel.max.x >= free.max.x - 1.0 && panel.min.x > free.min.x + 1.0 {
             free.max.x = free.max.x.min(panel.min.x);
-        } else if (panel.min.y - free.min.y).abs() < 1.0 {
+        } else if panel.min.y <= free.min.y + 1.0 {
             free.min.y = free.min.y.max(panel.max.y);
-        } else if (panel.max.y - free.max.y).abs() < 1.0 {
+        } else if panel.max.y >= free.max.y - 1.0 {
             free.max.y = free.max.y.min(panel.min.y);
         }
         free.max.x = free.max.x.max(free.min.x);

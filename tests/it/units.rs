@@ -109,6 +109,30 @@ mod bench {
     }
 }
 
+mod free_area {
+    use bevy_egui::egui::{Rect, pos2};
+    use samemath::shell::FreeArea;
+
+    #[test]
+    fn side_panels_top_bars_and_a_panel_wider_than_the_window() {
+        let mut free = FreeArea(Rect::from_min_max(pos2(0.0, 0.0), pos2(1280.0, 720.0)));
+        free.take(Rect::from_min_max(pos2(0.0, 0.0), pos2(1280.0, 45.0)));
+        free.take(Rect::from_min_max(pos2(0.0, 45.0), pos2(358.0, 720.0)));
+        assert_eq!(
+            free.0,
+            Rect::from_min_max(pos2(358.0, 45.0), pos2(1280.0, 720.0))
+        );
+        // A right panel whose content reaches past the window's edge is still a right panel.
+        free.take(Rect::from_min_max(pos2(973.0, 45.0), pos2(1340.0, 720.0)));
+        assert_eq!(
+            free.0,
+            Rect::from_min_max(pos2(358.0, 45.0), pos2(973.0, 720.0))
+        );
+        free.take(Rect::from_min_max(pos2(358.0, 680.0), pos2(973.0, 720.0)));
+        assert_eq!(free.0.max.y, 680.0, "a bottom bar");
+    }
+}
+
 mod state_file {
     use samemath::graphics::{
         GraphicsSettings, MeshLibrary, SceneMatrices, SurfacePick, parse_state,

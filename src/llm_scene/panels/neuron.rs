@@ -39,26 +39,21 @@ pub(crate) fn neuron_detail(ui: &mut egui::Ui, view: &LlmView, selection: &LlmSe
     let g: f32 = gate.iter().zip(x).map(|(w, v)| w * v).sum();
     let u: f32 = up.iter().zip(x).map(|(w, v)| w * v).sum();
     let silu = g / (1.0 + (-g).exp());
-    egui::Grid::new("neuron").num_columns(2).show(ui, |ui| {
-        ui.monospace("x");
-        ui.monospace(format!("RMSNorm(residual), {} values", x.len()));
-        ui.end_row();
-        ui.monospace("g = w_gate·x");
-        ui.monospace(format!("{g:.4}"));
-        ui.end_row();
-        ui.monospace("u = w_up·x");
-        ui.monospace(format!("{u:.4}"));
-        ui.end_row();
-        ui.monospace("silu(g) = g/(1+e^-g)");
-        ui.monospace(format!("{silu:.4}"));
-        ui.end_row();
-        ui.monospace("silu(g)·u");
-        ui.monospace(format!("{:.4}", silu * u));
-        ui.end_row();
-        ui.monospace("engine's value");
-        ui.monospace(format!("{value:.4}"));
-        ui.end_row();
-    });
+    // One wrapped line each: at a projector's large UI the side panel is narrow, and a line
+    // wider than it would push the panel past the window's edge.
+    let rows = [
+        ("x", format!("RMSNorm(residual), {} values", x.len())),
+        ("g = w_gate·x", format!("{g:.4}")),
+        ("u = w_up·x", format!("{u:.4}")),
+        ("silu(g) = g/(1+e^-g)", format!("{silu:.4}")),
+        ("silu(g)·u", format!("{:.4}", silu * u)),
+        ("engine's value", format!("{value:.4}")),
+    ];
+    for (name, value) in rows {
+        ui.add(
+            egui::Label::new(egui::RichText::new(format!("{name}: {value}")).monospace()).wrap(),
+        );
+    }
     ui.small(
         "The engine multiplies 4-bit weights by 8-bit-rounded inputs (as llama.cpp does); this \
          panel uses the dequantized weights and the f32 input, so the last digits can differ.",
@@ -67,9 +62,7 @@ pub(crate) fn neuron_detail(ui: &mut egui::Ui, view: &LlmView, selection: &LlmSe
     let mut terms: Vec<(usize, f32)> = gate.iter().zip(x).map(|(w, v)| w * v).enumerate().collect();
     terms.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
     for (i, t) in terms.iter().take(6) {
-        ui.monospace(format!(
-            "  w[{i:>3}]·x[{i:>3}] = {:+.3}·{:+.3} = {t:+.4}",
-            gate[*i], x[*i]
-        ));
+        let term = format!("w[{i}]·x[{i}] = {:+.3}·{:+.3} = {t:+.4}", gate[*i], x[*i]);
+        ui.add(egui::Label::new(egui::RichText::new(term).monospace()).wrap());
     }
 }

@@ -31,6 +31,8 @@ pub(crate) fn outputs_panel(
         .size_range(range)
         .show(&mut root, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
+                // Text wraps to the panel: a wider line would push it past the window's edge.
+                ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Wrap);
                 next_token(ui, &controls, &view, &mut cache);
                 ui.separator();
                 logit_lens(ui, &controls, &view);
@@ -109,13 +111,24 @@ pub(crate) fn prob_bar(ui: &mut egui::Ui, text: &str, p: f32, highlight: bool) {
         egui::Color32::from_rgb(90, 110, 140)
     };
     painter.rect_filled(bar, 2.0, color);
-    painter.text(
-        rect.left_center() + egui::vec2(4.0, 0.0),
-        egui::Align2::LEFT_CENTER,
-        text,
+    // The label fits the bar: a narrow panel (a projector's large UI) gets a smaller font
+    // rather than a cut-off number.
+    let room = (rect.width() - 8.0).max(1.0);
+    let mut galley = painter.layout_no_wrap(
+        text.to_string(),
         egui::FontId::monospace(13.0),
         egui::Color32::WHITE,
     );
+    if galley.size().x > room {
+        let size = (13.0 * room / galley.size().x).max(8.0);
+        galley = painter.layout_no_wrap(
+            text.to_string(),
+            egui::FontId::monospace(size),
+            egui::Color32::WHITE,
+        );
+    }
+    let at = rect.left_center() + egui::vec2(4.0, -galley.size().y / 2.0);
+    painter.galley(at, galley, egui::Color32::WHITE);
 }
 
 /// Bars from a remote server's top log-probabilities (its numbers, as it sent them).
