@@ -125,7 +125,9 @@ pub fn insert_start(app: &mut App, args: &AppArgs, bench: Option<&BenchArgs>) {
             BackendArg::Cpu => Compute::Cpu,
             BackendArg::Gpu => Compute::Gpu,
         },
-        remote_url: args.remote_url.clone(),
+        // With --talk the URL is the race's (its serverless step wakes the service in front of
+        // the hall); scene 2 stays on the local model.
+        remote_url: args.remote_url.clone().filter(|_| args.talk.is_none()),
         remote_api: args.remote_api,
         steps: args.steps,
         view: args.view,
@@ -137,6 +139,8 @@ pub fn insert_start(app: &mut App, args: &AppArgs, bench: Option<&BenchArgs>) {
         open: args.talk.is_some(),
         file: args.talk.clone().flatten(),
         step: args.talk_step.map_or(0, |n| n.saturating_sub(1)),
+        remote_url: args.remote_url.clone(),
+        remote_api: args.remote_api,
     });
 }
 

@@ -29,6 +29,17 @@ pub enum SceneName {
     Bridge,
 }
 
+/// Where scene 2's model runs during a step (the local model; a remote server is the
+/// side-by-side race's).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendName {
+    /// The CPU engine.
+    Cpu,
+    /// The WGSL kernels on the device that draws the scenes.
+    Gpu,
+}
+
 /// What moves while a step is shown.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -47,7 +58,8 @@ pub enum Animation {
     Tokenize,
 }
 
-/// One step: a caption and whatever of the app's state it names (the rest stays as it is).
+/// One step: a caption and whatever of the app's state it names; what it does not name stays
+/// as the steps before it left it (`then`), so a step looks the same however it is reached.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TalkStep {
@@ -60,6 +72,8 @@ pub struct TalkStep {
     /// Scene 2's prompt, and whether it is fed raw (no chat template).
     pub prompt: Option<String>,
     pub raw: Option<bool>,
+    /// Scene 2's model on the CPU or on the GPU that draws the scenes.
+    pub backend: Option<BackendName>,
     /// Scene 1's model matrix factors (each a triple).
     pub translation: Option<[f32; 3]>,
     pub scale: Option<[f32; 3]>,
@@ -83,14 +97,41 @@ pub struct TalkStep {
     pub remote: Option<String>,
 }
 
+impl TalkStep {
+    /// This step's state on top of `self` (the state the steps before it left): whatever it
+    /// names replaces what was there. The caption, highlight, animation, side-by-side race and
+    /// remote are each step's own.
+    pub fn then(mut self, next: &TalkStep) -> TalkStep {
+        self.caption = next.caption.clone();
+        self.scene = next.scene.or(self.scene);
+        self.view = next.view.clone().or(self.view);
+        self.prompt = next.prompt.clone().or(self.prompt);
+        self.raw = next.raw.or(self.raw);
+        self.backend = next.backend.or(self.backend);
+        self.translation = next.translation.or(self.translation);
+        self.scale = next.scale.or(self.scale);
+        self.rotation_deg = next.rotation_deg.or(self.rotation_deg);
+        self.light = next.light.or(self.light);
+        self.vertex = next.vertex.or(self.vertex);
+        self.surface_point = next.surface_point.or(self.surface_point);
+        self.neuron = next.neuron.or(self.neuron);
+        self.highlight = next.highlight;
+        self.animation = next.animation;
+        self.side_by_side = next.side_by_side;
+        self.remote = next.remote.clone();
+        self
+    }
+}
+
 /// Read a talk file's text: every field known and of its type, every number finite, at least
 /// one step, captions of one to three lines, views that `--view` takes.
 pub fn parse(text: &str, name: &str) -> Result<TalkFile, String> {
     let file: TalkFile = ron::from_str(text).map_err(|e| {
-        format!(
-            "{name}: line {}, column {}: {}",
-            e.span.start.line, e.span.start.col, e.code
-        )
+        let (line, col) = (e.span.start.line, e.span.start.col);
+        let field = super::locate::field_at(text, line, col)
+            .map(|f| format!(" (field `{f}`)"))
+            .unwrap_or_default();
+        format!("{name}: line {line}, column {col}{field}: {}", e.code)
     })?;
     if file.steps.is_empty() {
         return Err(format!("{name}: no steps"));
@@ -101,41 +142,77 @@ pub fn parse(text: &str, name: &str) -> Result<TalkFile, String> {
         return Err(format!("{name}: remote: {e}"));
     }
     for (i, s) in file.steps.iter().enumerate() {
-        let at = |what: String| {
+        let at = |field: &str, what: String| {
+            let line = super::locate::line_of(text, i, field)
+                .map(|l| format!("line {l}, "))
+                .unwrap_or_default();
             Err(format!(
-                "{name}: step {} ({:?}): {what}",
+                "{name}: {line}step {} ({:?}), field `{field}`: {what}",
                 i + 1,
                 first_line(s)
             ))
         };
         let lines = s.caption.lines().count();
         if lines == 0 || lines > MAX_CAPTION_LINES {
-            return at(format!(
-                "caption: {lines} lines (1 to {MAX_CAPTION_LINES} fit on a projector)"
-            ));
+            return at(
+                "caption",
+                format!("{lines} lines (1 to {MAX_CAPTION_LINES} fit on a projector)"),
+            );
         }
         if let Some(v) = &s.view
             && let Err(e) = crate::llm_scene::world::parse_view(v)
         {
-            return at(format!("view: {e}"));
+            return at("view", e.to_string());
         }
         if let Some(url) = &s.remote
             && let Err(e) = remote::RemoteConfig::new(url.trim()).base()
         {
-            return at(format!("remote: {e}"));
+            return at("remote", e.to_string());
         }
-        let numbers = [s.translation, s.scale, s.rotation_deg]
-            .iter()
-            .flatten()
-            .flatten()
-            .chain(s.light.iter().flatten())
-            .all(|x| x.is_finite() && x.abs() <= 1e4);
-        if !numbers {
-            return at("a number that is not finite or beyond ±10,000".into());
+        let numbers: [(&str, &[f32]); 4] = [
+            (
+                "translation",
+                s.translation.as_ref().map_or(&[], |v| &v[..]),
+            ),
+            ("scale", s.scale.as_ref().map_or(&[], |v| &v[..])),
+            (
+                "rotation_deg",
+                s.rotation_deg.as_ref().map_or(&[], |v| &v[..]),
+            ),
+            ("light", s.light.as_ref().map_or(&[], |v| &v[..])),
+        ];
+        for (field, values) in numbers {
+            if let Some(x) = values
+                .iter()
+                .find(|x| !x.is_finite() || x.abs() > MAX_NUMBER)
+            {
+                return at(field, format!("{x} is not a finite number within ±10,000"));
+            }
+        }
+        // Indices a user typed: bounded here; checked against the mesh and the model when the
+        // step is shown (a smaller model or mesh leaves them out and says so).
+        let indices = [
+            ("vertex", s.vertex),
+            ("surface_point", s.surface_point),
+            ("neuron", s.neuron.map(|(l, _)| l)),
+            ("neuron", s.neuron.map(|(_, n)| n)),
+        ];
+        for (field, value) in indices {
+            if let Some(v) = value.filter(|v| *v > MAX_INDEX) {
+                return at(
+                    field,
+                    format!("{v} is beyond any mesh or model (at most {MAX_INDEX})"),
+                );
+            }
         }
     }
     Ok(file)
 }
+
+/// The largest number a step's factors and angles may hold.
+const MAX_NUMBER: f32 = 1e4;
+/// The largest index (vertex, triangle, layer, neuron) a step may name.
+pub const MAX_INDEX: usize = 1 << 24;
 
 fn first_line(s: &TalkStep) -> &str {
     s.caption.lines().next().unwrap_or("")

@@ -6,17 +6,18 @@
 //! (or `--talk`) opens and closes it. With `--demo` the booth plays the talk unattended.
 
 pub mod file;
+mod locate;
 mod overlay;
 pub mod race;
 
-pub use file::{Animation, SceneName, TalkFile, TalkStep};
+pub use file::{Animation, BackendName, SceneName, TalkFile, TalkStep};
 pub use race::{Race, Side, TalkRace};
 
 use bevy::prelude::*;
 
 use crate::graphics::{GraphicsSettings, Highlight};
 use crate::llm_scene::world::{Preset, StartView, WorldCamera, WorldMode, WorldState, parse_view};
-use crate::llm_scene::{LlmAction, LlmControls, LlmSelection, LlmView, run_actions};
+use crate::llm_scene::{Backend, LlmAction, LlmControls, LlmSelection, LlmView, run_actions};
 use crate::shell::probe::ProbeAppExt;
 use crate::shell::{Scene, keyboard_free};
 
@@ -27,6 +28,10 @@ pub struct TalkStart {
     pub file: Option<std::path::PathBuf>,
     /// Begin at this step (0-based; `--talk-step`, for screenshots of one step).
     pub step: usize,
+    /// `--remote URL` (and `--api`): the endpoint the serverless step races; scene 2 itself
+    /// stays on the local model during a talk.
+    pub remote_url: Option<String>,
+    pub remote_api: Option<remote::ApiKind>,
 }
 
 /// The talk as the app runs it.
@@ -50,6 +55,19 @@ pub struct Talk {
     pub auto_secs: Option<f32>,
     /// A view preset the world could not take yet (no model shape known): applied later.
     pending_view: Option<StartView>,
+    /// The neuron the step selects, applied after the step's Reset (and once the model's
+    /// shape is known, to check it).
+    pending_neuron: Option<(usize, usize)>,
+    /// The backend the step asks for and whether it plays one Step, sent to the engine once
+    /// the model is loaded (the switch first, so the Step runs where the step says).
+    pending_backend: Option<BackendName>,
+    pending_play: bool,
+    /// What the current step could not show (e.g. a neuron this model does not have).
+    pub note: Option<String>,
+    /// The speaker moved the value the step's animation drives: it stops for this step.
+    pub animation_held: bool,
+    /// Counts the times a step was entered (an animation knows a fresh start by it).
+    entered: u64,
 }
 
 impl Talk {
@@ -59,6 +77,19 @@ impl Talk {
 
     pub fn current(&self) -> Option<&TalkStep> {
         self.file.as_ref()?.steps.get(self.step)
+    }
+
+    /// The app's state at step `k`: the steps up to it applied in order, so stepping back,
+    /// jumping home or to the end, or `--talk-step` show a step the way walking to it does.
+    pub fn state_at(&self, k: usize) -> Option<TalkStep> {
+        let steps = &self.file.as_ref()?.steps;
+        steps.get(k)?;
+        Some(
+            steps
+                .iter()
+                .take(k + 1)
+                .fold(TalkStep::default(), |state, step| state.then(step)),
+        )
     }
 
     /// Move by `delta` steps, within the file.
@@ -78,10 +109,11 @@ pub fn plugin(app: &mut App) {
         .add_systems(PreUpdate, talk_keys.after(bevy::input::InputSystems))
         .add_systems(
             Update,
-            (apply_step, animate, race::race_tick)
+            (apply_step, drive_engine, animate, race::race_tick)
                 .chain()
                 .before(run_actions),
-        );
+        )
+        .add_systems(Update, select_neuron.after(run_actions));
 }
 
 /// The window's part: the caption, the counter and clock, the blank screen.
@@ -186,7 +218,8 @@ fn talk_keys(
     }
 }
 
-/// Entering a step: its scene, view, prompt, settings and selection; its Step, if it has one.
+/// Entering a step: its scene, view, prompt, settings and selection (the state the steps up to
+/// it leave, `Talk::state_at`); its Step, if it has one, from a fresh start of the prompt.
 #[allow(clippy::too_many_arguments)]
 fn apply_step(
     mut talk: ResMut<Talk>,
@@ -194,7 +227,6 @@ fn apply_step(
     time: Res<Time>,
     mut next_scene: ResMut<NextState<Scene>>,
     mut controls: ResMut<LlmControls>,
-    mut selection: ResMut<LlmSelection>,
     mut settings: ResMut<GraphicsSettings>,
     mut highlight: ResMut<Highlight>,
     mut actions: MessageWriter<LlmAction>,
@@ -232,11 +264,14 @@ fn apply_step(
     if talk.applied == Some(talk.step) {
         return;
     }
-    let Some(step) = talk.current().cloned() else {
+    let Some(step) = talk.state_at(talk.step) else {
         return;
     };
     talk.applied = Some(talk.step);
     talk.step_secs = 0.0;
+    talk.note = None;
+    talk.animation_held = false;
+    talk.entered += 1;
     // The page and its tests follow the talk.
     #[cfg(target_arch = "wasm32")]
     crate::web::signal("talk", &format!("{} of {}", talk.step + 1, talk.steps()));
@@ -276,9 +311,14 @@ fn apply_step(
         new_prompt |= controls.chat == raw;
         controls.chat = !raw;
     }
-    if new_prompt {
+    // A step that plays the model's Step starts from the prompt each time it is shown, so
+    // coming back to it replays the same token instead of growing the context.
+    let plays = matches!(step.animation, Some(Animation::Step | Animation::Tokenize));
+    if new_prompt && !plays {
         actions.write(LlmAction::Reset);
     }
+    talk.pending_play = plays;
+    talk.pending_backend = step.backend;
     let m = &mut settings.model;
     m.translation = step.translation.unwrap_or(m.translation);
     m.scale = step.scale.unwrap_or(m.scale);
@@ -296,13 +336,54 @@ fn apply_step(
             weights: [1.0 / 3.0; 3],
         });
     }
-    if step.neuron.is_some() {
-        selection.neuron = step.neuron;
-    }
+    talk.pending_neuron = step.neuron;
     highlight.set(step.highlight);
     settings.animate = false;
-    if matches!(step.animation, Some(Animation::Step | Animation::Tokenize)) {
+}
+
+/// Once the model is loaded: the step's backend (if it is not the one running), then its Step
+/// from a fresh start of the prompt, in that order, so the Step runs where the step says.
+fn drive_engine(mut talk: ResMut<Talk>, view: Res<LlmView>, mut actions: MessageWriter<LlmAction>) {
+    if !talk.active || view.model.is_none() {
+        return;
+    }
+    if let Some(want) = talk.pending_backend.take() {
+        let switch = match (want, &view.backend) {
+            (BackendName::Gpu, Backend::Local) => Some(LlmAction::UseGpu),
+            (BackendName::Cpu, Backend::Gpu { .. }) => Some(LlmAction::UseLocal),
+            _ => None,
+        };
+        if let Some(action) = switch {
+            actions.write(action);
+            // A switch starts a new session: one Step gives the views a trace again.
+            talk.pending_play = true;
+        }
+    }
+    if std::mem::take(&mut talk.pending_play) {
+        actions.write(LlmAction::Reset);
         actions.write(LlmAction::Step);
+    }
+}
+
+/// The step's neuron, after the step's Reset (which clears the selection) and once the model's
+/// shape is known: selected when this model has it, else the step says why not.
+fn select_neuron(mut talk: ResMut<Talk>, view: Res<LlmView>, mut selection: ResMut<LlmSelection>) {
+    let Some((layer, neuron)) = talk.pending_neuron else {
+        return;
+    };
+    let Some(model) = view.model.as_ref() else {
+        return;
+    };
+    let (layers, neurons) = (model.config.n_layer, model.config.n_ff);
+    talk.pending_neuron = None;
+    if layer < layers && neuron < neurons {
+        selection.neuron = Some((layer, neuron));
+    } else {
+        talk.note = Some(format!(
+            "step {}: neuron ({layer}, {neuron}) is not in this model ({layers} layers x \
+             {neurons} neurons); nothing selected",
+            talk.step + 1
+        ));
     }
 }
 
@@ -310,14 +391,16 @@ fn apply_step(
 pub const CHIP_SECS: f32 = 0.7;
 
 /// The step's animation, a function of the seconds it has been shown (the chips: of the
-/// seconds since the prompt's tokens arrived).
+/// seconds since the prompt's tokens arrived). When the speaker moves the value it drives (a
+/// slider, a drag), it lets go for the rest of the step.
 fn animate(
-    talk: Res<Talk>,
+    mut talk: ResMut<Talk>,
     view: Res<LlmView>,
     time: Res<Time>,
     mut settings: ResMut<GraphicsSettings>,
     mut selection: ResMut<LlmSelection>,
     mut chips_since: Local<Option<f32>>,
+    mut written: Local<Option<(u64, f32)>>,
 ) {
     let animation = talk
         .current()
@@ -337,21 +420,38 @@ fn animate(
             selection.reveal_chips = None;
         }
     }
-    if !talk.active || talk.blank {
+    if !talk.active || talk.blank || talk.animation_held {
         return;
     }
     let t = talk.step_secs;
-    match animation {
-        Some(Animation::SweepTx) => settings.model.translation[0] = 1.5 * (t * 1.2).sin(),
-        Some(Animation::PulseSy) => settings.model.scale[1] = 1.0 + 0.5 * (t * 1.5).sin(),
-        Some(Animation::TurnThetaX) => {
-            settings.model.rotation_deg[0] = (t * 45.0 + 180.0).rem_euclid(360.0) - 180.0;
+    let s = &mut *settings;
+    let (value, to) = match animation {
+        Some(Animation::SweepTx) => (&mut s.model.translation[0], 1.5 * (t * 1.2).sin()),
+        Some(Animation::PulseSy) => (&mut s.model.scale[1], 1.0 + 0.5 * (t * 1.5).sin()),
+        Some(Animation::TurnThetaX) => (
+            &mut s.model.rotation_deg[0],
+            (t * 45.0 + 180.0).rem_euclid(360.0) - 180.0,
+        ),
+        Some(Animation::CircleLight) => (
+            &mut s.lighting.azimuth_deg,
+            (t * 60.0 + 180.0).rem_euclid(360.0) - 180.0,
+        ),
+        _ => {
+            *written = None;
+            return;
         }
-        Some(Animation::CircleLight) => {
-            settings.lighting.azimuth_deg = (t * 60.0 + 180.0).rem_euclid(360.0) - 180.0;
-        }
-        _ => {}
+    };
+    // Not what this animation wrote last frame: the speaker took it over.
+    if let Some((entered, last)) = *written
+        && entered == talk.entered
+        && *value != last
+    {
+        talk.animation_held = true;
+        *written = None;
+        return;
     }
+    *value = to;
+    *written = Some((talk.entered, to));
 }
 
 /// A caption with `{tokens}` replaced by the model's real split of the prompt (the pieces as
@@ -361,7 +461,7 @@ pub fn caption_text(step: &TalkStep, view: &LlmView) -> String {
         return step.caption.clone();
     }
     let split = if view.prompt_tokens.is_empty() {
-        "(press Space again once the model has read it)".to_string()
+        "(the model is reading it)".to_string()
     } else {
         view.prompt_tokens
             .iter()

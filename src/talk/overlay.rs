@@ -11,8 +11,15 @@ use crate::llm_scene::LlmView;
 use crate::shell::{SceneViewport, UiSet};
 
 pub(super) fn plugin(app: &mut App) {
-    app.add_systems(EguiPrimaryContextPass, talk_overlay.in_set(UiSet::Overlay));
+    app.init_resource::<TalkPlates>()
+        .add_systems(EguiPrimaryContextPass, talk_overlay.in_set(UiSet::Overlay));
 }
+
+/// Where the overlay drew its plates last frame (the caption, the counter and clock, a note), in
+/// the window's physical pixels `[x, y, width, height]`: the screenshot's sidecar names them, so
+/// a test can tell the step's picture from its words.
+#[derive(Resource, Debug, Default, Clone)]
+pub struct TalkPlates(pub Vec<[f32; 4]>);
 
 fn talk_overlay(
     mut contexts: EguiContexts,
@@ -22,10 +29,13 @@ fn talk_overlay(
     viewport: Res<SceneViewport>,
     time: Res<Time>,
     race: Res<TalkRace>,
+    mut plates: ResMut<TalkPlates>,
 ) {
     let Ok(ctx) = contexts.ctx_mut() else {
         return;
     };
+    plates.0.clear();
+    let mut drawn: Vec<egui::Rect> = Vec::new();
     let screen = ctx.content_rect();
     if let Some(e) = &talk.error
         && (start.open || start.file.is_some())
@@ -97,8 +107,25 @@ fn talk_overlay(
         stage.max.y - galley.size().y - 24.0,
     );
     let plate = egui::Rect::from_min_size(at, galley.size()).expand(10.0);
+    drawn.push(plate);
     painter.rect_filled(plate, 6.0, egui::Color32::from_rgb(8, 9, 12));
     painter.galley(at, galley, egui::Color32::WHITE);
+    if let Some(note) = &talk.note {
+        let galley = painter.layout(
+            note.clone(),
+            egui::FontId::proportional(16.0),
+            crate::shell::theme::ERROR,
+            stage.width() - 32.0,
+        );
+        let at = egui::pos2(stage.min.x + 12.0, stage.min.y + 36.0);
+        drawn.push(egui::Rect::from_min_size(at, galley.size()).expand(4.0));
+        painter.rect_filled(
+            egui::Rect::from_min_size(at, galley.size()).expand(4.0),
+            3.0,
+            egui::Color32::from_black_alpha(200),
+        );
+        painter.galley(at, galley, egui::Color32::WHITE);
+    }
     if talk.show_clock {
         let secs = talk
             .started
@@ -117,6 +144,7 @@ fn talk_overlay(
             egui::Color32::from_gray(200),
         );
         let at = egui::pos2(stage.max.x - galley.size().x - 12.0, stage.min.y + 8.0);
+        drawn.push(egui::Rect::from_min_size(at, galley.size()).expand(4.0));
         painter.rect_filled(
             egui::Rect::from_min_size(at, galley.size()).expand(4.0),
             3.0,
@@ -124,6 +152,11 @@ fn talk_overlay(
         );
         painter.galley(at, galley, egui::Color32::WHITE);
     }
+    let k = k.max(1e-6);
+    plates.0 = drawn
+        .iter()
+        .map(|r| [r.min.x / k, r.min.y / k, r.width() / k, r.height() / k])
+        .collect();
 }
 
 /// The race: two columns across the top of the stage, the local answer and the remote one, each

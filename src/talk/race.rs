@@ -11,8 +11,8 @@ use bevy::prelude::*;
 use llm::{CancelToken, GenerationRequest, RecordOptions, SamplingParams};
 use web_time::Instant;
 
-use super::Talk;
-use crate::llm_scene::{LlmControls, LlmStart, LlmView};
+use super::{Talk, TalkStart};
+use crate::llm_scene::{LlmControls, LlmView};
 
 /// Tokens each side generates (a few lines of text on a projector).
 pub const RACE_TOKENS: usize = 32;
@@ -31,11 +31,25 @@ pub enum Who {
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 enum RaceEvent {
     Status(Who, String),
-    /// The remote answered its probe after this many seconds (the service is awake).
-    Awake(f32),
+    /// The remote answered its probe (the service is awake).
+    Awake,
     Token(Who, String),
     /// The side ended: cleanly, or with why not.
     Done(Who, Option<String>),
+}
+
+/// The threads' end of the race's channel: every event carries the seconds since the race
+/// began, taken when it happened (not when a frame got round to it).
+#[derive(Clone)]
+struct Stamped {
+    tx: Sender<(f32, RaceEvent)>,
+    started: Instant,
+}
+
+impl Stamped {
+    fn send(&self, event: RaceEvent) -> Result<(), std::sync::mpsc::SendError<(f32, RaceEvent)>> {
+        self.tx.send((self.started.elapsed().as_secs_f32(), event))
+    }
 }
 
 /// One side as the hall sees it.
@@ -110,7 +124,7 @@ impl Side {
     fn apply(&mut self, event: RaceEvent, at: f32) {
         match event {
             RaceEvent::Status(_, s) => self.status = s,
-            RaceEvent::Awake(secs) => self.awake_secs = Some(secs),
+            RaceEvent::Awake => self.awake_secs = Some(at),
             RaceEvent::Token(_, text) => {
                 self.tokens += 1;
                 self.first_token_secs.get_or_insert(at);
@@ -132,7 +146,7 @@ pub struct Race {
     /// The talk step it belongs to.
     pub step: usize,
     started: Instant,
-    events: Mutex<Receiver<RaceEvent>>,
+    events: Mutex<Receiver<(f32, RaceEvent)>>,
     cancel: CancelToken,
     pub local: Side,
     pub remote: Side,
@@ -157,17 +171,16 @@ impl Race {
         self.local.finished && self.remote.finished
     }
 
-    /// Fold in what the threads reported.
+    /// Fold in what the threads reported, at the times they reported it.
     fn poll(&mut self) {
-        let at = self.elapsed_secs();
-        let events: Vec<RaceEvent> = match self.events.lock() {
+        let events: Vec<(f32, RaceEvent)> = match self.events.lock() {
             Ok(rx) => rx.try_iter().collect(),
             Err(_) => Vec::new(),
         };
-        for e in events {
+        for (at, e) in events {
             let who = match &e {
                 RaceEvent::Status(w, _) | RaceEvent::Token(w, _) | RaceEvent::Done(w, _) => *w,
-                RaceEvent::Awake(_) => Who::Remote,
+                RaceEvent::Awake => Who::Remote,
             };
             match who {
                 Who::Local => self.local.apply(e, at),
@@ -189,7 +202,7 @@ pub struct TalkRace(pub Option<Race>);
 
 /// The remote the race asks: `--remote URL` first (the speaker's URL for this hall), else the
 /// step's, else the file's.
-pub fn race_url(start: &LlmStart, talk: &Talk) -> Option<String> {
+pub fn race_url(start: &TalkStart, talk: &Talk) -> Option<String> {
     let step = talk.current().and_then(|s| s.remote.clone());
     let file = talk.file.as_ref().and_then(|f| f.remote.clone());
     start
@@ -206,7 +219,7 @@ pub(super) fn race_tick(
     talk: Res<Talk>,
     view: Res<LlmView>,
     controls: Res<LlmControls>,
-    start: Res<LlmStart>,
+    start: Res<TalkStart>,
     mut race: ResMut<TalkRace>,
 ) {
     let wanted = talk.active && talk.current().and_then(|s| s.side_by_side) == Some(true);
@@ -237,6 +250,7 @@ pub(super) fn race_tick(
     let url = race_url(&start, &talk);
     let config = url.map(|url| remote::RemoteConfig {
         url,
+        api: start.remote_api.or(controls.remote.api),
         ..controls.remote_config()
     });
     race.0 = Some(start_race(talk.step, model, tokenizer, request, config));
@@ -250,10 +264,12 @@ fn start_race(
     config: Option<remote::RemoteConfig>,
 ) -> Race {
     let (tx, rx) = channel();
+    let started = Instant::now();
+    let tx = Stamped { tx, started };
     let cancel = CancelToken::default();
     let mut race = Race {
         step,
-        started: Instant::now(),
+        started,
         events: Mutex::new(rx),
         cancel: cancel.clone(),
         local: Side {
@@ -278,41 +294,48 @@ fn start_race(
             );
         }
     }
-    spawn_local(
-        model,
-        tokenizer,
-        request.clone(),
-        cancel.clone(),
-        tx.clone(),
-    );
-    if let Some(config) = config {
-        spawn_remote(config, request, cancel, tx);
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        spawn_local(
+            model,
+            tokenizer,
+            request.clone(),
+            cancel.clone(),
+            tx.clone(),
+        );
+        if let Some(config) = config {
+            spawn_remote(config, request, cancel, tx);
+        }
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = (model, tokenizer, request, cancel);
+        desktop_only(Who::Local, &tx);
+        if config.is_some() {
+            desktop_only(Who::Remote, &tx);
+        }
     }
     race
 }
 
-/// The local side on its own thread (a core is left to the renderer when there are few).
+/// The local side on a thread of its own, with the app engine's share of the cores and at its
+/// low priority (frames win over the race too).
 #[cfg(not(target_arch = "wasm32"))]
 fn spawn_local(
     model: std::sync::Arc<llm::Model>,
     tokenizer: std::sync::Arc<llm::LlmTokenizer>,
     request: GenerationRequest,
     cancel: CancelToken,
-    tx: Sender<RaceEvent>,
+    tx: Stamped,
 ) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = if cores <= 2 { 1 } else { cores - 1 };
-    let spawned = std::thread::Builder::new()
-        .name("samemath-race-local".into())
-        .spawn(move || {
-            let run = || answer_locally(model, tokenizer, &request, &cancel, &tx);
-            match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-                Ok(pool) => pool.install(run),
-                Err(_) => run(),
-            }
-        });
-    if let Err(e) = spawned {
-        error!("the race's local side did not start: {e}");
+    let threads = crate::worker::engine_threads();
+    let report = tx.clone();
+    let work = move || answer_locally(model, tokenizer, &request, &cancel, &tx);
+    if let Err(e) = crate::worker::spawn_low_priority("samemath-race-local", threads, work) {
+        let _ = report.send(RaceEvent::Done(
+            Who::Local,
+            Some(format!("the local side did not start: {e}")),
+        ));
     }
 }
 
@@ -322,7 +345,7 @@ fn answer_locally(
     tokenizer: std::sync::Arc<llm::LlmTokenizer>,
     request: &GenerationRequest,
     cancel: &CancelToken,
-    tx: &Sender<RaceEvent>,
+    tx: &Stamped,
 ) {
     let backend: std::sync::Arc<dyn llm::Backend> = model;
     let mut session = match llm::Session::new(backend, tokenizer, request) {
@@ -358,8 +381,9 @@ fn spawn_remote(
     config: remote::RemoteConfig,
     request: GenerationRequest,
     cancel: CancelToken,
-    tx: Sender<RaceEvent>,
+    tx: Stamped,
 ) {
+    let report = tx.clone();
     let spawned = std::thread::Builder::new()
         .name("samemath-race-remote".into())
         .spawn(move || {
@@ -367,7 +391,10 @@ fn spawn_remote(
             let _ = tx.send(RaceEvent::Done(Who::Remote, error));
         });
     if let Err(e) = spawned {
-        error!("the race's remote side did not start: {e}");
+        let _ = report.send(RaceEvent::Done(
+            Who::Remote,
+            Some(format!("the remote side did not start: {e}")),
+        ));
     }
 }
 
@@ -376,18 +403,10 @@ fn answer_remotely(
     config: remote::RemoteConfig,
     request: &GenerationRequest,
     cancel: &CancelToken,
-    tx: &Sender<RaceEvent>,
+    tx: &Stamped,
 ) -> Result<(), String> {
-    let started = Instant::now();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut client = remote::RemoteClient::new(config).map_err(|e| e.to_string())?;
-    let info = runtime
-        .block_on(client.probe())
-        .map_err(|e| e.to_string())?;
-    let _ = tx.send(RaceEvent::Awake(started.elapsed().as_secs_f32()));
+    let (mut client, runtime, info) = crate::worker::open_remote(config)?;
+    let _ = tx.send(RaceEvent::Awake);
     let _ = tx.send(RaceEvent::Status(
         Who::Remote,
         format!(
@@ -411,33 +430,12 @@ fn answer_remotely(
     }
 }
 
-/// The browser build has no threads to race on: the step says so (the remote panel of scene 2
-/// still connects and answers there).
+/// The browser build has no threads to race on: the step says so on both sides (the remote
+/// panel of scene 2 still connects and answers there).
 #[cfg(target_arch = "wasm32")]
-fn spawn_local(
-    _model: std::sync::Arc<llm::Model>,
-    _tokenizer: std::sync::Arc<llm::LlmTokenizer>,
-    _request: GenerationRequest,
-    _cancel: CancelToken,
-    tx: Sender<RaceEvent>,
-) {
-    let _ = tx.send(RaceEvent::Done(
-        Who::Local,
-        Some("the side-by-side race runs in the desktop app".into()),
-    ));
-}
-
-#[cfg(target_arch = "wasm32")]
-fn spawn_remote(
-    _config: remote::RemoteConfig,
-    _request: GenerationRequest,
-    _cancel: CancelToken,
-    tx: Sender<RaceEvent>,
-) {
-    let _ = tx.send(RaceEvent::Done(
-        Who::Remote,
-        Some("the side-by-side race runs in the desktop app".into()),
-    ));
+fn desktop_only(who: Who, tx: &Stamped) {
+    let why = "the side-by-side race runs in the desktop app";
+    let _ = tx.send(RaceEvent::Done(who, Some(why.into())));
 }
 
 /// What the talk answers the shell: a `--screenshot` of a race step waits for the race to end,
@@ -479,6 +477,11 @@ impl crate::shell::probe::SceneProbe for TalkProbe {
             .get_resource::<TalkRace>()
             .and_then(|r| r.0.as_ref())
             .map(|r| serde_json::json!({"local": side(&r.local), "remote": side(&r.remote)}));
-        serde_json::json!({"step": talk.step + 1, "steps": talk.steps(), "race": race})
+        let plates = world
+            .get_resource::<super::overlay::TalkPlates>()
+            .map(|p| p.0.clone())
+            .unwrap_or_default();
+        serde_json::json!({"step": talk.step + 1, "steps": talk.steps(), "race": race,
+            "note": talk.note, "plates": plates})
     }
 }

@@ -8,6 +8,8 @@ mod protocol;
 mod remote;
 
 pub use protocol::{Command, Event, GpuBackendInfo};
+#[cfg(not(target_arch = "wasm32"))]
+pub use remote::open_remote;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,20 +60,7 @@ impl Worker {
         let engine = Engine::new(model_path, max_prompt_tokens, stop.clone(), event_tx);
         #[cfg(not(target_arch = "wasm32"))]
         {
-            std::thread::Builder::new()
-                .name("samemath-llm".into())
-                .spawn(move || {
-                    lower_priority();
-                    match rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads.max(1))
-                        .thread_name(|i| format!("samemath-llm-{i}"))
-                        .start_handler(|_| lower_priority())
-                        .build()
-                    {
-                        Ok(pool) => pool.install(|| run(engine, command_rx)),
-                        Err(_) => run(engine, command_rx),
-                    }
-                })
+            spawn_low_priority("samemath-llm", threads, move || run(engine, command_rx))
                 .map_err(|e| eprintln!("samemath: cannot start the LLM thread: {e}"))
                 .ok();
             Worker {
@@ -135,6 +124,40 @@ impl Worker {
         }
         out
     }
+}
+
+/// Threads for the model's matrix products in the app: every core but one, which is left to
+/// Bevy's renderer (one thread on a machine of two cores or fewer).
+pub fn engine_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores <= 2 { 1 } else { cores - 1 }
+}
+
+/// Run `work` on a thread of its own called `name`, inside a pool of `threads` rayon workers
+/// (the model's matrix products), all at low priority so frames win when they compete for
+/// cores: the engine's thread and the talk's race use it.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn spawn_low_priority(
+    name: &str,
+    threads: usize,
+    work: impl FnOnce() + Send + 'static,
+) -> std::io::Result<()> {
+    let prefix = name.to_string();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            lower_priority();
+            match rayon::ThreadPoolBuilder::new()
+                .num_threads(threads.max(1))
+                .thread_name(move |i| format!("{prefix}-{i}"))
+                .start_handler(|_| lower_priority())
+                .build()
+            {
+                Ok(pool) => pool.install(work),
+                Err(_) => work(),
+            }
+        })
+        .map(drop)
 }
 
 /// Let frames win over the model when they compete for cores: on Linux the calling thread goes

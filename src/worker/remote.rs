@@ -20,33 +20,44 @@ pub(super) struct RemoteLink {
     requests: Sender<(GenerationRequest, CancelToken)>,
 }
 
+/// A client for `config` on a runtime of its own, and the server's answer to its probe (the
+/// cold start of a serverless endpoint is spent in this call; every wait in it is bounded by the
+/// client's timeouts and retries).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn open_remote(
+    config: remote::RemoteConfig,
+) -> Result<
+    (
+        remote::RemoteClient,
+        tokio::runtime::Runtime,
+        remote::ServerInfo,
+    ),
+    String,
+> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut client = remote::RemoteClient::new(config).map_err(|e| e.to_string())?;
+    let info = runtime
+        .block_on(client.probe())
+        .map_err(|e| e.to_string())?;
+    Ok((client, runtime, info))
+}
+
 /// Probe the server at `config`: natively now (`Connected` or the error is sent), returning the
 /// link on success; in the browser a task probes and reports, and the link is returned at once.
 #[cfg(not(target_arch = "wasm32"))]
 pub(super) fn connect(config: remote::RemoteConfig, events: &Sender<Event>) -> Option<RemoteLink> {
     let url = config.url.clone();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = events.send(Event::Error(e.to_string()));
-            return None;
-        }
-    };
-    let result = remote::RemoteClient::new(config).and_then(|mut client| {
-        let info = runtime.block_on(client.probe())?;
-        Ok((client, info))
-    });
-    match result {
-        Ok((client, info)) => {
+    match open_remote(config) {
+        Ok((client, runtime, info)) => {
             let model = client.model().map(String::from);
             let _ = events.send(Event::Connected { url, info, model });
             Some(RemoteLink { client, runtime })
         }
         Err(e) => {
-            let _ = events.send(Event::Error(e.to_string()));
+            let _ = events.send(Event::Error(e));
             None
         }
     }

@@ -77,6 +77,10 @@ fn the_shipped_side_by_side_step_races_the_local_model_against_samemath_serve() 
     assert!(!race.local.text.trim().is_empty());
     let controls = app.world().resource::<LlmControls>();
     assert_eq!(controls.prompt, talk.steps[at].prompt.clone().unwrap());
+    // --remote is the race's during a talk: scene 2 stayed on the local model, so the service
+    // was first woken by this step, in front of the hall.
+    let view = app.world().resource::<samemath::llm_scene::LlmView>();
+    assert_eq!(view.backend, samemath::llm_scene::Backend::Local);
 }
 
 #[test]
@@ -126,13 +130,17 @@ fn a_slow_service_is_counted_as_it_wakes_and_a_dead_one_leaves_the_talk_local() 
     assert_eq!(app.world().resource::<Talk>().error, None);
 
     // The cold start: counted while it lasts, then its length; the local side ran meanwhile.
-    let mut waking_seen = false;
+    // The longest the hall saw "waking the service: N s" counting.
+    let mut waking_for = 0.0f32;
     run_race(&mut app, Duration::from_secs(120), |r| {
-        let (line, _) = r.remote.state_line(true, r.elapsed_secs());
-        waking_seen |= line.starts_with("waking the service");
+        let now = r.elapsed_secs();
+        let (line, _) = r.remote.state_line(true, now);
+        if line == format!("waking the service: {now:.0} s") {
+            waking_for = waking_for.max(now);
+        }
     });
     let race = app.world().resource::<TalkRace>().0.as_ref().unwrap();
-    assert!(waking_seen);
+    assert!(waking_for >= 2.0, "counted only to {waking_for} s");
     assert_eq!(race.remote.error, None, "{:?}", race.remote);
     assert_eq!(race.remote.text, "Hello there");
     assert!(race.remote.awake_secs.unwrap() >= 2.4, "{:?}", race.remote);
