@@ -26,7 +26,7 @@ pub use super::backend::ForwardOutput;
 use super::backend::{Backend, Cache, CacheStore};
 use super::config::LlamaConfig;
 use super::error::{LlmError, Result};
-use super::quant::{BlockType, QMatrix};
+use super::quant::{BlockType, Q8Vec, QMatrix, quantize};
 use super::tokenizer::LlmTokenizer;
 use super::trace::{LayerTrace, RecordOptions, TokenInfo, TokenProb, Trace};
 
@@ -499,15 +499,37 @@ impl Model {
         cache.len += n;
         // The logit lens and the real head in one product: the head's weights are read once.
         lens_rows.push(last(&x));
-        let mut all = self.head_logits(&lens_rows)?;
-        let logits = all.pop().unwrap_or(Logits(Vec::new()));
-        if let Some(tok) = tokenizer {
-            // The softmax over the vocabulary for each layer's top token: spread over the pool.
-            layers
-                .par_iter_mut()
-                .zip(all.par_iter())
-                .for_each(|(layer, lens)| layer.logit_lens = lens.top(1, tok).pop());
-        }
+        let logits = match (&self.head, tokenizer) {
+            // Our kernels: each layer's top token and its softmax kept as the rows stream by.
+            (Linear::Ours(head), Some(tok)) if lens_rows.len() > 1 => {
+                let normed = self.norm.forward(&lens_rows.concat());
+                let q: Vec<Q8Vec> = normed.chunks_exact(cfg.n_embd).map(quantize).collect();
+                let (lens, final_row) = q.split_at(q.len() - 1);
+                let mut logits = vec![0f32; head.rows];
+                let tops = head.head_with_lens(lens, &final_row[0], &mut logits);
+                for (layer, top) in layers.iter_mut().zip(tops) {
+                    layer.logit_lens = Some(TokenProb {
+                        id: top.row,
+                        piece: tok.piece(top.row),
+                        logit: top.max,
+                        prob: top.prob(),
+                    });
+                }
+                Logits(logits)
+            }
+            _ => {
+                let mut all = self.head_logits(&lens_rows)?;
+                let logits = all.pop().unwrap_or(Logits(Vec::new()));
+                if let Some(tok) = tokenizer {
+                    // The softmax over the vocabulary for each layer's top token.
+                    layers
+                        .par_iter_mut()
+                        .zip(all.par_iter())
+                        .for_each(|(layer, lens)| layer.logit_lens = lens.top(1, tok).pop());
+                }
+                logits
+            }
+        };
         let trace = record.enabled.then(|| Trace {
             position: pos + n - 1,
             token: TokenInfo {

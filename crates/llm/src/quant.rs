@@ -210,6 +210,7 @@ impl QMatrix {
             vec![0f32; rows * n]
         };
         let target: &mut [f32] = if n == 1 { out } else { &mut by_row };
+        let xs: Vec<&Q8Vec> = xs.iter().collect();
         target
             .par_chunks_mut(per_task * n)
             .enumerate()
@@ -238,6 +239,119 @@ impl QMatrix {
     }
 }
 
+/// One input's most likely row and its softmax over the rows seen, kept as they stream by
+/// (online softmax): the logit lens's answer without keeping a whole vocabulary of logits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Top1 {
+    pub row: u32,
+    /// That row's value (the largest).
+    pub max: f32,
+    /// Σ e^(value - max) over the rows seen.
+    pub sum: f32,
+}
+
+impl Top1 {
+    const NONE: Top1 = Top1 {
+        row: 0,
+        max: f32::NEG_INFINITY,
+        sum: 0.0,
+    };
+
+    /// The softmax probability of `row`.
+    pub fn prob(&self) -> f32 {
+        if self.sum > 0.0 { 1.0 / self.sum } else { 0.0 }
+    }
+
+    /// Both halves together; `later` saw rows after this one's, so a tie keeps this row.
+    fn then(self, later: Top1) -> Top1 {
+        if later.sum == 0.0 {
+            return self;
+        }
+        if self.sum == 0.0 {
+            return later;
+        }
+        let max = self.max.max(later.max);
+        let sum = self.sum * crate::attend::exp(self.max - max)
+            + later.sum * crate::attend::exp(later.max - max);
+        let row = if later.max > self.max {
+            later.row
+        } else {
+            self.row
+        };
+        Top1 { row, max, sum }
+    }
+
+    /// The rows `first..first + values.len()` of one input.
+    fn of(first: usize, values: &[f32]) -> Top1 {
+        let Some((at, max)) =
+            values
+                .iter()
+                .copied()
+                .enumerate()
+                .fold(None, |best: Option<(usize, f32)>, (i, v)| match best {
+                    Some((_, m)) if m >= v => best,
+                    _ => Some((i, v)),
+                })
+        else {
+            return Top1::NONE;
+        };
+        // Branch-free, so this loop vectorises.
+        let sum = values.iter().map(|v| crate::attend::exp(v - max)).sum();
+        Top1 {
+            row: (first + at) as u32,
+            max,
+            sum,
+        }
+    }
+}
+
+impl QMatrix {
+    /// The output head for the logit lens and the real next token in one read of the weights:
+    /// `out_last[r] = dot(row r, last)` for every row (the logits sampling needs), and for each
+    /// of `lens` only its best row and softmax sum (`Top1`), kept per block of rows and merged
+    /// in row order, so no input's full logits are ever stored.
+    pub fn head_with_lens(&self, lens: &[Q8Vec], last: &Q8Vec, out_last: &mut [f32]) -> Vec<Top1> {
+        let rows = self.rows;
+        assert_eq!(out_last.len(), rows, "output size");
+        let n = lens.len();
+        let per_task = rows
+            .div_ceil(rayon::current_num_threads() * 4)
+            .clamp(64, 1024);
+        let inputs: Vec<&Q8Vec> = lens.iter().chain(std::iter::once(last)).collect();
+        let parts: Vec<Vec<Top1>> = out_last
+            .par_chunks_mut(per_task)
+            .enumerate()
+            .map(|(t, chunk)| {
+                let first = t * per_task;
+                // Input-major: each lens input's values over this block's rows.
+                let len = chunk.len();
+                let mut values = vec![0f32; n * len];
+                for (i, out) in chunk.iter_mut().enumerate() {
+                    let row = self.row(first + i);
+                    for (g, group) in inputs.chunks(4).enumerate() {
+                        let got = row.dot_many(group);
+                        for (j, v) in got.iter().take(group.len()).enumerate() {
+                            let input = g * 4 + j;
+                            if input < n {
+                                values[input * len + i] = *v;
+                            } else {
+                                *out = *v;
+                            }
+                        }
+                    }
+                }
+                values
+                    .chunks_exact(len)
+                    .map(|v| Top1::of(first, v))
+                    .collect()
+            })
+            .collect();
+        (0..n)
+            .map(|i| parts.iter().fold(Top1::NONE, |acc, part| acc.then(part[i])))
+            .collect()
+    }
+}
+
 /// One repacked row.
 #[derive(Clone, Copy)]
 struct Row<'a> {
@@ -249,7 +363,7 @@ struct Row<'a> {
 
 impl Row<'_> {
     /// Dot products of this row with up to four inputs (unused lanes are 0).
-    fn dot_many(&self, xs: &[Q8Vec]) -> [f32; 4] {
+    fn dot_many(&self, xs: &[&Q8Vec]) -> [f32; 4] {
         #[cfg(all(
             target_arch = "x86_64",
             target_feature = "avx2",
@@ -278,7 +392,7 @@ impl Row<'_> {
     ),
     allow(dead_code)
 )]
-fn scalar_dot_many(row: &Row, xs: &[Q8Vec]) -> [f32; 4] {
+fn scalar_dot_many(row: &Row, xs: &[&Q8Vec]) -> [f32; 4] {
     let mut out = [0f32; 4];
     for (x, o) in xs.iter().zip(out.iter_mut()) {
         let mut acc = 0f32;
@@ -333,12 +447,12 @@ mod simd {
     }
 
     /// Dot products of one row with up to four inputs (unused lanes are 0).
-    pub(super) fn dot_many(row: &Row, xs: &[Q8Vec]) -> [f32; 4] {
+    pub(super) fn dot_many(row: &Row, xs: &[&Q8Vec]) -> [f32; 4] {
         let mut out = [0f32; 4];
         // SAFETY: this module is compiled only when the whole crate targets AVX2 and FMA
         // (x86-64-v3, `.cargo/config.toml`), so every CPU that runs this binary has them.
         unsafe {
-            match xs {
+            match *xs {
                 [a] => out[0] = dot_n::<1>(row, [a])[0],
                 [a, b] => out[..2].copy_from_slice(&dot_n::<2>(row, [a, b])),
                 [a, b, c] => out[..3].copy_from_slice(&dot_n::<3>(row, [a, b, c])),
@@ -534,7 +648,7 @@ mod tests {
                             "{ty:?} {rows}x{cols} input {i} row {r}: {g} vs {want}"
                         );
                         // The scalar twin agrees with whichever kernel ran.
-                        let s = scalar_dot_many(&w.row(r), std::slice::from_ref(&q))[0] as f64;
+                        let s = scalar_dot_many(&w.row(r), &[&q])[0] as f64;
                         assert!((g - s).abs() < 1e-4 * (1.0 + s.abs()), "{g} vs scalar {s}");
                     }
                 }
@@ -608,6 +722,38 @@ mod tests {
             &random_bytes(&mut rng, BlockType::Q8_0, 1, 64),
         );
         assert!(QMatrix::stack(&[&a, &c.unwrap()]).is_none());
+    }
+
+    #[test]
+    fn the_lens_head_gives_each_inputs_top_row_and_the_last_inputs_every_value() {
+        let mut rng = Rng::new(13);
+        let (rows, cols, n) = (1000, 96, 5);
+        let ty = BlockType::Q8_0;
+        let w =
+            QMatrix::from_gguf(ty, rows, cols, &random_bytes(&mut rng, ty, rows, cols)).unwrap();
+        let xs: Vec<f32> = (0..(n + 1) * cols)
+            .map(|_| rng.next_f32() * 4.0 - 2.0)
+            .collect();
+        let all = w.matmul(&xs, n + 1);
+        let q: Vec<Q8Vec> = xs.chunks_exact(cols).map(quantize).collect();
+        let mut last = vec![0f32; rows];
+        let tops = w.head_with_lens(&q[..n], &q[n], &mut last);
+        assert_eq!(
+            last,
+            all[n * rows..],
+            "the last input's values, bit for bit"
+        );
+        for (i, top) in tops.iter().enumerate() {
+            let (id, logit, prob) = crate::model::top_k(&all[i * rows..(i + 1) * rows], 1)[0];
+            assert_eq!((top.row, top.max), (id, logit), "input {i}");
+            assert!(
+                (top.prob() - prob).abs() < 1e-5 * prob.max(1e-3),
+                "{top:?} vs {prob}"
+            );
+        }
+        // No lens inputs: only the values.
+        assert!(w.head_with_lens(&[], &q[0], &mut last).is_empty());
+        assert_eq!(last, all[..rows]);
     }
 
     #[test]
