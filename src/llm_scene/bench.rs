@@ -39,7 +39,9 @@ pub(super) fn measure_llm(
     mut frames: Local<u32>,
     mut idle: Local<Vec<f64>>,
     mut idle_panels: Local<Vec<f64>>,
-    mut busy: Local<Vec<f64>>,
+    // The frames while generating, and the tokens made meanwhile: (steps seen last frame,
+    // tokens counted).
+    (mut busy, mut counted): (Local<Vec<f64>>, Local<(usize, usize)>),
     mut mode: ResMut<WorldMode>,
     (world, values): (Res<WorldState>, Res<ColumnValues>),
     mut exit: MessageWriter<AppExit>,
@@ -88,6 +90,16 @@ pub(super) fn measure_llm(
         }
         LlmPhase::Generating => {
             if view.steps > 0 && view.status == EngineStatus::Generating {
+                let (last, total) = *counted;
+                // A new answer starts its count at 0.
+                let new = if busy.is_empty() {
+                    0
+                } else if view.steps >= last {
+                    view.steps - last
+                } else {
+                    view.steps
+                };
+                *counted = (view.steps, total + new);
                 busy.push(ms);
             } else if view.status == EngineStatus::Ready && view.last_stop.is_some() {
                 // The answer ended early: ask again, keep measuring.
@@ -114,6 +126,16 @@ pub(super) fn measure_llm(
                         println!(
                             "  GPU time lent to the model per frame at the end: {:.2} ms",
                             pacer.0.budget().as_secs_f64() * 1e3
+                        );
+                    } else {
+                        let secs: f64 = busy.iter().sum::<f64>() / 1e3;
+                        let tokens = counted.1;
+                        println!(
+                            "  the CPU backend computes {:.0}% of the time at the end (it rests \
+                             while frames are slow); {tokens} tokens in the {secs:.1} s measured: \
+                             {:.1} tokens/s overall",
+                            pacer.0.cpu_duty() * 100.0,
+                            tokens as f64 / secs.max(1e-9)
                         );
                     }
                 }

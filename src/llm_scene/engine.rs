@@ -113,10 +113,12 @@ pub fn steps_done(start: &LlmStart, view: &LlmView) -> bool {
 }
 
 /// Start the engine thread and load the model in the background (fetching it on first use).
-pub(super) fn start_engine(mut commands: Commands, start: Res<LlmStart>) {
+pub(super) fn start_engine(mut commands: Commands, start: Res<LlmStart>, pacer: Res<LlmPacer>) {
     let model = start.model.clone();
     let threads = crate::worker::engine_threads();
     let mut worker = Worker::spawn_with_limit(model, threads, MAX_PROMPT_TOKENS);
+    // Frames win: on the CPU the model rests between steps while they are slow.
+    worker.send(Command::Pace(pacer.0.clone()));
     worker.send(Command::Load);
     commands.insert_resource(LlmEngine(Mutex::new(worker)));
 }

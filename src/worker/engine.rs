@@ -34,6 +34,11 @@ pub(super) struct Engine {
     running: bool,
     /// When the step in progress began (in the browser a GPU step spans several polls).
     step_started: Option<web_time::Instant>,
+    /// The app's frame pacer: on the CPU backend the model rests between steps for as long as
+    /// keeps the frames near their idle time (`FramePacer::cpu_rest`).
+    pacer: Option<Arc<llm::gpu::pacer::FramePacer>>,
+    /// Until when the model rests (the engine thread waits for commands meanwhile).
+    rest_until: Option<web_time::Instant>,
     /// Browser build: the model file the page downloaded (the GPU backend uploads it too).
     #[cfg(target_arch = "wasm32")]
     model_bytes: Option<Arc<Vec<u8>>>,
@@ -62,6 +67,8 @@ impl Engine {
             session: None,
             running: false,
             step_started: None,
+            pacer: None,
+            rest_until: None,
             #[cfg(target_arch = "wasm32")]
             model_bytes: None,
             #[cfg(target_arch = "wasm32")]
@@ -286,7 +293,18 @@ impl Engine {
                 self.step_pending = false;
                 self.session = None;
             }
+            Command::Pace(pacer) => self.pacer = Some(pacer),
         }
+    }
+
+    /// How long the model still rests before its next step (none: go on). The browser's
+    /// engine runs one step per poll of the frame loop and does not rest.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(super) fn resting(&self) -> Option<std::time::Duration> {
+        let left = self
+            .rest_until?
+            .saturating_duration_since(web_time::Instant::now());
+        (!left.is_zero()).then_some(left)
     }
 
     fn drop_session(&mut self) {
@@ -397,12 +415,26 @@ impl Engine {
             self.running = false;
             return true;
         };
+        // Only the CPU backend shares the cores with the frames (the GPU's pacing is its own).
+        let paced = self
+            .pacer
+            .clone()
+            .filter(|_| !self.on_gpu && self.remote.is_none());
+        if self.step_started.is_none()
+            && let Some(p) = &paced
+        {
+            p.cpu_step_started();
+        }
         let started = *self.step_started.get_or_insert_with(web_time::Instant::now);
         let result = session.step();
         if matches!(result, Err(LlmError::GpuPending)) {
             return false;
         }
         self.step_started = None;
+        if let Some(p) = &paced {
+            let rest = p.cpu_rest(started.elapsed());
+            self.rest_until = (!rest.is_zero()).then(|| web_time::Instant::now() + rest);
+        }
         match result {
             Ok(Some(step)) => {
                 let seconds = started.elapsed().as_secs_f32();

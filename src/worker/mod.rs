@@ -183,9 +183,16 @@ fn lower_priority() {
 /// The engine thread: commands first, then one step at a time while generating.
 #[cfg(not(target_arch = "wasm32"))]
 fn run(mut engine: Engine, commands: Receiver<Command>) {
-    use std::sync::mpsc::TryRecvError;
+    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
     loop {
-        let next = if engine.busy() {
+        let next = if let Some(rest) = engine.resting().filter(|_| engine.busy()) {
+            // The model rests (frames are slow): a command still lands at once.
+            match commands.recv_timeout(rest) {
+                Ok(c) => Some(c),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        } else if engine.busy() {
             match commands.try_recv() {
                 Ok(c) => Some(c),
                 Err(TryRecvError::Empty) => None,

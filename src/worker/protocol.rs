@@ -25,6 +25,8 @@ pub enum Command {
     UseLocal,
     /// Run the local model's forward pass on this GPU device (in the app: the renderer's).
     UseGpu(GpuContext),
+    /// The app's frame pacer: the CPU backend rests between steps while frames are slow.
+    Pace(std::sync::Arc<llm::gpu::pacer::FramePacer>),
 }
 
 /// The GPU backend the engine switched to.

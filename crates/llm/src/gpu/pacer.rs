@@ -2,6 +2,10 @@
 //! shared queue in chunks of dispatches, and each frame lends it only as much GPU time as keeps
 //! the frame time near what it is without the model. A fast GPU gets several tokens into a
 //! frame, a slow one a part of a token; a frame never waits for a whole token on a slow GPU.
+//!
+//! The CPU backend shares the cores with the renderer instead (a software rasterizer, or a
+//! machine of two cores): it runs a duty cycle, resting after each token for as long as keeps
+//! the frames near the same target (`cpu_rest`); where frames do not slow down it never rests.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -10,6 +14,10 @@ use web_time::Instant;
 
 /// What the frame time may grow to while generating, relative to frames without the model.
 const TARGET_RATIO: f64 = 1.2;
+/// The least share of its time the CPU backend computes (it never stops).
+const MIN_CPU_DUTY: f64 = 0.05;
+/// The longest rest after one CPU step.
+const MAX_CPU_REST: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct FramePacer {
@@ -30,6 +38,12 @@ struct State {
     busy_ms: Option<f64>,
     /// Dispatches per submission, sized to half the budget.
     chunk: usize,
+    /// The CPU backend's share of the time it computes (1: it never rests), and whether a CPU
+    /// step is under way (the frames it spans count as busy).
+    cpu_duty: f64,
+    cpu_working: bool,
+    /// When the last frame went by (no frames for a while: nothing to pace against).
+    last_frame: Option<Instant>,
 }
 
 impl Default for FramePacer {
@@ -43,6 +57,9 @@ impl Default for FramePacer {
                 idle_ms: None,
                 busy_ms: None,
                 chunk: 16,
+                cpu_duty: 1.0,
+                cpu_working: false,
+                last_frame: None,
             }),
         }
     }
@@ -59,8 +76,17 @@ impl FramePacer {
             return;
         };
         let ms = delta.as_secs_f64() * 1e3;
-        if s.busy {
+        s.last_frame = Some(Instant::now());
+        if s.busy || s.cpu_working {
             s.busy_ms = ema(s.busy_ms, ms);
+            if let (Some(idle), Some(busy)) = (s.idle_ms, s.busy_ms) {
+                s.cpu_duty = if busy > idle * TARGET_RATIO {
+                    s.cpu_duty * 0.85
+                } else {
+                    s.cpu_duty * 1.05
+                }
+                .clamp(MIN_CPU_DUTY, 1.0);
+            }
             // Lend more while frames stay near the idle time, less when they grow.
             if let (Some(idle), Some(busy)) = (s.idle_ms, s.busy_ms) {
                 let cap = Duration::from_secs_f64(idle * 0.9 / 1e3);
@@ -104,6 +130,37 @@ impl FramePacer {
                 return;
             }
         }
+    }
+
+    /// A CPU step starts: the frames until it ends count as busy.
+    pub fn cpu_step_started(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.cpu_working = true;
+        }
+    }
+
+    /// A CPU step ended after `took`: how long to rest before the next one, so the model
+    /// computes `cpu_duty` of the time. No rest while frames keep their idle time, nor when no
+    /// frame has gone by for half a second (a hidden window, a headless run).
+    pub fn cpu_rest(&self, took: Duration) -> Duration {
+        let Ok(mut s) = self.state.lock() else {
+            return Duration::ZERO;
+        };
+        s.cpu_working = false;
+        s.busy = true;
+        let drawing = s
+            .last_frame
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(500));
+        if !drawing || s.cpu_duty >= 1.0 {
+            return Duration::ZERO;
+        }
+        took.mul_f64((1.0 - s.cpu_duty) / s.cpu_duty)
+            .min(MAX_CPU_REST)
+    }
+
+    /// The CPU backend's share of the time now (for the bench).
+    pub fn cpu_duty(&self) -> f64 {
+        self.state.lock().map_or(1.0, |s| s.cpu_duty)
     }
 
     /// `ops` dispatches took `took` from submission to completion.
