@@ -158,6 +158,31 @@ impl GpuModel {
     }
 
     /// Run `tokens` at positions `cache.len()..`; see [`Backend::forward`].
+    /// The dispatches one decode step records, by kernel kind in the order they first run
+    /// (`lens`: with the logit lens's 30 extra rows through the head): counted by recording a
+    /// step into a list; nothing is submitted.
+    pub fn dispatches_per_token(&self, cache: &GpuCache, lens: bool) -> Vec<(KernelKind, usize)> {
+        struct Count(Vec<(KernelKind, usize)>);
+        impl<'s> Sink<'s> for Count {
+            fn run(
+                &mut self,
+                kind: KernelKind,
+                _: &'s wgpu::ComputePipeline,
+                _: &'s wgpu::BindGroup,
+                _: (u32, u32, u32),
+            ) {
+                match self.0.iter_mut().find(|(k, _)| *k == kind) {
+                    Some((_, n)) => *n += 1,
+                    None => self.0.push((kind, 1)),
+                }
+            }
+        }
+        let rows = if lens { self.config.n_layer as u32 } else { 1 };
+        let mut count = Count(Vec::new());
+        self.encode_token(&mut count, cache, Some(rows), lens);
+        count.0
+    }
+
     pub fn forward_gpu(
         &self,
         cache: &mut GpuCache,
