@@ -118,13 +118,7 @@ fn talk_overlay(
             stage.width() - 32.0,
         );
         let at = egui::pos2(stage.min.x + 12.0, stage.min.y + 36.0);
-        drawn.push(egui::Rect::from_min_size(at, galley.size()).expand(4.0));
-        painter.rect_filled(
-            egui::Rect::from_min_size(at, galley.size()).expand(4.0),
-            3.0,
-            egui::Color32::from_black_alpha(200),
-        );
-        painter.galley(at, galley, egui::Color32::WHITE);
+        drawn.push(small_plate(&painter, at, galley, 200));
     }
     if talk.show_clock {
         let secs = talk
@@ -144,19 +138,26 @@ fn talk_overlay(
             egui::Color32::from_gray(200),
         );
         let at = egui::pos2(stage.max.x - galley.size().x - 12.0, stage.min.y + 8.0);
-        drawn.push(egui::Rect::from_min_size(at, galley.size()).expand(4.0));
-        painter.rect_filled(
-            egui::Rect::from_min_size(at, galley.size()).expand(4.0),
-            3.0,
-            egui::Color32::from_black_alpha(160),
-        );
-        painter.galley(at, galley, egui::Color32::WHITE);
+        drawn.push(small_plate(&painter, at, galley, 160));
     }
     let k = k.max(1e-6);
     plates.0 = drawn
         .iter()
         .map(|r| [r.min.x / k, r.min.y / k, r.width() / k, r.height() / k])
         .collect();
+}
+
+/// Text at `at` on a dark plate of `alpha`; the plate's rectangle.
+fn small_plate(
+    painter: &egui::Painter,
+    at: egui::Pos2,
+    galley: std::sync::Arc<egui::Galley>,
+    alpha: u8,
+) -> egui::Rect {
+    let plate = egui::Rect::from_min_size(at, galley.size()).expand(4.0);
+    painter.rect_filled(plate, 3.0, egui::Color32::from_black_alpha(alpha));
+    painter.galley(at, galley, egui::Color32::WHITE);
+    plate
 }
 
 /// The race: two columns across the top of the stage, the local answer and the remote one, each

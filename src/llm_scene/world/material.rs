@@ -65,74 +65,55 @@ pub struct WorldMaterial {
     pub world: WorldUniform,
 }
 
-impl Material for WorldMaterial {
-    fn vertex_shader() -> ShaderRef {
-        WORLD_SHADER.into()
-    }
-
-    fn fragment_shader() -> ShaderRef {
-        WORLD_SHADER.into()
-    }
-
-    fn enable_prepass() -> bool {
-        false
-    }
-
-    fn enable_shadows() -> bool {
-        false
-    }
-
-    fn specialize(
-        _pipeline: &MaterialPipeline,
-        descriptor: &mut RenderPipelineDescriptor,
-        layout: &MeshVertexBufferLayoutRef,
-        _key: MaterialPipelineKey<Self>,
-    ) -> Result<(), SpecializedMeshPipelineError> {
-        crate::graphics::material::position_normal_both_faces(descriptor, layout)
-    }
-}
-
-/// The MLP columns where the device reads storage buffers in the vertex stage: each instance's
-/// matrix is T alone and its tag the column's index into `values`, whose value is S's s_y.
+/// Columns drawn from a storage buffer (the MLP's, the attention tiles'), where the device reads
+/// one in the vertex stage: each instance's matrix is T alone and its tag the column's index
+/// into `values`, whose value is S's s_y.
 #[derive(Asset, TypePath, AsBindGroup, Clone, Debug)]
 pub struct ColumnsMaterial {
     #[uniform(0)]
     pub world: WorldUniform,
-    /// `n_layer * n_ff` f32, layer after layer.
+    /// One f32 per column (the MLP's: `n_layer * n_ff`, layer after layer).
     #[storage(1, read_only, buffer, visibility(vertex))]
     pub values: Buffer,
 }
 
-impl Material for ColumnsMaterial {
-    fn vertex_shader() -> ShaderRef {
-        WORLD_SHADER.into()
-    }
+/// Both world materials run shaders/world_material.wgsl with its own vertex stage (so no
+/// prepass or shadow pass, which would use Bevy's), positions and normals, both faces; `defs`
+/// are the shader definitions that pick the variant.
+macro_rules! world_material {
+    ($material:ty, [$($def:literal),*]) => {
+        impl Material for $material {
+            fn vertex_shader() -> ShaderRef {
+                WORLD_SHADER.into()
+            }
 
-    fn fragment_shader() -> ShaderRef {
-        WORLD_SHADER.into()
-    }
+            fn fragment_shader() -> ShaderRef {
+                WORLD_SHADER.into()
+            }
 
-    fn enable_prepass() -> bool {
-        false
-    }
+            fn enable_prepass() -> bool {
+                false
+            }
 
-    fn enable_shadows() -> bool {
-        false
-    }
+            fn enable_shadows() -> bool {
+                false
+            }
 
-    fn specialize(
-        _pipeline: &MaterialPipeline,
-        descriptor: &mut RenderPipelineDescriptor,
-        layout: &MeshVertexBufferLayoutRef,
-        _key: MaterialPipelineKey<Self>,
-    ) -> Result<(), SpecializedMeshPipelineError> {
-        descriptor
-            .vertex
-            .shader_defs
-            .push("VALUES_IN_BUFFER".into());
-        crate::graphics::material::position_normal_both_faces(descriptor, layout)
-    }
+            fn specialize(
+                _pipeline: &MaterialPipeline,
+                descriptor: &mut RenderPipelineDescriptor,
+                layout: &MeshVertexBufferLayoutRef,
+                _key: MaterialPipelineKey<Self>,
+            ) -> Result<(), SpecializedMeshPipelineError> {
+                $(descriptor.vertex.shader_defs.push($def.into());)*
+                crate::graphics::material::position_normal_both_faces(descriptor, layout)
+            }
+        }
+    };
 }
+
+world_material!(WorldMaterial, []);
+world_material!(ColumnsMaterial, ["VALUES_IN_BUFFER"]);
 
 pub(super) fn register_shader(mut shaders: ResMut<Assets<Shader>>) {
     let path = "shaders/world_material.wgsl";

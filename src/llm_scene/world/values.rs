@@ -95,23 +95,15 @@ pub fn vertex_storage(adapter: Option<&RenderAdapter>, device: Option<&RenderDev
 }
 
 impl ColumnValues {
-    /// The columns' material on a buffer of ours (`floats` zeros until the first trace).
+    /// The MLP columns' material on a buffer of ours (`floats` zeros until the first trace).
     pub fn start(
         &mut self,
         device: &RenderDevice,
         floats: usize,
         materials: &mut Assets<ColumnsMaterial>,
     ) -> Handle<ColumnsMaterial> {
-        let own = device.create_buffer(&BufferDescriptor {
-            label: Some("world MLP columns (uploaded)"),
-            size: (floats.max(1) * 4) as u64,
-            usage: BufferUsages::STORAGE | BufferUsages::COPY_DST | BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        let handle = materials.add(ColumnsMaterial {
-            world: Default::default(),
-            values: own.clone(),
-        });
+        let label = "world MLP columns (uploaded)";
+        let (own, handle) = buffer_material(device, label, floats, materials);
         self.path = Some(ValuesPath::Uploaded);
         self.bound = Some((*own).clone());
         self.own = Some(own);
@@ -129,16 +121,8 @@ impl ColumnValues {
         count: usize,
         materials: &mut Assets<ColumnsMaterial>,
     ) -> Handle<ColumnsMaterial> {
-        let own = device.create_buffer(&BufferDescriptor {
-            label: Some("world attention tiles (uploaded)"),
-            size: (count.max(1) * 4) as u64,
-            usage: BufferUsages::STORAGE | BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let handle = materials.add(ColumnsMaterial {
-            world: Default::default(),
-            values: own.clone(),
-        });
+        let label = "world attention tiles (uploaded)";
+        let (own, handle) = buffer_material(device, label, count, materials);
         self.tiles_own = Some(own);
         self.tiles_material = Some(handle.clone());
         self.tiles_revision = None;
@@ -149,6 +133,27 @@ impl ColumnValues {
     pub fn bound(&self) -> Option<&wgpu::Buffer> {
         self.bound.as_ref()
     }
+}
+
+/// A storage buffer of `floats` f32 of ours (written by the queue, read back for the sidecar)
+/// and a material drawing from it.
+fn buffer_material(
+    device: &RenderDevice,
+    label: &str,
+    floats: usize,
+    materials: &mut Assets<ColumnsMaterial>,
+) -> (Buffer, Handle<ColumnsMaterial>) {
+    let own = device.create_buffer(&BufferDescriptor {
+        label: Some(label),
+        size: (floats.max(1) * 4) as u64,
+        usage: BufferUsages::STORAGE | BufferUsages::COPY_DST | BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let handle = materials.add(ColumnsMaterial {
+        world: Default::default(),
+        values: own.clone(),
+    });
+    (own, handle)
 }
 
 /// Each frame: bind the kernel's buffer while the GPU backend runs on the renderer's device,
