@@ -10,6 +10,7 @@ pub mod error;
 pub mod fetch;
 pub mod gguf_check;
 pub mod gpu;
+mod lens;
 pub mod model;
 pub mod quant;
 pub mod sampling;

@@ -501,12 +501,17 @@ impl Model {
         lens_rows.push(last(&x));
         let logits = match (&self.head, tokenizer) {
             // Our kernels: each layer's top token and its softmax kept as the rows stream by.
-            (Linear::Ours(head), Some(tok)) if lens_rows.len() > 1 => {
+            // The last layer's residual is the final row itself: its lens is the real head's
+            // answer, read from the logits (so the two always agree).
+            (Linear::Ours(head), Some(tok))
+                if lens_rows.len() > 1 && lens_rows.len() == layers.len() + 1 =>
+            {
                 let normed = self.norm.forward(&lens_rows.concat());
                 let q: Vec<Q8Vec> = normed.chunks_exact(cfg.n_embd).map(quantize).collect();
-                let (lens, final_row) = q.split_at(q.len() - 1);
+                let (lens, final_row) = q.split_at(q.len().saturating_sub(2));
                 let mut logits = vec![0f32; head.rows];
-                let tops = head.head_with_lens(lens, &final_row[0], &mut logits);
+                let tops = head.head_with_lens(lens, &final_row[final_row.len() - 1], &mut logits);
+                let logits = Logits(logits);
                 for (layer, top) in layers.iter_mut().zip(tops) {
                     layer.logit_lens = Some(TokenProb {
                         id: top.row,
@@ -515,7 +520,10 @@ impl Model {
                         prob: top.prob(),
                     });
                 }
-                Logits(logits)
+                if let Some(layer) = layers.last_mut() {
+                    layer.logit_lens = logits.top(1, tok).pop();
+                }
+                logits
             }
             _ => {
                 let mut all = self.head_logits(&lens_rows)?;

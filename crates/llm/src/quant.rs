@@ -19,6 +19,8 @@ use half::f16;
 use rayon::prelude::*;
 
 use super::error::{LlmError, Result};
+use super::lens;
+pub use super::lens::Top1;
 
 /// Weights per block.
 pub const QK: usize = 32;
@@ -239,72 +241,6 @@ impl QMatrix {
     }
 }
 
-/// One input's most likely row and its softmax over the rows seen, kept as they stream by
-/// (online softmax): the logit lens's answer without keeping a whole vocabulary of logits.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Top1 {
-    pub row: u32,
-    /// That row's value (the largest).
-    pub max: f32,
-    /// Σ e^(value - max) over the rows seen.
-    pub sum: f32,
-}
-
-impl Top1 {
-    const NONE: Top1 = Top1 {
-        row: 0,
-        max: f32::NEG_INFINITY,
-        sum: 0.0,
-    };
-
-    /// The softmax probability of `row`.
-    pub fn prob(&self) -> f32 {
-        if self.sum > 0.0 { 1.0 / self.sum } else { 0.0 }
-    }
-
-    /// Both halves together; `later` saw rows after this one's, so a tie keeps this row.
-    fn then(self, later: Top1) -> Top1 {
-        if later.sum == 0.0 {
-            return self;
-        }
-        if self.sum == 0.0 {
-            return later;
-        }
-        let max = self.max.max(later.max);
-        let sum = self.sum * crate::attend::exp(self.max - max)
-            + later.sum * crate::attend::exp(later.max - max);
-        let row = if later.max > self.max {
-            later.row
-        } else {
-            self.row
-        };
-        Top1 { row, max, sum }
-    }
-
-    /// The rows `first..first + values.len()` of one input.
-    fn of(first: usize, values: &[f32]) -> Top1 {
-        let Some((at, max)) =
-            values
-                .iter()
-                .copied()
-                .enumerate()
-                .fold(None, |best: Option<(usize, f32)>, (i, v)| match best {
-                    Some((_, m)) if m >= v => best,
-                    _ => Some((i, v)),
-                })
-        else {
-            return Top1::NONE;
-        };
-        // Branch-free, so this loop vectorises.
-        let sum = values.iter().map(|v| crate::attend::exp(v - max)).sum();
-        Top1 {
-            row: (first + at) as u32,
-            max,
-            sum,
-        }
-    }
-}
-
 impl QMatrix {
     /// The output head for the logit lens and the real next token in one read of the weights:
     /// `out_last[r] = dot(row r, last)` for every row (the logits sampling needs), and for each
@@ -318,6 +254,10 @@ impl QMatrix {
             .div_ceil(rayon::current_num_threads() * 4)
             .clamp(64, 1024);
         let inputs: Vec<&Q8Vec> = lens.iter().chain(std::iter::once(last)).collect();
+        // A Q8_0 head (the tied embedding) takes the lens inputs a SIMD lane each, where there
+        // is SIMD for it (elsewhere, wasm, the per-input products are the faster way).
+        let packed = (cfg!(target_arch = "x86_64") && self.ty == BlockType::Q8_0 && n > 0)
+            .then(|| crate::lens::LensInputs::new(lens, self.blocks_per_row()));
         let parts: Vec<Vec<Top1>> = out_last
             .par_chunks_mut(per_task)
             .enumerate()
@@ -326,8 +266,17 @@ impl QMatrix {
                 // Input-major: each lens input's values over this block's rows.
                 let len = chunk.len();
                 let mut values = vec![0f32; n * len];
+                let mut lanes = vec![0f32; packed.as_ref().map_or(0, |p| p.groups * lens::LANES)];
                 for (i, out) in chunk.iter_mut().enumerate() {
                     let row = self.row(first + i);
+                    if let Some(p) = &packed {
+                        lens::row(row.d, row.qs, p, &mut lanes);
+                        for (input, v) in lanes.iter().take(n).enumerate() {
+                            values[input * len + i] = *v;
+                        }
+                        *out = row.dot_many(&[last])[0];
+                        continue;
+                    }
                     for (g, group) in inputs.chunks(4).enumerate() {
                         let got = row.dot_many(group);
                         for (j, v) in got.iter().take(group.len()).enumerate() {
@@ -722,38 +671,6 @@ mod tests {
             &random_bytes(&mut rng, BlockType::Q8_0, 1, 64),
         );
         assert!(QMatrix::stack(&[&a, &c.unwrap()]).is_none());
-    }
-
-    #[test]
-    fn the_lens_head_gives_each_inputs_top_row_and_the_last_inputs_every_value() {
-        let mut rng = Rng::new(13);
-        let (rows, cols, n) = (1000, 96, 5);
-        let ty = BlockType::Q8_0;
-        let w =
-            QMatrix::from_gguf(ty, rows, cols, &random_bytes(&mut rng, ty, rows, cols)).unwrap();
-        let xs: Vec<f32> = (0..(n + 1) * cols)
-            .map(|_| rng.next_f32() * 4.0 - 2.0)
-            .collect();
-        let all = w.matmul(&xs, n + 1);
-        let q: Vec<Q8Vec> = xs.chunks_exact(cols).map(quantize).collect();
-        let mut last = vec![0f32; rows];
-        let tops = w.head_with_lens(&q[..n], &q[n], &mut last);
-        assert_eq!(
-            last,
-            all[n * rows..],
-            "the last input's values, bit for bit"
-        );
-        for (i, top) in tops.iter().enumerate() {
-            let (id, logit, prob) = crate::model::top_k(&all[i * rows..(i + 1) * rows], 1)[0];
-            assert_eq!((top.row, top.max), (id, logit), "input {i}");
-            assert!(
-                (top.prob() - prob).abs() < 1e-5 * prob.max(1e-3),
-                "{top:?} vs {prob}"
-            );
-        }
-        // No lens inputs: only the values.
-        assert!(w.head_with_lens(&[], &q[0], &mut last).is_empty());
-        assert_eq!(last, all[..rows]);
     }
 
     #[test]

@@ -1,0 +1,459 @@
+//! The logit lens's head product: one Q8_0 weight row against many quantized inputs at once
+//! (the residuals of every layer), the inputs interleaved so that each SIMD lane is one input.
+//! Four weights are broadcast to every lane and meet four bytes of each input: with AVX-512
+//! VNNI one `vpdpbusd` does that for 16 inputs, with AVX2 `maddubs` + `madd` for 8 (the sign
+//! trick of quant.rs), so a block of 32 weights costs a few instructions for all the inputs
+//! instead of a few per input. The block's integer sum is exact; each block then adds
+//! `sum * (d_w * d_x)` with one fused multiply-add per lane, in block order, which the scalar
+//! twin repeats exactly (the tests hold all three to the same bits).
+
+use super::quant::{Q8Vec, QK};
+
+/// Inputs per group (one AVX-512 register of i32 lanes; two AVX2 registers).
+pub(crate) const LANES: usize = 16;
+/// Four-byte steps per block.
+const STEPS: usize = QK / 4;
+
+/// Quantized inputs laid out for `row`: for group g, block b, step k, the 16 inputs' four
+/// bytes side by side (64 bytes); each block's input scales and, for the VNNI form, 128 times
+/// each input's block sum (the offset that makes the weights unsigned there).
+#[derive(Debug, Clone)]
+pub(crate) struct LensInputs {
+    pub(crate) groups: usize,
+    blocks: usize,
+    xq: Vec<i8>,
+    dx: Vec<f32>,
+    offset: Vec<i32>,
+}
+
+impl LensInputs {
+    /// The inputs of `blocks` blocks each; lanes past the last input are zeros.
+    pub(crate) fn new(xs: &[Q8Vec], blocks: usize) -> Self {
+        let groups = xs.len().div_ceil(LANES);
+        let mut out = LensInputs {
+            groups,
+            blocks,
+            xq: vec![0; groups * blocks * STEPS * LANES * 4],
+            dx: vec![0.0; groups * blocks * LANES],
+            offset: vec![0; groups * blocks * LANES],
+        };
+        for (i, x) in xs.iter().enumerate() {
+            let (g, lane) = (i / LANES, i % LANES);
+            for b in 0..blocks {
+                let block = &x.qs[b * QK..(b + 1) * QK];
+                let at = (g * blocks + b) * LANES + lane;
+                out.dx[at] = x.d[b];
+                out.offset[at] = 128 * block.iter().map(|v| *v as i32).sum::<i32>();
+                for k in 0..STEPS {
+                    let to = (((g * blocks + b) * STEPS + k) * LANES + lane) * 4;
+                    out.xq[to..to + 4].copy_from_slice(&block[4 * k..4 * k + 4]);
+                }
+            }
+        }
+        out
+    }
+
+    fn group_base(&self, g: usize, b: usize) -> usize {
+        g * self.blocks + b
+    }
+}
+
+/// One input's most likely row and its softmax over the rows seen, kept as they stream by
+/// (online softmax): the logit lens's answer without keeping a whole vocabulary of logits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Top1 {
+    pub row: u32,
+    /// That row's value (the largest).
+    pub max: f32,
+    /// Σ e^(value - max) over the rows seen.
+    pub sum: f32,
+}
+
+impl Top1 {
+    pub(crate) const NONE: Top1 = Top1 {
+        row: 0,
+        max: f32::NEG_INFINITY,
+        sum: 0.0,
+    };
+
+    /// The softmax probability of `row`.
+    pub fn prob(&self) -> f32 {
+        if self.sum > 0.0 { 1.0 / self.sum } else { 0.0 }
+    }
+
+    /// Both halves together; `later` saw rows after this one's, so a tie keeps this row.
+    pub(crate) fn then(self, later: Top1) -> Top1 {
+        if later.sum == 0.0 {
+            return self;
+        }
+        if self.sum == 0.0 {
+            return later;
+        }
+        let max = self.max.max(later.max);
+        let sum = self.sum * crate::attend::exp(self.max - max)
+            + later.sum * crate::attend::exp(later.max - max);
+        let row = if later.max > self.max {
+            later.row
+        } else {
+            self.row
+        };
+        Top1 { row, max, sum }
+    }
+
+    /// The rows `first..first + values.len()` of one input.
+    pub(crate) fn of(first: usize, values: &[f32]) -> Top1 {
+        // In 16 lanes each (a float sum in one chain does not vectorise): the largest value,
+        // then the first row that has it, then the exponentials' sum.
+        const W: usize = 16;
+        let chunks = values.chunks_exact(W);
+        let tail = chunks.remainder();
+        let mut lanes = [f32::NEG_INFINITY; W];
+        for c in chunks.clone() {
+            for (l, v) in lanes.iter_mut().zip(c) {
+                *l = l.max(*v);
+            }
+        }
+        let max = tail
+            .iter()
+            .chain(&lanes)
+            .fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+        let Some(at) = values.iter().position(|v| *v == max) else {
+            return Top1::NONE;
+        };
+        let mut sums = [0f32; W];
+        for c in chunks {
+            for (s, v) in sums.iter_mut().zip(c) {
+                *s += crate::attend::exp(v - max);
+            }
+        }
+        let sum = tail
+            .iter()
+            .map(|v| crate::attend::exp(v - max))
+            .sum::<f32>()
+            + sums.iter().sum::<f32>();
+        Top1 {
+            row: (first + at) as u32,
+            max,
+            sum,
+        }
+    }
+}
+
+/// `out[i] = dot(row, input i)` for a Q8_0 row (`d`: its block scales, `qs`: its 32 bytes a
+/// block) and every input (`out` holds `groups * LANES`; lanes past the inputs get 0).
+pub(crate) fn row(d: &[f32], qs: &[u8], x: &LensInputs, out: &mut [f32]) {
+    assert!(d.len() >= x.blocks && qs.len() >= x.blocks * QK);
+    assert!(out.len() >= x.groups * LANES);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+    {
+        // SAFETY: the CPU has the features (checked just above); lengths checked above.
+        #[allow(unsafe_code)]
+        unsafe {
+            simd::row_vnni(d, qs, x, out)
+        };
+        return;
+    }
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        // SAFETY: the crate is built for AVX2 and FMA (x86-64-v3); lengths checked above.
+        #[allow(unsafe_code)]
+        unsafe {
+            simd::row_avx2(d, qs, x, out)
+        };
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
+    row_scalar(d, qs, x, out);
+}
+
+/// The portable twin: the same integer block sums and the same fused multiply-adds in the same
+/// order, so the same bits.
+#[cfg_attr(
+    all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ),
+    allow(dead_code)
+)]
+pub(crate) fn row_scalar(d: &[f32], qs: &[u8], x: &LensInputs, out: &mut [f32]) {
+    for g in 0..x.groups {
+        let mut total = [0f32; LANES];
+        for b in 0..x.blocks {
+            let base = x.group_base(g, b);
+            for (lane, t) in total.iter_mut().enumerate() {
+                let mut sum = 0i32;
+                for k in 0..STEPS {
+                    let at = ((base * STEPS + k) * LANES + lane) * 4;
+                    for j in 0..4 {
+                        let w = qs[b * QK + 4 * k + j] as i8 as i32;
+                        sum += w * x.xq[at + j] as i32;
+                    }
+                }
+                let scale = d[b] * x.dx[base * LANES + lane];
+                *t = (sum as f32).mul_add(scale, *t);
+            }
+        }
+        out[g * LANES..(g + 1) * LANES].copy_from_slice(&total);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod simd {
+    //! The two SIMD forms of `row`. Loads are unaligned, through raw pointers into slices whose
+    //! lengths `row` checked.
+    use std::arch::x86_64::*;
+
+    use super::{LANES, LensInputs, QK, STEPS};
+
+    /// Four weights as one little-endian i32 (a broadcast lane).
+    ///
+    /// # Safety
+    /// `at + 4 <= qs.len()`.
+    #[inline(always)]
+    unsafe fn four(qs: &[u8], at: usize) -> i32 {
+        // SAFETY: in bounds per the contract.
+        unsafe { std::ptr::read_unaligned(qs.as_ptr().add(at) as *const i32) }
+    }
+
+    /// AVX-512 VNNI: 16 inputs a register, up to four registers at once, so each block's
+    /// weights are broadcast once for all of them. `vpdpbusd` multiplies unsigned by signed
+    /// bytes, so the weights go in offset by 128 (`w ^ 0x80` is `w + 128` as a byte) and 128
+    /// times the input's block sum comes off again.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX-512 VNNI; the lengths `row` checks.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub(super) unsafe fn row_vnni(d: &[f32], qs: &[u8], x: &LensInputs, out: &mut [f32]) {
+        const AT_ONCE: usize = 4;
+        let flip = _mm512_set1_epi32(0x8080_8080u32 as i32);
+        for first in (0..x.groups).step_by(AT_ONCE) {
+            let n = (x.groups - first).min(AT_ONCE);
+            let mut totals = [_mm512_setzero_ps(); AT_ONCE];
+            for b in 0..x.blocks {
+                let mut w = [_mm512_setzero_si512(); STEPS];
+                for (k, wk) in w.iter_mut().enumerate() {
+                    // SAFETY: b < blocks, and qs holds blocks * QK bytes.
+                    let four = unsafe { four(qs, b * QK + 4 * k) };
+                    *wk = _mm512_xor_si512(_mm512_set1_epi32(four), flip);
+                }
+                // SAFETY: b < blocks <= d.len().
+                let wd = _mm512_set1_ps(unsafe { *d.get_unchecked(b) });
+                for (j, total) in totals.iter_mut().enumerate().take(n) {
+                    let base = x.group_base(first + j, b);
+                    // SAFETY (every load): indices inside the lengths `LensInputs::new` made.
+                    unsafe {
+                        let xq = x.xq.as_ptr().add(base * STEPS * LANES * 4);
+                        let mut acc = _mm512_setzero_si512();
+                        for (k, wk) in w.iter().enumerate() {
+                            let v = _mm512_loadu_si512(xq.add(k * LANES * 4) as *const __m512i);
+                            acc = _mm512_dpbusd_epi32(acc, *wk, v);
+                        }
+                        let offset = _mm512_loadu_si512(
+                            x.offset.as_ptr().add(base * LANES) as *const __m512i
+                        );
+                        let sum = _mm512_sub_epi32(acc, offset);
+                        let scale =
+                            _mm512_mul_ps(wd, _mm512_loadu_ps(x.dx.as_ptr().add(base * LANES)));
+                        *total = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, *total);
+                    }
+                }
+            }
+            for (j, total) in totals.iter().enumerate().take(n) {
+                // SAFETY: out holds groups * LANES floats.
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add((first + j) * LANES), *total) };
+            }
+        }
+    }
+
+    /// AVX2: 8 inputs a register, two registers a group; |w| times x carrying w's sign, so
+    /// `maddubs` never saturates (|x| <= 127).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; the lengths `row` checks.
+    #[cfg_attr(
+        not(all(target_feature = "avx2", target_feature = "fma")),
+        allow(dead_code)
+    )]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn row_avx2(d: &[f32], qs: &[u8], x: &LensInputs, out: &mut [f32]) {
+        let ones = _mm256_set1_epi16(1);
+        for g in 0..x.groups {
+            let mut total = [_mm256_setzero_ps(); 2];
+            for b in 0..x.blocks {
+                let base = x.group_base(g, b);
+                // SAFETY (every load): indices inside the checked lengths.
+                unsafe {
+                    let xq = x.xq.as_ptr().add(base * STEPS * LANES * 4);
+                    let mut acc = [_mm256_setzero_si256(); 2];
+                    for k in 0..STEPS {
+                        let w = _mm256_set1_epi32(four(qs, b * QK + 4 * k));
+                        let aw = _mm256_sign_epi8(w, w);
+                        for (h, a) in acc.iter_mut().enumerate() {
+                            let v = _mm256_loadu_si256(
+                                xq.add((k * LANES + 8 * h) * 4) as *const __m256i
+                            );
+                            let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(v, w));
+                            *a = _mm256_add_epi32(*a, _mm256_madd_epi16(p, ones));
+                        }
+                    }
+                    let wd = _mm256_set1_ps(*d.get_unchecked(b));
+                    for (h, t) in total.iter_mut().enumerate() {
+                        let dx = _mm256_loadu_ps(x.dx.as_ptr().add(base * LANES + 8 * h));
+                        let scale = _mm256_mul_ps(wd, dx);
+                        *t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[h]), scale, *t);
+                    }
+                }
+            }
+            for (h, t) in total.iter().enumerate() {
+                // SAFETY: out holds groups * LANES floats.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(g * LANES + 8 * h), *t) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{BlockType, QMatrix, quantize};
+    use crate::sampling::Rng;
+
+    /// A matrix of random blocks (scales small and positive).
+    fn random_matrix(rng: &mut Rng, ty: BlockType, rows: usize, cols: usize) -> QMatrix {
+        let mut bytes = Vec::new();
+        for _ in 0..rows * cols / QK {
+            let d = half::f16::from_f32(rng.next_f32() * 0.02 + 0.001);
+            bytes.extend_from_slice(&d.to_le_bytes());
+            if ty == BlockType::Q4_1 {
+                let m = half::f16::from_f32(-rng.next_f32() * 0.15);
+                bytes.extend_from_slice(&m.to_le_bytes());
+            }
+            let packed = if ty == BlockType::Q4_1 { 16 } else { 32 };
+            bytes.extend((0..packed).map(|_| (rng.next_u64() & 0xFF) as u8));
+        }
+        QMatrix::from_gguf(ty, rows, cols, &bytes).unwrap()
+    }
+
+    #[test]
+    fn the_lens_head_gives_each_inputs_top_row_and_the_last_inputs_every_value() {
+        let mut rng = Rng::new(13);
+        let (rows, cols, n) = (1000, 96, 5);
+        let ty = BlockType::Q8_0;
+        let w = random_matrix(&mut rng, ty, rows, cols);
+        let xs: Vec<f32> = (0..(n + 1) * cols)
+            .map(|_| rng.next_f32() * 4.0 - 2.0)
+            .collect();
+        let all = w.matmul(&xs, n + 1);
+        let q: Vec<Q8Vec> = xs.chunks_exact(cols).map(quantize).collect();
+        let mut last = vec![0f32; rows];
+        let tops = w.head_with_lens(&q[..n], &q[n], &mut last);
+        assert_eq!(
+            last,
+            all[n * rows..],
+            "the last input's values, bit for bit"
+        );
+        for (i, top) in tops.iter().enumerate() {
+            // The lens kernel adds the blocks in its own order: the same value to rounding.
+            let (id, logit, prob) = crate::model::top_k(&all[i * rows..(i + 1) * rows], 1)[0];
+            assert_eq!(top.row, id, "input {i}");
+            assert!(
+                (top.max - logit).abs() < 1e-5 * (1.0 + logit.abs()),
+                "{top:?} vs {logit}"
+            );
+            assert!(
+                (top.prob() - prob).abs() < 1e-4 * prob.max(1e-3),
+                "{top:?} vs {prob}"
+            );
+        }
+        // A Q4_1 head takes the general path: the same values as its matmul, bit for bit.
+        let ty = BlockType::Q4_1;
+        let w = random_matrix(&mut rng, ty, rows, cols);
+        let all = w.matmul(&xs, n + 1);
+        let tops = w.head_with_lens(&q[..n], &q[n], &mut last);
+        assert_eq!(last, all[n * rows..]);
+        for (i, top) in tops.iter().enumerate() {
+            let (id, logit, _) = crate::model::top_k(&all[i * rows..(i + 1) * rows], 1)[0];
+            assert_eq!((top.row, top.max), (id, logit), "Q4_1 input {i}");
+        }
+        // No lens inputs: only the values.
+        assert!(w.head_with_lens(&[], &q[0], &mut last).is_empty());
+        assert_eq!(last, all[..rows]);
+    }
+
+    #[test]
+    fn every_form_gives_the_scalar_twins_bits_and_the_exact_dot_product() {
+        let mut rng = Rng::new(21);
+        let blocks = 18;
+        for inputs in [1, 7, 16, 29, 33] {
+            let xs: Vec<Q8Vec> = (0..inputs)
+                .map(|_| {
+                    let v: Vec<f32> = (0..blocks * QK)
+                        .map(|_| rng.next_f32() * 6.0 - 3.0)
+                        .collect();
+                    quantize(&v)
+                })
+                .collect();
+            let packed = LensInputs::new(&xs, blocks);
+            for _ in 0..20 {
+                let d: Vec<f32> = (0..blocks).map(|_| rng.next_f32() * 0.02 + 1e-3).collect();
+                // Every byte, -128 included.
+                let qs: Vec<u8> = (0..blocks * QK)
+                    .map(|_| (rng.next_u64() & 0xFF) as u8)
+                    .collect();
+                let mut scalar = vec![f32::NAN; packed.groups * LANES];
+                let mut fast = vec![f32::NAN; packed.groups * LANES];
+                row_scalar(&d, &qs, &packed, &mut scalar);
+                row(&d, &qs, &packed, &mut fast);
+                assert_eq!(
+                    scalar.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{inputs} inputs"
+                );
+                #[cfg(all(
+                    target_arch = "x86_64",
+                    target_feature = "avx2",
+                    target_feature = "fma"
+                ))]
+                {
+                    let mut avx2 = vec![f32::NAN; packed.groups * LANES];
+                    // SAFETY: the crate's tests run on the CPU it is built for (x86-64-v3).
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        simd::row_avx2(&d, &qs, &packed, &mut avx2)
+                    };
+                    assert_eq!(scalar, avx2, "{inputs} inputs, AVX2");
+                }
+                for (i, x) in xs.iter().enumerate() {
+                    let exact: f64 = (0..blocks)
+                        .map(|b| {
+                            let s: i32 = (0..QK)
+                                .map(|j| qs[b * QK + j] as i8 as i32 * x.qs[b * QK + j] as i32)
+                                .sum();
+                            s as f64 * d[b] as f64 * x.d[b] as f64
+                        })
+                        .sum();
+                    let got = scalar[i] as f64;
+                    assert!(
+                        (got - exact).abs() < 1e-4 * (1.0 + exact.abs()),
+                        "{got} vs {exact}"
+                    );
+                }
+                assert!(
+                    scalar[inputs..].iter().all(|v| *v == 0.0),
+                    "padding lanes are 0"
+                );
+            }
+        }
+    }
+}
