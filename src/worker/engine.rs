@@ -255,6 +255,13 @@ impl Engine {
                 _ => {}
             }
         }
+        // A new request or a stop ends the rest between steps (the next step is the user's).
+        if matches!(
+            command,
+            Command::Generate(_) | Command::Step(_) | Command::Stop | Command::Reset
+        ) {
+            self.rest_until = None;
+        }
         match command {
             Command::Connect(config) => self.connect(config),
             Command::UseLocal => {
@@ -292,6 +299,10 @@ impl Engine {
                 self.running = false;
                 self.step_pending = false;
                 self.session = None;
+                // (Also the way back from a panic mid-step: the frames are idle again.)
+                if let Some(p) = &self.pacer {
+                    p.cpu_stopped();
+                }
             }
             Command::Pace(pacer) => self.pacer = Some(pacer),
         }

@@ -42,6 +42,9 @@ struct State {
     /// step is under way (the frames it spans count as busy).
     cpu_duty: f64,
     cpu_working: bool,
+    /// Until when the CPU backend's cycle (its rest) lasts, and its frames' time (ms).
+    cpu_until: Option<Instant>,
+    cpu_ms: Option<f64>,
     /// When the last frame went by (no frames for a while: nothing to pace against).
     last_frame: Option<Instant>,
 }
@@ -59,6 +62,8 @@ impl Default for FramePacer {
                 chunk: 16,
                 cpu_duty: 1.0,
                 cpu_working: false,
+                cpu_until: None,
+                cpu_ms: None,
                 last_frame: None,
             }),
         }
@@ -76,17 +81,15 @@ impl FramePacer {
             return;
         };
         let ms = delta.as_secs_f64() * 1e3;
-        s.last_frame = Some(Instant::now());
-        if s.busy || s.cpu_working {
+        let now = Instant::now();
+        s.last_frame = Some(now);
+        // The CPU backend generating: its steps and its rests alike (the duty is judged by the
+        // frames of the whole cycle).
+        let cpu = s.cpu_working || s.cpu_until.is_some_and(|t| now < t);
+        if cpu {
+            s.cpu_ms = ema(s.cpu_ms, ms);
+        } else if s.busy {
             s.busy_ms = ema(s.busy_ms, ms);
-            if let (Some(idle), Some(busy)) = (s.idle_ms, s.busy_ms) {
-                s.cpu_duty = if busy > idle * TARGET_RATIO {
-                    s.cpu_duty * 0.85
-                } else {
-                    s.cpu_duty * 1.05
-                }
-                .clamp(MIN_CPU_DUTY, 1.0);
-            }
             // Lend more while frames stay near the idle time, less when they grow.
             if let (Some(idle), Some(busy)) = (s.idle_ms, s.busy_ms) {
                 let cap = Duration::from_secs_f64(idle * 0.9 / 1e3);
@@ -132,30 +135,52 @@ impl FramePacer {
         }
     }
 
-    /// A CPU step starts: the frames until it ends count as busy.
+    /// A CPU step starts: the frames until it ends count as the CPU backend's.
     pub fn cpu_step_started(&self) {
         if let Ok(mut s) = self.state.lock() {
             s.cpu_working = true;
         }
     }
 
-    /// A CPU step ended after `took`: how long to rest before the next one, so the model
-    /// computes `cpu_duty` of the time. No rest while frames keep their idle time, nor when no
-    /// frame has gone by for half a second (a hidden window, a headless run).
+    /// The CPU backend stopped in the middle of a step (it failed, or the session was
+    /// dropped): the frames are idle again.
+    pub fn cpu_stopped(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.cpu_working = false;
+            s.cpu_until = None;
+        }
+    }
+
+    /// A CPU step ended after `took`: how long to rest before the next one. Once a step, the
+    /// share of the time the model computes (`cpu_duty`) shrinks while the frames of its cycles
+    /// (steps and rests) run slower than the target and grows back while they do not. No rest
+    /// when no frame has gone by for half a second (a hidden window, a headless run).
     pub fn cpu_rest(&self, took: Duration) -> Duration {
         let Ok(mut s) = self.state.lock() else {
             return Duration::ZERO;
         };
         s.cpu_working = false;
-        s.busy = true;
         let drawing = s
             .last_frame
             .is_some_and(|t| t.elapsed() < Duration::from_millis(500));
-        if !drawing || s.cpu_duty >= 1.0 {
+        if !drawing {
+            s.cpu_until = None;
             return Duration::ZERO;
         }
-        took.mul_f64((1.0 - s.cpu_duty) / s.cpu_duty)
-            .min(MAX_CPU_REST)
+        if let (Some(idle), Some(cpu)) = (s.idle_ms, s.cpu_ms) {
+            s.cpu_duty = if cpu > idle * TARGET_RATIO {
+                s.cpu_duty * 0.85
+            } else {
+                s.cpu_duty * 1.05
+            }
+            .clamp(MIN_CPU_DUTY, 1.0);
+        }
+        let rest = took
+            .mul_f64((1.0 - s.cpu_duty) / s.cpu_duty)
+            .min(MAX_CPU_REST);
+        // The rest's frames belong to the cycle, and the next step follows it at once.
+        s.cpu_until = Some(Instant::now() + rest + Duration::from_millis(50));
+        rest
     }
 
     /// The CPU backend's share of the time now (for the bench).
