@@ -62,6 +62,8 @@ pub struct Talk {
     /// the model is loaded (the switch first, so the Step runs where the step says).
     pending_backend: Option<BackendName>,
     pending_play: bool,
+    /// The backend the talk asked for last.
+    asked_backend: Option<BackendName>,
     /// What the current step could not show (e.g. a neuron this model does not have).
     pub note: Option<String>,
     /// The speaker moved the value the step's animation drives: it stops for this step.
@@ -79,16 +81,27 @@ impl Talk {
         self.file.as_ref()?.steps.get(self.step)
     }
 
-    /// The app's state at step `k`: the steps up to it applied in order, so stepping back,
-    /// jumping home or to the end, or `--talk-step` show a step the way walking to it does.
+    /// The app's state at step `k`: the steps up to it applied in order, over scene 1's
+    /// default model matrix and light (so a factor a later step animated or named goes back
+    /// when the talk does), so stepping back, jumping home or to the end, or `--talk-step`
+    /// show a step the way walking to it does.
     pub fn state_at(&self, k: usize) -> Option<TalkStep> {
         let steps = &self.file.as_ref()?.steps;
         steps.get(k)?;
+        let model = math::transform::ModelParams::default();
+        let light = math::lighting::LightingParams::default();
+        let baseline = TalkStep {
+            translation: Some(model.translation),
+            scale: Some(model.scale),
+            rotation_deg: Some(model.rotation_deg),
+            light: Some([light.azimuth_deg, light.elevation_deg]),
+            ..TalkStep::default()
+        };
         Some(
             steps
                 .iter()
                 .take(k + 1)
-                .fold(TalkStep::default(), |state, step| state.then(step)),
+                .fold(baseline, |state, step| state.then(step)),
         )
     }
 
@@ -318,7 +331,6 @@ fn apply_step(
         actions.write(LlmAction::Reset);
     }
     talk.pending_play = plays;
-    talk.pending_backend = step.backend;
     let m = &mut settings.model;
     m.translation = step.translation.unwrap_or(m.translation);
     m.scale = step.scale.unwrap_or(m.scale);
@@ -337,6 +349,12 @@ fn apply_step(
         });
     }
     talk.pending_neuron = step.neuron;
+    // The backend when it changes from the talk's last ask (a switch that failed, or one the
+    // speaker undid by hand, is not forced again on every step).
+    if step.backend != talk.asked_backend {
+        talk.asked_backend = step.backend;
+        talk.pending_backend = step.backend;
+    }
     highlight.set(step.highlight);
     settings.animate = false;
 }
@@ -371,6 +389,11 @@ fn select_neuron(mut talk: ResMut<Talk>, view: Res<LlmView>, mut selection: ResM
     let Some((layer, neuron)) = talk.pending_neuron else {
         return;
     };
+    // Not before the step's own Reset (or backend switch) has gone out: it clears the
+    // selection.
+    if talk.pending_play || talk.pending_backend.is_some() {
+        return;
+    }
     let Some(model) = view.model.as_ref() else {
         return;
     };
