@@ -92,6 +92,17 @@ fn number_row(
 
 /// A matrix as rows (our storage is column-major: row i is `m.row(i)`).
 pub fn matrix_grid(ui: &mut egui::Ui, title: &str, rows: &[Vec<f32>], highlight: bool) {
+    matrix_grid_sized(ui, title, rows, highlight, 13.0);
+}
+
+/// `matrix_grid` with the numbers at `size` points.
+fn matrix_grid_sized(
+    ui: &mut egui::Ui,
+    title: &str,
+    rows: &[Vec<f32>],
+    highlight: bool,
+    size: f32,
+) {
     ui.vertical(|ui| {
         let text = egui::RichText::new(title).strong();
         ui.add(egui::Label::new(if highlight { text.color(ACCENT) } else { text }).extend());
@@ -102,7 +113,7 @@ pub fn matrix_grid(ui: &mut egui::Ui, title: &str, rows: &[Vec<f32>], highlight:
             .show(ui, |ui| {
                 for row in rows {
                     let line: Vec<String> = row.iter().map(|v| fmt_cell(*v)).collect();
-                    let text = egui::RichText::new(line.join(" ")).monospace().size(13.0);
+                    let text = egui::RichText::new(line.join(" ")).monospace().size(size);
                     ui.add(egui::Label::new(text).extend());
                 }
             });
@@ -115,21 +126,42 @@ pub fn fmt_cell(v: f32) -> String {
     format!("{v:>7.3}")
 }
 
-/// Matrices two by two, so the panel keeps its width.
+/// Matrices two by two, so the panel keeps its width (one by one where two do not fit).
 /// Each item: its title, rows, whether it is a product (title in the accent colour) and the
 /// term it is, for a talk step's highlight.
 type MatrixItem = (String, Vec<Vec<f32>>, bool, Option<Term>);
 
 fn matrix_pairs(ui: &mut egui::Ui, id: &str, items: &[MatrixItem], picked: &mut Highlight) {
+    // One matrix a row where two do not fit (a projector's narrow panel): each stays whole.
+    // Where even one does not fit, its numbers get smaller (down to 8 points) rather than
+    // losing the last column (a translation's).
+    let numbers = ui
+        .painter()
+        .layout_no_wrap(
+            fmt_cell(0.0).repeat(4) + "   ",
+            egui::FontId::monospace(13.0),
+            egui::Color32::WHITE,
+        )
+        .size()
+        .x;
+    // A matrix's frame adds 8 points; a talk step's highlight 14 more (it may then scroll).
+    let (frame, margins) = (8.0, 24.0);
+    let width = ui.available_width();
+    let columns = if width >= 2.0 * (numbers + frame) + 10.0 {
+        2
+    } else {
+        1
+    };
+    let size = (13.0 * (width - margins) / numbers).clamp(8.0, 13.0);
     egui::Grid::new(id)
-        .num_columns(2)
+        .num_columns(columns)
         .spacing([10.0, 8.0])
         .show(ui, |ui| {
-            for pair in items.chunks(2) {
+            for pair in items.chunks(columns) {
                 for (title, rows, product, term) in pair {
                     let on = term.is_some_and(|t| picked.is(t));
                     framed(ui, on, &mut picked.scroll, |ui| {
-                        matrix_grid(ui, title, rows, *product || on)
+                        matrix_grid_sized(ui, title, rows, *product || on, size)
                     });
                 }
                 ui.end_row();
@@ -190,7 +222,8 @@ fn matrix_panel(
                 if let Some(refused) = &buffers.refused {
                     ui.colored_label(ERROR, format!("Refused: {refused}"));
                 }
-                ui.horizontal(|ui| {
+                // Wrapped: on a narrow panel the buttons go to the next line, not past its edge.
+                ui.horizontal_wrapped(|ui| {
                     ui.label("Order:");
                     egui::ComboBox::from_id_salt("compose_order")
                         .selected_text(format!("M = {}", s.model.order.label()))
@@ -363,43 +396,81 @@ fn settings_panel(
                 ui.separator();
                 ui.heading("Light");
                 let l = &mut s.lighting;
-                ui.horizontal(|ui| {
+                // Wrapped rows and sliders sized to the panel: nothing runs past a narrow edge.
+                ui.horizontal_wrapped(|ui| {
                     ui.checkbox(&mut l.ambient_on, "ambient");
                     ui.checkbox(&mut l.diffuse_on, "Lambert");
                     ui.checkbox(&mut l.specular_on, "Blinn-Phong");
                 });
-                ui.horizontal(|ui| {
+                ui.horizontal_wrapped(|ui| {
                     ui.radio_value(&mut l.per_fragment, false, "per vertex (Gouraud)");
                     ui.radio_value(&mut l.per_fragment, true, "per fragment (G)");
                 });
-                egui::Grid::new("light_grid").num_columns(2).show(ui, |ui| {
-                    ui.label("ka (ambient)");
-                    ui.add(egui::Slider::new(&mut l.ambient, 0.0..=1.0));
-                    ui.end_row();
-                    ui.label("kd (diffuse)");
-                    ui.add(egui::Slider::new(&mut l.diffuse, 0.0..=1.0));
-                    ui.end_row();
-                    ui.label("ks (specular)");
-                    ui.add(egui::Slider::new(&mut l.specular, 0.0..=1.0));
-                    ui.end_row();
-                    ui.label("n (shininess)");
-                    ui.add(egui::Slider::new(&mut l.shininess, 1.0..=256.0).logarithmic(true));
-                    ui.end_row();
-                    ui.label("light azimuth°");
-                    ui.add(egui::Slider::new(&mut l.azimuth_deg, -180.0..=180.0));
-                    ui.end_row();
-                    ui.label("light elevation°");
-                    ui.add(egui::Slider::new(&mut l.elevation_deg, -89.0..=89.0));
-                    ui.end_row();
-                });
+                // Each label beside its slider where both fit, above it where they do not.
+                let label = ui
+                    .painter()
+                    .layout_no_wrap(
+                        "light elevation°".into(),
+                        egui::TextStyle::Body.resolve(ui.style()),
+                        egui::Color32::WHITE,
+                    )
+                    .size()
+                    .x;
+                let width = ui.available_width();
+                let stacked = width < label + 200.0;
+                ui.spacing_mut().slider_width = if stacked {
+                    (width - 90.0).clamp(40.0, 200.0)
+                } else {
+                    (width - label - 130.0).clamp(40.0, 160.0)
+                };
+                egui::Grid::new("light_grid")
+                    .num_columns(if stacked { 1 } else { 2 })
+                    .show(ui, |ui| {
+                        let row = |ui: &mut egui::Ui, text: &str, slider: egui::Slider| {
+                            ui.label(text);
+                            if stacked {
+                                ui.end_row();
+                            }
+                            ui.add(slider);
+                            ui.end_row();
+                        };
+                        row(
+                            ui,
+                            "ka (ambient)",
+                            egui::Slider::new(&mut l.ambient, 0.0..=1.0),
+                        );
+                        row(
+                            ui,
+                            "kd (diffuse)",
+                            egui::Slider::new(&mut l.diffuse, 0.0..=1.0),
+                        );
+                        row(
+                            ui,
+                            "ks (specular)",
+                            egui::Slider::new(&mut l.specular, 0.0..=1.0),
+                        );
+                        row(
+                            ui,
+                            "n (shininess)",
+                            egui::Slider::new(&mut l.shininess, 1.0..=256.0).logarithmic(true),
+                        );
+                        row(
+                            ui,
+                            "light azimuth°",
+                            egui::Slider::new(&mut l.azimuth_deg, -180.0..=180.0),
+                        );
+                        row(
+                            ui,
+                            "light elevation°",
+                            egui::Slider::new(&mut l.elevation_deg, -89.0..=89.0),
+                        );
+                    });
                 let d = matrices.light_dir;
                 ui.label(
-                    egui::RichText::new(format!(
-                        "L = ({:.3}, {:.3}, {:.3})   right-drag in the view to move it",
-                        d.x, d.y, d.z
-                    ))
-                    .monospace(),
+                    egui::RichText::new(format!("L = ({:.3}, {:.3}, {:.3})", d.x, d.y, d.z))
+                        .monospace(),
                 );
+                ui.label("Right-drag in the view to move it.");
                 ui.label(super::scene::lighting_formula(l));
                 ui.separator();
                 super::inspect::inspectors(ui, s, &matrices, library.as_deref(), &mut highlight);

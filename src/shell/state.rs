@@ -83,9 +83,12 @@ impl FreeArea {
     pub fn take(&mut self, panel: egui::Rect) {
         let free = &mut self.0;
         let full_height = panel.height() >= free.height() - 1.0;
-        if full_height && panel.min.x <= free.min.x + 1.0 && panel.max.x < free.max.x - 1.0 {
+        // A full-height panel sits on the side it is nearer to (one as wide as the free area
+        // takes it all, from the left).
+        let left = panel.min.x - free.min.x <= free.max.x - panel.max.x;
+        if full_height && left {
             free.min.x = free.min.x.max(panel.max.x);
-        } else if full_height && panel.max.x >= free.max.x - 1.0 && panel.min.x > free.min.x + 1.0 {
+        } else if full_height {
             free.max.x = free.max.x.min(panel.min.x);
         } else if panel.min.y <= free.min.y + 1.0 {
             free.min.y = free.min.y.max(panel.max.y);

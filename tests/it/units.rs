@@ -130,6 +130,9 @@ mod free_area {
         );
         free.take(Rect::from_min_max(pos2(358.0, 680.0), pos2(973.0, 720.0)));
         assert_eq!(free.0.max.y, 680.0, "a bottom bar");
+        // A full-height panel as wide as what is left takes it from the side, not the top.
+        free.take(Rect::from_min_max(pos2(358.0, 45.0), pos2(973.0, 680.0)));
+        assert_eq!((free.0.width(), free.0.height()), (0.0, 635.0));
     }
 }
 
