@@ -6,7 +6,7 @@ use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
 
 use super::race::Race;
-use super::{Talk, TalkRace, TalkStart, caption_text};
+use super::{Talk, TalkPlates, TalkRace, TalkStart, caption_text};
 use crate::llm_scene::LlmView;
 use crate::shell::{SceneViewport, UiSet};
 
@@ -14,12 +14,6 @@ pub(super) fn plugin(app: &mut App) {
     app.init_resource::<TalkPlates>()
         .add_systems(EguiPrimaryContextPass, talk_overlay.in_set(UiSet::Overlay));
 }
-
-/// Where the overlay drew its plates last frame (the caption, the counter and clock, a note), in
-/// the window's physical pixels `[x, y, width, height]`: the screenshot's sidecar names them, so
-/// a test can tell the step's picture from its words.
-#[derive(Resource, Debug, Default, Clone)]
-pub struct TalkPlates(pub Vec<[f32; 4]>);
 
 fn talk_overlay(
     mut contexts: EguiContexts,

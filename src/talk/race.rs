@@ -478,7 +478,7 @@ impl crate::shell::probe::SceneProbe for TalkProbe {
             .and_then(|r| r.0.as_ref())
             .map(|r| serde_json::json!({"local": side(&r.local), "remote": side(&r.remote)}));
         let plates = world
-            .get_resource::<super::overlay::TalkPlates>()
+            .get_resource::<super::TalkPlates>()
             .map(|p| p.0.clone())
             .unwrap_or_default();
         serde_json::json!({"step": talk.step + 1, "steps": talk.steps(), "race": race,

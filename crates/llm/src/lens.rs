@@ -7,7 +7,9 @@
 //! `sum * (d_w * d_x)` with one fused multiply-add per lane, in block order, which the scalar
 //! twin repeats exactly (the tests hold all three to the same bits).
 
-use super::quant::{Q8Vec, QK};
+use rayon::prelude::*;
+
+use super::quant::{BlockType, Q8Vec, QK, QMatrix};
 
 /// Inputs per group (one AVX-512 register of i32 lanes; two AVX2 registers).
 pub(crate) const LANES: usize = 16;
@@ -136,6 +138,66 @@ impl Top1 {
             max,
             sum,
         }
+    }
+}
+
+impl QMatrix {
+    /// The output head for the logit lens and the real next token in one read of the weights:
+    /// `out_last[r] = dot(row r, last)` for every row (the logits sampling needs), and for each
+    /// of `lens` only its best row and softmax sum (`Top1`), kept per block of rows and merged
+    /// in row order, so no input's full logits are ever stored.
+    pub fn head_with_lens(&self, lens: &[Q8Vec], last: &Q8Vec, out_last: &mut [f32]) -> Vec<Top1> {
+        let rows = self.rows;
+        assert_eq!(out_last.len(), rows, "output size");
+        let n = lens.len();
+        let per_task = rows
+            .div_ceil(rayon::current_num_threads() * 4)
+            .clamp(64, 1024);
+        let inputs: Vec<&Q8Vec> = lens.iter().chain(std::iter::once(last)).collect();
+        // A Q8_0 head (the tied embedding) takes the lens inputs a SIMD lane each, where there
+        // is SIMD for it (elsewhere, wasm, the per-input products are the faster way).
+        let packed = (cfg!(target_arch = "x86_64") && self.ty == BlockType::Q8_0 && n > 0)
+            .then(|| LensInputs::new(lens, self.blocks_per_row()));
+        let parts: Vec<Vec<Top1>> = out_last
+            .par_chunks_mut(per_task)
+            .enumerate()
+            .map(|(t, chunk)| {
+                let first = t * per_task;
+                // Input-major: each lens input's values over this block's rows.
+                let len = chunk.len();
+                let mut values = vec![0f32; n * len];
+                let mut lanes = vec![0f32; packed.as_ref().map_or(0, |p| p.groups * LANES)];
+                for (i, out) in chunk.iter_mut().enumerate() {
+                    let weights = self.row(first + i);
+                    if let Some(p) = &packed {
+                        row(weights.d, weights.qs, p, &mut lanes);
+                        for (input, v) in lanes.iter().take(n).enumerate() {
+                            values[input * len + i] = *v;
+                        }
+                        *out = weights.dot_many(&[last])[0];
+                        continue;
+                    }
+                    for (g, group) in inputs.chunks(4).enumerate() {
+                        let got = weights.dot_many(group);
+                        for (j, v) in got.iter().take(group.len()).enumerate() {
+                            let input = g * 4 + j;
+                            if input < n {
+                                values[input * len + i] = *v;
+                            } else {
+                                *out = *v;
+                            }
+                        }
+                    }
+                }
+                values
+                    .chunks_exact(len)
+                    .map(|v| Top1::of(first, v))
+                    .collect()
+            })
+            .collect();
+        (0..n)
+            .map(|i| parts.iter().fold(Top1::NONE, |acc, part| acc.then(part[i])))
+            .collect()
     }
 }
 
@@ -326,7 +388,7 @@ mod simd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::{BlockType, QMatrix, quantize};
+    use crate::quant::quantize;
     use crate::sampling::Rng;
 
     /// A matrix of random blocks (scales small and positive).

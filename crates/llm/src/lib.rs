@@ -11,6 +11,7 @@ pub mod fetch;
 pub mod gguf_check;
 pub mod gpu;
 mod lens;
+pub use lens::Top1;
 pub mod model;
 pub mod quant;
 pub mod sampling;

@@ -19,8 +19,6 @@ use half::f16;
 use rayon::prelude::*;
 
 use super::error::{LlmError, Result};
-use super::lens;
-pub use super::lens::Top1;
 
 /// Weights per block.
 pub const QK: usize = 32;
@@ -155,11 +153,11 @@ impl QMatrix {
         })
     }
 
-    fn blocks_per_row(&self) -> usize {
+    pub(crate) fn blocks_per_row(&self) -> usize {
         self.cols / QK
     }
 
-    fn row(&self, r: usize) -> Row<'_> {
+    pub(crate) fn row(&self, r: usize) -> Row<'_> {
         let nb = self.blocks_per_row();
         let pb = self.ty.packed_bytes();
         Row {
@@ -241,78 +239,18 @@ impl QMatrix {
     }
 }
 
-impl QMatrix {
-    /// The output head for the logit lens and the real next token in one read of the weights:
-    /// `out_last[r] = dot(row r, last)` for every row (the logits sampling needs), and for each
-    /// of `lens` only its best row and softmax sum (`Top1`), kept per block of rows and merged
-    /// in row order, so no input's full logits are ever stored.
-    pub fn head_with_lens(&self, lens: &[Q8Vec], last: &Q8Vec, out_last: &mut [f32]) -> Vec<Top1> {
-        let rows = self.rows;
-        assert_eq!(out_last.len(), rows, "output size");
-        let n = lens.len();
-        let per_task = rows
-            .div_ceil(rayon::current_num_threads() * 4)
-            .clamp(64, 1024);
-        let inputs: Vec<&Q8Vec> = lens.iter().chain(std::iter::once(last)).collect();
-        // A Q8_0 head (the tied embedding) takes the lens inputs a SIMD lane each, where there
-        // is SIMD for it (elsewhere, wasm, the per-input products are the faster way).
-        let packed = (cfg!(target_arch = "x86_64") && self.ty == BlockType::Q8_0 && n > 0)
-            .then(|| crate::lens::LensInputs::new(lens, self.blocks_per_row()));
-        let parts: Vec<Vec<Top1>> = out_last
-            .par_chunks_mut(per_task)
-            .enumerate()
-            .map(|(t, chunk)| {
-                let first = t * per_task;
-                // Input-major: each lens input's values over this block's rows.
-                let len = chunk.len();
-                let mut values = vec![0f32; n * len];
-                let mut lanes = vec![0f32; packed.as_ref().map_or(0, |p| p.groups * lens::LANES)];
-                for (i, out) in chunk.iter_mut().enumerate() {
-                    let row = self.row(first + i);
-                    if let Some(p) = &packed {
-                        lens::row(row.d, row.qs, p, &mut lanes);
-                        for (input, v) in lanes.iter().take(n).enumerate() {
-                            values[input * len + i] = *v;
-                        }
-                        *out = row.dot_many(&[last])[0];
-                        continue;
-                    }
-                    for (g, group) in inputs.chunks(4).enumerate() {
-                        let got = row.dot_many(group);
-                        for (j, v) in got.iter().take(group.len()).enumerate() {
-                            let input = g * 4 + j;
-                            if input < n {
-                                values[input * len + i] = *v;
-                            } else {
-                                *out = *v;
-                            }
-                        }
-                    }
-                }
-                values
-                    .chunks_exact(len)
-                    .map(|v| Top1::of(first, v))
-                    .collect()
-            })
-            .collect();
-        (0..n)
-            .map(|i| parts.iter().fold(Top1::NONE, |acc, part| acc.then(part[i])))
-            .collect()
-    }
-}
-
 /// One repacked row.
 #[derive(Clone, Copy)]
-struct Row<'a> {
+pub(crate) struct Row<'a> {
     ty: BlockType,
-    d: &'a [f32],
+    pub(crate) d: &'a [f32],
     m: &'a [f32],
-    qs: &'a [u8],
+    pub(crate) qs: &'a [u8],
 }
 
 impl Row<'_> {
     /// Dot products of this row with up to four inputs (unused lanes are 0).
-    fn dot_many(&self, xs: &[&Q8Vec]) -> [f32; 4] {
+    pub(crate) fn dot_many(&self, xs: &[&Q8Vec]) -> [f32; 4] {
         #[cfg(all(
             target_arch = "x86_64",
             target_feature = "avx2",
