@@ -136,7 +136,8 @@ pub fn side_panel_size(
     default: f32,
     min: f32,
 ) -> (f32, std::ops::RangeInclusive<f32>) {
-    let max = (ctx.content_rect().width() * share).max(1.0);
+    // Whole points, so the panel's edge stays on the grid at zoom 1.
+    let max = (ctx.content_rect().width() * share).floor().max(1.0);
     let min = min.min(max);
     (default.clamp(min, max), min..=max)
 }

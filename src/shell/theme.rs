@@ -66,6 +66,12 @@ pub(super) fn apply_theme(
         ]
         .into();
         style.spacing.item_spacing = egui::vec2(8.0, 5.0);
+        // egui's debug builds mark rects off the pixel grid in orange ("Unaligned"): a
+        // debugging aid for egui itself, and at a projector's zoom most edges are off the grid.
+        #[cfg(debug_assertions)]
+        {
+            style.debug.show_unaligned = false;
+        }
     });
     ctx.set_zoom_factor(settings.zoom());
     *applied = Some(*settings);
