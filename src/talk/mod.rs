@@ -21,13 +21,13 @@ use crate::llm_scene::{Backend, LlmAction, LlmControls, LlmSelection, LlmView, r
 use crate::shell::probe::ProbeAppExt;
 use crate::shell::{Scene, keyboard_free};
 
-/// What was asked at start: `--talk` (the shipped file, or the one named).
 /// Where the overlay drew its plates last frame (the caption, the counter and clock, a note), in
 /// the window's physical pixels `[x, y, width, height]`: the screenshot's sidecar names them, so
 /// a test can tell the step's picture from its words.
 #[derive(Resource, Debug, Default, Clone)]
 pub struct TalkPlates(pub Vec<[f32; 4]>);
 
+/// What was asked at start: `--talk` (the shipped file, or the one named).
 #[derive(Resource, Debug, Clone, Default)]
 pub struct TalkStart {
     pub open: bool,

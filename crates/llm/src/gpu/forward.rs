@@ -157,7 +157,6 @@ impl GpuModel {
             .write_buffer(&self.scratch.step, 0, bytemuck::cast_slice(&words));
     }
 
-    /// Run `tokens` at positions `cache.len()..`; see [`Backend::forward`].
     /// The dispatches one decode step records, by kernel kind in the order they first run
     /// (`lens`: with the logit lens's 30 extra rows through the head): counted by recording a
     /// step into a list; nothing is submitted.
@@ -183,6 +182,7 @@ impl GpuModel {
         count.0
     }
 
+    /// Run `tokens` at positions `cache.len()..`; see [`Backend::forward`].
     pub fn forward_gpu(
         &self,
         cache: &mut GpuCache,

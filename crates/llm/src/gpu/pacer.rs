@@ -42,7 +42,7 @@ struct State {
     /// Dispatches per submission, sized to half the budget.
     chunk: usize,
     /// The CPU backend's share of the time it computes (1: it never rests), and whether a CPU
-    /// step is under way (the frames it spans count as busy).
+    /// step is under way (the frames it spans count as the CPU backend's).
     cpu_duty: f64,
     cpu_working: bool,
     /// Until when the CPU backend's cycle (its rest) lasts, and its frames' time (ms).
