@@ -506,11 +506,14 @@ impl Model {
             (Linear::Ours(head), Some(tok))
                 if lens_rows.len() > 1 && lens_rows.len() == layers.len() + 1 =>
             {
-                let normed = self.norm.forward(&lens_rows.concat());
+                // The rows of layers 0..n-2, then the final row (layer n-1's residual, which
+                // `lens_rows` holds twice, is normed and quantized once).
+                let (lens, ends) = lens_rows.split_at(lens_rows.len() - 2);
+                let normed = self.norm.forward(&lens.concat());
                 let q: Vec<Q8Vec> = normed.chunks_exact(cfg.n_embd).map(quantize).collect();
-                let (lens, final_row) = q.split_at(q.len().saturating_sub(2));
+                let final_row = quantize(&self.norm.forward(&ends[1]));
                 let mut logits = vec![0f32; head.rows];
-                let tops = head.head_with_lens(lens, &final_row[final_row.len() - 1], &mut logits);
+                let tops = head.head_with_lens(&q, &final_row, &mut logits);
                 let logits = Logits(logits);
                 for (layer, top) in layers.iter_mut().zip(tops) {
                     layer.logit_lens = Some(TokenProb {
