@@ -8,12 +8,10 @@ use bevy::asset::RenderAssetUsages;
 use bevy::asset::uuid_handle;
 use bevy::camera::visibility::NoFrustumCulling;
 use bevy::mesh::{Indices, MeshVertexBufferLayoutRef, PrimitiveTopology};
-use bevy::pbr::{MaterialPipeline, MaterialPipelineKey};
 use bevy::prelude::*;
 use bevy::render::render_resource::{
     AsBindGroup, RenderPipelineDescriptor, ShaderType, SpecializedMeshPipelineError,
 };
-use bevy::shader::ShaderRef;
 use glam::{Mat3, Mat4, UVec4, Vec4};
 
 use super::scene::{GraphicsSettings, MeshChoice, MeshLibrary, SceneMatrices};
@@ -73,32 +71,43 @@ pub struct MatrixMaterial {
     pub scene: SceneUniform,
 }
 
-impl Material for MatrixMaterial {
-    fn vertex_shader() -> ShaderRef {
-        MATRIX_SHADER.into()
-    }
+/// A material of ours: `$shader` is both its vertex and fragment stage (its own vertex stage,
+/// so no prepass or shadow pass, which would use Bevy's), on `position_normal_both_faces`'s
+/// pipeline; `$def`s are the shader definitions that pick its variant.
+macro_rules! our_material {
+    ($material:ty, $shader:expr, [$($def:literal),*]) => {
+        impl bevy::pbr::Material for $material {
+            fn vertex_shader() -> bevy::shader::ShaderRef {
+                $shader.into()
+            }
 
-    fn fragment_shader() -> ShaderRef {
-        MATRIX_SHADER.into()
-    }
+            fn fragment_shader() -> bevy::shader::ShaderRef {
+                $shader.into()
+            }
 
-    fn enable_prepass() -> bool {
-        false
-    }
+            fn enable_prepass() -> bool {
+                false
+            }
 
-    fn enable_shadows() -> bool {
-        false
-    }
+            fn enable_shadows() -> bool {
+                false
+            }
 
-    fn specialize(
-        _pipeline: &MaterialPipeline,
-        descriptor: &mut RenderPipelineDescriptor,
-        layout: &MeshVertexBufferLayoutRef,
-        _key: MaterialPipelineKey<Self>,
-    ) -> Result<(), SpecializedMeshPipelineError> {
-        position_normal_both_faces(descriptor, layout)
-    }
+            fn specialize(
+                _pipeline: &bevy::pbr::MaterialPipeline,
+                descriptor: &mut bevy::render::render_resource::RenderPipelineDescriptor,
+                layout: &bevy::mesh::MeshVertexBufferLayoutRef,
+                _key: bevy::pbr::MaterialPipelineKey<Self>,
+            ) -> Result<(), bevy::render::render_resource::SpecializedMeshPipelineError> {
+                $(descriptor.vertex.shader_defs.push($def.into());)*
+                $crate::graphics::material::position_normal_both_faces(descriptor, layout)
+            }
+        }
+    };
 }
+pub(crate) use our_material;
+
+our_material!(MatrixMaterial, MATRIX_SHADER, []);
 
 /// The pipeline our materials share: positions at location 0 and normals at 1 (the only
 /// attributes the shaders read), and both faces drawn, since a mirroring scale (a negative

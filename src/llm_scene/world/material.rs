@@ -4,13 +4,8 @@
 //! values from a storage buffer (the GPU kernel's own, or the uploaded trace).
 
 use bevy::asset::uuid_handle;
-use bevy::mesh::MeshVertexBufferLayoutRef;
-use bevy::pbr::{MaterialPipeline, MaterialPipelineKey};
 use bevy::prelude::*;
-use bevy::render::render_resource::{
-    AsBindGroup, Buffer, RenderPipelineDescriptor, ShaderType, SpecializedMeshPipelineError,
-};
-use bevy::shader::ShaderRef;
+use bevy::render::render_resource::{AsBindGroup, Buffer, ShaderType};
 use glam::{Mat4, UVec4, Vec4};
 
 use crate::llm_scene::activations::{NEGATIVE, POSITIVE, ZERO};
@@ -77,43 +72,9 @@ pub struct ColumnsMaterial {
     pub values: Buffer,
 }
 
-/// Both world materials run shaders/world_material.wgsl with its own vertex stage (so no
-/// prepass or shadow pass, which would use Bevy's), positions and normals, both faces; `defs`
-/// are the shader definitions that pick the variant.
-macro_rules! world_material {
-    ($material:ty, [$($def:literal),*]) => {
-        impl Material for $material {
-            fn vertex_shader() -> ShaderRef {
-                WORLD_SHADER.into()
-            }
-
-            fn fragment_shader() -> ShaderRef {
-                WORLD_SHADER.into()
-            }
-
-            fn enable_prepass() -> bool {
-                false
-            }
-
-            fn enable_shadows() -> bool {
-                false
-            }
-
-            fn specialize(
-                _pipeline: &MaterialPipeline,
-                descriptor: &mut RenderPipelineDescriptor,
-                layout: &MeshVertexBufferLayoutRef,
-                _key: MaterialPipelineKey<Self>,
-            ) -> Result<(), SpecializedMeshPipelineError> {
-                $(descriptor.vertex.shader_defs.push($def.into());)*
-                crate::graphics::material::position_normal_both_faces(descriptor, layout)
-            }
-        }
-    };
-}
-
-world_material!(WorldMaterial, []);
-world_material!(ColumnsMaterial, ["VALUES_IN_BUFFER"]);
+// Both run shaders/world_material.wgsl; the columns' variant reads s_y from the buffer.
+crate::graphics::material::our_material!(WorldMaterial, WORLD_SHADER, []);
+crate::graphics::material::our_material!(ColumnsMaterial, WORLD_SHADER, ["VALUES_IN_BUFFER"]);
 
 pub(super) fn register_shader(mut shaders: ResMut<Assets<Shader>>) {
     let path = "shaders/world_material.wgsl";
