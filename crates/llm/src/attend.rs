@@ -42,7 +42,11 @@ pub(crate) fn exp(x: f32) -> f32 {
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((k as i32 + 127) as u32) << 23)
+    // k is a whole number in -126..=1: added to 1.5 * 2^23 it lands in the low bits of the
+    // mantissa, read back by a bit cast (Rust's saturating float-to-int `as` does not vectorise).
+    const MAGIC: f32 = 12_582_912.0;
+    let k = (k + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits());
+    p * f32::from_bits(k.wrapping_add(127) << 23)
 }
 
 /// The shape of one attention call: `n` new rows at positions `pos..pos + n`, `heads` query

@@ -16,39 +16,46 @@ pub(crate) const LANES: usize = 16;
 /// Four-byte steps per block.
 const STEPS: usize = QK / 4;
 
-/// Quantized inputs laid out for `row`: for group g, block b, step k, the 16 inputs' four
-/// bytes side by side (64 bytes); each block's input scales and, for the VNNI form, 128 times
-/// each input's block sum (the offset that makes the weights unsigned there).
+/// Quantized inputs laid out for the kernels: for group g, block b, step k, the 16 inputs'
+/// four bytes side by side (64 bytes), and each block's input scales. For VNNI (`unsigned`),
+/// whose `vpdpbusd` takes one side unsigned, the bytes are stored offset by 128 (`x ^ 0x80` is
+/// `x + 128` as a byte), and 128 times the weights' block sum comes off again.
 #[derive(Debug, Clone)]
 pub(crate) struct LensInputs {
     pub(crate) groups: usize,
     blocks: usize,
-    xq: Vec<i8>,
+    unsigned: bool,
+    xq: Vec<u8>,
     dx: Vec<f32>,
-    offset: Vec<i32>,
 }
 
 impl LensInputs {
-    /// The inputs of `blocks` blocks each; lanes past the last input are zeros.
+    /// The inputs of `blocks` blocks each, in the form this CPU's kernel takes.
     pub(crate) fn new(xs: &[Q8Vec], blocks: usize) -> Self {
+        Self::with_form(xs, blocks, vnni())
+    }
+
+    /// The inputs of `blocks` blocks each; lanes past the last input are zeros.
+    fn with_form(xs: &[Q8Vec], blocks: usize, unsigned: bool) -> Self {
         let groups = xs.len().div_ceil(LANES);
+        let flip = if unsigned { 0x80 } else { 0 };
         let mut out = LensInputs {
             groups,
             blocks,
-            xq: vec![0; groups * blocks * STEPS * LANES * 4],
+            unsigned,
+            xq: vec![flip; groups * blocks * STEPS * LANES * 4],
             dx: vec![0.0; groups * blocks * LANES],
-            offset: vec![0; groups * blocks * LANES],
         };
         for (i, x) in xs.iter().enumerate() {
             let (g, lane) = (i / LANES, i % LANES);
             for b in 0..blocks {
                 let block = &x.qs[b * QK..(b + 1) * QK];
-                let at = (g * blocks + b) * LANES + lane;
-                out.dx[at] = x.d[b];
-                out.offset[at] = 128 * block.iter().map(|v| *v as i32).sum::<i32>();
+                out.dx[(g * blocks + b) * LANES + lane] = x.d[b];
                 for k in 0..STEPS {
                     let to = (((g * blocks + b) * STEPS + k) * LANES + lane) * 4;
-                    out.xq[to..to + 4].copy_from_slice(&block[4 * k..4 * k + 4]);
+                    for (o, v) in out.xq[to..to + 4].iter_mut().zip(&block[4 * k..]) {
+                        *o = *v as u8 ^ flip;
+                    }
                 }
             }
         }
@@ -58,6 +65,22 @@ impl LensInputs {
     fn group_base(&self, g: usize, b: usize) -> usize {
         g * self.blocks + b
     }
+
+    /// Input byte `at` as the signed value it stands for.
+    fn value(&self, at: usize) -> i32 {
+        (self.xq[at] ^ if self.unsigned { 0x80 } else { 0 }) as i8 as i32
+    }
+}
+
+/// Whether this CPU has AVX-512 VNNI (the widest form of the lens kernel).
+fn vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// One input's most likely row and its softmax over the rows seen, kept as they stream by
@@ -101,45 +124,73 @@ impl Top1 {
         };
         Top1 { row, max, sum }
     }
+}
 
-    /// The rows `first..first + values.len()` of one input.
-    pub(crate) fn of(first: usize, values: &[f32]) -> Top1 {
-        // In 16 lanes each (a float sum in one chain does not vectorise): the largest value,
-        // then the first row that has it, then the exponentials' sum.
-        const W: usize = 16;
-        let chunks = values.chunks_exact(W);
-        let tail = chunks.remainder();
-        let mut lanes = [f32::NEG_INFINITY; W];
-        for c in chunks.clone() {
-            for (l, v) in lanes.iter_mut().zip(c) {
-                *l = l.max(*v);
-            }
-        }
-        let max = tail
-            .iter()
-            .chain(&lanes)
-            .fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-        let Some(at) = values.iter().position(|v| *v == max) else {
-            return Top1::NONE;
+/// Sixteen inputs' `Top1`s at once, a lane each, folded over tiles of rows: the largest value
+/// and its first row by comparisons, then the exponentials' sum against the new maximum (the
+/// old sum rescaled once a tile), so the loops run over whole vectors of lanes.
+#[derive(Debug, Clone, Copy)]
+struct Online {
+    max: [f32; LANES],
+    sum: [f32; LANES],
+    row: [u32; LANES],
+}
+
+impl Online {
+    const NONE: Online = Online {
+        max: [f32::NEG_INFINITY; LANES],
+        sum: [0.0; LANES],
+        row: [0; LANES],
+    };
+
+    /// Rows `first..` with their values in `values` (`width` a row), this group's lanes
+    /// starting at `lane`.
+    fn fold(&mut self, values: &[f32], width: usize, lane: usize, first: usize) {
+        let lanes = |v: &[f32]| -> [f32; LANES] {
+            let mut out = [0f32; LANES];
+            out.copy_from_slice(&v[lane..lane + LANES]);
+            out
         };
-        let mut sums = [0f32; W];
-        for c in chunks {
-            for (s, v) in sums.iter_mut().zip(c) {
-                *s += crate::attend::exp(v - max);
+        let (mut max, mut row) = (self.max, self.row);
+        for (r, v) in values.chunks_exact(width).enumerate() {
+            let v = lanes(v);
+            for l in 0..LANES {
+                // Strictly larger: a tie keeps the earlier row.
+                let better = v[l] > max[l];
+                max[l] = if better { v[l] } else { max[l] };
+                row[l] = if better { (first + r) as u32 } else { row[l] };
             }
         }
-        let sum = tail
-            .iter()
-            .map(|v| crate::attend::exp(v - max))
-            .sum::<f32>()
-            + sums.iter().sum::<f32>();
-        Top1 {
-            row: (first + at) as u32,
-            max,
-            sum,
+        let mut sum: [f32; LANES] =
+            std::array::from_fn(|l| self.sum[l] * crate::attend::exp(self.max[l] - max[l]));
+        for v in values.chunks_exact(width) {
+            let v = lanes(v);
+            for l in 0..LANES {
+                sum[l] += crate::attend::exp(v[l] - max[l]);
+            }
         }
+        *self = Online { max, sum, row };
+    }
+
+    /// Each lane's answer (none where no value was a number).
+    fn tops(&self) -> impl Iterator<Item = Top1> + '_ {
+        (0..LANES).map(|l| {
+            if self.max[l] > f32::NEG_INFINITY {
+                Top1 {
+                    row: self.row[l],
+                    max: self.max[l],
+                    sum: self.sum[l],
+                }
+            } else {
+                Top1::NONE
+            }
+        })
     }
 }
+
+/// Rows a task runs through the kernel before folding their values into its `Online`s (the
+/// values stay in L1 between the two).
+const TILE: usize = 16;
 
 impl QMatrix {
     /// The output head for the logit lens and the real next token in one read of the weights:
@@ -158,41 +209,52 @@ impl QMatrix {
         // is SIMD for it (elsewhere, wasm, the per-input products are the faster way).
         let packed = (cfg!(target_arch = "x86_64") && self.ty == BlockType::Q8_0 && n > 0)
             .then(|| LensInputs::new(lens, self.blocks_per_row()));
+        let blocks = self.blocks_per_row();
+        let sums = packed
+            .as_ref()
+            .filter(|p| p.unsigned)
+            .map(|_| self.lens_sums());
+        // Each row's lens values side by side, a lane each (lanes past `n` are never read).
+        let width = n.div_ceil(LANES) * LANES;
         let parts: Vec<Vec<Top1>> = out_last
             .par_chunks_mut(per_task)
             .enumerate()
             .map(|(t, chunk)| {
                 let first = t * per_task;
-                // Input-major: each lens input's values over this block's rows.
-                let len = chunk.len();
-                let mut values = vec![0f32; n * len];
-                let mut lanes = vec![0f32; packed.as_ref().map_or(0, |p| p.groups * LANES)];
-                for (i, out) in chunk.iter_mut().enumerate() {
-                    let weights = self.row(first + i);
+                let mut tile = vec![0f32; TILE * width];
+                let mut online = vec![Online::NONE; width / LANES];
+                for (c, outs) in chunk.chunks_mut(TILE).enumerate() {
+                    let start = first + c * TILE;
+                    let values = &mut tile[..outs.len() * width];
                     if let Some(p) = &packed {
-                        row(weights.d, weights.qs, p, &mut lanes);
-                        for (input, v) in lanes.iter().take(n).enumerate() {
-                            values[input * len + i] = *v;
+                        let run = self.rows(start, outs.len());
+                        let sums = match sums {
+                            Some(all) => &all[start * blocks..(start + outs.len()) * blocks],
+                            None => &[],
+                        };
+                        products(run.d, run.qs, sums, p, values);
+                        for (i, out) in outs.iter_mut().enumerate() {
+                            *out = self.row(start + i).dot_many(&[last])[0];
                         }
-                        *out = weights.dot_many(&[last])[0];
-                        continue;
-                    }
-                    for (g, group) in inputs.chunks(4).enumerate() {
-                        let got = weights.dot_many(group);
-                        for (j, v) in got.iter().take(group.len()).enumerate() {
-                            let input = g * 4 + j;
-                            if input < n {
-                                values[input * len + i] = *v;
-                            } else {
-                                *out = *v;
+                    } else {
+                        for (i, out) in outs.iter_mut().enumerate() {
+                            let weights = self.row(start + i);
+                            for (g, group) in inputs.chunks(4).enumerate() {
+                                let got = weights.dot_many(group);
+                                for (j, v) in got.iter().take(group.len()).enumerate() {
+                                    match g * 4 + j {
+                                        input if input < n => values[i * width + input] = *v,
+                                        _ => *out = *v,
+                                    }
+                                }
                             }
                         }
                     }
+                    for (g, o) in online.iter_mut().enumerate() {
+                        o.fold(values, width, g * LANES, start);
+                    }
                 }
-                values
-                    .chunks_exact(len)
-                    .map(|v| Top1::of(first, v))
-                    .collect()
+                online.iter().flat_map(Online::tops).take(n).collect()
             })
             .collect();
         (0..n)
@@ -201,52 +263,72 @@ impl QMatrix {
     }
 }
 
-/// `out[i] = dot(row, input i)` for a Q8_0 row (`d`: its block scales, `qs`: its 32 bytes a
-/// block) and every input (`out` holds `groups * LANES`; lanes past the inputs get 0).
-pub(crate) fn row(d: &[f32], qs: &[u8], x: &LensInputs, out: &mut [f32]) {
-    assert!(d.len() >= x.blocks && qs.len() >= x.blocks * QK);
-    assert!(out.len() >= x.groups * LANES);
+/// `out[r * width + i] = dot(row r, input i)` for each of a run of Q8_0 rows (`d`: their block
+/// scales, `qs`: their 32 bytes a block, `sums`: 128 times each block's sum, needed by the VNNI
+/// form) and every input, `width` being `groups * LANES` (lanes past the inputs get 0).
+pub(crate) fn products(d: &[f32], qs: &[u8], sums: &[i32], x: &LensInputs, out: &mut [f32]) {
+    let count = d.len() / x.blocks;
+    let width = x.groups * LANES;
+    assert!(d.len() == count * x.blocks && qs.len() == d.len() * QK);
+    assert!(out.len() >= count * width);
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512vnni")
-    {
+    if x.unsigned && vnni() {
+        assert_eq!(sums.len(), d.len(), "block sums");
         // SAFETY: the CPU has the features (checked just above); lengths checked above.
         #[allow(unsafe_code)]
         unsafe {
-            simd::row_vnni(d, qs, x, out)
+            simd::rows_vnni(d, qs, sums, x, out)
         };
         return;
     }
+    let b = x.blocks;
+    for (r, out) in out.chunks_exact_mut(width).take(count).enumerate() {
+        row(
+            &d[r * b..(r + 1) * b],
+            &qs[r * b * QK..(r + 1) * b * QK],
+            x,
+            out,
+        );
+    }
+}
+
+impl QMatrix {
+    /// 128 times each block's weight sum, made once on first use (the VNNI form's correction).
+    fn lens_sums(&self) -> &[i32] {
+        self.lens_sums.get_or_init(|| {
+            let all = self.rows(0, self.rows);
+            all.qs
+                .par_chunks(QK)
+                .map(|b| 128 * b.iter().map(|w| *w as i8 as i32).sum::<i32>())
+                .collect()
+        })
+    }
+}
+
+/// `out[i] = dot(row, input i)` for one Q8_0 row (`d`: its block scales, `qs`: its 32 bytes a
+/// block) and every input (`out` holds `groups * LANES`; lanes past the inputs get 0), without
+/// VNNI (`products` has it).
+pub(crate) fn row(d: &[f32], qs: &[u8], x: &LensInputs, out: &mut [f32]) {
+    assert!(d.len() >= x.blocks && qs.len() >= x.blocks * QK);
+    assert!(out.len() >= x.groups * LANES);
     #[cfg(all(
         target_arch = "x86_64",
         target_feature = "avx2",
         target_feature = "fma"
     ))]
-    {
+    if !x.unsigned {
         // SAFETY: the crate is built for AVX2 and FMA (x86-64-v3); lengths checked above.
         #[allow(unsafe_code)]
         unsafe {
             simd::row_avx2(d, qs, x, out)
         };
+        return;
     }
-    #[cfg(not(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    )))]
     row_scalar(d, qs, x, out);
 }
 
 /// The portable twin: the same integer block sums and the same fused multiply-adds in the same
 /// order, so the same bits.
-#[cfg_attr(
-    all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ),
-    allow(dead_code)
-)]
 pub(crate) fn row_scalar(d: &[f32], qs: &[u8], x: &LensInputs, out: &mut [f32]) {
     for g in 0..x.groups {
         let mut total = [0f32; LANES];
@@ -258,7 +340,7 @@ pub(crate) fn row_scalar(d: &[f32], qs: &[u8], x: &LensInputs, out: &mut [f32]) 
                     let at = ((base * STEPS + k) * LANES + lane) * 4;
                     for j in 0..4 {
                         let w = qs[b * QK + 4 * k + j] as i8 as i32;
-                        sum += w * x.xq[at + j] as i32;
+                        sum += w * x.value(at + j);
                     }
                 }
                 let scale = d[b] * x.dx[base * LANES + lane];
@@ -273,7 +355,7 @@ pub(crate) fn row_scalar(d: &[f32], qs: &[u8], x: &LensInputs, out: &mut [f32]) 
 #[allow(unsafe_code)]
 mod simd {
     //! The two SIMD forms of `row`. Loads are unaligned, through raw pointers into slices whose
-    //! lengths `row` checked.
+    //! lengths `row` and `products` checked.
     use std::arch::x86_64::*;
 
     use super::{LANES, LensInputs, QK, STEPS};
@@ -289,51 +371,64 @@ mod simd {
     }
 
     /// AVX-512 VNNI: 16 inputs a register, up to four registers at once, so each block's
-    /// weights are broadcast once for all of them. `vpdpbusd` multiplies unsigned by signed
-    /// bytes, so the weights go in offset by 128 (`w ^ 0x80` is `w + 128` as a byte) and 128
-    /// times the input's block sum comes off again.
+    /// weights are broadcast once for all of them, row after row of a run. The inputs come
+    /// offset by 128 (`vpdpbusd` takes them unsigned), so 128 times the weights' block sum
+    /// (`sums`) comes off each block's integer sum.
     ///
     /// # Safety
-    /// The CPU has AVX-512F and AVX-512 VNNI; the lengths `row` checks.
+    /// The CPU has AVX-512F and AVX-512 VNNI; the lengths `products` checks.
     #[target_feature(enable = "avx512f,avx512vnni")]
-    pub(super) unsafe fn row_vnni(d: &[f32], qs: &[u8], x: &LensInputs, out: &mut [f32]) {
+    pub(super) unsafe fn rows_vnni(
+        d: &[f32],
+        qs: &[u8],
+        sums: &[i32],
+        x: &LensInputs,
+        out: &mut [f32],
+    ) {
         const AT_ONCE: usize = 4;
-        let flip = _mm512_set1_epi32(0x8080_8080u32 as i32);
-        for first in (0..x.groups).step_by(AT_ONCE) {
-            let n = (x.groups - first).min(AT_ONCE);
-            let mut totals = [_mm512_setzero_ps(); AT_ONCE];
-            for b in 0..x.blocks {
-                let mut w = [_mm512_setzero_si512(); STEPS];
-                for (k, wk) in w.iter_mut().enumerate() {
-                    // SAFETY: b < blocks, and qs holds blocks * QK bytes.
-                    let four = unsafe { four(qs, b * QK + 4 * k) };
-                    *wk = _mm512_xor_si512(_mm512_set1_epi32(four), flip);
-                }
-                // SAFETY: b < blocks <= d.len().
-                let wd = _mm512_set1_ps(unsafe { *d.get_unchecked(b) });
-                for (j, total) in totals.iter_mut().enumerate().take(n) {
-                    let base = x.group_base(first + j, b);
-                    // SAFETY (every load): indices inside the lengths `LensInputs::new` made.
-                    unsafe {
-                        let xq = x.xq.as_ptr().add(base * STEPS * LANES * 4);
-                        let mut acc = _mm512_setzero_si512();
-                        for (k, wk) in w.iter().enumerate() {
-                            let v = _mm512_loadu_si512(xq.add(k * LANES * 4) as *const __m512i);
-                            acc = _mm512_dpbusd_epi32(acc, *wk, v);
+        let (blocks, width) = (x.blocks, x.groups * LANES);
+        for r in 0..d.len() / blocks {
+            let d = &d[r * blocks..(r + 1) * blocks];
+            let sums = &sums[r * blocks..(r + 1) * blocks];
+            let qs = &qs[r * blocks * QK..(r + 1) * blocks * QK];
+            let out = &mut out[r * width..(r + 1) * width];
+            for first in (0..x.groups).step_by(AT_ONCE) {
+                let n = (x.groups - first).min(AT_ONCE);
+                let mut totals = [_mm512_setzero_ps(); AT_ONCE];
+                for b in 0..blocks {
+                    let mut w = [_mm512_setzero_si512(); STEPS];
+                    for (k, wk) in w.iter_mut().enumerate() {
+                        // SAFETY: b < blocks, and qs holds blocks * QK bytes.
+                        *wk = _mm512_set1_epi32(unsafe { four(qs, b * QK + 4 * k) });
+                    }
+                    // SAFETY: b < blocks = d.len() = sums.len().
+                    let (wd, offset) = unsafe {
+                        (
+                            _mm512_set1_ps(*d.get_unchecked(b)),
+                            _mm512_set1_epi32(*sums.get_unchecked(b)),
+                        )
+                    };
+                    for (j, total) in totals.iter_mut().enumerate().take(n) {
+                        let base = x.group_base(first + j, b);
+                        // SAFETY (every load): indices inside the lengths `LensInputs` made.
+                        unsafe {
+                            let xq = x.xq.as_ptr().add(base * STEPS * LANES * 4);
+                            let mut acc = _mm512_setzero_si512();
+                            for (k, wk) in w.iter().enumerate() {
+                                let v = _mm512_loadu_si512(xq.add(k * LANES * 4) as *const __m512i);
+                                acc = _mm512_dpbusd_epi32(acc, v, *wk);
+                            }
+                            let sum = _mm512_sub_epi32(acc, offset);
+                            let scale =
+                                _mm512_mul_ps(wd, _mm512_loadu_ps(x.dx.as_ptr().add(base * LANES)));
+                            *total = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, *total);
                         }
-                        let offset = _mm512_loadu_si512(
-                            x.offset.as_ptr().add(base * LANES) as *const __m512i
-                        );
-                        let sum = _mm512_sub_epi32(acc, offset);
-                        let scale =
-                            _mm512_mul_ps(wd, _mm512_loadu_ps(x.dx.as_ptr().add(base * LANES)));
-                        *total = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, *total);
                     }
                 }
-            }
-            for (j, total) in totals.iter().enumerate().take(n) {
-                // SAFETY: out holds groups * LANES floats.
-                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add((first + j) * LANES), *total) };
+                for (j, total) in totals.iter().enumerate().take(n) {
+                    // SAFETY: out holds groups * LANES floats.
+                    unsafe { _mm512_storeu_ps(out.as_mut_ptr().add((first + j) * LANES), *total) };
+                }
             }
         }
     }
@@ -410,7 +505,7 @@ mod tests {
     #[test]
     fn the_lens_head_gives_each_inputs_top_row_and_the_last_inputs_every_value() {
         let mut rng = Rng::new(13);
-        let (rows, cols, n) = (1000, 96, 5);
+        let (rows, cols, n) = (1000, 96, 21);
         let ty = BlockType::Q8_0;
         let w = random_matrix(&mut rng, ty, rows, cols);
         let xs: Vec<f32> = (0..(n + 1) * cols)
@@ -466,36 +561,57 @@ mod tests {
                     quantize(&v)
                 })
                 .collect();
+            // This CPU's form (VNNI's unsigned inputs where it has it) and the signed one.
             let packed = LensInputs::new(&xs, blocks);
-            for _ in 0..20 {
-                let d: Vec<f32> = (0..blocks).map(|_| rng.next_f32() * 0.02 + 1e-3).collect();
+            let signed = LensInputs::with_form(&xs, blocks, false);
+            let width = packed.groups * LANES;
+            for count in (0..12).map(|t| 1 + t % 4) {
+                // A run of `count` rows; the checks below look at its last.
+                let d: Vec<f32> = (0..count * blocks)
+                    .map(|_| rng.next_f32() * 0.02 + 1e-3)
+                    .collect();
                 // Every byte, -128 included.
-                let qs: Vec<u8> = (0..blocks * QK)
+                let qs: Vec<u8> = (0..count * blocks * QK)
                     .map(|_| (rng.next_u64() & 0xFF) as u8)
                     .collect();
-                let mut scalar = vec![f32::NAN; packed.groups * LANES];
-                let mut fast = vec![f32::NAN; packed.groups * LANES];
-                row_scalar(&d, &qs, &packed, &mut scalar);
-                row(&d, &qs, &packed, &mut fast);
-                assert_eq!(
-                    scalar.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    fast.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    "{inputs} inputs"
-                );
-                #[cfg(all(
-                    target_arch = "x86_64",
-                    target_feature = "avx2",
-                    target_feature = "fma"
-                ))]
-                {
-                    let mut avx2 = vec![f32::NAN; packed.groups * LANES];
-                    // SAFETY: the crate's tests run on the CPU it is built for (x86-64-v3).
-                    #[allow(unsafe_code)]
-                    unsafe {
-                        simd::row_avx2(&d, &qs, &packed, &mut avx2)
-                    };
-                    assert_eq!(scalar, avx2, "{inputs} inputs, AVX2");
+                let sums: Vec<i32> = qs
+                    .chunks_exact(QK)
+                    .map(|b| 128 * b.iter().map(|w| *w as i8 as i32).sum::<i32>())
+                    .collect();
+                let mut fast = vec![f32::NAN; count * width];
+                products(&d, &qs, &sums, &packed, &mut fast);
+                let mut scalar = vec![f32::NAN; width];
+                let mut of_signed = vec![f32::NAN; width];
+                for r in 0..count {
+                    let (d, qs) = (
+                        &d[r * blocks..(r + 1) * blocks],
+                        &qs[r * blocks * QK..(r + 1) * blocks * QK],
+                    );
+                    row_scalar(d, qs, &packed, &mut scalar);
+                    let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    row_scalar(d, qs, &signed, &mut of_signed);
+                    assert_eq!(bits(&scalar), bits(&of_signed), "both forms, scalar");
+                    assert_eq!(
+                        bits(&scalar),
+                        bits(&fast[r * width..(r + 1) * width]),
+                        "{inputs} inputs, row {r} of {count}"
+                    );
+                    #[cfg(all(
+                        target_arch = "x86_64",
+                        target_feature = "avx2",
+                        target_feature = "fma"
+                    ))]
+                    {
+                        let mut avx2 = vec![f32::NAN; width];
+                        // SAFETY: the crate's tests run on the CPU it is built for (x86-64-v3).
+                        #[allow(unsafe_code)]
+                        unsafe {
+                            simd::row_avx2(d, qs, &signed, &mut avx2)
+                        };
+                        assert_eq!(bits(&scalar), bits(&avx2), "{inputs} inputs, AVX2");
+                    }
                 }
+                let (d, qs) = (&d[(count - 1) * blocks..], &qs[(count - 1) * blocks * QK..]);
                 for (i, x) in xs.iter().enumerate() {
                     let exact: f64 = (0..blocks)
                         .map(|b| {

@@ -27,6 +27,8 @@ use super::backend::{Backend, Cache, CacheStore};
 use super::config::LlamaConfig;
 use super::error::{LlmError, Result};
 use super::quant::{BlockType, Q8Vec, QMatrix, quantize};
+/// Where the callers of `model::top_k` find it (it lives with the sampling).
+pub use super::sampling::top_k;
 use super::tokenizer::LlmTokenizer;
 use super::trace::{LayerTrace, RecordOptions, TokenInfo, TokenProb, Trace};
 
@@ -722,27 +724,6 @@ impl Logits {
             })
             .collect()
     }
-}
-
-/// Indices, logits and softmax probabilities of the `k` largest logits, best first.
-pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32, f32)> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
-    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-    let k = k.min(idx.len());
-    if k == 0 {
-        return Vec::new();
-    }
-    let cmp = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]);
-    idx.select_nth_unstable_by(k - 1, cmp);
-    idx.truncate(k);
-    idx.sort_by(cmp);
-    idx.into_iter()
-        .map(|i| {
-            let l = logits[i as usize];
-            (i, l, (l - max).exp() / sum)
-        })
-        .collect()
 }
 
 /// Euclidean length.

@@ -93,6 +93,9 @@ pub struct QMatrix {
     m: Vec<f32>,
     /// Per block: 16 bytes of nibbles (Q4_1) or 32 int8 stored as bytes (Q8_0).
     qs: Vec<u8>,
+    /// Per block: 128 times its weights' sum, made by the logit lens's VNNI kernel when it
+    /// first needs them (`lens.rs`).
+    pub(crate) lens_sums: std::sync::OnceLock<Vec<i32>>,
 }
 
 impl QMatrix {
@@ -118,6 +121,7 @@ impl QMatrix {
             d: Vec::with_capacity(blocks),
             m: Vec::with_capacity(if ty == BlockType::Q4_1 { blocks } else { 0 }),
             qs: Vec::with_capacity(blocks * ty.packed_bytes()),
+            lens_sums: Default::default(),
         };
         for block in bytes.chunks_exact(ty.file_bytes()) {
             out.d
@@ -150,6 +154,7 @@ impl QMatrix {
             d: parts.iter().flat_map(|m| m.d.iter().copied()).collect(),
             m: parts.iter().flat_map(|m| m.m.iter().copied()).collect(),
             qs: parts.iter().flat_map(|m| m.qs.iter().copied()).collect(),
+            lens_sums: Default::default(),
         })
     }
 
@@ -158,17 +163,23 @@ impl QMatrix {
     }
 
     pub(crate) fn row(&self, r: usize) -> Row<'_> {
+        self.rows(r, 1)
+    }
+
+    /// Rows `first..first + count` as one run of blocks (rows are stored one after another).
+    pub(crate) fn rows(&self, first: usize, count: usize) -> Row<'_> {
         let nb = self.blocks_per_row();
         let pb = self.ty.packed_bytes();
+        let (from, to) = (first * nb, (first + count) * nb);
         Row {
             ty: self.ty,
-            d: &self.d[r * nb..(r + 1) * nb],
+            d: &self.d[from..to],
             m: if self.m.is_empty() {
                 &[]
             } else {
-                &self.m[r * nb..(r + 1) * nb]
+                &self.m[from..to]
             },
-            qs: &self.qs[r * nb * pb..(r + 1) * nb * pb],
+            qs: &self.qs[from * pb..to * pb],
         }
     }
 

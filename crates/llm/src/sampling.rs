@@ -159,6 +159,58 @@ impl Sampler {
     }
 }
 
+/// Indices, logits and softmax probabilities of the `k` largest logits, best first (a tie
+/// keeps the lower index first).
+pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32, f32)> {
+    let k = k.min(logits.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    let (max, sum) = softmax_parts(logits);
+    // One scan keeps the best k in order; a logit enters only when it beats the last of them,
+    // so nearly every one costs a single comparison.
+    let mut best: Vec<u32> = Vec::with_capacity(k + 1);
+    for (i, l) in logits.iter().enumerate() {
+        if best.len() == k && !l.total_cmp(&logits[best[k - 1] as usize]).is_gt() {
+            continue;
+        }
+        let at = best.partition_point(|j| logits[*j as usize].total_cmp(l).is_ge());
+        best.insert(at, i as u32);
+        best.truncate(k);
+    }
+    best.into_iter()
+        .map(|i| {
+            let l = logits[i as usize];
+            (i, l, crate::attend::exp(l - max) / sum)
+        })
+        .collect()
+}
+
+/// The largest value and the sum of e^(value - largest), in 16 lanes so that both vectorise.
+fn softmax_parts(values: &[f32]) -> (f32, f32) {
+    const W: usize = 16;
+    let chunks = values.chunks_exact(W);
+    let tail = chunks.remainder();
+    let mut lanes = [f32::NEG_INFINITY; W];
+    for c in chunks.clone() {
+        for (m, v) in lanes.iter_mut().zip(c) {
+            *m = m.max(*v);
+        }
+    }
+    let max = tail
+        .iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    let mut sums = [0f32; W];
+    for c in chunks {
+        for (s, v) in sums.iter_mut().zip(c) {
+            *s += crate::attend::exp(v - max);
+        }
+    }
+    let tail: f32 = tail.iter().map(|v| crate::attend::exp(v - max)).sum();
+    (max, sums.iter().sum::<f32>() + tail)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,5 +285,36 @@ mod tests {
         }
         .sanitized();
         assert_eq!((p.temperature, p.top_p, p.repeat_penalty), (0.0, 1.0, 1.0));
+    }
+
+    #[test]
+    fn top_k_gives_the_sorts_best_with_their_softmax() {
+        let mut rng = Rng::new(3);
+        for n in [1, 5, 17, 1000] {
+            // Whole numbers, so there are ties.
+            let logits: Vec<f32> = (0..n)
+                .map(|_| (rng.next_f32() * 40.0).floor() - 20.0)
+                .collect();
+            let mut order: Vec<u32> = (0..n as u32).collect();
+            order.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
+            let max = logits[order[0] as usize] as f64;
+            let sum: f64 = logits.iter().map(|l| (*l as f64 - max).exp()).sum();
+            for k in [0, 1, 3, 20] {
+                let got = top_k(&logits, k);
+                assert_eq!(got.len(), k.min(n), "n {n}, k {k}");
+                for ((id, logit, prob), want) in got.iter().zip(&order) {
+                    assert_eq!(
+                        (*id, *logit),
+                        (*want, logits[*want as usize]),
+                        "n {n}, k {k}"
+                    );
+                    let p = (*logit as f64 - max).exp() / sum;
+                    assert!(
+                        (*prob as f64 - p).abs() < 1e-6 * p.max(1e-3),
+                        "{prob} vs {p}"
+                    );
+                }
+            }
+        }
     }
 }
