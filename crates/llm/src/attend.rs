@@ -9,6 +9,10 @@ use rayon::prelude::*;
 const ROWS: usize = 16;
 /// Keys per tile: 64 keys and 64 values of 64 floats, 32 KB.
 const KEYS: usize = 64;
+/// Queries that meet each key (and each value) together, their sums held in registers.
+const QB: usize = 4;
+/// Keys (for the scores) or dimensions (for the outputs) a register row: two AVX2 vectors.
+const KW: usize = 16;
 
 /// A dot product summed in eight independent lanes, so that it vectorises (one AVX2 FMA per
 /// eight terms) instead of running one chain of dependent adds.
@@ -49,6 +53,35 @@ pub(crate) fn exp(x: f32) -> f32 {
     p * f32::from_bits(k.wrapping_add(127) << 23)
 }
 
+/// `a * b + c`, one fused instruction where the CPU has FMA (x86-64-v3 does), else two (wasm:
+/// a fused multiply-add without the instruction is a slow library call).
+#[inline(always)]
+fn madd(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(target_feature = "fma")]
+    {
+        a.mul_add(b, c)
+    }
+    #[cfg(not(target_feature = "fma"))]
+    {
+        a * b + c
+    }
+}
+
+/// The largest value, in KW lanes (one chain of `max` does not vectorise).
+fn lanes_max(v: &[f32]) -> f32 {
+    let chunks = v.chunks_exact(KW);
+    let tail = chunks.remainder();
+    let mut lanes = [f32::NEG_INFINITY; KW];
+    for c in chunks {
+        for (l, x) in lanes.iter_mut().zip(c) {
+            *l = l.max(*x);
+        }
+    }
+    tail.iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |m, x| m.max(*x))
+}
+
 /// The shape of one attention call: `n` new rows at positions `pos..pos + n`, `heads` query
 /// heads in groups of `group` per KV head, `dim` floats a head.
 #[derive(Debug, Clone, Copy)]
@@ -84,14 +117,17 @@ pub(crate) fn tiled(q: &[f32], keys: &[f32], values: &[f32], s: Shape, scale: f3
             let (i, h) = (rows.start + j / group, g * group + j % group);
             &q[(i * heads + h) * dim..(i * heads + h + 1) * dim]
         };
+        // Heads are padded to whole register rows of KW floats (zeros that add nothing).
+        let dp = dim.next_multiple_of(KW);
+        let zeros = vec![0f32; dim];
         let mut max = vec![f32::NEG_INFINITY; nq];
         let mut sum = vec![0f32; nq];
-        let mut acc = vec![0f32; nq * dim];
-        let mut scores = [0f32; KEYS];
-        // The tile's keys transposed ([dim][key]), so a query's 64 scores are 64 lanes summed
+        let mut acc = vec![0f32; nq * dp];
+        // The tile's keys transposed ([dim][key]), so the scores of 16 keys are lanes summed
         // over the dimensions (no horizontal sums), and its values side by side ([key][dim]).
         let mut kt = vec![0f32; dim * KEYS];
-        let mut vt = vec![0f32; KEYS * dim];
+        let mut vt = vec![0f32; KEYS * dp];
+        let mut probs = [[0f32; KEYS]; QB];
         let seen = pos + rows.end;
         for t0 in (0..seen).step_by(KEYS) {
             let t1 = (t0 + KEYS).min(seen);
@@ -100,48 +136,99 @@ pub(crate) fn tiled(q: &[f32], keys: &[f32], values: &[f32], s: Shape, scale: f3
                 for (d, k) in keys[at..at + dim].iter().enumerate() {
                     kt[d * KEYS + (t - t0)] = *k;
                 }
-                vt[(t - t0) * dim..(t - t0 + 1) * dim].copy_from_slice(&values[at..at + dim]);
+                vt[(t - t0) * dp..(t - t0) * dp + dim].copy_from_slice(&values[at..at + dim]);
             }
-            for j in 0..nq {
-                // Causal: row i sees positions up to pos + i.
-                let limit = (pos + rows.start + j / group + 1).min(t1);
-                if limit <= t0 {
+            // QB queries at a time: each key row read once serves all of them, and their
+            // scores and outputs stay in registers while the dimensions or keys stream by.
+            for j0 in (0..nq).step_by(QB) {
+                let qn = (nq - j0).min(QB);
+                // Causal: row i sees positions up to pos + i; `limit` keys of this tile.
+                let limit: [usize; QB] = std::array::from_fn(|k| {
+                    let j = j0 + k;
+                    if k < qn {
+                        (pos + rows.start + j / group + 1)
+                            .min(t1)
+                            .saturating_sub(t0)
+                    } else {
+                        0
+                    }
+                });
+                let most = limit.iter().copied().max().unwrap_or(0);
+                if most == 0 {
                     continue;
                 }
-                let m = limit - t0;
-                scores.fill(0.0);
-                for (qd, column) in query(j).iter().zip(kt.chunks_exact(KEYS)) {
-                    for (s, k) in scores.iter_mut().zip(column) {
-                        *s += qd * k;
+                let qv: [&[f32]; QB] =
+                    std::array::from_fn(|k| if k < qn { query(j0 + k) } else { &zeros[..] });
+                for kc in 0..most.div_ceil(KW) {
+                    let mut s = [[0f32; KW]; QB];
+                    for d in 0..dim {
+                        let k: &[f32; KW] = kt[d * KEYS + kc * KW..][..KW].try_into().unwrap();
+                        for (sq, q) in s.iter_mut().zip(&qv) {
+                            let qd = q[d];
+                            for (s, k) in sq.iter_mut().zip(k) {
+                                *s = madd(qd, *k, *s);
+                            }
+                        }
+                    }
+                    for (p, sq) in probs.iter_mut().zip(&s) {
+                        p[kc * KW..(kc + 1) * KW].copy_from_slice(sq);
                     }
                 }
-                let tile = &mut scores[..m];
-                let mut tile_max = f32::NEG_INFINITY;
-                for x in tile.iter_mut() {
-                    *x *= scale;
-                    tile_max = tile_max.max(*x);
+                for (k, p) in probs.iter_mut().enumerate() {
+                    let m = limit[k];
+                    if m == 0 {
+                        p.fill(0.0);
+                        continue;
+                    }
+                    let j = j0 + k;
+                    let tile = &mut p[..m];
+                    tile.iter_mut().for_each(|x| *x *= scale);
+                    let tile_max = lanes_max(tile);
+                    let new_max = max[j].max(tile_max);
+                    let keep = (max[j] - new_max).exp();
+                    if keep != 1.0 {
+                        sum[j] *= keep;
+                        acc[j * dp..(j + 1) * dp]
+                            .iter_mut()
+                            .for_each(|o| *o *= keep);
+                    }
+                    tile.iter_mut().for_each(|x| *x = exp(*x - new_max));
+                    sum[j] += tile.iter().sum::<f32>();
+                    // Keys past the limit weigh nothing.
+                    p[m..].fill(0.0);
+                    max[j] = new_max;
                 }
-                let new_max = max[j].max(tile_max);
-                let keep = (max[j] - new_max).exp();
-                let out = &mut acc[j * dim..(j + 1) * dim];
-                if keep != 1.0 {
-                    sum[j] *= keep;
-                    out.iter_mut().for_each(|o| *o *= keep);
-                }
-                tile.iter_mut().for_each(|x| *x = exp(*x - new_max));
-                sum[j] += tile.iter().sum::<f32>();
-                for (p, v) in tile.iter().zip(vt.chunks_exact(dim)) {
-                    for (o, v) in out.iter_mut().zip(v) {
-                        *o += p * v;
+                for dc in 0..dp / KW {
+                    let mut o = [[0f32; KW]; QB];
+                    for (k, o) in o.iter_mut().enumerate().take(qn) {
+                        o.copy_from_slice(&acc[(j0 + k) * dp + dc * KW..][..KW]);
+                    }
+                    for key in 0..most {
+                        let v: &[f32; KW] = vt[key * dp + dc * KW..][..KW].try_into().unwrap();
+                        for (o, p) in o.iter_mut().zip(&probs) {
+                            let p = p[key];
+                            for (o, v) in o.iter_mut().zip(v) {
+                                *o = madd(p, *v, *o);
+                            }
+                        }
+                    }
+                    for (k, o) in o.iter().enumerate().take(qn) {
+                        acc[(j0 + k) * dp + dc * KW..][..KW].copy_from_slice(o);
                     }
                 }
-                max[j] = new_max;
             }
         }
-        for (out, s) in acc.chunks_exact_mut(dim).zip(&sum) {
-            out.iter_mut().for_each(|o| *o /= s);
+        let mut out = vec![0f32; nq * dim];
+        for ((out, a), s) in out
+            .chunks_exact_mut(dim)
+            .zip(acc.chunks_exact(dp))
+            .zip(&sum)
+        {
+            for (o, a) in out.iter_mut().zip(a) {
+                *o = a / s;
+            }
         }
-        acc
+        out
     };
     let outs: Vec<Vec<f32>> = tasks.par_iter().map(|&t| block(t)).collect();
     let mut y = vec![0f32; n * heads * dim];
@@ -206,19 +293,26 @@ mod tests {
     fn tiles_agree_with_the_plain_softmax_at_block_and_tile_edges() {
         // Rows across several blocks (ROWS = 16), positions across several tiles (KEYS = 64),
         // after a cache already holding some, and a first call from position 0.
-        for (n, pos) in [(1, 0), (37, 0), (16, 64), (70, 131), (5, 300)] {
+        // SmolLM2's heads (9 on 3 KV heads of 64), and a head size that is no whole number
+        // of register rows, without sharing.
+        let cases = [(1, 0), (37, 0), (16, 64), (70, 131), (5, 300)]
+            .map(|(n, pos)| (n, pos, 9, 3, 64))
+            .into_iter()
+            .chain([(21, 50, 4, 1, 24), (3, 70, 4, 2, 8)]);
+        for (n, pos, heads, group, dim) in cases {
             let s = Shape {
                 n,
                 pos,
-                heads: 9,
-                group: 3,
-                dim: 64,
+                heads,
+                group,
+                dim,
             };
-            let q = noise(n * 9 * 64, 1 + n as u64);
+            let kv = heads / group;
+            let q = noise(n * heads * dim, 1 + n as u64);
             // Large scores too: the online maximum must keep the exponentials finite.
             let q: Vec<f32> = q.iter().map(|x| x * 4.0).collect();
-            let keys = noise((pos + n) * 3 * 64, 7 + pos as u64);
-            let values = noise((pos + n) * 3 * 64, 11 + pos as u64);
+            let keys = noise((pos + n) * kv * dim, 7 + pos as u64);
+            let values = noise((pos + n) * kv * dim, 11 + pos as u64);
             let got = tiled(&q, &keys, &values, s, 0.125);
             let want = naive(&q, &keys, &values, s, 0.125);
             let worst = got
@@ -226,7 +320,7 @@ mod tests {
                 .zip(&want)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
-            assert!(worst < 1e-5, "n {n}, pos {pos}: off by {worst}");
+            assert!(worst < 1e-5, "n {n}, pos {pos}, dim {dim}: off by {worst}");
         }
     }
 

@@ -228,9 +228,14 @@ impl QMatrix {
             .for_each(|(t, chunk)| {
                 for (i, dots) in chunk.chunks_exact_mut(n).enumerate() {
                     let row = self.row(t * per_task + i);
-                    for (g, group) in xs.chunks(4).enumerate() {
+                    for (group, dots) in xs.chunks(4).zip(dots.chunks_mut(4)) {
                         let got = row.dot_many(group);
-                        dots[g * 4..g * 4 + group.len()].copy_from_slice(&got[..group.len()]);
+                        // A whole group is a fixed-size copy (a slice of unknown length is
+                        // a call to memcpy).
+                        match <&mut [f32; 4]>::try_from(&mut *dots) {
+                            Ok(all) => *all = got,
+                            Err(_) => dots.copy_from_slice(&got[..group.len()]),
+                        }
                     }
                 }
             });
