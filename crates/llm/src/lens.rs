@@ -281,6 +281,9 @@ pub(crate) fn products(d: &[f32], qs: &[u8], sums: &[i32], x: &LensInputs, out: 
         };
         return;
     }
+    // Only the VNNI form needs the block sums.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = sums;
     let b = x.blocks;
     for (r, out) in out.chunks_exact_mut(width).take(count).enumerate() {
         row(
