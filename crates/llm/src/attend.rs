@@ -68,7 +68,7 @@ fn madd(a: f32, b: f32, c: f32) -> f32 {
 }
 
 /// The largest value, in KW lanes (one chain of `max` does not vectorise).
-fn lanes_max(v: &[f32]) -> f32 {
+pub(crate) fn lanes_max(v: &[f32]) -> f32 {
     let chunks = v.chunks_exact(KW);
     let tail = chunks.remainder();
     let mut lanes = [f32::NEG_INFINITY; KW];
@@ -80,6 +80,19 @@ fn lanes_max(v: &[f32]) -> f32 {
     tail.iter()
         .chain(&lanes)
         .fold(f32::NEG_INFINITY, |m, x| m.max(*x))
+}
+
+/// The sum, in KW lanes (one chain of adds does not vectorise).
+pub(crate) fn lanes_sum(v: &[f32]) -> f32 {
+    let chunks = v.chunks_exact(KW);
+    let tail: f32 = chunks.remainder().iter().sum();
+    let mut lanes = [0f32; KW];
+    for c in chunks {
+        for (l, x) in lanes.iter_mut().zip(c) {
+            *l += x;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// The shape of one attention call: `n` new rows at positions `pos..pos + n`, `heads` query

@@ -671,7 +671,7 @@ impl Attention {
             softmax(&mut probs);
             probs
         };
-        let recorded = record.then(|| (0..nh).map(probs_of).collect());
+        let recorded = record.then(|| (0..nh).into_par_iter().map(probs_of).collect());
         Ok((self.wo.forward(&y, n)?, recorded))
     }
 }
@@ -681,11 +681,16 @@ impl Mlp {
     fn activation(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
         let gu = self.gate_up.forward(x, n)?;
         let (g, u) = (&gu[0], &gu[1]);
-        Ok(g.iter()
-            .zip(u)
-            .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
-            .collect())
+        Ok(g.iter().zip(u).map(|(g, u)| g * sigmoid(*g) * u).collect())
     }
+}
+
+/// 1 / (1 + e^-x) from e^-|x| (attend's exponential, which takes x <= 0), branch-free so that
+/// an MLP's worth of them vectorises.
+fn sigmoid(x: f32) -> f32 {
+    let e = attend::exp(-x.abs());
+    let s = 1.0 / (1.0 + e);
+    if x >= 0.0 { s } else { e * s }
 }
 
 fn add_assign(x: &mut [f32], y: &[f32]) {
@@ -696,15 +701,11 @@ fn add_assign(x: &mut [f32], y: &[f32]) {
 
 /// In place, numerically stable.
 pub fn softmax(v: &mut [f32]) {
-    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for x in v.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
-    }
-    for x in v.iter_mut() {
-        *x /= sum;
-    }
+    // In lanes and with attend's exponential, so each pass vectorises.
+    let max = attend::lanes_max(v);
+    v.iter_mut().for_each(|x| *x = attend::exp(*x - max));
+    let sum = attend::lanes_sum(v);
+    v.iter_mut().for_each(|x| *x /= sum);
 }
 
 /// Logits over the vocabulary.

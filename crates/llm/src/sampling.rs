@@ -189,25 +189,19 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32, f32)> {
 /// The largest value and the sum of e^(value - largest), in 16 lanes so that both vectorise.
 fn softmax_parts(values: &[f32]) -> (f32, f32) {
     const W: usize = 16;
+    let max = crate::attend::lanes_max(values);
     let chunks = values.chunks_exact(W);
-    let tail = chunks.remainder();
-    let mut lanes = [f32::NEG_INFINITY; W];
-    for c in chunks.clone() {
-        for (m, v) in lanes.iter_mut().zip(c) {
-            *m = m.max(*v);
-        }
-    }
-    let max = tail
+    let tail: f32 = chunks
+        .remainder()
         .iter()
-        .chain(&lanes)
-        .fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+        .map(|v| crate::attend::exp(v - max))
+        .sum();
     let mut sums = [0f32; W];
     for c in chunks {
         for (s, v) in sums.iter_mut().zip(c) {
             *s += crate::attend::exp(v - max);
         }
     }
-    let tail: f32 = tail.iter().map(|v| crate::attend::exp(v - max)).sum();
     (max, sums.iter().sum::<f32>() + tail)
 }
 
