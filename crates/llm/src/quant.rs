@@ -239,10 +239,20 @@ impl QMatrix {
                     }
                 }
             });
-        for (r, dots) in by_row.chunks_exact(n).enumerate() {
-            for (i, v) in dots.iter().enumerate() {
-                out[i * rows + r] = *v;
-            }
+        // Back to `n x rows`, sixteen inputs a task: each row's sixteen values are one read,
+        // and each input's row of outputs is written in order.
+        if n > 1 {
+            const AT: usize = 16;
+            out.par_chunks_mut(AT * rows)
+                .enumerate()
+                .for_each(|(t, part)| {
+                    let first = t * AT;
+                    for (r, dots) in by_row.chunks_exact(n).enumerate() {
+                        for (k, o) in part.chunks_exact_mut(rows).enumerate() {
+                            o[r] = dots[first + k];
+                        }
+                    }
+                });
         }
     }
 
