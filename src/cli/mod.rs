@@ -229,7 +229,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 64)]
     pub tokens: usize,
     /// With --llm: time the prefill of a prompt this many tokens long (ours, then llama.cpp's
-    /// on the same ids) instead of the decode runs.
+    /// on the same ids, then with --backend gpu the GPU backend's) instead of the decode runs.
     #[arg(long, value_name = "N", requires = "llm")]
     pub prompt_tokens: Option<usize>,
     /// Benchmark remote inference: our client's time-to-first-token overhead against a raw

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
-use llm::gpu::Profile;
+use llm::gpu::{GpuContext, GpuModel, Profile};
 use llm::model::Q4Kernel;
 use llm::{Backend, Model, RecordOptions, fetch};
 
@@ -110,7 +110,7 @@ pub fn bench_llm(args: &BenchArgs) -> Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let path = fetch::ensure_model(args.model.model.as_deref(), &mut progress)?;
     if let Some(n) = args.prompt_tokens {
-        return bench_long_prompt(&path, threads, n);
+        return bench_long_prompt(&path, threads, n, args.model.backend == BackendArg::Gpu);
     }
     if args.model.backend == BackendArg::Gpu {
         return bench_llm_gpu(&path, threads, args.tokens.max(1));
@@ -177,7 +177,7 @@ const LONG_TEXT: &str = "A graphics card moves every vertex of a mesh with a 4x4
 /// `samemath bench --llm --prompt-tokens N`: the prefill of an N-token prompt, ours (one
 /// forward pass over all of it, as a session reads a prompt) and llama.cpp's on the same ids
 /// (its usual 512-token batches), in the same run.
-fn bench_long_prompt(path: &Path, threads: usize, n: usize) -> Result<()> {
+fn bench_long_prompt(path: &Path, threads: usize, n: usize, gpu: bool) -> Result<()> {
     let (model, tokenizer) = Model::load(path)?;
     let max = model.config.context_length.saturating_sub(16);
     if n == 0 || n > max {
@@ -196,7 +196,7 @@ fn bench_long_prompt(path: &Path, threads: usize, n: usize) -> Result<()> {
         "  samemath                     {ours:>8.2} s   {:>8.1} tok/s",
         n as f64 / ours
     );
-    match llama_cpp_prefill(path, threads, &ids) {
+    let theirs = match llama_cpp_prefill(path, threads, &ids) {
         Ok(theirs) => {
             println!(
                 "  llama.cpp (same file, ids)   {theirs:>8.2} s   {:>8.1} tok/s",
@@ -206,10 +206,38 @@ fn bench_long_prompt(path: &Path, threads: usize, n: usize) -> Result<()> {
                 "  ratio vs llama.cpp, prefill of {n} tokens: {:.2}x",
                 theirs / ours
             );
+            Some(theirs)
         }
-        Err(e) => println!("  llama.cpp: not measured ({e})"),
+        Err(e) => {
+            println!("  llama.cpp: not measured ({e})");
+            None
+        }
+    };
+    if gpu {
+        match gpu_prefill(path, &ids) {
+            Ok((secs, device)) => {
+                let ratio =
+                    theirs.map_or(String::new(), |t| format!(", {:.2}x llama.cpp's", t / secs));
+                println!(
+                    "  GPU backend                  {secs:>8.2} s   {:>8.1} tok/s   ({:.2}x our \
+                     CPU's speed{ratio}) on {device}",
+                    n as f64 / secs,
+                    ours / secs
+                );
+            }
+            Err(e) => println!("  GPU backend: not measured ({e:#})"),
+        }
     }
     Ok(())
+}
+
+/// The GPU backend's seconds to read these prompt ids (a cache sized for them), and its name.
+fn gpu_prefill(path: &Path, ids: &[u32]) -> Result<(f64, String)> {
+    let (gpu, _) = GpuModel::load_with_tokenizer(path, GpuContext::new()?, ids.len() + 16)?;
+    let mut cache = gpu.new_cache()?;
+    let t0 = std::time::Instant::now();
+    gpu.forward(&mut cache, ids, RecordOptions::OFF, None)?;
+    Ok((t0.elapsed().as_secs_f64(), gpu.describe()))
 }
 
 /// llama.cpp's seconds to read these prompt ids (through the same script).

@@ -105,3 +105,27 @@ fn a_prompt_file_that_is_not_utf8_is_refused_clearly() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_long_prompt_bench_times_our_prefill_and_the_gpu_backends() {
+    // lavapipe here (WGPU_BACKEND=vulkan): a few tokens, so the GPU backend's line comes soon.
+    let out = samemath()
+        .args(["bench", "--llm", "--backend", "gpu", "--threads", "2"])
+        .args(["--prompt-tokens", "6"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{stderr}");
+    assert!(text.contains("prefill of a 6-token prompt"), "{text}");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} line:\n{text}"))
+            .to_string()
+    };
+    for name in ["samemath", "GPU backend"] {
+        let l = line(name);
+        assert!(l.contains(" s ") && l.contains("tok/s"), "{l}");
+    }
+}
