@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
-use llm::gpu::{GpuContext, GpuModel, Profile};
+use llm::gpu::Profile;
 use llm::model::Q4Kernel;
 use llm::{Backend, Model, RecordOptions, fetch};
 
@@ -233,7 +233,7 @@ fn bench_long_prompt(path: &Path, threads: usize, n: usize, gpu: bool) -> Result
 
 /// The GPU backend's seconds to read these prompt ids (a cache sized for them), and its name.
 fn gpu_prefill(path: &Path, ids: &[u32]) -> Result<(f64, String)> {
-    let (gpu, _) = GpuModel::load_with_tokenizer(path, GpuContext::new()?, ids.len() + 16)?;
+    let (gpu, _) = load_gpu(path, ids.len() + 16)?;
     let mut cache = gpu.new_cache()?;
     let t0 = std::time::Instant::now();
     gpu.forward(&mut cache, ids, RecordOptions::OFF, None)?;
@@ -257,7 +257,7 @@ fn llama_cpp_prefill(model: &Path, threads: usize, ids: &[u32]) -> Result<f64, S
 /// (recording off, on, on without the lens), then one profiled step's GPU time per kernel
 /// where the device has timestamp queries.
 fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
-    let (gpu, tokenizer) = load_gpu(path)?;
+    let (gpu, tokenizer) = load_gpu(path, llm::gpu::DEFAULT_CONTEXT)?;
     let (cpu, _) = Model::load(path)?;
     let cpu = Arc::new(cpu);
     let no_lens = RecordOptions {

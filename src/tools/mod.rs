@@ -77,7 +77,7 @@ pub(crate) fn progress(message: &str) {
 pub(crate) fn load(args: &ModelArgs) -> Result<(Arc<dyn Backend>, Arc<LlmTokenizer>)> {
     let path = fetch::ensure_model(args.model.as_deref(), &mut progress)?;
     if args.backend == BackendArg::Gpu {
-        match load_gpu(&path) {
+        match load_gpu(&path, llm::gpu::DEFAULT_CONTEXT) {
             Ok((gpu, tokenizer)) => {
                 progress(&gpu.describe());
                 return Ok((Arc::new(gpu), Arc::new(tokenizer)));
@@ -90,12 +90,13 @@ pub(crate) fn load(args: &ModelArgs) -> Result<(Arc<dyn Backend>, Arc<LlmTokeniz
     Ok((Arc::new(model), Arc::new(tokenizer)))
 }
 
-/// The GPU backend on a device of its own, and the file's tokenizer.
-pub(crate) fn load_gpu(path: &Path) -> Result<(GpuModel, LlmTokenizer)> {
+/// The GPU backend on a device of its own, its caches `context` positions long, and the
+/// file's tokenizer.
+pub(crate) fn load_gpu(path: &Path, context: usize) -> Result<(GpuModel, LlmTokenizer)> {
     Ok(GpuModel::load_with_tokenizer(
         path,
         GpuContext::new()?,
-        llm::gpu::DEFAULT_CONTEXT,
+        context,
     )?)
 }
 
