@@ -206,7 +206,7 @@ pub(crate) fn tiled(q: &[f32], keys: &[f32], values: &[f32], s: Shape, scale: f3
                             .for_each(|o| *o *= keep);
                     }
                     tile.iter_mut().for_each(|x| *x = exp(*x - new_max));
-                    sum[j] += tile.iter().sum::<f32>();
+                    sum[j] += lanes_sum(tile);
                     // Keys past the limit weigh nothing.
                     p[m..].fill(0.0);
                     max[j] = new_max;
