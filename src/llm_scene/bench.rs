@@ -1,7 +1,8 @@
 //! `samemath bench --scene llm`: one step (so there is a trace to draw), N frames idle with the
 //! panel views in the middle, N idle with the 3D world (the difference is what the world's
 //! columns cost a frame), then N while the model generates with the world shown, and the ratio
-//! of the generating and idle p95s (frames must not wait for the model).
+//! of the generating and idle p95s (frames must not wait for the model); and each phase's GPU
+//! time per frame, rendering and the LLM's kernels apart (`shell::gpu_time`).
 
 use bevy::prelude::*;
 use bevy::render::renderer::RenderAdapterInfo;
@@ -10,6 +11,7 @@ use super::engine::LlmPacer;
 use super::state::{Backend, Compute, EngineStatus, LlmAction, LlmControls, LlmStart, LlmView};
 use super::world::{ColumnValues, WorldMode, WorldState};
 use crate::shell::bench::{WARMUP_FRAMES, adapter_label, summarize};
+use crate::shell::gpu_time::GpuFrameTimes;
 use crate::shell::{Scene, ShellOptions};
 
 /// Where the scene-2 bench is.
@@ -22,6 +24,14 @@ pub(super) enum LlmPhase {
     IdlePanels,
     Idle,
     Generating,
+}
+
+/// GPU milliseconds per frame by timestamps, gathered per phase.
+#[derive(Default)]
+pub(super) struct GpuPhases {
+    idle_render: Vec<f64>,
+    busy_render: Vec<f64>,
+    busy_llm: Vec<f64>,
 }
 
 /// Frames left out after the middle switches (pipelines and buffers are made then).
@@ -45,7 +55,7 @@ pub(super) fn measure_llm(
     mut mode: ResMut<WorldMode>,
     (world, values): (Res<WorldState>, Res<ColumnValues>),
     mut exit: MessageWriter<AppExit>,
-    pacer: Res<LlmPacer>,
+    (pacer, gpu_times, mut gpu): (Res<LlmPacer>, Res<GpuFrameTimes>, Local<GpuPhases>),
 ) {
     let Some(bench_frames) = shell.bench_frames.filter(|_| shell.scene == Scene::Llm) else {
         return;
@@ -81,6 +91,9 @@ pub(super) fn measure_llm(
         }
         LlmPhase::Idle => {
             idle.push(ms);
+            if idle.len() > SWITCH_FRAMES {
+                gpu.idle_render.extend(&gpu_times.fresh_render);
+            }
             if idle.len() >= n + SWITCH_FRAMES {
                 controls.prompt = BENCH_PROMPT.into();
                 controls.max_tokens = 1024;
@@ -101,6 +114,8 @@ pub(super) fn measure_llm(
                 };
                 *counted = (view.steps, total + new);
                 busy.push(ms);
+                gpu.busy_render.extend(&gpu_times.fresh_render);
+                gpu.busy_llm.extend(gpu_times.fresh_llm);
             } else if view.status == EngineStatus::Ready && view.last_stop.is_some() {
                 // The answer ended early: ask again, keep measuring.
                 actions.write(LlmAction::Generate);
@@ -139,6 +154,7 @@ pub(super) fn measure_llm(
                         );
                     }
                 }
+                println!("{}", gpu_lines(&gpu, gpu_times.available, &view.backend));
                 actions.write(LlmAction::Stop);
                 exit.write(AppExit::Success);
             }
@@ -148,3 +164,35 @@ pub(super) fn measure_llm(
 
 /// What scene 2's bench asks the model.
 const BENCH_PROMPT: &str = "Write a long story about a lighthouse keeper and a storm.";
+
+/// The bench's GPU-time lines: rendering idle and generating, and the LLM's kernels per frame.
+fn gpu_lines(gpu: &GpuPhases, available: Option<bool>, backend: &Backend) -> String {
+    if available != Some(true) {
+        return "  GPU time per frame: not measurable on this adapter (no timestamp queries)"
+            .into();
+    }
+    let render = |v: &[f64]| {
+        summarize(v).map_or("no frame measured".into(), |(m, p)| {
+            format!("mean {m:.3} ms, p95 {p:.3} ms ({} frames)", v.len())
+        })
+    };
+    let llm = match backend {
+        Backend::Gpu {
+            shared_with_renderer: true,
+            ..
+        } => match summarize(&gpu.busy_llm) {
+            Some((m, p)) => format!(
+                "mean {m:.3} ms a frame, p95 {p:.3} ms ({} frames)",
+                gpu.busy_llm.len()
+            ),
+            None => "none timed".into(),
+        },
+        Backend::Gpu { .. } => "on a device of their own, not in the frame's split".into(),
+        _ => "none (the model does not run on this GPU)".into(),
+    };
+    format!(
+        "  GPU time per frame (timestamps):\n    rendering, idle (world):  {}\n    rendering, generating:    {}\n    LLM kernels, generating:  {llm}",
+        render(&gpu.idle_render),
+        render(&gpu.busy_render),
+    )
+}

@@ -26,9 +26,14 @@ impl LlmEngine {
 #[derive(Resource, Default, Debug, Clone)]
 pub struct LlmPacer(pub Arc<FramePacer>);
 
-/// Tell the pacer a frame went by, and how long it took.
-pub(super) fn pace_frames(pacer: Res<LlmPacer>, time: Res<Time<Real>>) {
-    pacer.0.frame(time.delta());
+/// Tell the pacer a frame went by, and how long it took; the GPU time the model's kernels took
+/// in it goes to the shell's per-frame split.
+pub(super) fn pace_frames(
+    pacer: Res<LlmPacer>,
+    time: Res<Time<Real>>,
+    mut times: ResMut<crate::shell::gpu_time::GpuFrameTimes>,
+) {
+    times.push_llm(pacer.0.frame(time.delta()));
 }
 
 /// `--prompt`, `--raw` and `--no-lens` set the controls.

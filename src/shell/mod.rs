@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod camera;
 mod frame;
+pub mod gpu_time;
 mod keys;
 pub mod probe;
 pub mod screenshot;
@@ -29,18 +30,24 @@ use theme::UiSettings;
 /// The shell with a window: theme, orbit camera, `--screenshot`, `bench` (and the page's
 /// markers in the browser build).
 pub fn window_plugin(app: &mut App) {
-    app.add_plugins((camera::plugin, screenshot::plugin, bench::plugin))
-        .add_systems(
-            EguiPrimaryContextPass,
-            theme::apply_theme.in_set(UiSet::Theme),
-        );
+    app.add_plugins((
+        camera::plugin,
+        screenshot::plugin,
+        bench::plugin,
+        gpu_time::GpuTimePlugin,
+    ))
+    .add_systems(
+        EguiPrimaryContextPass,
+        theme::apply_theme.in_set(UiSet::Theme),
+    );
     #[cfg(target_arch = "wasm32")]
     app.add_plugins(web::plugin);
 }
 
 /// The shell's logic (no window needed): scene state, keys, the UI's order.
 pub fn plugin(app: &mut App) {
-    app.init_resource::<ShellOptions>()
+    app.add_plugins(gpu_time::logic_plugin)
+        .init_resource::<ShellOptions>()
         .init_state::<Scene>()
         .init_resource::<UiSettings>()
         .init_resource::<SceneViewport>()

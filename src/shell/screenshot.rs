@@ -56,6 +56,10 @@ fn drive_screenshot(world: &mut World, mut frames: Local<Frames>) {
             .get_resource::<RenderAdapterInfo>()
             .map(|a| serde_json::Value::from(llm::gpu::adapter_name(a)))
             .unwrap_or_default();
+        sidecar["gpu_time"] = world
+            .get_resource::<super::gpu_time::GpuFrameTimes>()
+            .map(|t| t.json())
+            .unwrap_or_default();
         world.commands().spawn(Screenshot::primary_window()).observe(
             move |captured: On<ScreenshotCaptured>, mut exit: MessageWriter<AppExit>| {
                 match save(&path, &captured.image, &sidecar) {

@@ -538,6 +538,35 @@ fn the_gpu_backend_in_the_app_runs_on_the_render_device() {
     );
     assert_eq!(backend["adapter"], shot.meta["adapter"]);
     assert_eq!(llm["steps"], 3);
+    // Each frame's GPU time, split: where the adapter has timestamp queries (asked here on a
+    // device of the test's own), rendering and the model's kernels were both timed; where it
+    // has none, nothing was, and the bar is not drawn.
+    let own = llm::gpu::GpuContext::new().unwrap();
+    assert_eq!(serde_json::json!(own.adapter), shot.meta["adapter"]);
+    let times = &shot.meta["gpu_time"];
+    println!("GPU time per frame: {times}");
+    let timed = times["available"].as_bool().unwrap();
+    assert_eq!(timed, own.timestamps, "{times}");
+    let bar = &llm["drawn"]["gpu_bar"];
+    if timed {
+        assert!(times["render_frames"].as_u64().unwrap() > 0, "{times}");
+        assert!(times["render_total_ms"].as_f64().unwrap() > 0.0, "{times}");
+        assert!(times["llm_frames"].as_u64().unwrap() > 0, "{times}");
+        assert!(times["llm_total_ms"].as_f64().unwrap() > 0.0, "{times}");
+        let [x, y, w, h]: [f32; 4] = serde_json::from_value(bar.clone()).unwrap();
+        // The bar's left end is rendering's colour.
+        let px = shot
+            .image
+            .get_pixel((x + 1.0) as u32, (y + h / 2.0) as u32)
+            .0;
+        assert!(
+            w > 10.0 && px[1] > px[0] && px[1] > 150,
+            "{px:?} at the bar's start"
+        );
+    } else {
+        assert_eq!(times["render_frames"], 0, "{times}");
+        assert!(bar.is_null(), "{bar}");
+    }
     let (model, tok) = model();
     let request = GenerationRequest {
         chat: false,
@@ -549,4 +578,49 @@ fn the_gpu_backend_in_the_app_runs_on_the_render_device() {
     while session.step().unwrap().is_some() {}
     let ids: Vec<u32> = serde_json::from_value(llm["generated_ids"].clone()).unwrap();
     assert_eq!(ids, session.generated_tokens());
+}
+
+/// `bench --scene llm` prints each phase's GPU time per frame by timestamps where the adapter
+/// has them (rendering, idle and generating; the model on the CPU has no kernels to time), and
+/// says it cannot where it has none.
+#[test]
+fn the_scene_bench_prints_the_gpu_time_split() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_samemath"))
+        .args([
+            "bench", "--scene", "llm", "--frames", "5", "--window", "1280x720",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let timed = llm::gpu::GpuContext::new().unwrap().timestamps;
+    if !timed {
+        assert!(
+            stdout.contains("not measurable on this adapter"),
+            "{stdout}"
+        );
+        return;
+    }
+    let mean_of = |label: &str| -> f64 {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no {label:?} line:\n{stdout}"));
+        let rest = line
+            .split("mean ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{line}"));
+        rest.split(" ms").next().unwrap().parse().unwrap()
+    };
+    assert!(mean_of("rendering, idle (world):") > 0.0, "{stdout}");
+    assert!(mean_of("rendering, generating:") > 0.0, "{stdout}");
+    assert!(
+        stdout.contains("LLM kernels, generating:  none (the model does not run on this GPU)"),
+        "{stdout}"
+    );
 }

@@ -5,6 +5,7 @@
 use super::shared::status_line;
 use crate::llm_scene::state::{Backend, EngineStatus, LlmAction, LlmControls, LlmView};
 use crate::shell::FreeArea;
+use crate::shell::gpu_time::GpuFrameTimes;
 use crate::shell::theme::ACCENT;
 use crate::worker::Command;
 use bevy::prelude::*;
@@ -19,10 +20,12 @@ pub(crate) fn controls_panel(
     engine: Option<Res<crate::llm_scene::engine::LlmEngine>>,
     mut actions: MessageWriter<LlmAction>,
     mut free: ResMut<FreeArea>,
+    (times, mut drawn): (Res<GpuFrameTimes>, ResMut<super::LlmDrawn>),
 ) {
     let Ok(ctx) = contexts.ctx_mut() else {
         return;
     };
+    let ppp = ctx.pixels_per_point();
     let mut root = free.ui(ctx, "llm_controls_root");
     // At most 28% of the window: the 3D view keeps the middle (the panel scrolls).
     let (size, range) = crate::shell::side_panel_size(ctx, 0.28, 330.0, 260.0);
@@ -34,6 +37,14 @@ pub(crate) fn controls_panel(
             egui::ScrollArea::vertical().show(ui, |ui| {
                 ui.heading("Prompt");
                 status_line(ui, &view);
+                drawn.gpu_bar = super::gpu_bar::gpu_time_bar(ui, &times, &view).map(|r| {
+                    [
+                        r.left() * ppp,
+                        r.top() * ppp,
+                        r.width() * ppp,
+                        r.height() * ppp,
+                    ]
+                });
                 if let (EngineStatus::Error(_), Some(engine)) = (&view.status, &engine)
                     && ui.button("Try loading the model again").clicked()
                 {

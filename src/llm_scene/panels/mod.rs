@@ -5,6 +5,7 @@
 
 mod controls;
 mod embedding;
+mod gpu_bar;
 mod grid;
 mod neuron;
 mod next_token;

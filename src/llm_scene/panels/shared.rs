@@ -18,6 +18,8 @@ pub struct LlmDrawn {
     pub grid_px_per_texel: f32,
     /// Each token chip's rectangle, prompt then generated.
     pub chips: Vec<[f32; 4]>,
+    /// The bar of GPU time per frame: x, y, width, height (`None`: not drawn, nothing measured).
+    pub gpu_bar: Option<[f32; 4]>,
 }
 
 /// Caches for what is costly to recompute every frame.

@@ -339,7 +339,11 @@ impl GpuModel {
         let inv_freq = config.rope_inv_freq();
         let ctx = ctx.clone();
         let owner_weights = weights;
+        // Paced chunks are timed where the device has timestamps (the app's GPU-time bar).
+        let clock = (ctx.timestamps && ctx.pacer.is_some())
+            .then(|| super::profile::ChunkClock::new(&ctx.device));
         Ok(GpuModel {
+            clock,
             ctx,
             config,
             context,

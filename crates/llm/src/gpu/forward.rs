@@ -122,13 +122,19 @@ impl GpuModel {
             let end = (i + pacer.chunk()).min(ops.len());
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             {
-                let mut pass = enc.begin_compute_pass(&Default::default());
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: self.clock.as_ref().map(|c| c.writes()),
+                });
                 for op in &ops[i..end] {
                     pass.set_pipeline(op.pipeline);
                     pass.set_bind_group(0, op.group, &[]);
                     let (x, y, z) = op.workgroups;
                     pass.dispatch_workgroups(x, y, z);
                 }
+            }
+            if let Some(clock) = &self.clock {
+                clock.resolve(&mut enc);
             }
             if end == ops.len()
                 && let Some(tail) = tail.take()
@@ -139,6 +145,17 @@ impl GpuModel {
             let index = self.ctx.queue.submit([enc.finish()]);
             super::readback::wait_for(&self.ctx.device, index.clone(), &self.ctx.interrupt)?;
             pacer.charge(started.elapsed(), end - i);
+            #[cfg(not(target_arch = "wasm32"))]
+            if let Some(clock) = &self.clock
+                && let Some(took) = clock.took(
+                    &self.ctx.device,
+                    &self.ctx.queue,
+                    &self.ctx.interrupt,
+                    index.clone(),
+                )
+            {
+                pacer.charge_gpu(took);
+            }
             i = end;
             if i >= ops.len() {
                 return Ok((index, at));

@@ -3,6 +3,10 @@
 //! the frame time near what it is without the model. A fast GPU gets several tokens into a
 //! frame, a slow one a part of a token; a frame never waits for a whole token on a slow GPU.
 //!
+//! Where the device has timestamp queries, each chunk's pass is also timed on the GPU itself
+//! (`charge_gpu`): `frame` hands back what the model's kernels took of the GPU in the frame that
+//! ended, the app's bar of GPU time per frame.
+//!
 //! The CPU backend shares the cores with the renderer instead (a software rasterizer, or a
 //! machine of two cores): it runs a duty cycle, resting after each token for as long as keeps
 //! the frames near the same target (`cpu_rest`); where frames do not slow down it never rests.
@@ -36,6 +40,9 @@ struct State {
     spent: Duration,
     /// The model used GPU time in the current frame.
     busy: bool,
+    /// What the model's kernels took of the GPU in the current frame, by timestamps (`None`:
+    /// no timed chunk finished in it).
+    gpu_spent: Option<Duration>,
     /// Frame time without the model, and while generating (moving averages, ms).
     idle_ms: Option<f64>,
     busy_ms: Option<f64>,
@@ -60,6 +67,7 @@ impl Default for FramePacer {
                 budget: Duration::from_millis(2),
                 spent: Duration::ZERO,
                 busy: false,
+                gpu_spent: None,
                 idle_ms: None,
                 busy_ms: None,
                 chunk: 16,
@@ -78,10 +86,12 @@ fn ema(old: Option<f64>, new: f64) -> Option<f64> {
 }
 
 impl FramePacer {
-    /// Once per rendered frame, with the time since the previous one.
-    pub fn frame(&self, delta: Duration) {
+    /// Once per rendered frame, with the time since the previous one. Returns the GPU time the
+    /// model's kernels took in the frame that ended, where timestamps measured some (`None`:
+    /// no timed work finished in it).
+    pub fn frame(&self, delta: Duration) -> Option<Duration> {
         let Ok(mut s) = self.state.lock() else {
-            return;
+            return None;
         };
         let ms = delta.as_secs_f64() * 1e3;
         let now = Instant::now();
@@ -109,6 +119,7 @@ impl FramePacer {
         s.frame += 1;
         s.spent = Duration::ZERO;
         s.busy = false;
+        s.gpu_spent.take()
     }
 
     /// GPU time the model may use per frame now.
@@ -191,6 +202,14 @@ impl FramePacer {
         self.state.lock().map_or(1.0, |s| s.cpu_duty)
     }
 
+    /// A chunk's pass took `took` of the GPU's time, by its timestamps.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    pub(super) fn charge_gpu(&self, took: Duration) {
+        if let Ok(mut s) = self.state.lock() {
+            *s.gpu_spent.get_or_insert(Duration::ZERO) += took;
+        }
+    }
+
     /// `ops` dispatches took `took` from submission to completion.
     pub(super) fn charge(&self, took: Duration, ops: usize) {
         let Ok(mut s) = self.state.lock() else {
@@ -203,5 +222,27 @@ impl FramePacer {
             let fit = (s.budget.as_secs_f64() / 2.0 / per_op) as usize;
             s.chunk = fit.clamp(1, 4096);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_hands_back_the_gpu_time_its_chunks_took() {
+        let p = FramePacer::default();
+        assert_eq!(p.frame(Duration::from_millis(16)), None, "nothing timed");
+        p.charge_gpu(Duration::from_micros(700));
+        p.charge_gpu(Duration::from_micros(300));
+        assert_eq!(
+            p.frame(Duration::from_millis(16)),
+            Some(Duration::from_millis(1))
+        );
+        assert_eq!(
+            p.frame(Duration::from_millis(16)),
+            None,
+            "a new frame starts at none"
+        );
     }
 }

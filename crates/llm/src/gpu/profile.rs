@@ -1,5 +1,6 @@
-//! GPU timestamps for the bench: each dispatch timed in a pass of its own, or a whole step's one
-//! pass; milliseconds per kernel kind.
+//! GPU timestamps: for the bench, each dispatch timed in a pass of its own, or a whole step's one
+//! pass (milliseconds per kernel kind); for the app, each paced chunk's pass (`ChunkClock`), the
+//! model's share of a frame's GPU time.
 
 use super::readback::read_back;
 
@@ -91,5 +92,70 @@ impl Timing {
             *totals.entry(*kind).or_default() += b.saturating_sub(a) as f64 * period / 1e6;
         }
         Some(totals.into_iter().collect())
+    }
+}
+
+/// Two timestamps around each paced chunk's compute pass (the app's GPU-time bar): what the
+/// model's kernels took of the GPU, not the wall time around the submission.
+pub(crate) struct ChunkClock {
+    pub(crate) set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    read: wgpu::Buffer,
+}
+
+impl ChunkClock {
+    pub(crate) fn new(device: &wgpu::Device) -> ChunkClock {
+        ChunkClock {
+            set: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("chunk time"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            }),
+            resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            read: device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: 16,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+        }
+    }
+
+    /// The pass's timestamp writes: its start in query 0, its end in query 1.
+    pub(crate) fn writes(&self) -> wgpu::ComputePassTimestampWrites<'_> {
+        wgpu::ComputePassTimestampWrites {
+            query_set: &self.set,
+            beginning_of_pass_write_index: Some(0),
+            end_of_pass_write_index: Some(1),
+        }
+    }
+
+    /// After the pass: the two timestamps into the buffer read back.
+    pub(crate) fn resolve(&self, enc: &mut wgpu::CommandEncoder) {
+        enc.resolve_query_set(&self.set, 0..2, &self.resolve, 0);
+        enc.copy_buffer_to_buffer(&self.resolve, 0, &self.read, 0, 16);
+    }
+
+    /// The pass's GPU time once submission `index` is done (`None`: the read failed, or the
+    /// clock went backwards, as some drivers' do across power states).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    pub(crate) fn took(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        interrupt: &super::readback::GpuInterrupt,
+        index: wgpu::SubmissionIndex,
+    ) -> Option<std::time::Duration> {
+        let bytes = read_back(device, interrupt, &self.read, 16, index).ok()?;
+        let stamps: &[u64] = bytemuck::cast_slice(&bytes);
+        let ticks = stamps.get(1)?.checked_sub(*stamps.first()?)?;
+        let ns = ticks as f64 * queue.get_timestamp_period() as f64;
+        // A chunk is at most a few frames of work; a wild value is a broken clock, not a time.
+        (ns < 10e9).then(|| std::time::Duration::from_nanos(ns as u64))
     }
 }
