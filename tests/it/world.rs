@@ -341,6 +341,21 @@ fn the_3d_view_keeps_the_middle_of_the_window_at_projector_sizes() {
                 "{name}: the middle of the window is {:.0}% lit",
                 100.0 * lit
             );
+            if scene == "llm" {
+                // Every label is read whole: none runs past the 3D view's edge into a panel.
+                let labels = shot.meta["llm"]["world"]["labels"].as_array().unwrap();
+                assert!(labels.len() > 10, "{name}: {} labels", labels.len());
+                for r in labels {
+                    let r = floats(r);
+                    assert!(
+                        r[0] >= v[0] - 1.0
+                            && r[1] >= v[1] - 1.0
+                            && r[0] + r[2] <= v[0] + v[2] + 1.0
+                            && r[1] + r[3] <= v[1] + v[3] + 1.0,
+                        "{name}: label {r:?} runs past the view {v:?}"
+                    );
+                }
+            }
         }
     }
 }

@@ -20,10 +20,15 @@ use crate::shell::theme::ACCENT;
 use crate::shell::{Narration, SceneViewport, cursor_physical};
 
 /// Labels on dark plates (they read on a projector over any colour), none over another: a
-/// label that would cover one already placed is left out.
+/// label that would cover one already placed is left out. A label whose point is in the view
+/// but whose plate would run past its edge (the layer numbers at the right of the blocks, beside
+/// a side panel at 1280x720) moves back inside, and a line longer than the view wraps, so it is
+/// read whole.
 struct Labels {
     painter: egui::Painter,
     placed: Vec<egui::Rect>,
+    /// The 3D view's rectangle (egui points).
+    view: egui::Rect,
 }
 
 impl Labels {
@@ -54,12 +59,17 @@ impl Labels {
         size: f32,
         over: bool,
     ) -> bool {
-        let galley = self.painter.layout_no_wrap(
+        // Wrapped to the view's width (the legend's long lines at projector sizes).
+        let galley = self.painter.layout(
             text.to_string(),
             egui::FontId::monospace(size),
             egui::Color32::from_gray(235),
+            (self.view.width() - 6.0).max(24.0),
         );
-        let rect = align.anchor_size(at, galley.size()).expand(2.0);
+        let mut rect = align.anchor_size(at, galley.size()).expand(2.0);
+        if self.view.contains(at) {
+            rect = inside(rect, self.view);
+        }
         if !over && self.placed.iter().any(|r| r.intersects(rect)) {
             return false;
         }
@@ -114,6 +124,7 @@ pub(super) fn world_overlay(
     let mut labels = Labels {
         painter: painter.clone(),
         placed: Vec::new(),
+        view: clip,
     };
     state.label_rects.clear();
     let chain = camera.chain(v);
@@ -280,6 +291,21 @@ pub(super) fn world_overlay(
 }
 
 /// What a hovered piece is (its numbers, from the trace) and the middle of its top.
+/// `rect` moved the least that puts it inside `view` (its top-left corner, where it is larger).
+fn inside(rect: egui::Rect, view: egui::Rect) -> egui::Rect {
+    let dx = if rect.right() > view.right() {
+        (view.right() - rect.right()).max(view.left() - rect.left())
+    } else {
+        (view.left() - rect.left()).max(0.0)
+    };
+    let dy = if rect.bottom() > view.bottom() {
+        (view.bottom() - rect.bottom()).max(view.top() - rect.top())
+    } else {
+        (view.top() - rect.top()).max(0.0)
+    };
+    rect.translate(egui::vec2(dx, dy))
+}
+
 fn describe(piece: Piece, trace: &llm::Trace, layout: &WorldLayout) -> Option<(String, Vec3)> {
     match piece {
         Piece::Neuron { layer, neuron } => {
@@ -366,4 +392,29 @@ fn nearest(
         }
     }
     best.map(|(_, p)| p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plate_past_the_views_edge_moves_back_inside() {
+        let view = egui::Rect::from_min_max(egui::pos2(100.0, 50.0), egui::pos2(500.0, 400.0));
+        let past_right =
+            egui::Rect::from_min_size(egui::pos2(450.0, 60.0), egui::vec2(120.0, 20.0));
+        let moved = inside(past_right, view);
+        assert_eq!(moved.right(), 500.0);
+        assert_eq!(moved.size(), past_right.size());
+        assert_eq!(moved.top(), 60.0, "only as far as needed");
+        let past_corner =
+            egui::Rect::from_min_size(egui::pos2(80.0, 390.0), egui::vec2(50.0, 30.0));
+        let moved = inside(past_corner, view);
+        assert_eq!((moved.left(), moved.bottom()), (100.0, 400.0));
+        // Wider than the view: its left edge stays in it.
+        let wide = egui::Rect::from_min_size(egui::pos2(300.0, 60.0), egui::vec2(600.0, 20.0));
+        assert_eq!(inside(wide, view).left(), 100.0);
+        let within = egui::Rect::from_min_size(egui::pos2(200.0, 100.0), egui::vec2(50.0, 20.0));
+        assert_eq!(inside(within, view), within);
+    }
 }
