@@ -167,22 +167,25 @@ const BENCH_PROMPT: &str = "Write a long story about a lighthouse keeper and a s
 
 /// The bench's GPU-time lines: rendering idle and generating, and the LLM's kernels per frame.
 fn gpu_lines(gpu: &GpuPhases, available: Option<bool>, backend: &Backend) -> String {
-    if available != Some(true) {
-        return "  GPU time per frame: not measurable on this adapter (no timestamp queries)"
-            .into();
+    match available {
+        None => return "  GPU time per frame: not known (no renderer reported)".into(),
+        Some(false) => {
+            return "  GPU time per frame: not measurable on this adapter (no timestamp queries)"
+                .into();
+        }
+        Some(true) => {}
     }
     let render = |v: &[f64]| {
         summarize(v).map_or("no frame measured".into(), |(m, p)| {
             format!("mean {m:.3} ms, p95 {p:.3} ms ({} frames)", v.len())
         })
     };
+    // A chunk counts in the frame its read-back finished in.
     let llm = match backend {
-        Backend::Gpu {
-            shared_with_renderer: true,
-            ..
-        } => match summarize(&gpu.busy_llm) {
+        b if b.on_renderer() => match summarize(&gpu.busy_llm) {
             Some((m, p)) => format!(
-                "mean {m:.3} ms a frame, p95 {p:.3} ms ({} frames)",
+                "mean {m:.3} ms a frame, p95 {p:.3} ms ({} frames, each chunk in the frame it \
+                 finished in)",
                 gpu.busy_llm.len()
             ),
             None => "none timed".into(),

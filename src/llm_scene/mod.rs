@@ -34,7 +34,7 @@ use keys::llm_keys;
 pub fn logic_plugin(app: &mut App) {
     app.init_resource::<LlmStart>()
         .init_resource::<LlmPacer>()
-        .add_systems(First, pace_frames)
+        .add_systems(First, pace_frames.after(bevy::time::TimeSystems))
         .init_resource::<LlmControls>()
         .init_resource::<LlmView>()
         .init_resource::<LlmSelection>()

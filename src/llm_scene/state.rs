@@ -85,6 +85,18 @@ impl Backend {
         }
     }
 
+    /// The model's kernels run on the renderer's own device and queue (their GPU time is a
+    /// part of the frames').
+    pub fn on_renderer(&self) -> bool {
+        matches!(
+            self,
+            Backend::Gpu {
+                shared_with_renderer: true,
+                ..
+            }
+        )
+    }
+
     /// The local model computes (on the CPU or the GPU): its weights made the trace.
     pub fn is_local(&self) -> bool {
         matches!(self, Backend::Local | Backend::Gpu { .. })

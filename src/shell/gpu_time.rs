@@ -125,7 +125,7 @@ struct Incoming {
 /// The shell's logic side (no renderer needed): the resource the scenes and bench read.
 pub fn logic_plugin(app: &mut App) {
     app.init_resource::<GpuFrameTimes>()
-        .add_systems(First, take_measured);
+        .add_systems(First, take_measured.after(bevy::time::TimeSystems));
 }
 
 /// Move what the render world measured into `GpuFrameTimes`.
@@ -299,6 +299,8 @@ fn collect_stamps(
                 let ms = stamps[1]
                     .checked_sub(stamps[0])
                     .map(|t| t as f64 * period / 1e6);
+                // Both zero: nothing was written (a driver that skips empty passes).
+                let ms = ms.filter(|_| stamps[0] != 0);
                 if let Some(ms) = ms.filter(|ms| *ms < 10_000.0)
                     && let Ok(mut incoming) = shared.0.lock()
                 {

@@ -16,13 +16,7 @@ pub(crate) fn gpu_time_bar(
     times: &GpuFrameTimes,
     view: &LlmView,
 ) -> Option<egui::Rect> {
-    let llm_here = matches!(
-        view.backend,
-        Backend::Gpu {
-            shared_with_renderer: true,
-            ..
-        }
-    );
+    let llm_here = view.backend.on_renderer();
     match times.available {
         None => {
             ui.small("GPU time per frame: measuring…");
@@ -34,7 +28,10 @@ pub(crate) fn gpu_time_bar(
         }
         Some(true) => {}
     }
-    let render = times.render_mean()?;
+    let Some(render) = times.render_mean() else {
+        ui.small("GPU time per frame: measuring…");
+        return None;
+    };
     let llm = times.llm_mean().filter(|_| llm_here);
     let frame = times.frame_mean().unwrap_or(0.0);
     // The bar spans the frame's length (or the GPU's sum, if that is longer).
@@ -76,13 +73,12 @@ pub(crate) fn gpu_time_bar(
         );
         let llm_text = match (&view.backend, llm) {
             (_, Some(ms)) => format!("LLM kernels {ms:.2} ms"),
-            (
-                Backend::Gpu {
-                    shared_with_renderer: true,
-                    ..
-                },
-                None,
-            ) => "LLM kernels: none yet".into(),
+            // The browser build reads the model's steps back without waiting, and does not
+            // time its chunks.
+            (b, None) if b.on_renderer() && cfg!(target_arch = "wasm32") => {
+                "LLM kernels: not timed in the browser".into()
+            }
+            (b, None) if b.on_renderer() => "LLM kernels: none yet".into(),
             (Backend::Gpu { .. }, None) => "LLM kernels on another device".into(),
             (Backend::Local, _) => "LLM on the CPU: no GPU kernels".into(),
             (Backend::Remote { .. }, _) => "LLM on the server: no GPU kernels here".into(),

@@ -290,7 +290,6 @@ pub(super) fn world_overlay(
         .collect();
 }
 
-/// What a hovered piece is (its numbers, from the trace) and the middle of its top.
 /// `rect` moved the least that puts it inside `view` (its top-left corner, where it is larger).
 fn inside(rect: egui::Rect, view: egui::Rect) -> egui::Rect {
     let dx = if rect.right() > view.right() {
@@ -306,6 +305,7 @@ fn inside(rect: egui::Rect, view: egui::Rect) -> egui::Rect {
     rect.translate(egui::vec2(dx, dy))
 }
 
+/// What a hovered piece is (its numbers, from the trace) and the middle of its top.
 fn describe(piece: Piece, trace: &llm::Trace, layout: &WorldLayout) -> Option<(String, Vec3)> {
     match piece {
         Piece::Neuron { layer, neuron } => {

@@ -341,7 +341,7 @@ impl GpuModel {
         let owner_weights = weights;
         // Paced chunks are timed where the device has timestamps (the app's GPU-time bar).
         let clock = (ctx.timestamps && ctx.pacer.is_some())
-            .then(|| super::profile::ChunkClock::new(&ctx.device));
+            .then(|| super::profile::Timing::with_pairs(&ctx.device, 1));
         Ok(GpuModel {
             clock,
             ctx,

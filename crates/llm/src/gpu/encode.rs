@@ -76,11 +76,7 @@ impl<'a> Dispatcher<'a> {
                     d.enc
                         .begin_compute_pass(&wgpu::ComputePassDescriptor {
                             label: None,
-                            timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                                query_set: &t.set,
-                                beginning_of_pass_write_index: Some(0),
-                                end_of_pass_write_index: Some(1),
-                            }),
+                            timestamp_writes: Some(t.first_pass()),
                         })
                         .forget_lifetime(),
                 );

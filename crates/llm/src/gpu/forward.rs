@@ -124,7 +124,7 @@ impl GpuModel {
             {
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: None,
-                    timestamp_writes: self.clock.as_ref().map(|c| c.writes()),
+                    timestamp_writes: self.clock.as_ref().map(|c| c.first_pass()),
                 });
                 for op in &ops[i..end] {
                     pass.set_pipeline(op.pipeline);
@@ -134,7 +134,7 @@ impl GpuModel {
                 }
             }
             if let Some(clock) = &self.clock {
-                clock.resolve(&mut enc);
+                clock.resolve(&mut enc, 1);
             }
             if end == ops.len()
                 && let Some(tail) = tail.take()
@@ -147,7 +147,7 @@ impl GpuModel {
             pacer.charge(started.elapsed(), end - i);
             #[cfg(not(target_arch = "wasm32"))]
             if let Some(clock) = &self.clock
-                && let Some(took) = clock.took(
+                && let Some(took) = clock.span(
                     &self.ctx.device,
                     &self.ctx.queue,
                     &self.ctx.interrupt,

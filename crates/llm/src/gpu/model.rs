@@ -68,7 +68,7 @@ pub struct GpuModel {
     /// Per-kernel GPU time of the last profiled step, when timestamps are available.
     pub(crate) profile: Mutex<Option<Vec<(KernelKind, f64)>>>,
     /// Timestamps around each paced chunk (with a pacer, where the device has them).
-    pub(crate) clock: Option<super::profile::ChunkClock>,
+    pub(crate) clock: Option<super::profile::Timing>,
     /// RMSNorm inside the q/k/v and gate/up products (default) or as dispatches of its own.
     pub(crate) fuse_norm: std::sync::atomic::AtomicBool,
     /// Browser build: the step whose results are on their way back.

@@ -1,6 +1,6 @@
 //! GPU timestamps: for the bench, each dispatch timed in a pass of its own, or a whole step's one
-//! pass (milliseconds per kernel kind); for the app, each paced chunk's pass (`ChunkClock`), the
-//! model's share of a frame's GPU time.
+//! pass (milliseconds per kernel kind); for the app, each paced chunk's pass, the model's share
+//! of a frame's GPU time.
 
 use super::readback::read_back;
 
@@ -32,7 +32,8 @@ pub enum Profile {
     WholeStep,
 }
 
-/// Timestamp queries around each dispatch (one compute pass each) for the bench.
+/// Timestamp queries around each dispatch (one compute pass each) for the bench, or around each
+/// paced chunk's one pass for the app (`with_pairs(1)`, `span`).
 pub(crate) struct Timing {
     pub(crate) set: wgpu::QuerySet,
     pub(crate) resolve: wgpu::Buffer,
@@ -44,7 +45,12 @@ pub(crate) const MAX_TIMED: u32 = 2048;
 
 impl Timing {
     pub(crate) fn new(device: &wgpu::Device) -> Timing {
-        let capacity = MAX_TIMED * 2;
+        Timing::with_pairs(device, MAX_TIMED)
+    }
+
+    /// Room for `pairs` passes' start and end (one: the app's paced chunks, `span`).
+    pub(crate) fn with_pairs(device: &wgpu::Device, pairs: u32) -> Timing {
+        let capacity = pairs * 2;
         Timing {
             set: device.create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("kernel times"),
@@ -95,39 +101,9 @@ impl Timing {
     }
 }
 
-/// Two timestamps around each paced chunk's compute pass (the app's GPU-time bar): what the
-/// model's kernels took of the GPU, not the wall time around the submission.
-pub(crate) struct ChunkClock {
-    pub(crate) set: wgpu::QuerySet,
-    resolve: wgpu::Buffer,
-    read: wgpu::Buffer,
-}
-
-impl ChunkClock {
-    pub(crate) fn new(device: &wgpu::Device) -> ChunkClock {
-        ChunkClock {
-            set: device.create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some("chunk time"),
-                ty: wgpu::QueryType::Timestamp,
-                count: 2,
-            }),
-            resolve: device.create_buffer(&wgpu::BufferDescriptor {
-                label: None,
-                size: 16,
-                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            }),
-            read: device.create_buffer(&wgpu::BufferDescriptor {
-                label: None,
-                size: 16,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            }),
-        }
-    }
-
-    /// The pass's timestamp writes: its start in query 0, its end in query 1.
-    pub(crate) fn writes(&self) -> wgpu::ComputePassTimestampWrites<'_> {
+impl Timing {
+    /// The timestamp writes of a pass timed as the first pair.
+    pub(crate) fn first_pass(&self) -> wgpu::ComputePassTimestampWrites<'_> {
         wgpu::ComputePassTimestampWrites {
             query_set: &self.set,
             beginning_of_pass_write_index: Some(0),
@@ -135,16 +111,10 @@ impl ChunkClock {
         }
     }
 
-    /// After the pass: the two timestamps into the buffer read back.
-    pub(crate) fn resolve(&self, enc: &mut wgpu::CommandEncoder) {
-        enc.resolve_query_set(&self.set, 0..2, &self.resolve, 0);
-        enc.copy_buffer_to_buffer(&self.resolve, 0, &self.read, 0, 16);
-    }
-
-    /// The pass's GPU time once submission `index` is done (`None`: the read failed, or the
-    /// clock went backwards, as some drivers' do across power states).
+    /// The first pass's GPU time once submission `index` is done (after `resolve(enc, 1)`);
+    /// `None`: the read failed, or the clock went backwards or jumped (power states, a reset).
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-    pub(crate) fn took(
+    pub(crate) fn span(
         &self,
         device: &wgpu::Device,
         queue: &wgpu::Queue,
@@ -155,7 +125,6 @@ impl ChunkClock {
         let stamps: &[u64] = bytemuck::cast_slice(&bytes);
         let ticks = stamps.get(1)?.checked_sub(*stamps.first()?)?;
         let ns = ticks as f64 * queue.get_timestamp_period() as f64;
-        // A chunk is at most a few frames of work; a wild value is a broken clock, not a time.
         (ns < 10e9).then(|| std::time::Duration::from_nanos(ns as u64))
     }
 }
