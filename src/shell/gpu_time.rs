@@ -281,30 +281,19 @@ fn collect_stamps(
         return;
     };
     let _ = device.wgpu_device().poll(wgpu::PollType::Poll);
-    let period = f64::from(queue.get_timestamp_period());
+    let period = queue.get_timestamp_period();
     for (slot, state) in clock.states.iter().enumerate() {
         match state.load(Ordering::Acquire) {
             MAPPED => {
                 let read = &clock.reads[slot];
-                let stamps: [u64; 2] = {
-                    let bytes = read.slice(..).get_mapped_range();
-                    let mut words = bytes
-                        .chunks_exact(8)
-                        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
-                    [words.next().unwrap_or(0), words.next().unwrap_or(0)]
-                };
+                let stamps: Option<[u64; 2]> =
+                    bytemuck::try_pod_read_unaligned(&read.slice(..).get_mapped_range()).ok();
                 read.unmap();
                 state.store(FREE, Ordering::Release);
-                // A clock that went backwards or jumped (power states, a reset) is no time.
-                let ms = stamps[1]
-                    .checked_sub(stamps[0])
-                    .map(|t| t as f64 * period / 1e6);
-                // Both zero: nothing was written (a driver that skips empty passes).
-                let ms = ms.filter(|_| stamps[0] != 0);
-                if let Some(ms) = ms.filter(|ms| *ms < 10_000.0)
+                if let Some(took) = stamps.and_then(|[a, b]| llm::gpu::stamp_span(a, b, period))
                     && let Ok(mut incoming) = shared.0.lock()
                 {
-                    incoming.render_ms.push(ms);
+                    incoming.render_ms.push(took.as_secs_f64() * 1e3);
                 }
             }
             FAILED => state.store(FREE, Ordering::Release),

@@ -17,20 +17,17 @@ pub(crate) fn gpu_time_bar(
     view: &LlmView,
 ) -> Option<egui::Rect> {
     let llm_here = view.backend.on_renderer();
-    match times.available {
-        None => {
-            ui.small("GPU time per frame: measuring…");
-            return None;
-        }
-        Some(false) => {
+    let render = match (times.available, times.render_mean()) {
+        (Some(false), _) => {
             ui.small("GPU time per frame: not measurable on this adapter (no timestamp queries)");
             return None;
         }
-        Some(true) => {}
-    }
-    let Some(render) = times.render_mean() else {
-        ui.small("GPU time per frame: measuring…");
-        return None;
+        (Some(true), Some(render)) => render,
+        // Not known yet, or no sample back yet.
+        _ => {
+            ui.small("GPU time per frame: measuring…");
+            return None;
+        }
     };
     let llm = times.llm_mean().filter(|_| llm_here);
     let frame = times.frame_mean().unwrap_or(0.0);

@@ -40,5 +40,5 @@ pub use cache::GpuCache;
 pub use context::{GpuContext, adapter_name};
 pub use model::{DEFAULT_CONTEXT, GpuModel};
 pub use pacer::FramePacer;
-pub use profile::{KernelKind, Profile};
+pub use profile::{KernelKind, Profile, stamp_span};
 pub use readback::GpuInterrupt;

@@ -112,7 +112,7 @@ impl Timing {
     }
 
     /// The first pass's GPU time once submission `index` is done (after `resolve(enc, 1)`);
-    /// `None`: the read failed, or the clock went backwards or jumped (power states, a reset).
+    /// `None`: the read failed, or the stamps are no time (`stamp_span`).
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) fn span(
         &self,
@@ -122,9 +122,34 @@ impl Timing {
         index: wgpu::SubmissionIndex,
     ) -> Option<std::time::Duration> {
         let bytes = read_back(device, interrupt, &self.read, 16, index).ok()?;
-        let stamps: &[u64] = bytemuck::cast_slice(&bytes);
-        let ticks = stamps.get(1)?.checked_sub(*stamps.first()?)?;
-        let ns = ticks as f64 * queue.get_timestamp_period() as f64;
-        (ns < 10e9).then(|| std::time::Duration::from_nanos(ns as u64))
+        let [start, end]: [u64; 2] = bytemuck::try_pod_read_unaligned(&bytes).ok()?;
+        stamp_span(start, end, queue.get_timestamp_period())
+    }
+}
+
+/// The time between two timestamps of one queue, `period` nanoseconds a tick. `None` where they
+/// are no time: nothing was written (both zero: a driver that skips an empty pass), or the
+/// clock went backwards or jumped (power states, a reset), past 10 s.
+pub fn stamp_span(start: u64, end: u64, period: f32) -> Option<std::time::Duration> {
+    let ticks = end.checked_sub(start).filter(|_| start != 0)?;
+    let ns = ticks as f64 * f64::from(period);
+    (ns < 10e9).then(|| std::time::Duration::from_nanos(ns as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stamp_span;
+    use std::time::Duration;
+
+    #[test]
+    fn two_stamps_are_a_time_only_when_the_clock_ran_forward_and_wrote() {
+        assert_eq!(
+            stamp_span(1_000, 3_000, 1.0),
+            Some(Duration::from_nanos(2_000))
+        );
+        assert_eq!(stamp_span(10, 20, 2.5), Some(Duration::from_nanos(25)));
+        assert_eq!(stamp_span(0, 0, 1.0), None, "nothing written");
+        assert_eq!(stamp_span(3_000, 1_000, 1.0), None, "backwards");
+        assert_eq!(stamp_span(1, 20_000_000_000, 1.0), None, "a jump of 20 s");
     }
 }
