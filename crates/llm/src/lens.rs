@@ -373,10 +373,12 @@ mod simd {
         unsafe { std::ptr::read_unaligned(qs.as_ptr().add(at) as *const i32) }
     }
 
-    /// AVX-512 VNNI: 16 inputs a register, up to four registers at once, so each block's
-    /// weights are broadcast once for all of them, row after row of a run. The inputs come
-    /// offset by 128 (`vpdpbusd` takes them unsigned), so 128 times the weights' block sum
-    /// (`sums`) comes off each block's integer sum.
+    /// AVX-512 VNNI: 16 inputs a register. Four rows and two registers of inputs at once: each
+    /// step loads the inputs' bytes once for the four rows and broadcasts each row's four
+    /// weights once for both registers, and the eight sums are independent chains, so the
+    /// `vpdpbusd`s run at the unit's rate instead of waiting on each other (one row alone was a
+    /// chain of eight). The inputs come offset by 128 (`vpdpbusd` takes them unsigned), so 128
+    /// times the weights' block sum (`sums`) comes off each block's integer sum.
     ///
     /// # Safety
     /// The CPU has AVX-512F and AVX-512 VNNI; the lengths `products` checks.
@@ -388,50 +390,104 @@ mod simd {
         x: &LensInputs,
         out: &mut [f32],
     ) {
-        const AT_ONCE: usize = 4;
+        let count = d.len() / x.blocks;
+        let mut r = 0;
+        while r < count {
+            // SAFETY (each): rows r.. exist (r + R <= count) and the features are on.
+            unsafe {
+                match count - r {
+                    1 => tile::<1>(d, qs, sums, x, out, r),
+                    2 => tile::<2>(d, qs, sums, x, out, r),
+                    3 => tile::<3>(d, qs, sums, x, out, r),
+                    _ => tile::<4>(d, qs, sums, x, out, r),
+                }
+            }
+            r += (count - r).min(4);
+        }
+    }
+
+    /// Rows `first..first + R` of a run against every group of inputs, two groups at a time.
+    ///
+    /// # Safety
+    /// As `rows_vnni`, and `first + R` rows are in the run.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    #[inline]
+    unsafe fn tile<const R: usize>(
+        d: &[f32],
+        qs: &[u8],
+        sums: &[i32],
+        x: &LensInputs,
+        out: &mut [f32],
+        first: usize,
+    ) {
+        let mut g = 0;
+        while g < x.groups {
+            // SAFETY: as this function's; groups g.. exist.
+            unsafe {
+                if x.groups - g >= 2 {
+                    groups::<R, 2>(d, qs, sums, x, out, first, g);
+                } else {
+                    groups::<R, 1>(d, qs, sums, x, out, first, g);
+                }
+            }
+            g += 2;
+        }
+    }
+
+    /// Rows `first..first + R` against the `G` groups from `group`.
+    ///
+    /// # Safety
+    /// As `tile`, and `group + G <= x.groups`.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    #[inline]
+    unsafe fn groups<const R: usize, const G: usize>(
+        d: &[f32],
+        qs: &[u8],
+        sums: &[i32],
+        x: &LensInputs,
+        out: &mut [f32],
+        first: usize,
+        group: usize,
+    ) {
         let (blocks, width) = (x.blocks, x.groups * LANES);
-        for r in 0..d.len() / blocks {
-            let d = &d[r * blocks..(r + 1) * blocks];
-            let sums = &sums[r * blocks..(r + 1) * blocks];
-            let qs = &qs[r * blocks * QK..(r + 1) * blocks * QK];
-            let out = &mut out[r * width..(r + 1) * width];
-            for first in (0..x.groups).step_by(AT_ONCE) {
-                let n = (x.groups - first).min(AT_ONCE);
-                let mut totals = [_mm512_setzero_ps(); AT_ONCE];
-                for b in 0..blocks {
-                    let mut w = [_mm512_setzero_si512(); STEPS];
-                    for (k, wk) in w.iter_mut().enumerate() {
-                        // SAFETY: b < blocks, and qs holds blocks * QK bytes.
-                        *wk = _mm512_set1_epi32(unsafe { four(qs, b * QK + 4 * k) });
+        let mut totals = [[_mm512_setzero_ps(); G]; R];
+        for b in 0..blocks {
+            let mut acc = [[_mm512_setzero_si512(); G]; R];
+            // SAFETY (every load): indices inside the lengths `LensInputs` made and `products`
+            // checked (rows first..first + R, blocks b < blocks, groups group..group + G).
+            unsafe {
+                for k in 0..STEPS {
+                    let mut v = [_mm512_setzero_si512(); G];
+                    for (j, v) in v.iter_mut().enumerate() {
+                        let at = (x.group_base(group + j, b) * STEPS + k) * LANES * 4;
+                        *v = _mm512_loadu_si512(x.xq.as_ptr().add(at) as *const __m512i);
                     }
-                    // SAFETY: b < blocks = d.len() = sums.len().
-                    let (wd, offset) = unsafe {
-                        (
-                            _mm512_set1_ps(*d.get_unchecked(b)),
-                            _mm512_set1_epi32(*sums.get_unchecked(b)),
-                        )
-                    };
-                    for (j, total) in totals.iter_mut().enumerate().take(n) {
-                        let base = x.group_base(first + j, b);
-                        // SAFETY (every load): indices inside the lengths `LensInputs` made.
-                        unsafe {
-                            let xq = x.xq.as_ptr().add(base * STEPS * LANES * 4);
-                            let mut acc = _mm512_setzero_si512();
-                            for (k, wk) in w.iter().enumerate() {
-                                let v = _mm512_loadu_si512(xq.add(k * LANES * 4) as *const __m512i);
-                                acc = _mm512_dpbusd_epi32(acc, v, *wk);
-                            }
-                            let sum = _mm512_sub_epi32(acc, offset);
-                            let scale =
-                                _mm512_mul_ps(wd, _mm512_loadu_ps(x.dx.as_ptr().add(base * LANES)));
-                            *total = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), scale, *total);
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let w =
+                            _mm512_set1_epi32(four(qs, ((first + r) * blocks + b) * QK + 4 * k));
+                        for (a, v) in acc.iter_mut().zip(&v) {
+                            *a = _mm512_dpbusd_epi32(*a, *v, w);
                         }
                     }
                 }
-                for (j, total) in totals.iter().enumerate().take(n) {
-                    // SAFETY: out holds groups * LANES floats.
-                    unsafe { _mm512_storeu_ps(out.as_mut_ptr().add((first + j) * LANES), *total) };
+                for (r, (acc, totals)) in acc.iter().zip(totals.iter_mut()).enumerate() {
+                    let at = (first + r) * blocks + b;
+                    let wd = _mm512_set1_ps(*d.get_unchecked(at));
+                    let offset = _mm512_set1_epi32(*sums.get_unchecked(at));
+                    for (j, (a, total)) in acc.iter().zip(totals.iter_mut()).enumerate() {
+                        let dx = x.dx.as_ptr().add(x.group_base(group + j, b) * LANES);
+                        let scale = _mm512_mul_ps(wd, _mm512_loadu_ps(dx));
+                        let sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(*a, offset));
+                        *total = _mm512_fmadd_ps(sum, scale, *total);
+                    }
                 }
+            }
+        }
+        for (r, totals) in totals.iter().enumerate() {
+            for (j, total) in totals.iter().enumerate() {
+                let at = (first + r) * width + (group + j) * LANES;
+                // SAFETY: out holds count * width floats.
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(at), *total) };
             }
         }
     }
@@ -568,7 +624,7 @@ mod tests {
             let packed = LensInputs::new(&xs, blocks);
             let signed = LensInputs::with_form(&xs, blocks, false);
             let width = packed.groups * LANES;
-            for count in (0..12).map(|t| 1 + t % 4) {
+            for count in (0..12).map(|t| 1 + t % 6) {
                 // A run of `count` rows; the checks below look at its last.
                 let d: Vec<f32> = (0..count * blocks)
                     .map(|_| rng.next_f32() * 0.02 + 1e-3)
