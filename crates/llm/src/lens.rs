@@ -452,10 +452,16 @@ mod simd {
         let (blocks, width) = (x.blocks, x.groups * LANES);
         let mut totals = [[_mm512_setzero_ps(); G]; R];
         for b in 0..blocks {
-            let mut acc = [[_mm512_setzero_si512(); G]; R];
             // SAFETY (every load): indices inside the lengths `LensInputs` made and `products`
             // checked (rows first..first + R, blocks b < blocks, groups group..group + G).
             unsafe {
+                // Each sum starts at minus the row's correction, so it ends as the exact block
+                // sum without a subtraction of its own.
+                let mut acc = [[_mm512_setzero_si512(); G]; R];
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let at = (first + r) * blocks + b;
+                    *acc = [_mm512_set1_epi32(-*sums.get_unchecked(at)); G];
+                }
                 for k in 0..STEPS {
                     let mut v = [_mm512_setzero_si512(); G];
                     for (j, v) in v.iter_mut().enumerate() {
@@ -473,11 +479,10 @@ mod simd {
                 for (r, (acc, totals)) in acc.iter().zip(totals.iter_mut()).enumerate() {
                     let at = (first + r) * blocks + b;
                     let wd = _mm512_set1_ps(*d.get_unchecked(at));
-                    let offset = _mm512_set1_epi32(*sums.get_unchecked(at));
                     for (j, (a, total)) in acc.iter().zip(totals.iter_mut()).enumerate() {
                         let dx = x.dx.as_ptr().add(x.group_base(group + j, b) * LANES);
                         let scale = _mm512_mul_ps(wd, _mm512_loadu_ps(dx));
-                        let sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(*a, offset));
+                        let sum = _mm512_cvtepi32_ps(*a);
                         *total = _mm512_fmadd_ps(sum, scale, *total);
                     }
                 }

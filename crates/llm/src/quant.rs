@@ -366,7 +366,7 @@ mod simd {
         // (x86-64-v3, `.cargo/config.toml`), so every CPU that runs this binary has them.
         unsafe {
             match *xs {
-                [a] if row.ty == BlockType::Q4_1 && vnni() => out[0] = dot_q4_1_vnni(row, a),
+                [a] if vnni() => out[0] = dot_vnni(row, a),
                 [a] => out[0] = dot_n::<1>(row, [a])[0],
                 [a, b] => out[..2].copy_from_slice(&dot_n::<2>(row, [a, b])),
                 [a, b, c] => out[..3].copy_from_slice(&dot_n::<3>(row, [a, b, c])),
@@ -471,42 +471,55 @@ mod simd {
         })
     }
 
-    /// Whether this CPU has AVX-512 VNNI (with BW for the byte masks): the decode's Q4_1
-    /// products then take `dot_q4_1_vnni` (std caches the answer; this is a load and a test).
+    /// Whether this CPU has AVX-512 VNNI (with BW for the byte masks): one input's products
+    /// then take `dot_vnni` (std caches the answer; this is a load and a test).
     fn vnni() -> bool {
         std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vnni")
     }
 
-    /// One Q4_1 row against one input, two blocks a 512-bit register: block b's 32 weights in
-    /// the low half, b + 1's in the high half, and one `vpdpbusd` gives the same sixteen
-    /// four-product integers as `dot_typed`'s two `maddubs`/`madd` steps (Q4_1's weights are
-    /// unsigned, as `vpdpbusd` wants, and nothing saturates). The low half is `dot_typed`'s
-    /// even accumulator, the high half its odd one, each block's scale the same product
-    /// `d * dx`, so the sum comes out in the same bits with about a third of the instructions.
-    fn dot_q4_1_vnni(row: &Row, x: &Q8Vec) -> f32 {
+    /// One row against one input (the decode's products, and the head's), two blocks a
+    /// 512-bit register: block b's 32 weights in the low half, b + 1's in the high half, and
+    /// one `vpdpbusd` gives the same sixteen four-product integers as `dot_typed`'s two
+    /// `maddubs`/`madd` steps (Q4_1's weights are unsigned, as `vpdpbusd` wants; Q8_0's go in
+    /// as |w| against x carrying w's sign, as there; nothing saturates). The low half is
+    /// `dot_typed`'s even accumulator, the high half its odd one, each block's scale the same
+    /// product `d * dx`, so the sum comes out in the same bits with fewer instructions.
+    fn dot_vnni(row: &Row, x: &Q8Vec) -> f32 {
         let nb = row.d.len();
+        let q8 = row.ty == BlockType::Q8_0;
         // Every pointer below stays inside these lengths.
-        assert!(row.qs.len() >= nb * 16 && row.m.len() >= nb);
+        assert!(row.qs.len() >= nb * if q8 { 32 } else { 16 });
+        assert!(q8 || row.m.len() >= nb);
         assert!(x.qs.len() >= nb * QK && x.d.len() >= nb && x.s.len() >= nb);
-        // SAFETY: `vnni()` held (the caller checked), lengths checked above.
-        let acc = unsafe { q4_1_vnni(row.qs.as_ptr(), row.d.as_ptr(), x, nb) };
-        // SAFETY: AVX2 is this build's baseline.
-        unsafe { hsum(acc) + dot_f32(&row.m[..nb], &x.s[..nb]) }
+        // SAFETY: `vnni()` held (the caller checked), lengths checked above; AVX2 is this
+        // build's baseline (`hsum`).
+        unsafe {
+            if q8 {
+                hsum(blocks_vnni::<true>(row.qs.as_ptr(), row.d.as_ptr(), x, nb)) + 0.0
+            } else {
+                let acc = blocks_vnni::<false>(row.qs.as_ptr(), row.d.as_ptr(), x, nb);
+                hsum(acc) + dot_f32(&row.m[..nb], &x.s[..nb])
+            }
+        }
     }
 
-    /// The block sums of `dot_q4_1_vnni`, even and odd accumulators added (`dot_typed`'s
-    /// `acc`).
+    /// The block sums of `dot_vnni`, even and odd accumulators added (`dot_typed`'s `acc`).
     ///
     /// # Safety
-    /// The CPU has AVX-512F, BW and VNNI; `qs` holds `nb * 16` bytes, `d` `nb` scales, `x`
-    /// `nb` blocks.
+    /// The CPU has AVX-512F, BW and VNNI; `qs` holds `nb` packed blocks (16 bytes each for
+    /// Q4_1, 32 for Q8_0), `d` `nb` scales, `x` `nb` blocks.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
-    unsafe fn q4_1_vnni(qs: *const u8, d: *const f32, x: &Q8Vec, nb: usize) -> __m256 {
+    unsafe fn blocks_vnni<const Q8: bool>(
+        qs: *const u8,
+        d: *const f32,
+        x: &Q8Vec,
+        nb: usize,
+    ) -> __m256 {
         let low = _mm512_set1_epi8(0x0F);
-        // The 16 nibble bytes twice in each half; the second copy shifted down by 4 (the
-        // weights 16..32 of the block).
+        // Q4_1: the 16 nibble bytes twice in each half; the second copy shifted down by 4
+        // (the weights 16..32 of the block).
         let shift = _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0);
         let (xq, xd) = (x.qs.as_ptr(), x.d.as_ptr());
         let mut acc = _mm512_setzero_ps();
@@ -527,19 +540,36 @@ mod simd {
                 let mut b = chunk;
                 while b < chunk + n {
                     // A pair, or the last block alone (its half of the register only).
-                    let (nibbles, lanes) = if b + 1 < chunk + n {
-                        (_mm256_loadu_si256(qs.add(b * 16) as *const __m256i), 0xFFFF)
-                    } else {
-                        let one = _mm_loadu_si128(qs.add(b * 16) as *const __m128i);
-                        (_mm256_zextsi128_si256(one), 0x00FF)
-                    };
-                    let wide = _mm512_castsi256_si512(nibbles);
-                    let twice = _mm512_shuffle_i64x2::<0b01_01_00_00>(wide, wide);
-                    let w = _mm512_and_si512(_mm512_srlv_epi64(twice, shift), low);
-                    let xv = if lanes == 0xFFFF {
+                    let pair = b + 1 < chunk + n;
+                    let lanes: __mmask16 = if pair { 0xFFFF } else { 0x00FF };
+                    let xv = if pair {
                         _mm512_loadu_si512(xq.add(b * QK) as *const __m512i)
                     } else {
                         _mm512_castsi256_si512(_mm256_loadu_si256(xq.add(b * QK) as *const __m256i))
+                    };
+                    let (w, xv) = if Q8 {
+                        let w = if pair {
+                            _mm512_loadu_si512(qs.add(b * 32) as *const __m512i)
+                        } else {
+                            _mm512_zextsi256_si512(_mm256_loadu_si256(
+                                qs.add(b * 32) as *const __m256i
+                            ))
+                        };
+                        // |w| (-128 becomes 128 unsigned) and x negated where w < 0.
+                        let negative = _mm512_movepi8_mask(w);
+                        let xv = _mm512_mask_sub_epi8(xv, negative, _mm512_setzero_si512(), xv);
+                        (_mm512_abs_epi8(w), xv)
+                    } else {
+                        let nibbles = if pair {
+                            _mm256_loadu_si256(qs.add(b * 16) as *const __m256i)
+                        } else {
+                            _mm256_zextsi128_si256(
+                                _mm_loadu_si128(qs.add(b * 16) as *const __m128i),
+                            )
+                        };
+                        let wide = _mm512_castsi256_si512(nibbles);
+                        let twice = _mm512_shuffle_i64x2::<0b01_01_00_00>(wide, wide);
+                        (_mm512_and_si512(_mm512_srlv_epi64(twice, shift), low), xv)
                     };
                     let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, xv);
                     let scale = _mm512_permutexvar_ps(pick, scales);
@@ -711,9 +741,11 @@ mod tests {
     #[test]
     fn one_inputs_products_are_the_same_bits_in_every_form() {
         let mut rng = Rng::new(9);
-        for blocks in [1, 2, 3, 15, 16, 17, 18, 33, 48] {
+        for (blocks, ty) in [1, 2, 3, 15, 16, 17, 18, 33, 48]
+            .into_iter()
+            .flat_map(|b| [(b, BlockType::Q4_1), (b, BlockType::Q8_0)])
+        {
             let cols = blocks * QK;
-            let ty = BlockType::Q4_1;
             let w = QMatrix::from_gguf(ty, 3, cols, &random_bytes(&mut rng, ty, 3, cols)).unwrap();
             let x: Vec<f32> = (0..cols).map(|_| rng.next_f32() * 4.0 - 2.0).collect();
             let q = quantize(&x);
@@ -723,7 +755,11 @@ mod tests {
                 // SAFETY: the crate's tests run on the CPU it is built for (x86-64-v3).
                 #[allow(unsafe_code)]
                 let avx2 = unsafe { simd::dot_n::<1>(&row, [&q])[0] };
-                assert_eq!(got.to_bits(), avx2.to_bits(), "{blocks} blocks, row {r}");
+                assert_eq!(
+                    got.to_bits(),
+                    avx2.to_bits(),
+                    "{ty:?}, {blocks} blocks, row {r}"
+                );
             }
         }
     }
