@@ -233,8 +233,10 @@ impl QMatrix {
                             None => &[],
                         };
                         products(run.d, run.qs, sums, p, values);
-                        for (i, out) in outs.iter_mut().enumerate() {
-                            *out = self.row(start + i).dot_many(&[last])[0];
+                        if !self.one_input(start, last, outs) {
+                            for (i, out) in outs.iter_mut().enumerate() {
+                                *out = self.row(start + i).dot_many(&[last])[0];
+                            }
                         }
                     } else {
                         for (i, out) in outs.iter_mut().enumerate() {

@@ -226,6 +226,9 @@ impl QMatrix {
             .par_chunks_mut(per_task * n)
             .enumerate()
             .for_each(|(t, chunk)| {
+                if n == 1 && self.one_input(t * per_task, xs[0], chunk) {
+                    return;
+                }
                 for (i, dots) in chunk.chunks_exact_mut(n).enumerate() {
                     let row = self.row(t * per_task + i);
                     for (group, dots) in xs.chunks(4).zip(dots.chunks_mut(4)) {
@@ -253,6 +256,29 @@ impl QMatrix {
                         }
                     }
                 });
+        }
+    }
+
+    /// `out[i] = dot(row first + i, x)` in one call where this CPU has a kernel for a run of
+    /// rows (AVX-512 VNNI); false (`out` untouched) where not: then `dot_many` a row.
+    pub(crate) fn one_input(&self, first: usize, x: &Q8Vec, out: &mut [f32]) -> bool {
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma"
+        ))]
+        {
+            let run = self.rows(first, out.len());
+            simd::one_input(&run, self.blocks_per_row(), x, out)
+        }
+        #[cfg(not(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma"
+        )))]
+        {
+            let _ = (first, x, out);
+            false
         }
     }
 
@@ -489,9 +515,19 @@ mod tests {
             let w = QMatrix::from_gguf(ty, 3, cols, &random_bytes(&mut rng, ty, 3, cols)).unwrap();
             let x: Vec<f32> = (0..cols).map(|_| rng.next_f32() * 4.0 - 2.0).collect();
             let q = quantize(&x);
-            for r in 0..3 {
+            // A run of rows in one call (the decode's `matmul`) and one row at a time.
+            let mut run = [f32::NAN; 3];
+            if !w.one_input(0, &q, &mut run) {
+                run.copy_from_slice(&w.matmul(&x, 1));
+            }
+            for (r, in_run) in run.iter().enumerate() {
                 let row = w.row(r);
                 let got = row.dot_many(&[&q])[0];
+                assert_eq!(
+                    got.to_bits(),
+                    in_run.to_bits(),
+                    "{ty:?}, {blocks} blocks, run"
+                );
                 // SAFETY: the crate's tests run on the CPU it is built for (x86-64-v3).
                 #[allow(unsafe_code)]
                 let avx2 = unsafe { simd::dot_n::<1>(&row, [&q])[0] };

@@ -20,7 +20,7 @@ pub(super) fn dot_many(row: &Row, xs: &[&Q8Vec]) -> [f32; 4] {
     // (x86-64-v3, `.cargo/config.toml`), so every CPU that runs this binary has them.
     unsafe {
         match *xs {
-            [a] if vnni() => out[0] = dot_vnni(row, a),
+            [a] if vnni() => dot_vnni(row, row.d.len(), a, &mut out[..1]),
             [a] => out[0] = dot_n::<1>(row, [a])[0],
             [a, b] => out[..2].copy_from_slice(&dot_n::<2>(row, [a, b])),
             [a, b, c] => out[..3].copy_from_slice(&dot_n::<3>(row, [a, b, c])),
@@ -127,35 +127,71 @@ unsafe fn dot_typed<const N: usize, const Q8: bool>(
 
 /// Whether this CPU has AVX-512 VNNI (with BW for the byte masks): one input's products
 /// then take `dot_vnni` (std caches the answer; this is a load and a test).
+#[inline]
 fn vnni() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512vnni")
 }
 
-/// One row against one input (the decode's products, and the head's), two blocks a
-/// 512-bit register: block b's 32 weights in the low half, b + 1's in the high half, and
-/// one `vpdpbusd` gives the same sixteen four-product integers as `dot_typed`'s two
-/// `maddubs`/`madd` steps (Q4_1's weights are unsigned, as `vpdpbusd` wants; Q8_0's go in
-/// as |w| against x carrying w's sign, as there; nothing saturates). The low half is
+/// `out[i] = dot(row i of run, x)` for a run of `out.len()` rows of `nb` blocks, where this CPU
+/// has VNNI (`dot_vnni`); false (and `out` untouched) where it has not.
+pub(super) fn one_input(run: &Row, nb: usize, x: &Q8Vec, out: &mut [f32]) -> bool {
+    if !vnni() {
+        return false;
+    }
+    dot_vnni(run, nb, x, out);
+    true
+}
+
+/// Rows against one input (the decode's products, and the head's), two blocks a 512-bit
+/// register: block b's 32 weights in the low half, b + 1's in the high half, and one
+/// `vpdpbusd` gives the same sixteen four-product integers as `dot_typed`'s two
+/// `maddubs`/`madd` steps (Q4_1's weights are unsigned, as `vpdpbusd` wants; Q8_0's go in as
+/// |w| against x carrying w's sign, as there; nothing saturates). The low half is
 /// `dot_typed`'s even accumulator, the high half its odd one, each block's scale the same
-/// product `d * dx`, so the sum comes out in the same bits with fewer instructions.
-fn dot_vnni(row: &Row, x: &Q8Vec) -> f32 {
-    let nb = row.d.len();
-    let q8 = row.ty == BlockType::Q8_0;
+/// product `d * dx`, so each row's sum comes out in the same bits with fewer instructions. A
+/// whole run of rows is one call (the checks once, no call a row), so the next row's loads
+/// start while the last one's sums finish.
+fn dot_vnni(run: &Row, nb: usize, x: &Q8Vec, out: &mut [f32]) {
+    let (count, q8) = (out.len(), run.ty == BlockType::Q8_0);
     // Every pointer below stays inside these lengths.
-    assert!(row.qs.len() >= nb * if q8 { 32 } else { 16 });
-    assert!(q8 || row.m.len() >= nb);
+    assert!(run.d.len() >= count * nb);
+    assert!(run.qs.len() >= count * nb * if q8 { 32 } else { 16 });
+    assert!(q8 || run.m.len() >= count * nb);
     assert!(x.qs.len() >= nb * QK && x.d.len() >= nb && x.s.len() >= nb);
-    // SAFETY: `vnni()` held (the caller checked), lengths checked above; AVX2 is this
-    // build's baseline (`hsum`).
+    // SAFETY: `vnni()` held (the callers checked), lengths checked above.
     unsafe {
         if q8 {
-            hsum(blocks_vnni::<true>(row.qs.as_ptr(), row.d.as_ptr(), x, nb)) + 0.0
+            rows_vnni::<true>(run, nb, x, out)
         } else {
-            let acc = blocks_vnni::<false>(row.qs.as_ptr(), row.d.as_ptr(), x, nb);
-            hsum(acc) + dot_f32(&row.m[..nb], &x.s[..nb])
+            rows_vnni::<false>(run, nb, x, out)
         }
+    }
+}
+
+/// `dot_vnni`'s loop over the rows.
+///
+/// # Safety
+/// As `blocks_vnni`, for every row of the run (`dot_vnni` checks the lengths).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+unsafe fn rows_vnni<const Q8: bool>(run: &Row, nb: usize, x: &Q8Vec, out: &mut [f32]) {
+    let packed = if Q8 { 32 } else { 16 };
+    for (r, o) in out.iter_mut().enumerate() {
+        // SAFETY: row r < count is inside the run.
+        let acc = unsafe {
+            blocks_vnni::<Q8>(
+                run.qs.as_ptr().add(r * nb * packed),
+                run.d.as_ptr().add(r * nb),
+                x,
+                nb,
+            )
+        };
+        *o = if Q8 {
+            hsum(acc) + 0.0
+        } else {
+            hsum(acc) + dot_f32(&run.m[r * nb..(r + 1) * nb], &x.s[..nb])
+        };
     }
 }
 
@@ -165,6 +201,7 @@ fn dot_vnni(row: &Row, x: &Q8Vec) -> f32 {
 /// The CPU has AVX-512F, BW and VNNI; `qs` holds `nb` packed blocks (16 bytes each for
 /// Q4_1, 32 for Q8_0), `d` `nb` scales, `x` `nb` blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+#[inline]
 unsafe fn blocks_vnni<const Q8: bool>(
     qs: *const u8,
     d: *const f32,
