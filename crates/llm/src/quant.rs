@@ -67,18 +67,44 @@ pub fn quantize(x: &[f32]) -> Q8Vec {
         qs: vec![0; blocks * QK],
     };
     for (chunk, q) in x.chunks_exact(QK).zip(out.qs.chunks_exact_mut(QK)) {
-        let amax = chunk.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut sum = 0i32;
-        for (qi, v) in q.iter_mut().zip(chunk) {
-            *qi = (v * id).round() as i8;
-            sum += *qi as i32;
-        }
+        #[cfg(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma"
+        ))]
+        let (d, sum) = simd::quantize_block(chunk, q);
+        #[cfg(not(all(
+            target_arch = "x86_64",
+            target_feature = "avx2",
+            target_feature = "fma"
+        )))]
+        let (d, sum) = quantize_block(chunk, q);
         out.d.push(f16::from_f32(d).to_f32());
         out.s.push(f16::from_f32(sum as f32 * d).to_f32());
     }
     out
+}
+
+/// One block of `quantize`: its scale d and the sum of its quantized values. The SIMD form
+/// (`simd::quantize_block`) gives the same bytes, d and sum (the tests compare them).
+#[cfg_attr(
+    all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ),
+    allow(dead_code)
+)]
+fn quantize_block(chunk: &[f32], q: &mut [i8]) -> (f32, i32) {
+    let amax = chunk.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let mut sum = 0i32;
+    for (qi, v) in q.iter_mut().zip(chunk) {
+        *qi = (v * id).round() as i8;
+        sum += *qi as i32;
+    }
+    (d, sum)
 }
 
 /// A quantized matrix, `rows x cols`, repacked from the file's blocks.
@@ -464,6 +490,46 @@ mod tests {
         assert_eq!((zeros.d[0], zeros.s[0]), (0.0, 0.0));
         // -128 never appears (symmetric range), so the SIMD sign trick cannot overflow.
         assert!(quantize(&[-1.0; 32]).qs.iter().all(|v| *v == -127));
+    }
+
+    /// The SIMD block quantizer gives the scalar one's bytes, scale and sum, ties at .5
+    /// (rounded away from zero) and empty blocks included.
+    #[test]
+    fn both_quantizers_give_the_same_blocks() {
+        let mut rng = Rng::new(17);
+        let mut blocks: Vec<Vec<f32>> = (0..200)
+            .map(|k| {
+                let scale = [1e-3, 1.0, 40.0][k % 3];
+                (0..QK)
+                    .map(|_| (rng.next_f32() * 2.0 - 1.0) * scale)
+                    .collect()
+            })
+            .collect();
+        // amax 127 makes id 1, so these land exactly on halves.
+        let mut ties: Vec<f32> = (0..QK).map(|i| i as f32 - 15.5).collect();
+        ties[0] = 127.0;
+        ties[1] = -0.5;
+        blocks.push(ties);
+        blocks.push(vec![0.0; QK]);
+        blocks.push(vec![-1.0; QK]);
+        for block in &blocks {
+            let mut a = [0i8; QK];
+            let mut b = [0i8; QK];
+            let (da, sa) = quantize_block(block, &mut a);
+            #[cfg(all(
+                target_arch = "x86_64",
+                target_feature = "avx2",
+                target_feature = "fma"
+            ))]
+            let (db, sb) = simd::quantize_block(block, &mut b);
+            #[cfg(not(all(
+                target_arch = "x86_64",
+                target_feature = "avx2",
+                target_feature = "fma"
+            )))]
+            let (db, sb) = quantize_block(block, &mut b);
+            assert_eq!((a, da.to_bits(), sa), (b, db.to_bits(), sb), "{block:?}");
+        }
     }
 
     #[test]
