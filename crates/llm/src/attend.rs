@@ -109,7 +109,70 @@ pub(crate) struct Shape {
 /// Attention outputs `[row][head][dim]` for queries `q` (`[row][head][dim]`, RoPE applied)
 /// over `keys` and `values` (`[position][kv head][dim]`, positions `0..pos + n`): row `i` sees
 /// positions `0..=pos + i`; scores are scaled by `scale`.
-pub(crate) fn tiled(q: &[f32], keys: &[f32], values: &[f32], s: Shape, scale: f32) -> Vec<f32> {
+/// The keys as the tiles read them, kept that way in the cache: for each tile of `KEYS`
+/// positions and each KV head, `dim` rows of `KEYS` lanes (`[tile][kv head][dim][key]`), so a
+/// decoded token transposes only its own key, once, instead of every key of the context at
+/// every token. Lanes past the cache's length hold zeros or old keys; no result reads them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TiledKeys {
+    data: Vec<f32>,
+}
+
+impl TiledKeys {
+    /// Floats a tile takes for `kv_heads` heads of `dim`.
+    fn tile_len(kv_heads: usize, dim: usize) -> usize {
+        kv_heads * dim * KEYS
+    }
+
+    /// Rows `k` (each `kv_heads * dim`, row-major as the projection gives them) as positions
+    /// `pos..`.
+    pub(crate) fn append(&mut self, k: &[f32], pos: usize, kv_heads: usize, dim: usize) {
+        let width = kv_heads * dim;
+        let n = k.len() / width;
+        let tiles = (pos + n).div_ceil(KEYS);
+        let want = tiles * Self::tile_len(kv_heads, dim);
+        if self.data.len() < want {
+            self.data.resize(want, 0.0);
+        }
+        for (i, row) in k.chunks_exact(width).enumerate() {
+            let t = pos + i;
+            let (tile, lane) = (t / KEYS, t % KEYS);
+            for (g, head) in row.chunks_exact(dim).enumerate() {
+                let base = (tile * kv_heads + g) * dim * KEYS + lane;
+                for (d, v) in head.iter().enumerate() {
+                    self.data[base + d * KEYS] = *v;
+                }
+            }
+        }
+    }
+
+    /// Positions `len..` dropped (whole tiles past it freed).
+    pub(crate) fn truncate(&mut self, len: usize, kv_heads: usize, dim: usize) {
+        self.data
+            .truncate(len.div_ceil(KEYS) * Self::tile_len(kv_heads, dim));
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.data.clear();
+    }
+
+    /// KV head `g`'s tile holding position `t0` (a multiple of `KEYS`): `dim` rows of `KEYS`.
+    fn tile(&self, t0: usize, g: usize, kv_heads: usize, dim: usize) -> &[f32] {
+        let at = ((t0 / KEYS) * kv_heads + g) * dim * KEYS;
+        &self.data[at..at + dim * KEYS]
+    }
+
+    /// Position `t`'s key for KV head `g`, into `out` (`dim` long).
+    pub(crate) fn key(&self, t: usize, g: usize, kv_heads: usize, out: &mut [f32]) {
+        let dim = out.len();
+        let base = ((t / KEYS) * kv_heads + g) * dim * KEYS + t % KEYS;
+        for (d, o) in out.iter_mut().enumerate() {
+            *o = self.data[base + d * KEYS];
+        }
+    }
+}
+
+pub(crate) fn tiled(q: &[f32], keys: &TiledKeys, values: &[f32], s: Shape, scale: f32) -> Vec<f32> {
     let Shape {
         n,
         pos,
@@ -138,19 +201,35 @@ pub(crate) fn tiled(q: &[f32], keys: &[f32], values: &[f32], s: Shape, scale: f3
         let mut acc = vec![0f32; nq * dp];
         // The tile's keys transposed ([dim][key]), so the scores of 16 keys are lanes summed
         // over the dimensions (no horizontal sums), and its values side by side ([key][dim]).
-        let mut kt = vec![0f32; dim * KEYS];
-        let mut vt = vec![0f32; KEYS * dp];
+        // Values are read in place where a head's row is whole register rows (SmolLM2's 64);
+        // else copied into rows padded to them.
+        let padded = dp != dim;
+        let mut vt = if padded {
+            vec![0f32; KEYS * dp]
+        } else {
+            Vec::new()
+        };
         let mut probs = [[0f32; KEYS]; QB];
         let seen = pos + rows.end;
         for t0 in (0..seen).step_by(KEYS) {
             let t1 = (t0 + KEYS).min(seen);
-            for t in t0..t1 {
-                let at = (t * kv_heads + g) * dim;
-                for (d, k) in keys[at..at + dim].iter().enumerate() {
-                    kt[d * KEYS + (t - t0)] = *k;
+            let kt = keys.tile(t0, g, kv_heads, dim);
+            if padded {
+                for t in t0..t1 {
+                    let at = (t * kv_heads + g) * dim;
+                    vt[(t - t0) * dp..(t - t0) * dp + dim].copy_from_slice(&values[at..at + dim]);
                 }
-                vt[(t - t0) * dp..(t - t0) * dp + dim].copy_from_slice(&values[at..at + dim]);
             }
+            // Key `key` of this tile's values, `dc`'th register row.
+            let value = |key: usize, dc: usize| -> &[f32; KW] {
+                let at = if padded {
+                    key * dp + dc * KW
+                } else {
+                    ((t0 + key) * kv_heads + g) * dim + dc * KW
+                };
+                let from = if padded { &vt[..] } else { values };
+                from[at..at + KW].try_into().unwrap()
+            };
             // QB queries at a time: each key row read once serves all of them, and their
             // scores and outputs stay in registers while the dimensions or keys stream by.
             for j0 in (0..nq).step_by(QB) {
@@ -217,7 +296,7 @@ pub(crate) fn tiled(q: &[f32], keys: &[f32], values: &[f32], s: Shape, scale: f3
                         o.copy_from_slice(&acc[(j0 + k) * dp + dc * KW..][..KW]);
                     }
                     for key in 0..most {
-                        let v: &[f32; KW] = vt[key * dp + dc * KW..][..KW].try_into().unwrap();
+                        let v = value(key, dc);
                         for (o, p) in o.iter_mut().zip(&probs) {
                             let p = p[key];
                             for (o, v) in o.iter_mut().zip(v) {
@@ -326,7 +405,17 @@ mod tests {
             let q: Vec<f32> = q.iter().map(|x| x * 4.0).collect();
             let keys = noise((pos + n) * kv * dim, 7 + pos as u64);
             let values = noise((pos + n) * kv * dim, 11 + pos as u64);
-            let got = tiled(&q, &keys, &values, s, 0.125);
+            let mut tiles = TiledKeys::default();
+            tiles.append(&keys, 0, kv, dim);
+            let got = tiled(&q, &tiles, &values, s, 0.125);
+            // Each position's key back out of the tiles.
+            let mut key = vec![0f32; dim];
+            for t in [0, pos + n - 1] {
+                for g in 0..kv {
+                    tiles.key(t, g, kv, &mut key);
+                    assert_eq!(key, keys[(t * kv + g) * dim..][..dim], "key {t}, head {g}");
+                }
+            }
             let want = naive(&q, &keys, &values, s, 0.125);
             let worst = got
                 .iter()

@@ -128,10 +128,11 @@ struct Block {
     mlp: Mlp,
 }
 
-/// Keys and values of every position seen so far, per layer: `[position][kv head][head_dim]`.
+/// Keys and values of every position seen so far, per layer: the keys in the attention's
+/// tiles (`attend::TiledKeys`), the values `[position][kv head][head_dim]`.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
-    layers: Vec<(Vec<f32>, Vec<f32>)>,
+    layers: Vec<(attend::TiledKeys, Vec<f32>)>,
     len: usize,
 }
 
@@ -598,7 +599,7 @@ impl KvCache {
     fn truncate(&mut self, len: usize, cfg: &LlamaConfig) {
         let width = cfg.n_kv_head * cfg.head_dim;
         for (k, v) in &mut self.layers {
-            k.truncate(len * width);
+            k.truncate(len, cfg.n_kv_head, cfg.head_dim);
             v.truncate(len * width);
         }
         self.len = len;
@@ -630,7 +631,7 @@ impl Attention {
         n: usize,
         pos: usize,
         rotations: &[(f32, f32)],
-        kv: &mut (Vec<f32>, Vec<f32>),
+        kv: &mut (attend::TiledKeys, Vec<f32>),
         record: bool,
     ) -> Result<(Vec<f32>, Option<Vec<Vec<f32>>>)> {
         let cfg = &model.config;
@@ -646,7 +647,7 @@ impl Attention {
             rope(&mut q[i * nh * hd..(i + 1) * nh * hd], hd, rotation);
             rope(&mut k[i * nkv * hd..(i + 1) * nkv * hd], hd, rotation);
         }
-        kv.0.extend_from_slice(&k);
+        kv.0.append(&k, pos, nkv, hd);
         kv.1.extend_from_slice(&v);
         let (keys, values) = (&kv.0, &kv.1);
         let scale = 1.0 / (hd as f32).sqrt();
@@ -665,8 +666,12 @@ impl Attention {
         let probs_of = |h: usize| -> Vec<f32> {
             let (i, g) = (n - 1, cfg.kv_head_of(h));
             let qh = &q[(i * nh + h) * hd..(i * nh + h + 1) * hd];
+            let mut key = vec![0f32; hd];
             let mut probs: Vec<f32> = (0..pos + n)
-                .map(|t| dot(qh, &keys[(t * nkv + g) * hd..(t * nkv + g + 1) * hd]) * scale)
+                .map(|t| {
+                    keys.key(t, g, nkv, &mut key);
+                    dot(qh, &key) * scale
+                })
                 .collect();
             softmax(&mut probs);
             probs
