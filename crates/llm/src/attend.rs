@@ -15,9 +15,9 @@ const QB: usize = 4;
 const KW: usize = 16;
 
 /// A dot product summed in eight independent lanes, so that it vectorises (one AVX2 FMA per
-/// eight terms) instead of running one chain of dependent adds.
-#[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// eight terms) instead of running one chain of dependent adds (the tests' reference).
+#[cfg(test)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (ca, ra) = a.as_chunks::<8>();
     let (cb, rb) = b.as_chunks::<8>();
     let mut acc = [0f32; 8];
@@ -162,8 +162,32 @@ impl TiledKeys {
         &self.data[at..at + dim * KEYS]
     }
 
+    /// `dot(q, key t)` for positions `0..seen` of KV head `g`, sixteen keys at a time down the
+    /// tiles' rows (the scores the attention's kernel makes, summed the same way).
+    pub(crate) fn scores(&self, q: &[f32], g: usize, kv_heads: usize, seen: usize) -> Vec<f32> {
+        let dim = q.len();
+        let mut out = vec![0f32; seen.next_multiple_of(KW)];
+        for t0 in (0..seen).step_by(KEYS) {
+            let kt = self.tile(t0, g, kv_heads, dim);
+            let lanes = (seen - t0).min(KEYS).next_multiple_of(KW);
+            for kc in 0..lanes / KW {
+                let mut s = [0f32; KW];
+                for (d, qd) in q.iter().enumerate() {
+                    let k: &[f32; KW] = kt[d * KEYS + kc * KW..][..KW].try_into().unwrap();
+                    for (s, k) in s.iter_mut().zip(k) {
+                        *s = madd(*qd, *k, *s);
+                    }
+                }
+                out[t0 + kc * KW..t0 + (kc + 1) * KW].copy_from_slice(&s);
+            }
+        }
+        out.truncate(seen);
+        out
+    }
+
     /// Position `t`'s key for KV head `g`, into `out` (`dim` long).
-    pub(crate) fn key(&self, t: usize, g: usize, kv_heads: usize, out: &mut [f32]) {
+    #[cfg(test)]
+    fn key(&self, t: usize, g: usize, kv_heads: usize, out: &mut [f32]) {
         let dim = out.len();
         let base = ((t / KEYS) * kv_heads + g) * dim * KEYS + t % KEYS;
         for (d, o) in out.iter_mut().enumerate() {
@@ -408,6 +432,14 @@ mod tests {
             let mut tiles = TiledKeys::default();
             tiles.append(&keys, 0, kv, dim);
             let got = tiled(&q, &tiles, &values, s, 0.125);
+            // Scores down the tiles: each key's dot product with a query.
+            let qh = &q[..dim];
+            let scores = tiles.scores(qh, 0, kv, pos + n);
+            assert_eq!(scores.len(), pos + n);
+            for (t, got) in scores.iter().enumerate() {
+                let want = dot(qh, &keys[t * kv * dim..][..dim]);
+                assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "score {t}");
+            }
             // Each position's key back out of the tiles.
             let mut key = vec![0f32; dim];
             for t in [0, pos + n - 1] {

@@ -21,7 +21,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Tensor};
 use rayon::prelude::*;
 
-use super::attend::{self, dot};
+use super::attend;
 pub use super::backend::ForwardOutput;
 use super::backend::{Backend, Cache, CacheStore};
 use super::config::LlamaConfig;
@@ -666,17 +666,20 @@ impl Attention {
         let probs_of = |h: usize| -> Vec<f32> {
             let (i, g) = (n - 1, cfg.kv_head_of(h));
             let qh = &q[(i * nh + h) * hd..(i * nh + h + 1) * hd];
-            let mut key = vec![0f32; hd];
-            let mut probs: Vec<f32> = (0..pos + n)
-                .map(|t| {
-                    keys.key(t, g, nkv, &mut key);
-                    dot(qh, &key) * scale
-                })
-                .collect();
+            let mut probs = keys.scores(qh, g, nkv, pos + n);
+            probs.iter_mut().for_each(|p| *p *= scale);
             softmax(&mut probs);
             probs
         };
-        let recorded = record.then(|| (0..nh).into_par_iter().map(probs_of).collect());
+        // A head a task only where the context is long enough to pay for waking the pool.
+        let min_len = if pos + n < 2048 { nh } else { 1 };
+        let recorded = record.then(|| {
+            (0..nh)
+                .into_par_iter()
+                .with_min_len(min_len)
+                .map(probs_of)
+                .collect()
+        });
         Ok((self.wo.forward(&y, n)?, recorded))
     }
 }
