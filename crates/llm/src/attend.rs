@@ -30,6 +30,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
 }
 
+/// ln 2 in two parts for `exp`: the high part with its low bits clear, so `k * LN2_HI` is exact.
+pub(crate) const LN2_HI: f32 = 0.693_145_75;
+pub(crate) const LN2_LO: f32 = 1.428_606_8e-6;
+
 /// e^x for the softmax's x <= 0, branch-free so that a tile of them vectorises (libm's is a
 /// call per score, and a long prompt has n^2 / 2 of them a head): x = k ln 2 + r with the
 /// integer k set in the exponent bits, ln 2 split in two so that r keeps its precision
@@ -37,8 +41,6 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// below 3e-7). Below -87 it gives about e^-87 (the softmax's weight there is 0 to f32 anyway).
 #[inline]
 pub(crate) fn exp(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
     let x = x.max(-87.0);
     let k = (x * std::f32::consts::LOG2_E + 0.5).floor();
     let r = (x - k * LN2_HI) - k * LN2_LO;

@@ -144,8 +144,25 @@ impl Online {
     };
 
     /// Rows `first..` with their values in `values` (`width` a row), this group's lanes
-    /// starting at `lane`.
+    /// starting at `lane`: with AVX-512 where the CPU has it (a lane group is one register
+    /// there; this crate's baseline, AVX2, took two and spilled), the same operations in the
+    /// same order either way, so the same bits.
     fn fold(&mut self, values: &[f32], width: usize, lane: usize, first: usize) {
+        assert!(lane + LANES <= width && values.len().is_multiple_of(width));
+        #[cfg(target_arch = "x86_64")]
+        if vnni() {
+            // SAFETY: the CPU has AVX-512F (`vnni` checked it); lengths checked above.
+            #[allow(unsafe_code)]
+            unsafe {
+                simd::fold_avx512(self, values, width, lane, first)
+            };
+            return;
+        }
+        self.fold_portable(values, width, lane, first);
+    }
+
+    /// `fold` in plain Rust (arrays of lanes the compiler vectorises).
+    fn fold_portable(&mut self, values: &[f32], width: usize, lane: usize, first: usize) {
         let lanes = |v: &[f32]| -> [f32; LANES] {
             let mut out = [0f32; LANES];
             out.copy_from_slice(&v[lane..lane + LANES]);
@@ -499,6 +516,75 @@ mod simd {
         }
     }
 
+    /// `Online::fold` with a group's sixteen lanes in one register.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `lane + LANES <= width` and `values` holds whole rows of `width`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn fold_avx512(
+        online: &mut super::Online,
+        values: &[f32],
+        width: usize,
+        lane: usize,
+        first: usize,
+    ) {
+        // SAFETY (every load and store): `lane + LANES <= width` for every row of `values`,
+        // and the `Online` arrays hold LANES each.
+        unsafe {
+            let old_max = _mm512_loadu_ps(online.max.as_ptr());
+            let mut max = old_max;
+            let mut row = _mm512_loadu_si512(online.row.as_ptr() as *const __m512i);
+            let rows = values.len() / width;
+            let at = |r: usize| values.as_ptr().add(r * width + lane);
+            for r in 0..rows {
+                let v = _mm512_loadu_ps(at(r));
+                // Strictly larger: a tie keeps the earlier row.
+                let better = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, max);
+                max = _mm512_mask_mov_ps(max, better, v);
+                row = _mm512_mask_mov_epi32(row, better, _mm512_set1_epi32((first + r) as i32));
+            }
+            let mut sum = _mm512_mul_ps(
+                _mm512_loadu_ps(online.sum.as_ptr()),
+                exp(_mm512_sub_ps(old_max, max)),
+            );
+            for r in 0..rows {
+                sum = _mm512_add_ps(sum, exp(_mm512_sub_ps(_mm512_loadu_ps(at(r)), max)));
+            }
+            _mm512_storeu_ps(online.max.as_mut_ptr(), max);
+            _mm512_storeu_ps(online.sum.as_mut_ptr(), sum);
+            _mm512_storeu_si512(online.row.as_mut_ptr() as *mut __m512i, row);
+        }
+    }
+
+    /// `attend::exp` on sixteen lanes: the same operations (none fused) in the same order.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn exp(x: __m512) -> __m512 {
+        let c = _mm512_set1_ps;
+        let x = _mm512_max_ps(x, c(-87.0));
+        let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(
+            _mm512_add_ps(_mm512_mul_ps(x, c(std::f32::consts::LOG2_E)), c(0.5)),
+        );
+        let r = _mm512_sub_ps(
+            _mm512_sub_ps(x, _mm512_mul_ps(k, c(crate::attend::LN2_HI))),
+            _mm512_mul_ps(k, c(crate::attend::LN2_LO)),
+        );
+        let step = |coef: f32, p: __m512| _mm512_add_ps(c(coef), _mm512_mul_ps(r, p));
+        let p = step(1.0 / 120.0, c(1.0 / 720.0));
+        let p = step(1.0 / 24.0, p);
+        let p = step(1.0 / 6.0, p);
+        let p = step(0.5, p);
+        let p = step(1.0, p);
+        let p = step(1.0, p);
+        const MAGIC: f32 = 12_582_912.0;
+        let k = _mm512_sub_epi32(
+            _mm512_castps_si512(_mm512_add_ps(k, c(MAGIC))),
+            _mm512_set1_epi32(MAGIC.to_bits() as i32),
+        );
+        let scale = _mm512_slli_epi32::<23>(_mm512_add_epi32(k, _mm512_set1_epi32(127)));
+        _mm512_mul_ps(p, _mm512_castsi512_ps(scale))
+    }
+
     /// AVX2: 8 inputs a register, two registers a group; |w| times x carrying w's sign, so
     /// `maddubs` never saturates (|x| <= 127).
     ///
@@ -612,6 +698,34 @@ mod tests {
         // No lens inputs: only the values.
         assert!(w.head_with_lens(&[], &q[0], &mut last).is_empty());
         assert_eq!(last, all[..rows]);
+    }
+
+    /// The fold in this CPU's form (AVX-512 where it has it) gives the portable fold's bits,
+    /// from the empty state and after it, ties and far-apart values included.
+    #[test]
+    fn both_folds_give_the_same_bits() {
+        let mut rng = Rng::new(3);
+        let width = 2 * LANES;
+        let (mut fast, mut portable) = (Online::NONE, Online::NONE);
+        for tile in 0..40 {
+            let mut values: Vec<f32> = (0..TILE * width)
+                .map(|_| (rng.next_f32() - 0.5) * [1.0, 30.0, 200.0][tile % 3])
+                .collect();
+            // A tie with the best so far, and a row equal to the one before it (the fold reads
+            // the second group's lanes, LANES..2 * LANES).
+            values[width + LANES + 3] = portable.max[3].max(values[LANES + 3]);
+            values[2 * width + LANES + 5] = values[width + LANES + 5];
+            values[3 * width + LANES + 5] = values[width + LANES + 5] + 1e3;
+            values[4 * width + LANES + 5] = values[3 * width + LANES + 5];
+            let first = tile * TILE;
+            fast.fold(&values, width, LANES, first);
+            portable.fold_portable(&values, width, LANES, first);
+            let bits = |o: &Online| {
+                let f = |v: &[f32; LANES]| v.map(f32::to_bits);
+                (f(&o.max), f(&o.sum), o.row)
+            };
+            assert_eq!(bits(&fast), bits(&portable), "tile {tile}");
+        }
     }
 
     #[test]
