@@ -108,9 +108,6 @@ pub(crate) struct Shape {
     pub dim: usize,
 }
 
-/// Attention outputs `[row][head][dim]` for queries `q` (`[row][head][dim]`, RoPE applied)
-/// over `keys` and `values` (`[position][kv head][dim]`, positions `0..pos + n`): row `i` sees
-/// positions `0..=pos + i`; scores are scaled by `scale`.
 /// The keys as the tiles read them, kept that way in the cache: for each tile of `KEYS`
 /// positions and each KV head, `dim` rows of `KEYS` lanes (`[tile][kv head][dim][key]`), so a
 /// decoded token transposes only its own key, once, instead of every key of the context at
@@ -198,6 +195,9 @@ impl TiledKeys {
     }
 }
 
+/// Attention outputs `[row][head][dim]` for queries `q` (`[row][head][dim]`, RoPE applied)
+/// over `keys` (tiled) and `values` (`[position][kv head][dim]`), positions `0..pos + n`: row
+/// `i` sees positions `0..=pos + i`; scores are scaled by `scale`.
 pub(crate) fn tiled(q: &[f32], keys: &TiledKeys, values: &[f32], s: Shape, scale: f32) -> Vec<f32> {
     let Shape {
         n,
@@ -225,10 +225,10 @@ pub(crate) fn tiled(q: &[f32], keys: &TiledKeys, values: &[f32], s: Shape, scale
         let mut max = vec![f32::NEG_INFINITY; nq];
         let mut sum = vec![0f32; nq];
         let mut acc = vec![0f32; nq * dp];
-        // The tile's keys transposed ([dim][key]), so the scores of 16 keys are lanes summed
-        // over the dimensions (no horizontal sums), and its values side by side ([key][dim]).
-        // Values are read in place where a head's row is whole register rows (SmolLM2's 64);
-        // else copied into rows padded to them.
+        // The tile's keys come transposed ([dim][key], from the cache), so the scores of 16
+        // keys are lanes summed over the dimensions (no horizontal sums); its values side by
+        // side ([key][dim]) are read in place where a head's row is whole register rows
+        // (SmolLM2's 64), else copied into rows padded to them.
         let padded = dp != dim;
         let mut vt = if padded {
             vec![0f32; KEYS * dp]
