@@ -108,6 +108,25 @@ pub(crate) struct Shape {
     pub dim: usize,
 }
 
+/// `Q` queries' scores against keys `kc * KW..(kc + 1) * KW` of a tile (`kt`: `[dim][key]`):
+/// each lane one key's dot product, summed down the dimensions in order, the queries' sums held
+/// in registers while the key rows stream by. The attention's kernel and the trace's rows both
+/// score this way.
+#[inline]
+fn lane_scores<const Q: usize>(kt: &[f32], qv: [&[f32]; Q], kc: usize) -> [[f32; KW]; Q] {
+    let mut s = [[0f32; KW]; Q];
+    for d in 0..qv[0].len() {
+        let k: &[f32; KW] = kt[d * KEYS + kc * KW..][..KW].try_into().unwrap();
+        for (sq, q) in s.iter_mut().zip(&qv) {
+            let qd = q[d];
+            for (s, k) in sq.iter_mut().zip(k) {
+                *s = madd(qd, *k, *s);
+            }
+        }
+    }
+    s
+}
+
 /// The keys as the tiles read them, kept that way in the cache: for each tile of `KEYS`
 /// positions and each KV head, `dim` rows of `KEYS` lanes (`[tile][kv head][dim][key]`), so a
 /// decoded token transposes only its own key, once, instead of every key of the context at
@@ -170,13 +189,7 @@ impl TiledKeys {
             let kt = self.tile(t0, g, kv_heads, dim);
             let lanes = (seen - t0).min(KEYS).next_multiple_of(KW);
             for kc in 0..lanes / KW {
-                let mut s = [0f32; KW];
-                for (d, qd) in q.iter().enumerate() {
-                    let k: &[f32; KW] = kt[d * KEYS + kc * KW..][..KW].try_into().unwrap();
-                    for (s, k) in s.iter_mut().zip(k) {
-                        *s = madd(*qd, *k, *s);
-                    }
-                }
+                let [s] = lane_scores(kt, [q], kc);
                 out[t0 + kc * KW..t0 + (kc + 1) * KW].copy_from_slice(&s);
             }
         }
@@ -278,16 +291,7 @@ pub(crate) fn tiled(q: &[f32], keys: &TiledKeys, values: &[f32], s: Shape, scale
                 let qv: [&[f32]; QB] =
                     std::array::from_fn(|k| if k < qn { query(j0 + k) } else { &zeros[..] });
                 for kc in 0..most.div_ceil(KW) {
-                    let mut s = [[0f32; KW]; QB];
-                    for d in 0..dim {
-                        let k: &[f32; KW] = kt[d * KEYS + kc * KW..][..KW].try_into().unwrap();
-                        for (sq, q) in s.iter_mut().zip(&qv) {
-                            let qd = q[d];
-                            for (s, k) in sq.iter_mut().zip(k) {
-                                *s = madd(qd, *k, *s);
-                            }
-                        }
-                    }
+                    let s = lane_scores(kt, qv, kc);
                     for (p, sq) in probs.iter_mut().zip(&s) {
                         p[kc * KW..(kc + 1) * KW].copy_from_slice(sq);
                     }
