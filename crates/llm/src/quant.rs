@@ -67,17 +67,6 @@ pub fn quantize(x: &[f32]) -> Q8Vec {
         qs: vec![0; blocks * QK],
     };
     for (chunk, q) in x.chunks_exact(QK).zip(out.qs.chunks_exact_mut(QK)) {
-        #[cfg(all(
-            target_arch = "x86_64",
-            target_feature = "avx2",
-            target_feature = "fma"
-        ))]
-        let (d, sum) = simd::quantize_block(chunk, q);
-        #[cfg(not(all(
-            target_arch = "x86_64",
-            target_feature = "avx2",
-            target_feature = "fma"
-        )))]
         let (d, sum) = quantize_block(chunk, q);
         out.d.push(f16::from_f32(d).to_f32());
         out.s.push(f16::from_f32(sum as f32 * d).to_f32());
@@ -85,8 +74,29 @@ pub fn quantize(x: &[f32]) -> Q8Vec {
     out
 }
 
-/// One block of `quantize`: its scale d and the sum of its quantized values. The SIMD form
-/// (`simd::quantize_block`) gives the same bytes, d and sum (the tests compare them).
+/// One block of `quantize`: its scale d and the sum of its quantized values, with AVX2 where
+/// this build has it (`simd::quantize_block`), else `quantize_block_scalar`.
+fn quantize_block(chunk: &[f32], q: &mut [i8]) -> (f32, i32) {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
+    {
+        simd::quantize_block(chunk, q)
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
+    {
+        quantize_block_scalar(chunk, q)
+    }
+}
+
+/// `quantize_block` in plain Rust: the SIMD form gives the same bytes, d and sum (the tests
+/// compare them).
 #[cfg_attr(
     all(
         target_arch = "x86_64",
@@ -95,7 +105,7 @@ pub fn quantize(x: &[f32]) -> Q8Vec {
     ),
     allow(dead_code)
 )]
-fn quantize_block(chunk: &[f32], q: &mut [i8]) -> (f32, i32) {
+fn quantize_block_scalar(chunk: &[f32], q: &mut [i8]) -> (f32, i32) {
     let amax = chunk.iter().fold(0f32, |a, v| a.max(v.abs()));
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -515,18 +525,7 @@ mod tests {
         for block in &blocks {
             let mut a = [0i8; QK];
             let mut b = [0i8; QK];
-            let (da, sa) = quantize_block(block, &mut a);
-            #[cfg(all(
-                target_arch = "x86_64",
-                target_feature = "avx2",
-                target_feature = "fma"
-            ))]
-            let (db, sb) = simd::quantize_block(block, &mut b);
-            #[cfg(not(all(
-                target_arch = "x86_64",
-                target_feature = "avx2",
-                target_feature = "fma"
-            )))]
+            let (da, sa) = quantize_block_scalar(block, &mut a);
             let (db, sb) = quantize_block(block, &mut b);
             assert_eq!((a, da.to_bits(), sa), (b, db.to_bits(), sb), "{block:?}");
         }
