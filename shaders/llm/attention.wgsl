@@ -1,13 +1,20 @@
-// Attention of the new token, one workgroup per query head, RoPE and the KV-cache write folded
-// in: the head rotates its query and its KV head's key at `step.pos` (GGML llama's interleaved
-// pairs: dimensions 2i and 2i+1 turn by pos * freq_i, angles from the CPU), the first head of
-// each KV group stores that key and value in the layer's cache; then scores q . k_t /
-// sqrt(head_dim) over positions 0..=pos, softmax, the probability-weighted sum of the values,
-// and the result quantized to 8-bit blocks for the output projection. The cache holds rows
-// [position][kv head][dim], read as vec4: four threads share a position's score (a quarter of
-// the dimensions each), and sixteen groups of threads share the weighted sum. The
-// probabilities stay in `probs` (the trace's attention rows, [layer][head][pos + 1]) and double
-// as the scores' scratch space.
+// Attention, one workgroup per query head and token, RoPE and the KV-cache write folded in.
+// GGML llama's RoPE turns dimensions 2i and 2i+1 by pos * freq_i (angles from the CPU); the
+// cache holds rows [position][kv head][dim], read as vec4. Then scores q . k_t / sqrt(head_dim)
+// over positions 0..=pos, softmax, the probability-weighted sum of the values, and the result
+// quantized to 8-bit blocks for the output projection. Four threads share a position's score (a
+// quarter of the dimensions each), and sixteen groups of threads share the weighted sum.
+//
+// `main`: the new token of a decode step. The head rotates its query and its KV head's key at
+// `step.pos`, the first head of each KV group stores that key and value in the layer's cache,
+// and the others use theirs from workgroup memory. The probabilities stay in `probs` (the
+// trace's attention rows, [layer][head][pos + 1]) and double as the scores' scratch space.
+//
+// A prompt's batch (`step.pos` its first position, `step.token` its length, `step.rot` the
+// angles of each token in turn): `store_rows` rotates and stores every token's keys and values
+// first, one workgroup per token; then `rows` attends, one workgroup per head and token, over
+// the cache alone, with `probs` as scratch ([token][head][context]). Each token's numbers are
+// the ones `main` gives it.
 #import samemath::llm
 #import samemath::llm::reduce
 
@@ -66,10 +73,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     let hd = dims.head_dim;
     let g = h / (dims.n_head / dims.n_kv_head);
     let pos = step.pos;
-    let seen = pos + 1u;
     let kv_width = dims.n_kv_head * hd;
-    let ctx = dims.context;
-    let base = (dims.layer * dims.n_head + h) * seen;
     let q_width = dims.n_head * hd;
     if lid < hd / 2u {
         let q = rotate(h * hd + 2u * lid, lid);
@@ -91,6 +95,57 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         k_cache[row4 + lid] = vec4<f32>(k_new[at], k_new[at + 1u], k_new[at + 2u], k_new[at + 3u]);
         v_cache[row4 + lid] = vec4<f32>(v_new[at], v_new[at + 1u], v_new[at + 2u], v_new[at + 3u]);
     }
+    attend(lid, h, pos, (dims.layer * dims.n_head + h) * (pos + 1u), 0u, true);
+}
+
+// A prompt's keys and values into the cache, one workgroup per token: a thread per four
+// dimensions of a KV head, rotated as `main` rotates them.
+@compute @workgroup_size(256)
+fn store_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let t = wid.x;
+    let hd = dims.head_dim;
+    let kv_width = dims.n_kv_head * hd;
+    let q_width = dims.n_head * hd;
+    let at = t * (q_width + 2u * kv_width);
+    let half = hd / 2u;
+    let row4 = (step.pos + t) * kv_width / 4u;
+    for (var j = lid; j < kv_width / 4u; j += 256u) {
+        let g = (4u * j) / hd;
+        let pair = ((4u * j) % hd) / 2u;
+        let k0 = rotate(at + q_width + 4u * j, t * half + pair);
+        let k1 = rotate(at + q_width + 4u * j + 2u, t * half + pair + 1u);
+        k_cache[row4 + j] = vec4<f32>(k0.x, k0.y, k1.x, k1.y);
+        let v = at + q_width + kv_width + 4u * j;
+        v_cache[row4 + j] = vec4<f32>(qkv[v], qkv[v + 1u], qkv[v + 2u], qkv[v + 3u]);
+    }
+}
+
+// A prompt token's attention (workgroup_id.y: the token in the batch, x: the head), after
+// `store_rows` has put the whole batch in the cache.
+@compute @workgroup_size(256)
+fn rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let h = wid.x;
+    let t = wid.y;
+    let hd = dims.head_dim;
+    let at = t * (dims.n_head + 2u * dims.n_kv_head) * hd;
+    if lid < hd / 2u {
+        let q = rotate(at + h * hd + 2u * lid, t * (hd / 2u) + lid);
+        qh[2u * lid] = q.x;
+        qh[2u * lid + 1u] = q.y;
+    }
+    workgroupBarrier();
+    attend(lid, h, step.pos + t, (t * dims.n_head + h) * dims.context, t * dims.n_head * hd, false);
+}
+
+// Head `h`'s attention for the query in `qh` at position `pos`: probabilities at probs[base..],
+// the quantized output at xq[out_at + h * head_dim..] (scales likewise). `fresh`: the key and
+// value at `pos` are taken from k_new / v_new (`main`), not from the cache.
+fn attend(lid: u32, h: u32, pos: u32, base: u32, out_at: u32, fresh: bool) {
+    let hd = dims.head_dim;
+    let g = h / (dims.n_head / dims.n_kv_head);
+    let seen = pos + 1u;
+    let kv_width = dims.n_kv_head * hd;
+    let hd4 = hd / 4u;
     let scale = 1.0 / sqrt(f32(hd));
     // Scores: 64 positions at a time, four threads per position.
     let quarter = lid % 4u;
@@ -101,7 +156,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         var s = 0.0;
         if t < seen {
             let first = quarter * per;
-            if t == pos {
+            if fresh && t == pos {
                 for (var j = first; j < first + per; j++) {
                     let q4 = vec4<f32>(qh[4u * j], qh[4u * j + 1u], qh[4u * j + 2u], qh[4u * j + 3u]);
                     let k4 = vec4<f32>(k_new[4u * j], k_new[4u * j + 1u], k_new[4u * j + 2u], k_new[4u * j + 3u]);
@@ -145,7 +200,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     var acc = vec4<f32>(0.0);
     for (var t = part; t < seen; t += groups) {
         var v = vec4<f32>(0.0);
-        if t == pos {
+        if fresh && t == pos {
             v = vec4<f32>(v_new[4u * j4], v_new[4u * j4 + 1u], v_new[4u * j4 + 2u], v_new[4u * j4 + 3u]);
         } else {
             v = v_cache[(t * kv_width + g * hd) / 4u + j4];
@@ -184,7 +239,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
             dq = red[(lane / 32u) * 32u] / 127.0;
             let id = select(0.0, 1.0 / dq, dq != 0.0);
             q = round_away(o * id);
-            xq[h * hd + d] = q;
+            xq[out_at + h * hd + d] = q;
         }
         workgroupBarrier();
         if lid < 64u {
@@ -197,7 +252,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         workgroupBarrier();
         reduce_halves(lid, false);
         if mine && lane % 32u == 0u {
-            xds[(h * hd + d) / 32u] = vec2<f32>(round_f16(dq), round_f16(red[lane] * dq));
+            xds[(out_at + h * hd + d) / 32u] = vec2<f32>(round_f16(dq), round_f16(red[lane] * dq));
         }
         workgroupBarrier();
     }

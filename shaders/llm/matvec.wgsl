@@ -26,7 +26,8 @@ struct Dims {
     // Output offset (in floats) of the first row; input row z's output starts z * rows later.
     out_offset: u32,
     res_offset: u32,
-    // Normed input: the residual slot to read, unless `from_step` (then step.first_slot + z).
+    // Normed input: the residual slot to read, or (`from_step` 1) step.first_slot + z, or
+    // (`from_step` 2: a prompt's batch) slot + z.
     slot: u32,
     from_step: u32,
     eps: f32,
@@ -71,7 +72,12 @@ fn load_quantized(lid: u32, z: u32) {
 
 fn load_normed(lid: u32, z: u32, first_wg: bool) {
     let cols = dims.cols;
-    let slot = select(dims.slot, step.first_slot + z, dims.from_step != 0u);
+    var slot = dims.slot;
+    if dims.from_step == 1u {
+        slot = step.first_slot + z;
+    } else if dims.from_step == 2u {
+        slot = dims.slot + z;
+    }
     let base = slot * cols;
     var ss = 0.0;
     for (var i = lid; i < cols; i += 256u) {

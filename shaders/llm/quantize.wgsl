@@ -1,6 +1,6 @@
 // The MLP's activations silu(gate) * up from the stacked gate/up product, recorded (the trace's
-// neuron grid) and quantized to 8 bits for the down projection, one 32-value block per
-// workgroup, by the CPU engine's rule (d = max|x| / 127, q = round(x / d), d and d * sum(q)
+// neuron grid) and quantized to 8 bits for the down projection (`swiglu_rows`: each token of a
+// prompt's batch, not recorded), one 32-value block per workgroup, by the CPU engine's rule (d = max|x| / 127, q = round(x / d), d and d * sum(q)
 // rounded to f16).
 #import samemath::llm
 
@@ -56,4 +56,13 @@ fn swiglu(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid
     let v = g / (1.0 + exp(-g)) * src[dims.cols + i];
     act[dims.act_offset + i] = v;
     quantize_lane(b, lane, v);
+}
+
+// workgroup_id.y: the token t in the batch, whose gate/up row starts at t * 2 * cols.
+@compute @workgroup_size(32)
+fn swiglu_rows(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let i = wid.y * 2u * dims.cols + wid.x * 32u + lane;
+    let g = src[i];
+    let v = g / (1.0 + exp(-g)) * src[dims.cols + i];
+    quantize_lane(wid.y * (dims.cols / 32u) + wid.x, lane, v);
 }

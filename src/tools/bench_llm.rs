@@ -303,15 +303,21 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
         rows[0].1.decode_tps / unfused.decode_tps
     );
     let mut cache = gpu.new_gpu_cache()?;
-    for (name, lens) in [("recording off", false), ("with the logit lens", true)] {
-        let kinds = gpu.dispatches_per_token(&cache, lens);
+    let count = |kinds: Vec<(llm::gpu::KernelKind, usize)>| {
         let total: usize = kinds.iter().map(|(_, n)| n).sum();
         let parts: Vec<String> = kinds.iter().map(|(k, n)| format!("{k:?} {n}")).collect();
-        println!(
-            "  dispatches per token, {name}: {total} ({}), in one compute pass",
-            parts.join(", ")
-        );
+        (total, parts.join(", "))
+    };
+    for (name, lens) in [("recording off", false), ("with the logit lens", true)] {
+        let (total, parts) = count(gpu.dispatches_per_token(&cache, lens));
+        println!("  dispatches per token, {name}: {total} ({parts}), in one compute pass");
     }
+    let batch = llm::gpu::PROMPT_BATCH;
+    let (total, parts) = count(gpu.dispatches_per_prompt_batch(&cache, batch));
+    println!(
+        "  dispatches per prompt batch of up to {batch} tokens: {total} ({parts}), in one compute \
+         pass"
+    );
     let prompt = tokenizer.encode(BENCH_PROMPT)?;
     gpu.forward_gpu(&mut cache, &prompt, RecordOptions::OFF, None, Profile::Off)?;
     for (name, record) in [

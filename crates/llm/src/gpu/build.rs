@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use candle_core::quantized::gguf_file::Content;
 
 use super::context::GpuContext;
-use super::kernels::{Kernels, bind_group, uniform_buffer};
+use super::kernels::{Kernels, bind_group, storage_buffer, uniform_buffer};
 use super::model::{GpuModel, LayerGroups, Scratch};
 use super::upload::{GpuMatrix, LayerWeights, Upload};
 use crate::config::LlamaConfig;
@@ -153,16 +153,7 @@ impl GpuModel {
             config.head_dim,
             config.vocab_size,
         );
-        let storage = |label: &str, floats: usize| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: (floats.max(1) * 4) as u64,
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        };
+        let storage = |label: &str, floats: usize| storage_buffer(device, label, floats);
         let readback = v + 4 * l + (l + 1) * d + l * d + l * ff + l * nh * context;
         let limits = device.limits();
         let max_binding = limits
@@ -171,6 +162,10 @@ impl GpuModel {
         for (what, floats) in [
             ("the logit lens's logits", l * v),
             ("the attention record", l * nh * context),
+            (
+                "a prompt batch's attention",
+                super::prompt::BATCH * nh * context,
+            ),
         ] {
             if (floats * 4) as u64 > max_binding {
                 return Err(LlmError::Gpu(format!(
@@ -336,6 +331,7 @@ impl GpuModel {
                 (2, &uniform(&[v as u32, 0, 0, 0])),
             ],
         );
+        let prompt = super::prompt::Prompt::new(device, &kernels, &config, context, &embd, &layers);
         let inv_freq = config.rope_inv_freq();
         let ctx = ctx.clone();
         let owner_weights = weights;
@@ -359,6 +355,7 @@ impl GpuModel {
             #[cfg(target_arch = "wasm32")]
             web: Default::default(),
             lens_group,
+            prompt,
             inv_freq,
             lock: Mutex::new(()),
             _weights: owner_weights,

@@ -7,6 +7,8 @@ use crate::error::{LlmError, Result};
 /// The GPU's KV cache of one session: per layer, keys and values of every position so far.
 pub struct GpuCache {
     pub(crate) attention: Vec<wgpu::BindGroup>,
+    /// Per layer, a prompt batch's `store_rows` and `rows` groups over the same keys and values.
+    pub(crate) prompt: Vec<[wgpu::BindGroup; 2]>,
     pub(crate) len: usize,
     /// The model whose scratch buffers the bind groups use.
     pub(crate) owner: usize,
@@ -44,6 +46,7 @@ impl GpuModel {
         let width = c.n_kv_head * c.head_dim;
         let mut buffers = Vec::new();
         let mut attention = Vec::new();
+        let mut prompt = Vec::new();
         let s = &self.scratch;
         for layer in 0..c.n_layer {
             let kv = |label| {
@@ -78,6 +81,10 @@ impl GpuModel {
                     (7, &dims),
                 ],
             ));
+            prompt.push(
+                self.prompt
+                    .cache_groups(device, &self.kernels, &k, &v, &dims),
+            );
             buffers.extend([k, v]);
         }
         if let Some(e) = self.ctx.take_error() {
@@ -88,6 +95,7 @@ impl GpuModel {
         }
         Ok(GpuCache {
             attention,
+            prompt,
             len: 0,
             owner: self.id(),
             serial: CACHE_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),

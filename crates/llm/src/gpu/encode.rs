@@ -14,6 +14,25 @@ pub(crate) trait Sink<'s> {
     );
 }
 
+/// Counts dispatches by kernel kind, in the order each kind first runs; submits nothing.
+#[derive(Default)]
+pub(crate) struct Count(pub(crate) Vec<(KernelKind, usize)>);
+
+impl<'s> Sink<'s> for Count {
+    fn run(
+        &mut self,
+        kind: KernelKind,
+        _: &'s wgpu::ComputePipeline,
+        _: &'s wgpu::BindGroup,
+        _: (u32, u32, u32),
+    ) {
+        match self.0.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push((kind, 1)),
+        }
+    }
+}
+
 /// One dispatch, kept for submitting in chunks.
 pub(crate) struct Op<'s> {
     pub(crate) pipeline: &'s wgpu::ComputePipeline,

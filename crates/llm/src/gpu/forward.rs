@@ -3,7 +3,7 @@
 //! logits and the `Trace`.
 
 use super::cache::GpuCache;
-use super::encode::{Dispatcher, Op, Sink};
+use super::encode::{Count, Dispatcher, Op, Sink};
 use super::model::GpuModel;
 use super::pacer::FramePacer;
 use super::profile::{KernelKind, Profile, Timing};
@@ -178,23 +178,8 @@ impl GpuModel {
     /// (`lens`: with the logit lens's 30 extra rows through the head): counted by recording a
     /// step into a list; nothing is submitted.
     pub fn dispatches_per_token(&self, cache: &GpuCache, lens: bool) -> Vec<(KernelKind, usize)> {
-        struct Count(Vec<(KernelKind, usize)>);
-        impl<'s> Sink<'s> for Count {
-            fn run(
-                &mut self,
-                kind: KernelKind,
-                _: &'s wgpu::ComputePipeline,
-                _: &'s wgpu::BindGroup,
-                _: (u32, u32, u32),
-            ) {
-                match self.0.iter_mut().find(|(k, _)| *k == kind) {
-                    Some((_, n)) => *n += 1,
-                    None => self.0.push((kind, 1)),
-                }
-            }
-        }
         let rows = if lens { self.config.n_layer as u32 } else { 1 };
-        let mut count = Count(Vec::new());
+        let mut count = Count::default();
         self.encode_token(&mut count, cache, Some(rows), lens);
         count.0
     }
@@ -263,19 +248,20 @@ impl GpuModel {
             .pacer
             .as_deref()
             .filter(|_| profile == Profile::Off);
-        // Prompt tokens before the last: their KV entries are all that is kept.
-        for (i, &t) in tokens[..n - 1].iter().enumerate() {
-            self.write_step(pos + i, t, l as u32);
+        // Prompt tokens before the last, a batch at a time: their KV entries are all that is
+        // kept.
+        for (i, batch) in tokens[..n - 1].chunks(super::prompt::BATCH).enumerate() {
+            self.write_prompt(pos + i * super::prompt::BATCH, batch);
             if let Some(pacer) = paced {
                 let mut ops = Vec::new();
-                self.encode_token(&mut ops, cache, None, false);
+                self.encode_prompt(&mut ops, cache, batch.len());
                 self.submit_paced(pacer, &ops, |_| 0)?;
                 continue;
             }
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             {
                 let mut pass = Dispatcher::new(&mut enc, None, Profile::Off);
-                self.encode_token(&mut pass, cache, None, false);
+                self.encode_prompt(&mut pass, cache, batch.len());
             }
             self.ctx.queue.submit([enc.finish()]);
         }

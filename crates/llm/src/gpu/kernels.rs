@@ -18,6 +18,14 @@ pub(crate) struct Kernels {
     pub(crate) attention: wgpu::ComputePipeline,
     pub(crate) swiglu: wgpu::ComputePipeline,
     pub(crate) lens: wgpu::ComputePipeline,
+    /// A prompt's batch (`prompt.rs`): embedding rows, matrix x matrix products, the keys and
+    /// values stored, attention per token, SwiGLU per token.
+    pub(crate) embed_rows: wgpu::ComputePipeline,
+    mm_q4_1: wgpu::ComputePipeline,
+    mm_q8_0: wgpu::ComputePipeline,
+    pub(crate) store_rows: wgpu::ComputePipeline,
+    pub(crate) attention_rows: wgpu::ComputePipeline,
+    pub(crate) swiglu_rows: wgpu::ComputePipeline,
 }
 
 impl Kernels {
@@ -29,6 +37,14 @@ impl Kernels {
             (BlockType::Q8_0, false) => &self.q8_0,
             (BlockType::Q4_1, true) => &self.q4_1_normed,
             (BlockType::Q8_0, true) => &self.q8_0_normed,
+        }
+    }
+
+    /// The matrix x matrix entry point for `m`'s block format.
+    pub(crate) fn matmul(&self, m: &GpuMatrix) -> &wgpu::ComputePipeline {
+        match m.ty {
+            BlockType::Q4_1 => &self.mm_q4_1,
+            BlockType::Q8_0 => &self.mm_q8_0,
         }
     }
 
@@ -50,18 +66,39 @@ impl Kernels {
             })
         };
         let matvec = module("matvec");
+        let matmul = module("matmul");
+        let (embed, attention, quantize) =
+            (module("embed"), module("attention"), module("quantize"));
         Kernels {
-            embed: pipeline(&module("embed"), "main"),
+            embed: pipeline(&embed, "main"),
             q4_1: pipeline(&matvec, "q4_1"),
             q8_0: pipeline(&matvec, "q8_0"),
             q4_1_normed: pipeline(&matvec, "q4_1_normed"),
             q8_0_normed: pipeline(&matvec, "q8_0_normed"),
             normalize: pipeline(&matvec, "normalize"),
-            attention: pipeline(&module("attention"), "main"),
-            swiglu: pipeline(&module("quantize"), "swiglu"),
+            attention: pipeline(&attention, "main"),
+            swiglu: pipeline(&quantize, "swiglu"),
             lens: pipeline(&module("lens"), "main"),
+            embed_rows: pipeline(&embed, "rows"),
+            mm_q4_1: pipeline(&matmul, "q4_1"),
+            mm_q8_0: pipeline(&matmul, "q8_0"),
+            store_rows: pipeline(&attention, "store_rows"),
+            attention_rows: pipeline(&attention, "rows"),
+            swiglu_rows: pipeline(&quantize, "swiglu_rows"),
         }
     }
+}
+
+/// A storage buffer of `floats` 32-bit words (at least one) that copies may read and write.
+pub(crate) fn storage_buffer(device: &wgpu::Device, label: &str, floats: usize) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (floats.max(1) * 4) as u64,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
 }
 
 /// A kernel's small per-dispatch constants.

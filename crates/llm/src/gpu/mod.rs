@@ -8,8 +8,9 @@
 //! projection added to the residual stream, the stacked gate/up product (RMSNorm folded in),
 //! SwiGLU, the down projection: 6 dispatches; then the final norm and the head (for every
 //! layer's residual when the logit lens is recorded) and each row's top token. (The norms can
-//! also run as dispatches of their own, 8 per layer: `set_fuse_norm`; the bench times both.) The KV cache, activations and
-//! residual stream stay on the GPU; what comes back is the logits (sampling runs on the CPU, as
+//! also run as dispatches of their own, 8 per layer: `set_fuse_norm`; the bench times both.) A
+//! prompt's tokens before the last go in batches of 64, one pass each (`prompt.rs`). The KV
+//! cache, activations and residual stream stay on the GPU; what comes back is the logits (sampling runs on the CPU, as
 //! for every backend) and, when recording, exactly what the [`Trace`] holds.
 //!
 //! The arithmetic follows the CPU engine's (`quant.rs`): inputs quantized to 8-bit blocks with
@@ -30,6 +31,7 @@ mod model;
 pub mod pacer;
 pub mod parity;
 mod profile;
+mod prompt;
 mod readback;
 pub mod shaders;
 mod upload;
@@ -41,4 +43,5 @@ pub use context::{GpuContext, adapter_name};
 pub use model::{DEFAULT_CONTEXT, GpuModel};
 pub use pacer::FramePacer;
 pub use profile::{KernelKind, Profile, stamp_span};
+pub use prompt::BATCH as PROMPT_BATCH;
 pub use readback::GpuInterrupt;

@@ -60,6 +60,8 @@ pub struct GpuModel {
     pub(crate) final_norm_group: wgpu::BindGroup,
     pub(crate) head_group: wgpu::BindGroup,
     pub(crate) lens_group: wgpu::BindGroup,
+    /// A prompt's batches (`prompt.rs`).
+    pub(crate) prompt: super::prompt::Prompt,
     pub(crate) inv_freq: Vec<f32>,
     /// One step at a time on the shared scratch buffers.
     pub(crate) lock: Mutex<()>,

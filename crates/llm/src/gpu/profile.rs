@@ -18,6 +18,10 @@ pub enum KernelKind {
     Swiglu,
     Head,
     Lens,
+    /// A prompt's matrix x matrix products (eight tokens a workgroup).
+    MatMul,
+    /// A prompt's keys and values rotated and stored before its tokens attend.
+    StoreKv,
     /// A whole step in one compute pass (what a step really costs the GPU).
     WholeStep,
 }

@@ -31,6 +31,10 @@ pub const KERNELS: &[(&str, &str)] = &[
         include_str!("../../../../shaders/llm/matvec.wgsl"),
     ),
     (
+        "matmul",
+        include_str!("../../../../shaders/llm/matmul.wgsl"),
+    ),
+    (
         "attention",
         include_str!("../../../../shaders/llm/attention.wgsl"),
     ),

@@ -187,6 +187,96 @@ fn matvec_kernels_match_the_cpu_on_random_matrices() {
     eprintln!("mat-vec kernels: worst difference {worst:.2e} of sum |w x|");
 }
 
+/// The prompt's matrix x matrix kernel, eight tokens a workgroup, against the mat-vec kernel
+/// run on each token: the same numbers, bit for bit (each token's sums keep the mat-vec's order),
+/// over both formats, token counts that leave a group part-filled, and the residual add.
+#[test]
+fn matmul_kernels_give_each_token_the_matvec_kernels_numbers() {
+    let mut rng = Rng(23);
+    for case in 0..8 {
+        let ty = if case % 2 == 0 {
+            BlockType::Q4_1
+        } else {
+            BlockType::Q8_0
+        };
+        let rows = 1 + rng.below(300);
+        let cols = 32 * (1 + rng.below(48));
+        let n = [1, 8, 13, 20, 64, 3, 9, 17][case];
+        let residual = case % 3 == 1;
+        let raw = rng.blocks(ty, rows, cols);
+        let xs: Vec<quant::Q8Vec> = (0..n)
+            .map(|_| quant::quantize(&rng.activations(cols)))
+            .collect();
+        let before: Vec<f32> = rng.activations(n * rows);
+        let (q, ds) = q8_bindings(&xs);
+        let entry = if ty == BlockType::Q4_1 {
+            "q4_1"
+        } else {
+            "q8_0"
+        };
+        let weights = bytes_to_words(&raw);
+        let batch = [0, n as u32, 0, 0, 0, 0];
+        let mm = lab::run(
+            ctx(),
+            "matmul",
+            entry,
+            &[
+                Some(Binding::Storage(&weights)),
+                Some(Binding::Storage(&q)),
+                Some(Binding::Storage(&ds)),
+                Some(Binding::InOut(&words(&before))),
+                Some(Binding::Uniform(&[
+                    rows as u32,
+                    cols as u32,
+                    u32::from(residual),
+                    0,
+                ])),
+                Some(Binding::Storage(&batch)),
+            ],
+            (rows.div_ceil(4) as u32, n.div_ceil(8) as u32, 1),
+        )
+        .unwrap();
+        let mv = lab::run(
+            ctx(),
+            "matvec",
+            entry,
+            &[
+                Some(Binding::Storage(&weights)),
+                Some(Binding::Storage(&q)),
+                Some(Binding::Storage(&ds)),
+                Some(Binding::Output(n * rows)),
+                Some(Binding::Uniform(&[
+                    rows as u32,
+                    cols as u32,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                ])),
+            ],
+            (rows.div_ceil(4) as u32, 1, n as u32),
+        )
+        .unwrap();
+        let (got, alone) = (floats(&mm[0]), floats(&mv[0]));
+        for (i, (a, b)) in got.iter().zip(&alone).enumerate() {
+            let want = if residual { before[i] + b } else { *b };
+            assert_eq!(
+                a.to_bits(),
+                want.to_bits(),
+                "case {case} {ty:?} {rows}x{cols}, {n} tokens: token {} row {}: {a} vs {want}",
+                i / rows,
+                i % rows
+            );
+        }
+    }
+}
+
 /// A step record as the kernels read it: pos, token, first slot, padding, then RoPE's (sin, cos).
 fn step_words(pos: usize, token: u32, first_slot: u32, inv_freq: &[f32]) -> Vec<u32> {
     let mut w = vec![pos as u32, token, first_slot, 0];
@@ -580,7 +670,68 @@ fn folded_and_separate_rmsnorm_give_identical_logits() {
     }
 }
 
-// ---- bad input ----
+/// A prompt longer than a batch, read in batches (`forward` with every token), against the same
+/// tokens one step each: the same logits, trace and cache, bit for bit. The batches' kernels keep
+/// the decode step's arithmetic token by token, so nothing may differ; the next step after the
+/// prompt reads the cache the batches wrote.
+#[test]
+fn a_prompt_read_in_batches_equals_the_same_tokens_one_at_a_time() {
+    let (_, tok) = testkit::model::model();
+    let gpu = gpu();
+    let text = "The history of mathematics is long. Counting came first, then geometry for \
+                measuring fields, then algebra for solving equations, and much later calculus \
+                for motion and change. Matrices arrived in the nineteenth century, and today the \
+                same products of matrices and vectors draw games and run language models alike, \
+                which is the point of this demonstration. Read it, and then read it once more \
+                slowly.";
+    let ids = tok.encode(text).unwrap();
+    assert!(
+        ids.len() > llm::gpu::PROMPT_BATCH + 2,
+        "the prompt must cross a batch: {} tokens",
+        ids.len()
+    );
+    let t0 = std::time::Instant::now();
+    let mut batched = gpu.new_cache().unwrap();
+    let a = gpu
+        .forward(&mut batched, &ids, RecordOptions::FULL, Some(tok))
+        .unwrap();
+    let t1 = std::time::Instant::now();
+    let mut single = gpu.new_cache().unwrap();
+    for &t in &ids[..ids.len() - 1] {
+        gpu.forward(&mut single, &[t], RecordOptions::OFF, None)
+            .unwrap();
+    }
+    let b = gpu
+        .forward(
+            &mut single,
+            &ids[ids.len() - 1..],
+            RecordOptions::FULL,
+            Some(tok),
+        )
+        .unwrap();
+    eprintln!(
+        "{} prompt tokens on {}: in batches {:.2} s, one at a time {:.2} s",
+        ids.len(),
+        gpu.describe(),
+        (t1 - t0).as_secs_f64(),
+        t1.elapsed().as_secs_f64()
+    );
+    assert_eq!(a.logits, b.logits);
+    let (ta, tb) = (a.trace.unwrap(), b.trace.unwrap());
+    for (i, (x, y)) in ta.layers.iter().zip(&tb.layers).enumerate() {
+        assert_eq!(x.attention, y.attention, "layer {i}'s attention rows");
+        assert_eq!(x.mlp_activation, y.mlp_activation, "layer {i}");
+    }
+    let next = top_k(&a.logits, 1)[0].0;
+    let after = |cache: &mut llm::Cache| {
+        gpu.forward(cache, &[next], RecordOptions::OFF, None)
+            .unwrap()
+            .logits
+    };
+    assert_eq!(after(&mut batched), after(&mut single));
+}
+
+// ---- bad input ----// ---- bad input ----
 
 /// A device whose storage bindings are too small for the embedding table: a clear error from
 /// the upload (the app and the command line then run on the CPU), not a panic.

@@ -1,0 +1,268 @@
+//! A prompt read in batches: up to [`BATCH`] of its tokens in one pass of nine dispatches per
+//! layer, instead of a pass of six per token. The products are matrix x matrix (`matmul.wgsl`:
+//! each weight decoded once for eight tokens); the batch's keys and values go into the cache
+//! first (`store_rows`), then every token attends over it (`rows`, one workgroup per head and
+//! token). Only the KV cache comes out: the prompt's tokens before the last are batched, and the
+//! last runs as a decode step, which gives the logits and the trace. Each token's numbers are
+//! the ones the token-by-token pass gives it (the kernels keep the mat-vec's and attention's
+//! order of operations; the engine tests compare the two).
+
+use super::cache::GpuCache;
+use super::encode::{Count, Sink};
+use super::kernels::{Kernels, bind_group, storage_buffer, uniform_buffer};
+use super::model::GpuModel;
+use super::profile::KernelKind;
+use super::upload::{GpuMatrix, LayerWeights};
+use crate::config::LlamaConfig;
+
+/// Prompt tokens in one pass.
+pub const BATCH: usize = 64;
+
+/// The batch's activations (row t of each is token t's), shared by every cache of the model.
+pub(crate) struct PromptScratch {
+    /// matvec.wgsl's `Step` for a batch: first position, token count, then each token's RoPE
+    /// angles in turn.
+    step: wgpu::Buffer,
+    tokens: wgpu::Buffer,
+    resid: wgpu::Buffer,
+    xq: wgpu::Buffer,
+    xds: wgpu::Buffer,
+    qkv: wgpu::Buffer,
+    gu: wgpu::Buffer,
+    /// The attention's scores and probabilities, [token][head][context].
+    probs: wgpu::Buffer,
+}
+
+/// One layer's dispatches of a batch that do not touch the KV cache.
+pub(crate) struct PromptLayer {
+    attn_norm: wgpu::BindGroup,
+    qkv: wgpu::BindGroup,
+    wo: wgpu::BindGroup,
+    ffn_norm: wgpu::BindGroup,
+    gate_up: wgpu::BindGroup,
+    swiglu: wgpu::BindGroup,
+    down: wgpu::BindGroup,
+}
+
+/// Everything a batch needs but the KV cache's own bind groups ([`Prompt::cache_groups`]).
+pub(crate) struct Prompt {
+    scratch: PromptScratch,
+    embed: wgpu::BindGroup,
+    layers: Vec<PromptLayer>,
+}
+
+impl Prompt {
+    pub(crate) fn new(
+        device: &wgpu::Device,
+        kernels: &Kernels,
+        config: &LlamaConfig,
+        context: usize,
+        embd: &GpuMatrix,
+        weights: &[LayerWeights],
+    ) -> Prompt {
+        let c = config;
+        let (d, ff, nh, nkv, hd) = (c.n_embd, c.n_ff, c.n_head, c.n_kv_head, c.head_dim);
+        let b = BATCH;
+        let wide = d.max(ff);
+        let s = PromptScratch {
+            step: storage_buffer(device, "prompt step", 4 + b * hd),
+            tokens: storage_buffer(device, "prompt tokens", b),
+            resid: storage_buffer(device, "prompt residual stream", b * d),
+            xq: storage_buffer(device, "prompt quantized input", b * wide),
+            xds: storage_buffer(device, "prompt input scales", b * wide / 32 * 2),
+            qkv: storage_buffer(device, "prompt qkv", b * (nh + 2 * nkv) * hd),
+            gu: storage_buffer(device, "prompt gate up", b * 2 * ff),
+            probs: storage_buffer(device, "prompt attention", b * nh * context),
+        };
+        let uniform = |words: &[u32]| uniform_buffer(device, words);
+        let group = |pipeline: &wgpu::ComputePipeline, entries: &[(u32, &wgpu::Buffer)]| {
+            bind_group(device, pipeline, entries)
+        };
+        let eps = (c.rms_eps as f32).to_bits();
+        // matvec.wgsl's `normalize`: RMSNorm + quantization of the batch's residual rows (the
+        // slots 0 + z, `from_step` 2). Nothing is recorded; `h` is bound to a buffer it leaves
+        // alone.
+        let norm_dims = uniform(&[0, d as u32, 0, 0, 0, 0, 2, eps, 0, 0, 0, 0]);
+        let normalize = |weight: &wgpu::Buffer| {
+            group(
+                &kernels.normalize,
+                &[
+                    (4, &norm_dims),
+                    (5, &s.step),
+                    (6, &s.resid),
+                    (7, weight),
+                    (8, &s.gu),
+                    (9, &s.xq),
+                    (10, &s.xds),
+                ],
+            )
+        };
+        let matmul = |m: &GpuMatrix, out: &wgpu::Buffer, residual: bool| {
+            let dims = uniform(&[m.rows, m.cols, u32::from(residual), 0]);
+            group(
+                kernels.matmul(m),
+                &[
+                    (0, &m.buf),
+                    (1, &s.xq),
+                    (2, &s.xds),
+                    (3, out),
+                    (4, &dims),
+                    (5, &s.step),
+                ],
+            )
+        };
+        let swiglu_dims = uniform(&[ff as u32, 0, 0, 0]);
+        let layers = weights
+            .iter()
+            .map(|w| PromptLayer {
+                attn_norm: normalize(&w.attn_norm),
+                qkv: matmul(&w.qkv, &s.qkv, false),
+                wo: matmul(&w.wo, &s.resid, true),
+                ffn_norm: normalize(&w.ffn_norm),
+                gate_up: matmul(&w.gate_up, &s.gu, false),
+                swiglu: group(
+                    &kernels.swiglu_rows,
+                    &[(0, &s.gu), (2, &s.xq), (3, &s.xds), (4, &swiglu_dims)],
+                ),
+                down: matmul(&w.down, &s.resid, true),
+            })
+            .collect();
+        let embed = group(
+            &kernels.embed_rows,
+            &[
+                (1, &embd.buf),
+                (2, &s.resid),
+                (3, &uniform(&[d as u32, 0, 0, 0])),
+                (4, &s.tokens),
+            ],
+        );
+        Prompt {
+            scratch: s,
+            embed,
+            layers,
+        }
+    }
+
+    /// A layer's `store_rows` and `rows` bind groups over a cache's keys and values (`dims`:
+    /// the attention kernel's, as the decode step's group has them).
+    pub(crate) fn cache_groups(
+        &self,
+        device: &wgpu::Device,
+        kernels: &Kernels,
+        keys: &wgpu::Buffer,
+        values: &wgpu::Buffer,
+        dims: &wgpu::Buffer,
+    ) -> [wgpu::BindGroup; 2] {
+        let s = &self.scratch;
+        [
+            bind_group(
+                device,
+                &kernels.store_rows,
+                &[(0, &s.step), (1, &s.qkv), (2, keys), (3, values), (7, dims)],
+            ),
+            bind_group(
+                device,
+                &kernels.attention_rows,
+                &[
+                    (0, &s.step),
+                    (1, &s.qkv),
+                    (2, keys),
+                    (3, values),
+                    (4, &s.probs),
+                    (5, &s.xq),
+                    (6, &s.xds),
+                    (7, dims),
+                ],
+            ),
+        ]
+    }
+}
+
+impl GpuModel {
+    /// The batch `tokens` (at most [`BATCH`]) at positions `pos..`: their ids and RoPE angles.
+    pub(crate) fn write_prompt(&self, pos: usize, tokens: &[u32]) {
+        let mut words: Vec<u32> = vec![pos as u32, tokens.len() as u32, 0, 0];
+        for i in 0..tokens.len() {
+            for (sin, cos) in LlamaConfig::rope_rotation(&self.inv_freq, pos + i) {
+                words.extend([sin.to_bits(), cos.to_bits()]);
+            }
+        }
+        let s = &self.prompt.scratch;
+        self.ctx
+            .queue
+            .write_buffer(&s.step, 0, bytemuck::cast_slice(&words));
+        self.ctx
+            .queue
+            .write_buffer(&s.tokens, 0, bytemuck::cast_slice(tokens));
+    }
+
+    /// Record a batch of `n` prompt tokens' dispatches (`write_prompt` gave their ids and
+    /// positions). The last layer stops once its keys and values are stored: nothing after
+    /// them is read.
+    pub(crate) fn encode_prompt<'s>(
+        &'s self,
+        pass: &mut impl Sink<'s>,
+        cache: &'s GpuCache,
+        n: usize,
+    ) {
+        let c = &self.config;
+        let k = &self.kernels;
+        let p = &self.prompt;
+        let n = n as u32;
+        let mm = |m: &GpuMatrix| (m.rows.div_ceil(4), n.div_ceil(8), 1);
+        pass.run(
+            KernelKind::Embed,
+            &k.embed_rows,
+            &p.embed,
+            ((c.n_embd as u32).div_ceil(64), n, 1),
+        );
+        let last = self.layers.len() - 1;
+        for (i, ((w, g), [store, attend])) in self
+            .layers
+            .iter()
+            .zip(&p.layers)
+            .zip(&cache.prompt)
+            .enumerate()
+        {
+            pass.run(KernelKind::Norm, &k.normalize, &g.attn_norm, (n, 1, 1));
+            pass.run(KernelKind::MatMul, k.matmul(&w.qkv), &g.qkv, mm(&w.qkv));
+            pass.run(KernelKind::StoreKv, &k.store_rows, store, (n, 1, 1));
+            if i == last {
+                break;
+            }
+            pass.run(
+                KernelKind::Attention,
+                &k.attention_rows,
+                attend,
+                (c.n_head as u32, n, 1),
+            );
+            pass.run(KernelKind::MatMul, k.matmul(&w.wo), &g.wo, mm(&w.wo));
+            pass.run(KernelKind::Norm, &k.normalize, &g.ffn_norm, (n, 1, 1));
+            pass.run(
+                KernelKind::MatMul,
+                k.matmul(&w.gate_up),
+                &g.gate_up,
+                mm(&w.gate_up),
+            );
+            pass.run(
+                KernelKind::Swiglu,
+                &k.swiglu_rows,
+                &g.swiglu,
+                ((c.n_ff / 32) as u32, n, 1),
+            );
+            pass.run(KernelKind::MatMul, k.matmul(&w.down), &g.down, mm(&w.down));
+        }
+    }
+
+    /// The dispatches a batch of `n` prompt tokens records, by kernel kind: counted by recording
+    /// them into a list; nothing is submitted.
+    pub fn dispatches_per_prompt_batch(
+        &self,
+        cache: &GpuCache,
+        n: usize,
+    ) -> Vec<(KernelKind, usize)> {
+        let mut count = Count::default();
+        self.encode_prompt(&mut count, cache, n.clamp(1, BATCH));
+        count.0
+    }
+}
