@@ -4,16 +4,18 @@
 
 // Written once per token before its commands are submitted.
 struct Step {
-    // Position of the token being processed (0-based).
+    // Position of the token being processed (0-based; a prompt's batch: of its first token).
     pos: u32,
-    // Its token id.
+    // Its token id (a prompt's batch: how many tokens it holds).
     token: u32,
-    // First residual slot the final norm reads (logit lens: 1; otherwise the last slot).
+    // First residual slot the final norm reads (logit lens: 1; otherwise the last slot; a
+    // prompt's batch: its last row).
     first_slot: u32,
     // Padding: `rot` starts 8-byte aligned at 16.
     _pad: u32,
-    // RoPE (sin, cos) of each pair of a head's dimensions at `pos`, computed on the CPU as the
-    // CPU engine does, so both rotate by the same numbers.
+    // RoPE (sin, cos) of each pair of a head's dimensions at `pos` (a batch: at each of its
+    // positions in turn), computed on the CPU as the CPU engine does, so both rotate by the
+    // same numbers.
     rot: array<vec2<f32>>,
 }
 

@@ -313,11 +313,13 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
         println!("  dispatches per token, {name}: {total} ({parts}), in one compute pass");
     }
     let batch = llm::gpu::PROMPT_BATCH;
-    let (total, parts) = count(gpu.dispatches_per_prompt_batch(&cache, batch));
-    println!(
-        "  dispatches per prompt batch of up to {batch} tokens: {total} ({parts}), in one compute \
-         pass"
-    );
+    for (name, head) in [("", false), (", the last with the head", true)] {
+        let (total, parts) = count(gpu.dispatches_per_prompt_batch(&cache, batch, head));
+        println!(
+            "  dispatches per prompt batch of up to {batch} tokens{name}: {total} ({parts}), in one \
+             compute pass"
+        );
+    }
     let prompt = tokenizer.encode(BENCH_PROMPT)?;
     gpu.forward_gpu(&mut cache, &prompt, RecordOptions::OFF, None, Profile::Off)?;
     for (name, record) in [

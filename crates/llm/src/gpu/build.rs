@@ -331,7 +331,14 @@ impl GpuModel {
                 (2, &uniform(&[v as u32, 0, 0, 0])),
             ],
         );
-        let prompt = super::prompt::Prompt::new(device, &kernels, &config, context, &embd, &layers);
+        let prompt = super::prompt::Prompt::new(
+            device,
+            &kernels,
+            &config,
+            context,
+            (&embd, &layers, &output_norm),
+            (&s.xq, &s.xds),
+        );
         let inv_freq = config.rope_inv_freq();
         let ctx = ctx.clone();
         let owner_weights = weights;

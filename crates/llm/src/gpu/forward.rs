@@ -105,6 +105,22 @@ impl GpuModel {
         }
     }
 
+    /// The pass whose results come back: a prompt's last batch with the head (`batch`: its
+    /// length), or one token's step (`rows` through the head).
+    fn encode_last<'s>(
+        &'s self,
+        pass: &mut impl Sink<'s>,
+        cache: &'s GpuCache,
+        batch: Option<usize>,
+        rows: u32,
+        lens: bool,
+    ) {
+        match batch {
+            Some(len) => self.encode_prompt(pass, cache, len, true),
+            None => self.encode_token(pass, cache, Some(rows), lens),
+        }
+    }
+
     /// Submit `ops` a chunk at a time, each when the frame has GPU time to lend, waiting for
     /// each to finish (its time is what the pacer charges); `tail` adds the readback copies to
     /// the last chunk and returns their size.
@@ -248,26 +264,40 @@ impl GpuModel {
             .pacer
             .as_deref()
             .filter(|_| profile == Profile::Off);
-        // Prompt tokens before the last, a batch at a time: their KV entries are all that is
-        // kept.
-        for (i, batch) in tokens[..n - 1].chunks(super::prompt::BATCH).enumerate() {
-            self.write_prompt(pos + i * super::prompt::BATCH, batch);
+        // Prompt tokens a batch at a time. Recording, the last token runs as a decode step of its
+        // own (the trace is its numbers); otherwise the last batch ends with the head on its
+        // last row, and a prompt of up to a batch is one pass.
+        let batch = super::prompt::BATCH;
+        let whole = !record.enabled && n > 1;
+        let batched = if whole { n } else { n - 1 };
+        let last_batch = whole.then(|| (batched - 1) / batch);
+        for (i, chunk) in tokens[..batched].chunks(batch).enumerate() {
+            if Some(i) == last_batch {
+                break;
+            }
+            self.write_prompt(pos + i * batch, chunk);
             if let Some(pacer) = paced {
                 let mut ops = Vec::new();
-                self.encode_prompt(&mut ops, cache, batch.len());
+                self.encode_prompt(&mut ops, cache, chunk.len(), false);
                 self.submit_paced(pacer, &ops, |_| 0)?;
                 continue;
             }
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             {
                 let mut pass = Dispatcher::new(&mut enc, None, Profile::Off);
-                self.encode_prompt(&mut pass, cache, batch.len());
+                self.encode_prompt(&mut pass, cache, chunk.len(), false);
             }
             self.ctx.queue.submit([enc.finish()]);
         }
         let last_pos = pos + n - 1;
         let (first_slot, rows) = if lens { (1, l as u32) } else { (l as u32, 1) };
-        self.write_step(last_pos, tokens[n - 1], first_slot);
+        // The pass whose results come back: the last batch with the head, or the last token.
+        let final_batch = last_batch.map(|i| (i * batch, tokens[i * batch..batched].len()));
+        match final_batch {
+            Some((from, len)) => self.write_prompt(pos + from, &tokens[from..from + len]),
+            None => self.write_step(last_pos, tokens[n - 1], first_slot),
+        }
+        let final_len = final_batch.map(|(_, len)| len);
         let timing =
             (profile != Profile::Off && self.ctx.timestamps).then(|| Timing::new(&self.ctx.device));
         // What comes back: the last row's logits, then (recording) the trace's numbers.
@@ -291,14 +321,14 @@ impl GpuModel {
         };
         let (index, at, kinds) = if let Some(pacer) = paced {
             let mut ops = Vec::new();
-            self.encode_token(&mut ops, cache, Some(rows), lens);
+            self.encode_last(&mut ops, cache, final_len, rows, lens);
             let (index, at) = self.submit_paced(pacer, &ops, copies)?;
             (index, at, Vec::new())
         } else {
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             let kinds = {
                 let mut pass = Dispatcher::new(&mut enc, timing.as_ref(), profile);
-                self.encode_token(&mut pass, cache, Some(rows), lens);
+                self.encode_last(&mut pass, cache, final_len, rows, lens);
                 pass.finish()
             };
             let at = copies(&mut enc);

@@ -2,10 +2,12 @@
 //! layer, instead of a pass of six per token. The products are matrix x matrix (`matmul.wgsl`:
 //! each weight decoded once for eight tokens); the batch's keys and values go into the cache
 //! first (`store_rows`), then every token attends over it (`rows`, one workgroup per head and
-//! token). Only the KV cache comes out: the prompt's tokens before the last are batched, and the
-//! last runs as a decode step, which gives the logits and the trace. Each token's numbers are
-//! the ones the token-by-token pass gives it (the kernels keep the mat-vec's and attention's
-//! order of operations; the engine tests compare the two).
+//! token). Recording, the prompt's tokens before the last are batched and the last runs as a
+//! decode step, whose numbers are the trace; with recording off (the app's and the server's
+//! prompt slices, the command line) the last batch ends with the final norm and the head on its
+//! last row, so a prompt of up to a batch is one pass. Each token's numbers are the ones the
+//! token-by-token pass gives it (the kernels keep the mat-vec's and attention's order of
+//! operations; the engine tests compare the two, bit for bit).
 
 use super::cache::GpuCache;
 use super::encode::{Count, Sink};
@@ -49,6 +51,7 @@ pub(crate) struct Prompt {
     scratch: PromptScratch,
     embed: wgpu::BindGroup,
     layers: Vec<PromptLayer>,
+    final_norm: wgpu::BindGroup,
 }
 
 impl Prompt {
@@ -57,8 +60,8 @@ impl Prompt {
         kernels: &Kernels,
         config: &LlamaConfig,
         context: usize,
-        embd: &GpuMatrix,
-        weights: &[LayerWeights],
+        (embd, weights, output_norm): (&GpuMatrix, &[LayerWeights], &wgpu::Buffer),
+        (head_xq, head_xds): (&wgpu::Buffer, &wgpu::Buffer),
     ) -> Prompt {
         let c = config;
         let (d, ff, nh, nkv, hd) = (c.n_embd, c.n_ff, c.n_head, c.n_kv_head, c.head_dim);
@@ -97,6 +100,21 @@ impl Prompt {
                 ],
             )
         };
+        // The final norm of the batch's last row (`from_step` 1: the row step.first_slot), into
+        // the decode step's quantized input, which the head's product reads.
+        let final_dims = uniform(&[0, d as u32, 0, 0, 0, 0, 1, eps, 0, 0, 0, 0]);
+        let final_norm = group(
+            &kernels.normalize,
+            &[
+                (4, &final_dims),
+                (5, &s.step),
+                (6, &s.resid),
+                (7, output_norm),
+                (8, &s.gu),
+                (9, head_xq),
+                (10, head_xds),
+            ],
+        );
         let matmul = |m: &GpuMatrix, out: &wgpu::Buffer, residual: bool| {
             let dims = uniform(&[m.rows, m.cols, u32::from(residual), 0]);
             group(
@@ -140,6 +158,7 @@ impl Prompt {
             scratch: s,
             embed,
             layers,
+            final_norm,
         }
     }
 
@@ -179,9 +198,11 @@ impl Prompt {
 }
 
 impl GpuModel {
-    /// The batch `tokens` (at most [`BATCH`]) at positions `pos..`: their ids and RoPE angles.
+    /// The batch `tokens` (at most [`BATCH`]) at positions `pos..`: their ids and RoPE angles
+    /// (and, for the final norm, the last row's index).
     pub(crate) fn write_prompt(&self, pos: usize, tokens: &[u32]) {
-        let mut words: Vec<u32> = vec![pos as u32, tokens.len() as u32, 0, 0];
+        let last = tokens.len().saturating_sub(1) as u32;
+        let mut words: Vec<u32> = vec![pos as u32, tokens.len() as u32, last, 0];
         for i in 0..tokens.len() {
             for (sin, cos) in LlamaConfig::rope_rotation(&self.inv_freq, pos + i) {
                 words.extend([sin.to_bits(), cos.to_bits()]);
@@ -197,13 +218,15 @@ impl GpuModel {
     }
 
     /// Record a batch of `n` prompt tokens' dispatches (`write_prompt` gave their ids and
-    /// positions). The last layer stops once its keys and values are stored: nothing after
-    /// them is read.
+    /// positions). `head`: the final norm and the head follow for the batch's last row (the
+    /// logits in the decode step's buffer); without it the last layer stops once its keys and
+    /// values are stored, since nothing after them is read.
     pub(crate) fn encode_prompt<'s>(
         &'s self,
         pass: &mut impl Sink<'s>,
         cache: &'s GpuCache,
         n: usize,
+        head: bool,
     ) {
         let c = &self.config;
         let k = &self.kernels;
@@ -227,7 +250,7 @@ impl GpuModel {
             pass.run(KernelKind::Norm, &k.normalize, &g.attn_norm, (n, 1, 1));
             pass.run(KernelKind::MatMul, k.matmul(&w.qkv), &g.qkv, mm(&w.qkv));
             pass.run(KernelKind::StoreKv, &k.store_rows, store, (n, 1, 1));
-            if i == last {
+            if i == last && !head {
                 break;
             }
             pass.run(
@@ -252,17 +275,28 @@ impl GpuModel {
             );
             pass.run(KernelKind::MatMul, k.matmul(&w.down), &g.down, mm(&w.down));
         }
+        if head {
+            pass.run(KernelKind::Norm, &k.normalize, &p.final_norm, (1, 1, 1));
+            pass.run(
+                KernelKind::Head,
+                k.matvec(&self.head, false),
+                &self.head_group,
+                (self.head.rows.div_ceil(4), 1, 1),
+            );
+        }
     }
 
-    /// The dispatches a batch of `n` prompt tokens records, by kernel kind: counted by recording
-    /// them into a list; nothing is submitted.
+    /// The dispatches a batch of `n` prompt tokens records (`head`: the last batch with the
+    /// final norm and the head), by kernel kind: counted by recording them into a list; nothing
+    /// is submitted.
     pub fn dispatches_per_prompt_batch(
         &self,
         cache: &GpuCache,
         n: usize,
+        head: bool,
     ) -> Vec<(KernelKind, usize)> {
         let mut count = Count::default();
-        self.encode_prompt(&mut count, cache, n.clamp(1, BATCH));
+        self.encode_prompt(&mut count, cache, n.clamp(1, BATCH), head);
         count.0
     }
 }

@@ -670,68 +670,77 @@ fn folded_and_separate_rmsnorm_give_identical_logits() {
     }
 }
 
-/// A prompt longer than a batch, read in batches (`forward` with every token), against the same
-/// tokens one step each: the same logits, trace and cache, bit for bit. The batches' kernels keep
-/// the decode step's arithmetic token by token, so nothing may differ; the next step after the
-/// prompt reads the cache the batches wrote.
+/// A prompt read in batches (`forward` with every token) against the same tokens one step each:
+/// the same logits, trace and cache, bit for bit. Recording, the last token runs as a step of its
+/// own after the batches; with recording off the last batch ends with the head, so a short
+/// prompt is one pass. The batches' kernels keep the decode step's arithmetic token by token, so
+/// nothing may differ; the next step after the prompt reads the cache the batches wrote.
 #[test]
 fn a_prompt_read_in_batches_equals_the_same_tokens_one_at_a_time() {
     let (_, tok) = testkit::model::model();
     let gpu = gpu();
-    let text = "The history of mathematics is long. Counting came first, then geometry for \
+    let long = "The history of mathematics is long. Counting came first, then geometry for \
                 measuring fields, then algebra for solving equations, and much later calculus \
                 for motion and change. Matrices arrived in the nineteenth century, and today the \
                 same products of matrices and vectors draw games and run language models alike, \
                 which is the point of this demonstration. Read it, and then read it once more \
                 slowly.";
-    let ids = tok.encode(text).unwrap();
-    assert!(
-        ids.len() > llm::gpu::PROMPT_BATCH + 2,
-        "the prompt must cross a batch: {} tokens",
-        ids.len()
-    );
-    let t0 = std::time::Instant::now();
-    let mut batched = gpu.new_cache().unwrap();
-    let a = gpu
-        .forward(&mut batched, &ids, RecordOptions::FULL, Some(tok))
-        .unwrap();
-    let t1 = std::time::Instant::now();
-    let mut single = gpu.new_cache().unwrap();
-    for &t in &ids[..ids.len() - 1] {
-        gpu.forward(&mut single, &[t], RecordOptions::OFF, None)
+    for text in ["The capital of France is", long] {
+        let ids = tok.encode(text).unwrap();
+        assert!(
+            text != long || ids.len() > llm::gpu::PROMPT_BATCH + 2,
+            "the long prompt must cross a batch: {} tokens",
+            ids.len()
+        );
+        let t0 = std::time::Instant::now();
+        let mut batched = gpu.new_cache().unwrap();
+        let a = gpu
+            .forward(&mut batched, &ids, RecordOptions::FULL, Some(tok))
             .unwrap();
+        let t1 = std::time::Instant::now();
+        let mut single = gpu.new_cache().unwrap();
+        for &t in &ids[..ids.len() - 1] {
+            gpu.forward(&mut single, &[t], RecordOptions::OFF, None)
+                .unwrap();
+        }
+        let last = &ids[ids.len() - 1..];
+        let b = gpu
+            .forward(&mut single, last, RecordOptions::FULL, Some(tok))
+            .unwrap();
+        let t2 = std::time::Instant::now();
+        let mut whole = gpu.new_cache().unwrap();
+        let c = gpu
+            .forward(&mut whole, &ids, RecordOptions::OFF, None)
+            .unwrap();
+        eprintln!(
+            "{} prompt tokens on {}: in batches {:.2} s (recording off {:.2} s), one at a time \
+             {:.2} s",
+            ids.len(),
+            gpu.describe(),
+            (t1 - t0).as_secs_f64(),
+            t2.elapsed().as_secs_f64(),
+            (t2 - t1).as_secs_f64()
+        );
+        assert_eq!(a.logits, b.logits, "{} tokens", ids.len());
+        assert_eq!(c.logits, b.logits, "{} tokens, recording off", ids.len());
+        let (ta, tb) = (a.trace.unwrap(), b.trace.unwrap());
+        for (i, (x, y)) in ta.layers.iter().zip(&tb.layers).enumerate() {
+            assert_eq!(x.attention, y.attention, "layer {i}'s attention rows");
+            assert_eq!(x.mlp_activation, y.mlp_activation, "layer {i}");
+        }
+        let next = top_k(&a.logits, 1)[0].0;
+        let after = |cache: &mut llm::Cache| {
+            gpu.forward(cache, &[next], RecordOptions::OFF, None)
+                .unwrap()
+                .logits
+        };
+        let want = after(&mut single);
+        assert_eq!(after(&mut batched), want);
+        assert_eq!(after(&mut whole), want);
     }
-    let b = gpu
-        .forward(
-            &mut single,
-            &ids[ids.len() - 1..],
-            RecordOptions::FULL,
-            Some(tok),
-        )
-        .unwrap();
-    eprintln!(
-        "{} prompt tokens on {}: in batches {:.2} s, one at a time {:.2} s",
-        ids.len(),
-        gpu.describe(),
-        (t1 - t0).as_secs_f64(),
-        t1.elapsed().as_secs_f64()
-    );
-    assert_eq!(a.logits, b.logits);
-    let (ta, tb) = (a.trace.unwrap(), b.trace.unwrap());
-    for (i, (x, y)) in ta.layers.iter().zip(&tb.layers).enumerate() {
-        assert_eq!(x.attention, y.attention, "layer {i}'s attention rows");
-        assert_eq!(x.mlp_activation, y.mlp_activation, "layer {i}");
-    }
-    let next = top_k(&a.logits, 1)[0].0;
-    let after = |cache: &mut llm::Cache| {
-        gpu.forward(cache, &[next], RecordOptions::OFF, None)
-            .unwrap()
-            .logits
-    };
-    assert_eq!(after(&mut batched), after(&mut single));
 }
 
-// ---- bad input ----// ---- bad input ----
+// ---- bad input ----
 
 /// A device whose storage bindings are too small for the embedding table: a clear error from
 /// the upload (the app and the command line then run on the CPU), not a panic.
