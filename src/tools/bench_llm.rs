@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
-use llm::gpu::Profile;
+use llm::gpu::{KernelKind, Profile};
 use llm::model::Q4Kernel;
 use llm::{Backend, Model, RecordOptions, fetch};
 
@@ -240,6 +240,27 @@ fn gpu_prefill(path: &Path, ids: &[u32]) -> Result<(f64, String)> {
     Ok((t0.elapsed().as_secs_f64(), gpu.describe()))
 }
 
+/// One line of the GPU bench: `what` takes `wall` ms, the GPU `whole` ms in one pass, and the
+/// per-kernel times when the device has timestamp queries.
+fn print_kernel_times(what: &str, wall: f64, whole: f64, times: Option<Vec<(KernelKind, f64)>>) {
+    match times {
+        Some(times) => {
+            let total: f64 = times.iter().map(|(_, ms)| ms).sum();
+            let parts: Vec<String> = times
+                .iter()
+                .map(|(k, ms)| format!("{k:?} {:.3}", ms))
+                .collect();
+            println!(
+                "  {what} takes {wall:.3} ms, of which the GPU runs {whole:.3} ms (one pass, \
+                 best of 5); per kernel (each dispatch in its own pass, ms): {} | total \
+                 {total:.3}",
+                parts.join(", ")
+            );
+        }
+        None => println!("  {what} takes {wall:.3} ms; this device has no timestamp queries"),
+    }
+}
+
 /// llama.cpp's seconds to read these prompt ids (through the same script).
 fn llama_cpp_prefill(model: &Path, threads: usize, ids: &[u32]) -> Result<f64, String> {
     let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
@@ -274,10 +295,19 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
         let c = with_threads(Some(threads), || measure(&*cpu, &tokenizer, tokens, record))??;
         rows.push((name, g, c));
     }
-    // The same with RMSNorm as dispatches of their own (8 per layer instead of 6).
-    gpu.set_fuse_norm(false);
-    let unfused = measure(&gpu, &tokenizer, tokens, RecordOptions::OFF)?;
-    gpu.set_fuse_norm(true);
+    // The other place for RMSNorm (folded into the q/k/v and gate/up products, 6 dispatches
+    // per layer; or dispatches of its own, 8), then back to the default.
+    let folded = gpu.fuse_norm();
+    let norm_place = |folded: bool| {
+        if folded {
+            "folded into the products"
+        } else {
+            "as dispatches of its own"
+        }
+    };
+    gpu.set_fuse_norm(!folded);
+    let other = measure(&gpu, &tokenizer, tokens, RecordOptions::OFF)?;
+    gpu.set_fuse_norm(folded);
     println!(
         "bench llm gpu: {} vs CPU {threads} threads, prompt {} tokens, decode {tokens} tokens, \
          best of 3",
@@ -296,22 +326,32 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
         );
     }
     println!(
-        "  off, RMSNorm as dispatches of its own: GPU prefill {:>8.1} decode {:>7.1} tok/s \
-         (folded into the products: {:.2}x the decode speed)",
-        unfused.prefill_tps,
-        unfused.decode_tps,
-        rows[0].1.decode_tps / unfused.decode_tps
+        "  off, RMSNorm {}: GPU prefill {:>8.1} decode {:>7.1} tok/s ({:.2}x the decode speed \
+         with RMSNorm {}, the default, above)",
+        norm_place(!folded),
+        other.prefill_tps,
+        other.decode_tps,
+        other.decode_tps / rows[0].1.decode_tps,
+        norm_place(folded)
     );
     let mut cache = gpu.new_gpu_cache()?;
-    let count = |kinds: Vec<(llm::gpu::KernelKind, usize)>| {
+    let count = |kinds: Vec<(KernelKind, usize)>| {
         let total: usize = kinds.iter().map(|(_, n)| n).sum();
         let parts: Vec<String> = kinds.iter().map(|(k, n)| format!("{k:?} {n}")).collect();
         (total, parts.join(", "))
     };
-    for (name, lens) in [("recording off", false), ("with the logit lens", true)] {
-        let (total, parts) = count(gpu.dispatches_per_token(&cache, lens));
-        println!("  dispatches per token, {name}: {total} ({parts}), in one compute pass");
+    for fused in [folded, !folded] {
+        gpu.set_fuse_norm(fused);
+        for (name, lens) in [("recording off", false), ("with the logit lens", true)] {
+            let (total, parts) = count(gpu.dispatches_per_token(&cache, lens));
+            println!(
+                "  dispatches per token, {name}, RMSNorm {}: {total} ({parts}), in one compute \
+                 pass",
+                norm_place(fused)
+            );
+        }
     }
+    gpu.set_fuse_norm(folded);
     let batch = llm::gpu::PROMPT_BATCH;
     for (name, head) in [("", false), (", the last with the head", true)] {
         let (total, parts) = count(gpu.dispatches_per_prompt_batch(&cache, batch, head));
@@ -341,25 +381,34 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
         }
         let wall = t0.elapsed().as_secs_f64() * 1e3 / 5.0;
         step(Profile::PerKernel)?;
-        match gpu.last_profile() {
-            Some(times) => {
-                let total: f64 = times.iter().map(|(_, ms)| ms).sum();
-                let parts: Vec<String> = times
-                    .iter()
-                    .map(|(k, ms)| format!("{k:?} {:.3}", ms))
-                    .collect();
-                println!(
-                    "  {name}: a step takes {wall:.3} ms, of which the GPU runs {whole:.3} ms \
-                     (one pass, best of 5); per kernel (each dispatch in its own pass, ms): {} | \
-                     total {total:.3}",
-                    parts.join(", ")
-                );
-            }
-            None => println!(
-                "  {name}: a step takes {wall:.3} ms; this device has no timestamp queries"
-            ),
-        }
+        print_kernel_times(&format!("{name}: a step"), wall, whole, gpu.last_profile());
     }
+    // The bench's prompt in one pass (recording off), timed the same ways, a fresh cache each.
+    let read_prompt = |profile| -> Result<f64> {
+        let mut fresh = gpu.new_gpu_cache()?;
+        let t0 = std::time::Instant::now();
+        gpu.forward_gpu(&mut fresh, &prompt, RecordOptions::OFF, None, profile)?;
+        Ok(t0.elapsed().as_secs_f64() * 1e3)
+    };
+    let (mut wall, mut whole) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..5 {
+        read_prompt(Profile::WholeStep)?;
+        if let Some(t) = gpu.last_profile() {
+            whole = whole.min(t.iter().map(|(_, ms)| ms).sum());
+        }
+        wall = wall.min(read_prompt(Profile::Off)?);
+    }
+    read_prompt(Profile::PerKernel)?;
+    print_kernel_times(
+        &format!(
+            "the {}-token prompt in one pass ({:.0} tok/s)",
+            prompt.len(),
+            prompt.len() as f64 / wall * 1e3
+        ),
+        wall,
+        whole,
+        gpu.last_profile(),
+    );
     // Correctness on this very device, with the parity test's code.
     let (candle, _) = Model::load_with(path, Q4Kernel::Candle)?;
     let tokenizer = Arc::new(tokenizer);

@@ -20,12 +20,12 @@ use crate::trace::{LayerTrace, RecordOptions, TokenInfo, TokenProb, Trace};
 
 impl GpuModel {
     /// Record one token's dispatches. `head_rows`: how many residual slots go through the final
-    /// norm and head (`None`: a prompt token whose logits nobody reads).
+    /// norm and head (the logit lens's 30, or the last).
     fn encode_token<'s>(
         &'s self,
         pass: &mut impl Sink<'s>,
         cache: &'s GpuCache,
-        head_rows: Option<u32>,
+        head_rows: u32,
         lens: bool,
     ) {
         let c = &self.config;
@@ -86,22 +86,21 @@ impl GpuModel {
                 mv(&w.down, 1),
             );
         }
-        if let Some(rows) = head_rows {
-            pass.run(
-                KernelKind::Norm,
-                &k.normalize,
-                &self.final_norm_group,
-                (rows, 1, 1),
-            );
-            pass.run(
-                KernelKind::Head,
-                k.matvec(&self.head, false),
-                &self.head_group,
-                mv(&self.head, rows),
-            );
-            if lens {
-                pass.run(KernelKind::Lens, &k.lens, &self.lens_group, (rows, 1, 1));
-            }
+        let rows = head_rows;
+        pass.run(
+            KernelKind::Norm,
+            &k.normalize,
+            &self.final_norm_group,
+            (rows, 1, 1),
+        );
+        pass.run(
+            KernelKind::Head,
+            k.matvec(&self.head, false),
+            &self.head_group,
+            mv(&self.head, rows),
+        );
+        if lens {
+            pass.run(KernelKind::Lens, &k.lens, &self.lens_group, (rows, 1, 1));
         }
     }
 
@@ -117,7 +116,7 @@ impl GpuModel {
     ) {
         match batch {
             Some(len) => self.encode_prompt(pass, cache, len, true),
-            None => self.encode_token(pass, cache, Some(rows), lens),
+            None => self.encode_token(pass, cache, rows, lens),
         }
     }
 
@@ -196,7 +195,7 @@ impl GpuModel {
     pub fn dispatches_per_token(&self, cache: &GpuCache, lens: bool) -> Vec<(KernelKind, usize)> {
         let rows = if lens { self.config.n_layer as u32 } else { 1 };
         let mut count = Count::default();
-        self.encode_token(&mut count, cache, Some(rows), lens);
+        self.encode_token(&mut count, cache, rows, lens);
         count.0
     }
 
@@ -267,7 +266,10 @@ impl GpuModel {
         // Prompt tokens a batch at a time. Recording, the last token runs as a decode step of its
         // own (the trace is its numbers); otherwise the last batch ends with the head on its
         // last row, and a prompt of up to a batch is one pass.
-        let batch = super::prompt::BATCH;
+        let batch = match paced {
+            Some(_) => super::prompt::PACED_BATCH,
+            None => super::prompt::BATCH,
+        };
         let whole = !record.enabled && n > 1;
         let batched = if whole { n } else { n - 1 };
         let last_batch = whole.then(|| (batched - 1) / batch);
@@ -292,7 +294,7 @@ impl GpuModel {
         let last_pos = pos + n - 1;
         let (first_slot, rows) = if lens { (1, l as u32) } else { (l as u32, 1) };
         // The pass whose results come back: the last batch with the head, or the last token.
-        let final_batch = last_batch.map(|i| (i * batch, tokens[i * batch..batched].len()));
+        let final_batch = last_batch.map(|i| (i * batch, batched - i * batch));
         match final_batch {
             Some((from, len)) => self.write_prompt(pos + from, &tokens[from..from + len]),
             None => self.write_step(last_pos, tokens[n - 1], first_slot),

@@ -3,14 +3,14 @@
 //!
 //! The weights go up once as the GGUF file's raw Q4_1 / Q8_0 blocks and are dequantized inside
 //! the kernels. Each token is one command encoder and one submit: embedding row, then per layer
-//! the stacked q/k/v product (RMSNorm and 8-bit quantization of its input folded in), attention
-//! (with RoPE, the KV-cache write and the quantization of its output folded in), the output
-//! projection added to the residual stream, the stacked gate/up product (RMSNorm folded in),
-//! SwiGLU, the down projection: 6 dispatches; then the final norm and the head (for every
-//! layer's residual when the logit lens is recorded) and each row's top token. (The norms can
-//! also run as dispatches of their own, 8 per layer: `set_fuse_norm`; the bench times both.) A
-//! prompt's tokens before the last go in batches of 64, one pass each (`prompt.rs`). The KV
-//! cache, activations and residual stream stay on the GPU; what comes back is the logits (sampling runs on the CPU, as
+//! RMSNorm with the 8-bit quantization of its output, the stacked q/k/v product, attention (with
+//! RoPE, the KV-cache write and the quantization of its output folded in), the output
+//! projection added to the residual stream, RMSNorm, the stacked gate/up product, SwiGLU, the
+//! down projection: 8 dispatches; then the final norm and the head (for every layer's residual
+//! when the logit lens is recorded) and each row's top token. (`set_fuse_norm` folds the two
+//! norms into the products they feed, 6 dispatches per layer; the bench times both.) A prompt
+//! goes in batches of 64 tokens, one pass each (`prompt.rs`). The KV cache, activations and
+//! residual stream stay on the GPU; what comes back is the logits (sampling runs on the CPU, as
 //! for every backend) and, when recording, exactly what the [`Trace`] holds.
 //!
 //! The arithmetic follows the CPU engine's (`quant.rs`): inputs quantized to 8-bit blocks with

@@ -71,7 +71,7 @@ pub struct GpuModel {
     pub(crate) profile: Mutex<Option<Vec<(KernelKind, f64)>>>,
     /// Timestamps around each paced chunk (with a pacer, where the device has them).
     pub(crate) clock: Option<super::profile::Timing>,
-    /// RMSNorm inside the q/k/v and gate/up products (default) or as dispatches of its own.
+    /// RMSNorm inside the q/k/v and gate/up products, or as dispatches of its own (default).
     pub(crate) fuse_norm: std::sync::atomic::AtomicBool,
     /// Browser build: the step whose results are on their way back.
     #[cfg(target_arch = "wasm32")]
@@ -87,12 +87,18 @@ impl std::fmt::Debug for GpuModel {
 }
 
 impl GpuModel {
-    /// RMSNorm folded into the q/k/v and gate/up products (true, the default) or run as
-    /// dispatches of their own; the arithmetic is the same function either way (the bench
-    /// times both).
+    /// RMSNorm folded into the q/k/v and gate/up products (true) or run as dispatches of their
+    /// own (false, the default: the folded variant is twice as slow on lavapipe, where every
+    /// workgroup redoing the norm costs CPU time, and is not yet measured on a real GPU); the
+    /// arithmetic is the same function either way (the bench times both).
     pub fn set_fuse_norm(&self, fuse: bool) {
         self.fuse_norm
             .store(fuse, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether RMSNorm runs inside the products now (`set_fuse_norm`).
+    pub fn fuse_norm(&self) -> bool {
+        self.fuse_norm.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn context(&self) -> &GpuContext {

@@ -20,6 +20,11 @@ use crate::config::LlamaConfig;
 /// Prompt tokens in one pass.
 pub const BATCH: usize = 64;
 
+/// Prompt tokens in one pass where the frame pacer hands the dispatches out (the app): a frame
+/// waits for a whole dispatch, and a slow GPU's 64-token product can take a frame's length, so
+/// the batch is one group of the matrix x matrix kernel.
+pub const PACED_BATCH: usize = 8;
+
 /// The batch's activations (row t of each is token t's), shared by every cache of the model.
 pub(crate) struct PromptScratch {
     /// matvec.wgsl's `Step` for a batch: first position, token count, then each token's RoPE
