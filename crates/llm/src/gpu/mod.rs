@@ -30,6 +30,7 @@ pub mod lab;
 mod model;
 pub mod pacer;
 pub mod parity;
+mod prefill;
 mod profile;
 mod prompt;
 mod readback;

@@ -1,5 +1,6 @@
-//! A prompt read in batches: up to [`BATCH`] of its tokens in one pass of nine dispatches per
-//! layer, instead of a pass of six per token. The products are matrix x matrix (`matmul.wgsl`:
+//! What a prompt's batches run on: their buffers and bind groups (`prefill.rs` records them). A
+//! prompt is read up to [`BATCH`] tokens in one pass of nine dispatches per layer, instead of a
+//! pass per token. The products are matrix x matrix (`matmul.wgsl`:
 //! each weight decoded once for eight tokens); the batch's keys and values go into the cache
 //! first (`store_rows`), then every token attends over it (`rows`, one workgroup per head and
 //! token). Recording, the prompt's tokens before the last are batched and the last runs as a
@@ -9,11 +10,7 @@
 //! token-by-token pass gives it (the kernels keep the mat-vec's and attention's order of
 //! operations; the engine tests compare the two, bit for bit).
 
-use super::cache::GpuCache;
-use super::encode::{Count, Sink};
 use super::kernels::{Kernels, bind_group, storage_buffer, uniform_buffer};
-use super::model::GpuModel;
-use super::profile::KernelKind;
 use super::upload::{GpuMatrix, LayerWeights};
 use crate::config::LlamaConfig;
 
@@ -29,34 +26,34 @@ pub const PACED_BATCH: usize = 8;
 pub(crate) struct PromptScratch {
     /// matvec.wgsl's `Step` for a batch: first position, token count, then each token's RoPE
     /// angles in turn.
-    step: wgpu::Buffer,
-    tokens: wgpu::Buffer,
-    resid: wgpu::Buffer,
-    xq: wgpu::Buffer,
-    xds: wgpu::Buffer,
-    qkv: wgpu::Buffer,
-    gu: wgpu::Buffer,
+    pub(super) step: wgpu::Buffer,
+    pub(super) tokens: wgpu::Buffer,
+    pub(super) resid: wgpu::Buffer,
+    pub(super) xq: wgpu::Buffer,
+    pub(super) xds: wgpu::Buffer,
+    pub(super) qkv: wgpu::Buffer,
+    pub(super) gu: wgpu::Buffer,
     /// The attention's scores and probabilities, [token][head][context].
-    probs: wgpu::Buffer,
+    pub(super) probs: wgpu::Buffer,
 }
 
 /// One layer's dispatches of a batch that do not touch the KV cache.
 pub(crate) struct PromptLayer {
-    attn_norm: wgpu::BindGroup,
-    qkv: wgpu::BindGroup,
-    wo: wgpu::BindGroup,
-    ffn_norm: wgpu::BindGroup,
-    gate_up: wgpu::BindGroup,
-    swiglu: wgpu::BindGroup,
-    down: wgpu::BindGroup,
+    pub(super) attn_norm: wgpu::BindGroup,
+    pub(super) qkv: wgpu::BindGroup,
+    pub(super) wo: wgpu::BindGroup,
+    pub(super) ffn_norm: wgpu::BindGroup,
+    pub(super) gate_up: wgpu::BindGroup,
+    pub(super) swiglu: wgpu::BindGroup,
+    pub(super) down: wgpu::BindGroup,
 }
 
 /// Everything a batch needs but the KV cache's own bind groups ([`Prompt::cache_groups`]).
 pub(crate) struct Prompt {
-    scratch: PromptScratch,
-    embed: wgpu::BindGroup,
-    layers: Vec<PromptLayer>,
-    final_norm: wgpu::BindGroup,
+    pub(super) scratch: PromptScratch,
+    pub(super) embed: wgpu::BindGroup,
+    pub(super) layers: Vec<PromptLayer>,
+    pub(super) final_norm: wgpu::BindGroup,
 }
 
 impl Prompt {
@@ -199,109 +196,5 @@ impl Prompt {
                 ],
             ),
         ]
-    }
-}
-
-impl GpuModel {
-    /// The batch `tokens` (at most [`BATCH`]) at positions `pos..`: their ids and RoPE angles
-    /// (and, for the final norm, the last row's index).
-    pub(crate) fn write_prompt(&self, pos: usize, tokens: &[u32]) {
-        let last = tokens.len().saturating_sub(1) as u32;
-        let mut words: Vec<u32> = vec![pos as u32, tokens.len() as u32, last, 0];
-        for i in 0..tokens.len() {
-            for (sin, cos) in LlamaConfig::rope_rotation(&self.inv_freq, pos + i) {
-                words.extend([sin.to_bits(), cos.to_bits()]);
-            }
-        }
-        let s = &self.prompt.scratch;
-        self.ctx
-            .queue
-            .write_buffer(&s.step, 0, bytemuck::cast_slice(&words));
-        self.ctx
-            .queue
-            .write_buffer(&s.tokens, 0, bytemuck::cast_slice(tokens));
-    }
-
-    /// Record a batch of `n` prompt tokens' dispatches (`write_prompt` gave their ids and
-    /// positions). `head`: the final norm and the head follow for the batch's last row (the
-    /// logits in the decode step's buffer); without it the last layer stops once its keys and
-    /// values are stored, since nothing after them is read.
-    pub(crate) fn encode_prompt<'s>(
-        &'s self,
-        pass: &mut impl Sink<'s>,
-        cache: &'s GpuCache,
-        n: usize,
-        head: bool,
-    ) {
-        let c = &self.config;
-        let k = &self.kernels;
-        let p = &self.prompt;
-        let n = n as u32;
-        let mm = |m: &GpuMatrix| (m.rows.div_ceil(4), n.div_ceil(8), 1);
-        pass.run(
-            KernelKind::Embed,
-            &k.embed_rows,
-            &p.embed,
-            ((c.n_embd as u32).div_ceil(64), n, 1),
-        );
-        let last = self.layers.len() - 1;
-        for (i, ((w, g), [store, attend])) in self
-            .layers
-            .iter()
-            .zip(&p.layers)
-            .zip(&cache.prompt)
-            .enumerate()
-        {
-            pass.run(KernelKind::Norm, &k.normalize, &g.attn_norm, (n, 1, 1));
-            pass.run(KernelKind::MatMul, k.matmul(&w.qkv), &g.qkv, mm(&w.qkv));
-            pass.run(KernelKind::StoreKv, &k.store_rows, store, (n, 1, 1));
-            if i == last && !head {
-                break;
-            }
-            pass.run(
-                KernelKind::Attention,
-                &k.attention_rows,
-                attend,
-                (c.n_head as u32, n, 1),
-            );
-            pass.run(KernelKind::MatMul, k.matmul(&w.wo), &g.wo, mm(&w.wo));
-            pass.run(KernelKind::Norm, &k.normalize, &g.ffn_norm, (n, 1, 1));
-            pass.run(
-                KernelKind::MatMul,
-                k.matmul(&w.gate_up),
-                &g.gate_up,
-                mm(&w.gate_up),
-            );
-            pass.run(
-                KernelKind::Swiglu,
-                &k.swiglu_rows,
-                &g.swiglu,
-                ((c.n_ff / 32) as u32, n, 1),
-            );
-            pass.run(KernelKind::MatMul, k.matmul(&w.down), &g.down, mm(&w.down));
-        }
-        if head {
-            pass.run(KernelKind::Norm, &k.normalize, &p.final_norm, (1, 1, 1));
-            pass.run(
-                KernelKind::Head,
-                k.matvec(&self.head, false),
-                &self.head_group,
-                (self.head.rows.div_ceil(4), 1, 1),
-            );
-        }
-    }
-
-    /// The dispatches a batch of `n` prompt tokens records (`head`: the last batch with the
-    /// final norm and the head), by kernel kind: counted by recording them into a list; nothing
-    /// is submitted.
-    pub fn dispatches_per_prompt_batch(
-        &self,
-        cache: &GpuCache,
-        n: usize,
-        head: bool,
-    ) -> Vec<(KernelKind, usize)> {
-        let mut count = Count::default();
-        self.encode_prompt(&mut count, cache, n.clamp(1, BATCH), head);
-        count.0
     }
 }
