@@ -179,14 +179,23 @@ impl GpuModel {
     }
 
     fn write_step(&self, pos: usize, token: u32, first_slot: u32) {
-        let mut words: Vec<u32> = vec![pos as u32, token, first_slot, 0];
-        for (sin, cos) in LlamaConfig::rope_rotation(&self.inv_freq, pos) {
-            words.push(sin.to_bits());
-            words.push(cos.to_bits());
-        }
+        let words = self.step_words([pos as u32, token, first_slot], pos..pos + 1);
         self.ctx
             .queue
             .write_buffer(&self.scratch.step, 0, bytemuck::cast_slice(&words));
+    }
+
+    /// The kernels' `Step` record (common.wgsl): `head` (pos, token, first slot), padding, then
+    /// the RoPE (sin, cos) pairs of each position in `positions`.
+    pub(crate) fn step_words(&self, head: [u32; 3], positions: std::ops::Range<usize>) -> Vec<u32> {
+        let mut words = head.to_vec();
+        words.push(0);
+        for p in positions {
+            for (sin, cos) in LlamaConfig::rope_rotation(&self.inv_freq, p) {
+                words.extend([sin.to_bits(), cos.to_bits()]);
+            }
+        }
+        words
     }
 
     /// The dispatches one decode step records, by kernel kind in the order they first run
@@ -270,13 +279,10 @@ impl GpuModel {
             Some(_) => super::prompt::PACED_BATCH,
             None => super::prompt::BATCH,
         };
-        let whole = !record.enabled && n > 1;
-        let batched = if whole { n } else { n - 1 };
-        let last_batch = whole.then(|| (batched - 1) / batch);
-        for (i, chunk) in tokens[..batched].chunks(batch).enumerate() {
-            if Some(i) == last_batch {
-                break;
-            }
+        // Where the batch with the head starts, if the head runs on a batch.
+        let head_batch = (!record.enabled && n > 1).then(|| (n - 1) / batch * batch);
+        let before = head_batch.unwrap_or(n - 1);
+        for (i, chunk) in tokens[..before].chunks(batch).enumerate() {
             self.write_prompt(pos + i * batch, chunk);
             if let Some(pacer) = paced {
                 let mut ops = Vec::new();
@@ -294,12 +300,11 @@ impl GpuModel {
         let last_pos = pos + n - 1;
         let (first_slot, rows) = if lens { (1, l as u32) } else { (l as u32, 1) };
         // The pass whose results come back: the last batch with the head, or the last token.
-        let final_batch = last_batch.map(|i| (i * batch, batched - i * batch));
-        match final_batch {
-            Some((from, len)) => self.write_prompt(pos + from, &tokens[from..from + len]),
+        match head_batch {
+            Some(from) => self.write_prompt(pos + from, &tokens[from..]),
             None => self.write_step(last_pos, tokens[n - 1], first_slot),
         }
-        let final_len = final_batch.map(|(_, len)| len);
+        let final_len = head_batch.map(|from| n - from);
         let timing =
             (profile != Profile::Off && self.ctx.timestamps).then(|| Timing::new(&self.ctx.device));
         // What comes back: the last row's logits, then (recording) the trace's numbers.

@@ -7,19 +7,14 @@ use super::model::GpuModel;
 use super::profile::KernelKind;
 use super::prompt::BATCH;
 use super::upload::GpuMatrix;
-use crate::config::LlamaConfig;
 
 impl GpuModel {
     /// The batch `tokens` (at most [`BATCH`]) at positions `pos..`: their ids and RoPE angles
     /// (and, for the final norm, the last row's index).
     pub(crate) fn write_prompt(&self, pos: usize, tokens: &[u32]) {
-        let last = tokens.len().saturating_sub(1) as u32;
-        let mut words: Vec<u32> = vec![pos as u32, tokens.len() as u32, last, 0];
-        for i in 0..tokens.len() {
-            for (sin, cos) in LlamaConfig::rope_rotation(&self.inv_freq, pos + i) {
-                words.extend([sin.to_bits(), cos.to_bits()]);
-            }
-        }
+        let n = tokens.len();
+        let last = n.saturating_sub(1) as u32;
+        let words = self.step_words([pos as u32, n as u32, last], pos..pos + n);
         let s = &self.prompt.scratch;
         self.ctx
             .queue
