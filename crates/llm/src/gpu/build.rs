@@ -9,7 +9,9 @@ use std::sync::Mutex;
 use candle_core::quantized::gguf_file::Content;
 
 use super::context::GpuContext;
-use super::kernels::{Kernels, bind_group, storage_buffer, uniform_buffer};
+use super::kernels::{
+    Kernels, NormBuffers, NormRows, bind_group, norm_dims, storage_buffer, uniform_buffer,
+};
 use super::model::{GpuModel, LayerGroups, Scratch};
 use super::upload::{GpuMatrix, LayerWeights, Upload};
 use crate::config::LlamaConfig;
@@ -196,7 +198,6 @@ impl GpuModel {
         };
         let kernels = Kernels::new(device);
         let uniform = |words: &[u32]| uniform_buffer(device, words);
-        let eps = (config.rms_eps as f32).to_bits();
         let s = &scratch;
         let group = |pipeline: &wgpu::ComputePipeline, entries: &[(u32, &wgpu::Buffer)]| {
             bind_group(device, pipeline, entries)
@@ -204,20 +205,8 @@ impl GpuModel {
         // matvec.wgsl's Dims for an input made from residual slot(s) (`slot: None`: the slots
         // step.first_slot + z), the normed row recorded at `record` in `mlp_in` if given.
         let norm_dims = |rows: u32, slot: Option<u32>, record: Option<u32>| {
-            [
-                rows,
-                d as u32,
-                0,
-                0,
-                0,
-                slot.unwrap_or(0),
-                u32::from(slot.is_none()),
-                eps,
-                u32::from(record.is_some()),
-                record.unwrap_or(0),
-                0,
-                0,
-            ]
+            let from = slot.map_or(NormRows::FromStep, NormRows::Slot);
+            norm_dims(rows, d, config.rms_eps, from, record)
         };
         // A mat-vec reading the quantized input in `xq`/`xds`; its product goes to `out`, or is
         // added to the residual stream (`Some((from, to))`, offsets in floats).
@@ -259,19 +248,16 @@ impl GpuModel {
         // RMSNorm + quantization of residual slot(s) into xq/xds (`slot: None`: the slots
         // step.first_slot + z); `record`: where the normed row goes in `mlp_in`.
         let normalize = |weight: &wgpu::Buffer, slot: Option<u32>, record: Option<u32>| {
-            let dims = uniform(&norm_dims(0, slot, record));
-            group(
-                &kernels.normalize,
-                &[
-                    (4, &dims),
-                    (5, &s.step),
-                    (6, &s.resid),
-                    (7, weight),
-                    (8, &s.mlp_in),
-                    (9, &s.xq),
-                    (10, &s.xds),
-                ],
-            )
+            NormBuffers {
+                dims: &uniform(&norm_dims(0, slot, record)),
+                step: &s.step,
+                resid: &s.resid,
+                weight,
+                record: &s.mlp_in,
+                xq: &s.xq,
+                xds: &s.xds,
+            }
+            .group(device, &kernels)
         };
         let d32 = d as u32;
         let groups = layers

@@ -89,6 +89,78 @@ impl Kernels {
     }
 }
 
+/// Which residual row(s) a normed input reads (matvec.wgsl's `slot` and `from_step`).
+#[derive(Clone, Copy)]
+pub(crate) enum NormRows {
+    /// This slot of the residual stream.
+    Slot(u32),
+    /// The slots step.first_slot + z.
+    FromStep,
+    /// The rows z of a prompt's batch.
+    Batch,
+}
+
+/// matvec.wgsl's Dims for an input made from residual rows `cols` wide: `rows` outputs, RMSNorm's
+/// `eps`, the rows `from`, the normed row recorded at `record` (in floats) if given.
+pub(crate) fn norm_dims(
+    rows: u32,
+    cols: usize,
+    eps: f64,
+    from: NormRows,
+    record: Option<u32>,
+) -> [u32; 12] {
+    let (slot, from_step) = match from {
+        NormRows::Slot(slot) => (slot, 0),
+        NormRows::FromStep => (0, 1),
+        NormRows::Batch => (0, 2),
+    };
+    [
+        rows,
+        cols as u32,
+        0,
+        0,
+        0,
+        slot,
+        from_step,
+        (eps as f32).to_bits(),
+        u32::from(record.is_some()),
+        record.unwrap_or(0),
+        0,
+        0,
+    ]
+}
+
+/// The buffers of matvec.wgsl's `normalize`: RMSNorm of `resid`'s rows times `weight`, quantized
+/// into `xq` / `xds` (`record`: where a recorded row goes; `dims` from `norm_dims`).
+pub(crate) struct NormBuffers<'a> {
+    pub(crate) dims: &'a wgpu::Buffer,
+    pub(crate) step: &'a wgpu::Buffer,
+    pub(crate) resid: &'a wgpu::Buffer,
+    pub(crate) weight: &'a wgpu::Buffer,
+    pub(crate) record: &'a wgpu::Buffer,
+    pub(crate) xq: &'a wgpu::Buffer,
+    pub(crate) xds: &'a wgpu::Buffer,
+}
+
+impl NormBuffers<'_> {
+    /// The `normalize` dispatch's bind group over these buffers.
+    pub(crate) fn group(&self, device: &wgpu::Device, kernels: &Kernels) -> wgpu::BindGroup {
+        bind_group(
+            device,
+            &kernels.normalize,
+            &[
+                (4, self.dims),
+                (5, self.step),
+                (6, self.resid),
+                (7, self.weight),
+                (8, self.record),
+                (9, self.xq),
+                (10, self.xds),
+            ],
+        )
+    }
+}
+
 /// A storage buffer of `floats` 32-bit words (at least one) that copies may read and write.
 pub(crate) fn storage_buffer(device: &wgpu::Device, label: &str, floats: usize) -> wgpu::Buffer {
     device.create_buffer(&wgpu::BufferDescriptor {

@@ -10,7 +10,9 @@
 //! token-by-token pass gives it (the kernels keep the mat-vec's and attention's order of
 //! operations; the engine tests compare the two, bit for bit).
 
-use super::kernels::{Kernels, bind_group, storage_buffer, uniform_buffer};
+use super::kernels::{
+    Kernels, NormBuffers, NormRows, bind_group, norm_dims, storage_buffer, uniform_buffer,
+};
 use super::upload::{GpuMatrix, LayerWeights};
 use crate::config::LlamaConfig;
 
@@ -83,40 +85,33 @@ impl Prompt {
         let group = |pipeline: &wgpu::ComputePipeline, entries: &[(u32, &wgpu::Buffer)]| {
             bind_group(device, pipeline, entries)
         };
-        let eps = (c.rms_eps as f32).to_bits();
-        // matvec.wgsl's `normalize`: RMSNorm + quantization of the batch's residual rows (the
-        // slots 0 + z, `from_step` 2). Nothing is recorded; `h` is bound to a buffer it leaves
-        // alone.
-        let norm_dims = uniform(&[0, d as u32, 0, 0, 0, 0, 2, eps, 0, 0, 0, 0]);
+        // matvec.wgsl's `normalize`: RMSNorm + quantization of the batch's residual rows.
+        // Nothing is recorded; `record` is bound to a buffer it leaves alone.
+        let rows_dims = uniform(&norm_dims(0, d, c.rms_eps, NormRows::Batch, None));
         let normalize = |weight: &wgpu::Buffer| {
-            group(
-                &kernels.normalize,
-                &[
-                    (4, &norm_dims),
-                    (5, &s.step),
-                    (6, &s.resid),
-                    (7, weight),
-                    (8, &s.gu),
-                    (9, &s.xq),
-                    (10, &s.xds),
-                ],
-            )
+            NormBuffers {
+                dims: &rows_dims,
+                step: &s.step,
+                resid: &s.resid,
+                weight,
+                record: &s.gu,
+                xq: &s.xq,
+                xds: &s.xds,
+            }
+            .group(device, kernels)
         };
-        // The final norm of the batch's last row (`from_step` 1: the row step.first_slot), into
-        // the decode step's quantized input, which the head's product reads.
-        let final_dims = uniform(&[0, d as u32, 0, 0, 0, 0, 1, eps, 0, 0, 0, 0]);
-        let final_norm = group(
-            &kernels.normalize,
-            &[
-                (4, &final_dims),
-                (5, &s.step),
-                (6, &s.resid),
-                (7, output_norm),
-                (8, &s.gu),
-                (9, head_xq),
-                (10, head_xds),
-            ],
-        );
+        // The final norm of the batch's last row (the row step.first_slot), into the decode
+        // step's quantized input, which the head's product reads.
+        let final_norm = NormBuffers {
+            dims: &uniform(&norm_dims(0, d, c.rms_eps, NormRows::FromStep, None)),
+            step: &s.step,
+            resid: &s.resid,
+            weight: output_norm,
+            record: &s.gu,
+            xq: head_xq,
+            xds: head_xds,
+        }
+        .group(device, kernels);
         let matmul = |m: &GpuMatrix, out: &wgpu::Buffer, residual: bool| {
             let dims = uniform(&[m.rows, m.cols, u32::from(residual), 0]);
             group(
