@@ -48,12 +48,17 @@ fn quantize_lane(b: u32, lane: u32, v: f32) {
     }
 }
 
+// silu(gate) * up for the gate at src[i] (its up `cols` further on).
+fn silu_times_up(i: u32) -> f32 {
+    let g = src[i];
+    return g / (1.0 + exp(-g)) * src[dims.cols + i];
+}
+
 @compute @workgroup_size(32)
 fn swiglu(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let b = wid.x;
     let i = b * 32u + lane;
-    let g = src[i];
-    let v = g / (1.0 + exp(-g)) * src[dims.cols + i];
+    let v = silu_times_up(i);
     act[dims.act_offset + i] = v;
     quantize_lane(b, lane, v);
 }
@@ -61,8 +66,6 @@ fn swiglu(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid
 // workgroup_id.y: the token t in the batch, whose gate/up row starts at t * 2 * cols.
 @compute @workgroup_size(32)
 fn swiglu_rows(@builtin(local_invocation_index) lane: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    let i = wid.y * 2u * dims.cols + wid.x * 32u + lane;
-    let g = src[i];
-    let v = g / (1.0 + exp(-g)) * src[dims.cols + i];
+    let v = silu_times_up(wid.y * 2u * dims.cols + wid.x * 32u + lane);
     quantize_lane(wid.y * (dims.cols / 32u) + wid.x, lane, v);
 }
