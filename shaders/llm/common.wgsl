@@ -36,6 +36,12 @@ fn round_f16(x: f32) -> f32 {
     return bitcast<f32>((b + 0xFFFu + lsb) & 0xFFFFE000u);
 }
 
+// SwiGLU's activation: silu(gate) * up. One function for the SwiGLU kernels and the down
+// product that makes its input itself, so their activations are the same bits.
+fn silu_times(g: f32, up: f32) -> f32 {
+    return g / (1.0 + exp(-g)) * up;
+}
+
 // Rust's f32::round: halves away from zero (WGSL's round() ties to even).
 fn round_away(x: f32) -> f32 {
     let t = trunc(x);

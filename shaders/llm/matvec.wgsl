@@ -11,7 +11,9 @@
 // (`*_normed`): RMSNorm of a residual-stream slot, x / sqrt(mean(x^2) + eps) * w, then
 // quantized, each workgroup redoing that small step rather than paying a dispatch for it.
 // `normalize` does that step once per row for the plain entry points instead (the head, whose
-// 12,288 workgroups would each redo it, and the unfused variant the bench compares).
+// 12,288 workgroups would each redo it, and the unfolded variant the bench compares). The
+// `*_swiglu` entry points make the down product's input the same way from the gate/up
+// product: silu(gate) * up, quantized, where `quantize.wgsl`'s `swiglu` is otherwise a dispatch.
 // Rows up to 1536 wide.
 #import samemath::math::dot4
 #import samemath::llm
@@ -31,7 +33,8 @@ struct Dims {
     slot: u32,
     from_step: u32,
     eps: f32,
-    // Normed input: record the normed row at h[h_offset + z * cols] (workgroup 0 writes it).
+    // Normed input: record the normed row at h[h_offset + z * cols] (workgroup 0 writes it);
+    // SwiGLU input: the activations at h[h_offset].
     record: u32,
     h_offset: u32,
     _pad0: u32,
@@ -52,6 +55,8 @@ struct Dims {
 // `normalize` writes the quantized rows here for the plain entry points to read.
 @group(0) @binding(9) var<storage, read_write> xq_out: array<vec4<f32>>;
 @group(0) @binding(10) var<storage, read_write> xds_out: array<vec2<f32>>;
+// `*_swiglu`: the stacked gate/up product (gates, then ups), `cols` each.
+@group(0) @binding(11) var<storage, read> gate_up: array<f32>;
 
 var<workgroup> partial: array<f32, 256>;
 var<workgroup> sq: array<vec4<f32>, 384>;
@@ -93,6 +98,26 @@ fn load_normed(lid: u32, z: u32, first_wg: bool) {
         }
     }
     workgroupBarrier();
+    quantize_vals(lid);
+}
+
+// silu(gate) * up from `gate_up` into `vals` (workgroup 0 records it at h[h_offset]), quantized.
+fn load_swiglu(lid: u32, first_wg: bool) {
+    let cols = dims.cols;
+    for (var i = lid; i < cols; i += 256u) {
+        let v = silu_times(gate_up[i], gate_up[cols + i]);
+        vals[i] = v;
+        if first_wg && dims.record != 0u {
+            h[dims.h_offset + i] = v;
+        }
+    }
+    workgroupBarrier();
+    quantize_vals(lid);
+}
+
+// `vals` (`cols` values) quantized into `sq` / `sds`.
+fn quantize_vals(lid: u32) {
+    let cols = dims.cols;
     // The CPU's rule: per 32-value block d = max|h| / 127, q = round(h / d); then d and
     // d * sum(q) rounded to f16. One thread per block finds d, one per four values rounds.
     let nb = cols / 32u;
@@ -209,6 +234,20 @@ fn q8_0_normed(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
     load_normed(lid, wid.z, wid.x == 0u);
     let row = wid.x * 4u + lid / 64u;
     finish(lid, row, wid.z, dot_q8_0(row, lid % 64u));
+}
+
+@compute @workgroup_size(256)
+fn q4_1_swiglu(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    load_swiglu(lid, wid.x == 0u);
+    let row = wid.x * 4u + lid / 64u;
+    finish(lid, row, 0u, dot_q4_1(row, lid % 64u));
+}
+
+@compute @workgroup_size(256)
+fn q8_0_swiglu(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    load_swiglu(lid, wid.x == 0u);
+    let row = wid.x * 4u + lid / 64u;
+    finish(lid, row, 0u, dot_q8_0(row, lid % 64u));
 }
 
 // RMSNorm + quantization of residual row(s) into xq_out / xds_out, one workgroup per row.

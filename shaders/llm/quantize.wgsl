@@ -50,8 +50,7 @@ fn quantize_lane(b: u32, lane: u32, v: f32) {
 
 // silu(gate) * up for the gate at src[i] (its up `cols` further on).
 fn silu_times_up(i: u32) -> f32 {
-    let g = src[i];
-    return g / (1.0 + exp(-g)) * src[dims.cols + i];
+    return silu_times(src[i], src[dims.cols + i]);
 }
 
 @compute @workgroup_size(32)

@@ -295,19 +295,19 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
         let c = with_threads(Some(threads), || measure(&*cpu, &tokenizer, tokens, record))??;
         rows.push((name, g, c));
     }
-    // The other place for RMSNorm (folded into the q/k/v and gate/up products, 6 dispatches
-    // per layer; or dispatches of its own, 8), then back to the default.
-    let folded = gpu.fuse_norm();
+    // The other variant (RMSNorm and SwiGLU folded into the products they feed, 5 dispatches per
+    // layer; or dispatches of their own, 8), then back to the default.
+    let folded = gpu.folded();
     let norm_place = |folded: bool| {
         if folded {
             "folded into the products"
         } else {
-            "as dispatches of its own"
+            "as dispatches of their own"
         }
     };
-    gpu.set_fuse_norm(!folded);
+    gpu.set_folded(!folded);
     let other = measure(&gpu, &tokenizer, tokens, RecordOptions::OFF)?;
-    gpu.set_fuse_norm(folded);
+    gpu.set_folded(folded);
     println!(
         "bench llm gpu: {} vs CPU {threads} threads, prompt {} tokens, decode {tokens} tokens, \
          best of 3",
@@ -326,8 +326,8 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
         );
     }
     println!(
-        "  off, RMSNorm {}: GPU prefill {:>8.1} decode {:>7.1} tok/s ({:.2}x the decode speed \
-         with RMSNorm {}, the default, above)",
+        "  off, RMSNorm and SwiGLU {}: GPU prefill {:>8.1} decode {:>7.1} tok/s ({:.2}x the decode speed \
+         with them {}, the default, above)",
         norm_place(!folded),
         other.prefill_tps,
         other.decode_tps,
@@ -340,18 +340,18 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
         let parts: Vec<String> = kinds.iter().map(|(k, n)| format!("{k:?} {n}")).collect();
         (total, parts.join(", "))
     };
-    for fused in [folded, !folded] {
-        gpu.set_fuse_norm(fused);
+    for fold in [folded, !folded] {
+        gpu.set_folded(fold);
         for (name, lens) in [("recording off", false), ("with the logit lens", true)] {
             let (total, parts) = count(gpu.dispatches_per_token(&cache, lens));
             println!(
-                "  dispatches per token, {name}, RMSNorm {}: {total} ({parts}), in one compute \
-                 pass",
-                norm_place(fused)
+                "  dispatches per token, {name}, RMSNorm and SwiGLU {}: {total} ({parts}), in \
+                 one compute pass",
+                norm_place(fold)
             );
         }
     }
-    gpu.set_fuse_norm(folded);
+    gpu.set_folded(folded);
     let batch = llm::gpu::PROMPT_BATCH;
     for (name, head) in [("", false), (", the last with the head", true)] {
         let (total, parts) = count(gpu.dispatches_per_prompt_batch(&cache, batch, head));

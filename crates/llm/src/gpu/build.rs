@@ -10,7 +10,7 @@ use candle_core::quantized::gguf_file::Content;
 
 use super::context::GpuContext;
 use super::kernels::{
-    Kernels, NormBuffers, NormRows, bind_group, norm_dims, storage_buffer, uniform_buffer,
+    Input, Kernels, NormBuffers, NormRows, bind_group, norm_dims, storage_buffer, uniform_buffer,
 };
 use super::model::{GpuModel, LayerGroups, Scratch};
 use super::upload::{GpuMatrix, LayerWeights, Upload};
@@ -219,7 +219,7 @@ impl GpuModel {
                 m.rows, m.cols, res_on, out_offset, res_offset, 0, 0, 0, 0, 0, 0, 0,
             ]);
             group(
-                kernels.matvec(m, false),
+                kernels.matvec(m, Input::Quantized),
                 &[(0, &m.buf), (1, &s.xq), (2, &s.xds), (3, out), (4, &dims)],
             )
         };
@@ -233,7 +233,7 @@ impl GpuModel {
                       record: Option<u32>| {
             let dims = uniform(&norm_dims(m.rows, slot, record));
             group(
-                kernels.matvec(m, true),
+                kernels.matvec(m, Input::Normed),
                 &[
                     (0, &m.buf),
                     (3, out),
@@ -258,6 +258,23 @@ impl GpuModel {
                 xds: &s.xds,
             }
             .group(device, &kernels)
+        };
+        // The down product making its input from the gate/up product (the folded variant),
+        // added to residual slot `layer + 1`; the activations recorded at `layer * n_ff` in `act`.
+        let down_swiglu = |m: &GpuMatrix, layer: u32| {
+            let slot = (layer + 1) * d as u32;
+            let act_at = layer * ff as u32;
+            let dims = uniform(&[m.rows, m.cols, 1, slot, slot, 0, 0, 0, 1, act_at, 0, 0]);
+            group(
+                kernels.matvec(m, Input::Swiglu),
+                &[
+                    (0, &m.buf),
+                    (3, &s.resid),
+                    (4, &dims),
+                    (8, &s.act),
+                    (11, &s.gu),
+                ],
+            )
         };
         let d32 = d as u32;
         let groups = layers
@@ -295,6 +312,7 @@ impl GpuModel {
                         &s.resid,
                         Some(((i32_ + 1) * d32, (i32_ + 1) * d32)),
                     ),
+                    down_swiglu: down_swiglu(&w.down, i32_),
                 }
             })
             .collect();
@@ -344,7 +362,7 @@ impl GpuModel {
             embed_group,
             final_norm_group,
             head_group,
-            fuse_norm: std::sync::atomic::AtomicBool::new(false),
+            folded: std::sync::atomic::AtomicBool::new(false),
             #[cfg(target_arch = "wasm32")]
             web: Default::default(),
             lens_group,

@@ -4,6 +4,7 @@
 
 use super::cache::GpuCache;
 use super::encode::{Count, Dispatcher, Op, Sink};
+use super::kernels::Input;
 use super::model::GpuModel;
 use super::pacer::FramePacer;
 use super::profile::{KernelKind, Profile, Timing};
@@ -38,14 +39,14 @@ impl GpuModel {
             &self.embed_group,
             ((c.n_embd as u32).div_ceil(64), 1, 1),
         );
-        let fuse = self.fuse_norm.load(std::sync::atomic::Ordering::Relaxed);
+        let fold = self.folded();
         for (i, (w, g)) in self.layers.iter().zip(&self.groups).enumerate() {
-            if fuse {
-                let qkv = k.matvec(&w.qkv, true);
+            if fold {
+                let qkv = k.matvec(&w.qkv, Input::Normed);
                 pass.run(KernelKind::MatVec, qkv, &g.qkv, mv(&w.qkv, 1));
             } else {
                 pass.run(KernelKind::Norm, &k.normalize, &g.attn_norm, (1, 1, 1));
-                let qkv = k.matvec(&w.qkv, false);
+                let qkv = k.matvec(&w.qkv, Input::Quantized);
                 pass.run(KernelKind::MatVec, qkv, &g.qkv_plain, mv(&w.qkv, 1));
             }
             pass.run(
@@ -56,16 +57,16 @@ impl GpuModel {
             );
             pass.run(
                 KernelKind::MatVec,
-                k.matvec(&w.wo, false),
+                k.matvec(&w.wo, Input::Quantized),
                 &g.wo,
                 mv(&w.wo, 1),
             );
-            if fuse {
-                let gate_up = k.matvec(&w.gate_up, true);
+            if fold {
+                let gate_up = k.matvec(&w.gate_up, Input::Normed);
                 pass.run(KernelKind::MatVec, gate_up, &g.gate_up, mv(&w.gate_up, 1));
             } else {
                 pass.run(KernelKind::Norm, &k.normalize, &g.ffn_norm, (1, 1, 1));
-                let gate_up = k.matvec(&w.gate_up, false);
+                let gate_up = k.matvec(&w.gate_up, Input::Quantized);
                 pass.run(
                     KernelKind::MatVec,
                     gate_up,
@@ -73,18 +74,19 @@ impl GpuModel {
                     mv(&w.gate_up, 1),
                 );
             }
-            pass.run(
-                KernelKind::Swiglu,
-                &k.swiglu,
-                &g.swiglu,
-                (blocks(c.n_ff), 1, 1),
-            );
-            pass.run(
-                KernelKind::MatVec,
-                k.matvec(&w.down, false),
-                &g.down,
-                mv(&w.down, 1),
-            );
+            if fold {
+                let down = k.matvec(&w.down, Input::Swiglu);
+                pass.run(KernelKind::MatVec, down, &g.down_swiglu, mv(&w.down, 1));
+            } else {
+                pass.run(
+                    KernelKind::Swiglu,
+                    &k.swiglu,
+                    &g.swiglu,
+                    (blocks(c.n_ff), 1, 1),
+                );
+                let down = k.matvec(&w.down, Input::Quantized);
+                pass.run(KernelKind::MatVec, down, &g.down, mv(&w.down, 1));
+            }
         }
         let rows = head_rows;
         pass.run(
@@ -95,7 +97,7 @@ impl GpuModel {
         );
         pass.run(
             KernelKind::Head,
-            k.matvec(&self.head, false),
+            k.matvec(&self.head, Input::Quantized),
             &self.head_group,
             mv(&self.head, rows),
         );

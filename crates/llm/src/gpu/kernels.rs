@@ -14,6 +14,8 @@ pub(crate) struct Kernels {
     q8_0: wgpu::ComputePipeline,
     q4_1_normed: wgpu::ComputePipeline,
     q8_0_normed: wgpu::ComputePipeline,
+    q4_1_swiglu: wgpu::ComputePipeline,
+    q8_0_swiglu: wgpu::ComputePipeline,
     pub(crate) normalize: wgpu::ComputePipeline,
     pub(crate) attention: wgpu::ComputePipeline,
     pub(crate) swiglu: wgpu::ComputePipeline,
@@ -28,15 +30,27 @@ pub(crate) struct Kernels {
     pub(crate) swiglu_rows: wgpu::ComputePipeline,
 }
 
+/// Where a mat-vec's 8-bit input comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Input {
+    /// Already quantized in `xq` / `xds` (by `normalize`, attention or `swiglu`).
+    Quantized,
+    /// Made in workgroup memory: RMSNorm of a residual slot, quantized.
+    Normed,
+    /// Made in workgroup memory: silu(gate) * up from the gate/up product, quantized.
+    Swiglu,
+}
+
 impl Kernels {
-    /// The mat-vec entry point for `m`'s block format, reading a quantized input or making it
-    /// (RMSNorm + quantization of a residual slot) in workgroup memory.
-    pub(crate) fn matvec(&self, m: &GpuMatrix, normed: bool) -> &wgpu::ComputePipeline {
-        match (m.ty, normed) {
-            (BlockType::Q4_1, false) => &self.q4_1,
-            (BlockType::Q8_0, false) => &self.q8_0,
-            (BlockType::Q4_1, true) => &self.q4_1_normed,
-            (BlockType::Q8_0, true) => &self.q8_0_normed,
+    /// The mat-vec entry point for `m`'s block format and its input.
+    pub(crate) fn matvec(&self, m: &GpuMatrix, input: Input) -> &wgpu::ComputePipeline {
+        match (m.ty, input) {
+            (BlockType::Q4_1, Input::Quantized) => &self.q4_1,
+            (BlockType::Q8_0, Input::Quantized) => &self.q8_0,
+            (BlockType::Q4_1, Input::Normed) => &self.q4_1_normed,
+            (BlockType::Q8_0, Input::Normed) => &self.q8_0_normed,
+            (BlockType::Q4_1, Input::Swiglu) => &self.q4_1_swiglu,
+            (BlockType::Q8_0, Input::Swiglu) => &self.q8_0_swiglu,
         }
     }
 
@@ -75,6 +89,8 @@ impl Kernels {
             q8_0: pipeline(&matvec, "q8_0"),
             q4_1_normed: pipeline(&matvec, "q4_1_normed"),
             q8_0_normed: pipeline(&matvec, "q8_0_normed"),
+            q4_1_swiglu: pipeline(&matvec, "q4_1_swiglu"),
+            q8_0_swiglu: pipeline(&matvec, "q8_0_swiglu"),
             normalize: pipeline(&matvec, "normalize"),
             attention: pipeline(&attention, "main"),
             swiglu: pipeline(&quantize, "swiglu"),

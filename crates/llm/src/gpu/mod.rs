@@ -7,8 +7,9 @@
 //! RoPE, the KV-cache write and the quantization of its output folded in), the output
 //! projection added to the residual stream, RMSNorm, the stacked gate/up product, SwiGLU, the
 //! down projection: 8 dispatches; then the final norm and the head (for every layer's residual
-//! when the logit lens is recorded) and each row's top token. (`set_fuse_norm` folds the two
-//! norms into the products they feed, 6 dispatches per layer; the bench times both.) A prompt
+//! when the logit lens is recorded) and each row's top token. (`set_folded` folds the two
+//! norms into the products they feed and SwiGLU into the down product, 5 dispatches per
+//! layer; the bench times both.) A prompt
 //! goes in batches of 64 tokens, one pass each (`prompt.rs`). The KV cache, activations and
 //! residual stream stay on the GPU; what comes back is the logits (sampling runs on the CPU, as
 //! for every backend) and, when recording, exactly what the [`Trace`] holds.

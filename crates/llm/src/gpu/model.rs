@@ -34,11 +34,13 @@ pub(crate) struct Scratch {
 
 /// Bind groups of one layer's dispatches that do not touch the KV cache.
 pub(crate) struct LayerGroups {
-    /// q/k/v and gate/up with RMSNorm folded in.
+    /// The folded variant: q/k/v and gate/up with RMSNorm folded in, down with SwiGLU.
     pub(crate) qkv: wgpu::BindGroup,
     pub(crate) wo: wgpu::BindGroup,
     pub(crate) gate_up: wgpu::BindGroup,
-    /// The unfused variant: RMSNorm + quantization as their own dispatches, then plain products.
+    pub(crate) down_swiglu: wgpu::BindGroup,
+    /// The default: RMSNorm + quantization and SwiGLU as their own dispatches, then plain
+    /// products.
     pub(crate) attn_norm: wgpu::BindGroup,
     pub(crate) qkv_plain: wgpu::BindGroup,
     pub(crate) ffn_norm: wgpu::BindGroup,
@@ -71,8 +73,8 @@ pub struct GpuModel {
     pub(crate) profile: Mutex<Option<Vec<(KernelKind, f64)>>>,
     /// Timestamps around each paced chunk (with a pacer, where the device has them).
     pub(crate) clock: Option<super::profile::Timing>,
-    /// RMSNorm inside the q/k/v and gate/up products, or as dispatches of its own (default).
-    pub(crate) fuse_norm: std::sync::atomic::AtomicBool,
+    /// RMSNorm and SwiGLU inside the products, or as dispatches of their own (default).
+    pub(crate) folded: std::sync::atomic::AtomicBool,
     /// Browser build: the step whose results are on their way back.
     #[cfg(target_arch = "wasm32")]
     pub(crate) web: super::web_read::WebReads,
@@ -87,18 +89,20 @@ impl std::fmt::Debug for GpuModel {
 }
 
 impl GpuModel {
-    /// RMSNorm folded into the q/k/v and gate/up products (true) or run as dispatches of their
-    /// own (false, the default: the folded variant is twice as slow on lavapipe, where every
-    /// workgroup redoing the norm costs CPU time, and is not yet measured on a real GPU); the
-    /// arithmetic is the same function either way (the bench times both).
-    pub fn set_fuse_norm(&self, fuse: bool) {
-        self.fuse_norm
-            .store(fuse, std::sync::atomic::Ordering::Relaxed);
+    /// The decode step folded (true): RMSNorm made inside the q/k/v and gate/up products and
+    /// SwiGLU inside the down product, each workgroup redoing that small step, 5 dispatches a
+    /// layer; or (false, the default) both as dispatches of their own, 8 a layer. The folded
+    /// variant is twice as slow on lavapipe, where every workgroup's redone step costs CPU time,
+    /// and is not yet measured on a real GPU; the arithmetic is the same functions either way,
+    /// the same bits (the bench times both).
+    pub fn set_folded(&self, folded: bool) {
+        self.folded
+            .store(folded, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether RMSNorm runs inside the products now (`set_fuse_norm`).
-    pub fn fuse_norm(&self) -> bool {
-        self.fuse_norm.load(std::sync::atomic::Ordering::Relaxed)
+    /// Whether the decode step runs folded now (`set_folded`).
+    pub fn folded(&self) -> bool {
+        self.folded.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn context(&self) -> &GpuContext {

@@ -3,6 +3,7 @@
 
 use super::cache::GpuCache;
 use super::encode::{Count, Sink};
+use super::kernels::Input;
 use super::model::GpuModel;
 use super::profile::KernelKind;
 use super::prompt::BATCH;
@@ -86,7 +87,7 @@ impl GpuModel {
             pass.run(KernelKind::Norm, &k.normalize, &p.final_norm, (1, 1, 1));
             pass.run(
                 KernelKind::Head,
-                k.matvec(&self.head, false),
+                k.matvec(&self.head, Input::Quantized),
                 &self.head_group,
                 (self.head.rows.div_ceil(4), 1, 1),
             );

@@ -8,13 +8,13 @@ use super::readback::read_back;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KernelKind {
     Embed,
-    /// RMSNorm + quantization as a dispatch of its own (the final norm; the unfused variant).
+    /// RMSNorm + quantization as a dispatch of its own (the final norm; the unfolded variant).
     Norm,
-    /// Matrix products (the q/k/v and gate/up ones with RMSNorm folded in, by default).
+    /// Matrix products (in the folded variant with RMSNorm or SwiGLU made inside).
     MatVec,
     /// RoPE, the KV-cache write, attention and the quantization of its output.
     Attention,
-    /// SwiGLU and the quantization of its output.
+    /// SwiGLU and the quantization of its output (the unfolded variant).
     Swiglu,
     Head,
     Lens,

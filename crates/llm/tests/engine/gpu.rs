@@ -638,35 +638,46 @@ fn gpu_and_cpu_backends_agree_on_tokens_logits_and_every_layer() {
     );
 }
 
-/// RMSNorm folded into the products or run as dispatches of its own: the same function computes
-/// the normed, quantized row either way, so the logits are identical.
+/// The decode step folded (RMSNorm made inside the q/k/v and gate/up products, SwiGLU inside the
+/// down product) or each as dispatches of its own: the same functions compute the normed or
+/// activated, quantized rows either way, so the logits, the recorded rows and the cache the step
+/// leaves are identical, and the folded step has 3 fewer dispatches a layer.
 #[test]
-fn folded_and_separate_rmsnorm_give_identical_logits() {
+fn folded_and_separate_norm_and_swiglu_give_identical_logits() {
     let (_, tok) = testkit::model::model();
     // A model of its own: the switch would otherwise flip under the other tests.
     let path = llm::fetch::model_path(None);
     let gpu = GpuModel::load(&path, ctx().clone(), 64).unwrap();
     let ids = tok.encode("The capital of France is").unwrap();
-    let run = |fuse: bool| {
-        gpu.set_fuse_norm(fuse);
+    let run = |fold: bool| {
+        gpu.set_folded(fold);
         let mut cache = gpu.new_cache().unwrap();
         let out = gpu
             .forward(&mut cache, &ids, RecordOptions::FULL, Some(tok))
             .unwrap();
         let next = top_k(&out.logits, 1)[0].0;
         let again = gpu
-            .forward(&mut cache, &[next], RecordOptions::OFF, Some(tok))
+            .forward(&mut cache, &[next], RecordOptions::FULL, Some(tok))
             .unwrap();
-        (out, again.logits)
+        let dispatches: usize = gpu
+            .dispatches_per_token(&gpu.new_gpu_cache().unwrap(), false)
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        (out, again, dispatches)
     };
-    let (fused, fused_next) = run(true);
-    let (separate, separate_next) = run(false);
-    assert_eq!(fused.logits, separate.logits);
-    assert_eq!(fused_next, separate_next);
-    let (a, b) = (fused.trace.unwrap(), separate.trace.unwrap());
-    for (x, y) in a.layers.iter().zip(&b.layers) {
-        assert_eq!(x.mlp_input, y.mlp_input);
-        assert_eq!(x.mlp_activation, y.mlp_activation);
+    let (folded, folded_next, folded_count) = run(true);
+    let (separate, separate_next, separate_count) = run(false);
+    assert_eq!(folded.logits, separate.logits);
+    assert_eq!(folded_next.logits, separate_next.logits);
+    let n_layer = folded.trace.as_ref().unwrap().layers.len();
+    assert_eq!(separate_count - folded_count, 3 * n_layer);
+    for (a, b) in [(folded, separate), (folded_next, separate_next)] {
+        let (a, b) = (a.trace.unwrap(), b.trace.unwrap());
+        for (x, y) in a.layers.iter().zip(&b.layers) {
+            assert_eq!(x.mlp_input, y.mlp_input);
+            assert_eq!(x.mlp_activation, y.mlp_activation);
+        }
     }
 }
 
