@@ -109,10 +109,10 @@ impl GpuModel {
         &self.ctx
     }
 
-    /// The buffer the SwiGLU kernel writes: `n_layer * n_ff` f32, layer after layer, the MLP
-    /// activations of the newest token computed (every step rewrites it). The app binds it as
-    /// the world's instance data on the renderer's device; its usage allows `STORAGE` and
-    /// `COPY_SRC`.
+    /// The buffer the SwiGLU kernel (folded: the down product) writes: `n_layer * n_ff` f32,
+    /// the MLP activations of the newest token computed, layer after layer (every step rewrites
+    /// it). The app binds it as the world's instance data on the renderer's device; its usage
+    /// allows `STORAGE` and `COPY_SRC`.
     pub fn activation_buffer(&self) -> wgpu::Buffer {
         self.scratch.act.clone()
     }
