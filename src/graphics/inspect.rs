@@ -32,10 +32,32 @@ fn v4(v: Vec4) -> String {
     format!("({:>7.3}, {:>7.3}, {:>7.3}, {:>7.3})", v.x, v.y, v.z, v.w)
 }
 
-fn mono(ui: &mut egui::Ui, label: &str, value: String) {
+/// A row of an inspector's grid: label and value side by side, or (`stacked`, a narrow panel)
+/// the value under its label, wrapped at the panel's edge, so nothing runs past it.
+fn mono_row(ui: &mut egui::Ui, stacked: bool, label: &str, value: String) {
     ui.label(egui::RichText::new(label).monospace());
-    ui.label(egui::RichText::new(value).monospace());
+    let value = egui::RichText::new(value).monospace();
+    if stacked {
+        ui.end_row();
+        ui.add(egui::Label::new(value).wrap());
+    } else {
+        ui.label(value);
+    }
     ui.end_row();
+}
+
+/// Whether a grid's rows must stack: its widest label beside its widest value does not fit.
+fn narrow(ui: &egui::Ui, label: &str, value: &str) -> bool {
+    let width = ui
+        .painter()
+        .layout_no_wrap(
+            format!("{label}{value}"),
+            egui::TextStyle::Monospace.resolve(ui.style()),
+            egui::Color32::WHITE,
+        )
+        .size()
+        .x;
+    ui.available_width() < width + ui.spacing().item_spacing.x
 }
 
 /// Both inspectors, inside the right panel.
@@ -50,7 +72,7 @@ pub fn inspectors(
         .and_then(|l| l.get(matrices.mesh))
         .map_or(0, |m| m.positions.len());
     ui.heading("Vertex inspector");
-    ui.horizontal(|ui| {
+    ui.horizontal_wrapped(|ui| {
         ui.label("vertex #");
         let mut index = settings.selected_vertex.unwrap_or(0);
         let max = vertex_count.saturating_sub(1);
@@ -65,27 +87,33 @@ pub fn inspectors(
     });
     let on = highlight.is(Term::Vertex);
     framed(ui, on, &mut highlight.scroll, |ui| {
+        // Inside the frame: a talk step's highlight narrows the room.
+        let stacked = narrow(ui, "P·V·M·v (clip)", &v4(Vec4::splat(-0.5)));
+        let mono =
+            |ui: &mut egui::Ui, label: &str, value: String| mono_row(ui, stacked, label, value);
         match &matrices.journey {
             Some((_, j)) => {
-                egui::Grid::new("journey").num_columns(2).show(ui, |ui| {
-                    mono(ui, "v (local)", v4(j.local));
-                    for (label, p) in &j.model_steps {
-                        mono(ui, label, v4(*p));
-                    }
-                    mono(ui, "M·v (world)", v4(j.world));
-                    mono(ui, "V·M·v (view)", v4(j.view));
-                    mono(ui, "P·V·M·v (clip)", v4(j.clip));
-                    match (j.ndc, j.pixel) {
-                        (Some(ndc), Some(px)) => {
-                            mono(ui, "NDC = clip/w", v3(ndc));
-                            mono(ui, "pixel", format!("({:.1}, {:.1})", px.x, px.y));
+                egui::Grid::new("journey")
+                    .num_columns(1 + usize::from(!stacked))
+                    .show(ui, |ui| {
+                        mono(ui, "v (local)", v4(j.local));
+                        for (label, p) in &j.model_steps {
+                            mono(ui, label, v4(*p));
                         }
-                        _ => {
-                            ui.colored_label(WARNING, "behind the camera (w <= 0): no pixel");
-                            ui.end_row();
+                        mono(ui, "M·v (world)", v4(j.world));
+                        mono(ui, "V·M·v (view)", v4(j.view));
+                        mono(ui, "P·V·M·v (clip)", v4(j.clip));
+                        match (j.ndc, j.pixel) {
+                            (Some(ndc), Some(px)) => {
+                                mono(ui, "NDC = clip/w", v3(ndc));
+                                mono(ui, "pixel", format!("({:.1}, {:.1})", px.x, px.y));
+                            }
+                            _ => {
+                                ui.colored_label(WARNING, "behind the camera (w <= 0): no pixel");
+                                ui.end_row();
+                            }
                         }
-                    }
-                });
+                    });
             }
             None => {
                 ui.label("No vertex selected.");
@@ -97,34 +125,39 @@ pub fn inspectors(
     let on = highlight.is(Term::Light);
     framed(ui, on, &mut highlight.scroll, |ui| match &matrices.probe {
         Some(p) => {
-            egui::Grid::new("probe").num_columns(2).show(ui, |ui| {
-                mono(ui, "P (world)", v3(p.point_world));
-                mono(ui, "N = normalize(N_mat·n)", v3(p.normal_world));
-                mono(ui, "L (to light)", v3(p.to_light));
-                mono(ui, "V (to eye)", v3(p.to_eye));
-                mono(ui, "H = normalize(L+V)", v3(p.half));
-                mono(ui, "dot(N, L)", format!("{:.4}", p.terms.n_dot_l));
-                mono(ui, "ambient  ka", format!("{:.4}", p.terms.ambient));
-                mono(
-                    ui,
-                    "diffuse  kd·max(N·L,0)",
-                    format!("{:.4}", p.terms.diffuse),
-                );
-                mono(
-                    ui,
-                    "specular ks·(N·H)^n",
-                    format!("{:.4}", p.terms.specular),
-                );
-                mono(ui, "intensity I", format!("{:.4}", p.terms.intensity));
-                mono(
-                    ui,
-                    "colour = base·(a+d) + s",
-                    format!(
-                        "({:.3}, {:.3}, {:.3})",
-                        p.terms.color.x, p.terms.color.y, p.terms.color.z
-                    ),
-                );
-            });
+            let stacked = narrow(ui, "colour = base·(a+d) + s", &v3(Vec3::splat(-0.5)));
+            let mono =
+                |ui: &mut egui::Ui, label: &str, value: String| mono_row(ui, stacked, label, value);
+            egui::Grid::new("probe")
+                .num_columns(1 + usize::from(!stacked))
+                .show(ui, |ui| {
+                    mono(ui, "P (world)", v3(p.point_world));
+                    mono(ui, "N = normalize(N_mat·n)", v3(p.normal_world));
+                    mono(ui, "L (to light)", v3(p.to_light));
+                    mono(ui, "V (to eye)", v3(p.to_eye));
+                    mono(ui, "H = normalize(L+V)", v3(p.half));
+                    mono(ui, "dot(N, L)", format!("{:.4}", p.terms.n_dot_l));
+                    mono(ui, "ambient  ka", format!("{:.4}", p.terms.ambient));
+                    mono(
+                        ui,
+                        "diffuse  kd·max(N·L,0)",
+                        format!("{:.4}", p.terms.diffuse),
+                    );
+                    mono(
+                        ui,
+                        "specular ks·(N·H)^n",
+                        format!("{:.4}", p.terms.specular),
+                    );
+                    mono(ui, "intensity I", format!("{:.4}", p.terms.intensity));
+                    mono(
+                        ui,
+                        "colour = base·(a+d) + s",
+                        format!(
+                            "({:.3}, {:.3}, {:.3})",
+                            p.terms.color.x, p.terms.color.y, p.terms.color.z
+                        ),
+                    );
+                });
         }
         None => {
             ui.label("Click a point of the surface to see its lighting.");

@@ -105,7 +105,8 @@ fn matrix_grid_sized(
 ) {
     ui.vertical(|ui| {
         let text = egui::RichText::new(title).strong();
-        ui.add(egui::Label::new(if highlight { text.color(ACCENT) } else { text }).extend());
+        // The title wraps (a narrow panel); the numbers keep their rows.
+        ui.add(egui::Label::new(if highlight { text.color(ACCENT) } else { text }).wrap());
         egui::Frame::new()
             .fill(ui.visuals().extreme_bg_color)
             .inner_margin(4.0)

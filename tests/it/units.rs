@@ -1,6 +1,7 @@
 //! The app's pure functions (its library builds no test binary of its own: one binary links
 //! Bevy, not two): the activation grid's layout and colormap, the command line, the panel's
-//! fields, the bench's percentiles, the state file against hostile input.
+//! fields, the bench's percentiles, the state file against hostile input, scene 1's inspectors
+//! in a narrow panel.
 
 mod activations {
     use samemath::llm_scene::activations::*;
@@ -201,5 +202,66 @@ mod state_file {
         }
         println!("{loaded} hostile states loaded within range, {refused} refused");
         assert!(loaded > 0 && refused > 0);
+    }
+}
+
+mod inspectors {
+    use bevy_egui::egui;
+    use glam::{Vec3, Vec4};
+    use math::lighting::shade;
+    use samemath::graphics::inspect::inspectors;
+    use samemath::graphics::{GraphicsSettings, Highlight, LightProbe, SceneMatrices};
+
+    /// The width the inspectors' content takes in a panel `panel` points wide, and the width it
+    /// shows without scrolling sideways.
+    fn content_width(panel: f32) -> (f32, f32) {
+        let mut settings = GraphicsSettings::default();
+        let mut matrices = SceneMatrices::default();
+        let local = Vec3::new(-1.234, 0.5, 2.25);
+        let steps = vec![("S·v", Vec4::new(-2.468, 1.0, 4.5, 1.0))];
+        matrices.journey = Some((7, matrices.chain.journey(steps, local)));
+        let (n, l, v) = (Vec3::Y, Vec3::new(0.3, 0.8, 0.5), Vec3::Z);
+        matrices.probe = Some(LightProbe {
+            point_world: Vec3::new(-0.123, 1.456, -2.789),
+            normal_world: n,
+            to_light: l.normalize(),
+            to_eye: v,
+            half: (l.normalize() + v).normalize(),
+            terms: shade(n, l, v, &settings.lighting),
+        });
+        let mut highlight = Highlight::default();
+        let ctx = egui::Context::default();
+        let mut widths = (0.0, 0.0);
+        let screen = egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(panel, 4000.0));
+        let input = egui::RawInput {
+            screen_rect: Some(screen),
+            ..Default::default()
+        };
+        ctx.run_ui(input, |ui| {
+            // As in the panel: a scroll area both ways, where a long line does not wrap.
+            let out = egui::ScrollArea::both().show(ui, |ui| {
+                inspectors(ui, &mut settings, &matrices, None, &mut highlight);
+            });
+            widths = (out.content_size.x, out.inner_rect.width());
+        })
+        .drop_without_applying_deltas();
+        widths
+    }
+
+    /// A 1280-wide projector with large UI leaves scene 1's right panel about 210 points: each
+    /// vector goes under its label, wrapped, rather than past the panel's edge (where the panel
+    /// scrolled sideways), and a wide panel keeps label and vector side by side.
+    #[test]
+    fn inspectors_fit_a_narrow_panel_and_use_a_wide_one() {
+        let (used, panel) = content_width(210.0);
+        assert!(
+            used <= panel,
+            "{used} points of content in a {panel}-point panel"
+        );
+        let (wide_used, _) = content_width(900.0);
+        assert!(
+            wide_used > 300.0,
+            "side by side in a wide panel: {wide_used} points"
+        );
     }
 }
