@@ -205,6 +205,16 @@ mod state_file {
     }
 }
 
+/// Scene 2's status line never says "0.0 tokens/s" for a rate it measured: lavapipe's first
+/// GPU step (prompt and token, about a minute) is 0.017 tokens/s.
+#[test]
+fn a_slow_rate_keeps_its_digits() {
+    use samemath::llm_scene::panels::tokens_per_sec_text;
+    assert_eq!(tokens_per_sec_text(17.84), "17.8 tokens/s");
+    assert_eq!(tokens_per_sec_text(1.0 / 60.0), "0.017 tokens/s");
+    assert_eq!(tokens_per_sec_text(0.0), "0.0 tokens/s");
+}
+
 mod inspectors {
     use bevy_egui::egui;
     use glam::{Vec3, Vec4};

@@ -54,6 +54,16 @@ pub(crate) fn is_special(piece: &str) -> bool {
     piece.starts_with("<|") && piece.ends_with("|>")
 }
 
+/// A speed for the status line: one decimal, more where that would read 0.0 (a first step
+/// that read a long prompt on a slow device is still a rate, not none).
+pub fn tokens_per_sec_text(rate: f32) -> String {
+    if rate > 0.0 && rate < 0.1 {
+        format!("{rate:.3} tokens/s")
+    } else {
+        format!("{rate:.1} tokens/s")
+    }
+}
+
 pub(crate) fn status_line(ui: &mut egui::Ui, view: &LlmView) {
     match &view.status {
         EngineStatus::NotStarted => {
@@ -67,18 +77,19 @@ pub(crate) fn status_line(ui: &mut egui::Ui, view: &LlmView) {
         }
         EngineStatus::Ready => {
             ui.label(format!(
-                "Ready · {} · {} steps · {:.1} tokens/s",
+                "Ready · {} · {} steps · {}",
                 view.backend.name(),
                 view.steps,
-                view.tokens_per_sec
+                tokens_per_sec_text(view.tokens_per_sec)
             ));
         }
         EngineStatus::Generating => {
             ui.horizontal(|ui| {
                 ui.spinner();
                 ui.label(format!(
-                    "Generating · {} steps · {:.1} tokens/s",
-                    view.steps, view.tokens_per_sec
+                    "Generating · {} steps · {}",
+                    view.steps,
+                    tokens_per_sec_text(view.tokens_per_sec)
                 ));
             });
         }
