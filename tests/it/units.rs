@@ -222,9 +222,9 @@ mod inspectors {
     use samemath::graphics::inspect::inspectors;
     use samemath::graphics::{GraphicsSettings, Highlight, LightProbe, SceneMatrices};
 
-    /// The width the inspectors' content takes in a panel `panel` points wide, and the width it
-    /// shows without scrolling sideways.
-    fn content_width(panel: f32) -> (f32, f32) {
+    /// The size the inspectors' content takes in a panel `panel` points wide, and the width the
+    /// panel shows without scrolling sideways.
+    fn laid_out(panel: f32) -> (egui::Vec2, f32) {
         let mut settings = GraphicsSettings::default();
         let mut matrices = SceneMatrices::default();
         let local = Vec3::new(-1.234, 0.5, 2.25);
@@ -241,7 +241,7 @@ mod inspectors {
         });
         let mut highlight = Highlight::default();
         let ctx = egui::Context::default();
-        let mut widths = (0.0, 0.0);
+        let mut sizes = (egui::Vec2::ZERO, 0.0);
         let screen = egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(panel, 4000.0));
         let input = egui::RawInput {
             screen_rect: Some(screen),
@@ -252,26 +252,27 @@ mod inspectors {
             let out = egui::ScrollArea::both().show(ui, |ui| {
                 inspectors(ui, &mut settings, &matrices, None, &mut highlight);
             });
-            widths = (out.content_size.x, out.inner_rect.width());
+            sizes = (out.content_size, out.inner_rect.width());
         })
         .drop_without_applying_deltas();
-        widths
+        sizes
     }
 
     /// A 1280-wide projector with large UI leaves scene 1's right panel about 210 points: each
     /// vector goes under its label, wrapped, rather than past the panel's edge (where the panel
-    /// scrolled sideways), and a wide panel keeps label and vector side by side.
+    /// scrolled sideways), and a wide panel keeps label and vector side by side: as tall as in
+    /// a panel wider still (stacked rows would double its height).
     #[test]
     fn inspectors_fit_a_narrow_panel_and_use_a_wide_one() {
-        let (used, panel) = content_width(210.0);
+        let (used, panel) = laid_out(210.0);
         assert!(
-            used <= panel,
-            "{used} points of content in a {panel}-point panel"
+            used.x <= panel,
+            "{} points of content in a {panel}-point panel",
+            used.x
         );
-        let (wide_used, _) = content_width(900.0);
-        assert!(
-            wide_used > 300.0,
-            "side by side in a wide panel: {wide_used} points"
-        );
+        let (wide, _) = laid_out(460.0);
+        let (wider, _) = laid_out(2000.0);
+        assert_eq!(wide.y, wider.y, "side by side in a 460-point panel");
+        assert!(used.y > 1.5 * wide.y, "stacked in a 210-point panel");
     }
 }
