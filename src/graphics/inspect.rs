@@ -32,32 +32,49 @@ fn v4(v: Vec4) -> String {
     format!("({:>7.3}, {:>7.3}, {:>7.3}, {:>7.3})", v.x, v.y, v.z, v.w)
 }
 
-/// A row of an inspector's grid: label and value side by side, or (`stacked`, a narrow panel)
-/// the value under its label, wrapped at the panel's edge, so nothing runs past it.
-fn mono_row(ui: &mut egui::Ui, stacked: bool, label: &str, value: String) {
-    ui.label(egui::RichText::new(label).monospace());
-    let value = egui::RichText::new(value).monospace();
-    if stacked {
-        ui.end_row();
-        ui.add(egui::Label::new(value).wrap());
-    } else {
-        ui.label(value);
-    }
-    ui.end_row();
-}
-
-/// Whether a grid's rows must stack: its widest label beside its widest value does not fit.
-fn narrow(ui: &egui::Ui, label: &str, value: &str) -> bool {
+/// An inspector's grid of (label, value) rows: side by side, or, where its widest label beside
+/// its widest value does not fit (a narrow panel), each value under its label, wrapped at the
+/// panel's edge, so nothing runs past it.
+fn rows_grid(
+    ui: &mut egui::Ui,
+    id: &str,
+    widest_label: &str,
+    widest_value: &str,
+    add: impl FnOnce(&mut egui::Ui, Rows),
+) {
     let width = ui
         .painter()
         .layout_no_wrap(
-            format!("{label}{value}"),
+            format!("{widest_label}{widest_value}"),
             egui::TextStyle::Monospace.resolve(ui.style()),
             egui::Color32::WHITE,
         )
         .size()
         .x;
-    ui.available_width() < width + ui.spacing().item_spacing.x
+    let stacked = ui.available_width() < width + ui.spacing().item_spacing.x;
+    egui::Grid::new(id)
+        .num_columns(1 + usize::from(!stacked))
+        .show(ui, |ui| add(ui, Rows { stacked }));
+}
+
+/// How `rows_grid` lays out its rows.
+#[derive(Clone, Copy)]
+struct Rows {
+    stacked: bool,
+}
+
+impl Rows {
+    fn row(self, ui: &mut egui::Ui, label: &str, value: String) {
+        ui.label(egui::RichText::new(label).monospace());
+        let value = egui::RichText::new(value).monospace();
+        if self.stacked {
+            ui.end_row();
+            ui.add(egui::Label::new(value).wrap());
+        } else {
+            ui.label(value);
+        }
+        ui.end_row();
+    }
 }
 
 /// Both inspectors, inside the right panel.
@@ -88,32 +105,33 @@ pub fn inspectors(
     let on = highlight.is(Term::Vertex);
     framed(ui, on, &mut highlight.scroll, |ui| {
         // Inside the frame: a talk step's highlight narrows the room.
-        let stacked = narrow(ui, "P·V·M·v (clip)", &v4(Vec4::splat(-0.5)));
-        let mono =
-            |ui: &mut egui::Ui, label: &str, value: String| mono_row(ui, stacked, label, value);
         match &matrices.journey {
             Some((_, j)) => {
-                egui::Grid::new("journey")
-                    .num_columns(1 + usize::from(!stacked))
-                    .show(ui, |ui| {
-                        mono(ui, "v (local)", v4(j.local));
+                rows_grid(
+                    ui,
+                    "journey",
+                    "P·V·M·v (clip)",
+                    &v4(Vec4::splat(-0.5)),
+                    |ui, rows| {
+                        rows.row(ui, "v (local)", v4(j.local));
                         for (label, p) in &j.model_steps {
-                            mono(ui, label, v4(*p));
+                            rows.row(ui, label, v4(*p));
                         }
-                        mono(ui, "M·v (world)", v4(j.world));
-                        mono(ui, "V·M·v (view)", v4(j.view));
-                        mono(ui, "P·V·M·v (clip)", v4(j.clip));
+                        rows.row(ui, "M·v (world)", v4(j.world));
+                        rows.row(ui, "V·M·v (view)", v4(j.view));
+                        rows.row(ui, "P·V·M·v (clip)", v4(j.clip));
                         match (j.ndc, j.pixel) {
                             (Some(ndc), Some(px)) => {
-                                mono(ui, "NDC = clip/w", v3(ndc));
-                                mono(ui, "pixel", format!("({:.1}, {:.1})", px.x, px.y));
+                                rows.row(ui, "NDC = clip/w", v3(ndc));
+                                rows.row(ui, "pixel", format!("({:.1}, {:.1})", px.x, px.y));
                             }
                             _ => {
                                 ui.colored_label(WARNING, "behind the camera (w <= 0): no pixel");
                                 ui.end_row();
                             }
                         }
-                    });
+                    },
+                );
             }
             None => {
                 ui.label("No vertex selected.");
@@ -125,31 +143,31 @@ pub fn inspectors(
     let on = highlight.is(Term::Light);
     framed(ui, on, &mut highlight.scroll, |ui| match &matrices.probe {
         Some(p) => {
-            let stacked = narrow(ui, "colour = base·(a+d) + s", &v3(Vec3::splat(-0.5)));
-            let mono =
-                |ui: &mut egui::Ui, label: &str, value: String| mono_row(ui, stacked, label, value);
-            egui::Grid::new("probe")
-                .num_columns(1 + usize::from(!stacked))
-                .show(ui, |ui| {
-                    mono(ui, "P (world)", v3(p.point_world));
-                    mono(ui, "N = normalize(N_mat·n)", v3(p.normal_world));
-                    mono(ui, "L (to light)", v3(p.to_light));
-                    mono(ui, "V (to eye)", v3(p.to_eye));
-                    mono(ui, "H = normalize(L+V)", v3(p.half));
-                    mono(ui, "dot(N, L)", format!("{:.4}", p.terms.n_dot_l));
-                    mono(ui, "ambient  ka", format!("{:.4}", p.terms.ambient));
-                    mono(
+            rows_grid(
+                ui,
+                "probe",
+                "colour = base·(a+d) + s",
+                &v3(Vec3::splat(-0.5)),
+                |ui, rows| {
+                    rows.row(ui, "P (world)", v3(p.point_world));
+                    rows.row(ui, "N = normalize(N_mat·n)", v3(p.normal_world));
+                    rows.row(ui, "L (to light)", v3(p.to_light));
+                    rows.row(ui, "V (to eye)", v3(p.to_eye));
+                    rows.row(ui, "H = normalize(L+V)", v3(p.half));
+                    rows.row(ui, "dot(N, L)", format!("{:.4}", p.terms.n_dot_l));
+                    rows.row(ui, "ambient  ka", format!("{:.4}", p.terms.ambient));
+                    rows.row(
                         ui,
                         "diffuse  kd·max(N·L,0)",
                         format!("{:.4}", p.terms.diffuse),
                     );
-                    mono(
+                    rows.row(
                         ui,
                         "specular ks·(N·H)^n",
                         format!("{:.4}", p.terms.specular),
                     );
-                    mono(ui, "intensity I", format!("{:.4}", p.terms.intensity));
-                    mono(
+                    rows.row(ui, "intensity I", format!("{:.4}", p.terms.intensity));
+                    rows.row(
                         ui,
                         "colour = base·(a+d) + s",
                         format!(
@@ -157,7 +175,8 @@ pub fn inspectors(
                             p.terms.color.x, p.terms.color.y, p.terms.color.z
                         ),
                     );
-                });
+                },
+            );
         }
         None => {
             ui.label("Click a point of the surface to see its lighting.");
