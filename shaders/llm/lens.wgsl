@@ -19,7 +19,10 @@ var<workgroup> best: array<f32, 256>;
 var<workgroup> best_at: array<u32, 256>;
 
 @compute @workgroup_size(256)
-fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+fn main(inv: Invocation) {
+    enter(inv);
+    let lid = inv.lid;
+    let wid = inv.wid;
     let base = wid.x * dims.vocab;
     var m = -3.4e38;
     var at = 0xFFFFFFFFu;

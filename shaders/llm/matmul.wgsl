@@ -6,11 +6,13 @@
 // 256 threads: 4 output rows per workgroup, 64 threads per row; workgroup_id.y picks eight
 // tokens. A thread walks its row's blocks a quarter block (8 weights) at a time exactly as
 // matvec.wgsl's thread does, keeping one sum per token in the same order, and the row's 64
-// partial sums are added in the same tree: each token's product is the number the mat-vec
+// partial sums are added as the mat-vec kernel adds them (all eight tokens' trees at once, or
+// `row_sum` per token where subgroups do it): each token's product is the number the mat-vec
 // kernel gives for that token alone.
 #import samemath::math::dot4
 #import samemath::llm
 #import samemath::llm::blocks
+#import samemath::llm::reduce
 
 struct Dims {
     rows: u32,
@@ -84,8 +86,19 @@ fn sums_q8_0(row: u32, lane: u32, t0: u32, n: u32) -> array<f32, 8> {
     return acc;
 }
 
-// Each token's 64 partial sums of a row added in matvec.wgsl's tree; lane t writes token t.
+// Each token's 64 partial sums of a row added as matvec.wgsl adds them: with subgroups by
+// `row_sum`, token after token; otherwise in row_sum's tree, all tokens at once, lane t writing
+// token t.
 fn finish(lid: u32, row: u32, t0: u32, n: u32, acc: array<f32, 8>) {
+    if SUBGROUPS {
+        for (var t = 0u; t < n; t++) {
+            let sum = row_sum(lid, acc[t]);
+            if lid % 64u == 0u && row < dims.rows {
+                store(t0 + t, row, sum);
+            }
+        }
+        return;
+    }
     for (var t = 0u; t < TOKENS; t++) {
         partial[t * 256u + lid] = acc[t];
     }
@@ -100,18 +113,25 @@ fn finish(lid: u32, row: u32, t0: u32, n: u32, acc: array<f32, 8>) {
         workgroupBarrier();
     }
     if lane < n && row < dims.rows {
-        let sum = partial[lane * 256u + lid - lane];
-        let o = (t0 + lane) * dims.rows + row;
-        if dims.residual != 0u {
-            out[o] = out[o] + sum;
-        } else {
-            out[o] = sum;
-        }
+        store(t0 + lane, row, partial[lane * 256u + lid - lane]);
+    }
+}
+
+// Token t's product for `row`, added to what is there when asked.
+fn store(t: u32, row: u32, sum: f32) {
+    let o = t * dims.rows + row;
+    if dims.residual != 0u {
+        out[o] = out[o] + sum;
+    } else {
+        out[o] = sum;
     }
 }
 
 @compute @workgroup_size(256)
-fn q4_1(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+fn q4_1(inv: Invocation) {
+    enter(inv);
+    let lid = inv.lid;
+    let wid = inv.wid;
     let row = wid.x * 4u + lid / 64u;
     let t0 = wid.y * TOKENS;
     let n = min(TOKENS, max(step.token, t0) - t0);
@@ -119,7 +139,10 @@ fn q4_1(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 }
 
 @compute @workgroup_size(256)
-fn q8_0(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+fn q8_0(inv: Invocation) {
+    enter(inv);
+    let lid = inv.lid;
+    let wid = inv.wid;
     let row = wid.x * 4u + lid / 64u;
     let t0 = wid.y * TOKENS;
     let n = min(TOKENS, max(step.token, t0) - t0);

@@ -5,8 +5,8 @@
 // small integers add exactly in f32, so the block sums equal the CPU's.
 //
 // 256 threads: 4 output rows per workgroup, 64 threads per row; each thread takes a quarter
-// of a block (8 weights) at a time, then the row's 64 partial sums are added in workgroup
-// memory. workgroup_id.z picks the input row (batched for the logit lens). The input row goes
+// of a block (8 weights) at a time, then the row's 64 partial sums are added (`row_sum`: a
+// tree in workgroup memory, or subgroup sums where the device has them). workgroup_id.z picks the input row (batched for the logit lens). The input row goes
 // to workgroup memory first: copied when already quantized (`q4_1`, `q8_0`), or made there
 // (`*_normed`): RMSNorm of a residual-stream slot, x / sqrt(mean(x^2) + eps) * w, then
 // quantized, each workgroup redoing that small step rather than paying a dispatch for it.
@@ -58,7 +58,6 @@ struct Dims {
 // `*_swiglu`: the stacked gate/up product (gates, then ups), `cols` each.
 @group(0) @binding(11) var<storage, read> gate_up: array<f32>;
 
-var<workgroup> partial: array<f32, 256>;
 var<workgroup> sq: array<vec4<f32>, 384>;
 var<workgroup> sds: array<vec2<f32>, 48>;
 var<workgroup> vals: array<f32, 1536>;
@@ -188,17 +187,8 @@ fn dot_q8_0(row: u32, lane: u32) -> f32 {
 }
 
 fn finish(lid: u32, row: u32, z: u32, acc: f32) {
-    partial[lid] = acc;
-    workgroupBarrier();
-    let lane = lid % 64u;
-    for (var stride = 32u; stride > 0u; stride = stride >> 1u) {
-        if lane < stride {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    if lane == 0u && row < dims.rows {
-        let sum = partial[lid];
+    let sum = row_sum(lid, acc);
+    if lid % 64u == 0u && row < dims.rows {
         let o = dims.out_offset + z * dims.rows + row;
         if dims.residual != 0u {
             out[o] = out[dims.res_offset + row] + sum;
@@ -209,42 +199,60 @@ fn finish(lid: u32, row: u32, z: u32, acc: f32) {
 }
 
 @compute @workgroup_size(256)
-fn q4_1(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+fn q4_1(inv: Invocation) {
+    enter(inv);
+    let lid = inv.lid;
+    let wid = inv.wid;
     load_quantized(lid, wid.z);
     let row = wid.x * 4u + lid / 64u;
     finish(lid, row, wid.z, dot_q4_1(row, lid % 64u));
 }
 
 @compute @workgroup_size(256)
-fn q8_0(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+fn q8_0(inv: Invocation) {
+    enter(inv);
+    let lid = inv.lid;
+    let wid = inv.wid;
     load_quantized(lid, wid.z);
     let row = wid.x * 4u + lid / 64u;
     finish(lid, row, wid.z, dot_q8_0(row, lid % 64u));
 }
 
 @compute @workgroup_size(256)
-fn q4_1_normed(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+fn q4_1_normed(inv: Invocation) {
+    enter(inv);
+    let lid = inv.lid;
+    let wid = inv.wid;
     load_normed(lid, wid.z, wid.x == 0u);
     let row = wid.x * 4u + lid / 64u;
     finish(lid, row, wid.z, dot_q4_1(row, lid % 64u));
 }
 
 @compute @workgroup_size(256)
-fn q8_0_normed(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+fn q8_0_normed(inv: Invocation) {
+    enter(inv);
+    let lid = inv.lid;
+    let wid = inv.wid;
     load_normed(lid, wid.z, wid.x == 0u);
     let row = wid.x * 4u + lid / 64u;
     finish(lid, row, wid.z, dot_q8_0(row, lid % 64u));
 }
 
 @compute @workgroup_size(256)
-fn q4_1_swiglu(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+fn q4_1_swiglu(inv: Invocation) {
+    enter(inv);
+    let lid = inv.lid;
+    let wid = inv.wid;
     load_swiglu(lid, wid.x == 0u);
     let row = wid.x * 4u + lid / 64u;
     finish(lid, row, 0u, dot_q4_1(row, lid % 64u));
 }
 
 @compute @workgroup_size(256)
-fn q8_0_swiglu(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+fn q8_0_swiglu(inv: Invocation) {
+    enter(inv);
+    let lid = inv.lid;
+    let wid = inv.wid;
     load_swiglu(lid, wid.x == 0u);
     let row = wid.x * 4u + lid / 64u;
     finish(lid, row, 0u, dot_q8_0(row, lid % 64u));
@@ -252,7 +260,10 @@ fn q8_0_swiglu(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
 
 // RMSNorm + quantization of residual row(s) into xq_out / xds_out, one workgroup per row.
 @compute @workgroup_size(256)
-fn normalize(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+fn normalize(inv: Invocation) {
+    enter(inv);
+    let lid = inv.lid;
+    let wid = inv.wid;
     let z = wid.x;
     load_normed(lid, z, true);
     let n4 = dims.cols / 4u;

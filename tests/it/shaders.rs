@@ -127,11 +127,18 @@ fn every_shader_validates_with_naga() {
     for path in files {
         // The LLM kernels go through the engine's own composer (crates/llm/src/gpu/shaders.rs); the
         // modules they import (common, blocks) are checked inside them.
+        // Each once with trees and once with subgroup reductions (reduce.wgsl, reduce_subgroup.wgsl).
         let sources: Vec<(String, String)> = if path.parent() == Some(&shader_dir().join("llm")) {
             let stem = path.file_stem().unwrap().to_str().unwrap();
-            match llm::gpu::shaders::compose(stem) {
-                Some(src) => vec![(String::new(), src)],
-                None => continue,
+            match (
+                llm::gpu::shaders::compose(stem, false),
+                llm::gpu::shaders::compose(stem, true),
+            ) {
+                (Some(trees), Some(subgroups)) => vec![
+                    (String::new(), trees),
+                    (" with subgroups".to_string(), subgroups),
+                ],
+                _ => continue,
             }
         } else {
             let defs = shader_defs(&path);
@@ -150,8 +157,14 @@ fn every_shader_validates_with_naga() {
                 naga::valid::ValidationFlags::all(),
                 // unpack2x16float (the Q4_1 / Q8_0 scales) is core WGSL; naga files it under
                 // this capability, which wgpu grants on Vulkan, Metal, DX12, GLES 3 and WebGPU.
+                // The subgroup variant needs what wgpu's SUBGROUP feature grants.
                 naga::valid::Capabilities::default()
-                    | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+                    | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
+                    | if variant != " with subgroups" {
+                        naga::valid::Capabilities::empty()
+                    } else {
+                        naga::valid::Capabilities::SUBGROUP
+                    },
             )
             .validate(&module)
             .unwrap_or_else(|e| panic!("{what}: {e:?}"));

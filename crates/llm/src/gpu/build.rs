@@ -196,7 +196,7 @@ impl GpuModel {
                 mapped_at_creation: false,
             }),
         };
-        let kernels = Kernels::new(device);
+        let kernels = Kernels::new(device, ctx.subgroups);
         let uniform = |words: &[u32]| uniform_buffer(device, words);
         let s = &scratch;
         let group = |pipeline: &wgpu::ComputePipeline, entries: &[(u32, &wgpu::Buffer)]| {

@@ -17,6 +17,10 @@ pub struct GpuContext {
     /// True when the device is the renderer's (the app), false for a device of our own.
     pub shared_with_renderer: bool,
     pub timestamps: bool,
+    /// The kernels reduce with subgroup operations (the device has wgpu's SUBGROUP feature;
+    /// never in the browser, whose WGSL would need `enable subgroups`, which naga does not
+    /// parse yet); otherwise with trees in workgroup memory. `without_subgroups` picks the trees.
+    pub subgroups: bool,
     /// In the app: the frame loop's pacing of the model's work on the shared queue.
     pub pacer: Option<Arc<FramePacer>>,
     /// On a device of our own: the first error wgpu reported (validation, out of memory, device
@@ -30,12 +34,14 @@ impl GpuContext {
     /// The renderer's device and queue (in the app: Bevy's `RenderDevice` / `RenderQueue`).
     pub fn shared(device: wgpu::Device, queue: wgpu::Queue, adapter: &wgpu::AdapterInfo) -> Self {
         let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let subgroups = offers_subgroups(device.features());
         GpuContext {
             device,
             queue,
             adapter: adapter_name(adapter),
             shared_with_renderer: true,
             timestamps,
+            subgroups,
             pacer: None,
             errors: Default::default(),
             interrupt: Default::default(),
@@ -70,14 +76,10 @@ impl GpuContext {
                 adapter_name(&info)
             )));
         }
-        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP;
         let (device, queue) = pollster_wait(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("samemath llm"),
-            required_features: if timestamps {
-                wgpu::Features::TIMESTAMP_QUERY
-            } else {
-                wgpu::Features::empty()
-            },
+            required_features: adapter.features() & wanted,
             required_limits: limits,
             ..Default::default()
         }))
@@ -98,12 +100,14 @@ impl GpuContext {
                 s.get_or_insert_with(|| format!("the device was lost ({reason:?}: {message})"));
             }
         });
+        let features = device.features();
         Ok(GpuContext {
             device,
             queue,
             adapter: adapter_name(&info),
             shared_with_renderer: false,
-            timestamps,
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            subgroups: offers_subgroups(features),
             pacer: None,
             errors,
             interrupt: Default::default(),
@@ -127,16 +131,28 @@ impl GpuContext {
         self
     }
 
-    /// The error wgpu reported since the last check, if any.
     /// What Stop calls so that a step waiting on a stalled device gives up (with an error the
     /// caller can fall back from) instead of holding the engine for `GPU_STEP_LIMIT`.
     pub fn interrupt_handle(&self) -> GpuInterrupt {
         self.interrupt.clone()
     }
 
+    /// The error wgpu reported since the last check, if any.
     pub fn take_error(&self) -> Option<String> {
         self.errors.lock().ok()?.take()
     }
+
+    /// The same device with the kernels reducing in workgroup-memory trees (the fallback for
+    /// devices without subgroups), for the bench and the tests that compare both.
+    pub fn without_subgroups(mut self) -> Self {
+        self.subgroups = false;
+        self
+    }
+}
+
+/// Whether the kernels may use subgroup operations on a device with `features`.
+fn offers_subgroups(features: wgpu::Features) -> bool {
+    !cfg!(target_arch = "wasm32") && features.contains(wgpu::Features::SUBGROUP)
 }
 
 /// "NVIDIA H200 (Vulkan)"; browsers keep the name to themselves: "the browser's adapter

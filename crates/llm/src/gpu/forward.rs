@@ -464,6 +464,11 @@ impl Backend for GpuModel {
     }
 
     fn describe(&self) -> String {
-        format!("GPU: {}", self.ctx.adapter)
+        let reductions = if self.ctx.subgroups {
+            "subgroup"
+        } else {
+            "workgroup-tree"
+        };
+        format!("GPU: {}, {reductions} reductions", self.ctx.adapter)
     }
 }

@@ -62,11 +62,14 @@ impl Kernels {
         }
     }
 
-    pub(crate) fn new(device: &wgpu::Device) -> Kernels {
+    /// The pipelines, reducing with subgroup operations when `subgroups` (`GpuContext::subgroups`).
+    pub(crate) fn new(device: &wgpu::Device, subgroups: bool) -> Kernels {
         let module = |name: &str| {
             device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(name),
-                source: wgpu::ShaderSource::Wgsl(shaders::compose(name).unwrap_or_default().into()),
+                source: wgpu::ShaderSource::Wgsl(
+                    shaders::compose(name, subgroups).unwrap_or_default().into(),
+                ),
             })
         };
         let pipeline = |module: &wgpu::ShaderModule, entry: &str| {

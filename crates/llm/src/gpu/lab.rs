@@ -32,7 +32,7 @@ pub fn run(
     workgroups: (u32, u32, u32),
 ) -> Result<Vec<Vec<u32>>> {
     let device = &ctx.device;
-    let src = shaders::compose(kernel)
+    let src = shaders::compose(kernel, ctx.subgroups)
         .ok_or_else(|| LlmError::Gpu(format!("no kernel named {kernel}")))?;
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(kernel),

@@ -20,6 +20,11 @@
 //!
 //! Only WebGPU's default limits are needed (128 MiB per storage binding, 256 invocations and
 //! 16 KiB workgroup memory) and no optional features, so the same kernels can run in a browser.
+//! Where the device has wgpu's SUBGROUP feature (native only), the sums and maxima across a
+//! workgroup or a row's 64 threads use subgroup operations (`reduce_subgroup.wgsl`, two barriers
+//! each) instead of trees in workgroup memory (`reduce.wgsl`, up to nine); the two add in
+//! different orders, so the numbers differ by float rounding, each within the parity tests'
+//! tolerances of the CPU.
 
 mod build;
 mod cache;

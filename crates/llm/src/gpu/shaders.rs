@@ -1,9 +1,11 @@
 //! The LLM kernels' WGSL: each file in `shaders/llm/` with its `#import` lines replaced by the
 //! modules they name. The syntax is naga_oil's, which Bevy uses for scene 1's material, so the
 //! mat-vec kernel imports `dot4` from `shaders/samemath_math.wgsl` the same way the vertex shader
-//! imports `mat_vec4` (built on `dot4`) from it.
+//! imports `mat_vec4` (built on `dot4`) from it. The reductions come in two versions:
+//! `reduce.wgsl` (trees in workgroup memory, for every device) and `reduce_subgroup.wgsl`
+//! (subgroup operations, for devices with wgpu's SUBGROUP feature), one import path for both.
 
-/// Modules a kernel may import: (import path, source).
+/// Modules a kernel may import: (import path, source); the reductions are added by `compose`.
 const MODULES: &[(&str, &str)] = &[
     (
         "samemath::math",
@@ -12,10 +14,6 @@ const MODULES: &[(&str, &str)] = &[
     (
         "samemath::llm::blocks",
         include_str!("../../../../shaders/llm/blocks.wgsl"),
-    ),
-    (
-        "samemath::llm::reduce",
-        include_str!("../../../../shaders/llm/reduce.wgsl"),
     ),
     (
         "samemath::llm",
@@ -45,16 +43,33 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("lens", include_str!("../../../../shaders/llm/lens.wgsl")),
 ];
 
-/// One kernel's source with its imports inlined (each module once, imports of imports too).
-pub fn compose(name: &str) -> Option<String> {
+const REDUCE: (&str, &str) = (
+    "samemath::llm::reduce",
+    include_str!("../../../../shaders/llm/reduce.wgsl"),
+);
+const REDUCE_SUBGROUP: (&str, &str) = (
+    "samemath::llm::reduce",
+    include_str!("../../../../shaders/llm/reduce_subgroup.wgsl"),
+);
+
+/// One kernel's source with its imports inlined (each module once, imports of imports too),
+/// reducing with subgroup operations when `subgroups` (the device must have wgpu's SUBGROUP).
+pub fn compose(name: &str, subgroups: bool) -> Option<String> {
     let (_, src) = KERNELS.iter().find(|(n, _)| *n == name)?;
+    let mut modules = MODULES.to_vec();
+    modules.push(if subgroups { REDUCE_SUBGROUP } else { REDUCE });
     let mut included = Vec::new();
     let mut out = String::new();
-    inline(src, &mut included, &mut out);
+    inline(src, &modules, &mut included, &mut out);
     Some(out)
 }
 
-fn inline(src: &str, included: &mut Vec<&'static str>, out: &mut String) {
+fn inline(
+    src: &str,
+    modules: &[(&'static str, &'static str)],
+    included: &mut Vec<&'static str>,
+    out: &mut String,
+) {
     for line in src.lines() {
         let trimmed = line.trim();
         if trimmed.starts_with("#define_import_path") {
@@ -64,7 +79,7 @@ fn inline(src: &str, included: &mut Vec<&'static str>, out: &mut String) {
             // The longest module path the import starts with: `samemath::math::dot4` names the
             // module `samemath::math`, `samemath::llm::blocks` a module of its own.
             let path = path.trim();
-            let module = MODULES
+            let module = modules
                 .iter()
                 .filter(|(m, _)| path == *m || path.starts_with(&format!("{m}::")))
                 .max_by_key(|(m, _)| m.len());
@@ -72,7 +87,7 @@ fn inline(src: &str, included: &mut Vec<&'static str>, out: &mut String) {
                 && !included.contains(m)
             {
                 included.push(m);
-                inline(module_src, included, out);
+                inline(module_src, modules, included, out);
             }
             continue;
         }
@@ -88,7 +103,7 @@ mod tests {
 
     #[test]
     fn the_mat_vec_kernel_uses_the_math_files_dot4() {
-        let src = compose("matvec").unwrap();
+        let src = compose("matvec", false).unwrap();
         let math = include_str!("../../../../shaders/samemath_math.wgsl");
         let dot4 = &math[math.find("fn dot4").unwrap()..];
         let dot4 = &dot4[..dot4.find("\n}").unwrap() + 2];

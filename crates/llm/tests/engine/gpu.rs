@@ -34,6 +34,26 @@ fn ctx() -> &'static GpuContext {
     gpu().context()
 }
 
+/// The device's two ways to reduce: subgroup operations where it has them (lavapipe has), and
+/// the workgroup-memory trees every device can run.
+fn contexts() -> &'static [GpuContext] {
+    static BOTH: OnceLock<Vec<GpuContext>> = OnceLock::new();
+    BOTH.get_or_init(|| {
+        let ctx = ctx().clone();
+        if ctx.subgroups {
+            vec![ctx.clone(), ctx.without_subgroups()]
+        } else {
+            vec![ctx]
+        }
+    })
+}
+
+/// Case `i`'s device: the two ways to reduce take turns.
+fn variant(i: usize) -> &'static GpuContext {
+    let both = contexts();
+    &both[i % both.len()]
+}
+
 /// xorshift64*: reproducible random numbers without a dependency.
 struct Rng(u64);
 
@@ -150,7 +170,7 @@ fn matvec_kernels_match_the_cpu_on_random_matrices() {
         };
         let dims = [rows as u32, cols as u32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         let out = lab::run(
-            ctx(),
+            variant(case),
             "matvec",
             entry,
             &[
@@ -217,7 +237,7 @@ fn matmul_kernels_give_each_token_the_matvec_kernels_numbers() {
         let weights = bytes_to_words(&raw);
         let batch = [0, n as u32, 0, 0, 0, 0];
         let mm = lab::run(
-            ctx(),
+            variant(case),
             "matmul",
             entry,
             &[
@@ -237,7 +257,7 @@ fn matmul_kernels_give_each_token_the_matvec_kernels_numbers() {
         )
         .unwrap();
         let mv = lab::run(
-            ctx(),
+            variant(case),
             "matvec",
             entry,
             &[
@@ -328,7 +348,7 @@ fn normed_matvec_kernels_match_rms_norm_quantize_and_multiply() {
             "q8_0_normed"
         };
         let out = lab::run(
-            ctx(),
+            variant(case),
             "matvec",
             entry,
             &[
@@ -440,7 +460,7 @@ fn attention_kernel_rotates_caches_attends_and_quantizes_like_the_cpu() {
         let v_rows: Vec<f32> = (0..ctx_len * w).map(|_| rng.unit()).collect();
         let dims = [nh as u32, nkv as u32, hd as u32, 0, ctx_len as u32, 0, 0, 0];
         let out = lab::run(
-            ctx(),
+            variant(case),
             "attention",
             "main",
             &[
@@ -513,38 +533,40 @@ fn lens_kernel_finds_each_rows_top_token_and_probability() {
     // A tie: the lowest index wins, as on the CPU.
     logits[7] = 50.0;
     logits[900] = 50.0;
-    let out = lab::run(
-        ctx(),
-        "lens",
-        "main",
-        &[
-            Some(Binding::Storage(&words(&logits))),
-            Some(Binding::Output(rows * 4)),
-            Some(Binding::Uniform(&[vocab as u32, 0, 0, 0])),
-        ],
-        (rows as u32, 1, 1),
-    )
-    .unwrap();
-    let top = floats(&out[0]);
-    for r in 0..rows {
-        let row = &logits[r * vocab..(r + 1) * vocab];
-        let (id, logit, prob) = top_k(row, 1)[0];
-        assert_eq!(top[r * 4].to_bits(), id, "row {r}");
-        assert_eq!(top[r * 4 + 1], logit);
-        // The probability against an f64 softmax: the kernel's tree sum is within 1e-5; the
-        // CPU's one-by-one f32 sum over 49,152 terms drifts further (4e-4 seen), so 1e-3.
-        let exact = 1.0 / row.iter().map(|l| ((l - logit) as f64).exp()).sum::<f64>();
-        let gpu = top[r * 4 + 2] as f64;
-        assert!(
-            (gpu - exact).abs() <= 1e-5 * exact,
-            "row {r}: {gpu} vs {exact}"
-        );
-        assert!(
-            (prob as f64 - exact).abs() <= 1e-3 * exact,
-            "row {r}: cpu {prob}"
-        );
+    for ctx in contexts() {
+        let out = lab::run(
+            ctx,
+            "lens",
+            "main",
+            &[
+                Some(Binding::Storage(&words(&logits))),
+                Some(Binding::Output(rows * 4)),
+                Some(Binding::Uniform(&[vocab as u32, 0, 0, 0])),
+            ],
+            (rows as u32, 1, 1),
+        )
+        .unwrap();
+        let top = floats(&out[0]);
+        for r in 0..rows {
+            let row = &logits[r * vocab..(r + 1) * vocab];
+            let (id, logit, prob) = top_k(row, 1)[0];
+            assert_eq!(top[r * 4].to_bits(), id, "row {r}");
+            assert_eq!(top[r * 4 + 1], logit);
+            // The probability against an f64 softmax: the kernel's sum is within 1e-5; the
+            // CPU's one-by-one f32 sum over 49,152 terms drifts further (4e-4 seen), so 1e-3.
+            let exact = 1.0 / row.iter().map(|l| ((l - logit) as f64).exp()).sum::<f64>();
+            let gpu = top[r * 4 + 2] as f64;
+            assert!(
+                (gpu - exact).abs() <= 1e-5 * exact,
+                "row {r}: {gpu} vs {exact}"
+            );
+            assert!(
+                (prob as f64 - exact).abs() <= 1e-3 * exact,
+                "row {r}: cpu {prob}"
+            );
+        }
+        assert_eq!(top[0].to_bits(), 7);
     }
-    assert_eq!(top[0].to_bits(), 7);
 }
 
 #[test]
@@ -579,7 +601,7 @@ fn embed_kernel_dequantizes_the_tokens_row() {
 
 use llm::gpu::parity;
 use llm::model::Q4Kernel;
-use llm::{Backend, Model, RecordOptions};
+use llm::{Backend, LlmTokenizer, Model, RecordOptions};
 
 /// Logits are compared as llama.cpp's are in llm.rs: top-10, each relative to its side's best.
 /// The two backends quantize every matrix input to 8 bits with the same rule and multiply
@@ -603,8 +625,18 @@ fn gpu_and_cpu_backends_agree_on_tokens_logits_and_every_layer() {
     let (cpu, tok) = testkit::model::model();
     let path = llm::fetch::model_path(None);
     let (candle, _) = Model::load_with(&path, Q4Kernel::Candle).unwrap();
-    let gpu = gpu();
-    let r = parity::compare(cpu, &candle, &**gpu, tok, &parity::PROMPTS, 16).unwrap();
+    // The model as the device runs it, then (where that reduces with subgroups) reducing in
+    // workgroup-memory trees, as devices without subgroups run it.
+    let trees = ctx()
+        .subgroups
+        .then(|| GpuModel::load(&path, ctx().clone().without_subgroups(), 512).unwrap());
+    for gpu in std::iter::once(&**gpu()).chain(trees.as_ref()) {
+        agrees_with_the_cpu(cpu, &candle, gpu, tok);
+    }
+}
+
+fn agrees_with_the_cpu(cpu: &Arc<Model>, candle: &Model, gpu: &GpuModel, tok: &Arc<LlmTokenizer>) {
+    let r = parity::compare(cpu, candle, gpu, tok, &parity::PROMPTS, 16).unwrap();
     eprintln!("GPU vs CPU backend on {}: {r}", gpu.describe());
     assert!(
         r.steps >= 5 * 8,
@@ -636,6 +668,19 @@ fn gpu_and_cpu_backends_agree_on_tokens_logits_and_every_layer() {
         r.mean_activation <= 2.0 * r.baseline_mean_activation,
         "the GPU drifts from the CPU more than two CPU implementations drift from each other"
     );
+}
+
+/// CI's lavapipe has subgroup operations, so the tests above run the kernels both ways there.
+#[test]
+fn lavapipe_reduces_with_subgroups() {
+    if ctx().adapter.contains("llvmpipe") {
+        assert!(
+            ctx().subgroups,
+            "{} offers no SUBGROUP feature",
+            ctx().adapter
+        );
+        assert!(gpu().describe().ends_with("subgroup reductions"));
+    }
 }
 
 /// The decode step folded (RMSNorm made inside the q/k/v and gate/up products, SwiGLU inside the
