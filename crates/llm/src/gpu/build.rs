@@ -10,7 +10,8 @@ use candle_core::quantized::gguf_file::Content;
 
 use super::context::GpuContext;
 use super::kernels::{
-    Input, Kernels, NormBuffers, NormRows, bind_group, norm_dims, storage_buffer, uniform_buffer,
+    Input, Kernels, MatvecDims, NormBuffers, NormRows, bind_group, norm_dims, storage_buffer,
+    uniform_buffer,
 };
 use super::model::{GpuModel, LayerGroups, Scratch};
 use super::upload::{GpuMatrix, LayerWeights, Upload};
@@ -211,13 +212,16 @@ impl GpuModel {
         // A mat-vec reading the quantized input in `xq`/`xds`; its product goes to `out`, or is
         // added to the residual stream (`Some((from, to))`, offsets in floats).
         let matvec = |m: &GpuMatrix, out: &wgpu::Buffer, residual: Option<(u32, u32)>| {
-            let (res_on, out_offset, res_offset) = match residual {
-                Some((res, out)) => (1, out, res),
-                None => (0, 0, 0),
-            };
-            let dims = uniform(&[
-                m.rows, m.cols, res_on, out_offset, res_offset, 0, 0, 0, 0, 0, 0, 0,
-            ]);
+            let (res_offset, out_offset) = residual.unwrap_or((0, 0));
+            let dims = uniform(
+                &MatvecDims {
+                    residual: residual.is_some(),
+                    out_offset,
+                    res_offset,
+                    ..MatvecDims::new(m.rows, m.cols)
+                }
+                .words(),
+            );
             group(
                 kernels.matvec(m, Input::Quantized),
                 &[(0, &m.buf), (1, &s.xq), (2, &s.xds), (3, out), (4, &dims)],
@@ -263,8 +267,16 @@ impl GpuModel {
         // added to residual slot `layer + 1`; the activations recorded at `layer * n_ff` in `act`.
         let down_swiglu = |m: &GpuMatrix, layer: u32| {
             let slot = (layer + 1) * d as u32;
-            let act_at = layer * ff as u32;
-            let dims = uniform(&[m.rows, m.cols, 1, slot, slot, 0, 0, 0, 1, act_at, 0, 0]);
+            let dims = uniform(
+                &MatvecDims {
+                    residual: true,
+                    out_offset: slot,
+                    res_offset: slot,
+                    record: Some(layer * ff as u32),
+                    ..MatvecDims::new(m.rows, m.cols)
+                }
+                .words(),
+            );
             group(
                 kernels.matvec(m, Input::Swiglu),
                 &[

@@ -109,7 +109,7 @@ impl Kernels {
 }
 
 /// Which residual row(s) a normed input reads (matvec.wgsl's `slot` and `from_step`).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) enum NormRows {
     /// This slot of the residual stream.
     Slot(u32),
@@ -117,6 +117,57 @@ pub(crate) enum NormRows {
     FromStep,
     /// The rows z of a prompt's batch.
     Batch,
+}
+
+/// matvec.wgsl's Dims, field by field (the WGSL struct says what each means); `words` gives the
+/// uniform's twelve words.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct MatvecDims {
+    pub(crate) rows: u32,
+    pub(crate) cols: u32,
+    /// Add the residual stream at `res_offset` to the product.
+    pub(crate) residual: bool,
+    pub(crate) out_offset: u32,
+    pub(crate) res_offset: u32,
+    /// A normed input's rows.
+    pub(crate) from: Option<NormRows>,
+    pub(crate) eps: f32,
+    /// Where the made input row is recorded (in floats), if it is.
+    pub(crate) record: Option<u32>,
+}
+
+impl MatvecDims {
+    /// A product of `rows` outputs over `cols`-wide rows; the other fields as needed.
+    pub(crate) fn new(rows: u32, cols: u32) -> Self {
+        MatvecDims {
+            rows,
+            cols,
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn words(&self) -> [u32; 12] {
+        let (slot, from_step) = match self.from {
+            None => (0, 0),
+            Some(NormRows::Slot(slot)) => (slot, 0),
+            Some(NormRows::FromStep) => (0, 1),
+            Some(NormRows::Batch) => (0, 2),
+        };
+        [
+            self.rows,
+            self.cols,
+            u32::from(self.residual),
+            self.out_offset,
+            self.res_offset,
+            slot,
+            from_step,
+            self.eps.to_bits(),
+            u32::from(self.record.is_some()),
+            self.record.unwrap_or(0),
+            0,
+            0,
+        ]
+    }
 }
 
 /// matvec.wgsl's Dims for an input made from residual rows `cols` wide: `rows` outputs, RMSNorm's
@@ -128,25 +179,13 @@ pub(crate) fn norm_dims(
     from: NormRows,
     record: Option<u32>,
 ) -> [u32; 12] {
-    let (slot, from_step) = match from {
-        NormRows::Slot(slot) => (slot, 0),
-        NormRows::FromStep => (0, 1),
-        NormRows::Batch => (0, 2),
-    };
-    [
-        rows,
-        cols as u32,
-        0,
-        0,
-        0,
-        slot,
-        from_step,
-        (eps as f32).to_bits(),
-        u32::from(record.is_some()),
-        record.unwrap_or(0),
-        0,
-        0,
-    ]
+    MatvecDims {
+        from: Some(from),
+        eps: eps as f32,
+        record,
+        ..MatvecDims::new(rows, cols as u32)
+    }
+    .words()
 }
 
 /// The buffers of matvec.wgsl's `normalize`: RMSNorm of `resid`'s rows times `weight`, quantized
