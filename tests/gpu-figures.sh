@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU figure of the speed work in one run, for a machine with a real GPU: decode with
-# recording off and on, dispatches per token and GPU time per kernel kind, parity with the CPU,
+# recording off and on (the folded step and the workgroup-tree reductions against the defaults),
+# dispatches per token and GPU time per kernel kind, parity with the CPU,
 # prefill of 64 / 2,000 / 8,000 tokens, and scene 2's frame pacing while the GPU backend
 # generates. It builds the release binary first (a few minutes on 16 cores) unless SAMEMATH_BIN
 # names one. llama.cpp's figures appear where `llama-cpp-python` is installed.
@@ -35,7 +36,7 @@ step() {
 }
 
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-step "decode: GPU and CPU, recording off / on / no lens, dispatches, per-kernel time, parity" \
+step "decode: GPU and CPU, recording off / on / no lens, folded, trees, dispatches, per-kernel time, parity" \
     "$bin" bench --llm --backend gpu --tokens "$tokens"
 for n in $sizes; do
     step "prefill of $n tokens: CPU, llama.cpp, GPU backend" \
