@@ -6,14 +6,15 @@
 //
 // 256 threads: 4 output rows per workgroup, 64 threads per row; each thread takes a quarter
 // of a block (8 weights) at a time, then the row's 64 partial sums are added (`row_sum`: a
-// tree in workgroup memory, or subgroup sums where the device has them). workgroup_id.z picks the input row (batched for the logit lens). The input row goes
-// to workgroup memory first: copied when already quantized (`q4_1`, `q8_0`), or made there
-// (`*_normed`): RMSNorm of a residual-stream slot, x / sqrt(mean(x^2) + eps) * w, then
-// quantized, each workgroup redoing that small step rather than paying a dispatch for it.
-// `normalize` does that step once per row for the plain entry points instead (the head, whose
-// 12,288 workgroups would each redo it, and the unfolded variant the bench compares). The
-// `*_swiglu` entry points make the down product's input the same way from the gate/up
-// product: silu(gate) * up, quantized, where `quantize.wgsl`'s `swiglu` is otherwise a dispatch.
+// tree in workgroup memory, or subgroup sums where the device has them). workgroup_id.z picks
+// the input row (batched for the logit lens). The input row goes to workgroup memory first:
+// copied when already quantized (`q4_1`, `q8_0`), or made there (`*_normed`): RMSNorm of a
+// residual-stream slot, x / sqrt(mean(x^2) + eps) * w, then quantized, each workgroup redoing
+// that small step rather than paying a dispatch for it. `normalize` does that step once per
+// row for the plain entry points instead (the head, whose 12,288 workgroups would each redo
+// it, and the unfolded variant the bench compares). The `*_swiglu` entry points make the down
+// product's input the same way from the gate/up product: silu(gate) * up, quantized, where
+// `quantize.wgsl`'s `swiglu` is otherwise a dispatch.
 // Rows up to 1536 wide.
 #import samemath::math::dot4
 #import samemath::llm
