@@ -1,8 +1,9 @@
 //! The LLM room's integration tests, one binary: the engine against llama.cpp's fixtures, the GPU
-//! kernels against their CPU twins and the whole model against the CPU backend (on lavapipe
-//! here), and a tiny random GGUF written by the test.
+//! kernels against their CPU twins (gpu.rs) and the whole model against the CPU backend
+//! (gpu_model.rs; on lavapipe here), and a tiny random GGUF written by the test.
 
 mod gpu;
+mod gpu_model;
 mod reference;
 mod tiny_gguf;
 mod trace_json;
