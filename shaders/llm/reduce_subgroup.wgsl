@@ -1,10 +1,10 @@
 // `reduce.wgsl`'s reductions with subgroup operations (wgpu's SUBGROUP feature): each subgroup
 // adds its lanes' values in registers (subgroupAdd), one lane per subgroup writes the result to
 // workgroup memory, and the subgroups' results are added in subgroup order: two barriers where
-// the tree takes nine. Nothing is assumed of the subgroups' size or of which invocations share
-// one: the ids come from the builtins, and a subgroup that spans two rows of `row_sum` adds each
-// row's share separately. Every invocation adds the same numbers in the same order, so all get
-// the same result.
+// the trees take eight (a row) or ten (the workgroup). Nothing is assumed of the subgroups' size
+// or of which invocations share one: the ids come from the builtins, and a subgroup that spans
+// two rows of `row_sum` adds each row's share separately. Every invocation adds the same numbers
+// in the same order, so all get the same result.
 #define_import_path samemath::llm::reduce
 
 // What an entry point that reduces is given; it calls `enter` with it first.

@@ -22,7 +22,7 @@
 //! 16 KiB workgroup memory) and no optional features, so the same kernels can run in a browser.
 //! Where the device has wgpu's SUBGROUP feature (native only), the sums and maxima across a
 //! workgroup or a row's 64 threads use subgroup operations (`reduce_subgroup.wgsl`, two barriers
-//! each) instead of trees in workgroup memory (`reduce.wgsl`, up to nine); the two add in
+//! each) instead of trees in workgroup memory (`reduce.wgsl`, eight to ten); the two add in
 //! different orders, so the numbers differ by float rounding, each within the parity tests'
 //! tolerances of the CPU.
 
