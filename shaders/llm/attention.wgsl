@@ -68,10 +68,9 @@ fn reduce_halves(lid: u32, is_max: bool) {
 }
 
 @compute @workgroup_size(256)
-fn main(inv: Invocation) {
+fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>) {
     enter(inv);
     let lid = inv.lid;
-    let wid = inv.wid;
     let h = wid.x;
     let hd = dims.head_dim;
     let g = h / (dims.n_head / dims.n_kv_head);
@@ -126,10 +125,9 @@ fn store_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
 // A prompt token's attention (workgroup_id.y: the token in the batch, x: the head), after
 // `store_rows` has put the whole batch in the cache.
 @compute @workgroup_size(256)
-fn rows(inv: Invocation) {
+fn rows(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>) {
     enter(inv);
     let lid = inv.lid;
-    let wid = inv.wid;
     let h = wid.x;
     let t = wid.y;
     let hd = dims.head_dim;

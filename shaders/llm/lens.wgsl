@@ -19,10 +19,9 @@ var<workgroup> best: array<f32, 256>;
 var<workgroup> best_at: array<u32, 256>;
 
 @compute @workgroup_size(256)
-fn main(inv: Invocation) {
+fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>) {
     enter(inv);
     let lid = inv.lid;
-    let wid = inv.wid;
     let base = wid.x * dims.vocab;
     var m = -3.4e38;
     var at = 0xFFFFFFFFu;

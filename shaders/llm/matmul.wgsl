@@ -128,10 +128,9 @@ fn store(t: u32, row: u32, sum: f32) {
 }
 
 @compute @workgroup_size(256)
-fn q4_1(inv: Invocation) {
+fn q4_1(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>) {
     enter(inv);
     let lid = inv.lid;
-    let wid = inv.wid;
     let row = wid.x * 4u + lid / 64u;
     let t0 = wid.y * TOKENS;
     let n = min(TOKENS, max(step.token, t0) - t0);
@@ -139,10 +138,9 @@ fn q4_1(inv: Invocation) {
 }
 
 @compute @workgroup_size(256)
-fn q8_0(inv: Invocation) {
+fn q8_0(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>) {
     enter(inv);
     let lid = inv.lid;
-    let wid = inv.wid;
     let row = wid.x * 4u + lid / 64u;
     let t0 = wid.y * TOKENS;
     let n = min(TOKENS, max(step.token, t0) - t0);

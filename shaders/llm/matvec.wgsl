@@ -200,60 +200,54 @@ fn finish(lid: u32, row: u32, z: u32, acc: f32) {
 }
 
 @compute @workgroup_size(256)
-fn q4_1(inv: Invocation) {
+fn q4_1(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>) {
     enter(inv);
     let lid = inv.lid;
-    let wid = inv.wid;
     load_quantized(lid, wid.z);
     let row = wid.x * 4u + lid / 64u;
     finish(lid, row, wid.z, dot_q4_1(row, lid % 64u));
 }
 
 @compute @workgroup_size(256)
-fn q8_0(inv: Invocation) {
+fn q8_0(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>) {
     enter(inv);
     let lid = inv.lid;
-    let wid = inv.wid;
     load_quantized(lid, wid.z);
     let row = wid.x * 4u + lid / 64u;
     finish(lid, row, wid.z, dot_q8_0(row, lid % 64u));
 }
 
 @compute @workgroup_size(256)
-fn q4_1_normed(inv: Invocation) {
+fn q4_1_normed(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>) {
     enter(inv);
     let lid = inv.lid;
-    let wid = inv.wid;
     load_normed(lid, wid.z, wid.x == 0u);
     let row = wid.x * 4u + lid / 64u;
     finish(lid, row, wid.z, dot_q4_1(row, lid % 64u));
 }
 
 @compute @workgroup_size(256)
-fn q8_0_normed(inv: Invocation) {
+fn q8_0_normed(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>) {
     enter(inv);
     let lid = inv.lid;
-    let wid = inv.wid;
     load_normed(lid, wid.z, wid.x == 0u);
     let row = wid.x * 4u + lid / 64u;
     finish(lid, row, wid.z, dot_q8_0(row, lid % 64u));
 }
 
 @compute @workgroup_size(256)
-fn q4_1_swiglu(inv: Invocation) {
+fn q4_1_swiglu(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>) {
     enter(inv);
     let lid = inv.lid;
-    let wid = inv.wid;
     load_swiglu(lid, wid.x == 0u);
     let row = wid.x * 4u + lid / 64u;
     finish(lid, row, 0u, dot_q4_1(row, lid % 64u));
 }
 
 @compute @workgroup_size(256)
-fn q8_0_swiglu(inv: Invocation) {
+fn q8_0_swiglu(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>) {
     enter(inv);
     let lid = inv.lid;
-    let wid = inv.wid;
     load_swiglu(lid, wid.x == 0u);
     let row = wid.x * 4u + lid / 64u;
     finish(lid, row, 0u, dot_q8_0(row, lid % 64u));
@@ -261,10 +255,9 @@ fn q8_0_swiglu(inv: Invocation) {
 
 // RMSNorm + quantization of residual row(s) into xq_out / xds_out, one workgroup per row.
 @compute @workgroup_size(256)
-fn normalize(inv: Invocation) {
+fn normalize(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>) {
     enter(inv);
     let lid = inv.lid;
-    let wid = inv.wid;
     let z = wid.x;
     load_normed(lid, z, true);
     let n4 = dims.cols / 4u;

@@ -5,10 +5,12 @@
 // (wgpu's SUBGROUP feature); the kernels import whichever the device can run.
 #define_import_path samemath::llm::reduce
 
-// What an entry point that reduces is given; it calls `enter` with it first.
+// What an entry point that reduces is given; it calls `enter` with it first. Only ids that
+// differ between a workgroup's invocations belong here: a browser's uniformity analysis takes a
+// struct parameter as a whole, so workgroup_id (uniform, loop bounds depend on it) stays a
+// parameter of its own.
 struct Invocation {
     @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
 }
 
 // Nothing to note without subgroups.

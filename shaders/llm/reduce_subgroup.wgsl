@@ -7,10 +7,10 @@
 // in the same order, so all get the same result.
 #define_import_path samemath::llm::reduce
 
-// What an entry point that reduces is given; it calls `enter` with it first.
+// What an entry point that reduces is given; it calls `enter` with it first (workgroup_id stays
+// a parameter of its own, as in reduce.wgsl).
 struct Invocation {
     @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(subgroup_invocation_id) sg_lane: u32,
     @builtin(subgroup_id) sg_id: u32,
     @builtin(num_subgroups) sg_count: u32,
