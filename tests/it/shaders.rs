@@ -127,29 +127,36 @@ fn every_shader_validates_with_naga() {
     for path in files {
         // The LLM kernels go through the engine's own composer (crates/llm/src/gpu/shaders.rs); the
         // modules they import (common, blocks) are checked inside them.
-        // Each once with trees and once with subgroup reductions (reduce.wgsl, reduce_subgroup.wgsl).
-        let sources: Vec<(String, String)> = if path.parent() == Some(&shader_dir().join("llm")) {
-            let stem = path.file_stem().unwrap().to_str().unwrap();
-            match (
-                llm::gpu::shaders::compose(stem, false),
-                llm::gpu::shaders::compose(stem, true),
-            ) {
-                (Some(trees), Some(subgroups)) => vec![
-                    (String::new(), trees),
-                    (" with subgroups".to_string(), subgroups),
-                ],
-                _ => continue,
-            }
-        } else {
-            let defs = shader_defs(&path);
-            std::iter::once((String::new(), compose(&path, &[])))
-                .chain(
-                    defs.iter()
-                        .map(|d| (format!(" with {d}"), compose(&path, &[d.as_str()]))),
-                )
-                .collect()
-        };
-        for (variant, source) in sources {
+        // Each once with trees and once with subgroup reductions (reduce.wgsl, reduce_subgroup.wgsl),
+        // the latter with the capability wgpu's SUBGROUP feature grants.
+        let none = naga::valid::Capabilities::empty();
+        let sources: Vec<(String, String, naga::valid::Capabilities)> =
+            if path.parent() == Some(&shader_dir().join("llm")) {
+                let stem = path.file_stem().unwrap().to_str().unwrap();
+                match (
+                    llm::gpu::shaders::compose(stem, false),
+                    llm::gpu::shaders::compose(stem, true),
+                ) {
+                    (Some(trees), Some(subgroups)) => vec![
+                        (String::new(), trees, none),
+                        (
+                            " with subgroups".to_string(),
+                            subgroups,
+                            naga::valid::Capabilities::SUBGROUP,
+                        ),
+                    ],
+                    _ => continue,
+                }
+            } else {
+                let defs = shader_defs(&path);
+                std::iter::once((String::new(), compose(&path, &[]), none))
+                    .chain(
+                        defs.iter()
+                            .map(|d| (format!(" with {d}"), compose(&path, &[d.as_str()]), none)),
+                    )
+                    .collect()
+            };
+        for (variant, source, extra) in sources {
             let what = format!("{}{variant}", path.display());
             let module = naga::front::wgsl::parse_str(&source)
                 .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&source)));
@@ -157,14 +164,9 @@ fn every_shader_validates_with_naga() {
                 naga::valid::ValidationFlags::all(),
                 // unpack2x16float (the Q4_1 / Q8_0 scales) is core WGSL; naga files it under
                 // this capability, which wgpu grants on Vulkan, Metal, DX12, GLES 3 and WebGPU.
-                // The subgroup variant needs what wgpu's SUBGROUP feature grants.
                 naga::valid::Capabilities::default()
                     | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
-                    | if variant != " with subgroups" {
-                        naga::valid::Capabilities::empty()
-                    } else {
-                        naga::valid::Capabilities::SUBGROUP
-                    },
+                    | extra,
             )
             .validate(&module)
             .unwrap_or_else(|e| panic!("{what}: {e:?}"));
