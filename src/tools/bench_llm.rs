@@ -336,17 +336,12 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
     );
     // Where the device has subgroups: the same model reducing in workgroup-memory trees, the
     // kernels' fallback for devices without them (and what every device ran before them).
-    let trees = if gpu.context().subgroups {
+    if gpu.context().subgroups {
         let ctx = gpu.context().clone().without_subgroups();
         let trees = GpuModel::load(path, ctx, llm::gpu::DEFAULT_CONTEXT)?;
         let off = measure(&trees, &tokenizer, tokens, RecordOptions::OFF)?;
         let on = measure(&trees, &tokenizer, tokens, RecordOptions::FULL)?;
-        Some((off, on))
-    } else {
-        None
-    };
-    match trees {
-        Some((off, on)) => println!(
+        println!(
             "  reductions in workgroup-memory trees instead of subgroups: GPU decode {:>7.1} tok/s \
              off, {:>7.1} on ({:.2}x and {:.2}x the subgroups' speed above), prefill {:>8.1} tok/s",
             off.decode_tps,
@@ -354,10 +349,11 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
             off.decode_tps / rows[0].1.decode_tps,
             on.decode_tps / rows[1].1.decode_tps,
             off.prefill_tps
-        ),
-        None => println!(
+        );
+    } else {
+        println!(
             "  this device has no subgroup operations: the kernels reduce in workgroup-memory trees"
-        ),
+        );
     }
     let mut cache = gpu.new_gpu_cache()?;
     let count = |kinds: Vec<(KernelKind, usize)>| {

@@ -109,7 +109,7 @@ impl Kernels {
 }
 
 /// Which residual row(s) a normed input reads (matvec.wgsl's `slot` and `from_step`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub(crate) enum NormRows {
     /// This slot of the residual stream.
     Slot(u32),
