@@ -6,13 +6,14 @@
 // 256 threads: 4 output rows per workgroup, 64 threads per row; workgroup_id.y picks eight
 // tokens. A thread walks its row's blocks a quarter block (8 weights) at a time exactly as
 // matvec.wgsl's thread does, keeping one sum per token in the same order, and the row's 64
-// partial sums are added as the mat-vec kernel adds them (all eight tokens' trees at once, or
-// `row_sum` per token where subgroups do it): each token's product is the number the mat-vec
-// kernel gives for that token alone.
+// partial sums are added as the mat-vec kernel's `row_sum` adds them, all eight tokens at once
+// (`reduce_tokens.wgsl`, trees or subgroups as the device reduces): each token's product is the
+// number the mat-vec kernel gives for that token alone.
 #import samemath::math::dot4
 #import samemath::llm
 #import samemath::llm::blocks
 #import samemath::llm::reduce
+#import samemath::llm::reduce_tokens
 
 struct Dims {
     rows: u32,
@@ -34,8 +35,6 @@ struct Dims {
 @group(0) @binding(5) var<storage, read> step: Step;
 
 const TOKENS: u32 = 8u;
-
-var<workgroup> partial: array<f32, 2048>;
 
 fn sums_q4_1(row: u32, lane: u32, t0: u32, n: u32) -> array<f32, 8> {
     var acc: array<f32, 8>;
@@ -86,34 +85,13 @@ fn sums_q8_0(row: u32, lane: u32, t0: u32, n: u32) -> array<f32, 8> {
     return acc;
 }
 
-// Each token's 64 partial sums of a row added as matvec.wgsl adds them: with subgroups by
-// `row_sum`, token after token; otherwise in row_sum's tree, all tokens at once, lane t writing
-// token t.
+// Each token's 64 partial sums of a row added as matvec.wgsl adds them; lane t of the row
+// stores token t's.
 fn finish(lid: u32, row: u32, t0: u32, n: u32, acc: array<f32, 8>) {
-    if SUBGROUPS {
-        for (var t = 0u; t < n; t++) {
-            let sum = row_sum(lid, acc[t]);
-            if lid % 64u == 0u && row < dims.rows {
-                store(t0 + t, row, sum);
-            }
-        }
-        return;
-    }
-    for (var t = 0u; t < TOKENS; t++) {
-        partial[t * 256u + lid] = acc[t];
-    }
-    workgroupBarrier();
+    let sum = row_sums(lid, acc);
     let lane = lid % 64u;
-    for (var stride = 32u; stride > 0u; stride = stride >> 1u) {
-        if lane < stride {
-            for (var t = 0u; t < TOKENS; t++) {
-                partial[t * 256u + lid] += partial[t * 256u + lid + stride];
-            }
-        }
-        workgroupBarrier();
-    }
     if lane < n && row < dims.rows {
-        store(t0 + lane, row, partial[lane * 256u + lid - lane]);
+        store(t0 + lane, row, sum);
     }
 }
 

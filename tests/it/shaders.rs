@@ -127,8 +127,8 @@ fn every_shader_validates_with_naga() {
     for path in files {
         // The LLM kernels go through the engine's own composer (crates/llm/src/gpu/shaders.rs); the
         // modules they import (common, blocks) are checked inside them.
-        // Each once with trees and once with subgroup reductions (reduce.wgsl, reduce_subgroup.wgsl),
-        // the latter with the capability wgpu's SUBGROUP feature grants.
+        // Each once with trees and once with subgroup reductions (reduce.wgsl and reduce_tokens.wgsl,
+        // or their _subgroup twins), the latter with the capability wgpu's SUBGROUP feature grants.
         let none = naga::valid::Capabilities::empty();
         let sources: Vec<(String, String, naga::valid::Capabilities)> =
             if path.parent() == Some(&shader_dir().join("llm")) {

@@ -3,7 +3,8 @@
 //! mat-vec kernel imports `dot4` from `shaders/samemath_math.wgsl` the same way the vertex shader
 //! imports `mat_vec4` (built on `dot4`) from it. The reductions come in two versions:
 //! `reduce.wgsl` (trees in workgroup memory, for every device) and `reduce_subgroup.wgsl`
-//! (subgroup operations, for devices with wgpu's SUBGROUP feature), one import path for both.
+//! (subgroup operations, for devices with wgpu's SUBGROUP feature), one import path for both;
+//! the same for the prompt's eight-token row sums (`reduce_tokens*.wgsl`).
 
 /// Modules a kernel may import: (import path, source); the reductions are added by `compose`.
 const MODULES: &[(&str, &str)] = &[
@@ -43,21 +44,31 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("lens", include_str!("../../../../shaders/llm/lens.wgsl")),
 ];
 
-const REDUCE: (&str, &str) = (
-    "samemath::llm::reduce",
-    include_str!("../../../../shaders/llm/reduce.wgsl"),
-);
-const REDUCE_SUBGROUP: (&str, &str) = (
-    "samemath::llm::reduce",
-    include_str!("../../../../shaders/llm/reduce_subgroup.wgsl"),
-);
+/// The reductions, each in two versions: (import path, trees in workgroup memory, subgroup
+/// operations).
+const REDUCTIONS: &[(&str, &str, &str)] = &[
+    (
+        "samemath::llm::reduce",
+        include_str!("../../../../shaders/llm/reduce.wgsl"),
+        include_str!("../../../../shaders/llm/reduce_subgroup.wgsl"),
+    ),
+    (
+        "samemath::llm::reduce_tokens",
+        include_str!("../../../../shaders/llm/reduce_tokens.wgsl"),
+        include_str!("../../../../shaders/llm/reduce_tokens_subgroup.wgsl"),
+    ),
+];
 
 /// One kernel's source with its imports inlined (each module once, imports of imports too),
 /// reducing with subgroup operations when `subgroups` (the device must have wgpu's SUBGROUP).
 pub fn compose(name: &str, subgroups: bool) -> Option<String> {
     let (_, src) = KERNELS.iter().find(|(n, _)| *n == name)?;
     let mut modules = MODULES.to_vec();
-    modules.push(if subgroups { REDUCE_SUBGROUP } else { REDUCE });
+    modules.extend(
+        REDUCTIONS
+            .iter()
+            .map(|&(path, trees, sub)| (path, if subgroups { sub } else { trees })),
+    );
     let mut included = Vec::new();
     let mut out = String::new();
     inline(src, &modules, &mut included, &mut out);
