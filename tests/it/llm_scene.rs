@@ -461,10 +461,14 @@ fn the_demo_loop_cycles_with_flat_memory() {
     // twice through the booth's prompts: the first pass reaches each answer's high-water mark,
     // the second must not add to it. glibc's per-thread arenas are capped at two so that other
     // tests loading the cores cannot make it open fresh arenas (20 MB steps seen in CI) that
-    // would read as growth.
+    // would read as growth; and its mmap threshold is fixed at its starting 128 KiB, because
+    // glibc otherwise raises it to the size of each large block freed, so later blocks of that
+    // size come from the heap and can stay resident after use (a one-off step of 21 MB seen in
+    // the second pass on a fresh CI machine, flat before and after it).
     let cycles = 2 * samemath::demo::DEMO_PROMPTS.len();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_samemath"))
         .env("MALLOC_ARENA_MAX", "2")
+        .env("MALLOC_MMAP_THRESHOLD_", "131072")
         .args(["--window", "1280x720", "--demo", "--demo-pace", "0.3"])
         .args(["--demo-cycles", &cycles.to_string()])
         .output()
