@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU figure of the speed work in one run, for a machine with a real GPU: decode with
-# recording off and on (the folded step and the workgroup-tree reductions against the defaults),
+# recording off and on (the decode step the model chose by timing, folded or separate, against
+# the other; the workgroup-tree reductions against the subgroups),
 # dispatches per token and GPU time per kernel kind, parity with the CPU,
 # prefill of 64 / 2,000 / 8,000 tokens, and scene 2's frame pacing while the GPU backend
 # generates. It builds the release binary first (a few minutes on 16 cores) unless SAMEMATH_BIN

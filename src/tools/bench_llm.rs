@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Result;
-use llm::gpu::{GpuModel, KernelKind, Profile};
+use llm::gpu::{GpuModel, KernelKind, Profile, StepChoice};
 use llm::model::Q4Kernel;
 use llm::{Backend, Model, RecordOptions, fetch};
 
@@ -240,6 +240,21 @@ fn gpu_prefill(path: &Path, ids: &[u32]) -> Result<(f64, String)> {
     Ok((t0.elapsed().as_secs_f64(), gpu.describe()))
 }
 
+/// Decode steps (recording off) until the model has timed both variants of its step and chosen.
+fn settle_step_choice(gpu: &GpuModel, tokenizer: &llm::LlmTokenizer) -> Result<StepChoice> {
+    let prompt = tokenizer.encode(BENCH_PROMPT)?;
+    let mut cache = gpu.new_cache()?;
+    let mut out = gpu.forward(&mut cache, &prompt, RecordOptions::OFF, None)?;
+    for _ in 0..64 {
+        if !matches!(gpu.step_choice(), StepChoice::Timing { .. }) {
+            break;
+        }
+        let next = llm::model::argmax(&out.logits);
+        out = gpu.forward(&mut cache, &[next], RecordOptions::OFF, None)?;
+    }
+    Ok(gpu.step_choice())
+}
+
 /// One line of the GPU bench: `what` takes `wall` ms, the GPU `whole` ms in one pass, and the
 /// per-kernel times when the device has timestamp queries.
 fn print_kernel_times(what: &str, wall: f64, whole: f64, times: Option<Vec<(KernelKind, f64)>>) {
@@ -279,6 +294,9 @@ fn llama_cpp_prefill(model: &Path, threads: usize, ids: &[u32]) -> Result<f64, S
 /// where the device has timestamp queries.
 fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
     let (gpu, tokenizer) = load_gpu(path, llm::gpu::DEFAULT_CONTEXT)?;
+    // The decode step's variant, as the app and the server choose it: its first steps timed
+    // both ways on this device.
+    let choice = settle_step_choice(&gpu, &tokenizer)?;
     let (cpu, _) = Model::load(path)?;
     let cpu = Arc::new(cpu);
     let no_lens = RecordOptions {
@@ -296,7 +314,7 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
         rows.push((name, g, c));
     }
     // The other variant (RMSNorm and SwiGLU folded into the products they feed, 5 dispatches per
-    // layer; or dispatches of their own, 8), then back to the default.
+    // layer; or dispatches of their own, 8), then back to the chosen one.
     let folded = gpu.folded();
     let norm_place = |folded: bool| {
         if folded {
@@ -314,6 +332,7 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
         gpu.describe(),
         tokenizer.encode(BENCH_PROMPT)?.len()
     );
+    println!("  decode step: {choice}");
     for (name, g, c) in &rows {
         println!(
             "  {name:<14} GPU prefill {:>8.1} decode {:>7.1} tok/s | CPU prefill {:>7.1} decode \
@@ -327,7 +346,7 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
     }
     println!(
         "  off, RMSNorm and SwiGLU {}: GPU prefill {:>8.1} decode {:>7.1} tok/s ({:.2}x the decode speed \
-         with them {}, the default, above)",
+         with them {}, the chosen step, above)",
         norm_place(!folded),
         other.prefill_tps,
         other.decode_tps,
@@ -339,6 +358,8 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
     if gpu.context().subgroups {
         let ctx = gpu.context().clone().without_subgroups();
         let trees = GpuModel::load(path, ctx, llm::gpu::DEFAULT_CONTEXT)?;
+        // The same decode step as the subgroups' lines above.
+        trees.set_folded(folded);
         let off = measure(&trees, &tokenizer, tokens, RecordOptions::OFF)?;
         let on = measure(&trees, &tokenizer, tokens, RecordOptions::FULL)?;
         println!(

@@ -374,7 +374,8 @@ impl GpuModel {
             embed_group,
             final_norm_group,
             head_group,
-            folded: std::sync::atomic::AtomicBool::new(false),
+            // The browser build's results come back frames after the step: nothing to time there.
+            choice: super::choice::Chooser::new(cfg!(target_arch = "wasm32").then_some(false)),
             #[cfg(target_arch = "wasm32")]
             web: Default::default(),
             lens_group,

@@ -21,13 +21,13 @@ use crate::trace::{LayerTrace, RecordOptions, TokenInfo, TokenProb, Trace};
 
 impl GpuModel {
     /// Record one token's dispatches. `head_rows`: how many residual slots go through the final
-    /// norm and head (the logit lens's 30, or the last).
+    /// norm and head (the logit lens's 30, or the last); `fold`: the folded variant.
     fn encode_token<'s>(
         &'s self,
         pass: &mut impl Sink<'s>,
         cache: &'s GpuCache,
-        head_rows: u32,
-        lens: bool,
+        (head_rows, lens): (u32, bool),
+        fold: bool,
     ) {
         let c = &self.config;
         let k = &self.kernels;
@@ -39,7 +39,6 @@ impl GpuModel {
             &self.embed_group,
             ((c.n_embd as u32).div_ceil(64), 1, 1),
         );
-        let fold = self.folded();
         for (i, (w, g)) in self.layers.iter().zip(&self.groups).enumerate() {
             if fold {
                 let qkv = k.matvec(&w.qkv, Input::Normed);
@@ -107,33 +106,37 @@ impl GpuModel {
     }
 
     /// The pass whose results come back: a prompt's last batch with the head (`batch`: its
-    /// length), or one token's step (`rows` through the head).
+    /// length), or one token's step (`rows` through the head, the `fold` variant).
     fn encode_last<'s>(
         &'s self,
         pass: &mut impl Sink<'s>,
         cache: &'s GpuCache,
         batch: Option<usize>,
-        rows: u32,
-        lens: bool,
+        head: (u32, bool),
+        fold: bool,
     ) {
         match batch {
             Some(len) => self.encode_prompt(pass, cache, len, true),
-            None => self.encode_token(pass, cache, rows, lens),
+            None => self.encode_token(pass, cache, head, fold),
         }
     }
 
     /// Submit `ops` a chunk at a time, each when the frame has GPU time to lend, waiting for
     /// each to finish (its time is what the pacer charges); `tail` adds the readback copies to
-    /// the last chunk and returns their size.
+    /// the last chunk and returns their size, and the chunks' time in all: by their timestamps
+    /// where each chunk has them, else from submit to done.
     fn submit_paced(
         &self,
         pacer: &FramePacer,
         ops: &[Op<'_>],
         tail: impl FnOnce(&mut wgpu::CommandEncoder) -> u64,
-    ) -> Result<(wgpu::SubmissionIndex, u64)> {
+    ) -> Result<(wgpu::SubmissionIndex, u64, std::time::Duration)> {
         let mut tail = Some(tail);
         let mut at = 0;
         let mut i = 0;
+        let mut busy = std::time::Duration::ZERO;
+        #[cfg_attr(target_arch = "wasm32", allow(unused_mut))]
+        let mut stamped = self.clock.as_ref().map(|_| std::time::Duration::ZERO);
         loop {
             pacer.wait_turn();
             let end = (i + pacer.chunk()).min(ops.len());
@@ -161,21 +164,25 @@ impl GpuModel {
             let started = web_time::Instant::now();
             let index = self.ctx.queue.submit([enc.finish()]);
             super::readback::wait_for(&self.ctx.device, index.clone(), &self.ctx.interrupt)?;
-            pacer.charge(started.elapsed(), end - i);
+            let took = started.elapsed();
+            busy += took;
+            pacer.charge(took, end - i);
             #[cfg(not(target_arch = "wasm32"))]
-            if let Some(clock) = &self.clock
-                && let Some(took) = clock.span(
+            if let Some(clock) = &self.clock {
+                let span = clock.span(
                     &self.ctx.device,
                     &self.ctx.queue,
                     &self.ctx.interrupt,
                     index.clone(),
-                )
-            {
-                pacer.charge_gpu(took);
+                );
+                if let Some(took) = span {
+                    pacer.charge_gpu(took);
+                }
+                stamped = stamped.zip(span).map(|(all, took)| all + took);
             }
             i = end;
             if i >= ops.len() {
-                return Ok((index, at));
+                return Ok((index, at, stamped.unwrap_or(busy)));
             }
         }
     }
@@ -206,7 +213,7 @@ impl GpuModel {
     pub fn dispatches_per_token(&self, cache: &GpuCache, lens: bool) -> Vec<(KernelKind, usize)> {
         let rows = if lens { self.config.n_layer as u32 } else { 1 };
         let mut count = Count::default();
-        self.encode_token(&mut count, cache, rows, lens);
+        self.encode_token(&mut count, cache, (rows, lens), self.folded());
         count.0
     }
 
@@ -328,32 +335,42 @@ impl GpuModel {
             }
             at
         };
-        let (index, at, kinds) = if let Some(pacer) = paced {
+        // A decode step on its own (no batches before it in the queue), not profiled, is timed
+        // for the choice of its variant (`choice.rs`): paced, its chunks' GPU time (timestamps)
+        // or time from submit to done; otherwise from recording to the results back.
+        let fold = self.folded();
+        let timed = n == 1 && profile == Profile::Off;
+        let started = web_time::Instant::now();
+        let (index, at, kinds, busy) = if let Some(pacer) = paced {
             let mut ops = Vec::new();
-            self.encode_last(&mut ops, cache, final_len, rows, lens);
-            let (index, at) = self.submit_paced(pacer, &ops, copies)?;
-            (index, at, Vec::new())
+            self.encode_last(&mut ops, cache, final_len, (rows, lens), fold);
+            let (index, at, busy) = self.submit_paced(pacer, &ops, copies)?;
+            (index, at, Vec::new(), Some(busy))
         } else {
             let mut enc = self.ctx.device.create_command_encoder(&Default::default());
             let kinds = {
                 let mut pass = Dispatcher::new(&mut enc, timing.as_ref(), profile);
-                self.encode_last(&mut pass, cache, final_len, rows, lens);
+                self.encode_last(&mut pass, cache, final_len, (rows, lens), fold);
                 pass.finish()
             };
             let at = copies(&mut enc);
             if let Some(t) = &timing {
                 t.resolve(&mut enc, kinds.len());
             }
-            (self.ctx.queue.submit([enc.finish()]), at, kinds)
+            (self.ctx.queue.submit([enc.finish()]), at, kinds, None)
         };
         #[cfg(target_arch = "wasm32")]
         {
-            let _ = (index, kinds, timing);
+            let _ = (index, kinds, timing, timed, started, busy);
             self.web.start(key, &s.staging, at)
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
             let bytes = read_back(&self.ctx.device, &self.ctx.interrupt, &s.staging, at, index)?;
+            if timed {
+                let took = busy.unwrap_or_else(|| started.elapsed());
+                self.choice.record(fold, (record.enabled, lens), took);
+            }
             if let Some(t) = &timing
                 && let Some(ms) = t.read(&self.ctx.device, &self.ctx.queue, &kinds)
                 && let Ok(mut p) = self.profile.lock()

@@ -7,9 +7,10 @@
 //! RoPE, the KV-cache write and the quantization of its output folded in), the output
 //! projection added to the residual stream, RMSNorm, the stacked gate/up product, SwiGLU, the
 //! down projection: 8 dispatches; then the final norm and the head (for every layer's residual
-//! when the logit lens is recorded) and each row's top token. (`set_folded` folds the two
-//! norms into the products they feed and SwiGLU into the down product, 5 dispatches per
-//! layer; the bench times both.) A prompt
+//! when the logit lens is recorded) and each row's top token. (The folded step makes the
+//! two norms inside the products they feed and SwiGLU inside the down product, 5 dispatches per
+//! layer, the same bits; unless told which, the model times its first decode steps both ways
+//! and keeps the faster, `choice.rs`.) A prompt
 //! goes in batches of 64 tokens, one pass each (`prompt.rs`). The KV cache, activations and
 //! residual stream stay on the GPU; what comes back is the logits (sampling runs on the CPU, as
 //! for every backend) and, when recording, exactly what the [`Trace`] holds.
@@ -28,6 +29,7 @@
 
 mod build;
 mod cache;
+mod choice;
 mod context;
 mod encode;
 mod forward;
@@ -46,6 +48,7 @@ mod upload;
 mod web_read;
 
 pub use cache::GpuCache;
+pub use choice::{StepChoice, TRIES as STEP_TRIES};
 pub use context::{GpuContext, adapter_name};
 pub use model::{DEFAULT_CONTEXT, GpuModel};
 pub use pacer::FramePacer;

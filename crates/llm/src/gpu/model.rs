@@ -73,8 +73,9 @@ pub struct GpuModel {
     pub(crate) profile: Mutex<Option<Vec<(KernelKind, f64)>>>,
     /// Timestamps around each paced chunk (with a pacer, where the device has them).
     pub(crate) clock: Option<super::profile::Timing>,
-    /// RMSNorm and SwiGLU inside the products, or as dispatches of their own (default).
-    pub(crate) folded: std::sync::atomic::AtomicBool,
+    /// The decode step's variant: RMSNorm and SwiGLU inside the products, or as dispatches of
+    /// their own; set, or chosen by timing both (`choice.rs`).
+    pub(crate) choice: super::choice::Chooser,
     /// Browser build: the step whose results are on their way back.
     #[cfg(target_arch = "wasm32")]
     pub(crate) web: super::web_read::WebReads,
@@ -91,18 +92,23 @@ impl std::fmt::Debug for GpuModel {
 impl GpuModel {
     /// The decode step folded (true): RMSNorm made inside the q/k/v and gate/up products and
     /// SwiGLU inside the down product, each workgroup redoing that small step, 5 dispatches a
-    /// layer; or (false, the default) both as dispatches of their own, 8 a layer. The folded
-    /// variant is twice as slow on lavapipe, where every workgroup's redone step costs CPU time,
-    /// and is not yet measured on a real GPU; the arithmetic is the same functions either way,
-    /// the same bits (the bench times both).
+    /// layer; or (false) both as dispatches of their own, 8 a layer. The arithmetic is the same
+    /// functions either way, the same bits. Unless set, the model times its first decode steps
+    /// both ways and keeps the faster (`step_choice`): the folded step is twice as slow on
+    /// lavapipe, where every workgroup's redone step costs CPU time, and fewer dispatches can
+    /// win where a GPU's time goes to dispatches and barriers.
     pub fn set_folded(&self, folded: bool) {
-        self.folded
-            .store(folded, std::sync::atomic::Ordering::Relaxed);
+        self.choice.set(Some(folded));
     }
 
-    /// Whether the decode step runs folded now (`set_folded`).
+    /// Whether the next decode step runs folded.
     pub fn folded(&self) -> bool {
-        self.folded.load(std::sync::atomic::Ordering::Relaxed)
+        self.choice.get().folded()
+    }
+
+    /// Where the choice of the decode step stands: set, being timed, or chosen by timing.
+    pub fn step_choice(&self) -> super::StepChoice {
+        self.choice.get()
     }
 
     pub fn context(&self) -> &GpuContext {

@@ -1,10 +1,10 @@
 //! The GPU backend's whole model against the CPU backend (the parity report, on both ways to
-//! reduce), its variants against each other (folded step, prompt batches: bit for bit), and a
-//! device that cannot run it or goes away.
+//! reduce), its variants against each other (folded step, prompt batches: bit for bit), the
+//! decode step chosen by timing, and a device that cannot run it or goes away.
 
 use std::sync::Arc;
 
-use llm::gpu::{GpuContext, GpuModel, parity};
+use llm::gpu::{GpuContext, GpuModel, StepChoice, parity};
 use llm::model::{Q4Kernel, top_k};
 use llm::{Backend, LlmTokenizer, Model, RecordOptions};
 
@@ -131,6 +131,70 @@ fn folded_and_separate_norm_and_swiglu_give_identical_logits() {
             assert_eq!(x.mlp_activation, y.mlp_activation);
         }
     }
+}
+
+/// Unless set, a model times its first decode steps both ways, the two variants in turns, and
+/// keeps the faster (which one is the device's answer, not asserted here). Both give the same
+/// bits, so switching between them mid-generation changes nothing: every step's logits equal
+/// those of a model set to the separate step.
+#[test]
+fn the_decode_step_is_chosen_by_timing_without_changing_a_bit() {
+    let (_, tok) = testkit::model::model();
+    let path = llm::fetch::model_path(None);
+    let ids = tok.encode("The capital of France is").unwrap();
+    let tries = llm::gpu::STEP_TRIES as usize;
+    // Greedy steps after the prompt, and the variant each ran.
+    let steps = |gpu: &GpuModel| {
+        let mut cache = gpu.new_cache().unwrap();
+        let mut out = gpu
+            .forward(&mut cache, &ids, RecordOptions::OFF, None)
+            .unwrap();
+        let (mut logits, mut ran) = (Vec::new(), Vec::new());
+        for _ in 0..2 * tries + 2 {
+            let next = top_k(&out.logits, 1)[0].0;
+            ran.push(gpu.folded());
+            out = gpu
+                .forward(&mut cache, &[next], RecordOptions::OFF, None)
+                .unwrap();
+            logits.push(out.logits.clone());
+        }
+        (logits, ran)
+    };
+    // A model of its own: the choice is its state.
+    let gpu = GpuModel::load(&path, ctx().clone(), 64).unwrap();
+    assert_eq!(
+        gpu.step_choice(),
+        StepChoice::Timing {
+            separate: 0,
+            folded: 0
+        }
+    );
+    let (timed_logits, ran) = steps(&gpu);
+    let choice = gpu.step_choice();
+    eprintln!("decode step on {}: {choice}", gpu.describe());
+    // The prompt's batch is not a decode step: the first `tries` pairs of steps alternate, then
+    // the choice holds.
+    assert!(
+        ran[..2 * tries].chunks(2).all(|p| p == [false, true]),
+        "{ran:?}"
+    );
+    match choice {
+        StepChoice::Timed {
+            folded,
+            separate_step,
+            folded_step,
+        } => {
+            assert_eq!(folded, folded_step < separate_step);
+            assert!(ran[2 * tries..].iter().all(|&f| f == folded));
+        }
+        other => panic!("not chosen after {} steps: {other:?}", ran.len()),
+    }
+    // Set by the caller: the same steps again, all separate, give the same logits.
+    gpu.set_folded(false);
+    assert_eq!(gpu.step_choice(), StepChoice::Set { folded: false });
+    let (set_logits, set_ran) = steps(&gpu);
+    assert!(set_ran.iter().all(|&f| !f));
+    assert_eq!(timed_logits, set_logits);
 }
 
 /// A prompt read in batches (`forward` with every token) against the same tokens one step each:
