@@ -79,6 +79,8 @@ pub(crate) struct Chooser {
     state: Mutex<State>,
 }
 
+// The browser build sets its variant and times nothing.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 #[derive(Debug)]
 struct State {
     choice: StepChoice,
@@ -128,6 +130,7 @@ impl Chooser {
 
     /// A decode step of `kind` that ran the `folded` variant took `took`, from its submit to its
     /// results back. Counts while timing, for steps of the kind timed first.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) fn record(&self, folded: bool, kind: StepKind, took: Duration) {
         let Ok(mut s) = self.state.lock() else {
             return;
