@@ -316,13 +316,7 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
     // The other variant (RMSNorm and SwiGLU folded into the products they feed, 5 dispatches per
     // layer; or dispatches of their own, 8), then back to the chosen one.
     let folded = gpu.folded();
-    let norm_place = |folded: bool| {
-        if folded {
-            "folded into the products"
-        } else {
-            "as dispatches of their own"
-        }
-    };
+    let step_name = llm::gpu::step_name;
     gpu.set_folded(!folded);
     let other = measure(&gpu, &tokenizer, tokens, RecordOptions::OFF)?;
     gpu.set_folded(folded);
@@ -345,13 +339,12 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
         );
     }
     println!(
-        "  off, RMSNorm and SwiGLU {}: GPU prefill {:>8.1} decode {:>7.1} tok/s ({:.2}x the decode speed \
-         with them {}, the chosen step, above)",
-        norm_place(!folded),
+        "  off, {}: GPU prefill {:>8.1} decode {:>7.1} tok/s ({:.2}x the decode speed of the \
+         chosen step above)",
+        step_name(!folded),
         other.prefill_tps,
         other.decode_tps,
         other.decode_tps / rows[0].1.decode_tps,
-        norm_place(folded)
     );
     // Where the device has subgroups: the same model reducing in workgroup-memory trees, the
     // kernels' fallback for devices without them (and what every device ran before them).
@@ -387,9 +380,8 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
         for (name, lens) in [("recording off", false), ("with the logit lens", true)] {
             let (total, parts) = count(gpu.dispatches_per_token(&cache, lens));
             println!(
-                "  dispatches per token, {name}, RMSNorm and SwiGLU {}: {total} ({parts}), in \
-                 one compute pass",
-                norm_place(fold)
+                "  dispatches per token, {name}, {}: {total} ({parts}), in one compute pass",
+                step_name(fold)
             );
         }
     }

@@ -44,17 +44,19 @@ impl StepChoice {
     }
 }
 
+/// The decode step's variant in words, as the bench and `StepChoice`'s Display name it.
+pub fn step_name(folded: bool) -> &'static str {
+    if folded {
+        "RMSNorm and SwiGLU folded into the products"
+    } else {
+        "RMSNorm and SwiGLU as dispatches of their own"
+    }
+}
+
 impl std::fmt::Display for StepChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = |folded: bool| {
-            if folded {
-                "RMSNorm and SwiGLU folded into the products"
-            } else {
-                "RMSNorm and SwiGLU as dispatches of their own"
-            }
-        };
         match *self {
-            StepChoice::Set { folded } => write!(f, "{} (set)", name(folded)),
+            StepChoice::Set { folded } => write!(f, "{} (set)", step_name(folded)),
             StepChoice::Timing { separate, folded } => write!(
                 f,
                 "timing both decode steps ({separate} and {folded} of {TRIES} steps so far)"
@@ -66,7 +68,7 @@ impl std::fmt::Display for StepChoice {
             } => write!(
                 f,
                 "{} (timed on this device: fastest step {:.2} ms separate, {:.2} ms folded)",
-                name(folded),
+                step_name(folded),
                 separate_step.as_secs_f64() * 1e3,
                 folded_step.as_secs_f64() * 1e3
             ),

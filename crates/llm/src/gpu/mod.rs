@@ -48,7 +48,7 @@ mod upload;
 mod web_read;
 
 pub use cache::GpuCache;
-pub use choice::{StepChoice, TRIES as STEP_TRIES};
+pub use choice::{StepChoice, TRIES as STEP_TRIES, step_name};
 pub use context::{GpuContext, adapter_name};
 pub use model::{DEFAULT_CONTEXT, GpuModel};
 pub use pacer::FramePacer;
