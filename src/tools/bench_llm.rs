@@ -2,7 +2,7 @@
 //! the lens), candle's kernels and llama.cpp on the same file and threads, in the same run; with
 //! `--backend gpu`, the GPU backend beside the CPU, per-kernel GPU time and the parity report.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -73,13 +73,18 @@ fn llama_cpp_speed(model: &Path, threads: usize, tokens: usize) -> Result<Speed,
 /// Run tests/reference/bench_llama_cpp.py on `model` with `threads` and `more` arguments; its
 /// JSON answer.
 fn run_reference(model: &Path, threads: usize, more: &[&str]) -> Result<serde_json::Value, String> {
-    // From the checkout the command runs in, else the one this binary was built from.
+    // From the checkout the command runs in, else the one this binary was built from (native
+    // builds only: the browser build has no python3, and without the checkout's path in it the
+    // wasm is the same from any clone, so wasm/build.sh's wasm-opt cache serves them all).
     let rel = Path::new("tests/reference/bench_llama_cpp.py");
+    #[cfg(not(target_arch = "wasm32"))]
     let script = if rel.is_file() {
         rel.to_path_buf()
     } else {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
     };
+    #[cfg(target_arch = "wasm32")]
+    let script = rel.to_path_buf();
     let out = std::process::Command::new("python3")
         .arg(&script)
         .arg("--model")
