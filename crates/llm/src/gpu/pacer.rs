@@ -210,7 +210,8 @@ impl FramePacer {
         }
     }
 
-    /// `ops` dispatches took `took` from submission to completion.
+    /// `ops` dispatches took `took` of the GPU: by their pass's timestamps where the device has
+    /// them, else from submission to completion (which also holds the queue's work before them).
     pub(super) fn charge(&self, took: Duration, ops: usize) {
         let Ok(mut s) = self.state.lock() else {
             return;
