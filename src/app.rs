@@ -133,7 +133,11 @@ pub fn insert_start(app: &mut App, args: &AppArgs, bench: Option<&BenchArgs>) {
         view: args.view,
     });
     if args.demo {
-        app.insert_resource(DemoLoop::enabled(args.demo_pace, args.demo_cycles));
+        let mut demo = DemoLoop::enabled(args.demo_pace, args.demo_cycles);
+        if let Some(n) = args.demo_tokens {
+            demo.timings.max_tokens = n.clamp(1, 4096);
+        }
+        app.insert_resource(demo);
     }
     app.insert_resource(crate::talk::TalkStart {
         open: args.talk.is_some(),

@@ -64,6 +64,8 @@ pub struct DemoLoop {
     pub prompts_run: usize,
     /// Exit after this many rounds (`--demo-cycles`).
     pub stop_after: Option<usize>,
+    /// The last answer's length in tokens, and whether the time limit cut it.
+    pub last_answer: Option<(usize, bool)>,
 }
 
 impl DemoLoop {
@@ -146,6 +148,7 @@ fn run_demo(
                 if !done {
                     actions.write(LlmAction::Stop);
                 }
+                demo.last_answer = Some((view.generated.len(), !done));
                 advance(&mut demo, DemoStep::Read);
             }
         }
@@ -159,8 +162,13 @@ fn run_demo(
                 demo.cycles += 1;
                 let rss = crate::platform::resident_mb()
                     .map_or("unknown".to_string(), |mb| format!("{mb:.1} MB"));
+                let answer = match demo.last_answer {
+                    Some((n, false)) => format!("the last {n} tokens"),
+                    Some((n, true)) => format!("the last cut at {n} tokens"),
+                    None => "no answer yet".to_string(),
+                };
                 println!(
-                    "demo: round {} done, {} answers, resident {rss}",
+                    "demo: round {} done, {} answers ({answer}), resident {rss}",
                     demo.cycles, demo.prompts_run
                 );
                 advance(&mut demo, DemoStep::Graphics);

@@ -96,6 +96,9 @@ pub struct AppArgs {
     /// With --demo: exit after this many rounds (prints resident memory after each).
     #[arg(long, value_name = "N")]
     pub demo_cycles: Option<usize>,
+    /// With --demo: the longest answer, in tokens (default 64; an answer is also cut after 60 s).
+    #[arg(long, value_name = "N")]
+    pub demo_tokens: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
