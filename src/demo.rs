@@ -64,7 +64,7 @@ pub struct DemoLoop {
     pub prompts_run: usize,
     /// Exit after this many rounds (`--demo-cycles`).
     pub stop_after: Option<usize>,
-    /// The last answer's length in tokens, and whether the time limit cut it.
+    /// The last answer's length in tokens, and whether it ended early (time limit, or failed).
     pub last_answer: Option<(usize, bool)>,
 }
 

@@ -122,10 +122,10 @@ impl GpuModel {
     }
 
     /// Submit `ops` a chunk at a time, each when the frame has GPU time to lend, waiting for
-    /// each to finish (the pacer charges its time: by its timestamps where the device has them,
-    /// else from submit to done); `tail` adds the readback copies to
-    /// the last chunk and returns their size, and the chunks' time in all: by their timestamps
-    /// where each chunk has them, else from submit to done.
+    /// each to finish; a chunk's time (by its timestamps where the device has them, else from
+    /// submit to done) is what the pacer charges. `tail` adds the readback copies to the last
+    /// chunk and returns their size. Returns the chunks' time in all: by their timestamps where
+    /// each chunk has them, else from submit to done.
     fn submit_paced(
         &self,
         pacer: &FramePacer,
