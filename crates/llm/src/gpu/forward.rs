@@ -170,17 +170,7 @@ impl GpuModel {
             // whatever the shared queue ran before the chunk (the frame's rendering): charged
             // that, the model paid the renderer's time out of its budget and its chunks shrank to
             // one dispatch a frame (on lavapipe: 0.1 ms of the model's kernels in a 560 ms frame).
-            #[cfg(not(target_arch = "wasm32"))]
-            let span = self.clock.as_ref().and_then(|clock| {
-                clock.span(
-                    &self.ctx.device,
-                    &self.ctx.queue,
-                    &self.ctx.interrupt,
-                    index.clone(),
-                )
-            });
-            #[cfg(target_arch = "wasm32")]
-            let span: Option<std::time::Duration> = None;
+            let span = self.chunk_span(&index);
             if let Some(gpu) = span {
                 pacer.charge_gpu(gpu);
             }
@@ -191,6 +181,24 @@ impl GpuModel {
                 return Ok((index, at, stamped.unwrap_or(busy)));
             }
         }
+    }
+
+    /// A paced chunk's own GPU time, by its pass's timestamps (none in the browser: they come
+    /// back only asynchronously there).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn chunk_span(&self, index: &wgpu::SubmissionIndex) -> Option<std::time::Duration> {
+        let clock = self.clock.as_ref()?;
+        clock.span(
+            &self.ctx.device,
+            &self.ctx.queue,
+            &self.ctx.interrupt,
+            index.clone(),
+        )
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn chunk_span(&self, _index: &wgpu::SubmissionIndex) -> Option<std::time::Duration> {
+        None
     }
 
     fn write_step(&self, pos: usize, token: u32, first_slot: u32) {
