@@ -64,6 +64,14 @@ pub fn tokens_per_sec_text(rate: f32) -> String {
     }
 }
 
+/// "1 step", "3 steps".
+fn steps_text(steps: usize) -> String {
+    match steps {
+        1 => "1 step".into(),
+        n => format!("{n} steps"),
+    }
+}
+
 pub(crate) fn status_line(ui: &mut egui::Ui, view: &LlmView) {
     match &view.status {
         EngineStatus::NotStarted => {
@@ -77,9 +85,9 @@ pub(crate) fn status_line(ui: &mut egui::Ui, view: &LlmView) {
         }
         EngineStatus::Ready => {
             ui.label(format!(
-                "Ready · {} · {} steps · {}",
+                "Ready · {} · {} · {}",
                 view.backend.name(),
-                view.steps,
+                steps_text(view.steps),
                 tokens_per_sec_text(view.tokens_per_sec)
             ));
         }
@@ -87,8 +95,8 @@ pub(crate) fn status_line(ui: &mut egui::Ui, view: &LlmView) {
             ui.horizontal(|ui| {
                 ui.spinner();
                 ui.label(format!(
-                    "Generating · {} steps · {}",
-                    view.steps,
+                    "Generating · {} · {}",
+                    steps_text(view.steps),
                     tokens_per_sec_text(view.tokens_per_sec)
                 ));
             });
