@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
-use llm::gpu::{GpuModel, KernelKind, Profile, StepChoice};
+use llm::gpu::{GpuModel, KernelKind, Profile, StepChoice, step_name};
 use llm::model::Q4Kernel;
 use llm::{Backend, Model, RecordOptions, fetch};
 
@@ -321,7 +321,6 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
     // The other variant (RMSNorm and SwiGLU folded into the products they feed, 5 dispatches per
     // layer; or dispatches of their own, 8), then back to the chosen one.
     let folded = gpu.folded();
-    let step_name = llm::gpu::step_name;
     gpu.set_folded(!folded);
     let other = measure(&gpu, &tokenizer, tokens, RecordOptions::OFF)?;
     gpu.set_folded(folded);
