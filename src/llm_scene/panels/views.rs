@@ -50,11 +50,23 @@ pub(crate) fn central_views(
                 budget,
             );
             ui.separator();
-            ui.columns(3, |cols| {
-                attention(&mut cols[0], &view, &mut selection);
-                embedding_strip(&mut cols[1], &view);
-                pca_cloud(&mut cols[2], &view, &mut cache, time.elapsed_secs());
-            });
+            // Side by side where each gets ten headings' height of width; else one under the
+            // other (large UI on a projector: three narrow columns broke the headings into
+            // letters).
+            let heading = ui.text_style_height(&egui::TextStyle::Heading);
+            if ui.available_width() >= 3.0 * 10.0 * heading {
+                ui.columns(3, |cols| {
+                    attention(&mut cols[0], &view, &mut selection);
+                    embedding_strip(&mut cols[1], &view);
+                    pca_cloud(&mut cols[2], &view, &mut cache, time.elapsed_secs());
+                });
+            } else {
+                attention(ui, &view, &mut selection);
+                ui.separator();
+                embedding_strip(ui, &view);
+                ui.separator();
+                pca_cloud(ui, &view, &mut cache, time.elapsed_secs());
+            }
         });
     });
 }
