@@ -5,6 +5,7 @@
 use bevy::prelude::*;
 
 use crate::graphics::GraphicsSettings;
+use crate::llm_scene::panels::counted;
 use crate::llm_scene::{EngineStatus, LlmAction, LlmControls, LlmView, run_actions};
 use crate::shell::Scene;
 
@@ -163,13 +164,14 @@ fn run_demo(
                 let rss = crate::platform::resident_mb()
                     .map_or("unknown".to_string(), |mb| format!("{mb:.1} MB"));
                 let answer = match demo.last_answer {
-                    Some((n, false)) => format!("the last {n} tokens"),
-                    Some((n, true)) => format!("the last cut at {n} tokens"),
+                    Some((n, false)) => format!("the last {}", counted(n, "token")),
+                    Some((n, true)) => format!("the last cut at {}", counted(n, "token")),
                     None => "no answer yet".to_string(),
                 };
                 println!(
-                    "demo: round {} done, {} answers ({answer}), resident {rss}",
-                    demo.cycles, demo.prompts_run
+                    "demo: round {} done, {} ({answer}), resident {rss}",
+                    demo.cycles,
+                    counted(demo.prompts_run, "answer")
                 );
                 advance(&mut demo, DemoStep::Graphics);
                 if demo.stop_after.is_some_and(|n| demo.cycles >= n) {

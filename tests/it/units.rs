@@ -95,6 +95,14 @@ mod panel {
         assert_eq!(fmt_num(-0.0001), "0");
         assert_eq!(fmt_num(2.125), "2.125");
     }
+
+    #[test]
+    fn counts_take_their_noun_in_the_singular_only_for_one() {
+        use samemath::llm_scene::panels::counted;
+        assert_eq!(counted(1, "step"), "1 step");
+        assert_eq!(counted(0, "step"), "0 steps");
+        assert_eq!(counted(3, "answer"), "3 answers");
+    }
 }
 
 mod bench {

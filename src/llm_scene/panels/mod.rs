@@ -13,7 +13,7 @@ mod shared;
 mod views;
 
 use shared::LlmCache;
-pub use shared::{LlmDrawn, tokens_per_sec_text, visible_piece};
+pub use shared::{LlmDrawn, counted, tokens_per_sec_text, visible_piece};
 
 use bevy::prelude::*;
 use bevy_egui::EguiPrimaryContextPass;

@@ -64,11 +64,11 @@ pub fn tokens_per_sec_text(rate: f32) -> String {
     }
 }
 
-/// "1 step", "3 steps".
-fn steps_text(steps: usize) -> String {
-    match steps {
-        1 => "1 step".into(),
-        n => format!("{n} steps"),
+/// "1 step", "3 steps": a count and its noun (a regular plural).
+pub fn counted(n: usize, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
     }
 }
 
@@ -87,7 +87,7 @@ pub(crate) fn status_line(ui: &mut egui::Ui, view: &LlmView) {
             ui.label(format!(
                 "Ready · {} · {} · {}",
                 view.backend.name(),
-                steps_text(view.steps),
+                counted(view.steps, "step"),
                 tokens_per_sec_text(view.tokens_per_sec)
             ));
         }
@@ -96,7 +96,7 @@ pub(crate) fn status_line(ui: &mut egui::Ui, view: &LlmView) {
                 ui.spinner();
                 ui.label(format!(
                     "Generating · {} · {}",
-                    steps_text(view.steps),
+                    counted(view.steps, "step"),
                     tokens_per_sec_text(view.tokens_per_sec)
                 ));
             });
