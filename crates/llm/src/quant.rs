@@ -296,7 +296,8 @@ impl QMatrix {
     }
 
     /// `out[i] = dot(row first + i, x)` in one call where this CPU has a kernel for a run of
-    /// rows (AVX-512 VNNI); false (`out` untouched) where not: then `dot_many` a row.
+    /// rows (x86-64: AVX-512 VNNI or AVX2); false (`out` untouched) where not: then
+    /// `dot_many` a row.
     pub(crate) fn one_input(&self, first: usize, x: &Q8Vec, out: &mut [f32]) -> bool {
         #[cfg(all(
             target_arch = "x86_64",
@@ -305,7 +306,8 @@ impl QMatrix {
         ))]
         {
             let run = self.rows(first, out.len());
-            simd::one_input(&run, self.blocks_per_row(), x, out)
+            simd::one_input(&run, self.blocks_per_row(), x, out);
+            true
         }
         #[cfg(not(all(
             target_arch = "x86_64",
