@@ -20,8 +20,7 @@ pub(super) fn dot_many(row: &Row, xs: &[&Q8Vec]) -> [f32; 4] {
     // (x86-64-v3, `.cargo/config.toml`), so every CPU that runs this binary has them.
     unsafe {
         match *xs {
-            [a] if vnni() => dot_vnni(row, row.d.len(), a, &mut out[..1]),
-            [a] => out[0] = dot_n::<1>(row, [a])[0],
+            [a] => one_input(row, row.d.len(), a, &mut out[..1]),
             [a, b] => out[..2].copy_from_slice(&dot_n::<2>(row, [a, b])),
             [a, b, c] => out[..3].copy_from_slice(&dot_n::<3>(row, [a, b, c])),
             [a, b, c, d, ..] => out = dot_n::<4>(row, [a, b, c, d]),
@@ -126,7 +125,7 @@ unsafe fn dot_typed<const N: usize, const Q8: bool>(
 }
 
 /// Whether this CPU has AVX-512 VNNI (with BW for the byte masks): one input's products
-/// then take `dot_vnni` (std caches the answer; this is a load and a test).
+/// then take `rows_vnni` (std caches the answer; this is a load and a test).
 #[inline]
 fn vnni() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
@@ -134,40 +133,33 @@ fn vnni() -> bool {
         && std::arch::is_x86_feature_detected!("avx512vnni")
 }
 
-/// `out[i] = dot(row i of run, x)` for a run of `out.len()` rows of `nb` blocks: `dot_vnni`
-/// where this CPU has VNNI, `dot_rows` (AVX2) where not.
+/// `out[i] = dot(row i of run, x)` for a run of `out.len()` rows of `nb` blocks, a whole run a
+/// call (the checks once, no dispatch a row: the decode's rows are only 18 or 48 blocks, and
+/// this is 1.1-1.5x `dot_many` a row there): `rows_vnni` where this CPU has AVX-512 VNNI,
+/// `rows_avx2` where not, the same bits either way.
 pub(super) fn one_input(run: &Row, nb: usize, x: &Q8Vec, out: &mut [f32]) {
-    if vnni() {
-        dot_vnni(run, nb, x, out);
-    } else {
-        dot_rows(run, nb, x, out);
-    }
-}
-
-/// Rows against one input with AVX2, a whole run a call: `dot_typed::<1, _>` a row (so its
-/// bits) from one loop, the checks once instead of `dot_many`'s dispatch and checks a row
-/// (1.1-1.5x the speed on the decode's matrices, whose rows are only 18 or 48 blocks).
-fn dot_rows(run: &Row, nb: usize, x: &Q8Vec, out: &mut [f32]) {
     let (count, q8) = (out.len(), run.ty == BlockType::Q8_0);
-    // Every row below is inside these lengths.
+    // Every pointer below stays inside these lengths.
     assert!(run.d.len() >= count * nb);
     assert!(run.qs.len() >= count * nb * if q8 { 32 } else { 16 });
     assert!(q8 || run.m.len() >= count * nb);
     assert!(x.qs.len() >= nb * QK && x.d.len() >= nb && x.s.len() >= nb);
-    // SAFETY: AVX2 and FMA are this build's baseline (x86-64-v3); lengths checked above.
+    // SAFETY: lengths checked above; VNNI where `vnni()` says so, AVX2 and FMA are this
+    // build's baseline (x86-64-v3).
     unsafe {
-        if q8 {
-            rows_avx2::<true>(run, nb, x, out)
-        } else {
-            rows_avx2::<false>(run, nb, x, out)
+        match (vnni(), q8) {
+            (true, true) => rows_vnni::<true>(run, nb, x, out),
+            (true, false) => rows_vnni::<false>(run, nb, x, out),
+            (false, true) => rows_avx2::<true>(run, nb, x, out),
+            (false, false) => rows_avx2::<false>(run, nb, x, out),
         }
     }
 }
 
-/// `dot_rows`'s loop over the rows.
+/// Rows against one input with AVX2: `dot_typed::<1, _>` a row (so its bits) from one loop.
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA; the lengths as `dot_rows` checks.
+/// The CPU has AVX2 and FMA; the lengths as `one_input` checks.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn rows_avx2<const Q8: bool>(run: &Row, nb: usize, x: &Q8Vec, out: &mut [f32]) {
     let packed = if Q8 { 32 } else { 16 };
@@ -182,7 +174,7 @@ unsafe fn rows_avx2<const Q8: bool>(run: &Row, nb: usize, x: &Q8Vec, out: &mut [
             },
             qs: &run.qs[r * nb * packed..(r + 1) * nb * packed],
         };
-        // SAFETY: the row holds `nb` blocks, `x` `nb` blocks (checked by `dot_rows`).
+        // SAFETY: the row holds `nb` blocks, `x` `nb` blocks (checked by `one_input`).
         *o = unsafe { dot_typed::<1, Q8>(&row, [x], nb) }[0];
     }
 }
@@ -193,30 +185,10 @@ unsafe fn rows_avx2<const Q8: bool>(run: &Row, nb: usize, x: &Q8Vec, out: &mut [
 /// `maddubs`/`madd` steps (Q4_1's weights are unsigned, as `vpdpbusd` wants; Q8_0's go in as
 /// |w| against x carrying w's sign, as there; nothing saturates). The low half is
 /// `dot_typed`'s even accumulator, the high half its odd one, each block's scale the same
-/// product `d * dx`, so each row's sum comes out in the same bits with fewer instructions. A
-/// whole run of rows is one call (the checks once, no call a row), so the next row's loads
-/// start while the last one's sums finish.
-fn dot_vnni(run: &Row, nb: usize, x: &Q8Vec, out: &mut [f32]) {
-    let (count, q8) = (out.len(), run.ty == BlockType::Q8_0);
-    // Every pointer below stays inside these lengths.
-    assert!(run.d.len() >= count * nb);
-    assert!(run.qs.len() >= count * nb * if q8 { 32 } else { 16 });
-    assert!(q8 || run.m.len() >= count * nb);
-    assert!(x.qs.len() >= nb * QK && x.d.len() >= nb && x.s.len() >= nb);
-    // SAFETY: `vnni()` held (the callers checked), lengths checked above.
-    unsafe {
-        if q8 {
-            rows_vnni::<true>(run, nb, x, out)
-        } else {
-            rows_vnni::<false>(run, nb, x, out)
-        }
-    }
-}
-
-/// `dot_vnni`'s loop over the rows.
+/// product `d * dx`, so each row's sum comes out in the same bits with fewer instructions.
 ///
 /// # Safety
-/// As `blocks_vnni`, for every row of the run (`dot_vnni` checks the lengths).
+/// As `blocks_vnni`, for every row of the run (`one_input` checks the lengths).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
 unsafe fn rows_vnni<const Q8: bool>(run: &Row, nb: usize, x: &Q8Vec, out: &mut [f32]) {
     let packed = if Q8 { 32 } else { 16 };
@@ -238,7 +210,7 @@ unsafe fn rows_vnni<const Q8: bool>(run: &Row, nb: usize, x: &Q8Vec, out: &mut [
     }
 }
 
-/// The block sums of `dot_vnni`, even and odd accumulators added (`dot_typed`'s `acc`).
+/// The block sums of `rows_vnni`, even and odd accumulators added (`dot_typed`'s `acc`).
 ///
 /// # Safety
 /// The CPU has AVX-512F, BW and VNNI; `qs` holds `nb` packed blocks (16 bytes each for
