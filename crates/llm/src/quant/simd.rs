@@ -33,10 +33,7 @@ pub(super) fn dot_many(row: &Row, xs: &[&Q8Vec]) -> [f32; 4] {
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn dot_n<const N: usize>(row: &Row, xs: [&Q8Vec; N]) -> [f32; N] {
     let nb = row.d.len();
-    let packed = match row.ty {
-        BlockType::Q4_1 => 16,
-        BlockType::Q8_0 => 32,
-    };
+    let packed = row.ty.packed_bytes();
     // Every pointer below stays inside these lengths.
     assert!(row.qs.len() >= nb * packed && (row.ty == BlockType::Q8_0 || row.m.len() >= nb));
     for x in &xs {
@@ -141,7 +138,7 @@ pub(super) fn one_input(run: &Row, nb: usize, x: &Q8Vec, out: &mut [f32]) {
     let (count, q8) = (out.len(), run.ty == BlockType::Q8_0);
     // Every pointer below stays inside these lengths.
     assert!(run.d.len() >= count * nb);
-    assert!(run.qs.len() >= count * nb * if q8 { 32 } else { 16 });
+    assert!(run.qs.len() >= count * nb * run.ty.packed_bytes());
     assert!(q8 || run.m.len() >= count * nb);
     assert!(x.qs.len() >= nb * QK && x.d.len() >= nb && x.s.len() >= nb);
     // SAFETY: lengths checked above; VNNI where `vnni()` says so, AVX2 and FMA are this
@@ -162,7 +159,7 @@ pub(super) fn one_input(run: &Row, nb: usize, x: &Q8Vec, out: &mut [f32]) {
 /// The CPU has AVX2 and FMA; the lengths as `one_input` checks.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn rows_avx2<const Q8: bool>(run: &Row, nb: usize, x: &Q8Vec, out: &mut [f32]) {
-    let packed = if Q8 { 32 } else { 16 };
+    let packed = run.ty.packed_bytes();
     for (r, o) in out.iter_mut().enumerate() {
         let row = Row {
             ty: run.ty,
@@ -191,7 +188,7 @@ unsafe fn rows_avx2<const Q8: bool>(run: &Row, nb: usize, x: &Q8Vec, out: &mut [
 /// As `blocks_vnni`, for every row of the run (`one_input` checks the lengths).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
 unsafe fn rows_vnni<const Q8: bool>(run: &Row, nb: usize, x: &Q8Vec, out: &mut [f32]) {
-    let packed = if Q8 { 32 } else { 16 };
+    let packed = run.ty.packed_bytes();
     for (r, o) in out.iter_mut().enumerate() {
         // SAFETY: row r < count is inside the run.
         let acc = unsafe {
