@@ -205,18 +205,13 @@ impl QMatrix {
     /// Rows `first..first + count` as one run of blocks (rows are stored one after another).
     pub(crate) fn rows(&self, first: usize, count: usize) -> Row<'_> {
         let nb = self.blocks_per_row();
-        let pb = self.ty.packed_bytes();
-        let (from, to) = (first * nb, (first + count) * nb);
-        Row {
+        let all = Row {
             ty: self.ty,
-            d: &self.d[from..to],
-            m: if self.m.is_empty() {
-                &[]
-            } else {
-                &self.m[from..to]
-            },
-            qs: &self.qs[from * pb..to * pb],
-        }
+            d: &self.d,
+            m: &self.m,
+            qs: &self.qs,
+        };
+        all.blocks(first * nb, (first + count) * nb)
     }
 
     /// The weights of row `r` as f32 (embedding lookup, tests).
@@ -338,7 +333,23 @@ pub(crate) struct Row<'a> {
     pub(crate) qs: &'a [u8],
 }
 
-impl Row<'_> {
+impl<'a> Row<'a> {
+    /// Blocks `from..to` of this run (row `r` of a run of `nb`-block rows is
+    /// `r * nb..(r + 1) * nb`).
+    pub(crate) fn blocks(&self, from: usize, to: usize) -> Row<'a> {
+        let pb = self.ty.packed_bytes();
+        Row {
+            ty: self.ty,
+            d: &self.d[from..to],
+            m: if self.m.is_empty() {
+                &[]
+            } else {
+                &self.m[from..to]
+            },
+            qs: &self.qs[from * pb..to * pb],
+        }
+    }
+
     /// Dot products of this row with up to four inputs (unused lanes are 0).
     pub(crate) fn dot_many(&self, xs: &[&Q8Vec]) -> [f32; 4] {
         #[cfg(all(
@@ -564,8 +575,9 @@ mod tests {
         }
     }
 
-    /// The decode's VNNI form (where this CPU has it) gives the AVX2 form's bits for every
-    /// row length, odd block counts and partial sixteens included.
+    /// A run of rows against one input in one call (the decode's form: VNNI's loop where this
+    /// CPU has it, AVX2's where not) gives the bits of `dot_many` and of AVX2's `dot_n` a row,
+    /// for every row length, odd block counts and partial sixteens included.
     #[cfg(all(
         target_arch = "x86_64",
         target_feature = "avx2",

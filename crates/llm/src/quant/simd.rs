@@ -159,18 +159,8 @@ pub(super) fn one_input(run: &Row, nb: usize, x: &Q8Vec, out: &mut [f32]) {
 /// The CPU has AVX2 and FMA; the lengths as `one_input` checks.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn rows_avx2<const Q8: bool>(run: &Row, nb: usize, x: &Q8Vec, out: &mut [f32]) {
-    let packed = run.ty.packed_bytes();
     for (r, o) in out.iter_mut().enumerate() {
-        let row = Row {
-            ty: run.ty,
-            d: &run.d[r * nb..(r + 1) * nb],
-            m: if Q8 {
-                &[]
-            } else {
-                &run.m[r * nb..(r + 1) * nb]
-            },
-            qs: &run.qs[r * nb * packed..(r + 1) * nb * packed],
-        };
+        let row = run.blocks(r * nb, (r + 1) * nb);
         // SAFETY: the row holds `nb` blocks, `x` `nb` blocks (checked by `one_input`).
         *o = unsafe { dot_typed::<1, Q8>(&row, [x], nb) }[0];
     }
