@@ -42,6 +42,8 @@ const MAX_PROBE_FRAMES: u64 = 6;
 /// What an idle frame after a stretch of model work weighs in the idle time: the scene may have
 /// changed meanwhile, so the new look counts for more than the old.
 const PROBE_WEIGHT: f64 = 0.75;
+/// What each new frame weighs in a running frame time (an exponential moving average).
+const EMA_WEIGHT: f64 = 0.1;
 /// The least GPU time lent per frame.
 const MIN_BUDGET: Duration = Duration::from_micros(500);
 
@@ -115,7 +117,7 @@ impl Default for FramePacer {
 }
 
 fn ema(old: Option<f64>, new: f64) -> Option<f64> {
-    weigh(old, new, 0.1)
+    weigh(old, new, EMA_WEIGHT)
 }
 
 fn weigh(old: Option<f64>, new: f64, w: f64) -> Option<f64> {
@@ -193,7 +195,7 @@ impl FramePacer {
             let w = if s.since_idle >= MIN_PROBE_FRAMES {
                 PROBE_WEIGHT
             } else {
-                0.1
+                EMA_WEIGHT
             };
             s.idle_ms = weigh(s.idle_ms, ms, w);
             s.since_idle = 0;
