@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// a Cloud Run GPU; falls back to the CPU, saying why, when no usable GPU is found).
     #[arg(long, value_enum, default_value_t = Compute::Cpu)]
     pub backend: Compute,
+    /// Longest time one answer may take, in seconds (Cloud Run's request timeout in
+    /// deploy/service.yaml is 900): past it the answer ends with an error and frees its slot,
+    /// so a client that reads a line just often enough cannot hold a slot for hours.
+    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
+    pub max_answer_secs: u64,
 }
 
 impl ServeArgs {
@@ -86,6 +91,7 @@ impl ServeArgs {
             max_prompt_tokens: self.max_prompt_tokens.max(1),
             threads: self.threads,
             gpu: self.backend == Compute::Gpu,
+            answer_time: std::time::Duration::from_secs(self.max_answer_secs.max(1)),
         })
     }
 }
@@ -105,6 +111,8 @@ pub struct ServeOptions {
     /// Required as `Authorization: Bearer KEY` (or `x-api-key`) on every route but /health.
     pub api_key: Option<String>,
     pub max_body_bytes: usize,
+    /// Longest time one answer may take (its generation stops there, with an error).
+    pub answer_time: std::time::Duration,
     /// Longest prompt in tokens (longer: 400 before any work).
     pub max_prompt_tokens: usize,
     pub threads: Option<usize>,
@@ -136,6 +144,9 @@ pub(crate) mod limits {
     pub(crate) const CONNECTIONS: usize = 1024;
     /// How long a line may wait for a client that does not read before the answer is dropped.
     pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+    /// How long a write to a client may make no progress (a client that stopped reading: its
+    /// TCP window is shut) before the connection is closed.
+    pub(crate) const WRITE_STALL: Duration = Duration::from_secs(30);
     /// Prompt tokens read per forward pass: long prompts in slices, which bounds the attention
     /// scores held at once and lets a request that was left or cut stop between slices.
     pub(crate) const PREFILL_SLICE: usize = 64;

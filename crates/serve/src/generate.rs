@@ -176,6 +176,14 @@ pub(crate) fn spawn_generation(
                  ask again"
             ))
         };
+        let started = std::time::Instant::now();
+        let answer_time = state.options.answer_time;
+        let too_long = |made: usize| {
+            Err(format!(
+                "the answer took longer than {} s (the server's limit): cut after {made} tokens",
+                answer_time.as_secs()
+            ))
+        };
         let run = || {
             let mut session = match Session::new(model, tokenizer, &request) {
                 Ok(s) => s,
@@ -195,6 +203,10 @@ pub(crate) fn spawn_generation(
                     let _ = tx.blocking_send(cut(0));
                     return;
                 }
+                if started.elapsed() >= answer_time {
+                    let _ = tx.blocking_send(too_long(0));
+                    return;
+                }
                 if let Err(e) = session.prefill(limits::PREFILL_SLICE) {
                     let _ = tx.blocking_send(Err(e.to_string()));
                     return;
@@ -204,6 +216,10 @@ pub(crate) fn spawn_generation(
             loop {
                 if state.must_cut() {
                     let _ = tx.blocking_send(cut(made));
+                    return;
+                }
+                if started.elapsed() >= answer_time {
+                    let _ = tx.blocking_send(too_long(made));
                     return;
                 }
                 made += 1;

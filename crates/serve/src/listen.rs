@@ -1,15 +1,21 @@
 //! The accept loop: HTTP/1 connections with a bound on how long a client may take to send its
 //! headers (axum's own `serve` sets no timer, so a client that sends one byte a minute held its
-//! connection forever) and on how many connections are open at once; on shutdown it stops
-//! accepting and lets each connection finish its answer.
+//! connection forever), on how long a write to it may make no progress, and on how many
+//! connections are open at once; on shutdown it stops accepting and lets each connection finish
+//! its answer.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio::time::Sleep;
 
 use crate::args::limits;
 
@@ -52,7 +58,11 @@ pub(crate) async fn serve_until(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits::HEADER_READ);
-            let conn = builder.serve_connection(TokioIo::new(tcp), service);
+            let io = TokioIo::new(WriteBound {
+                io: tcp,
+                stalled: None,
+            });
+            let conn = builder.serve_connection(io, service);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => return,
@@ -65,4 +75,82 @@ pub(crate) async fn serve_until(
     // Every connection holds a permit until it ends.
     let _ = open.acquire_many(limits::CONNECTIONS as u32).await;
     Ok(())
+}
+
+/// A connection whose writes must make progress: a write or flush still pending `WRITE_STALL`
+/// after it first was fails, and hyper closes the connection. A client that stops reading
+/// (its TCP window shut) otherwise held its connection, and the rest of its answer in memory,
+/// for good: hyper's own timer covers only reading a request's head.
+struct WriteBound<T> {
+    io: T,
+    /// Set while a write waits; any progress clears it.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> WriteBound<T> {
+    fn watch<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limits::WRITE_STALL)));
+        if timer.as_mut().poll(cx).is_ready() {
+            self.stalled = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing of the answer for too long",
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteBound<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteBound<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.watch(cx, polled)
+    }
 }

@@ -1,6 +1,7 @@
 //! Slow and absent clients, on loopback: one that sends its head a byte at a time is cut, one
-//! that sends half a body gets 408, and one that never reads its streamed answer loses its slot;
-//! the others are answered meanwhile.
+//! that sends half a body gets 408, one that never reads its streamed answer loses its slot and
+//! its connection, and an answer past the time limit ends with an error; the others are
+//! answered meanwhile.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -103,5 +104,57 @@ fn a_client_that_never_reads_its_stream_loses_its_slot() {
         started.elapsed().as_secs_f64(),
         statuses.len()
     );
-    drop(silent);
+    // Its connection goes too: the server's writes made no progress for the write bound (30 s),
+    // so it closed the connection with the answer unfinished. (Kept open, the rest of the
+    // answer and its closing chunk would arrive once the client reads.)
+    std::thread::sleep(Duration::from_secs(40).saturating_sub(started.elapsed()));
+    let (got, closed) = read_until_closed(&mut silent, Duration::from_secs(60));
+    assert!(
+        closed.is_some(),
+        "the silent client's connection stayed open"
+    );
+    assert!(
+        !got.ends_with(b"0\r\n\r\n"),
+        "the answer was written out in full ({} bytes): the connection was kept",
+        got.len()
+    );
+    println!(
+        "then its connection was closed ({} bytes had gone out)",
+        got.len()
+    );
+}
+
+#[test]
+fn an_answer_past_the_time_limit_ends_with_an_error_and_frees_its_slot() {
+    // A two-second limit; a count that would go on for 4,096 tokens.
+    let server = start_serve(&["--max-answer-secs", "2", "--concurrency", "1", "--queue", "0"]);
+    let port = server.port;
+    let body = r#"{"prompt":"1, 2, 3, 4, 5, 6, 7, 8,","raw":true,"stream":true,
+                   "options":{"num_predict":4096}}"#;
+    let started = Instant::now();
+    let (status, answer) = http(port, "POST", "/api/generate", body).expect("an answer");
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    let cut = answer
+        .lines()
+        .find(|l| l.contains("\"error\""))
+        .unwrap_or_default();
+    assert!(
+        cut.contains("took longer than 2 s"),
+        "no error line for the limit: {}",
+        answer.chars().rev().take(300).collect::<String>()
+    );
+    let tokens = answer.lines().filter(|l| l.contains("\"response\"")).count();
+    assert!((1..4096).contains(&tokens), "{tokens} tokens");
+    println!(
+        "cut by the time limit after {tokens} tokens, {:.1} s",
+        took.as_secs_f64()
+    );
+    let statuses = until_answered(
+        port,
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        "the slot stayed taken after the cut",
+    );
+    assert_eq!(statuses.last(), Some(&200));
 }
