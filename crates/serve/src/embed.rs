@@ -46,12 +46,15 @@ pub(crate) async fn embed(State(state): State<Shared>, body: Bytes) -> Response 
             );
         }
     };
-    let _ticket = match ticket(&state).await {
+    let ticket = match ticket(&state).await {
         Ok(t) => t,
         Err(r) => return r,
     };
     let (model, tokenizer) = (l.model.clone(), l.tokenizer.clone());
     let computed = tokio::task::spawn_blocking(move || {
+        // The slot goes with the work: a client that leaves (hyper drops this handler) does
+        // not free it while the inputs are still being read.
+        let _ticket = ticket;
         let too_long =
             || format!("the inputs are longer than {EMBED_TOKENS} tokens in all (the limit)");
         let mut out = Vec::with_capacity(inputs.len());
