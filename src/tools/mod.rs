@@ -34,8 +34,20 @@ impl PromptArgs {
         match (&self.prompt, &self.file) {
             (Some(p), _) => Ok(p.clone()),
             (None, Some(path)) => {
-                let bytes =
-                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                use std::io::Read;
+                // Far past any model's context; a bigger file (or /dev/zero) is not read whole.
+                const MAX_PROMPT_FILE: u64 = 16 << 20;
+                let mut bytes = Vec::new();
+                std::fs::File::open(path)
+                    .and_then(|f| f.take(MAX_PROMPT_FILE + 1).read_to_end(&mut bytes))
+                    .with_context(|| format!("reading {}", path.display()))?;
+                if bytes.len() as u64 > MAX_PROMPT_FILE {
+                    bail!(
+                        "{} is larger than {} MiB, far past any prompt",
+                        path.display(),
+                        MAX_PROMPT_FILE >> 20
+                    );
+                }
                 String::from_utf8(bytes).map_err(|e| {
                     anyhow::anyhow!(
                         "{} is not valid UTF-8 (first bad byte at offset {})",

@@ -158,6 +158,12 @@ impl Engine {
 
     /// Keep a loaded model and tell the app, or report why loading failed.
     fn adopt(&mut self, result: Result<(Model, LlmTokenizer, PathBuf), LlmError>) -> bool {
+        if let Ok((model, ..)) = &result
+            && let Some(why) = too_big_to_draw(&model.config)
+        {
+            self.send(Event::Error(why));
+            return false;
+        }
         match result {
             Ok((model, tokenizer, path)) => {
                 let (model, tokenizer) = (Arc::new(model), Arc::new(tokenizer));
@@ -180,6 +186,10 @@ impl Engine {
 
     fn start(&mut self, request: &GenerationRequest) -> bool {
         self.session = None;
+        if let Some(why) = too_long_to_read(&request.prompt, self.max_prompt_tokens) {
+            self.send(Event::Error(why));
+            return false;
+        }
         if !self.ensure_loaded() {
             return false;
         }
@@ -521,5 +531,71 @@ impl Engine {
                 "the connection to the remote server ended; Connect again".into(),
             ));
         }
+    }
+}
+
+/// No token of a llama vocabulary is near this many bytes long.
+const TOKEN_BYTES: usize = 32;
+
+/// Why a prompt is refused before it is tokenized: longer than `max_tokens` tokens of
+/// `TOKEN_BYTES` could be (a pasted book would hold the engine, and Stop, while it is read).
+fn too_long_to_read(prompt: &str, max_tokens: usize) -> Option<String> {
+    (prompt.len() > max_tokens.saturating_mul(TOKEN_BYTES)).then(|| {
+        format!(
+            "the prompt is {} bytes; the live scene reads at most {max_tokens} tokens (far fewer \
+             bytes). Shorten it: nothing was cut.",
+            prompt.len()
+        )
+    })
+}
+
+/// Why the scene cannot draw a model of this shape (its activation texture and 3D world are
+/// sized by it), or `None`: the bounds a remote trace is held to.
+fn too_big_to_draw(c: &llm::LlamaConfig) -> Option<String> {
+    use llm::trace::{MAX_TRACE_HEADS, MAX_TRACE_LAYERS, MAX_TRACE_WIDTH};
+    let over = [
+        ("layers", c.n_layer, MAX_TRACE_LAYERS),
+        ("MLP neurons a layer", c.n_ff, MAX_TRACE_WIDTH),
+        ("embedding values", c.n_embd, MAX_TRACE_WIDTH),
+        ("attention heads", c.n_head, MAX_TRACE_HEADS),
+    ]
+    .into_iter()
+    .find(|(_, n, most)| n > most)?;
+    Some(format!(
+        "this model has {} {}; the scene draws at most {}",
+        over.1, over.0, over.2
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_and_prompts_past_what_the_scene_takes_are_refused_up_front() {
+        let mut c = llm::LlamaConfig {
+            n_layer: 30,
+            n_embd: 576,
+            n_ff: 1536,
+            n_head: 9,
+            n_kv_head: 3,
+            head_dim: 64,
+            rope_dim: 64,
+            rope_base: 10_000.0,
+            rms_eps: 1e-5,
+            vocab_size: 49_152,
+            context_length: 8192,
+        };
+        assert_eq!(too_big_to_draw(&c), None);
+        c.n_ff = 1_000_000;
+        let why = too_big_to_draw(&c).expect("a million neurons a layer");
+        assert!(why.contains("1000000 MLP neurons"), "{why}");
+        c.n_ff = 1536;
+        c.n_layer = 129;
+        assert!(too_big_to_draw(&c).is_some_and(|w| w.contains("129 layers")));
+
+        assert_eq!(too_long_to_read(&"a".repeat(512 * TOKEN_BYTES), 512), None);
+        let why = too_long_to_read(&"a".repeat(512 * TOKEN_BYTES + 1), 512).expect("too long");
+        assert!(why.contains("nothing was cut"), "{why}");
     }
 }

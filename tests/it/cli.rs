@@ -107,6 +107,18 @@ fn a_prompt_file_that_is_not_utf8_is_refused_clearly() {
 }
 
 #[test]
+fn an_endless_prompt_file_is_refused_not_read_whole() {
+    // /dev/zero never ends: read whole it would take all memory.
+    let out = samemath()
+        .args(["generate", "--file", "/dev/zero"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("larger than 16 MiB"), "{stderr}");
+}
+
+#[test]
 fn the_long_prompt_bench_times_our_prefill_and_the_gpu_backends() {
     // lavapipe here (WGPU_BACKEND=vulkan): a few tokens, so the GPU backend's line comes soon.
     let out = samemath()

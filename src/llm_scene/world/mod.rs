@@ -543,7 +543,10 @@ fn sync_materials(
     // The pulse climbs the layers, one after another, in PULSE_SECONDS.
     let pulse = state.pulse_started.and_then(|t0| {
         let t = (time.elapsed_secs_f64() - t0) / PULSE_SECONDS;
-        (t < 1.0).then(|| ((t.max(0.0) * layout.layers as f64) as usize).min(layout.layers - 1))
+        // (A trace may have no layers: then the pulse stays at 0.)
+        (t < 1.0).then(|| {
+            ((t.max(0.0) * layout.layers as f64) as usize).min(layout.layers.saturating_sub(1))
+        })
     });
     if pulse.is_none() {
         state.pulse_started = None;

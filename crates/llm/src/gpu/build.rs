@@ -97,6 +97,17 @@ impl GpuModel {
                 c.head_dim, c.rope_dim, c.n_embd, c.n_ff
             )));
         }
+        // The head's rows go four to a workgroup along one dimension, and the lens's rows (the
+        // layers and the last) and the heads along others: each must fit the device's bound,
+        // or the dispatch fails validation (on the app's device that ends the app).
+        let most = limits.max_compute_workgroups_per_dimension as usize;
+        if c.vocab_size.div_ceil(4) > most || c.n_layer + 1 > most || c.n_head > most {
+            return Err(LlmError::Gpu(format!(
+                "this model's vocabulary of {} tokens ({} layers, {} heads) needs more workgroups \
+                 in a dispatch than {} takes ({most})",
+                c.vocab_size, c.n_layer, c.n_head, ctx.adapter
+            )));
+        }
         let context = context.clamp(1, c.context_length);
         let built = Self::build(content, reader, &ctx, config, context);
         if let Some(e) = ctx.take_error() {
