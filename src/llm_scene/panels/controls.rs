@@ -3,7 +3,9 @@
 //! the renderer's own device, or a remote server).
 
 use super::shared::status_line;
-use crate::llm_scene::state::{Backend, EngineStatus, LlmAction, LlmControls, LlmView};
+use crate::llm_scene::state::{
+    Backend, EngineStatus, LlmAction, LlmControls, LlmView, MAX_PROMPT_TOKENS,
+};
 use crate::shell::FreeArea;
 use crate::shell::gpu_time::GpuFrameTimes;
 use crate::shell::theme::ACCENT;
@@ -71,10 +73,13 @@ pub(crate) fn controls_panel(
                         .hint_text("Type a prompt…"),
                 );
                 let chars = c.prompt.chars().count();
-                ui.small(if chars > 20_000 {
+                // About four characters of English a token.
+                ui.small(if chars > 3 * MAX_PROMPT_TOKENS {
                     format!(
-                        "{chars} characters (long: the model reads at most 8192 tokens, about \
-                         30,000 characters)"
+                        "{chars} characters (long: the local engine reads at most \
+                         {MAX_PROMPT_TOKENS} tokens, about {} characters of English; a remote \
+                         server has its own limit)",
+                        4 * MAX_PROMPT_TOKENS
                     )
                 } else {
                     format!("{chars} characters")
