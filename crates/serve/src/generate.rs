@@ -4,7 +4,9 @@
 
 use axum::http::StatusCode;
 use axum::response::Response;
-use llm::{GenerationRequest, LlmTokenizer, RecordOptions, SamplingParams, Session, Step};
+use llm::{
+    GenerationRequest, LlmError, LlmTokenizer, RecordOptions, SamplingParams, Session, Step,
+};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -126,6 +128,13 @@ async fn check_prompt_length(
     };
     if request.prompt.len() > max.saturating_mul(limits::TOKEN_BYTES) {
         return too_long(format!("{} bytes", request.prompt.len()));
+    }
+    // The engine refuses it too, but only once a slot is taken, and inside a 200 stream.
+    if request.prompt.trim().is_empty() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            LlmError::EmptyPrompt.to_string(),
+        ));
     }
     let tokenizer = l.tokenizer.clone();
     let (text, chat) = (request.prompt.clone(), request.chat);

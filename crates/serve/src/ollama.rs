@@ -38,7 +38,11 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
             Err(r) => return r,
         }
     } else {
-        let p = body["prompt"].as_str().unwrap_or("");
+        let p = match &body["prompt"] {
+            Value::String(p) => p.as_str(),
+            Value::Null => "",
+            _ => return error(StatusCode::BAD_REQUEST, "prompt: a string"),
+        };
         if body["raw"].as_bool() == Some(true) {
             p.to_string()
         } else {

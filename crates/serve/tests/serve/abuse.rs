@@ -95,6 +95,13 @@ fn serve_refuses_what_it_cannot_take_and_answers_the_same_afterwards() {
     let (s, _, b) = http_with(port, "POST", "/api/trace", "", &body);
     assert_eq!(s, 400, "{b}");
 
+    // An empty prompt, and one that is not a string: 400, before a slot (not a 200 stream
+    // whose only line is the error, nor an answer to an empty prompt).
+    for body in [r#"{"prompt":"   ","raw":true}"#, r#"{"prompt":123}"#] {
+        let (s, _, b) = http_with(port, "POST", "/api/generate", "", body);
+        assert_eq!(s, 400, "{body}: {b}");
+    }
+
     // A 100 MB body: 413 once the first MiB is past, whatever else the client sends.
     assert_eq!(oversized(port, 100 << 20, 4 << 20), Some(413));
 
