@@ -82,6 +82,39 @@ pub fn shown_url(url: &str) -> String {
     format!("{scheme}{authority}{path}{hidden}")
 }
 
+/// Server-sent text as errors and labels show it: at most `max_chars` characters ("…" where it
+/// was cut), control characters and bidi overrides escaped (`\u{1b}`), so a server cannot make a
+/// message huge, or move the cursor, clear a terminal or flip the text it is shown in.
+pub(crate) fn shown_text(s: &str, max_chars: usize) -> String {
+    let hidden =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let mut out = String::new();
+    let mut count = 0;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        let n = if hidden(c) {
+            c.escape_unicode().count()
+        } else {
+            1
+        };
+        // Room for the "…" too, unless this is the last character.
+        let room = usize::from(chars.peek().is_some());
+        if count + n + room > max_chars {
+            if max_chars > 0 {
+                out.push('…');
+            }
+            return out;
+        }
+        count += n;
+        if hidden(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Where and how to reach the server.
 #[derive(Clone, PartialEq)]
 pub struct RemoteConfig {
@@ -166,9 +199,9 @@ impl ServerInfo {
             self.api,
             self.version
                 .as_ref()
-                .map(|v| format!(" {v}"))
+                .map(|v| format!(" {}", shown_text(v, 64)))
                 .unwrap_or_default(),
-            model.unwrap_or("?"),
+            shown_text(model.unwrap_or("?"), 64),
             yes_no(self.capabilities.logprobs),
             if self.capabilities.traces {
                 "yes (samemath serve)"
@@ -231,16 +264,32 @@ pub fn stop_from_finish(finish: &str) -> StopReason {
     }
 }
 
+/// The most prompt tokens a server's prompt line may carry. samemath serve sends at most 1024
+/// (its /api/trace prompt cap, `TRACE_PROMPT_TOKENS`); the app fits a PCA on an n x n matrix
+/// of them, so more would cost it memory by the square.
+pub(crate) const PROMPT_TOKENS: usize = 1024;
+
 /// samemath serve's first /api/trace line: the prompt's tokens and embedding rows, checked
-/// (as many rows as tokens, each of one width within the trace bounds, finite values).
+/// (at most `PROMPT_TOKENS`, as many rows as tokens, each of one width within the trace bounds,
+/// finite values).
 pub(crate) fn prompt_event(p: &serde_json::Value) -> Result<RemoteEvent, RemoteError> {
     let bad = |why: String| RemoteError::Protocol(format!("the prompt line: {why}"));
+    let count = |key: &str| p[key].as_array().map_or(0, Vec::len);
+    // Counted before parsing: a long line is refused without building it.
+    if count("tokens") > PROMPT_TOKENS || count("embeddings") > PROMPT_TOKENS {
+        return Err(bad(format!(
+            "{} tokens with {} embedding rows, more than the {PROMPT_TOKENS} a prompt may have",
+            count("tokens"),
+            count("embeddings")
+        )));
+    }
+    let parse_error = |e: serde_json::Error| bad(shown_text(&e.to_string(), 300));
     let tokens: Vec<llm::TokenInfo> =
-        serde_json::from_value(p["tokens"].clone()).map_err(|e| bad(e.to_string()))?;
+        serde_json::from_value(p["tokens"].clone()).map_err(parse_error)?;
     let embeddings: Vec<Vec<f32>> =
-        serde_json::from_value(p["embeddings"].clone()).map_err(|e| bad(e.to_string()))?;
+        serde_json::from_value(p["embeddings"].clone()).map_err(parse_error)?;
     let width = embeddings.first().map_or(0, Vec::len);
-    if tokens.len() > llm::trace::MAX_TRACE_POSITION || embeddings.len() != tokens.len() {
+    if tokens.len() > PROMPT_TOKENS || embeddings.len() != tokens.len() {
         return Err(bad(format!(
             "{} tokens with {} embedding rows",
             tokens.len(),
@@ -282,6 +331,59 @@ mod tests {
             .unwrap_err();
         let text = bad.to_string();
         assert!(!text.contains("pw") && !text.contains("s3cret"), "{text}");
+    }
+
+    #[test]
+    fn prompt_lines_are_at_most_prompt_tokens_long() {
+        let line = |n: usize| {
+            let tokens: Vec<_> = (0..n)
+                .map(|i| serde_json::json!({"id": i, "piece": "a"}))
+                .collect();
+            serde_json::json!({"tokens": tokens, "embeddings": vec![vec![0.5]; n]})
+        };
+        match prompt_event(&line(PROMPT_TOKENS)) {
+            Ok(RemoteEvent::Prompt { tokens, embeddings }) => {
+                assert_eq!(
+                    (tokens.len(), embeddings.len()),
+                    (PROMPT_TOKENS, PROMPT_TOKENS)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let r = prompt_event(&line(PROMPT_TOKENS + 1));
+        assert!(
+            matches!(&r, Err(RemoteError::Protocol(m)) if m.contains("1025 tokens")),
+            "{r:?}"
+        );
+        // Rows without tokens count too.
+        let mut rows = line(1);
+        rows["embeddings"] = serde_json::json!(vec![vec![0.5]; PROMPT_TOKENS + 1]);
+        assert!(matches!(prompt_event(&rows), Err(RemoteError::Protocol(_))));
+    }
+
+    #[test]
+    fn server_text_is_shortened_and_escaped() {
+        assert_eq!(shown_text("llama3:8b", 64), "llama3:8b");
+        assert_eq!(shown_text("abcde", 5), "abcde");
+        assert_eq!(shown_text("abcdef", 5), "abcd…");
+        assert_eq!(shown_text("abc", 0), "");
+        assert_eq!(shown_text("a\nb\u{1b}[2J", 64), "a\\u{a}b\\u{1b}[2J");
+        assert_eq!(shown_text("x\u{202e}y", 64), "x\\u{202e}y");
+        // An escape is never cut in half: it goes whole or not at all.
+        assert_eq!(shown_text("ab\u{7}cd", 7), "ab…");
+        let long = shown_text(&"é".repeat(10_000), 300);
+        assert_eq!(long.chars().count(), 300);
+        assert!(long.ends_with('…'));
+        // One use: the version a server names goes into the line the app shows.
+        let info = ServerInfo {
+            api: ApiKind::Ollama,
+            version: Some(format!("0.1\u{1b}]0;pwned\u{7}{}", "9".repeat(1000))),
+            models: vec![],
+            capabilities: Capabilities::default(),
+        };
+        let line = info.describe(Some("m\r\n"));
+        assert!(!line.chars().any(char::is_control), "{line}");
+        assert!(line.len() < 300, "{line}");
     }
 
     #[test]

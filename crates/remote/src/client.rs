@@ -2,20 +2,22 @@
 //! fetch, timers from the page). Probing, streaming generation for the three APIs, embeddings;
 //! Cloud Run auth, cold starts, retries, cancel.
 
-use std::time::Duration;
-
 use futures_util::StreamExt;
-use futures_util::future::{Either, select};
 use serde_json::{Value, json};
 use web_time::Instant;
 
 use super::api::{
-    ApiKind, Capabilities, RemoteConfig, RemoteError, RemoteEvent, RemoteStep, RemoteSummary,
-    ServerInfo, shown_url, stop_from_finish,
+    ApiKind, Capabilities, RemoteConfig, RemoteError, RemoteEvent, RemoteSummary, ServerInfo,
+    shown_text, shown_url,
 };
+use super::records::{embedding, record};
 use super::stream::{NdjsonParser, SseData, SseParser};
 use super::token::{automatic_token_refused, command_token};
-use llm::{CancelToken, GenerationRequest, StopReason, TraceStep};
+use super::wait::{
+    EMBED_BODY_BYTES, ERROR_BODY_BYTES, ERROR_BODY_WAIT, JSON_BODY_BYTES, Past, backoff,
+    is_retryable, read_capped, sleep, ticking,
+};
+use llm::{CancelToken, GenerationRequest, StopReason};
 
 /// Where the bearer token came from (only a command's can be refreshed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,97 +46,6 @@ impl std::fmt::Debug for RemoteClient {
     }
 }
 
-/// Wait `d` without blocking: tokio's timer natively, the page's `setTimeout` in the browser.
-#[cfg(not(target_arch = "wasm32"))]
-pub async fn sleep(d: Duration) {
-    tokio::time::sleep(d).await;
-}
-
-#[cfg(target_arch = "wasm32")]
-pub async fn sleep(d: Duration) {
-    use wasm_bindgen::prelude::*;
-    #[wasm_bindgen]
-    extern "C" {
-        #[wasm_bindgen(js_name = setTimeout)]
-        fn set_timeout(callback: &js_sys::Function, ms: i32) -> JsValue;
-    }
-    let ms = d.as_millis().min(i32::MAX as u128) as i32;
-    let promise = js_sys::Promise::new(&mut |resolve, _| {
-        set_timeout(&resolve, ms);
-    });
-    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
-}
-
-/// `fut`, looking up once a second while it is pending: Stop (`cancel`) ends the wait, and so
-/// does an error from `tick`, called each second with the time waited so far.
-async fn ticking<F: std::future::Future + Unpin>(
-    mut fut: F,
-    cancel: &CancelToken,
-    mut tick: impl FnMut(Duration) -> Result<(), RemoteError>,
-) -> Result<F::Output, RemoteError> {
-    let mut waited = Duration::ZERO;
-    loop {
-        match select(fut, Box::pin(sleep(Duration::from_secs(1)))).await {
-            Either::Left((out, _)) => return Ok(out),
-            Either::Right((_, pending)) => {
-                fut = pending;
-                if cancel.is_cancelled() {
-                    return Err(RemoteError::Cancelled);
-                }
-                waited += Duration::from_secs(1);
-                tick(waited)?;
-            }
-        }
-    }
-}
-
-/// The most of an error body read (its first 300 characters are shown).
-const ERROR_BODY_BYTES: usize = 64 << 10;
-/// The most of a JSON answer read (probes: /api/info, /api/tags, /v1/models, ...).
-const JSON_BODY_BYTES: usize = 4 << 20;
-/// The most of an embedding answer read.
-const EMBED_BODY_BYTES: usize = 16 << 20;
-
-/// A response body, at most `cap` bytes: past it, the start (`truncate`) or an error.
-async fn read_capped(
-    response: reqwest::Response,
-    cap: usize,
-    truncate: bool,
-) -> Result<Vec<u8>, RemoteError> {
-    let mut out = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| RemoteError::Dropped {
-            received: 0,
-            reason: e.without_url().to_string(),
-        })?;
-        if out.len() + chunk.len() > cap {
-            if truncate {
-                out.extend_from_slice(&chunk[..cap - out.len()]);
-                return Ok(out);
-            }
-            return Err(RemoteError::Protocol(format!(
-                "the answer is longer than {cap} bytes"
-            )));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
-}
-
-fn is_retryable(status: u16) -> bool {
-    matches!(status, 429 | 503 | 504)
-}
-
-/// Exponential backoff with jitter: ~0.5 s, 1 s, 2 s, ... times a factor in [0.5, 1.5).
-fn backoff(attempt: u32) -> Duration {
-    let nanos = web_time::SystemTime::now()
-        .duration_since(web_time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() as u64);
-    let jitter = 0.5 + (nanos.wrapping_mul(6364136223846793005) >> 40) as f64 / (1u64 << 24) as f64;
-    Duration::from_secs_f64(0.5 * 2f64.powi(attempt as i32) * jitter)
-}
-
 impl RemoteClient {
     pub fn new(config: RemoteConfig) -> Result<Self, RemoteError> {
         let base = config.base()?;
@@ -155,7 +66,7 @@ impl RemoteClient {
         // (In the browser, fetch owns connections.)
         #[cfg(not(target_arch = "wasm32"))]
         let http = http
-            .connect_timeout(Duration::from_secs(15))
+            .connect_timeout(std::time::Duration::from_secs(15))
             .tcp_nodelay(true);
         let http = http.build().map_err(|e| RemoteError::Connect {
             url: shown_url(&base),
@@ -291,15 +202,23 @@ impl RemoteClient {
                 continue;
             }
             // An error body: its start is enough to say what went wrong.
-            let text = read_capped(response, ERROR_BODY_BYTES, true)
-                .await
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
-            let body: String = text.chars().take(300).collect();
+            let text = match read_capped(
+                response,
+                ERROR_BODY_BYTES,
+                ERROR_BODY_WAIT,
+                Past::Cut,
+                cancel,
+            )
+            .await
+            {
+                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                Err(RemoteError::Cancelled) => return Err(RemoteError::Cancelled),
+                Err(_) => String::new(),
+            };
             return Err(RemoteError::Status {
                 url: shown_url(&self.url(path)),
                 status,
-                body,
+                body: shown_text(&text, 300),
             });
         }
     }
@@ -307,7 +226,8 @@ impl RemoteClient {
     async fn get_json(&mut self, path: &str) -> Result<Value, RemoteError> {
         let cancel = CancelToken::default();
         let r = self.send(path, None, &cancel, &mut |_| {}).await?;
-        let bytes = read_capped(r, JSON_BODY_BYTES, false).await?;
+        let limit = self.config.first_byte_timeout;
+        let bytes = read_capped(r, JSON_BODY_BYTES, limit, Past::Fail, &cancel).await?;
         let text = String::from_utf8_lossy(&bytes);
         serde_json::from_str(&text).map_err(|_| {
             RemoteError::Protocol(format!(
@@ -337,12 +257,18 @@ impl RemoteClient {
                     {
                         return Err(RemoteError::Unsupported(format!(
                             "the server has no model {m:?}; it has {}",
-                            info.models.join(", ")
+                            model_list(&info.models)
                         )));
                     }
                     return Ok(info);
                 }
-                Err(e @ (RemoteError::Connect { .. } | RemoteError::Unauthorized { .. })) => {
+                // No other API kind would fare better: the server is not there, refuses us, or
+                // is silent (each kind tried would cost the whole timeout again).
+                Err(
+                    e @ (RemoteError::Connect { .. }
+                    | RemoteError::Unauthorized { .. }
+                    | RemoteError::Timeout { .. }),
+                ) => {
                     return Err(e);
                 }
                 Err(e) => last = Some(e),
@@ -360,7 +286,7 @@ impl RemoteClient {
                 };
                 Ok(ServerInfo {
                     api: kind,
-                    version: Some(version.to_string()),
+                    version: Some(shown_text(version, 64)),
                     models: v["models"]
                         .as_array()
                         .map(|a| {
@@ -399,7 +325,7 @@ impl RemoteClient {
                         embeddings: true,
                         traces: false,
                     },
-                    version: Some(version),
+                    version: Some(shown_text(&version, 64)),
                     models,
                 })
             }
@@ -485,24 +411,31 @@ impl RemoteClient {
         let mut ndjson = NdjsonParser::default();
         let mut sse = SseParser::default();
         let mut finished = false;
+        // The idle bound runs from the last token, not the last byte: keep-alive lines, SSE
+        // comments and empty deltas do not keep an answer open.
         let idle_limit = self.config.first_byte_timeout;
+        let mut last_token = (Instant::now(), 0);
+        let idle = |last_token: (Instant, usize)| {
+            let idle = last_token.0.elapsed();
+            if idle < idle_limit {
+                return Ok(());
+            }
+            Err(RemoteError::Dropped {
+                received: last_token.1,
+                reason: format!("the server sent no tokens for {} s", idle.as_secs()),
+            })
+        };
         while !finished {
             // The next chunk, looking up each second: Stop works while a server stalls, and a
-            // server silent for the first-byte timeout is dropped.
+            // server that sends no token for the first-byte timeout is dropped.
             if cancel.is_cancelled() {
                 return Err(RemoteError::Cancelled);
             }
-            let received = summary.tokens;
-            let next = ticking(bytes.next(), cancel, |idle| {
-                if idle >= idle_limit {
-                    return Err(RemoteError::Dropped {
-                        received,
-                        reason: format!("the server sent nothing for {} s", idle.as_secs()),
-                    });
-                }
-                Ok(())
-            })
-            .await?;
+            if summary.tokens != last_token.1 {
+                last_token = (Instant::now(), summary.tokens);
+            }
+            idle(last_token)?;
+            let next = ticking(bytes.next(), cancel, |_| idle(last_token)).await?;
             let chunk = match next {
                 Some(Ok(c)) => c,
                 Some(Err(e)) => {
@@ -526,7 +459,7 @@ impl RemoteClient {
                 ndjson.push(&chunk)?
             };
             for v in records {
-                finished |= self.record(api, &v, &mut summary, on_event)?;
+                finished |= record(api, &v, &mut summary, on_event)?;
                 if finished {
                     break;
                 }
@@ -555,7 +488,7 @@ impl RemoteClient {
                 ndjson.finish()?.into_iter().collect()
             };
             for v in tail {
-                finished |= self.record(api, &v, &mut summary, on_event)?;
+                finished |= record(api, &v, &mut summary, on_event)?;
             }
         }
         if !finished && summary.stop.is_none() {
@@ -565,160 +498,6 @@ impl RemoteClient {
             });
         }
         Ok(summary)
-    }
-
-    /// Fold one streamed record into the summary; true when it ends the answer.
-    fn record(
-        &self,
-        api: ApiKind,
-        v: &Value,
-        summary: &mut RemoteSummary,
-        on_event: &mut dyn FnMut(RemoteEvent),
-    ) -> Result<bool, RemoteError> {
-        if let Some(e) = v.get("error") {
-            let msg = e["message"].as_str().or(e.as_str()).map(String::from);
-            return Err(RemoteError::Server(msg.unwrap_or_else(|| e.to_string())));
-        }
-        let mut emit = |summary: &mut RemoteSummary, step: RemoteStep| {
-            summary.tokens += 1;
-            summary.text.push_str(&step.text);
-            on_event(RemoteEvent::Step(Box::new(step)));
-        };
-        let top = |alts: &Value| -> Vec<(String, f32)> {
-            alts.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|t| {
-                            Some((
-                                t["token"].as_str()?.to_string(),
-                                t["logprob"].as_f64()? as f32,
-                            ))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        match api {
-            ApiKind::Samemath if v.get("prompt").is_some() => {
-                on_event(crate::api::prompt_event(&v["prompt"])?);
-                Ok(false)
-            }
-            ApiKind::Samemath => {
-                let step: TraceStep = serde_json::from_value(v.clone())
-                    .map_err(|e| RemoteError::Protocol(format!("bad trace step: {e}")))?;
-                // The scene indexes what it draws by the trace's own shape: check it here.
-                if let Some(trace) = &step.trace {
-                    trace.check_shape().map_err(|e| {
-                        RemoteError::Protocol(format!("trace step {}: {e}", step.step))
-                    })?;
-                }
-                let logprob = step.trace.as_ref().and_then(|t| {
-                    t.top_k
-                        .iter()
-                        .find(|c| c.id == step.sampled.id)
-                        .map(|c| c.prob.ln())
-                });
-                let top_logprobs = step
-                    .trace
-                    .as_ref()
-                    .map(|t| {
-                        t.top_k
-                            .iter()
-                            .take(5)
-                            .map(|c| (c.piece.clone(), c.prob.ln()))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let stop = step.stop;
-                emit(
-                    summary,
-                    RemoteStep {
-                        index: step.step,
-                        text: step.text,
-                        token: Some(step.sampled),
-                        logprob,
-                        top_logprobs,
-                        trace: step.trace,
-                        stop,
-                    },
-                );
-                if let Some(s) = stop {
-                    summary.stop = Some(s);
-                    return Ok(true);
-                }
-                Ok(false)
-            }
-            ApiKind::Ollama => {
-                let text = v["message"]["content"]
-                    .as_str()
-                    .or(v["response"].as_str())
-                    .unwrap_or("");
-                let lps = v["logprobs"].as_array();
-                let first = lps.and_then(|a| a.first());
-                if !text.is_empty() || first.is_some() {
-                    let step = text_step(
-                        summary.tokens,
-                        text,
-                        first.and_then(|l| l["logprob"].as_f64()).map(|x| x as f32),
-                        first.map(|l| top(&l["top_logprobs"])).unwrap_or_default(),
-                    );
-                    emit(summary, step);
-                }
-                if v["done"].as_bool() == Some(true) {
-                    let ns = |k: &str| v[k].as_f64().map(|x| x / 1e9);
-                    if let (Some(n), Some(d)) = (v["eval_count"].as_f64(), ns("eval_duration"))
-                        && d > 0.0
-                    {
-                        summary.server_tokens_per_sec = Some(n / d);
-                    }
-                    summary.load_secs = ns("load_duration");
-                    summary.stop = Some(stop_from_finish(
-                        v["done_reason"].as_str().unwrap_or("stop"),
-                    ));
-                    return Ok(true);
-                }
-                Ok(false)
-            }
-            ApiKind::OpenAi => {
-                let choice = &v["choices"][0];
-                let text = choice["delta"]["content"]
-                    .as_str()
-                    .or(choice["text"].as_str())
-                    .unwrap_or("");
-                // Chat: logprobs.content[]; completions: logprobs.tokens / token_logprobs.
-                let entry = choice["logprobs"]["content"].get(0).cloned();
-                let (logprob, top_logprobs) = match &entry {
-                    Some(e) => (
-                        e["logprob"].as_f64().map(|x| x as f32),
-                        top(&e["top_logprobs"]),
-                    ),
-                    None => (
-                        choice["logprobs"]["token_logprobs"][0]
-                            .as_f64()
-                            .map(|x| x as f32),
-                        choice["logprobs"]["top_logprobs"][0]
-                            .as_object()
-                            .map(|m| {
-                                let mut v: Vec<(String, f32)> = m
-                                    .iter()
-                                    .filter_map(|(k, l)| Some((k.clone(), l.as_f64()? as f32)))
-                                    .collect();
-                                v.sort_by(|a, b| b.1.total_cmp(&a.1));
-                                v
-                            })
-                            .unwrap_or_default(),
-                    ),
-                };
-                if !text.is_empty() || logprob.is_some() {
-                    let step = text_step(summary.tokens, text, logprob, top_logprobs);
-                    emit(summary, step);
-                }
-                if let Some(reason) = choice["finish_reason"].as_str() {
-                    summary.stop = Some(stop_from_finish(reason));
-                }
-                Ok(false)
-            }
-        }
     }
 
     /// An embedding vector for `text` (what the server calls one; see its docs).
@@ -733,37 +512,27 @@ impl RemoteClient {
             _ => ("/api/embed", json!({"model": model, "input": text})),
         };
         let r = self.send(path, Some(&body), &cancel, &mut |_| {}).await?;
-        let bytes = read_capped(r, EMBED_BODY_BYTES, false).await?;
-        let v: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| RemoteError::Protocol(format!("{path}: {e}")))?;
-        let vec = v["embeddings"][0]
-            .as_array()
-            .or(v["data"][0]["embedding"].as_array())
-            .ok_or_else(|| RemoteError::Protocol(format!("{path}: no embedding in the answer")))?;
-        Ok(vec
-            .iter()
-            .filter_map(|x| x.as_f64().map(|x| x as f32))
-            .collect())
+        let limit = self.config.first_byte_timeout;
+        let bytes = read_capped(r, EMBED_BODY_BYTES, limit, Past::Fail, &cancel).await?;
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            RemoteError::Protocol(format!("{path}: {}", shown_text(&e.to_string(), 300)))
+        })?;
+        embedding(&v, path)
     }
 }
 
-/// A step as Ollama and OpenAI-compatible servers give it: text and log-probabilities, no id,
-/// no trace.
-fn text_step(
-    index: usize,
-    text: &str,
-    logprob: Option<f32>,
-    top_logprobs: Vec<(String, f32)>,
-) -> RemoteStep {
-    RemoteStep {
-        index,
-        text: text.to_string(),
-        token: None,
-        logprob,
-        top_logprobs,
-        trace: None,
-        stop: None,
+/// A server's model names for an error: the first few, each shortened and escaped.
+fn model_list(models: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut list: Vec<String> = models
+        .iter()
+        .take(SHOWN)
+        .map(|m| shown_text(m, 64))
+        .collect();
+    if models.len() > SHOWN {
+        list.push(format!("and {} more", models.len() - SHOWN));
     }
+    list.join(", ")
 }
 
 /// "0.12.11" >= [0, 12, 11] (pre-release suffixes ignored).
@@ -785,14 +554,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_and_backoff() {
+    fn versions() {
         assert!(version_at_least("0.12.11", [0, 12, 11]));
         assert!(version_at_least("0.13.0-rc1", [0, 12, 11]));
         assert!(!version_at_least("0.12.3", [0, 12, 11]));
-        for attempt in 0..4 {
-            let d = backoff(attempt).as_secs_f64();
-            let base = 0.5 * 2f64.powi(attempt as i32);
-            assert!(d >= base * 0.5 && d < base * 1.5, "{d}");
-        }
+    }
+
+    #[test]
+    fn model_lists_are_short_and_escaped() {
+        let few = vec!["a".to_string(), "b\u{1b}[2J".to_string()];
+        assert_eq!(model_list(&few), "a, b\\u{1b}[2J");
+        let many: Vec<String> = (0..1000)
+            .map(|i| format!("{i}{}", "x".repeat(500)))
+            .collect();
+        let shown = model_list(&many);
+        assert!(shown.ends_with(", and 990 more"), "{shown}");
+        assert!(shown.chars().count() < 800, "{}", shown.len());
     }
 }

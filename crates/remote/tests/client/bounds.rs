@@ -1,14 +1,15 @@
 //! Bounds on what a server can make the client do: a stall after the headers (Stop works, the
-//! idle bound ends it), a stream that never ends (cut at max_tokens), an endless error body, and
-//! secrets in the URL kept out of errors.
+//! idle bound ends it), a stream that never ends (cut at max_tokens), keep-alive lines without
+//! tokens, an endless error body, a stalled or trickled probe answer, a step with too much text,
+//! and secrets in the URL kept out of errors.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use llm::CancelToken;
 use remote::{RemoteClient, RemoteError, RemoteEvent};
-use testkit::http::{ollama_lines, streamed};
+use testkit::http::{ollama_lines, scripted, streamed};
 
 use super::{fake_ollama, runtime};
 
@@ -78,7 +79,7 @@ fn stalls_endless_streams_and_bodies_are_bounded() {
     let port = holding(stall(), |_| {}, Duration::from_secs(40));
     let (r, _) = generate(port, Duration::from_secs(2), &CancelToken::default());
     assert!(
-        matches!(&r, Err(RemoteError::Dropped { received: 1, reason }) if reason.contains("nothing for")),
+        matches!(&r, Err(RemoteError::Dropped { received: 1, reason }) if reason.contains("no tokens for")),
         "{r:?}"
     );
 
@@ -116,8 +117,107 @@ fn stalls_endless_streams_and_bodies_are_bounded() {
     let port = holding(head, endless_text, Duration::ZERO);
     let (r, _) = generate(port, Duration::from_secs(30), &CancelToken::default());
     assert!(
-        matches!(&r, Err(RemoteError::Status { status: 500, body, .. }) if body.len() <= 300),
+        matches!(&r, Err(RemoteError::Status { status: 500, body, .. }) if body.chars().count() <= 300),
         "{r:?}"
+    );
+
+    // An error body promised and never sent: reported once its short wait is over.
+    let head = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 100\r\n\r\n".to_vec();
+    let port = holding(head, |_| {}, Duration::from_secs(60));
+    let started = Instant::now();
+    let (r, _) = generate(port, Duration::from_secs(120), &CancelToken::default());
+    assert!(
+        matches!(&r, Err(RemoteError::Status { status: 500, .. })),
+        "{r:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn keep_alive_lines_without_tokens_end_the_answer() {
+    // `{"done":false}` five times a second, and never a token: dropped after the idle bound,
+    // though bytes keep coming.
+    let head =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    let pings = |s: &mut std::net::TcpStream| {
+        for _ in 0..300 {
+            if s.write_all(b"{\"done\":false}\n").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let port = holding(head, pings, Duration::ZERO);
+    let started = Instant::now();
+    let (r, _) = generate(port, Duration::from_secs(2), &CancelToken::default());
+    assert!(
+        matches!(&r, Err(RemoteError::Dropped { received: 0, reason }) if reason.contains("no tokens for")),
+        "{r:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// `probe()` against a server on `port`, with a first-byte timeout of 2 s; and how long it took.
+fn probe(port: u16) -> (Result<remote::ServerInfo, RemoteError>, Duration) {
+    let mut config = remote::RemoteConfig::new(format!("http://127.0.0.1:{port}"));
+    config.first_byte_timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let r = runtime().block_on(async { RemoteClient::new(config)?.probe().await });
+    (r, started.elapsed())
+}
+
+#[test]
+fn a_stalled_or_trickled_probe_answer_ends_the_probe() {
+    // Headers that promise 100 bytes, then nothing: a timeout naming /api/info, the first API
+    // kind tried (a silent server is not asked about the others).
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n".to_vec();
+    let port = holding(head.clone(), |_| {}, Duration::from_secs(60));
+    let (r, took) = probe(port);
+    assert!(
+        matches!(&r, Err(RemoteError::Timeout { url, .. }) if url.ends_with("/api/info")),
+        "{r:?}"
+    );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+
+    // The same 100 bytes, one each 300 ms: the whole read is bounded, not just each wait.
+    let trickle = |s: &mut std::net::TcpStream| {
+        for _ in 0..100 {
+            if s.write_all(b" ").and_then(|()| s.flush()).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let port = holding(head, trickle, Duration::ZERO);
+    let (r, took) = probe(port);
+    assert!(
+        matches!(&r, Err(RemoteError::Timeout { url, .. }) if url.ends_with("/api/info")),
+        "{r:?}"
+    );
+    assert!(took < Duration::from_secs(20), "{took:?}");
+}
+
+#[test]
+fn a_step_with_too_much_text_is_a_protocol_error() {
+    let word = "a".repeat(100_000);
+    let port = scripted(vec![(
+        Duration::ZERO,
+        streamed(&ollama_lines(&[&word], true)),
+    )]);
+    let (r, _) = generate(port, Duration::from_secs(30), &CancelToken::default());
+    assert!(
+        matches!(&r, Err(RemoteError::Protocol(m)) if m.contains("bytes of text")),
+        "{:?}",
+        r.map(|s| (s.tokens, s.text.len()))
     );
 }
 

@@ -127,7 +127,14 @@ fn a_client_that_never_reads_its_stream_loses_its_slot() {
 #[test]
 fn an_answer_past_the_time_limit_ends_with_an_error_and_frees_its_slot() {
     // A two-second limit; a count that would go on for 4,096 tokens.
-    let server = start_serve(&["--max-answer-secs", "2", "--concurrency", "1", "--queue", "0"]);
+    let server = start_serve(&[
+        "--max-answer-secs",
+        "2",
+        "--concurrency",
+        "1",
+        "--queue",
+        "0",
+    ]);
     let port = server.port;
     let body = r#"{"prompt":"1, 2, 3, 4, 5, 6, 7, 8,","raw":true,"stream":true,
                    "options":{"num_predict":4096}}"#;
@@ -144,7 +151,10 @@ fn an_answer_past_the_time_limit_ends_with_an_error_and_frees_its_slot() {
         "no error line for the limit: {}",
         answer.chars().rev().take(300).collect::<String>()
     );
-    let tokens = answer.lines().filter(|l| l.contains("\"response\"")).count();
+    let tokens = answer
+        .lines()
+        .filter(|l| l.contains("\"response\""))
+        .count();
     assert!((1..4096).contains(&tokens), "{tokens} tokens");
     println!(
         "cut by the time limit after {tokens} tokens, {:.1} s",

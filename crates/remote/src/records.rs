@@ -1,0 +1,398 @@
+//! One streamed record at a time, in our words: a samemath trace step, an Ollama line or an
+//! OpenAI-compatible event folded into the answer's summary, with what a server may send checked
+//! and bounded (the text of a step and of the answer, log-probabilities, alternatives); and an
+//! embedding answer's vector.
+
+use serde_json::Value;
+
+use super::api::{
+    ApiKind, RemoteError, RemoteEvent, RemoteStep, RemoteSummary, prompt_event, shown_text,
+    stop_from_finish,
+};
+use llm::TraceStep;
+
+/// Alternatives kept per step (we ask every server for 5).
+const TOP_LOGPROBS: usize = 5;
+/// The most text one record may carry: a token's text is a few bytes, a batch of them a few
+/// hundred.
+const STEP_TEXT_BYTES: usize = 64 << 10;
+/// The most text one answer may have (4096 tokens of 256 bytes each).
+const ANSWER_TEXT_BYTES: usize = 1 << 20;
+/// The longest alternative kept: no token's text comes near it.
+const ALTERNATIVE_BYTES: usize = 1 << 10;
+/// How far above 0 a log-probability may be and still count as rounding (then it is 0).
+const LOGPROB_SLACK: f64 = 1e-3;
+/// The most values an embedding may have (the widest models have a few thousand).
+const EMBEDDING_VALUES: usize = 65_536;
+
+/// A log-probability as the server sent it, if it can be one: finite, at most 0 (a tiny excess
+/// from rounding clamps to 0). Anything else says nothing, so it is dropped.
+fn logprob(x: Option<f64>) -> Option<f32> {
+    let x = x?;
+    if !x.is_finite() || x > LOGPROB_SLACK {
+        return None;
+    }
+    // (Finite as f64 may still be past f32's range.)
+    let x = x.min(0.0) as f32;
+    x.is_finite().then_some(x)
+}
+
+/// The best alternatives, best first, at most `TOP_LOGPROBS`: only those whose log-probability
+/// can be one and whose text can be a token's.
+fn best<'a>(alternatives: impl Iterator<Item = (&'a str, Option<f64>)>) -> Vec<(String, f32)> {
+    let mut kept: Vec<(&str, f32)> = alternatives
+        .filter(|(text, _)| text.len() <= ALTERNATIVE_BYTES)
+        .filter_map(|(text, l)| Some((text, logprob(l)?)))
+        .collect();
+    kept.sort_by(|a, b| b.1.total_cmp(&a.1));
+    kept.truncate(TOP_LOGPROBS);
+    kept.into_iter().map(|(t, l)| (t.to_string(), l)).collect()
+}
+
+/// Alternatives as a JSON list of `{"token", "logprob"}` (Ollama, OpenAI chat).
+fn top(alternatives: &Value) -> Vec<(String, f32)> {
+    let list = alternatives
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    best(
+        list.iter()
+            .filter_map(|t| Some((t["token"].as_str()?, t["logprob"].as_f64()))),
+    )
+}
+
+/// A step as Ollama and OpenAI-compatible servers give it: text and log-probabilities, no id,
+/// no trace.
+fn text_step(
+    index: usize,
+    text: &str,
+    logprob: Option<f32>,
+    top_logprobs: Vec<(String, f32)>,
+) -> RemoteStep {
+    RemoteStep {
+        index,
+        text: text.to_string(),
+        token: None,
+        logprob,
+        top_logprobs,
+        trace: None,
+        stop: None,
+    }
+}
+
+/// Count a step into the summary and pass it on, unless its text or the answer's would pass
+/// its bound (the app keeps both, and lays the text out).
+fn emit(
+    summary: &mut RemoteSummary,
+    step: RemoteStep,
+    on_event: &mut dyn FnMut(RemoteEvent),
+) -> Result<(), RemoteError> {
+    if step.text.len() > STEP_TEXT_BYTES {
+        return Err(RemoteError::Protocol(format!(
+            "step {} carries {} bytes of text, more than the {STEP_TEXT_BYTES} one step may have",
+            summary.tokens,
+            step.text.len()
+        )));
+    }
+    if summary.text.len() + step.text.len() > ANSWER_TEXT_BYTES {
+        return Err(RemoteError::Protocol(format!(
+            "the answer's text passed {ANSWER_TEXT_BYTES} bytes after {} tokens",
+            summary.tokens
+        )));
+    }
+    summary.tokens += 1;
+    summary.text.push_str(&step.text);
+    on_event(RemoteEvent::Step(Box::new(step)));
+    Ok(())
+}
+
+/// Fold one streamed record into the summary; true when it ends the answer.
+pub(crate) fn record(
+    api: ApiKind,
+    v: &Value,
+    summary: &mut RemoteSummary,
+    on_event: &mut dyn FnMut(RemoteEvent),
+) -> Result<bool, RemoteError> {
+    if let Some(e) = v.get("error") {
+        let msg = match e["message"].as_str().or(e.as_str()) {
+            Some(m) => shown_text(m, 300),
+            None => shown_text(&e.to_string(), 300),
+        };
+        return Err(RemoteError::Server(msg));
+    }
+    match api {
+        ApiKind::Samemath if v.get("prompt").is_some() => {
+            on_event(prompt_event(&v["prompt"])?);
+            Ok(false)
+        }
+        ApiKind::Samemath => {
+            let step: TraceStep = serde_json::from_value(v.clone()).map_err(|e| {
+                RemoteError::Protocol(format!(
+                    "bad trace step: {}",
+                    shown_text(&e.to_string(), 300)
+                ))
+            })?;
+            // The scene indexes what it draws by the trace's own shape: check it here.
+            if let Some(trace) = &step.trace {
+                trace
+                    .check_shape()
+                    .map_err(|e| RemoteError::Protocol(format!("trace step {}: {e}", step.step)))?;
+            }
+            let logprob = step.trace.as_ref().and_then(|t| {
+                t.top_k
+                    .iter()
+                    .find(|c| c.id == step.sampled.id)
+                    .and_then(|c| logprob(Some(f64::from(c.prob).ln())))
+            });
+            let top_logprobs = step
+                .trace
+                .as_ref()
+                .map(|t| {
+                    best(
+                        t.top_k
+                            .iter()
+                            .map(|c| (c.piece.as_str(), Some(f64::from(c.prob).ln()))),
+                    )
+                })
+                .unwrap_or_default();
+            let stop = step.stop;
+            let step = RemoteStep {
+                index: step.step,
+                text: step.text,
+                token: Some(step.sampled),
+                logprob,
+                top_logprobs,
+                trace: step.trace,
+                stop,
+            };
+            emit(summary, step, on_event)?;
+            if let Some(s) = stop {
+                summary.stop = Some(s);
+                return Ok(true);
+            }
+            Ok(false)
+        }
+        ApiKind::Ollama => {
+            let text = v["message"]["content"]
+                .as_str()
+                .or(v["response"].as_str())
+                .unwrap_or("");
+            let lps = v["logprobs"].as_array();
+            let first = lps.and_then(|a| a.first());
+            if !text.is_empty() || first.is_some() {
+                let step = text_step(
+                    summary.tokens,
+                    text,
+                    first.and_then(|l| logprob(l["logprob"].as_f64())),
+                    first.map(|l| top(&l["top_logprobs"])).unwrap_or_default(),
+                );
+                emit(summary, step, on_event)?;
+            }
+            if v["done"].as_bool() == Some(true) {
+                let ns = |k: &str| v[k].as_f64().map(|x| x / 1e9);
+                if let (Some(n), Some(d)) = (v["eval_count"].as_f64(), ns("eval_duration"))
+                    && d > 0.0
+                {
+                    summary.server_tokens_per_sec = Some(n / d);
+                }
+                summary.load_secs = ns("load_duration");
+                summary.stop = Some(stop_from_finish(
+                    v["done_reason"].as_str().unwrap_or("stop"),
+                ));
+                return Ok(true);
+            }
+            Ok(false)
+        }
+        ApiKind::OpenAi => {
+            let choice = &v["choices"][0];
+            let text = choice["delta"]["content"]
+                .as_str()
+                .or(choice["text"].as_str())
+                .unwrap_or("");
+            // Chat: logprobs.content[]; completions: logprobs.tokens / token_logprobs.
+            let (lp, top_logprobs) = match choice["logprobs"]["content"].get(0) {
+                Some(e) => (logprob(e["logprob"].as_f64()), top(&e["top_logprobs"])),
+                None => (
+                    logprob(choice["logprobs"]["token_logprobs"][0].as_f64()),
+                    choice["logprobs"]["top_logprobs"][0]
+                        .as_object()
+                        .map(|m| best(m.iter().map(|(k, l)| (k.as_str(), l.as_f64()))))
+                        .unwrap_or_default(),
+                ),
+            };
+            if !text.is_empty() || lp.is_some() {
+                let step = text_step(summary.tokens, text, lp, top_logprobs);
+                emit(summary, step, on_event)?;
+            }
+            if let Some(reason) = choice["finish_reason"].as_str() {
+                summary.stop = Some(stop_from_finish(reason));
+            }
+            Ok(false)
+        }
+    }
+}
+
+/// The vector of an embedding answer (Ollama's `embeddings[0]`, OpenAI's `data[0].embedding`):
+/// every value a finite number, at most `EMBEDDING_VALUES` of them.
+pub(crate) fn embedding(v: &Value, path: &str) -> Result<Vec<f32>, RemoteError> {
+    let bad = |why: String| RemoteError::Protocol(format!("{path}: {why}"));
+    let values = v["embeddings"][0]
+        .as_array()
+        .or(v["data"][0]["embedding"].as_array())
+        .ok_or_else(|| bad("no embedding in the answer".into()))?;
+    if values.len() > EMBEDDING_VALUES {
+        return Err(bad(format!(
+            "an embedding of {} values, more than {EMBEDDING_VALUES}",
+            values.len()
+        )));
+    }
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            x.as_f64()
+                .map(|x| x as f32)
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| bad(format!("value {i} of the embedding is not a finite number")))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The steps and the outcome of feeding `lines` (one answer) to `record`.
+    fn fold(
+        api: ApiKind,
+        lines: &[Value],
+    ) -> (Vec<RemoteStep>, Result<RemoteSummary, RemoteError>) {
+        let mut steps = Vec::new();
+        let mut summary = RemoteSummary::default();
+        let mut on_event = |e| {
+            if let RemoteEvent::Step(s) = e {
+                steps.push(*s);
+            }
+        };
+        let mut outcome = Ok(());
+        for v in lines {
+            if let Err(e) = record(api, v, &mut summary, &mut on_event) {
+                outcome = Err(e);
+                break;
+            }
+        }
+        (steps, outcome.map(|()| summary))
+    }
+
+    #[test]
+    fn alternatives_are_few_and_log_probabilities_possible() {
+        // 100,000 alternatives, the best last: 5 kept, best first.
+        let many: Vec<Value> = (0..100_000)
+            .map(|i| json!({"token": format!("t{i}"), "logprob": -1.0 - 1e-4 * f64::from(100_000 - i)}))
+            .collect();
+        let line = json!({"response": "a", "done": false,
+                          "logprobs": [{"token": "a", "logprob": -0.5, "top_logprobs": many}]});
+        let (steps, r) = fold(ApiKind::Ollama, &[line]);
+        r.unwrap();
+        let top = &steps[0].top_logprobs;
+        assert_eq!(top.len(), TOP_LOGPROBS);
+        assert_eq!(top[0].0, "t99999");
+        assert!(top.windows(2).all(|w| w[0].1 >= w[1].1), "{top:?}");
+
+        // Impossible values: above 0, past f32's range, not numbers; and a text no token has.
+        // Rounding clamps to 0.
+        let line = json!({"response": "b", "done": false, "logprobs": [{"token": "b",
+            "logprob": 5.0, "top_logprobs": [
+                {"token": "x", "logprob": 5.0}, {"token": "y", "logprob": 1e39},
+                {"token": "z", "logprob": -1e39}, {"token": "w", "logprob": "-1"},
+                {"token": "r", "logprob": 1e-6}, {"token": "b", "logprob": -0.25},
+                {"token": "l".repeat(ALTERNATIVE_BYTES + 1), "logprob": -0.1}]}]});
+        let (steps, r) = fold(ApiKind::Ollama, &[line]);
+        r.unwrap();
+        assert_eq!(steps[0].logprob, None);
+        assert_eq!(
+            steps[0].top_logprobs,
+            vec![("r".to_string(), 0.0), ("b".to_string(), -0.25)]
+        );
+        let line = json!({"response": "c", "done": false,
+                          "logprobs": [{"token": "c", "logprob": 1e39, "top_logprobs": []}]});
+        let (steps, _) = fold(ApiKind::Ollama, &[line]);
+        assert_eq!(steps[0].logprob, None);
+
+        // OpenAI completions: a map, sorted, then cut; its own log-probability checked too.
+        let map: serde_json::Map<String, Value> = (0..50)
+            .map(|i| (format!("k{i}"), json!(-f64::from(i))))
+            .chain([("up".to_string(), json!(3.0))])
+            .collect();
+        let line = json!({"choices": [{"text": "k0", "logprobs": {
+            "token_logprobs": [7.0], "top_logprobs": [map]}}]});
+        let (steps, r) = fold(ApiKind::OpenAi, &[line]);
+        r.unwrap();
+        assert_eq!(steps[0].logprob, None);
+        let names: Vec<&str> = steps[0].top_logprobs.iter().map(|t| t.0.as_str()).collect();
+        assert_eq!(names, ["k0", "k1", "k2", "k3", "k4"]);
+    }
+
+    #[test]
+    fn step_and_answer_text_are_bounded() {
+        let line = |n: usize| json!({"response": "a".repeat(n), "done": false});
+        let (steps, r) = fold(ApiKind::Ollama, &[line(STEP_TEXT_BYTES + 1)]);
+        assert!(steps.is_empty());
+        assert!(
+            matches!(&r, Err(RemoteError::Protocol(m)) if m.contains("bytes of text")),
+            "{r:?}"
+        );
+        // Steps each within their bound, together past the answer's.
+        let lines = vec![line(STEP_TEXT_BYTES); ANSWER_TEXT_BYTES / STEP_TEXT_BYTES + 1];
+        let (steps, r) = fold(ApiKind::Ollama, &lines);
+        assert_eq!(steps.len(), ANSWER_TEXT_BYTES / STEP_TEXT_BYTES);
+        assert!(
+            matches!(&r, Err(RemoteError::Protocol(m)) if m.contains("answer's text")),
+            "{r:?}"
+        );
+        // Right at the bound: fine.
+        let (_, r) = fold(
+            ApiKind::OpenAi,
+            &[json!({"choices": [{"text": "b".repeat(STEP_TEXT_BYTES)}]})],
+        );
+        assert_eq!(r.unwrap().text.len(), STEP_TEXT_BYTES);
+    }
+
+    #[test]
+    fn server_errors_are_shortened_and_escaped() {
+        let long = format!("boom\u{1b}[2J{}", "x".repeat(10_000));
+        let (_, r) = fold(ApiKind::Ollama, &[json!({"error": long})]);
+        let Err(RemoteError::Server(m)) = r else {
+            panic!("{r:?}");
+        };
+        assert!(
+            m.chars().count() <= 300 && m.starts_with("boom\\u{1b}[2J"),
+            "{m}"
+        );
+        assert!(!m.chars().any(char::is_control), "{m}");
+    }
+
+    #[test]
+    fn embeddings_are_finite_numbers_of_bounded_length() {
+        let path = "/api/embed";
+        assert_eq!(
+            embedding(&json!({"embeddings": [[0.5, -1.0]]}), path).unwrap(),
+            vec![0.5, -1.0]
+        );
+        assert_eq!(
+            embedding(&json!({"data": [{"embedding": [2.0]}]}), path).unwrap(),
+            vec![2.0]
+        );
+        for bad in [
+            json!({"embeddings": [[0.5, "x", 1.0]]}),
+            json!({"embeddings": [[0.5, null]]}),
+            json!({"embeddings": [[1e39]]}),
+            json!({"embeddings": [vec![0.0; EMBEDDING_VALUES + 1]]}),
+            json!({"embeddings": []}),
+        ] {
+            let r = embedding(&bad, path);
+            assert!(matches!(r, Err(RemoteError::Protocol(_))), "{r:?}");
+        }
+    }
+}
