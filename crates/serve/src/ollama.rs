@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use crate::generate::{AnswerOptions, GenItem, chat_text, sampling, start, text_request};
 use crate::state::MODEL_NAME;
 use crate::state::{Shared, loaded};
-use crate::wire::{error, finish, ndjson_line, now_rfc3339, parse_body, send_line};
+use crate::wire::{error, finish, ndjson_line, next_item, now_rfc3339, parse_body, send_line};
 
 /// Ollama's two generation routes share this: prompt text in, NDJSON (or one object) out.
 pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Response {
@@ -77,7 +77,7 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
         let mut first_token = None;
         let mut done_reason = "stop";
         let mut all_logprobs = Vec::new();
-        while let Some(item) = rx.recv().await {
+        while let Some(item) = next_item(&mut rx, stream.then_some(&out_tx)).await {
             let GenItem {
                 step,
                 prompt_len,

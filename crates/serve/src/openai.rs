@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use crate::generate::{AnswerOptions, GenItem, chat_text, sampling, start, text_request};
 use crate::state::MODEL_NAME;
 use crate::state::{Shared, loaded};
-use crate::wire::{finish, parse_body, send_line, sse};
+use crate::wire::{finish, next_item, parse_body, send_line, sse};
 
 pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Response {
     let l = match loaded(&state) {
@@ -73,7 +73,7 @@ pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Res
             )
             .await;
         }
-        while let Some(item) = rx.recv().await {
+        while let Some(item) = next_item(&mut rx, stream.then_some(&out_tx)).await {
             let GenItem {
                 step,
                 prompt_len,

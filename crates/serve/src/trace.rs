@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use crate::args::limits;
 use crate::generate::{GenItem, start};
 use crate::state::{Shared, loaded};
-use crate::wire::{error, ndjson_line, send_line, stream_body};
+use crate::wire::{error, ndjson_line, next_item, send_line, stream_body};
 
 /// Every internal of each step, NDJSON, one `TraceStep` per generated token.
 pub(crate) async fn trace(State(state): State<Shared>, body: Bytes) -> Response {
@@ -70,7 +70,7 @@ pub(crate) async fn trace(State(state): State<Shared>, body: Bytes) -> Response 
         if send_line(&out_tx, ndjson_line(&prompt)).await.is_err() {
             return;
         }
-        while let Some(item) = rx.recv().await {
+        while let Some(item) = next_item(&mut rx, Some(&out_tx)).await {
             let line = match item {
                 Ok(GenItem { step, .. }) => {
                     let s = TraceStep {

@@ -70,6 +70,23 @@ pub(crate) async fn send_line(tx: &mpsc::Sender<Bytes>, line: Bytes) -> Result<(
     }
 }
 
+/// The next generated item, or `None` at the end, and also once a streaming client has gone
+/// (`out`: its body's channel, closed when hyper drops the body): the collecting task ends, the
+/// generation's channel closes with it, and a long prompt's prefill stops at its next slice
+/// instead of running to the end for nobody.
+pub(crate) async fn next_item<T>(
+    rx: &mut mpsc::Receiver<T>,
+    out: Option<&mpsc::Sender<Bytes>>,
+) -> Option<T> {
+    match out {
+        None => rx.recv().await,
+        Some(out) => tokio::select! {
+            item = rx.recv() => item,
+            _ = out.closed() => None,
+        },
+    }
+}
+
 /// Aborts the task when dropped: a non-streamed answer whose client left (hyper drops the
 /// handler) stops generating.
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);

@@ -214,3 +214,51 @@ fn serve_listens_on_loopback_unless_told_and_keeps_the_model_path_to_its_log() {
         "listening on 0.0.0.0:{port}"
     );
 }
+
+#[test]
+fn a_streaming_client_that_leaves_during_a_long_prompt_frees_its_slot_soon() {
+    // One slot, no queue. A prompt of about 1,900 tokens: first its whole prefill, timed; then
+    // the same prompt streamed by a client that leaves at once. Nothing is sent before the first
+    // token, so only watching the client's connection stops the prefill early.
+    let server = start_serve(&["--concurrency", "1", "--queue", "0"]);
+    let port = server.port;
+    let prompt = "word ".repeat(1_900);
+    let ask = |stream: bool| {
+        format!(
+            r#"{{"prompt":"{prompt}","raw":true,"stream":{stream},"options":{{"num_predict":1}}}}"#
+        )
+    };
+    let started = Instant::now();
+    let (status, b) = http(port, "POST", "/api/generate", &ask(false)).expect("an answer");
+    assert_eq!(status, 200, "{b}");
+    let whole = started.elapsed();
+
+    let body = ask(true);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let left = Instant::now();
+    drop(s);
+    until_answered(
+        port,
+        whole * 2,
+        Duration::from_millis(100),
+        "the slot stayed taken after its client left",
+    );
+    let freed = left.elapsed();
+    println!(
+        "the whole prefill took {:.1} s; the slot was free {:.1} s after the client left",
+        whole.as_secs_f64(),
+        freed.as_secs_f64()
+    );
+    assert!(
+        freed < whole / 2,
+        "the prefill ran on for nobody: {freed:?} (the whole answer: {whole:?})"
+    );
+}
