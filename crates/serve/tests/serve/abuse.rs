@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use testkit::{free_port, http};
 
-use super::{ChildGuard, Server, http_with, serve_command, start_serve, until_answered};
+use super::{ChildGuard, Server, http_with, posted, serve_command, start_serve, until_answered};
 
 fn greedy(port: u16) -> String {
     let body =
@@ -155,14 +155,7 @@ fn a_client_that_leaves_a_whole_answer_frees_its_slot() {
     let port = server.port;
     // Counting, raw (no chat template): greedy decoding goes on counting, with no end token.
     let body = r#"{"prompt":"1, 2, 3, 4, 5, 6, 7, 8,","raw":true,"stream":false,"options":{"num_predict":4000}}"#;
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    let s = posted(port, "/api/generate", body);
     std::thread::sleep(Duration::from_millis(500));
     drop(s);
     until_answered(
@@ -234,14 +227,7 @@ fn a_streaming_client_that_leaves_during_a_long_prompt_frees_its_slot_soon() {
     let whole = started.elapsed();
 
     let body = ask(true);
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    let s = posted(port, "/api/generate", &body);
     std::thread::sleep(Duration::from_millis(200));
     let left = Instant::now();
     drop(s);

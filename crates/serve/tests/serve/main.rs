@@ -59,6 +59,21 @@ fn until_answered(port: u16, limit: Duration, every: Duration, why: &str) -> Vec
     }
 }
 
+/// A connection that has sent `POST path` with the JSON `body` and read nothing yet: a client
+/// a test can leave, or never read from.
+fn posted(port: u16, path: &str, body: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    s
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -410,7 +425,7 @@ fn serve_checks_its_key_answers_cors_and_drains_on_sigterm() {
 
 #[test]
 fn clients_that_leave_while_queued_give_their_place_back() {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let server = start_serve(&["--concurrency", "1", "--queue", "1"]);
     let port = server.port;
     // One long answer holds the only slot.
@@ -421,14 +436,7 @@ fn clients_that_leave_while_queued_give_their_place_back() {
     // the next would be refused as busy (and after queue-many, everyone, until a restart).
     let short = r#"{"prompt":"Hi.","stream":false,"options":{"num_predict":2}}"#;
     for i in 0..4 {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(
-            s,
-            "POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{short}",
-            short.len()
-        )
-        .unwrap();
+        let mut s = posted(port, "/api/generate", short);
         s.set_read_timeout(Some(Duration::from_millis(400)))
             .unwrap();
         let mut buf = [0u8; 256];

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use testkit::http;
 
-use super::{start_serve, until_answered};
+use super::{posted, start_serve, until_answered};
 
 /// Read until the server closes or `limit` passes; what came back and when it closed.
 fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, Option<Duration>) {
@@ -82,14 +82,7 @@ fn a_client_that_never_reads_its_stream_loses_its_slot() {
     request.chat = false;
     request.max_tokens = 1024;
     let body = serde_json::to_string(&request).unwrap();
-    let mut silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        silent,
-        "POST /api/trace HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    let mut silent = posted(port, "/api/trace", &body);
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
     let statuses = until_answered(
