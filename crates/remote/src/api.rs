@@ -51,6 +51,8 @@ pub enum RemoteError {
         "no answer from {url} within {secs} s (a cold start can take minutes: raise the first-byte timeout)"
     )]
     Timeout { url: String, secs: u64 },
+    #[error("{url} sent its headers but not the whole answer within {secs} s")]
+    SlowBody { url: String, secs: u64 },
     #[error("the server reported an error: {0}")]
     Server(String),
     #[error("the response broke the protocol: {0}")]

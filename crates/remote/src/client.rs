@@ -10,7 +10,7 @@ use super::api::{
     ApiKind, Capabilities, RemoteConfig, RemoteError, RemoteEvent, RemoteSummary, ServerInfo,
     shown_text, shown_url,
 };
-use super::records::{embedding, record};
+use super::records::{embedding, record, shows_progress};
 use super::stream::{NdjsonParser, SseData, SseParser};
 use super::token::{automatic_token_refused, command_token};
 use super::wait::{
@@ -267,7 +267,8 @@ impl RemoteClient {
                 Err(
                     e @ (RemoteError::Connect { .. }
                     | RemoteError::Unauthorized { .. }
-                    | RemoteError::Timeout { .. }),
+                    | RemoteError::Timeout { .. }
+                    | RemoteError::SlowBody { .. }),
                 ) => {
                     return Err(e);
                 }
@@ -411,8 +412,9 @@ impl RemoteClient {
         let mut ndjson = NdjsonParser::default();
         let mut sse = SseParser::default();
         let mut finished = false;
-        // The idle bound runs from the last token, not the last byte: keep-alive lines, SSE
-        // comments and empty deltas do not keep an answer open.
+        // The idle bound runs from the last sign of progress (a token, a reasoning model's
+        // thinking, a samemath line), not the last byte: keep-alive lines, SSE comments and
+        // empty deltas do not keep an answer open.
         let idle_limit = self.config.first_byte_timeout;
         let mut last_token = (Instant::now(), 0);
         let idle = |last_token: (Instant, usize)| {
@@ -422,7 +424,10 @@ impl RemoteClient {
             }
             Err(RemoteError::Dropped {
                 received: last_token.1,
-                reason: format!("the server sent no tokens for {} s", idle.as_secs()),
+                reason: format!(
+                    "the server sent no tokens or reasoning for {} s",
+                    idle.as_secs()
+                ),
             })
         };
         while !finished {
@@ -459,6 +464,9 @@ impl RemoteClient {
                 ndjson.push(&chunk)?
             };
             for v in records {
+                if shows_progress(api, &v) {
+                    last_token = (Instant::now(), summary.tokens);
+                }
                 finished |= record(api, &v, &mut summary, on_event)?;
                 if finished {
                     break;

@@ -106,6 +106,37 @@ fn emit(
     Ok(())
 }
 
+/// Whether a record shows the server at work: any samemath line (the prompt, a step), or text
+/// or reasoning (Ollama's `thinking`; `reasoning_content` from llama.cpp's server, vLLM and
+/// DeepSeek; `reasoning` from Ollama's /v1 and OpenRouter). A reasoning model can think for
+/// minutes before its first token; keep-alive lines and empty deltas show nothing.
+pub(crate) fn shows_progress(api: ApiKind, v: &Value) -> bool {
+    let any = |fields: &[&Value]| {
+        fields
+            .iter()
+            .any(|f| f.as_str().is_some_and(|t| !t.is_empty()))
+    };
+    match api {
+        ApiKind::Samemath => true,
+        ApiKind::Ollama => any(&[
+            &v["response"],
+            &v["thinking"],
+            &v["message"]["content"],
+            &v["message"]["thinking"],
+        ]),
+        ApiKind::OpenAi => {
+            let c = &v["choices"][0];
+            let d = &c["delta"];
+            any(&[
+                &c["text"],
+                &d["content"],
+                &d["reasoning_content"],
+                &d["reasoning"],
+            ])
+        }
+    }
+}
+
 /// Fold one streamed record into the summary; true when it ends the answer.
 pub(crate) fn record(
     api: ApiKind,
@@ -262,6 +293,53 @@ pub(crate) fn embedding(v: &Value, path: &str) -> Result<Vec<f32>, RemoteError> 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn reasoning_shows_progress_and_keep_alives_do_not() {
+        for (api, v, progress) in [
+            (ApiKind::Ollama, json!({"done": false}), false),
+            (
+                ApiKind::Ollama,
+                json!({"message": {"content": ""}, "done": false}),
+                false,
+            ),
+            (
+                ApiKind::Ollama,
+                json!({"message": {"thinking": "hm"}, "done": false}),
+                true,
+            ),
+            (
+                ApiKind::Ollama,
+                json!({"thinking": "hm", "done": false}),
+                true,
+            ),
+            (
+                ApiKind::Ollama,
+                json!({"response": "a", "done": false}),
+                true,
+            ),
+            (ApiKind::OpenAi, json!({"choices": [{"delta": {}}]}), false),
+            (
+                ApiKind::OpenAi,
+                json!({"choices": [{"delta": {"content": ""}}]}),
+                false,
+            ),
+            (
+                ApiKind::OpenAi,
+                json!({"choices": [{"delta": {"reasoning_content": "so"}}]}),
+                true,
+            ),
+            (
+                ApiKind::OpenAi,
+                json!({"choices": [{"delta": {"reasoning": "so"}}]}),
+                true,
+            ),
+            (ApiKind::OpenAi, json!({"choices": [{"text": "a"}]}), true),
+            (ApiKind::Samemath, json!({"prompt": {}}), true),
+        ] {
+            assert_eq!(shows_progress(api, &v), progress, "{api:?} {v}");
+        }
+    }
 
     /// The steps and the outcome of feeding `lines` (one answer) to `record`.
     fn fold(

@@ -85,7 +85,7 @@ pub(crate) async fn read_capped(
 ) -> Result<Vec<u8>, RemoteError> {
     let url = shown_url(response.url().as_str());
     let started = Instant::now();
-    let too_late = || RemoteError::Timeout {
+    let too_late = || RemoteError::SlowBody {
         url: url.clone(),
         secs: started.elapsed().as_secs(),
     };
@@ -101,7 +101,7 @@ pub(crate) async fn read_capped(
         .await;
         let next = match next {
             Ok(n) => n,
-            Err(RemoteError::Timeout { .. }) if past == Past::Cut => return Ok(out),
+            Err(RemoteError::SlowBody { .. }) if past == Past::Cut => return Ok(out),
             Err(e) => return Err(e),
         };
         let Some(chunk) = next else {

@@ -79,7 +79,7 @@ fn stalls_endless_streams_and_bodies_are_bounded() {
     let port = holding(stall(), |_| {}, Duration::from_secs(40));
     let (r, _) = generate(port, Duration::from_secs(2), &CancelToken::default());
     assert!(
-        matches!(&r, Err(RemoteError::Dropped { received: 1, reason }) if reason.contains("no tokens for")),
+        matches!(&r, Err(RemoteError::Dropped { received: 1, reason }) if reason.contains("no tokens or reasoning for")),
         "{r:?}"
     );
 
@@ -156,7 +156,7 @@ fn keep_alive_lines_without_tokens_end_the_answer() {
     let started = Instant::now();
     let (r, _) = generate(port, Duration::from_secs(2), &CancelToken::default());
     assert!(
-        matches!(&r, Err(RemoteError::Dropped { received: 0, reason }) if reason.contains("no tokens for")),
+        matches!(&r, Err(RemoteError::Dropped { received: 0, reason }) if reason.contains("no tokens or reasoning for")),
         "{r:?}"
     );
     assert!(
@@ -164,6 +164,30 @@ fn keep_alive_lines_without_tokens_end_the_answer() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn a_reasoning_model_thinking_longer_than_the_idle_bound_is_not_dropped() {
+    // Four seconds of thinking (Ollama's `thinking` field) against a 2 s idle bound, then the
+    // answer: the thinking shows progress, so the answer arrives.
+    let head =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n"
+            .to_vec();
+    let think = |s: &mut std::net::TcpStream| {
+        for _ in 0..20 {
+            let line =
+                b"{\"message\":{\"role\":\"assistant\",\"thinking\":\"hm\"},\"done\":false}\n";
+            if s.write_all(line).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = s.write_all(&ollama_lines(&["Paris"], true));
+    };
+    let port = holding(head, think, Duration::ZERO);
+    let (r, _) = generate(port, Duration::from_secs(2), &CancelToken::default());
+    let summary = r.expect("the answer after the thinking");
+    assert_eq!(summary.text, "Paris");
 }
 
 /// `probe()` against a server on `port`, with a first-byte timeout of 2 s; and how long it took.
@@ -183,7 +207,7 @@ fn a_stalled_or_trickled_probe_answer_ends_the_probe() {
     let port = holding(head.clone(), |_| {}, Duration::from_secs(60));
     let (r, took) = probe(port);
     assert!(
-        matches!(&r, Err(RemoteError::Timeout { url, .. }) if url.ends_with("/api/info")),
+        matches!(&r, Err(RemoteError::SlowBody { url, .. }) if url.ends_with("/api/info")),
         "{r:?}"
     );
     assert!(took < Duration::from_secs(30), "{took:?}");
@@ -200,7 +224,7 @@ fn a_stalled_or_trickled_probe_answer_ends_the_probe() {
     let port = holding(head, trickle, Duration::ZERO);
     let (r, took) = probe(port);
     assert!(
-        matches!(&r, Err(RemoteError::Timeout { url, .. }) if url.ends_with("/api/info")),
+        matches!(&r, Err(RemoteError::SlowBody { url, .. }) if url.ends_with("/api/info")),
         "{r:?}"
     );
     assert!(took < Duration::from_secs(20), "{took:?}");
