@@ -52,10 +52,11 @@ pub struct ServeArgs {
     /// a Cloud Run GPU; falls back to the CPU, saying why, when no usable GPU is found).
     #[arg(long, value_enum, default_value_t = Compute::Cpu)]
     pub backend: Compute,
-    /// Longest time one answer may take, in seconds (Cloud Run's request timeout in
-    /// deploy/service.yaml is 900): past it the answer ends with an error and frees its slot,
-    /// so a client that reads a line just often enough cannot hold a slot for hours.
-    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
+    /// Longest time one answer may take, in seconds, counted from when it has a slot (under
+    /// the 900 s request timeout of deploy/service.yaml, so the client still gets the error
+    /// line there): past it the answer ends with an error and frees its slot, so a client that
+    /// reads a line just often enough cannot hold a slot for hours.
+    #[arg(long, value_name = "SECONDS", default_value_t = 840)]
     pub max_answer_secs: u64,
 }
 
