@@ -417,6 +417,7 @@ impl RemoteClient {
         // empty deltas do not keep an answer open.
         let idle_limit = self.config.first_byte_timeout;
         let mut last_token = (Instant::now(), 0);
+        let mut prompt_seen = false;
         let idle = |last_token: (Instant, usize)| {
             let idle = last_token.0.elapsed();
             if idle < idle_limit {
@@ -464,6 +465,13 @@ impl RemoteClient {
                 ndjson.push(&chunk)?
             };
             for v in records {
+                // One prompt line an answer: each one makes the app fit its token cloud again.
+                if api == ApiKind::Samemath && v.get("prompt").is_some() {
+                    if prompt_seen {
+                        return Err(RemoteError::Protocol("a second prompt line".into()));
+                    }
+                    prompt_seen = true;
+                }
                 if shows_progress(api, &v) {
                     last_token = (Instant::now(), summary.tokens);
                 }

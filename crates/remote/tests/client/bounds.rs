@@ -11,7 +11,7 @@ use llm::CancelToken;
 use remote::{RemoteClient, RemoteError, RemoteEvent};
 use testkit::http::{ollama_lines, scripted, streamed};
 
-use super::{fake_ollama, runtime};
+use super::{fake_ollama, run_fake, runtime};
 
 /// One connection: the request head read, `head` written, then `body()` called with the stream
 /// (which may write forever; write errors end it), then the socket held open for `hold`.
@@ -188,6 +188,23 @@ fn a_reasoning_model_thinking_longer_than_the_idle_bound_is_not_dropped() {
     let (r, _) = generate(port, Duration::from_secs(2), &CancelToken::default());
     let summary = r.expect("the answer after the thinking");
     assert_eq!(summary.text, "Paris");
+}
+
+#[test]
+fn a_second_prompt_line_is_a_protocol_error() {
+    // Each prompt line makes the app fit its token cloud again: a server repeating it could
+    // keep the app busy with nothing else.
+    let prompt = "{\"prompt\":{\"tokens\":[{\"id\":1,\"piece\":\"a\"}],\"embeddings\":[[0.5]]}}\n";
+    let port = scripted(vec![(
+        Duration::ZERO,
+        streamed(prompt.repeat(2).as_bytes()),
+    )]);
+    let (r, statuses, _) = run_fake(port, |c| c.api = Some(remote::ApiKind::Samemath));
+    assert!(
+        matches!(&r, Err(RemoteError::Protocol(m)) if m.contains("second prompt line")),
+        "{r:?}"
+    );
+    assert_eq!(statuses, ["prompt"], "the first one is taken");
 }
 
 /// `probe()` against a server on `port`, with a first-byte timeout of 2 s; and how long it took.
