@@ -137,22 +137,28 @@ fn stalls_endless_streams_and_bodies_are_bounded() {
     );
 }
 
-#[test]
-fn keep_alive_lines_without_tokens_end_the_answer() {
-    // `{"done":false}` five times a second, and never a token: dropped after the idle bound,
-    // though bytes keep coming.
+/// An NDJSON stream on a port: `line` `times` times, 200 ms apart, then `then`.
+fn repeating(line: &'static [u8], times: usize, then: Vec<u8>) -> u16 {
     let head =
         b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n"
             .to_vec();
-    let pings = |s: &mut std::net::TcpStream| {
-        for _ in 0..300 {
-            if s.write_all(b"{\"done\":false}\n").is_err() {
+    let body = move |s: &mut std::net::TcpStream| {
+        for _ in 0..times {
+            if s.write_all(line).is_err() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+        let _ = s.write_all(&then);
     };
-    let port = holding(head, pings, Duration::ZERO);
+    holding(head, body, Duration::ZERO)
+}
+
+#[test]
+fn keep_alive_lines_without_tokens_end_the_answer() {
+    // `{"done":false}` five times a second, and never a token: dropped after the idle bound,
+    // though bytes keep coming.
+    let port = repeating(b"{\"done\":false}\n", 300, Vec::new());
     let started = Instant::now();
     let (r, _) = generate(port, Duration::from_secs(2), &CancelToken::default());
     assert!(
@@ -170,21 +176,8 @@ fn keep_alive_lines_without_tokens_end_the_answer() {
 fn a_reasoning_model_thinking_longer_than_the_idle_bound_is_not_dropped() {
     // Four seconds of thinking (Ollama's `thinking` field) against a 2 s idle bound, then the
     // answer: the thinking shows progress, so the answer arrives.
-    let head =
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: close\r\n\r\n"
-            .to_vec();
-    let think = |s: &mut std::net::TcpStream| {
-        for _ in 0..20 {
-            let line =
-                b"{\"message\":{\"role\":\"assistant\",\"thinking\":\"hm\"},\"done\":false}\n";
-            if s.write_all(line).is_err() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let _ = s.write_all(&ollama_lines(&["Paris"], true));
-    };
-    let port = holding(head, think, Duration::ZERO);
+    let thinking = b"{\"message\":{\"role\":\"assistant\",\"thinking\":\"hm\"},\"done\":false}\n";
+    let port = repeating(thinking, 20, ollama_lines(&["Paris"], true));
     let (r, _) = generate(port, Duration::from_secs(2), &CancelToken::default());
     let summary = r.expect("the answer after the thinking");
     assert_eq!(summary.text, "Paris");
