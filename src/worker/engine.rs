@@ -534,13 +534,10 @@ impl Engine {
     }
 }
 
-/// No token of a llama vocabulary is near this many bytes long.
-const TOKEN_BYTES: usize = 32;
-
 /// Why a prompt is refused before it is tokenized: longer than `max_tokens` tokens of
-/// `TOKEN_BYTES` could be (a pasted book would hold the engine, and Stop, while it is read).
+/// `llm::tokenizer::MAX_TOKEN_BYTES` could be (a pasted book would hold the engine, and Stop, while it is read).
 fn too_long_to_read(prompt: &str, max_tokens: usize) -> Option<String> {
-    (prompt.len() > max_tokens.saturating_mul(TOKEN_BYTES)).then(|| {
+    llm::tokenizer::too_many_bytes_for(prompt, max_tokens).then(|| {
         format!(
             "the prompt is {} bytes; the live scene reads at most {max_tokens} tokens (far fewer \
              bytes). Shorten it: nothing was cut.",
@@ -594,8 +591,9 @@ mod tests {
         c.n_layer = 129;
         assert!(too_big_to_draw(&c).is_some_and(|w| w.contains("129 layers")));
 
-        assert_eq!(too_long_to_read(&"a".repeat(512 * TOKEN_BYTES), 512), None);
-        let why = too_long_to_read(&"a".repeat(512 * TOKEN_BYTES + 1), 512).expect("too long");
+        let bytes = 512 * llm::tokenizer::MAX_TOKEN_BYTES;
+        assert_eq!(too_long_to_read(&"a".repeat(bytes), 512), None);
+        let why = too_long_to_read(&"a".repeat(bytes + 1), 512).expect("too long");
         assert!(why.contains("nothing was cut"), "{why}");
     }
 }

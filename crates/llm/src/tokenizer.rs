@@ -16,6 +16,17 @@ use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 use super::config::get_str;
 use super::error::{LlmError, Result};
 
+/// No token of a llama vocabulary is near this many bytes long: a text longer than
+/// `n * MAX_TOKEN_BYTES` bytes cannot be `n` tokens.
+pub const MAX_TOKEN_BYTES: usize = 32;
+
+/// Whether `text` is more than `tokens` tokens by its length alone (`MAX_TOKEN_BYTES`): the
+/// check a front end makes before it tokenizes what it was sent (a pasted book would hold the
+/// tokenizer for seconds to be refused anyway).
+pub fn too_many_bytes_for(text: &str, tokens: usize) -> bool {
+    text.len() > tokens.saturating_mul(MAX_TOKEN_BYTES)
+}
+
 /// GGUF token types (llama.cpp's `llama_token_type`).
 const TOKEN_TYPE_CONTROL: i32 = 3;
 const TOKEN_TYPE_USER_DEFINED: i32 = 4;

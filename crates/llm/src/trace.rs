@@ -78,6 +78,9 @@ pub const MAX_TRACE_LAYERS: usize = 128;
 pub const MAX_TRACE_HEADS: usize = 256;
 pub const MAX_TRACE_WIDTH: usize = 16_384;
 pub const MAX_TRACE_TOP_K: usize = 1_000;
+/// The longest prompt a trace over the wire carries: samemath serve's /api/trace cap, and what
+/// the remote client accepts (the scene fits a PCA to the prompt's embedding rows).
+pub const MAX_TRACE_PROMPT_TOKENS: usize = 1024;
 /// The longest context a llama model of this loader has (`llama.context_length`'s bound).
 pub const MAX_TRACE_POSITION: usize = 1 << 20;
 

@@ -2,6 +2,7 @@
 //! (`RemoteConfig`), what it can give (`ServerInfo`), one streamed step, the summary, the events
 //! while a request runs, and the typed errors.
 
+use llm::trace::MAX_TRACE_PROMPT_TOKENS;
 use llm::{StopReason, TokenInfo, Trace};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -266,21 +267,17 @@ pub fn stop_from_finish(finish: &str) -> StopReason {
     }
 }
 
-/// The most prompt tokens a server's prompt line may carry. samemath serve sends at most 1024
-/// (its /api/trace prompt cap, `TRACE_PROMPT_TOKENS`); the app fits a PCA on an n x n matrix
-/// of them, so more would cost it memory by the square.
-pub(crate) const PROMPT_TOKENS: usize = 1024;
-
 /// samemath serve's first /api/trace line: the prompt's tokens and embedding rows, checked
-/// (at most `PROMPT_TOKENS`, as many rows as tokens, each of one width within the trace bounds,
-/// finite values).
+/// (at most `MAX_TRACE_PROMPT_TOKENS`, serve's cap; as many rows as tokens, each of one width
+/// within the trace bounds; finite values).
 pub(crate) fn prompt_event(p: &serde_json::Value) -> Result<RemoteEvent, RemoteError> {
     let bad = |why: String| RemoteError::Protocol(format!("the prompt line: {why}"));
     let count = |key: &str| p[key].as_array().map_or(0, Vec::len);
+    let max = MAX_TRACE_PROMPT_TOKENS;
     // Counted before parsing: a long line is refused without building it.
-    if count("tokens") > PROMPT_TOKENS || count("embeddings") > PROMPT_TOKENS {
+    if count("tokens") > max || count("embeddings") > max {
         return Err(bad(format!(
-            "{} tokens with {} embedding rows, more than the {PROMPT_TOKENS} a prompt may have",
+            "{} tokens with {} embedding rows, more than the {max} a prompt may have",
             count("tokens"),
             count("embeddings")
         )));
@@ -291,7 +288,7 @@ pub(crate) fn prompt_event(p: &serde_json::Value) -> Result<RemoteEvent, RemoteE
     let embeddings: Vec<Vec<f32>> =
         serde_json::from_value(p["embeddings"].clone()).map_err(parse_error)?;
     let width = embeddings.first().map_or(0, Vec::len);
-    if tokens.len() > PROMPT_TOKENS || embeddings.len() != tokens.len() {
+    if tokens.len() > max || embeddings.len() != tokens.len() {
         return Err(bad(format!(
             "{} tokens with {} embedding rows",
             tokens.len(),
@@ -343,23 +340,23 @@ mod tests {
                 .collect();
             serde_json::json!({"tokens": tokens, "embeddings": vec![vec![0.5]; n]})
         };
-        match prompt_event(&line(PROMPT_TOKENS)) {
+        match prompt_event(&line(MAX_TRACE_PROMPT_TOKENS)) {
             Ok(RemoteEvent::Prompt { tokens, embeddings }) => {
                 assert_eq!(
                     (tokens.len(), embeddings.len()),
-                    (PROMPT_TOKENS, PROMPT_TOKENS)
+                    (MAX_TRACE_PROMPT_TOKENS, MAX_TRACE_PROMPT_TOKENS)
                 );
             }
             other => panic!("{other:?}"),
         }
-        let r = prompt_event(&line(PROMPT_TOKENS + 1));
+        let r = prompt_event(&line(MAX_TRACE_PROMPT_TOKENS + 1));
         assert!(
             matches!(&r, Err(RemoteError::Protocol(m)) if m.contains("1025 tokens")),
             "{r:?}"
         );
         // Rows without tokens count too.
         let mut rows = line(1);
-        rows["embeddings"] = serde_json::json!(vec![vec![0.5]; PROMPT_TOKENS + 1]);
+        rows["embeddings"] = serde_json::json!(vec![vec![0.5]; MAX_TRACE_PROMPT_TOKENS + 1]);
         assert!(matches!(prompt_event(&rows), Err(RemoteError::Protocol(_))));
     }
 

@@ -125,15 +125,10 @@ pub struct ServeOptions {
 pub(crate) mod limits {
     use std::time::Duration;
 
-    /// No token of this vocabulary is near this many bytes long: a text longer than
-    /// `n * TOKEN_BYTES` bytes cannot be `n` tokens, and is refused before it is tokenized.
-    pub(crate) const TOKEN_BYTES: usize = 32;
     /// Inputs in one embedding request.
     pub(crate) const EMBED_INPUTS: usize = 256;
     /// Tokens over all inputs of one embedding request.
     pub(crate) const EMBED_TOKENS: usize = 65_536;
-    /// Longest prompt of an /api/trace request (each step's trace grows with the position).
-    pub(crate) const TRACE_PROMPT_TOKENS: usize = 1024;
     /// Tokens one request may generate (an /api/trace request: 1024).
     pub(crate) const MAX_TOKENS: usize = 4096;
     /// How long a client may take to send a request's headers (and an idle kept-alive

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::args::limits::{EMBED_INPUTS, EMBED_TOKENS, TOKEN_BYTES};
+use crate::args::limits::{EMBED_INPUTS, EMBED_TOKENS};
 use crate::slots::ticket;
 use crate::state::MODEL_NAME;
 use crate::state::{Shared, loaded};
@@ -60,7 +60,7 @@ pub(crate) async fn embed(State(state): State<Shared>, body: Bytes) -> Response 
         let mut out = Vec::with_capacity(inputs.len());
         let mut tokens = 0usize;
         for text in &inputs {
-            if text.len() > EMBED_TOKENS.saturating_mul(TOKEN_BYTES) {
+            if llm::tokenizer::too_many_bytes_for(text, EMBED_TOKENS) {
                 return Err(too_long());
             }
             let ids = match tokenizer.encode(text) {

@@ -111,7 +111,7 @@ pub(crate) async fn start(
 }
 
 /// 400 for a prompt over `max` tokens, before it takes a slot. Bytes first
-/// (`limits::TOKEN_BYTES`), then the real count, off the async threads.
+/// (`llm::tokenizer::MAX_TOKEN_BYTES`), then the real count, off the async threads.
 async fn check_prompt_length(
     l: &Loaded,
     request: &GenerationRequest,
@@ -126,7 +126,7 @@ async fn check_prompt_length(
             ),
         ))
     };
-    if request.prompt.len() > max.saturating_mul(limits::TOKEN_BYTES) {
+    if llm::tokenizer::too_many_bytes_for(&request.prompt, max) {
         return too_long(format!("{} bytes", request.prompt.len()));
     }
     // The engine refuses it too, but only once a slot is taken, and inside a 200 stream.

@@ -11,7 +11,6 @@ use llm::{GenerationRequest, RecordOptions, TraceStep};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::args::limits;
 use crate::generate::{GenItem, start};
 use crate::state::{Shared, loaded};
 use crate::wire::{error, ndjson_line, next_item, send_line, stream_body};
@@ -38,7 +37,7 @@ pub(crate) async fn trace(State(state): State<Shared>, body: Bytes) -> Response 
     let prompt_cap = state
         .options
         .max_prompt_tokens
-        .min(limits::TRACE_PROMPT_TOKENS);
+        .min(llm::trace::MAX_TRACE_PROMPT_TOKENS);
     let (tokenizer, model) = (l.tokenizer.clone(), l.model.clone());
     let (text, chat) = (request.prompt.clone(), request.chat);
     let mut rx = match start(&state, l, request, prompt_cap).await {
