@@ -244,9 +244,13 @@ impl LlmView {
                 self.model_path = Some(path);
                 self.status = EngineStatus::Ready;
             }
-            Event::Prompt { tokens, embeddings } => {
+            Event::Prompt {
+                tokens,
+                embeddings,
+                pca,
+            } => {
                 self.clear_session();
-                self.pca = Pca::fit(&embeddings);
+                self.pca = pca;
                 self.prompt_tokens = tokens;
                 self.prompt_embeddings = embeddings;
                 self.status = EngineStatus::Generating;

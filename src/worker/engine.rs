@@ -235,7 +235,7 @@ impl Engine {
                     .iter()
                     .filter_map(|&id| model.embedding_row(id).ok())
                     .collect();
-                self.send(Event::Prompt { tokens, embeddings });
+                self.send(Event::prompt(tokens, embeddings));
                 self.session = Some(session);
                 true
             }

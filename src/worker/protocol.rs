@@ -52,10 +52,13 @@ pub enum Event {
         tokenizer: Arc<LlmTokenizer>,
         path: PathBuf,
     },
-    /// A session started: its prompt tokens (after the template) and their embedding rows.
+    /// A session started: its prompt tokens (after the template), their embedding rows, and
+    /// the rows' principal components (fitted here, off the UI thread; `None` for fewer than
+    /// two rows).
     Prompt {
         tokens: Vec<TokenInfo>,
         embeddings: Vec<Vec<f32>>,
+        pca: Option<math::pca::Pca>,
     },
     /// One generated token; `logits` are the full distribution it was sampled from, `seconds`
     /// the time its forward pass took.
@@ -82,4 +85,16 @@ pub enum Event {
     /// Generate continue it.
     Paused,
     Error(String),
+}
+
+impl Event {
+    /// The `Prompt` event, its principal components fitted here (on the sender's thread: up to
+    /// a tenth of a second for 1,024 rows, which the scene's frames should not wait for).
+    pub fn prompt(tokens: Vec<TokenInfo>, embeddings: Vec<Vec<f32>>) -> Event {
+        Event::Prompt {
+            pca: math::pca::Pca::fit(&embeddings),
+            tokens,
+            embeddings,
+        }
+    }
 }

@@ -134,14 +134,11 @@ async fn answer_remote(
     events: &Sender<Event>,
 ) {
     use remote::{RemoteError, RemoteEvent};
-    let _ = events.send(Event::Prompt {
-        tokens: Vec::new(),
-        embeddings: Vec::new(),
-    });
+    let _ = events.send(Event::prompt(Vec::new(), Vec::new()));
     let mut on_event = |e: RemoteEvent| {
         let _ = events.send(match e {
             RemoteEvent::Status(s) => Event::Status(s),
-            RemoteEvent::Prompt { tokens, embeddings } => Event::Prompt { tokens, embeddings },
+            RemoteEvent::Prompt { tokens, embeddings } => Event::prompt(tokens, embeddings),
             RemoteEvent::Step(s) => Event::RemoteStep(s),
         });
     };

@@ -50,16 +50,15 @@ fn recorded_events(steps: usize) -> Vec<Event> {
             tokenizer: t.clone(),
             path: "model.gguf".into(),
         },
-        Event::Prompt {
-            tokens: ids
-                .iter()
+        Event::prompt(
+            ids.iter()
                 .map(|&id| llm::TokenInfo {
                     id,
                     piece: t.piece(id),
                 })
                 .collect(),
-            embeddings: ids.iter().map(|&id| m.embedding_row(id).unwrap()).collect(),
-        },
+            ids.iter().map(|&id| m.embedding_row(id).unwrap()).collect(),
+        ),
     ];
     while let Some(step) = session.step().unwrap() {
         events.push(Event::Token {
