@@ -48,7 +48,7 @@ def main():
     out["openai_finish"] = r.choices[0].finish_reason
     text, logprobs = [], []
     for chunk in oai.chat.completions.create(model=model, messages=messages, max_tokens=args.max_tokens,
-                                             temperature=0, logprobs=True, top_logprobs=3, stream=True):
+                                             temperature=0, logprobs=True, top_logprobs=20, stream=True):
         if not chunk.choices:
             continue
         c = chunk.choices[0]

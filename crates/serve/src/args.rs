@@ -131,6 +131,8 @@ pub(crate) mod limits {
     pub(crate) const EMBED_TOKENS: usize = 65_536;
     /// Tokens one request may generate (an /api/trace request: 1024).
     pub(crate) const MAX_TOKENS: usize = 4096;
+    /// Alternatives a token's log-probabilities may list (OpenAI's `top_logprobs` bound).
+    pub(crate) const TOP_LOGPROBS: usize = 20;
     /// How long a client may take to send a request's headers (and an idle kept-alive
     /// connection may stay open).
     pub(crate) const HEADER_READ: Duration = Duration::from_secs(10);

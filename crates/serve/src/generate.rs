@@ -92,22 +92,71 @@ impl AnswerOptions {
         Self {
             stream: v["stream"].as_bool().unwrap_or(stream_by_default),
             logprobs: v["logprobs"].as_bool().unwrap_or(false),
-            top_n: v["top_logprobs"].as_u64().unwrap_or(0).min(20) as usize,
+            top_n: v["top_logprobs"]
+                .as_u64()
+                .unwrap_or(0)
+                .min(limits::TOP_LOGPROBS as u64) as usize,
         }
     }
 }
 
+/// Why an answer ended before its end, and the status a non-streamed answer gets for it (a
+/// streamed one has sent its 200 already, and ends with an error line).
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    /// The request cannot be answered as asked (a prompt over the model's context).
+    fn request(message: String) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message,
+        }
+    }
+
+    /// The engine failed, or panicked (a bug).
+    fn server(message: String) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message,
+        }
+    }
+
+    /// The server cut the answer: it is shutting down, or the answer ran past its time limit.
+    fn cut(message: String) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message,
+        }
+    }
+
+    /// A streaming client left or stopped reading: nobody reads the status.
+    pub(crate) fn gone(message: String) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message,
+        }
+    }
+}
+
+/// What a generation's channel carries: each token, or why it stopped early.
+pub(crate) type Items = mpsc::Receiver<Result<GenItem, Failure>>;
+
 /// Check the prompt's length (400 when it is over `max_prompt_tokens`), wait for a slot (or get
-/// the 503), then start generating.
+/// the 503), then start generating, each token with its `top` best alternatives.
 pub(crate) async fn start(
     state: &Shared,
     l: &Loaded,
     request: GenerationRequest,
     max_prompt_tokens: usize,
-) -> Result<mpsc::Receiver<Result<GenItem, String>>, Response> {
+    top: usize,
+) -> Result<Items, Response> {
     check_prompt_length(l, &request, max_prompt_tokens).await?;
     let ticket = ticket(state).await?;
-    Ok(spawn_generation(l, request, ticket))
+    Ok(spawn_generation(l, request, ticket, top))
 }
 
 /// 400 for a prompt over `max` tokens, before it takes a slot. Bytes first
@@ -161,16 +210,17 @@ pub(crate) struct GenItem {
     pub(crate) prompt_len: usize,
     /// The sampled token's natural-log probability (temperature 1).
     pub(crate) logprob: f32,
-    /// The 5 best tokens and their log-probabilities.
+    /// The best tokens (as many as asked) and their log-probabilities.
     pub(crate) top: Vec<(String, f32)>,
 }
 
-/// Generate on a blocking thread; each step (or the error) goes through the channel.
+/// Generate on a blocking thread; each step (or the failure) goes through the channel.
 pub(crate) fn spawn_generation(
     l: &Loaded,
     request: GenerationRequest,
     ticket: Ticket,
-) -> mpsc::Receiver<Result<GenItem, String>> {
+    top: usize,
+) -> Items {
     // Steps with traces are megabytes each at long positions: only a couple wait at a time.
     let (tx, rx) = mpsc::channel(if request.record.enabled { 2 } else { 64 });
     let (model, tokenizer) = (l.compute.clone(), l.tokenizer.clone());
@@ -179,63 +229,61 @@ pub(crate) fn spawn_generation(
     let panic_tx = tx.clone();
     tokio::task::spawn_blocking(move || {
         let _ticket = ticket;
-        let cut = |made: usize| {
-            Err(format!(
-                "the server is shutting down (SIGTERM): the answer was cut after {made} tokens; \
-                 ask again"
-            ))
-        };
         let started = std::time::Instant::now();
         let answer_time = state.options.answer_time;
-        let too_long = |made: usize| {
-            Err(format!(
-                "the answer took longer than {} s (the server's limit): cut after {made} tokens",
-                answer_time.as_secs()
-            ))
+        // Whether the server cuts the answer here, after `made` tokens, and why.
+        let cut = |made: usize| {
+            let why = if state.must_cut() {
+                format!(
+                    "the server is shutting down (SIGTERM): the answer was cut after {made} \
+                     tokens; ask again"
+                )
+            } else if started.elapsed() >= answer_time {
+                format!(
+                    "the answer took longer than {} s (the server's limit): cut after {made} \
+                     tokens",
+                    answer_time.as_secs()
+                )
+            } else {
+                return None;
+            };
+            Some(Failure::cut(why))
         };
         let run = || {
             let mut session = match Session::new(model, tokenizer, &request) {
                 Ok(s) => s,
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(e.to_string()));
+                    let _ = tx.blocking_send(Err(Failure::request(e.to_string())));
                     return;
                 }
             };
             let prompt_len = session.prompt_tokens().len();
             // The prompt in slices: bounded memory, and a request whose client left (or that
-            // SIGTERM cuts) stops between slices.
+            // the server cuts) stops between slices.
             while session.pending_len() > 1 {
                 if tx.is_closed() {
                     return;
                 }
-                if state.must_cut() {
-                    let _ = tx.blocking_send(cut(0));
-                    return;
-                }
-                if started.elapsed() >= answer_time {
-                    let _ = tx.blocking_send(too_long(0));
+                if let Some(failure) = cut(0) {
+                    let _ = tx.blocking_send(Err(failure));
                     return;
                 }
                 if let Err(e) = session.prefill(limits::PREFILL_SLICE) {
-                    let _ = tx.blocking_send(Err(e.to_string()));
+                    let _ = tx.blocking_send(Err(Failure::server(e.to_string())));
                     return;
                 }
             }
             let mut made = 0usize;
             loop {
-                if state.must_cut() {
-                    let _ = tx.blocking_send(cut(made));
-                    return;
-                }
-                if started.elapsed() >= answer_time {
-                    let _ = tx.blocking_send(too_long(made));
+                if let Some(failure) = cut(made) {
+                    let _ = tx.blocking_send(Err(failure));
                     return;
                 }
                 made += 1;
                 match session.step() {
                     Ok(Some(step)) => {
                         let item = GenItem {
-                            top: top_logprobs(session.last_logits(), session.tokenizer(), 5),
+                            top: top_logprobs(session.last_logits(), session.tokenizer(), top),
                             logprob: logprob_of(session.last_logits(), step.token.id),
                             prompt_len,
                             step,
@@ -246,7 +294,7 @@ pub(crate) fn spawn_generation(
                     }
                     Ok(None) => return,
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(e.to_string()));
+                        let _ = tx.blocking_send(Err(Failure::server(e.to_string())));
                         return;
                     }
                 }
@@ -257,9 +305,9 @@ pub(crate) fn spawn_generation(
             if let Err(panic) = caught {
                 let why = panic_message(&*panic);
                 eprintln!("samemath serve: generation failed (a bug): {why}");
-                let _ = panic_tx.blocking_send(Err(format!(
+                let _ = panic_tx.blocking_send(Err(Failure::server(format!(
                     "the server failed while generating (a bug): {why}"
-                )));
+                ))));
             }
         };
         match threads.and_then(|n| rayon::ThreadPoolBuilder::new().num_threads(n).build().ok()) {

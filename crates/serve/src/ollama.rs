@@ -10,7 +10,7 @@ use llm::StopReason;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::generate::{AnswerOptions, GenItem, chat_text, sampling, start, text_request};
+use crate::generate::{AnswerOptions, Failure, GenItem, chat_text, sampling, start, text_request};
 use crate::state::MODEL_NAME;
 use crate::state::{Shared, loaded};
 use crate::wire::{error, finish, ndjson_line, next_item, now_rfc3339, parse_body, send_line};
@@ -59,6 +59,7 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
         l,
         text_request(prompt, sampling, max),
         state.options.max_prompt_tokens,
+        if logprobs { top_n } else { 0 },
     )
     .await
     {
@@ -85,10 +86,10 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
                 top,
             } = match item {
                 Ok(x) => x,
-                Err(e) => {
-                    let line = ndjson_line(&json!({"error": e}));
+                Err(f) => {
+                    let line = ndjson_line(&json!({"error": f.message}));
                     let _ = send_line(&out_tx, line).await;
-                    return Err(e);
+                    return Err(f);
                 }
             };
             prompt_count = prompt_len;
@@ -121,8 +122,8 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
                 if let Some(lp) = lp {
                     v["logprobs"] = lp;
                 }
-                if send_line(&out_tx, ndjson_line(&v)).await.is_err() {
-                    return Err("the client went away".into());
+                if let Err(e) = send_line(&out_tx, ndjson_line(&v)).await {
+                    return Err(Failure::gone(e));
                 }
             }
         }

@@ -7,7 +7,7 @@ use llm::StopReason;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::generate::{AnswerOptions, GenItem, chat_text, sampling, start, text_request};
+use crate::generate::{AnswerOptions, Failure, GenItem, chat_text, sampling, start, text_request};
 use crate::state::MODEL_NAME;
 use crate::state::{Shared, loaded};
 use crate::wire::{finish, next_item, parse_body, send_line, sse};
@@ -39,6 +39,7 @@ pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Res
         l,
         text_request(prompt, sampling, max),
         state.options.max_prompt_tokens,
+        if logprobs { top_n } else { 0 },
     )
     .await
     {
@@ -81,9 +82,10 @@ pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Res
                 top,
             } = match item {
                 Ok(x) => x,
-                Err(e) => {
-                    let _ = send_line(&out_tx, sse(&json!({"error": {"message": e}}))).await;
-                    return Err(e);
+                Err(f) => {
+                    let line = sse(&json!({"error": {"message": f.message}}));
+                    let _ = send_line(&out_tx, line).await;
+                    return Err(f);
                 }
             };
             prompt_tokens = prompt_len;
@@ -108,15 +110,9 @@ pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Res
             if let Some(l) = &lp {
                 content_lps.push(l.clone());
             }
-            if stream
-                && send_line(
-                    &out_tx,
-                    sse(&chunk(json!({"content": step.text}), lp, None)),
-                )
-                .await
-                .is_err()
-            {
-                return Err("the client went away".into());
+            if stream {
+                let line = sse(&chunk(json!({"content": step.text}), lp, None));
+                send_line(&out_tx, line).await.map_err(Failure::gone)?;
             }
         }
         if stream {

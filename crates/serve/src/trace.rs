@@ -40,7 +40,7 @@ pub(crate) async fn trace(State(state): State<Shared>, body: Bytes) -> Response 
         .min(llm::trace::MAX_TRACE_PROMPT_TOKENS);
     let (tokenizer, model) = (l.tokenizer.clone(), l.model.clone());
     let (text, chat) = (request.prompt.clone(), request.chat);
-    let mut rx = match start(&state, l, request, prompt_cap).await {
+    let mut rx = match start(&state, l, request, prompt_cap, 0).await {
         Ok(rx) => rx,
         Err(r) => return r,
     };
@@ -81,7 +81,7 @@ pub(crate) async fn trace(State(state): State<Shared>, body: Bytes) -> Response 
                     };
                     serde_json::to_value(&s).unwrap_or_default()
                 }
-                Err(e) => json!({"error": e}),
+                Err(f) => json!({"error": f.message}),
             };
             if send_line(&out_tx, ndjson_line(&line)).await.is_err() {
                 return;

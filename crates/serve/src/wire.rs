@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::args::limits;
+use crate::generate::Failure;
 
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({"error": message.into()}))).into_response()
@@ -97,11 +98,12 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// Streamed: the channel as the body. Not streamed: the collected object, or the error.
+/// Streamed: the channel as the body. Not streamed: the collected object, or the failure with
+/// its status (400 for the request, 500 for the engine, 503 for a cut).
 pub(crate) async fn finish(
     stream: bool,
     out_rx: mpsc::Receiver<Bytes>,
-    collect: tokio::task::JoinHandle<Result<Value, String>>,
+    collect: tokio::task::JoinHandle<Result<Value, Failure>>,
     content_type: &'static str,
 ) -> Response {
     if stream {
@@ -111,7 +113,7 @@ pub(crate) async fn finish(
     let mut collect = AbortOnDrop(collect);
     match (&mut collect.0).await {
         Ok(Ok(v)) => axum::Json(v).into_response(),
-        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
+        Ok(Err(f)) => error(f.status, f.message),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -153,8 +153,10 @@ fn the_official_ollama_and_openai_clients_work_against_serve() {
     for lp in lps {
         let l = lp["logprob"].as_f64().unwrap();
         assert!(l <= 0.0 && l.is_finite());
-        // Greedy: the sampled token is the best alternative.
+        // Greedy: the sampled token is the best alternative; as many alternatives as asked
+        // (OpenAI's bound, 20).
         assert_eq!(lp["top"][0], lp["token"]);
+        assert_eq!(lp["top"].as_array().map(Vec::len), Some(20), "{lp}");
     }
 }
 

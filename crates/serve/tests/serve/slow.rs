@@ -160,4 +160,14 @@ fn an_answer_past_the_time_limit_ends_with_an_error_and_frees_its_slot() {
         "the slot stayed taken after the cut",
     );
     assert_eq!(statuses.last(), Some(&200));
+    // Not streamed, the cut is the status: 503 (the server's limit), not 400 (a bad request).
+    let (status, answer) = http(
+        port,
+        "POST",
+        "/api/generate",
+        &body.replace(r#""stream":true"#, r#""stream":false"#),
+    )
+    .expect("an answer");
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("took longer than 4 s"), "{answer}");
 }
