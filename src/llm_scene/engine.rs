@@ -161,6 +161,7 @@ pub fn run_actions(
             }
             LlmAction::Connect => {
                 engine.send(Command::Connect(controls.remote_config()));
+                view.connecting = true;
                 view.status = EngineStatus::Loading("connecting".into());
             }
             LlmAction::UseLocal => engine.send(Command::UseLocal),

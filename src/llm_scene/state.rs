@@ -199,6 +199,8 @@ pub enum EngineStatus {
 #[derive(Resource, Debug, Default)]
 pub struct LlmView {
     pub status: EngineStatus,
+    /// A Connect is probing its server (Stop ends it).
+    pub connecting: bool,
     pub backend: Backend,
     /// Text-only steps from a remote server (no ids, no traces): text and log-probabilities.
     pub remote_steps: Vec<remote::RemoteStep>,
@@ -291,8 +293,12 @@ impl LlmView {
                 self.paused = true;
                 self.status = EngineStatus::Ready;
             }
-            Event::Error(e) => self.status = EngineStatus::Error(e),
+            Event::Error(e) => {
+                self.connecting = false;
+                self.status = EngineStatus::Error(e);
+            }
             Event::Connected { url, info, model } => {
+                self.connecting = false;
                 self.clear_session();
                 self.backend = Backend::Remote { url, info, model };
                 self.status = EngineStatus::Ready;

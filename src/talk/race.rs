@@ -405,7 +405,15 @@ fn answer_remotely(
     cancel: &CancelToken,
     tx: &Stamped,
 ) -> Result<(), String> {
-    let (mut client, runtime, info) = crate::worker::open_remote(config)?;
+    let mut on_status = |s: String| {
+        let _ = tx.send(RaceEvent::Status(Who::Remote, s));
+    };
+    let (mut client, runtime, info) =
+        match crate::worker::open_remote(config, cancel, &mut on_status) {
+            Ok(link) => link,
+            Err(_) if cancel.is_cancelled() => return Ok(()),
+            Err(e) => return Err(e),
+        };
     let _ = tx.send(RaceEvent::Awake);
     let _ = tx.send(RaceEvent::Status(
         Who::Remote,

@@ -502,13 +502,17 @@ impl Engine {
     }
 
     /// Probe the server; generation goes there once it answers (natively now, in the browser
-    /// from the connection's task).
+    /// from the connection's task). Stop cancels the probe through the shared token.
     fn connect(&mut self, config: remote::RemoteConfig) {
         self.send(Event::Status(format!(
             "connecting to {}",
             remote::shown_url(&config.url)
         )));
-        if let Some(link) = super::remote::connect(config, &self.events) {
+        let token = llm::CancelToken::default();
+        if let Ok(mut t) = self.stop.lock() {
+            *t = token.clone();
+        }
+        if let Some(link) = super::remote::connect(config, &self.events, &token) {
             self.drop_session();
             self.remote = Some(link);
         }

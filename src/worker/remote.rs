@@ -22,10 +22,13 @@ pub(super) struct RemoteLink {
 
 /// A client for `config` on a runtime of its own, and the server's answer to its probe (the
 /// cold start of a serverless endpoint is spent in this call; every wait in it is bounded by the
-/// client's timeouts and retries).
+/// client's timeouts and retries, `cancel` ends it within a second, and its waits are reported
+/// to `on_status`).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn open_remote(
     config: remote::RemoteConfig,
+    cancel: &CancelToken,
+    on_status: &mut dyn FnMut(String),
 ) -> Result<
     (
         remote::RemoteClient,
@@ -39,18 +42,34 @@ pub fn open_remote(
         .build()
         .map_err(|e| e.to_string())?;
     let mut client = remote::RemoteClient::new(config).map_err(|e| e.to_string())?;
+    let mut on_event = |e: remote::RemoteEvent| {
+        if let remote::RemoteEvent::Status(s) = e {
+            on_status(s);
+        }
+    };
     let info = runtime
-        .block_on(client.probe())
-        .map_err(|e| e.to_string())?;
+        .block_on(client.probe_watched(cancel, &mut on_event))
+        .map_err(|e| match e {
+            remote::RemoteError::Cancelled => "Connect was stopped".to_string(),
+            e => e.to_string(),
+        })?;
     Ok((client, runtime, info))
 }
 
 /// Probe the server at `config`: natively now (`Connected` or the error is sent), returning the
 /// link on success; in the browser a task probes and reports, and the link is returned at once.
+/// Stop (`cancel`) ends the probe within a second.
 #[cfg(not(target_arch = "wasm32"))]
-pub(super) fn connect(config: remote::RemoteConfig, events: &Sender<Event>) -> Option<RemoteLink> {
+pub(super) fn connect(
+    config: remote::RemoteConfig,
+    events: &Sender<Event>,
+    cancel: &CancelToken,
+) -> Option<RemoteLink> {
     let url = config.url.clone();
-    match open_remote(config) {
+    let mut on_status = |s: String| {
+        let _ = events.send(Event::Status(s));
+    };
+    match open_remote(config, cancel, &mut on_status) {
         Ok((client, runtime, info)) => {
             let model = client.model().map(String::from);
             let _ = events.send(Event::Connected { url, info, model });
@@ -66,7 +85,11 @@ pub(super) fn connect(config: remote::RemoteConfig, events: &Sender<Event>) -> O
 /// Browser build: the client lives in a task on the page's event loop; it probes, reports
 /// `Connected` (then generation goes there) or the error, and answers requests in turn.
 #[cfg(target_arch = "wasm32")]
-pub(super) fn connect(config: remote::RemoteConfig, events: &Sender<Event>) -> Option<RemoteLink> {
+pub(super) fn connect(
+    config: remote::RemoteConfig,
+    events: &Sender<Event>,
+    cancel: &CancelToken,
+) -> Option<RemoteLink> {
     let url = config.url.clone();
     let mut client = match remote::RemoteClient::new(config) {
         Ok(c) => c,
@@ -76,9 +99,14 @@ pub(super) fn connect(config: remote::RemoteConfig, events: &Sender<Event>) -> O
         }
     };
     let (requests, incoming) = channel::<(GenerationRequest, CancelToken)>();
-    let events = events.clone();
+    let (events, cancel) = (events.clone(), cancel.clone());
     wasm_bindgen_futures::spawn_local(async move {
-        match client.probe().await {
+        let mut on_event = |e: remote::RemoteEvent| {
+            if let remote::RemoteEvent::Status(s) = e {
+                let _ = events.send(Event::Status(s));
+            }
+        };
+        match client.probe_watched(&cancel, &mut on_event).await {
             Ok(info) => {
                 let model = client.model().map(String::from);
                 let _ = events.send(Event::Connected { url, info, model });

@@ -1,5 +1,6 @@
 //! The app against `samemath serve` on loopback: scene 2 switches to the remote server, draws what
-//! it sends and says what it lacks; a server that is not there is a clear error.
+//! it sends and says what it lacks; a server that is not there is a clear error, and one that
+//! never answers shows its wait until Stop.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -126,6 +127,33 @@ fn the_app_switches_to_a_remote_server_and_says_what_it_lacks() {
         unreachable!()
     };
     assert!(e.contains("cannot reach"), "{e}");
+    assert_eq!(view.backend, Backend::Local);
+    // A server that takes the request and says nothing (a cold start that never ends): the
+    // panel shows the wait, Stop ends the Connect, and the app stays local.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().take(4).collect();
+        std::thread::sleep(Duration::from_secs(120));
+        drop(held);
+    });
+    app.world_mut().resource_mut::<LlmControls>().remote.url =
+        format!("http://127.0.0.1:{silent_port}");
+    act(&mut app, LlmAction::Connect);
+    assert!(app.world().resource::<LlmView>().connecting);
+    wait(
+        &mut app,
+        "the wait shown",
+        &|v| matches!(&v.status, EngineStatus::Loading(s) if s.starts_with("waking the service")),
+    );
+    act(&mut app, LlmAction::Stop);
+    wait(
+        &mut app,
+        "Connect stopped",
+        &|v| matches!(&v.status, EngineStatus::Error(e) if e.contains("Connect was stopped")),
+    );
+    let view = app.world().resource::<LlmView>();
+    assert!(!view.connecting);
     assert_eq!(view.backend, Backend::Local);
 }
 

@@ -223,11 +223,15 @@ impl RemoteClient {
         }
     }
 
-    async fn get_json(&mut self, path: &str) -> Result<Value, RemoteError> {
-        let cancel = CancelToken::default();
-        let r = self.send(path, None, &cancel, &mut |_| {}).await?;
+    async fn get_json(
+        &mut self,
+        path: &str,
+        cancel: &CancelToken,
+        on_event: &mut dyn FnMut(RemoteEvent),
+    ) -> Result<Value, RemoteError> {
+        let r = self.send(path, None, cancel, on_event).await?;
         let limit = self.config.first_byte_timeout;
-        let bytes = read_capped(r, JSON_BODY_BYTES, limit, Past::Fail, &cancel).await?;
+        let bytes = read_capped(r, JSON_BODY_BYTES, limit, Past::Fail, cancel).await?;
         let text = String::from_utf8_lossy(&bytes);
         serde_json::from_str(&text).map_err(|_| {
             RemoteError::Protocol(format!(
@@ -239,13 +243,24 @@ impl RemoteClient {
 
     /// Find out what the server is (unless the config says) and what it offers.
     pub async fn probe(&mut self) -> Result<ServerInfo, RemoteError> {
+        self.probe_watched(&CancelToken::default(), &mut |_| {})
+            .await
+    }
+
+    /// `probe`, which `cancel` stops within a second and which reports its waits to `on_event`
+    /// ("waking the service: N s" while a serverless endpoint starts).
+    pub async fn probe_watched(
+        &mut self,
+        cancel: &CancelToken,
+        on_event: &mut dyn FnMut(RemoteEvent),
+    ) -> Result<ServerInfo, RemoteError> {
         let kinds = match self.api {
             Some(k) => vec![k],
             None => vec![ApiKind::Samemath, ApiKind::Ollama, ApiKind::OpenAi],
         };
         let mut last = None;
         for kind in kinds {
-            match self.probe_as(kind).await {
+            match self.probe_as(kind, cancel, on_event).await {
                 Ok(info) => {
                     self.api = Some(info.api);
                     if self.model.is_none() {
@@ -268,7 +283,8 @@ impl RemoteClient {
                     e @ (RemoteError::Connect { .. }
                     | RemoteError::Unauthorized { .. }
                     | RemoteError::Timeout { .. }
-                    | RemoteError::SlowBody { .. }),
+                    | RemoteError::SlowBody { .. }
+                    | RemoteError::Cancelled),
                 ) => {
                     return Err(e);
                 }
@@ -278,10 +294,15 @@ impl RemoteClient {
         Err(last.unwrap_or(RemoteError::Unsupported("no API kind to try".into())))
     }
 
-    async fn probe_as(&mut self, kind: ApiKind) -> Result<ServerInfo, RemoteError> {
+    async fn probe_as(
+        &mut self,
+        kind: ApiKind,
+        cancel: &CancelToken,
+        on_event: &mut dyn FnMut(RemoteEvent),
+    ) -> Result<ServerInfo, RemoteError> {
         match kind {
             ApiKind::Samemath => {
-                let v = self.get_json("/api/info").await?;
+                let v = self.get_json("/api/info", cancel, on_event).await?;
                 let Some(version) = v["samemath"].as_str() else {
                     return Err(RemoteError::Protocol("not a samemath server".into()));
                 };
@@ -304,12 +325,12 @@ impl RemoteClient {
                 })
             }
             ApiKind::Ollama => {
-                let v = self.get_json("/api/version").await?;
+                let v = self.get_json("/api/version", cancel, on_event).await?;
                 let version = v["version"]
                     .as_str()
                     .ok_or_else(|| RemoteError::Protocol("no version in /api/version".into()))?
                     .to_string();
-                let tags = self.get_json("/api/tags").await?;
+                let tags = self.get_json("/api/tags", cancel, on_event).await?;
                 let models = tags["models"]
                     .as_array()
                     .map(|a| {
@@ -331,7 +352,7 @@ impl RemoteClient {
                 })
             }
             ApiKind::OpenAi => {
-                let v = self.get_json("/v1/models").await?;
+                let v = self.get_json("/v1/models", cancel, on_event).await?;
                 let models: Vec<String> = v["data"]
                     .as_array()
                     .ok_or_else(|| RemoteError::Protocol("no data in /v1/models".into()))?
@@ -361,7 +382,7 @@ impl RemoteClient {
         on_event: &mut dyn FnMut(RemoteEvent),
     ) -> Result<RemoteSummary, RemoteError> {
         if self.api.is_none() || self.model.is_none() {
-            self.probe().await?;
+            self.probe_watched(cancel, on_event).await?;
         }
         let api = self.api.unwrap_or(ApiKind::OpenAi);
         let model = self.model.clone().unwrap_or_default();

@@ -111,7 +111,7 @@ pub(crate) fn controls_panel(
                     }
                     if ui
                         .add_enabled(
-                            view.status == EngineStatus::Generating,
+                            view.status == EngineStatus::Generating || view.connecting,
                             egui::Button::new("⏹ Stop (Esc)"),
                         )
                         .clicked()

@@ -1,7 +1,7 @@
 //! Bounds on what a server can make the client do: a stall after the headers (Stop works, the
 //! idle bound ends it), a stream that never ends (cut at max_tokens), keep-alive lines without
-//! tokens, an endless error body, a stalled or trickled probe answer, a step with too much text,
-//! and secrets in the URL kept out of errors.
+//! tokens, an endless error body, a stalled or trickled probe answer, a silent probe stopped,
+//! a step with too much text, and secrets in the URL kept out of errors.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -238,6 +238,41 @@ fn a_stalled_or_trickled_probe_answer_ends_the_probe() {
         "{r:?}"
     );
     assert!(took < Duration::from_secs(20), "{took:?}");
+}
+
+#[test]
+fn a_probe_reports_its_wait_and_stop_ends_it() {
+    // A server that takes the request and never answers (a cold start, or a black hole), with
+    // a first-byte timeout of a minute: Stop after 2.5 s ends the probe, and the wait was
+    // reported each second (the app's Connect shows it, and its Stop button sends the cancel).
+    let port = holding(Vec::new(), |_| {}, Duration::from_secs(60));
+    let mut config = remote::RemoteConfig::new(format!("http://127.0.0.1:{port}"));
+    config.first_byte_timeout = Duration::from_secs(60);
+    let cancel = CancelToken::default();
+    let stopper = cancel.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(2500));
+        stopper.cancel();
+    });
+    let mut statuses = Vec::new();
+    let started = Instant::now();
+    let r = runtime().block_on(async {
+        RemoteClient::new(config)?
+            .probe_watched(&cancel, &mut |e| {
+                if let RemoteEvent::Status(s) = e {
+                    statuses.push(s);
+                }
+            })
+            .await
+    });
+    let took = started.elapsed();
+    assert!(matches!(r, Err(RemoteError::Cancelled)), "{r:?}");
+    assert!(took < Duration::from_secs(30), "Stop took {took:?}");
+    assert!(
+        statuses.iter().any(|s| s.starts_with("waking the service")),
+        "{statuses:?}"
+    );
+    println!("stopped after {took:?}; statuses {statuses:?}");
 }
 
 #[test]
