@@ -269,8 +269,9 @@ fn a_prompt_read_in_batches_equals_the_same_tokens_one_at_a_time() {
 
 // ---- bad input ----
 
-/// A device whose storage bindings are too small for the embedding table: a clear error from
-/// the upload (the app and the command line then run on the CPU), not a panic.
+/// A device whose storage bindings are too small for the embedding table, or whose dispatches
+/// are too small for the head: a clear error (the app and the command line then run on the
+/// CPU), not a panic.
 #[test]
 fn a_device_with_too_small_limits_is_a_clear_error() {
     let limits = wgpu::Limits {
@@ -281,6 +282,20 @@ fn a_device_with_too_small_limits_is_a_clear_error() {
     let path = llm::fetch::model_path(None);
     let err = GpuModel::load(&path, ctx, 64).unwrap_err().to_string();
     assert!(err.contains("this device allows 16 MiB"), "{err}");
+
+    // A device that takes fewer workgroups in a dispatch than the head needs (49,152 rows, four
+    // to a workgroup: 12,288): refused before the upload, where the dispatch would fail
+    // validation and, on the app's device, end the app.
+    let limits = wgpu::Limits {
+        max_compute_workgroups_per_dimension: 8192,
+        ..wgpu::Limits::default()
+    };
+    let ctx = GpuContext::with_limits(limits).unwrap();
+    let err = GpuModel::load(&path, ctx, 64).unwrap_err().to_string();
+    assert!(
+        err.contains("vocabulary of 49152 tokens") && err.contains("(8192)"),
+        "{err}"
+    );
 }
 
 /// The device goes away mid-generation: the next step is an error naming the GPU, not a panic
