@@ -104,40 +104,58 @@ impl AnswerOptions {
 /// streamed one has sent its 200 already, and ends with an error line).
 #[derive(Debug)]
 pub(crate) struct Failure {
-    pub(crate) status: StatusCode,
+    status: StatusCode,
     pub(crate) message: String,
+    /// With `Retry-After` (another instance, or this one shortly, can answer it).
+    retry: bool,
 }
 
 impl Failure {
-    /// The request cannot be answered as asked (a prompt over the model's context).
-    fn request(message: String) -> Self {
+    fn new(status: StatusCode, message: String) -> Self {
         Self {
-            status: StatusCode::BAD_REQUEST,
+            status,
             message,
+            retry: false,
         }
+    }
+
+    /// Why `Session::new` refused: the request (an empty prompt, one over the model's context,
+    /// text the tokenizer refuses) is a 400; anything else (the GPU's cache) is the server's.
+    fn session(e: LlmError) -> Self {
+        let status = match e {
+            LlmError::EmptyPrompt | LlmError::PromptTooLong { .. } | LlmError::Tokenizer(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, e.to_string())
     }
 
     /// The engine failed, or panicked (a bug).
     fn server(message: String) -> Self {
-        Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message,
-        }
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 
-    /// The server cut the answer: it is shutting down, or the answer ran past its time limit.
-    fn cut(message: String) -> Self {
+    /// The server cut the answer: it ran past the time limit (a 503 that the same request
+    /// would meet again), or the instance is shutting down (a 503 to retry elsewhere).
+    fn cut(message: String, retry: bool) -> Self {
         Self {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message,
+            retry,
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
         }
     }
 
     /// A streaming client left or stopped reading: nobody reads the status.
     pub(crate) fn gone(message: String) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            message,
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// The non-streamed answer: the status, the JSON error, and `Retry-After` where it helps.
+    pub(crate) fn response(self) -> Response {
+        if self.retry {
+            crate::slots::unavailable(self.message)
+        } else {
+            error(self.status, self.message)
         }
     }
 }
@@ -233,27 +251,32 @@ pub(crate) fn spawn_generation(
         let answer_time = state.options.answer_time;
         // Whether the server cuts the answer here, after `made` tokens, and why.
         let cut = |made: usize| {
-            let why = if state.must_cut() {
-                format!(
-                    "the server is shutting down (SIGTERM): the answer was cut after {made} \
-                     tokens; ask again"
-                )
+            if state.must_cut() {
+                Some(Failure::cut(
+                    format!(
+                        "the server is shutting down (SIGTERM): the answer was cut after {made} \
+                         tokens; ask again"
+                    ),
+                    true,
+                ))
             } else if started.elapsed() >= answer_time {
-                format!(
-                    "the answer took longer than {} s (the server's limit): cut after {made} \
-                     tokens",
-                    answer_time.as_secs()
-                )
+                Some(Failure::cut(
+                    format!(
+                        "the answer took longer than {} s (the server's limit): cut after \
+                         {made} tokens",
+                        answer_time.as_secs()
+                    ),
+                    false,
+                ))
             } else {
-                return None;
-            };
-            Some(Failure::cut(why))
+                None
+            }
         };
         let run = || {
             let mut session = match Session::new(model, tokenizer, &request) {
                 Ok(s) => s,
                 Err(e) => {
-                    let _ = tx.blocking_send(Err(Failure::request(e.to_string())));
+                    let _ = tx.blocking_send(Err(Failure::session(e)));
                     return;
                 }
             };

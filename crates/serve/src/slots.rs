@@ -54,7 +54,7 @@ fn shutting_down() -> Response {
 }
 
 /// 503 with `Retry-After: 1`: the client (or the load balancer) tries again shortly.
-fn unavailable(message: String) -> Response {
+pub(crate) fn unavailable(message: String) -> Response {
     let mut r = error(StatusCode::SERVICE_UNAVAILABLE, message);
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

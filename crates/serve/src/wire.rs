@@ -113,7 +113,7 @@ pub(crate) async fn finish(
     let mut collect = AbortOnDrop(collect);
     match (&mut collect.0).await {
         Ok(Ok(v)) => axum::Json(v).into_response(),
-        Ok(Err(f)) => error(f.status, f.message),
+        Ok(Err(f)) => f.response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
