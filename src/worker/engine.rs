@@ -24,6 +24,10 @@ pub(super) struct Engine {
     step_pending: bool,
     /// The remote backend, when connected, and what Stop cancels.
     remote: Option<RemoteLink>,
+    /// A Connect whose probe has not answered yet (the browser's: natively the probe answers
+    /// before `connect` returns); it becomes `remote` once the server answers, and the backend
+    /// in use stays until then (a failed or stopped Connect leaves it as it was).
+    connecting: Option<RemoteLink>,
     stop: Arc<std::sync::Mutex<llm::CancelToken>>,
     loaded: Option<(Arc<Model>, Arc<LlmTokenizer>)>,
     /// The GPU backend, once asked for; used while `on_gpu`.
@@ -57,6 +61,7 @@ impl Engine {
     ) -> Self {
         Engine {
             remote: None,
+            connecting: None,
             stop,
             model_path,
             max_prompt_tokens,
@@ -117,6 +122,7 @@ impl Engine {
     /// Browser build: whether `command` can run now, or waits for the page's download.
     #[cfg(target_arch = "wasm32")]
     pub(super) fn ready_for(&mut self, command: &Command) -> bool {
+        self.settle_connect();
         if self.loaded.is_some()
             || self.model_bytes.is_some()
             || self.remote.is_some()
@@ -247,6 +253,7 @@ impl Engine {
     }
 
     pub(super) fn handle(&mut self, command: Command) {
+        self.settle_connect();
         if self.remote.is_some() {
             match &command {
                 Command::Generate(request) => {
@@ -276,6 +283,7 @@ impl Engine {
             Command::Connect(config) => self.connect(config),
             Command::UseLocal => {
                 self.remote = None;
+                self.connecting = None;
                 if self.on_gpu {
                     self.on_gpu = false;
                     self.drop_session();
@@ -512,9 +520,20 @@ impl Engine {
         if let Ok(mut t) = self.stop.lock() {
             *t = token.clone();
         }
-        if let Some(link) = super::remote::connect(config, &self.events, &token) {
-            self.drop_session();
-            self.remote = Some(link);
+        self.connecting = super::remote::connect(config, &self.events, &token);
+        self.settle_connect();
+    }
+
+    /// A Connect's link becomes the backend once its server answered; one whose probe failed or
+    /// was stopped is dropped.
+    fn settle_connect(&mut self) {
+        match self.connecting.as_ref().map(RemoteLink::answered) {
+            Some(Some(true)) => {
+                self.drop_session();
+                self.remote = self.connecting.take();
+            }
+            Some(Some(false)) => self.connecting = None,
+            _ => {}
         }
     }
 

@@ -53,8 +53,8 @@ pub enum Event {
         path: PathBuf,
     },
     /// A session started: its prompt tokens (after the template), their embedding rows, and
-    /// the rows' principal components (fitted here, off the UI thread; `None` for fewer than
-    /// two rows).
+    /// the rows' principal components (`Event::prompt` fits them where the event is made: the
+    /// engine's thread natively; `None` for fewer than two rows).
     Prompt {
         tokens: Vec<TokenInfo>,
         embeddings: Vec<Vec<f32>>,
@@ -89,7 +89,8 @@ pub enum Event {
 
 impl Event {
     /// The `Prompt` event, its principal components fitted here (on the sender's thread: up to
-    /// a tenth of a second for 1,024 rows, which the scene's frames should not wait for).
+    /// a tenth of a second for 1,024 rows, which natively the scene's frames do not wait for;
+    /// the browser's engine runs between frames).
     pub fn prompt(tokens: Vec<TokenInfo>, embeddings: Vec<Vec<f32>>) -> Event {
         Event::Prompt {
             pca: math::pca::Pca::fit(&embeddings),

@@ -18,6 +18,23 @@ pub(super) struct RemoteLink {
 #[cfg(target_arch = "wasm32")]
 pub(super) struct RemoteLink {
     requests: Sender<(GenerationRequest, CancelToken)>,
+    /// The probe's outcome, set by the connection's task: `PROBING`, `ANSWERED` or `ENDED`.
+    state: std::sync::Arc<std::sync::atomic::AtomicU8>,
+}
+
+#[cfg(target_arch = "wasm32")]
+const PROBING: u8 = 0;
+#[cfg(target_arch = "wasm32")]
+const ANSWERED: u8 = 1;
+#[cfg(target_arch = "wasm32")]
+const ENDED: u8 = 2;
+
+/// What a failed probe says (a stopped one: that it was stopped).
+fn probe_error(e: remote::RemoteError) -> String {
+    match e {
+        remote::RemoteError::Cancelled => "Connect was stopped".to_string(),
+        e => e.to_string(),
+    }
 }
 
 /// A client for `config` on a runtime of its own, and the server's answer to its probe (the
@@ -49,10 +66,7 @@ pub fn open_remote(
     };
     let info = runtime
         .block_on(client.probe_watched(cancel, &mut on_event))
-        .map_err(|e| match e {
-            remote::RemoteError::Cancelled => "Connect was stopped".to_string(),
-            e => e.to_string(),
-        })?;
+        .map_err(probe_error)?;
     Ok((client, runtime, info))
 }
 
@@ -100,19 +114,26 @@ pub(super) fn connect(
     };
     let (requests, incoming) = channel::<(GenerationRequest, CancelToken)>();
     let (events, cancel) = (events.clone(), cancel.clone());
+    let state = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(PROBING));
+    let outcome = state.clone();
     wasm_bindgen_futures::spawn_local(async move {
+        use std::sync::atomic::Ordering;
         let mut on_event = |e: remote::RemoteEvent| {
             if let remote::RemoteEvent::Status(s) = e {
                 let _ = events.send(Event::Status(s));
             }
         };
+        // The outcome is set before the event, so the engine has the link when the panel
+        // acts on `Connected`.
         match client.probe_watched(&cancel, &mut on_event).await {
             Ok(info) => {
+                outcome.store(ANSWERED, Ordering::SeqCst);
                 let model = client.model().map(String::from);
                 let _ = events.send(Event::Connected { url, info, model });
             }
             Err(e) => {
-                let _ = events.send(Event::Error(e.to_string()));
+                outcome.store(ENDED, Ordering::SeqCst);
+                let _ = events.send(Event::Error(probe_error(e)));
                 return;
             }
         }
@@ -128,10 +149,26 @@ pub(super) fn connect(
             }
         }
     });
-    Some(RemoteLink { requests })
+    Some(RemoteLink { requests, state })
 }
 
 impl RemoteLink {
+    /// Whether the server answered the probe: `None` while it is still probing (the browser's
+    /// link comes back at once), `Some(false)` when the probe failed or was stopped.
+    pub(super) fn answered(&self) -> Option<bool> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            Some(true)
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            match self.state.load(std::sync::atomic::Ordering::SeqCst) {
+                PROBING => None,
+                s => Some(s == ANSWERED),
+            }
+        }
+    }
+
     /// One answer, its steps and end sent as events; false when the link is gone.
     pub(super) fn answer(
         &mut self,

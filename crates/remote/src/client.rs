@@ -195,7 +195,8 @@ impl RemoteClient {
                     wait.as_secs_f64(),
                     self.config.max_retries
                 )));
-                sleep(wait).await;
+                // Stop ends the backoff too, within a second.
+                ticking(Box::pin(sleep(wait)), cancel, |_| Ok(())).await?;
                 if cancel.is_cancelled() {
                     return Err(RemoteError::Cancelled);
                 }

@@ -268,8 +268,13 @@ pub(crate) fn backend_section(
                     ui.add(egui::DragValue::new(&mut f.first_byte_timeout_secs).range(1..=3600));
                     ui.end_row();
                 });
+            // One Connect at a time, and none while an answer runs (its Stop would go to the
+            // wrong wait).
+            let can_connect = !f.url.trim().is_empty()
+                && !view.connecting
+                && view.status != EngineStatus::Generating;
             if ui
-                .add_enabled(!f.url.trim().is_empty(), egui::Button::new("Connect"))
+                .add_enabled(can_connect, egui::Button::new("Connect"))
                 .clicked()
             {
                 actions.write(LlmAction::Connect);
