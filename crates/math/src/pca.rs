@@ -142,7 +142,14 @@ impl Symmetric {
             .collect();
         let mut lambda = 0.0;
         for _ in 0..300 {
-            let next: Vec<f64> = self.a.chunks_exact(m).map(|row| dot(row, &u)).collect();
+            // A u as the sum of A's rows weighted by u (A is symmetric): the inner loop has no
+            // chain of adds through one sum, so it vectorizes.
+            let mut next = vec![0f64; m];
+            for (row, &ui) in self.a.chunks_exact(m).zip(&u) {
+                for (x, a) in next.iter_mut().zip(row) {
+                    *x += ui * a;
+                }
+            }
             let norm = next.iter().map(|x| x * x).sum::<f64>().sqrt();
             if norm < 1e-12 {
                 return (u, 0.0);
@@ -169,24 +176,6 @@ impl Symmetric {
             }
         }
     }
-}
-
-/// A dot product in four lanes (a plain `sum()` of products is one serial chain of adds).
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    let mut lanes = [0f64; 4];
-    let (ac, bc) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for k in 0..4 {
-            lanes[k] += x[k] * y[k];
-        }
-    }
-    lanes.iter().sum::<f64>() + tail
 }
 
 #[cfg(test)]
