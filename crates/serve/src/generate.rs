@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use crate::args::limits;
 use crate::slots::{Ticket, ticket};
 use crate::state::{Loaded, Shared, panic_message};
-use crate::wire::error;
+use crate::wire::{Failure, error};
 
 /// Sampling from Ollama `options` or OpenAI top-level fields (greedy unless asked).
 pub(crate) fn sampling(v: &Value) -> (SamplingParams, Option<usize>) {
@@ -96,66 +96,6 @@ impl AnswerOptions {
                 .as_u64()
                 .unwrap_or(0)
                 .min(limits::TOP_LOGPROBS as u64) as usize,
-        }
-    }
-}
-
-/// Why an answer ended before its end, and the status a non-streamed answer gets for it (a
-/// streamed one has sent its 200 already, and ends with an error line).
-#[derive(Debug)]
-pub(crate) struct Failure {
-    status: StatusCode,
-    pub(crate) message: String,
-    /// With `Retry-After` (another instance, or this one shortly, can answer it).
-    retry: bool,
-}
-
-impl Failure {
-    fn new(status: StatusCode, message: String) -> Self {
-        Self {
-            status,
-            message,
-            retry: false,
-        }
-    }
-
-    /// Why `Session::new` refused: the request (an empty prompt, one over the model's context,
-    /// text the tokenizer refuses) is a 400; anything else (the GPU's cache) is the server's.
-    fn session(e: LlmError) -> Self {
-        let status = match e {
-            LlmError::EmptyPrompt | LlmError::PromptTooLong { .. } | LlmError::Tokenizer(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        Self::new(status, e.to_string())
-    }
-
-    /// The engine failed, or panicked (a bug).
-    fn server(message: String) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-    }
-
-    /// The server cut the answer: it ran past the time limit (a 503 that the same request
-    /// would meet again), or the instance is shutting down (a 503 to retry elsewhere).
-    fn cut(message: String, retry: bool) -> Self {
-        Self {
-            retry,
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
-        }
-    }
-
-    /// A streaming client left or stopped reading: nobody reads the status.
-    pub(crate) fn gone(message: String) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-
-    /// The non-streamed answer: the status, the JSON error, and `Retry-After` where it helps.
-    pub(crate) fn response(self) -> Response {
-        if self.retry {
-            crate::slots::unavailable(self.message)
-        } else {
-            error(self.status, self.message)
         }
     }
 }

@@ -10,10 +10,12 @@ use llm::StopReason;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::generate::{AnswerOptions, Failure, GenItem, chat_text, sampling, start, text_request};
+use crate::generate::{AnswerOptions, GenItem, chat_text, sampling, start, text_request};
 use crate::state::MODEL_NAME;
 use crate::state::{Shared, loaded};
-use crate::wire::{error, finish, ndjson_line, next_item, now_rfc3339, parse_body, send_line};
+use crate::wire::{
+    Failure, error, finish, ndjson_line, next_item, now_rfc3339, parse_body, send_line,
+};
 
 /// Ollama's two generation routes share this: prompt text in, NDJSON (or one object) out.
 pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Response {

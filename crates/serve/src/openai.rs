@@ -7,10 +7,10 @@ use llm::StopReason;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::generate::{AnswerOptions, Failure, GenItem, chat_text, sampling, start, text_request};
+use crate::generate::{AnswerOptions, GenItem, chat_text, sampling, start, text_request};
 use crate::state::MODEL_NAME;
 use crate::state::{Shared, loaded};
-use crate::wire::{finish, next_item, parse_body, send_line, sse};
+use crate::wire::{Failure, finish, next_item, parse_body, send_line, sse};
 
 pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Response {
     let l = match loaded(&state) {

@@ -2,11 +2,10 @@
 
 use std::sync::atomic::Ordering;
 
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 
 use crate::state::Shared;
-use crate::wire::error;
+use crate::wire::unavailable;
 
 /// A slot to generate in, or a 503 when the queue is full. Dropping it frees the slot.
 pub(crate) struct Ticket {
@@ -51,12 +50,4 @@ pub(crate) async fn ticket(state: &Shared) -> Result<Ticket, Response> {
 
 fn shutting_down() -> Response {
     unavailable("this instance is shutting down; try again".into())
-}
-
-/// 503 with `Retry-After: 1`: the client (or the load balancer) tries again shortly.
-pub(crate) fn unavailable(message: String) -> Response {
-    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, message);
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    r
 }

@@ -1,4 +1,4 @@
-//! How answers go on the wire: JSON errors, NDJSON lines, SSE events, streamed bodies, RFC 3339 dates, and the body parser.
+//! How answers go on the wire: JSON errors (a failed answer's status among them), NDJSON lines, SSE events, streamed bodies, RFC 3339 dates, and the body parser.
 
 use std::convert::Infallible;
 
@@ -8,11 +8,80 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use llm::LlmError;
+
 use crate::args::limits;
-use crate::generate::Failure;
 
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({"error": message.into()}))).into_response()
+}
+
+/// 503 with `Retry-After: 1`: the client (or the load balancer) tries again shortly.
+pub(crate) fn unavailable(message: String) -> Response {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// Why an answer ended before its end, and the status a non-streamed answer gets for it (a
+/// streamed one has sent its 200 already, and ends with an error line).
+#[derive(Debug)]
+pub(crate) struct Failure {
+    status: StatusCode,
+    pub(crate) message: String,
+    /// With `Retry-After` (another instance, or this one shortly, can answer it).
+    retry: bool,
+}
+
+impl Failure {
+    pub(crate) fn new(status: StatusCode, message: String) -> Self {
+        Self {
+            status,
+            message,
+            retry: false,
+        }
+    }
+
+    /// Why `Session::new` refused: the request (an empty prompt, one over the model's context,
+    /// text the tokenizer refuses) is a 400; anything else (the GPU's cache) is the server's.
+    pub(crate) fn session(e: LlmError) -> Self {
+        let status = match e {
+            LlmError::EmptyPrompt | LlmError::PromptTooLong { .. } | LlmError::Tokenizer(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, e.to_string())
+    }
+
+    /// The engine failed, or panicked (a bug).
+    pub(crate) fn server(message: String) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    /// The server cut the answer: it ran past the time limit (a 503 that the same request
+    /// would meet again), or the instance is shutting down (a 503 to retry elsewhere).
+    pub(crate) fn cut(message: String, retry: bool) -> Self {
+        Self {
+            retry,
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+        }
+    }
+
+    /// A streaming client left or stopped reading: nobody reads the status.
+    pub(crate) fn gone(message: String) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// The non-streamed answer: the status, the JSON error, and `Retry-After` where it helps.
+    pub(crate) fn response(self) -> Response {
+        if self.retry {
+            unavailable(self.message)
+        } else {
+            error(self.status, self.message)
+        }
+    }
 }
 
 pub(crate) fn now_rfc3339() -> String {
