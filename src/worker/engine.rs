@@ -558,7 +558,8 @@ impl Engine {
 }
 
 /// Why a prompt is refused before it is tokenized: longer than `max_tokens` tokens of
-/// `llm::tokenizer::MAX_TOKEN_BYTES` could be (a pasted book would hold the engine, and Stop, while it is read).
+/// `llm::tokenizer::MAX_TOKEN_BYTES` could be (a pasted book would hold the engine, and Stop,
+/// while it is read).
 fn too_long_to_read(prompt: &str, max_tokens: usize) -> Option<String> {
     llm::tokenizer::too_many_bytes_for(prompt, max_tokens).then(|| {
         format!(
