@@ -516,12 +516,19 @@ impl Engine {
             "connecting to {}",
             remote::shown_url(&config.url)
         )));
+        let token = self.fresh_stop_token();
+        self.connecting = super::remote::connect(config, &self.events, &token);
+        self.settle_connect();
+    }
+
+    /// A new token for the wait about to start (a probe, a remote answer), which the Worker's
+    /// Stop and Reset cancel from the UI thread while this one is inside the wait.
+    fn fresh_stop_token(&self) -> llm::CancelToken {
         let token = llm::CancelToken::default();
         if let Ok(mut t) = self.stop.lock() {
             *t = token.clone();
         }
-        self.connecting = super::remote::connect(config, &self.events, &token);
-        self.settle_connect();
+        token
     }
 
     /// A Connect's link becomes the backend once its server answered; one whose probe failed or
@@ -540,10 +547,7 @@ impl Engine {
     /// Generate on the remote server (natively blocking this engine thread, in the browser in
     /// the connection's task); Stop cancels through the shared token.
     fn generate_remote(&mut self, request: &GenerationRequest) {
-        let token = llm::CancelToken::default();
-        if let Ok(mut t) = self.stop.lock() {
-            *t = token.clone();
-        }
+        let token = self.fresh_stop_token();
         let Some(link) = self.remote.as_mut() else {
             return;
         };

@@ -84,18 +84,23 @@ pub(crate) fn text_request(
 pub(crate) struct AnswerOptions {
     pub(crate) stream: bool,
     pub(crate) logprobs: bool,
+    /// Alternatives a token lists: `top_logprobs` (at most `limits::TOP_LOGPROBS`), 0 without
+    /// `logprobs` (none are computed then).
     pub(crate) top_n: usize,
 }
 
 impl AnswerOptions {
     pub(crate) fn read(v: &Value, stream_by_default: bool) -> Self {
+        let logprobs = v["logprobs"].as_bool().unwrap_or(false);
+        let asked = v["top_logprobs"].as_u64().unwrap_or(0);
         Self {
             stream: v["stream"].as_bool().unwrap_or(stream_by_default),
-            logprobs: v["logprobs"].as_bool().unwrap_or(false),
-            top_n: v["top_logprobs"]
-                .as_u64()
-                .unwrap_or(0)
-                .min(limits::TOP_LOGPROBS as u64) as usize,
+            logprobs,
+            top_n: if logprobs {
+                asked.min(limits::TOP_LOGPROBS as u64) as usize
+            } else {
+                0
+            },
         }
     }
 }

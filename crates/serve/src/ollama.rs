@@ -61,7 +61,7 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
         l,
         text_request(prompt, sampling, max),
         state.options.max_prompt_tokens,
-        if logprobs { top_n } else { 0 },
+        top_n,
     )
     .await
     {
@@ -105,7 +105,6 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
             let lp = logprobs.then(|| {
                 let alts: Vec<Value> = top
                     .iter()
-                    .take(top_n)
                     .map(|(t, l)| json!({"token": t, "logprob": l}))
                     .collect();
                 json!([{"token": tokenizer.piece(step.token.id), "logprob": logprob,

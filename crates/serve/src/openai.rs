@@ -39,7 +39,7 @@ pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Res
         l,
         text_request(prompt, sampling, max),
         state.options.max_prompt_tokens,
-        if logprobs { top_n } else { 0 },
+        top_n,
     )
     .await
     {
@@ -100,7 +100,6 @@ pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Res
             let lp = logprobs.then(|| {
                 let alts: Vec<Value> = top
                     .iter()
-                    .take(top_n)
                     .map(|(t, l)| json!({"token": t, "logprob": l, "bytes": t.as_bytes()}))
                     .collect();
                 json!({"token": piece, "logprob": logprob, "bytes": piece.as_bytes(),
