@@ -46,6 +46,9 @@ pub(crate) async fn guard(State(state): State<Shared>, request: Request, next: N
     if request.method() == Method::OPTIONS {
         let mut r = StatusCode::NO_CONTENT.into_response();
         add_cors(r.headers_mut(), cors.as_deref());
+        if cors.is_some() {
+            preflight(r.headers_mut(), headers);
+        }
         return r;
     }
     if request.method() == Method::POST {
@@ -178,6 +181,9 @@ fn same_secret(given: &str, key: &str) -> bool {
     diff == 0
 }
 
+/// The request headers every answer allows a page to send.
+const ALLOWED_HEADERS: &str = "authorization, content-type, x-api-key";
+
 pub(crate) fn add_cors(headers: &mut HeaderMap, origin: Option<&str>) {
     let Some(origin) = origin.and_then(|o| HeaderValue::from_str(o).ok()) else {
         return;
@@ -185,12 +191,50 @@ pub(crate) fn add_cors(headers: &mut HeaderMap, origin: Option<&str>) {
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("authorization, content-type, x-api-key"),
+        HeaderValue::from_static(ALLOWED_HEADERS),
     );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, POST, OPTIONS"),
     );
+}
+
+/// The longest `Access-Control-Request-Headers` a preflight gets back as allowed.
+const MAX_REQUESTED_HEADERS: usize = 1024;
+
+/// A preflight's answer beyond the origin: the headers the page asked to send (an SDK's own, such
+/// as the OpenAI JavaScript client's `x-stainless-*`), when they are a plain list of header names
+/// of bounded length, and how long the browser may keep the answer (sparing an OPTIONS round trip,
+/// and a concurrency slot on Cloud Run, before each POST).
+fn preflight(out: &mut HeaderMap, request: &HeaderMap) {
+    let asked = header_str(request, header::ACCESS_CONTROL_REQUEST_HEADERS.as_str());
+    if let Some(list) = requested_headers(asked)
+        && let Ok(value) = HeaderValue::from_str(&format!("{ALLOWED_HEADERS}, {list}"))
+    {
+        out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, value);
+    }
+    out.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+}
+
+/// `asked` as a list of header names (lowercase, comma-separated), or None when it is empty,
+/// too long, or holds anything but header-name characters.
+fn requested_headers(asked: &str) -> Option<String> {
+    if asked.len() > MAX_REQUESTED_HEADERS {
+        return None;
+    }
+    let names: Vec<String> = asked
+        .split(',')
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let token = |n: &String| {
+        n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    (!names.is_empty() && names.iter().all(token)).then(|| names.join(", "))
 }
 
 #[cfg(test)]
@@ -235,6 +279,22 @@ mod tests {
             "text/json",
         ] {
             assert!(!is_json(bad), "{bad}");
+        }
+        assert_eq!(
+            requested_headers("X-Stainless-OS, content-type,x-stainless-lang").as_deref(),
+            Some("x-stainless-os, content-type, x-stainless-lang")
+        );
+        let long = "x-a,".repeat(MAX_REQUESTED_HEADERS / 4 + 1);
+        for bad in [
+            "",
+            " , ",
+            "x-a\r\nx-b",
+            "x a",
+            "x-a;b",
+            "x-é",
+            long.as_str(),
+        ] {
+            assert_eq!(requested_headers(bad), None, "{bad:?}");
         }
         assert!(same_secret("k123", "k123"));
         for bad in ["", "k12", "k1234", "K123", "k124"] {
