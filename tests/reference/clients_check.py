@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The official Python clients (PyPI `ollama` and `openai`, which we did not write) against a
 running `samemath serve`: chat, generate and embed through Ollama's client, streaming and not;
-chat completions with log-probabilities through OpenAI's. Prints one JSON object with what each
-call returned, for tests/it/remote.rs to compare with the local engine.
+chat completions with log-probabilities, and with the question as a list of content parts,
+through OpenAI's. Prints one JSON object with what each call returned, for
+crates/serve/tests/serve/main.rs to compare with the local engine.
 
 Usage: clients_check.py --port PORT --prompt TEXT --max-tokens N
 """
@@ -46,6 +47,11 @@ def main():
                                     temperature=0, logprobs=True, top_logprobs=3)
     out["openai_chat"] = r.choices[0].message.content
     out["openai_finish"] = r.choices[0].finish_reason
+    # The same question as a list of content parts (how several SDKs and UIs send text).
+    parts = [{"role": "user", "content": [{"type": "text", "text": args.prompt}]}]
+    r2 = oai.chat.completions.create(model=model, messages=parts, max_tokens=args.max_tokens, temperature=0)
+    out["openai_chat_parts"] = r2.choices[0].message.content
+    out["openai_ids"] = [r.id, r2.id]
     text, logprobs = [], []
     for chunk in oai.chat.completions.create(model=model, messages=messages, max_tokens=args.max_tokens,
                                              temperature=0, logprobs=True, top_logprobs=20, stream=True):

@@ -54,15 +54,37 @@ pub(crate) fn chat_text(tokenizer: &LlmTokenizer, messages: &Value) -> Result<St
     };
     let mut pairs = Vec::new();
     for m in list {
-        let (Some(role), Some(content)) = (m["role"].as_str(), m["content"].as_str()) else {
+        let (Some(role), Some(content)) =
+            (m["role"].as_str(), m.get("content").and_then(message_text))
+        else {
             return Err(error(
                 StatusCode::BAD_REQUEST,
-                "each message needs a string role and content",
+                "each message needs a string role, and content that is text: a string, a list \
+                 of {\"type\": \"text\", \"text\": ...} parts (this model reads text only), \
+                 or null",
             ));
         };
-        pairs.push((role.to_string(), content.to_string()));
+        pairs.push((role.to_string(), content));
     }
     Ok(tokenizer.chat_messages(&pairs))
+}
+
+/// A message's content as text: a string; OpenAI's list of content parts, when every part is
+/// text (joined); null (an assistant turn that only called tools) as nothing.
+fn message_text(content: &Value) -> Option<String> {
+    match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => Some(String::new()),
+        Value::Array(parts) => parts
+            .iter()
+            .map(|p| match (p["type"].as_str(), p["text"].as_str()) {
+                (Some("text"), Some(t)) => Some(t),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(|texts| texts.concat()),
+        _ => None,
+    }
 }
 
 /// A plain-text generation request (the prompt already in its template), recording nothing.
@@ -122,19 +144,22 @@ pub(crate) async fn start(
     Ok(spawn_generation(l, request, ticket, top))
 }
 
-/// 400 for a prompt over `max` tokens, before it takes a slot. Bytes first
-/// (`llm::tokenizer::MAX_TOKEN_BYTES`), then the real count, off the async threads.
+/// 400 for a prompt over `max` tokens, or one that leaves no room in the backend's context for
+/// a token of answer (the GPU's cache is as long as the default limit), before it takes a slot.
+/// Bytes first (`llm::tokenizer::MAX_TOKEN_BYTES`), then the real count, off the async threads.
 async fn check_prompt_length(
     l: &Loaded,
     request: &GenerationRequest,
     max: usize,
 ) -> Result<(), Response> {
+    let context = l.compute.context_length();
+    let max = max.min(context.saturating_sub(1));
     let too_long = |what: String| {
         Err(error(
             StatusCode::BAD_REQUEST,
             format!(
                 "the prompt is {what}; this server takes prompts of at most {max} tokens \
-                 (--max-prompt-tokens)"
+                 (--max-prompt-tokens, and its backend's context of {context} positions)"
             ),
         ))
     };
@@ -319,5 +344,22 @@ mod tests {
         assert_eq!((s.temperature, max, s.seed), (0.7, Some(9), 3));
         let (s, max) = sampling(&json!({"temperature": 0.0, "max_tokens": 4}));
         assert_eq!((s.temperature, max), (0.0, Some(4)));
+    }
+
+    #[test]
+    fn message_content_is_text_in_any_of_its_forms() {
+        let parts = json!([{"type": "text", "text": "What is "}, {"type": "text", "text": "2+2?"}]);
+        assert_eq!(message_text(&parts).as_deref(), Some("What is 2+2?"));
+        assert_eq!(message_text(&json!("hi")).as_deref(), Some("hi"));
+        assert_eq!(message_text(&Value::Null).as_deref(), Some(""));
+        for bad in [
+            json!([{"type": "image_url", "image_url": {"url": "data:"}}]),
+            json!([{"type": "text"}]),
+            json!([{"type": "text", "text": "a"}, 7]),
+            json!(7),
+            json!({"text": "a"}),
+        ] {
+            assert_eq!(message_text(&bad), None, "{bad}");
+        }
     }
 }

@@ -46,7 +46,7 @@ pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Res
         Ok(rx) => rx,
         Err(r) => return r,
     };
-    let id = format!("chatcmpl-{}", std::process::id());
+    let id = completion_id();
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -129,4 +129,21 @@ pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Res
         )
     });
     finish(stream, out_rx, collect, "text/event-stream").await
+}
+
+/// A completion's id, different for every answer of this process (clients key messages by it).
+fn completion_id() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("chatcmpl-{}-{n}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_answer_has_its_own_id() {
+        let (a, b) = (super::completion_id(), super::completion_id());
+        assert!(a.starts_with("chatcmpl-") && b.starts_with("chatcmpl-"));
+        assert_ne!(a, b);
+    }
 }
