@@ -1,4 +1,4 @@
-//! /api/trace: every internal of each step as NDJSON: first the prompt as the model reads it
+//! /api/trace: the internals of each step as NDJSON: first the prompt as the model reads it
 //! (`{"prompt": {"tokens": [...], "embeddings": [[...]]}}`: the ids and pieces after the
 //! template, and each one's embedding row), then one `TraceStep` per generated token (the JSON
 //! of `samemath trace`).
@@ -15,7 +15,8 @@ use crate::generate::{GenItem, start};
 use crate::state::{Shared, loaded};
 use crate::wire::{error, ndjson_line, next_item, send_line, stream_body};
 
-/// Every internal of each step, NDJSON, one `TraceStep` per generated token.
+/// Each step with what the request records (everything, for the app), NDJSON, one `TraceStep`
+/// per generated token.
 pub(crate) async fn trace(State(state): State<Shared>, body: Bytes) -> Response {
     let l = match loaded(&state) {
         Ok(l) => l,
@@ -32,7 +33,9 @@ pub(crate) async fn trace(State(state): State<Shared>, body: Bytes) -> Response 
             );
         }
     };
-    request.record = RecordOptions::FULL;
+    // What the request asks to record (nothing, for a client that only wants the text and
+    // the tokens' ids), with at most as many top tokens as a full trace holds.
+    request.record.top_k = request.record.top_k.min(RecordOptions::FULL.top_k);
     request.max_tokens = request.max_tokens.clamp(1, 1024);
     let prompt_cap = state
         .options

@@ -136,10 +136,17 @@ fn the_official_ollama_and_openai_clients_work_against_serve() {
         "ollama_generate",
         "ollama_generate_stream",
         "openai_chat",
+        "openai_chat_parts",
         "openai_chat_stream",
     ] {
         assert_eq!(v[key].as_str(), Some(want.as_str()), "{key}");
     }
+    // Each completion has an id of its own (clients key messages by it).
+    assert_ne!(
+        v["openai_ids"][0], v["openai_ids"][1],
+        "{}",
+        v["openai_ids"]
+    );
     assert_eq!(v["ollama_embed_shape"], serde_json::json!([2, 576]));
     // The answer fills the token limit ("length"), or the model ended it sooner ("stop").
     let lps = v["openai_logprobs"].as_array().unwrap();
@@ -181,7 +188,7 @@ fn our_client_gets_the_local_trace_from_serve() {
     let mut remote = Vec::new();
     let mut prompt = None;
     let summary = runtime().block_on(async {
-        let mut client = RemoteClient::new(config).unwrap();
+        let mut client = RemoteClient::new(config.clone()).unwrap();
         let info = client.probe().await.unwrap();
         assert_eq!(info.api, ApiKind::Samemath, "detected");
         assert!(info.capabilities.traces);
@@ -217,6 +224,51 @@ fn our_client_gets_the_local_trace_from_serve() {
         remote.len(),
         summary.text
     );
+    // A request that records nothing (`samemath generate --remote`, the talk's race): the
+    // same tokens, and no trace computed or sent; one without the lens gets no lens.
+    for (record, what) in [
+        (RecordOptions::OFF, "nothing"),
+        (
+            RecordOptions {
+                logit_lens: false,
+                ..RecordOptions::FULL
+            },
+            "no lens",
+        ),
+    ] {
+        let asked = GenerationRequest {
+            record,
+            ..request.clone()
+        };
+        let mut steps = Vec::new();
+        let answered = runtime().block_on(async {
+            let mut client = RemoteClient::new(config.clone()).unwrap();
+            client
+                .generate(&asked, &CancelToken::default(), &mut |e| {
+                    if let RemoteEvent::Step(s) = e {
+                        steps.push(*s);
+                    }
+                })
+                .await
+                .unwrap()
+        });
+        assert_eq!(answered.text, summary.text, "{what}");
+        let ids: Vec<u32> = steps
+            .iter()
+            .filter_map(|s| Some(s.token.as_ref()?.id))
+            .collect();
+        assert_eq!(ids, session.generated_tokens(), "{what}");
+        for s in &steps {
+            match (&s.trace, record.enabled) {
+                (None, false) => {}
+                (Some(t), true) => assert!(
+                    t.layers.iter().all(|l| l.logit_lens.is_none()),
+                    "{what}: a lens"
+                ),
+                (t, _) => panic!("{what}: trace {}", t.is_some()),
+            }
+        }
+    }
 }
 
 /// `serve --backend gpu` (lavapipe here; Vulkan on a Cloud Run GPU): it says what generates,
@@ -364,16 +416,30 @@ fn serve_checks_its_key_answers_cors_and_drains_on_sigterm() {
     let (s, _, _) = http_with(port, "GET", "/api/tags", "x-api-key: k123\r\n", "");
     assert_eq!(s, 200);
     assert_eq!(http_with(port, "GET", "/health", "", "").0, 200);
-    // A browser's preflight.
+    // A browser's preflight, for a page whose SDK sends headers of its own (the OpenAI
+    // JavaScript client's): they are allowed, and the browser may keep the answer.
     let (s, head, _) = http_with(
         port,
         "OPTIONS",
-        "/api/chat",
-        "Origin: https://example.org\r\n",
+        "/v1/chat/completions",
+        "Origin: https://example.org\r\n\
+         Access-Control-Request-Headers: content-type, X-Stainless-OS, x-stainless-lang\r\n",
         "",
     );
     assert_eq!(s, 204);
-    assert!(head.contains("access-control-allow-headers"), "{head}");
+    let allowed = head
+        .lines()
+        .find_map(|l| l.strip_prefix("access-control-allow-headers: "))
+        .unwrap_or_else(|| panic!("no allowed headers: {head}"));
+    for name in [
+        "authorization",
+        "x-api-key",
+        "x-stainless-os",
+        "x-stainless-lang",
+    ] {
+        assert!(allowed.contains(name), "{name} not in {allowed}");
+    }
+    assert!(head.contains("access-control-max-age: 600"), "{head}");
     // Our client: a model the server lacks is a clear error.
     let mut config = RemoteConfig::new(format!("http://127.0.0.1:{port}"));
     config.token = Some("k123".into());
