@@ -7,8 +7,11 @@ use serde_json::Value;
 
 use super::api::RemoteError;
 
-/// The longest line accepted (a trace step of SmolLM2 is ~0.5 MB of JSON).
-pub const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
+/// The longest line accepted. A trace step of SmolLM2 is ~0.5 MB of JSON a few tokens in, but
+/// its attention rows grow with the position: at /api/trace's longest (1,024 prompt tokens and
+/// 1,024 generated) one step holds 30 x 9 x 2,048 weights, ~8 MB, and the prompt line 1,024
+/// embedding rows of 576, about as much; a quarter of the cap each.
+pub const MAX_LINE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Splits a byte stream into lines (`\n`, with an optional `\r` before it).
 #[derive(Debug, Default)]

@@ -11,19 +11,86 @@ pub(crate) fn command_token(_https: bool) -> Option<String> {
 /// https URLs, `gcloud auth print-identity-token` when gcloud is installed and logged in.
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn command_token(https: bool) -> Option<String> {
-    let out = match std::env::var("SAMEMATH_TOKEN_COMMAND") {
-        Ok(cmd) if !cmd.trim().is_empty() => std::process::Command::new("sh")
-            .args(["-c", &cmd])
-            .output()
-            .ok()?,
-        _ if https => std::process::Command::new("gcloud")
-            .args(["auth", "print-identity-token"])
-            .output()
-            .ok()?,
+    let mut command = match std::env::var("SAMEMATH_TOKEN_COMMAND") {
+        Ok(cmd) if !cmd.trim().is_empty() => {
+            let mut c = std::process::Command::new("sh");
+            c.args(["-c", &cmd]);
+            c
+        }
+        _ if https => {
+            let mut c = std::process::Command::new("gcloud");
+            c.args(["auth", "print-identity-token"]);
+            c
+        }
         _ => return None,
     };
-    let token = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    (out.status.success() && !token.is_empty()).then_some(token)
+    bounded_output(&mut command, TOKEN_COMMAND_WAIT)
+}
+
+/// How long a token command may take (gcloud on a slow network), and how much it may print.
+#[cfg(not(target_arch = "wasm32"))]
+const TOKEN_COMMAND_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+#[cfg(not(target_arch = "wasm32"))]
+const TOKEN_COMMAND_BYTES: usize = 16 * 1024;
+
+/// What `command` printed, trimmed, when it succeeded within `wait` printing at most
+/// `TOKEN_COMMAND_BYTES`; a command that hangs or prints without end is killed.
+#[cfg(not(target_arch = "wasm32"))]
+fn bounded_output(
+    command: &mut std::process::Command,
+    wait: std::time::Duration,
+) -> Option<String> {
+    use std::io::Read;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let read = stdout
+            .take(TOKEN_COMMAND_BYTES as u64 + 1)
+            .read_to_end(&mut out);
+        let _ = tx.send(read.map(|_| out));
+    });
+    let deadline = Instant::now() + wait;
+    let mut printed = None;
+    let status = loop {
+        if printed.is_none()
+            && let Ok(read) = rx.try_recv()
+        {
+            match read {
+                Ok(out) if out.len() <= TOKEN_COMMAND_BYTES => printed = Some(out),
+                _ => break None,
+            }
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => break None,
+        }
+    };
+    if !status.is_some_and(|s| s.success()) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    // The command exited; its output ends once whatever it started lets go of the pipe.
+    let out = match printed {
+        Some(out) => out,
+        None => rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .ok()?
+            .ok()
+            .filter(|out| out.len() <= TOKEN_COMMAND_BYTES)?,
+    };
+    let token = String::from_utf8(out).ok()?.trim().to_string();
+    (!token.is_empty()).then_some(token)
 }
 
 /// Why an automatic token (`$SAMEMATH_REMOTE_TOKEN`, `$SAMEMATH_TOKEN_COMMAND`, gcloud's) is
@@ -74,6 +141,30 @@ fn token_refusal(base: &str, allowed_hosts: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A token command that hangs or prints without end is cut off; one that prints a token
+    /// gives it.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn token_commands_are_bounded_in_time_and_output() {
+        use std::time::Duration;
+        let sh = |script: &str| {
+            let mut c = std::process::Command::new("sh");
+            c.args(["-c", script]);
+            c
+        };
+        let wait = Duration::from_secs(2);
+        assert_eq!(
+            bounded_output(&mut sh("echo ' tok-123 '"), wait).as_deref(),
+            Some("tok-123")
+        );
+        assert_eq!(bounded_output(&mut sh("echo tok; exit 3"), wait), None);
+        assert_eq!(bounded_output(&mut sh("true"), wait), None);
+        // Unbounded, these would give "late" and "a" after 30 s, and `yes` would never end.
+        assert_eq!(bounded_output(&mut sh("sleep 30; echo late"), wait), None);
+        assert_eq!(bounded_output(&mut sh("yes"), wait), None);
+        assert_eq!(bounded_output(&mut sh("printf a; sleep 30"), wait), None);
+    }
 
     #[test]
     fn automatic_tokens_go_to_cloud_run_allowed_hosts_and_loopback_only() {

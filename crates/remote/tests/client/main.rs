@@ -213,12 +213,15 @@ fn faults_are_retried_or_reported_and_partial_text_is_kept() {
         "{r:?}"
     );
     assert_eq!(text, "ok");
-    // A malformed line, and a 10 MB line.
+    // A malformed line, and a line past the cap.
     let port = scripted(vec![(quick, streamed(b"{\"response\": nope}\n"))]);
     let (r, _, _) = run_fake(port, |_| {});
     assert!(matches!(r, Err(RemoteError::Protocol(_))), "{r:?}");
     let mut huge = b"{\"response\":\"".to_vec();
-    huge.extend(std::iter::repeat_n(b'a', 10 << 20));
+    huge.extend(std::iter::repeat_n(
+        b'a',
+        remote::stream::MAX_LINE_BYTES + 1,
+    ));
     huge.extend_from_slice(b"\",\"done\":false}\n");
     let port = scripted(vec![(quick, streamed(&huge))]);
     let (r, _, _) = run_fake(port, |_| {});
