@@ -8,9 +8,9 @@ use serde_json::Value;
 use super::api::RemoteError;
 
 /// The longest line accepted. A trace step of SmolLM2 is ~0.5 MB of JSON a few tokens in, but
-/// its attention rows grow with the position: at /api/trace's longest (1,024 prompt tokens and
-/// 1,024 generated) one step holds 30 x 9 x 2,048 weights, ~8 MB, and the prompt line 1,024
-/// embedding rows of 576, about as much; a quarter of the cap each.
+/// its attention rows grow with the position: 4.4 MB at position 999 (measured), ~9 MB at
+/// /api/trace's longest (1,024 prompt tokens and 1,024 generated: 30 x 9 x 2,048 weights), past
+/// the 8 MiB this cap was; the prompt line's 1,024 embedding rows of 576 are ~7.6 MB.
 pub const MAX_LINE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Splits a byte stream into lines (`\n`, with an optional `\r` before it).
