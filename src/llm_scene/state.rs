@@ -201,6 +201,9 @@ pub struct LlmView {
     pub status: EngineStatus,
     /// A Connect is probing its server (Stop ends it).
     pub connecting: bool,
+    /// What the engine last said it is doing within the answer that runs (reading a long
+    /// prompt, waking a remote service); gone with the next token or the answer's end.
+    pub progress: Option<String>,
     pub backend: Backend,
     /// Text-only steps from a remote server (no ids, no traces): text and log-probabilities.
     pub remote_steps: Vec<remote::RemoteStep>,
@@ -234,7 +237,11 @@ pub struct LlmView {
 impl LlmView {
     /// Fold one engine event into the view.
     pub fn apply(&mut self, event: Event) {
+        let token = matches!(event, Event::Token { .. } | Event::RemoteStep(_));
         match event {
+            // Within an answer (a long prompt read in slices, a remote service waking up) the
+            // status stays Generating, so Stop stays at hand; the news goes beside it.
+            Event::Status(s) if self.status == EngineStatus::Generating => self.progress = Some(s),
             Event::Status(s) => self.status = EngineStatus::Loading(s),
             Event::Loaded {
                 model,
@@ -316,10 +323,12 @@ impl LlmView {
             Event::Disconnected => {
                 self.clear_session();
                 self.backend = Backend::Local;
+                // Back on a model that never loaded (its load failed before the Connect): the
+                // status says so, and the panel offers to load it again.
                 self.status = if self.model.is_some() {
                     EngineStatus::Ready
                 } else {
-                    EngineStatus::NotStarted
+                    EngineStatus::Error("the local model is not loaded".into())
                 };
             }
             Event::RemoteStep(step) => {
@@ -347,6 +356,9 @@ impl LlmView {
                     (None, _) => self.remote_steps.push(step),
                 }
             }
+        }
+        if token || self.status != EngineStatus::Generating {
+            self.progress = None;
         }
     }
 
@@ -408,4 +420,55 @@ pub enum LlmAction {
     UseLocal,
     /// Run the local model on the renderer's GPU device.
     UseGpu,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A status within an answer (a long prompt's slices, a cold service) keeps the answer's
+    /// status, so Stop stays enabled, and shows beside it until the answer goes on or ends.
+    #[test]
+    fn news_within_an_answer_keeps_it_stoppable() {
+        let mut view = LlmView::default();
+        view.apply(Event::Status("loading the model".into()));
+        assert_eq!(
+            view.status,
+            EngineStatus::Loading("loading the model".into())
+        );
+        assert_eq!(view.progress, None);
+        view.status = EngineStatus::Generating;
+        view.apply(Event::Status("waking the service: 3 s".into()));
+        assert_eq!(view.status, EngineStatus::Generating);
+        assert!(view.busy());
+        assert_eq!(view.progress.as_deref(), Some("waking the service: 3 s"));
+        view.apply(Event::Finished(StopReason::MaxTokens));
+        assert_eq!(view.status, EngineStatus::Ready);
+        assert_eq!(view.progress, None);
+        view.status = EngineStatus::Generating;
+        view.apply(Event::Status("reading the prompt: 64 of 300 tokens".into()));
+        view.apply(Event::Error("the server went away".into()));
+        assert_eq!(view.progress, None);
+    }
+
+    /// Back from a remote server to a local model whose load had failed: an error (with the
+    /// panel's "Try loading the model again"), not "Engine starting…" for ever.
+    #[test]
+    fn back_on_a_model_that_never_loaded_says_so() {
+        let mut view = LlmView::default();
+        view.apply(Event::Error("the model could not be fetched".into()));
+        view.backend = Backend::Remote {
+            url: "http://127.0.0.1:1".into(),
+            info: remote::ServerInfo {
+                api: remote::ApiKind::Ollama,
+                version: None,
+                models: Vec::new(),
+                capabilities: Default::default(),
+            },
+            model: None,
+        };
+        view.apply(Event::Disconnected);
+        assert_eq!(view.backend, Backend::Local);
+        assert!(matches!(&view.status, EngineStatus::Error(e) if e.contains("not loaded")));
+    }
 }

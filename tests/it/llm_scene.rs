@@ -317,7 +317,8 @@ fn a_long_prompt_is_a_clear_error_and_the_text_stays() {
         "{e}"
     );
     assert_eq!(app.world().resource::<LlmControls>().prompt, long);
-    // A prompt of a few hundred tokens is read in slices (progress shown), then steps.
+    // A prompt of a few hundred tokens is read in slices (progress shown, the step still
+    // running, so Stop stays enabled), then steps.
     let medium = "Emoji 🚀 and accents: café, naïve. ".repeat(25);
     app.world_mut().resource_mut::<LlmControls>().prompt = medium;
     act(&mut app, LlmAction::Step);
@@ -325,8 +326,10 @@ fn a_long_prompt_is_a_clear_error_and_the_text_stays() {
     let start = Instant::now();
     while !app.world().resource::<LlmView>().paused {
         assert!(start.elapsed() < Duration::from_secs(120), "timed out");
-        if let EngineStatus::Loading(s) = &app.world().resource::<LlmView>().status {
-            saw_progress |= s.starts_with("reading the prompt");
+        let view = app.world().resource::<LlmView>();
+        if let Some(s) = &view.progress {
+            saw_progress |=
+                s.starts_with("reading the prompt") && view.status == EngineStatus::Generating;
         }
         std::thread::sleep(Duration::from_millis(2));
         app.update();

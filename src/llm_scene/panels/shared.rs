@@ -94,11 +94,14 @@ pub(crate) fn status_line(ui: &mut egui::Ui, view: &LlmView) {
         EngineStatus::Generating => {
             ui.horizontal(|ui| {
                 ui.spinner();
-                ui.label(format!(
-                    "Generating · {} · {}",
-                    counted(view.steps, "step"),
-                    tokens_per_sec_text(view.tokens_per_sec)
-                ));
+                match &view.progress {
+                    Some(news) => ui.label(format!("Generating · {news}")),
+                    None => ui.label(format!(
+                        "Generating · {} · {}",
+                        counted(view.steps, "step"),
+                        tokens_per_sec_text(view.tokens_per_sec)
+                    )),
+                };
             });
         }
         EngineStatus::Error(e) => {

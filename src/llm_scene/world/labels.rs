@@ -142,6 +142,8 @@ pub(super) fn world_overlay(
             )
         } else if let EngineStatus::Loading(s) = &view.status {
             s.clone()
+        } else if let Some(news) = &view.progress {
+            news.clone()
         } else {
             "Step (Space) or Generate (Enter): the newest token's forward pass is drawn here,\n\
              every layer's 1,536 MLP activations as columns."
