@@ -63,12 +63,16 @@ pub(super) fn measure_llm(
     let n = bench_frames.max(1) as usize;
     let ms = time.delta_secs_f64() * 1000.0;
     *frames += 1;
+    // An error in any phase ends the bench (a lost GPU device mid-answer would otherwise leave
+    // it waiting for a step that never comes).
+    if let EngineStatus::Error(e) = &view.status {
+        eprintln!("samemath: bench: {e}");
+        exit.write(AppExit::error());
+        return;
+    }
     match *phase {
         LlmPhase::WaitModel => {
-            if let EngineStatus::Error(e) = &view.status {
-                eprintln!("samemath: bench: {e}");
-                exit.write(AppExit::error());
-            } else if view.model.is_some()
+            if view.model.is_some()
                 && *frames > WARMUP_FRAMES
                 && (start.compute != Compute::Gpu || matches!(view.backend, Backend::Gpu { .. }))
             {
