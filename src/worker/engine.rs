@@ -283,7 +283,13 @@ impl Engine {
             Command::Connect(config) => self.connect(config),
             Command::UseLocal => {
                 self.remote = None;
-                self.connecting = None;
+                // A Connect still probing (the browser's) is ended, so its answer cannot make
+                // its server the backend after this.
+                if self.connecting.take().is_some()
+                    && let Ok(t) = self.stop.lock()
+                {
+                    t.cancel();
+                }
                 if self.on_gpu {
                     self.on_gpu = false;
                     self.drop_session();
