@@ -76,6 +76,9 @@ pub struct Talk {
     pub animation_held: bool,
     /// Counts the times a step was entered (an animation knows a fresh start by it).
     entered: u64,
+    /// The prompt the talk last put in the box: a box that holds anything else holds what the
+    /// speaker typed, which a step that only carries an earlier step's prompt leaves alone.
+    written_prompt: Option<String>,
 }
 
 impl Talk {
@@ -319,16 +322,28 @@ fn apply_step(
             }
         }
     }
+    // A prompt the speaker typed (an audience's question) stays through steps that only carry
+    // an earlier step's prompt; a step that names a prompt of its own sets it.
+    let typed = talk
+        .written_prompt
+        .as_ref()
+        .is_some_and(|w| *w != controls.prompt);
+    let own_prompt = talk.current().is_some_and(|s| s.prompt.is_some());
     let mut new_prompt = false;
-    if let Some(p) = &step.prompt
-        && *p != controls.prompt
-    {
-        controls.prompt = p.clone();
-        new_prompt = true;
-    }
-    if let Some(raw) = step.raw {
-        new_prompt |= controls.chat == raw;
-        controls.chat = !raw;
+    if !typed || own_prompt {
+        if let Some(p) = &step.prompt
+            && *p != controls.prompt
+        {
+            controls.prompt = p.clone();
+            new_prompt = true;
+        }
+        if let Some(raw) = step.raw {
+            new_prompt |= controls.chat == raw;
+            controls.chat = !raw;
+        }
+        if step.prompt.is_some() {
+            talk.written_prompt = Some(controls.prompt.clone());
+        }
     }
     // A step that plays the model's Step starts from the prompt each time it is shown, so
     // coming back to it replays the same token instead of growing the context.

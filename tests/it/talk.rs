@@ -163,6 +163,36 @@ fn every_step_of_the_shipped_talk_applies_its_state() {
     assert_state(&app, &states[0], 0);
 }
 
+/// A question the speaker typed stays through the steps that only carry an earlier step's
+/// prompt; the next step that names a prompt of its own sets that one.
+#[test]
+fn a_typed_prompt_stays_until_a_step_names_its_own() {
+    let talk = shipped();
+    let own: Vec<usize> = (0..talk.steps.len())
+        .filter(|&i| talk.steps[i].prompt.is_some())
+        .collect();
+    let (first, second) = (own[0], own[1]);
+    assert!(second > first + 1, "steps between the talk's two prompts");
+    let mut app = talk_app_with_model(AppArgs {
+        talk: Some(None),
+        ..AppArgs::default()
+    });
+    for _ in 0..first {
+        press(&mut app, KeyCode::PageDown);
+    }
+    let prompt = |app: &App| app.world().resource::<LlmControls>().prompt.clone();
+    assert_eq!(Some(prompt(&app)), talk.steps[first].prompt);
+    let typed = "Why do GPUs like matrices?";
+    app.world_mut().resource_mut::<LlmControls>().prompt = typed.into();
+    for i in first + 1..second {
+        press(&mut app, KeyCode::PageDown);
+        assert_eq!(app.world().resource::<Talk>().step, i);
+        assert_eq!(prompt(&app), typed, "step {}", i + 1);
+    }
+    press(&mut app, KeyCode::PageDown);
+    assert_eq!(Some(prompt(&app)), talk.steps[second].prompt);
+}
+
 #[test]
 fn an_animation_lets_go_when_the_speaker_moves_its_value() {
     let talk = shipped();
