@@ -8,6 +8,9 @@ const PAGE_ONLY = new Set(['graphics', 'model-url', 'webgpu-lost']);
 const MODEL_URL = params.get('model-url') || 'model/SmolLM2-135M-Instruct.Q4_1.gguf';
 const MODEL_CACHE = 'samemath-model-v1';
 const TRIES = 4;
+// The largest model the page takes: its bytes are held here, then copied into the app's wasm
+// memory (4 GiB at most), so a link to a bigger file, or to a stream without end, is refused.
+const MAX_MODEL_BYTES = 1 << 30;
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -18,6 +21,8 @@ const state = {
   status: 'waiting for the model download to start',
   failed: false,
   appReady: false,
+  // The app could not read the link's parameters (it then starts with its defaults).
+  argsError: null,
 };
 // Frames asked for through samemathPage.capture(), and whether the app has taken the request.
 const captures = [];
@@ -50,6 +55,13 @@ window.samemathPage = {
   },
   signal: (kind, detail) => {
     console.log(`samemath:${kind} ${detail}`);
+    // A link whose parameters the app refused: said on the page (the box stays, in its corner).
+    const badArgs = kind === 'error' && /^the page's arguments: (.*)/.exec(detail);
+    if (badArgs && !state.argsError) {
+      state.argsError = badArgs[1];
+      show(undefined, { message: `This link's parameters could not be read (${state.argsError}); the app started with its defaults.`, error: true });
+      tidyOverlay();
+    }
     if (kind === 'ready') {
       state.appReady = true;
       console.log(`samemath:timing ${JSON.stringify({ ready_ms: Math.round(performance.now()) })}`);
@@ -83,8 +95,8 @@ function appArgs() {
   const out = [];
   for (const [key, value] of params) {
     if (PAGE_ONLY.has(key)) continue;
-    out.push(`--${key}`);
-    if (value !== '') out.push(value);
+    // `--key=value`: a value that starts with a hyphen (a prompt "-3 squared?") stays a value.
+    out.push(value === '' ? `--${key}` : `--${key}=${value}`);
   }
   return out;
 }
@@ -107,7 +119,7 @@ function show(what, { fraction, message, error = false, retry = false } = {}) {
 function tidyOverlay() {
   const box = $('loading');
   if (!state.appReady) return;
-  if (state.arrived && !state.failed) box.classList.add('hidden');
+  if (state.arrived && !state.failed && !state.argsError) box.classList.add('hidden');
   else box.classList.add('corner');
 }
 
@@ -173,10 +185,21 @@ async function fetchOnce() {
   }
   if (d.received === 0) d.validator = resp.headers.get('ETag') || resp.headers.get('Last-Modified');
   d.total = totalOf(resp) || d.total;
+  const tooLarge = () => {
+    const err = new Error(`${MODEL_URL} is larger than the ${mb(MAX_MODEL_BYTES)} MB this page takes`);
+    err.fatal = true;
+    return err;
+  };
+  if (d.total > MAX_MODEL_BYTES) throw tooLarge();
   const reader = resp.body.getReader();
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
+    if (d.received + value.length > MAX_MODEL_BYTES) {
+      reader.cancel().catch(() => {});
+      startOver(d);
+      throw tooLarge();
+    }
     d.chunks.push(value);
     d.received += value.length;
     state.status = `downloading the model: ${mb(d.received)} of ${mb(d.total)} MB`;

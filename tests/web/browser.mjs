@@ -2,8 +2,9 @@
 // by playwright-core: the page loads and reports ready, scenes switch and draw, a short greedy
 // generation with the local model gives the native engine's tokens (WebGPU: the GPU backend on
 // the renderer's device; WebGL2: the CPU backend), the page against `samemath serve` (with and
-// without CORS), an interrupted model download resumes and the model is cached, and a browser
-// without WebGPU and WebGL2 gets a message. The reference tokens come from the native binary's
+// without CORS), a Connect to a server that never answers stopped with Escape, a link's
+// parameters read as given (or refused, saying so), an interrupted model download resumes and
+// the model is cached, and a browser without WebGPU and WebGL2 gets a message. The reference tokens come from the native binary's
 // `samemath trace` on the same prompts. Frames (as the app's renderer drew them), page
 // screenshots and a summary (timings, tokens/s) go to the output folder.
 //   SAMEMATH_BIN=path/to/samemath node tests/web/browser.mjs WEB_DIR OUT_DIR
@@ -284,6 +285,61 @@ async function remoteRuns(browser, base) {
   }
 }
 
+// A Connect to a server that takes the connection and never answers (a cold start that does not
+// end): Escape (Stop) ends the wait with "Connect was stopped", and nothing else goes wrong.
+async function stoppedConnect(browser, base) {
+  let asked = 0;
+  const held = [];
+  const silent = createServer((socket) => { asked++; held.push(socket); });
+  await new Promise((ok) => silent.listen(0, '127.0.0.1', ok));
+  try {
+    const page = await browser.newPage({ viewport: { width: 1600, height: 900 } });
+    const markers = watch(page, 'stopped-connect');
+    const url = `http://127.0.0.1:${silent.address().port}`;
+    const query = new URLSearchParams({ graphics: 'webgl2', scene: 'llm', remote: url, prompt: CHAT.prompt });
+    await page.goto(`${base}/?${query}`);
+    await markers.wait('model', 300_000);
+    for (let i = 0; i < 600 && asked === 0; i++) await page.waitForTimeout(100);
+    await page.waitForTimeout(2500);
+    // (Software rendering: a frame, and so a key, can take a second or more here.)
+    await press(page, 'Escape');
+    const pressed = Date.now();
+    const stopped = await markers.wait('error', 60_000, (m) => /Connect was stopped/.test(m.detail));
+    await page.waitForTimeout(3000);
+    const errors = markers.seen.filter((m) => m.kind === 'error');
+    check(asked > 0 && errors.length === 1 && !markers.seen.some((m) => m.kind === 'done'),
+      `Connect to a server that never answers: Escape stopped it ${stopped.at - pressed} ms after the key ("${stopped.detail}", the only error)`);
+    await page.close();
+  } finally {
+    for (const s of held) s.destroy();
+    silent.close();
+  }
+}
+
+// A link's parameters: a prompt that starts with a hyphen is a prompt, not a flag; parameters
+// the app refuses are said on the page, which then starts with its defaults.
+async function linkArguments(browser, base) {
+  let page = await browser.newPage({ viewport: { width: 1200, height: 700 } });
+  let markers = watch(page, 'hyphen');
+  await page.goto(`${base}/?${new URLSearchParams({ graphics: 'webgl2', scene: 'llm', prompt: '-3 squared?' })}`);
+  const scene = await markers.wait('scene', 120_000);
+  const errors = markers.seen.filter((m) => m.kind === 'error').map((m) => m.detail);
+  check(scene.detail === 'Llm' && errors.length === 0,
+    `a link's prompt that starts with a hyphen ("-3 squared?") is read as the prompt (scene ${scene.detail}${errors.length ? `, errors: ${errors.join(' | ')}` : ''})`);
+  await page.close();
+  page = await browser.newPage({ viewport: { width: 1200, height: 700 } });
+  markers = watch(page, 'bad-args');
+  await page.goto(`${base}/?graphics=webgl2&scene=llm&raw=1`);
+  await markers.wait('error', 120_000, (m) => /page's arguments/.test(m.detail));
+  const first = await markers.wait('scene', 120_000);
+  await page.waitForTimeout(500);
+  const shown = await page.textContent('#message');
+  check(/could not be read/.test(shown) && /raw/.test(shown) && first.detail === 'Graphics',
+    `a link with a parameter the app refuses (raw=1): the page says so ("${shown.slice(0, 140)}..."), the app starts with its defaults (${first.detail})`);
+  await pageShot(page, 'bad-arguments.png');
+  await page.close();
+}
+
 const server = await serve(webDir, 0);
 const base = `http://127.0.0.1:${server.address().port}`;
 try {
@@ -307,6 +363,8 @@ try {
     else await generationRun(browsers[graphics], base, graphics, backend, backend === 'gpu' ? RAW : CHAT);
   }
   await remoteRuns(browsers.webgl2, base);
+  await stoppedConnect(browsers.webgl2, base);
+  await linkArguments(browsers.webgl2, base);
   await talkRun(browsers.webgl2, base);
   for (const b of Object.values(browsers)) await b.close();
   if (process.env.SAMEMATH_WEB_RUNS) throw new Error('SAMEMATH_WEB_RUNS set: the other checks were skipped');
