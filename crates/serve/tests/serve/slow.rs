@@ -81,6 +81,7 @@ fn a_client_that_never_reads_its_stream_loses_its_slot() {
     let mut request = llm::GenerationRequest::new("1, 2, 3, 4, 5, 6, 7, 8,");
     request.chat = false;
     request.max_tokens = 1024;
+    request.record = llm::RecordOptions::FULL;
     let body = serde_json::to_string(&request).unwrap();
     let mut silent = posted(port, "/api/trace", &body);
     std::thread::sleep(Duration::from_millis(500));
