@@ -3,6 +3,7 @@
 #
 #   PROJECT=my-project REGION=europe-west1 deploy/deploy.sh
 #   PUBLIC=1 deploy/deploy.sh          # allow unauthenticated calls (e.g. for the browser build)
+#   CORS=https://example.org deploy/deploy.sh   # let pages from that origin call it ($SAMEMATH_CORS)
 #   GPU=1 deploy/deploy.sh             # an NVIDIA L4 instance (see the note on GPUs in README)
 #   deploy/deploy.sh --dry-run         # print the exact docker and gcloud commands, run nothing
 #
@@ -19,7 +20,7 @@ DRY_RUN=0
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY_RUN=1 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "deploy.sh: unknown argument $arg (only --dry-run)" >&2; exit 2 ;;
   esac
 done
@@ -52,7 +53,8 @@ if [ "$DRY_RUN" = 1 ] || ! gcloud artifacts repositories describe "$REPO" --loca
     --location "$REGION" --project "$PROJECT"
 fi
 run gcloud auth configure-docker "$REGION-docker.pkg.dev" --quiet
-run docker build -f deploy/Dockerfile --build-arg "GPU=${GPU:-0}" -t "$IMAGE" .
+# Cloud Run runs linux/amd64 images: say so, or a Mac with Apple silicon builds one for arm64.
+run docker build --platform linux/amd64 -f deploy/Dockerfile --build-arg "GPU=${GPU:-0}" -t "$IMAGE" .
 run docker push "$IMAGE"
 
 flags=(
@@ -73,6 +75,10 @@ if [ "${GPU:-0}" = "1" ]; then
   flags+=(--gpu 1 --gpu-type nvidia-l4 --no-gpu-zonal-redundancy --cpu 4 --memory 16Gi)
 else
   flags+=(--cpu 4 --memory 4Gi)
+fi
+if [ -n "${CORS:-}" ]; then
+  # The image's command is fixed; the server reads the origin from its environment.
+  flags+=(--set-env-vars "SAMEMATH_CORS=$CORS")
 fi
 if [ "${PUBLIC:-0}" = "1" ]; then
   flags+=(--allow-unauthenticated)

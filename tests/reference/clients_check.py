@@ -2,10 +2,10 @@
 """The official Python clients (PyPI `ollama` and `openai`, which we did not write) against a
 running `samemath serve`: chat, generate and embed through Ollama's client, streaming and not;
 chat completions with log-probabilities, and with the question as a list of content parts,
-through OpenAI's. Prints one JSON object with what each call returned, for
+through OpenAI's; and the same answers cut at a stop string by both clients. Prints one JSON object with what each call returned, for
 crates/serve/tests/serve/main.rs to compare with the local engine.
 
-Usage: clients_check.py --port PORT --prompt TEXT --max-tokens N
+Usage: clients_check.py --port PORT --prompt TEXT --max-tokens N --stop TEXT
 """
 import argparse
 import json
@@ -17,6 +17,7 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--prompt", required=True)
     ap.add_argument("--max-tokens", type=int, default=8)
+    ap.add_argument("--stop", required=True)
     args = ap.parse_args()
     try:
         import ollama
@@ -65,6 +66,25 @@ def main():
                                  "top": [t.token for t in entry.top_logprobs]})
     out["openai_chat_stream"] = "".join(text)
     out["openai_logprobs"] = logprobs
+
+    # Stop strings: the answer ends just before the first one.
+    stop_options = dict(options, stop=[args.stop])
+    last = None
+    text = []
+    for c in client.generate(model=model, prompt=args.prompt, options=stop_options, stream=True):
+        text.append(c.response)
+        last = c
+    out["ollama_generate_stop_stream"] = "".join(text)
+    out["ollama_stop_reason"] = last.done_reason
+    out["ollama_chat_stop"] = client.chat(model=model, messages=messages, options=stop_options).message.content
+    r = oai.chat.completions.create(model=model, messages=messages, max_tokens=args.max_tokens,
+                                    temperature=0, stop=[args.stop])
+    out["openai_chat_stop"] = r.choices[0].message.content
+    out["openai_stop_finish"] = r.choices[0].finish_reason
+    out["openai_chat_stop_stream"] = "".join(
+        (c.choices[0].delta.content or "") if c.choices else ""
+        for c in oai.chat.completions.create(model=model, messages=messages, max_tokens=args.max_tokens,
+                                             temperature=0, stop=args.stop, stream=True))
     print(json.dumps(out))
     return 0
 

@@ -1,6 +1,6 @@
 //! The server's command line (`samemath serve ...` and the `samemath-serve` binary share it) and
-//! what it becomes: `ServeOptions`, with `$PORT` and `$SAMEMATH_API_KEY` read here, and the
-//! server's limits.
+//! what it becomes: `ServeOptions`, with `$PORT`, `$SAMEMATH_API_KEY` and `$SAMEMATH_CORS` read
+//! here, and the server's limits.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -39,7 +39,8 @@ pub struct ServeArgs {
     /// Requests allowed to wait for a slot; beyond that, 503.
     #[arg(long, default_value_t = 8)]
     pub queue: usize,
-    /// Allow browsers from this origin (`*` for any): the browser build talks to the server.
+    /// Allow browsers from this origin (`*` for any): the browser build talks to the server;
+    /// default $SAMEMATH_CORS (how a container image, whose command is fixed, is told).
     #[arg(long, value_name = "ORIGIN")]
     pub cors: Option<String>,
     /// Require this key (`Authorization: Bearer KEY` or `x-api-key`); default $SAMEMATH_API_KEY.
@@ -82,7 +83,11 @@ impl ServeArgs {
             model: self.model.clone(),
             concurrency: self.concurrency.max(1),
             queue: self.queue,
-            cors: self.cors.clone(),
+            cors: self
+                .cors
+                .clone()
+                .or_else(|| std::env::var("SAMEMATH_CORS").ok())
+                .filter(|o| !o.is_empty()),
             api_key: self
                 .api_key
                 .clone()

@@ -11,12 +11,12 @@ use serde_json::{Value, json};
 use crate::args::limits::{EMBED_INPUTS, EMBED_TOKENS};
 use crate::slots::ticket;
 use crate::state::MODEL_NAME;
-use crate::state::{Shared, loaded};
+use crate::state::{Shared, ready};
 use crate::wire::{error, parse_body};
 
 /// Mean of the input's token embedding rows, unit length (documented in /api/show).
 pub(crate) async fn embed(State(state): State<Shared>, body: Bytes) -> Response {
-    let l = match loaded(&state) {
+    let l = match ready(&state).await {
         Ok(l) => l,
         Err(r) => return r,
     };

@@ -38,8 +38,11 @@ pub(crate) fn sampling(v: &Value) -> (SamplingParams, Option<usize>) {
     if let Some(r) = o["repeat_penalty"].as_f64() {
         s.repeat_penalty = r as f32;
     }
+    // Ollama's -1 (no limit) and -2 (fill the context): as many as this server gives.
+    let unlimited = o["num_predict"].as_i64().is_some_and(|n| n < 0);
     let max = o["num_predict"]
         .as_u64()
+        .or(unlimited.then_some(limits::MAX_TOKENS as u64))
         .or(v["max_tokens"].as_u64())
         .or(v["max_completion_tokens"].as_u64())
         .map(|n| n as usize);
@@ -344,6 +347,12 @@ mod tests {
         assert_eq!((s.temperature, max, s.seed), (0.7, Some(9), 3));
         let (s, max) = sampling(&json!({"temperature": 0.0, "max_tokens": 4}));
         assert_eq!((s.temperature, max), (0.0, Some(4)));
+        // Ollama's "no limit": the server's most, not the default 256.
+        for n in [-1, -2] {
+            let (_, max) = sampling(&json!({"options": {"num_predict": n}}));
+            assert_eq!(max, Some(limits::MAX_TOKENS));
+        }
+        assert_eq!(sampling(&json!({"options": {}})).1, None);
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod ollama;
 mod openai;
 mod slots;
 mod state;
+mod stops;
 mod trace;
 mod wire;
 

@@ -71,6 +71,9 @@ pub(crate) async fn serve_until(
             let _ = conn.await;
         });
     }
+    // Closed now: a new connection is refused at once instead of waiting in the backlog, never
+    // answered, until the process exits.
+    drop(listener);
     let _ = stop_tx.send(true);
     // Every connection holds a permit until it ends.
     let _ = open.acquire_many(limits::CONNECTIONS as u32).await;

@@ -12,14 +12,15 @@ use tokio::sync::mpsc;
 
 use crate::generate::{AnswerOptions, GenItem, chat_text, sampling, start, text_request};
 use crate::state::MODEL_NAME;
-use crate::state::{Shared, loaded};
+use crate::state::{Shared, ready};
+use crate::stops::Stops;
 use crate::wire::{
     Failure, error, finish, ndjson_line, next_item, now_rfc3339, parse_body, send_line,
 };
 
 /// Ollama's two generation routes share this: prompt text in, NDJSON (or one object) out.
 pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Response {
-    let l = match loaded(&state) {
+    let l = match ready(&state).await {
         Ok(l) => l,
         Err(r) => return r,
     };
@@ -50,6 +51,10 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
         } else {
             l.tokenizer.chat_prompt(p)
         }
+    };
+    let mut stops = match Stops::read(&body) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let AnswerOptions {
         stream,
@@ -100,7 +105,10 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
             if matches!(step.stop, Some(StopReason::MaxTokens | StopReason::Context)) {
                 done_reason = "length";
             }
-            let piece = step.text.clone();
+            let (piece, stopped) = stops.push(&step.text);
+            if stopped {
+                done_reason = "stop";
+            }
             text.push_str(&piece);
             let lp = logprobs.then(|| {
                 let alts: Vec<Value> = top
@@ -126,6 +134,24 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
                 if let Err(e) = send_line(&out_tx, ndjson_line(&v)).await {
                     return Err(Failure::gone(e));
                 }
+            }
+            // A stop string ends the answer (dropping the channel ends the generation).
+            if stopped {
+                break;
+            }
+        }
+        // Text held back because it might have begun a stop string, which it did not.
+        let rest = stops.rest();
+        text.push_str(&rest);
+        if stream && !rest.is_empty() {
+            let mut v = json!({"model": model, "created_at": now_rfc3339(), "done": false});
+            if chat {
+                v["message"] = json!({"role": "assistant", "content": rest});
+            } else {
+                v["response"] = json!(rest);
+            }
+            if let Err(e) = send_line(&out_tx, ndjson_line(&v)).await {
+                return Err(Failure::gone(e));
             }
         }
         let total = started.elapsed().as_nanos() as u64;

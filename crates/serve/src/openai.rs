@@ -2,6 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use llm::StopReason;
 use serde_json::{Value, json};
@@ -9,11 +10,12 @@ use tokio::sync::mpsc;
 
 use crate::generate::{AnswerOptions, GenItem, chat_text, sampling, start, text_request};
 use crate::state::MODEL_NAME;
-use crate::state::{Shared, loaded};
-use crate::wire::{Failure, finish, next_item, parse_body, send_line, sse};
+use crate::state::{Shared, ready};
+use crate::stops::Stops;
+use crate::wire::{Failure, error, finish, next_item, parse_body, send_line, sse};
 
 pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Response {
-    let l = match loaded(&state) {
+    let l = match ready(&state).await {
         Ok(l) => l,
         Err(r) => return r,
     };
@@ -24,6 +26,17 @@ pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Res
     let prompt = match chat_text(&l.tokenizer, &v["messages"]) {
         Ok(t) => t,
         Err(r) => return r,
+    };
+    // One choice an answer: a request for more is refused, not answered with one.
+    if v["n"].as_u64().is_some_and(|n| n != 1) || !(v["n"].is_null() || v["n"].is_u64()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "n: this server gives one choice (n = 1)",
+        );
+    }
+    let mut stops = match Stops::read(&v) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let (mut sampling, max) = sampling(&v);
     if v["temperature"].is_null() {
@@ -105,14 +118,29 @@ pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Res
                 json!({"token": piece, "logprob": logprob, "bytes": piece.as_bytes(),
                        "top_logprobs": alts})
             });
-            text.push_str(&step.text);
+            let (piece, stopped) = stops.push(&step.text);
+            if stopped {
+                finish = "stop";
+            }
+            text.push_str(&piece);
             if let Some(l) = &lp {
                 content_lps.push(l.clone());
             }
             if stream {
-                let line = sse(&chunk(json!({"content": step.text}), lp, None));
+                let line = sse(&chunk(json!({"content": piece}), lp, None));
                 send_line(&out_tx, line).await.map_err(Failure::gone)?;
             }
+            // A stop string ends the answer (dropping the channel ends the generation).
+            if stopped {
+                break;
+            }
+        }
+        // Text held back because it might have begun a stop string, which it did not.
+        let rest = stops.rest();
+        text.push_str(&rest);
+        if stream && !rest.is_empty() {
+            let line = sse(&chunk(json!({"content": rest}), None, None));
+            send_line(&out_tx, line).await.map_err(Failure::gone)?;
         }
         if stream {
             let _ = send_line(&out_tx, sse(&chunk(json!({}), None, Some(finish)))).await;

@@ -10,7 +10,7 @@ use llm::{LlmTokenizer, Model};
 use tokio::sync::Semaphore;
 
 use crate::args::ServeOptions;
-use crate::wire::error;
+use crate::wire::{error, unavailable};
 
 /// The name the model is served under.
 pub const MODEL_NAME: &str = "smollm2-135m-instruct";
@@ -62,6 +62,32 @@ pub(crate) fn loaded(state: &ServerState) -> Result<&Loaded, Response> {
             StatusCode::SERVICE_UNAVAILABLE,
             "the model is loading",
         )),
+    }
+}
+
+/// How long a request that comes while the model loads waits for it: the request that woke a
+/// Cloud Run instance (whose default startup probe only sees the port open) gets its answer,
+/// not a 503; past this, a 503 with `Retry-After`.
+pub(crate) const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The loaded model, waiting up to `LOAD_WAIT` while it loads (not past a SIGTERM).
+pub(crate) async fn ready(state: &ServerState) -> Result<&Loaded, Response> {
+    let started = Instant::now();
+    loop {
+        match loaded(state) {
+            Ok(l) => return Ok(l),
+            Err(_)
+                if state.load_error.get().is_none()
+                    && state.stopping.get().is_none()
+                    && started.elapsed() < LOAD_WAIT =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(_) if state.load_error.get().is_none() => {
+                return Err(unavailable("the model is loading".to_string()));
+            }
+            Err(r) => return Err(r),
+        }
     }
 }
 

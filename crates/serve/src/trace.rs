@@ -12,13 +12,13 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::generate::{GenItem, start};
-use crate::state::{Shared, loaded};
+use crate::state::{Shared, ready};
 use crate::wire::{error, ndjson_line, next_item, send_line, stream_body};
 
 /// Each step with what the request records (everything, for the app), NDJSON, one `TraceStep`
 /// per generated token.
 pub(crate) async fn trace(State(state): State<Shared>, body: Bytes) -> Response {
-    let l = match loaded(&state) {
+    let l = match ready(&state).await {
         Ok(l) => l,
         Err(r) => return r,
     };

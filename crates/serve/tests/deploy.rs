@@ -10,6 +10,11 @@ fn deploy_dir() -> PathBuf {
 
 /// The `gcloud run deploy` line of `deploy.sh --dry-run`, as its arguments.
 fn deploy_flags(gpu: bool) -> Vec<String> {
+    deploy_flags_with(gpu, &[])
+}
+
+/// The same with more environment variables for deploy.sh.
+fn deploy_flags_with(gpu: bool, env: &[(&str, &str)]) -> Vec<String> {
     let out = Command::new("bash")
         .arg(deploy_dir().join("deploy.sh"))
         .arg("--dry-run")
@@ -18,6 +23,8 @@ fn deploy_flags(gpu: bool) -> Vec<String> {
         .env("GPU", if gpu { "1" } else { "0" })
         .env_remove("PUBLIC")
         .env_remove("MAX_INSTANCES")
+        .env_remove("CORS")
+        .envs(env.iter().copied())
         .output()
         .expect("run deploy.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -27,7 +34,8 @@ fn deploy_flags(gpu: bool) -> Vec<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     for want in [
-        "docker build -f deploy/Dockerfile",
+        // Cloud Run runs amd64 images, whatever machine builds them.
+        "docker build --platform linux/amd64 -f deploy/Dockerfile",
         "docker push",
         "gcloud run deploy",
     ] {
@@ -138,4 +146,18 @@ fn the_dry_run_runs_nothing_and_names_the_image() {
     );
     assert_eq!(flag(&flags, "--region"), Some("europe-west1"));
     assert!(flags.iter().any(|f| f == "--no-allow-unauthenticated"));
+}
+
+#[test]
+fn cors_reaches_the_server_through_its_environment() {
+    let flags = deploy_flags(false);
+    assert!(
+        !flags.iter().any(|f| f.starts_with("SAMEMATH_CORS")),
+        "{flags:?}"
+    );
+    let flags = deploy_flags_with(false, &[("CORS", "https://example.org")]);
+    assert_eq!(
+        flag(&flags, "--set-env-vars"),
+        Some("SAMEMATH_CORS=https://example.org")
+    );
 }

@@ -27,9 +27,15 @@ fn serve_command(port: u16) -> Command {
 }
 
 fn start_serve(extra: &[&str]) -> Server {
+    start_serve_with(extra, &[])
+}
+
+/// The same with environment variables (as a container's service sets them).
+fn start_serve_with(extra: &[&str], env: &[(&str, &str)]) -> Server {
     let port = free_port().unwrap();
     let child = serve_command(port)
         .args(extra)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -93,6 +99,7 @@ fn health_is_503_until_loaded_then_200() {
     };
     let start = Instant::now();
     let mut statuses = Vec::new();
+    let mut early = None;
     while start.elapsed() < Duration::from_secs(120) {
         if let Some((s, _)) = http(port, "GET", "/health", "") {
             if statuses.last() != Some(&s) {
@@ -101,12 +108,27 @@ fn health_is_503_until_loaded_then_200() {
             if s == 200 {
                 break;
             }
+            // A question asked while the model loads (the one that woke a Cloud Run
+            // instance): it waits for the model and gets its answer, not a 503.
+            if early.is_none() {
+                let body = r#"{"prompt":"Hi.","stream":false,"options":{"num_predict":2}}"#;
+                early = Some(std::thread::spawn(move || {
+                    http(port, "POST", "/api/generate", body)
+                }));
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     println!("/health answered {statuses:?}");
     assert_eq!(statuses.last(), Some(&200));
     assert!(statuses.iter().all(|s| *s == 503 || *s == 200));
+    let (s, b) = early
+        .expect("a question asked while loading")
+        .join()
+        .unwrap()
+        .expect("an answer");
+    assert_eq!(s, 200, "{b}");
+    assert!(b.contains("\"done\":true"), "{b}");
 }
 
 #[test]
@@ -114,11 +136,15 @@ fn the_official_ollama_and_openai_clients_work_against_serve() {
     let server = start_serve(&[]);
     let max = 8;
     let want = local_answer(PROMPT, max);
+    // A stop string from the middle of the answer (two characters, which may straddle tokens).
+    let chars: Vec<char> = want.chars().collect();
+    let stop: String = chars[chars.len() / 2..][..2].iter().collect();
+    let cut = &want[..want.find(&stop).unwrap()];
     let script = workspace_dir().join("tests/reference/clients_check.py");
     let out = Command::new("python3")
         .arg(&script)
         .args(["--port", &server.port.to_string(), "--prompt", PROMPT])
-        .args(["--max-tokens", &max.to_string()])
+        .args(["--max-tokens", &max.to_string(), "--stop", &stop])
         .output()
         .expect("python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -148,6 +174,17 @@ fn the_official_ollama_and_openai_clients_work_against_serve() {
         v["openai_ids"]
     );
     assert_eq!(v["ollama_embed_shape"], serde_json::json!([2, 576]));
+    // Cut before the stop string, by both clients, streamed and not.
+    for key in [
+        "ollama_generate_stop_stream",
+        "ollama_chat_stop",
+        "openai_chat_stop",
+        "openai_chat_stop_stream",
+    ] {
+        assert_eq!(v[key].as_str(), Some(cut), "{key}, stop {stop:?}");
+    }
+    assert_eq!(v["ollama_stop_reason"], "stop");
+    assert_eq!(v["openai_stop_finish"], "stop");
     // The answer fills the token limit ("length"), or the model ended it sooner ("stop").
     let lps = v["openai_logprobs"].as_array().unwrap();
     assert!(
@@ -306,6 +343,29 @@ fn serve_on_the_gpu_backend_answers_like_the_local_engine() {
     });
     println!("serve on {compute}: {ids:?}");
     assert_eq!(ids, session.generated_tokens());
+
+    // The GPU's cache holds 2,048 positions, as many as the default --max-prompt-tokens: a
+    // prompt of exactly 2,048 tokens leaves no room for an answer, so it is a 400 before a slot
+    // (it used to be a 200 whose stream ended in an error line).
+    let prompt = format!("word{}", " word".repeat(2_047));
+    assert_eq!(
+        t.encode(&prompt).unwrap().len(),
+        2_048,
+        "the prompt's length"
+    );
+    let mut request = GenerationRequest::new(prompt);
+    request.chat = false;
+    request.max_tokens = 1;
+    let body = serde_json::to_string(&request).unwrap();
+    let (s, b) = http(server.port, "POST", "/api/trace", &body).unwrap();
+    assert_eq!(s, 400, "{b}");
+    let body = serde_json::json!({"prompt": request.prompt, "raw": true, "stream": false});
+    let (s, b) = http(server.port, "POST", "/api/generate", &body.to_string()).unwrap();
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b.contains("at most 2047 tokens") && b.contains("context of 2048 positions"),
+        "{b}"
+    );
 }
 
 #[test]
@@ -395,7 +455,11 @@ fn http_with(
 
 #[test]
 fn serve_checks_its_key_answers_cors_and_drains_on_sigterm() {
-    let mut server = start_serve(&["--api-key", "k123", "--cors", "https://example.org"]);
+    // The origin from the environment: how deploy.sh tells the image's server.
+    let mut server = start_serve_with(
+        &["--api-key", "k123"],
+        &[("SAMEMATH_CORS", "https://example.org")],
+    );
     let port = server.port;
     // The key: required everywhere but /health; its value never echoed.
     let (s, _, b) = http_with(port, "GET", "/api/tags", "", "");
@@ -450,7 +514,7 @@ fn serve_checks_its_key_answers_cors_and_drains_on_sigterm() {
         .unwrap_err();
     assert!(err.to_string().contains("no model \"llama9\""), "{err}");
     // SIGTERM mid-stream: the answer in flight finishes, then the process exits.
-    let body = r#"{"prompt":"Write a long story.","options":{"num_predict":48}}"#;
+    let body = r#"{"prompt":"Write a long story.","options":{"num_predict":96}}"#;
     let reader = std::thread::spawn(move || {
         http_with(
             port,
@@ -467,7 +531,21 @@ fn serve_checks_its_key_answers_cors_and_drains_on_sigterm() {
         .unwrap();
     assert!(term.success());
     let started = Instant::now();
+    // From the signal on, a new connection is refused at once (the listener is closed), not
+    // left in the backlog, never answered, while the answer in flight finishes.
+    let mut refused_while_streaming = false;
+    while !reader.is_finished() && started.elapsed() < Duration::from_secs(5) {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            refused_while_streaming = !reader.is_finished();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let (status, _, streamed) = reader.join().unwrap();
+    assert!(
+        refused_while_streaming,
+        "new connections were still taken after SIGTERM (or the answer ended first)"
+    );
     assert_eq!(status, 200);
     let last = streamed.lines().rfind(|l| l.contains('{')).unwrap_or("");
     assert!(last.contains("\"done\":true"), "the stream was cut: {last}");
