@@ -157,6 +157,7 @@ pub fn run_actions(
             LlmAction::Reset => {
                 engine.send(Command::Reset);
                 view.reset();
+                view.resets_pending += 1;
                 *selection = LlmSelection::default();
             }
             LlmAction::Connect => {

@@ -232,13 +232,32 @@ pub struct LlmView {
     pub paused: bool,
     /// Bumped whenever `trace` changes (the activation texture follows it).
     pub revision: u64,
+    /// Resets sent that the engine has not answered yet: until it does, what it reports about
+    /// the session it is forgetting (a prompt, a token, a pause, its progress) is dropped, so a
+    /// Reset is not undone by that session's late news.
+    pub resets_pending: u32,
 }
 
 impl LlmView {
     /// Fold one engine event into the view.
     pub fn apply(&mut self, event: Event) {
+        let stale = self.resets_pending > 0
+            && match &event {
+                Event::Prompt { .. }
+                | Event::Token { .. }
+                | Event::RemoteStep(_)
+                | Event::Finished(_)
+                | Event::Paused => true,
+                // Progress within the forgotten answer; not the model's own loading.
+                Event::Status(_) => self.model.is_some(),
+                _ => false,
+            };
+        if stale {
+            return;
+        }
         let token = matches!(event, Event::Token { .. } | Event::RemoteStep(_));
         match event {
+            Event::ResetDone => self.resets_pending = self.resets_pending.saturating_sub(1),
             // Within an answer (a long prompt read in slices, a remote service waking up) the
             // status stays Generating, so Stop stays at hand; the news goes beside it.
             Event::Status(s) if self.status == EngineStatus::Generating => self.progress = Some(s),

@@ -323,6 +323,7 @@ impl Engine {
                 self.running = false;
                 self.step_pending = false;
                 self.session = None;
+                self.send(Event::ResetDone);
                 // (Also the way back from a panic mid-step: the frames are idle again.)
                 if let Some(p) = &self.pacer {
                     p.cpu_stopped();

@@ -69,6 +69,8 @@ pub enum Event {
     },
     /// The session ended.
     Finished(StopReason),
+    /// The engine took a Reset: the session's events still on their way came before this.
+    ResetDone,
     /// A remote server answered the probe: generation goes there now.
     Connected {
         url: String,

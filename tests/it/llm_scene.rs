@@ -342,6 +342,25 @@ fn a_long_prompt_is_a_clear_error_and_the_text_stays() {
     );
     assert_eq!(view.steps, 1);
     assert!(saw_progress, "no progress while reading the prompt");
+    // Reset while that prompt is being read again: the view stays reset. The forgotten
+    // session's late news (its progress, its pause) does not bring back "Generating" or a
+    // "reading the prompt" status that nothing would ever end.
+    act(&mut app, LlmAction::Reset);
+    act(&mut app, LlmAction::Step);
+    wait_for(&mut app, "reading the prompt", |v| v.progress.is_some());
+    act(&mut app, LlmAction::Reset);
+    wait_for(&mut app, "the engine's answer to Reset", |v| {
+        v.resets_pending == 0
+    });
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(5));
+        app.update();
+    }
+    let view = app.world().resource::<LlmView>();
+    assert_eq!(view.status, EngineStatus::Ready);
+    assert!(!view.busy() && !view.paused && view.progress.is_none());
+    assert!(view.prompt_tokens.is_empty() && view.generated.is_empty());
 }
 
 #[test]
