@@ -143,6 +143,9 @@ pub(crate) mod limits {
     pub(crate) const HEADER_READ: Duration = Duration::from_secs(10);
     /// How long a client may take to send a whole body.
     pub(crate) const BODY_READ: Duration = Duration::from_secs(30);
+    /// Bytes of request bodies the server holds at once, over all connections (each body is
+    /// also bounded on its own); a body that would pass it gets a 503.
+    pub(crate) const BODY_BUDGET: usize = 64 << 20;
     /// Connections open at once; more wait in the kernel's backlog.
     pub(crate) const CONNECTIONS: usize = 1024;
     /// How long a line may wait for a client that does not read before the answer is dropped.

@@ -1,7 +1,7 @@
 //! The middleware in front of every route: CORS (preflight and headers), the Host a loopback
 //! server accepts (no DNS rebinding), JSON bodies only (no cross-site form posts), and the
-//! optional API key, compared in constant time; a POST body is read here, bounded in size and
-//! in time.
+//! optional API key, compared in constant time; a POST body is read here, bounded in size, in
+//! time, and with every other body being held, in bytes.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -9,10 +9,12 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use std::sync::{Arc, OnceLock};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::args::limits;
 use crate::state::Shared;
-use crate::wire::error;
+use crate::wire::{error, unavailable};
 
 /// CORS (preflight and headers), Host, Content-Type and the optional API key.
 pub(crate) async fn guard(State(state): State<Shared>, request: Request, next: Next) -> Response {
@@ -73,24 +75,48 @@ pub(crate) async fn guard(State(state): State<Shared>, request: Request, next: N
             return refuse(StatusCode::UNAUTHORIZED, "missing or wrong API key".into());
         }
     }
-    let request = if request.method() == Method::POST {
+    // The body's share of the budget is held until the answer is handed over (a stream's
+    // handler has parsed its body by then).
+    let (request, _held) = if request.method() == Method::POST {
         match read_body(request, state.options.max_body_bytes).await {
             Ok(r) => r,
-            Err((status, message)) => return refuse(status, message),
+            Err(BodyError::Busy(message)) => {
+                let mut r = unavailable(message);
+                add_cors(r.headers_mut(), cors.as_deref());
+                return r;
+            }
+            Err(BodyError::Refused(status, message)) => return refuse(status, message),
         }
     } else {
-        request
+        (request, None)
     };
     let mut r = next.run(request).await;
     add_cors(r.headers_mut(), cors.as_deref());
     r
 }
 
+/// Why a body was not read: the request's fault, or too many bodies at once (503).
+enum BodyError {
+    Refused(StatusCode, String),
+    Busy(String),
+}
+
+/// Bytes of bodies held now, over all connections (`limits::BODY_BUDGET`).
+fn body_budget() -> &'static Arc<Semaphore> {
+    static BUDGET: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    BUDGET.get_or_init(|| Arc::new(Semaphore::new(limits::BODY_BUDGET)))
+}
+
 /// The whole body, read within `limits::BODY_READ` and at most `max` bytes (a client that sends
-/// a byte a minute, or without end, no longer holds the connection and a worker).
-async fn read_body(request: Request, max: usize) -> Result<Request, (StatusCode, String)> {
+/// a byte a minute, or without end, no longer holds the connection and a worker), with its
+/// bytes' share of the budget: many clients sending large bodies at once cannot make the
+/// server hold more than `limits::BODY_BUDGET` of them.
+async fn read_body(
+    request: Request,
+    max: usize,
+) -> Result<(Request, Option<OwnedSemaphorePermit>), BodyError> {
     let too_large = || {
-        (
+        BodyError::Refused(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the body is larger than {max} bytes"),
         )
@@ -103,20 +129,35 @@ async fn read_body(request: Request, max: usize) -> Result<Request, (StatusCode,
     let mut frames = body.into_data_stream();
     let read = async {
         let mut bytes = Vec::new();
+        let mut held: Option<OwnedSemaphorePermit> = None;
         while let Some(frame) = frames.next().await {
-            let frame =
-                frame.map_err(|e| (StatusCode::BAD_REQUEST, format!("the body broke off: {e}")))?;
+            let frame = frame.map_err(|e| {
+                BodyError::Refused(StatusCode::BAD_REQUEST, format!("the body broke off: {e}"))
+            })?;
             if bytes.len() + frame.len() > max {
                 return Err(too_large());
             }
+            // `max` is far below u32::MAX, so a frame that fits it fits a permit count.
+            let more = u32::try_from(frame.len()).map_err(|_| too_large())?;
+            match body_budget().clone().try_acquire_many_owned(more) {
+                Ok(p) => match held.as_mut() {
+                    Some(h) => h.merge(p),
+                    None => held = Some(p),
+                },
+                Err(_) => {
+                    return Err(BodyError::Busy(
+                        "the server is receiving too many large bodies at once; try again".into(),
+                    ));
+                }
+            }
             bytes.extend_from_slice(&frame);
         }
-        Ok(bytes)
+        Ok((bytes, held))
     };
     match tokio::time::timeout(limits::BODY_READ, read).await {
-        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Ok(Ok((bytes, held))) => Ok((Request::from_parts(parts, Body::from(bytes)), held)),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err((
+        Err(_) => Err(BodyError::Refused(
             StatusCode::REQUEST_TIMEOUT,
             format!(
                 "the body did not arrive within {} s",

@@ -248,3 +248,36 @@ fn a_streaming_client_that_leaves_during_a_long_prompt_frees_its_slot_soon() {
         "the prefill ran on for nobody: {freed:?} (the whole answer: {whole:?})"
     );
 }
+
+/// Many clients each sending most of a 1 MiB body and then stalling: the server holds at most
+/// 64 MiB of bodies at once (a 503 past that, with `Retry-After`), and answers again once they
+/// are gone.
+#[test]
+fn bodies_held_at_once_are_bounded_in_bytes() {
+    let server = start_serve(&[]);
+    let port = server.port;
+    let body = 1 << 20;
+    let stalled: Vec<TcpStream> = (0..64)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            write!(
+                s,
+                "POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+                 Content-Length: {body}\r\n\r\n"
+            )
+            .unwrap();
+            s.write_all(&vec![b' '; body - 1]).unwrap();
+            s
+        })
+        .collect();
+    // Until the server has read them all (each is read as it arrives).
+    std::thread::sleep(Duration::from_millis(1500));
+    let one = format!("{{\"prompt\":\"Hi.\",\"pad\":\"{}\"}}", "x".repeat(100_000));
+    let (status, head, b) = http_with(port, "POST", "/api/generate", "", &one);
+    assert_eq!(status, 503, "{b}");
+    assert!(head.contains("retry-after: 1"), "{head}");
+    assert!(b.contains("too many large bodies"), "{b}");
+    drop(stalled);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!greedy(port).is_empty(), "answers again once they are gone");
+}
