@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use llm::{RecordOptions, Session, TraceStep};
 
 use super::{load, show_tokens, with_threads};
@@ -100,30 +100,45 @@ pub fn generate_remote(remote: &RemoteArgs, prompt: &PromptArgs) -> Result<()> {
     })
 }
 
+/// Tokens one `trace` may generate: each step's trace grows with its position (attention over
+/// every earlier token), as `/api/trace`'s do.
+const MAX_TRACE_TOKENS: usize = 1024;
+
 pub fn trace(model: &ModelArgs, prompt: &PromptArgs, json: Option<&Path>) -> Result<()> {
     let request = prompt.request(8, RecordOptions::FULL)?;
+    if request.max_tokens > MAX_TRACE_TOKENS {
+        bail!(
+            "--max-tokens {}: trace records at most {MAX_TRACE_TOKENS} tokens (each step's \
+             trace grows with its position)",
+            request.max_tokens
+        );
+    }
+    // Opened before the model runs: a path that cannot be written fails at once.
+    let mut out: Box<dyn Write + Send> = match json {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("writing {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
     let (model_w, tokenizer) = load(model)?;
     with_threads(model.threads, || -> Result<()> {
         let mut session = Session::new(model_w, tokenizer, &request)?;
-        let mut steps = Vec::new();
+        // One JSON array, each step written as it comes: memory stays one step's.
+        out.write_all(b"[")?;
+        let mut count = 0;
         while let Some(step) = session.step()? {
             eprint!("{}", step.text);
-            steps.push(step);
-        }
-        eprintln!();
-        let objects: Vec<TraceStep> = steps.into_iter().map(TraceStep::from).collect();
-        let text = serde_json::to_string(&objects)?;
-        match json {
-            Some(path) => {
-                std::fs::write(path, text)
-                    .with_context(|| format!("writing {}", path.display()))?;
-                eprintln!(
-                    "samemath: {} steps written to {}",
-                    objects.len(),
-                    path.display()
-                );
+            if count > 0 {
+                out.write_all(b",")?;
             }
-            None => println!("{text}"),
+            serde_json::to_writer(&mut out, &TraceStep::from(step))?;
+            count += 1;
+        }
+        out.write_all(b"]\n")?;
+        out.flush()?;
+        eprintln!();
+        if let Some(path) = json {
+            eprintln!("samemath: {count} steps written to {}", path.display());
         }
         Ok(())
     })?

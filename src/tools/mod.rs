@@ -60,11 +60,25 @@ impl PromptArgs {
         }
     }
 
+    /// The request these arguments ask for; sampling values out of their range are refused
+    /// (the engine would quietly make them safe, and the user would not know).
     pub(crate) fn request(
         &self,
         default_max: usize,
         record: RecordOptions,
     ) -> Result<GenerationRequest> {
+        let t = self.temperature;
+        if !(t.is_finite() && t >= 0.0) {
+            bail!("--temperature {t}: a number of at least 0 (0 is greedy)");
+        }
+        let p = self.top_p;
+        if !(p > 0.0 && p <= 1.0) {
+            bail!("--top-p {p}: a number above 0 and at most 1");
+        }
+        let r = self.repeat_penalty;
+        if !(r.is_finite() && r > 0.0) {
+            bail!("--repeat-penalty {r}: a number above 0 (1 is none)");
+        }
         Ok(GenerationRequest {
             prompt: self.text()?,
             chat: !self.raw,
@@ -113,12 +127,18 @@ pub(crate) fn load_gpu(path: &Path, context: usize) -> Result<(GpuModel, LlmToke
 }
 
 /// Run `f` on a pool of `threads` threads (candle's CPU kernels use the current rayon pool).
+/// More threads than this is a typo, not a machine.
+const MAX_THREADS: usize = 1024;
+
 pub(crate) fn with_threads<T: Send>(
     threads: Option<usize>,
     f: impl FnOnce() -> T + Send,
 ) -> Result<T> {
     match threads {
         Some(0) => bail!("--threads must be at least 1"),
+        Some(n) if n > MAX_THREADS => {
+            bail!("--threads {n}: at most {MAX_THREADS} (each is an operating-system thread)")
+        }
         Some(n) => Ok(rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build()?

@@ -141,3 +141,59 @@ fn the_long_prompt_bench_times_our_prefill_and_the_gpu_backends() {
         assert!(l.contains(" s ") && l.contains("tok/s"), "{l}");
     }
 }
+
+#[test]
+fn sampling_values_out_of_range_are_refused_not_quietly_changed() {
+    for (flag, value, says) in [
+        ("--temperature", "nan", "at least 0"),
+        ("--temperature", "-1", "at least 0"),
+        ("--temperature", "inf", "at least 0"),
+        ("--top-p", "5", "at most 1"),
+        ("--top-p", "0", "above 0"),
+        ("--repeat-penalty", "0", "above 0"),
+        ("--threads", "65535", "at most 1024"),
+    ] {
+        let out = samemath()
+            .args(["generate", "--raw", "--max-tokens", "1", "Hi"])
+            .arg(format!("{flag}={value}"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag) && stderr.contains(says), "{stderr}");
+    }
+}
+
+#[test]
+fn trace_writes_each_step_and_refuses_more_than_it_can_hold() {
+    let out = samemath()
+        .args(["trace", "--max-tokens", "5000", "Hi"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("at most 1024"), "{stderr}");
+    let path = std::env::temp_dir().join(format!("samemath-trace-{}.json", std::process::id()));
+    let out = samemath()
+        .args(["trace", "--raw", "--max-tokens", "2", "--threads", "2"])
+        .args(["The capital of France is", "--json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let steps: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(
+        steps[0]["sampled"]["piece"], " Paris",
+        "{}",
+        steps[0]["sampled"]
+    );
+    let layers = steps[1]["trace"]["layers"].as_array().map(Vec::len);
+    assert_eq!(layers, Some(30));
+}
