@@ -54,7 +54,7 @@ impl LlamaConfig {
         }
         let n_embd = get_usize(md, "llama.embedding_length")?;
         let n_head = get_usize(md, "llama.attention.head_count")?;
-        let n_kv_head = get_usize(md, "llama.attention.head_count_kv").unwrap_or(n_head);
+        let n_kv_head = optional(md, "llama.attention.head_count_kv", n_head, get_usize)?;
         if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 || n_embd % n_head != 0 {
             return Err(LlmError::Metadata {
                 key: "llama.attention.head_count".into(),
@@ -73,7 +73,7 @@ impl LlamaConfig {
                 ),
             });
         }
-        let rope_dim = get_usize(md, "llama.rope.dimension_count").unwrap_or(head_dim);
+        let rope_dim = optional(md, "llama.rope.dimension_count", head_dim, get_usize)?;
         let vocab_size = match md.get("tokenizer.ggml.tokens") {
             Some(Value::Array(tokens)) => tokens.len(),
             _ => get_usize(md, "llama.vocab_size")?,
@@ -86,20 +86,28 @@ impl LlamaConfig {
             n_kv_head,
             head_dim,
             rope_dim,
-            rope_base: get_f32(md, "llama.rope.freq_base").unwrap_or(10_000.0),
-            rms_eps: get_f32(md, "llama.attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f64,
+            rope_base: optional(md, "llama.rope.freq_base", 10_000.0, get_f32)?,
+            rms_eps: optional(md, "llama.attention.layer_norm_rms_epsilon", 1e-5, get_f32)? as f64,
             vocab_size,
-            context_length: get_usize(md, "llama.context_length").unwrap_or(2048),
+            context_length: optional(md, "llama.context_length", 2048, get_usize)?,
         };
-        // Each layer has 9 tensors: more layers than the file has tensors is not a model (and
-        // would allocate the expected list before any check); a few missing are named below.
-        if cfg.n_layer == 0 || cfg.n_layer > content.tensor_infos.len() {
+        // Each layer has 9 tensors, and the model 2 more: a block count the file's tensors
+        // cannot hold is refused here, naming the first tensor it lacks.
+        let have = content.tensor_infos.len();
+        let need = cfg.n_layer.checked_mul(9).and_then(|n| n.checked_add(2));
+        if cfg.n_layer == 0 || need.is_none_or(|need| need > have) {
+            // Names are unique, so one of the first have + 1 expected is missing: bounded.
+            let missing = cfg
+                .expected()
+                .map(|(name, _)| name)
+                .find(|name| !content.tensor_infos.contains_key(name))
+                .map(|name| format!(" ({name} is missing)"))
+                .unwrap_or_default();
             return Err(LlmError::Metadata {
                 key: "llama.block_count".into(),
                 reason: format!(
-                    "{} layers, but the file has {} tensors",
-                    cfg.n_layer,
-                    content.tensor_infos.len()
+                    "{} layers, but the file has {have} tensors{missing}",
+                    cfg.n_layer
                 ),
             });
         }
@@ -122,33 +130,34 @@ impl LlamaConfig {
         Ok(cfg)
     }
 
+    /// Each tensor the forward pass reads, with the shape the metadata implies; made one at a
+    /// time, so a block count is never a list of that size.
+    fn expected(&self) -> impl Iterator<Item = (String, Vec<usize>)> + '_ {
+        let kv = self.n_kv_head * self.head_dim;
+        let (embd, ff) = (self.n_embd, self.n_ff);
+        let model = [
+            ("token_embd.weight".to_string(), vec![self.vocab_size, embd]),
+            ("output_norm.weight".to_string(), vec![embd]),
+        ];
+        let layers = (0..self.n_layer).flat_map(move |i| {
+            let p = format!("blk.{i}");
+            [
+                (format!("{p}.attn_norm.weight"), vec![embd]),
+                (format!("{p}.attn_q.weight"), vec![embd, embd]),
+                (format!("{p}.attn_k.weight"), vec![kv, embd]),
+                (format!("{p}.attn_v.weight"), vec![kv, embd]),
+                (format!("{p}.attn_output.weight"), vec![embd, embd]),
+                (format!("{p}.ffn_norm.weight"), vec![embd]),
+                (format!("{p}.ffn_gate.weight"), vec![ff, embd]),
+                (format!("{p}.ffn_up.weight"), vec![ff, embd]),
+                (format!("{p}.ffn_down.weight"), vec![embd, ff]),
+            ]
+        });
+        model.into_iter().chain(layers)
+    }
+
     /// Every tensor the forward pass reads must exist with the shape the metadata implies.
     fn check_tensors(&self, content: &Content) -> Result<()> {
-        let kv = self.n_kv_head * self.head_dim;
-        let mut expected: Vec<(String, Vec<usize>)> = vec![
-            (
-                "token_embd.weight".into(),
-                vec![self.vocab_size, self.n_embd],
-            ),
-            ("output_norm.weight".into(), vec![self.n_embd]),
-        ];
-        for i in 0..self.n_layer {
-            let p = format!("blk.{i}");
-            expected.extend([
-                (format!("{p}.attn_norm.weight"), vec![self.n_embd]),
-                (format!("{p}.attn_q.weight"), vec![self.n_embd, self.n_embd]),
-                (format!("{p}.attn_k.weight"), vec![kv, self.n_embd]),
-                (format!("{p}.attn_v.weight"), vec![kv, self.n_embd]),
-                (
-                    format!("{p}.attn_output.weight"),
-                    vec![self.n_embd, self.n_embd],
-                ),
-                (format!("{p}.ffn_norm.weight"), vec![self.n_embd]),
-                (format!("{p}.ffn_gate.weight"), vec![self.n_ff, self.n_embd]),
-                (format!("{p}.ffn_up.weight"), vec![self.n_ff, self.n_embd]),
-                (format!("{p}.ffn_down.weight"), vec![self.n_embd, self.n_ff]),
-            ]);
-        }
         if let Some(out) = content.tensor_infos.get("output.weight") {
             let dims = out.shape.dims().to_vec();
             if dims != [self.vocab_size, self.n_embd] {
@@ -161,7 +170,7 @@ impl LlamaConfig {
                 });
             }
         }
-        for (name, shape) in expected {
+        for (name, shape) in self.expected() {
             let Some(info) = content.tensor_infos.get(&name) else {
                 return Err(LlmError::Tensor {
                     name,
@@ -215,6 +224,22 @@ pub(crate) fn get_usize(md: &HashMap<String, Value>, key: &str) -> Result<usize>
         .ok()
         .filter(|n| *n > 0 && *n < (1 << 31))
         .ok_or_else(|| bad(key, format!("{n} is out of range")))
+}
+
+/// An optional key: `default` when missing. Present, it must be valid (`read` decides): quietly
+/// replacing a bad value by the default hid the file's error (a KV head count of 0 became a
+/// shape error elsewhere; a context length of 0 became 2048).
+fn optional<T>(
+    md: &HashMap<String, Value>,
+    key: &str,
+    default: T,
+    read: fn(&HashMap<String, Value>, &str) -> Result<T>,
+) -> Result<T> {
+    if md.contains_key(key) {
+        read(md, key)
+    } else {
+        Ok(default)
+    }
 }
 
 fn get_f32(md: &HashMap<String, Value>, key: &str) -> Result<f32> {

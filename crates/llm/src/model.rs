@@ -11,7 +11,6 @@
 //! MLP activations, residual norms, the logit lens and the top-k next tokens.
 
 use std::borrow::Cow;
-use std::fs::File;
 use std::io::{Read, Seek};
 use std::path::Path;
 use std::sync::Arc;
@@ -250,11 +249,7 @@ impl Model {
     }
 
     pub fn load_with(path: &Path, kernel: Q4Kernel) -> Result<(Model, LlmTokenizer)> {
-        let io = |source| LlmError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut file = File::open(path).map_err(io)?;
+        let mut file = crate::gguf_check::open_model(path)?;
         Self::read(&mut file, path, kernel)
     }
 

@@ -137,10 +137,10 @@ pub struct QMatrix {
 impl QMatrix {
     /// Repack `rows x cols` weights from the GGUF bytes of a `ty` tensor.
     pub fn from_gguf(ty: BlockType, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
-        if cols == 0
-            || !cols.is_multiple_of(QK)
-            || bytes.len() != rows * cols / QK * ty.file_bytes()
-        {
+        // The size in u64, checked: in usize rows x cols can wrap (to 0 on 32-bit wasm for a
+        // 65536 x 65536 matrix) and an empty slice would pass.
+        let needed = crate::gguf_check::tensor_bytes(&[rows, cols], QK, ty.file_bytes());
+        if cols == 0 || !cols.is_multiple_of(QK) || needed != Ok(bytes.len() as u64) {
             return Err(LlmError::Tensor {
                 name: format!("{ty:?} matrix"),
                 reason: format!(
@@ -149,7 +149,8 @@ impl QMatrix {
                 ),
             });
         }
-        let blocks = rows * cols / QK;
+        // The same count as rows * cols / QK, which the check above keeps from wrapping.
+        let blocks = bytes.len() / ty.file_bytes();
         let mut out = QMatrix {
             ty,
             rows,
@@ -646,5 +647,15 @@ mod tests {
         assert!(QMatrix::from_gguf(BlockType::Q4_1, 2, 32, &[0; 20]).is_err());
         assert!(QMatrix::from_gguf(BlockType::Q4_1, 1, 30, &[0; 20]).is_err());
         assert!(QMatrix::from_gguf(BlockType::Q8_0, 1, 32, &[0; 33]).is_err());
+        // Data for three rows of four.
+        assert!(QMatrix::from_gguf(BlockType::Q8_0, 4, 64, &[0; 3 * 2 * 34]).is_err());
+    }
+
+    /// rows x cols past usize (2^64 here; 2^32 on wasm, where 65536 x 65536 is enough) must not
+    /// wrap to a size of 0 that an empty slice matches: the first product would then slice it.
+    #[test]
+    fn sizes_that_wrap_are_errors() {
+        assert!(QMatrix::from_gguf(BlockType::Q8_0, 1 << 33, 1 << 31, &[]).is_err());
+        assert!(QMatrix::from_gguf(BlockType::Q4_1, usize::MAX / 16 + 1, 32, &[]).is_err());
     }
 }

@@ -1,7 +1,6 @@
 //! Building the GPU model: checks of the device and the model's shape, the weight upload, the
 //! scratch buffers every step shares, and each dispatch's bind group made once.
 
-use std::fs::File;
 use std::io::{Read, Seek};
 use std::path::Path;
 use std::sync::Mutex;
@@ -23,10 +22,7 @@ use crate::tokenizer::LlmTokenizer;
 impl GpuModel {
     /// Upload the model in `path` to `ctx`'s device.
     pub fn load(path: &Path, ctx: GpuContext, context: usize) -> Result<GpuModel> {
-        let mut file = File::open(path).map_err(|source| LlmError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let mut file = crate::gguf_check::open_model(path)?;
         Self::read(&mut file, path, ctx, context)
     }
 
@@ -36,10 +32,7 @@ impl GpuModel {
         ctx: GpuContext,
         context: usize,
     ) -> Result<(GpuModel, LlmTokenizer)> {
-        let mut file = File::open(path).map_err(|source| LlmError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let mut file = crate::gguf_check::open_model(path)?;
         let content = crate::gguf_check::read_content(&mut file, path)?;
         let tokenizer = LlmTokenizer::from_gguf(&content)?;
         let gpu = Self::from_content(&content, &mut file, ctx, context)?;

@@ -14,12 +14,14 @@ const N_FF: usize = 128;
 const N_HEAD: usize = 4;
 const N_KV: usize = 2;
 
-struct Spec {
-    arch: &'static str,
-    block_count: u32,
-    layers_written: usize,
-    head_count: u32,
-    alignment: Option<u32>,
+pub(super) struct Spec {
+    pub(super) arch: &'static str,
+    pub(super) block_count: u32,
+    pub(super) layers_written: usize,
+    pub(super) head_count: u32,
+    pub(super) alignment: Option<u32>,
+    /// Metadata written in place of the usual value (`None`: the key is left out).
+    pub(super) overrides: Vec<(&'static str, Option<Value>)>,
 }
 
 fn random(rng: &mut Rng, shape: &[usize], scale: f32) -> Tensor {
@@ -52,7 +54,7 @@ fn vocab() -> (Vec<String>, Vec<String>, Vec<i32>) {
     (tokens, vec!["h e".into()], types)
 }
 
-fn write_tiny(path: &Path, spec: &Spec) {
+pub(super) fn write_tiny(path: &Path, spec: &Spec) {
     let mut rng = Rng::new(11);
     let (tokens, merges, types) = vocab();
     let vocab_size = tokens.len();
@@ -93,6 +95,12 @@ fn write_tiny(path: &Path, spec: &Spec) {
     ];
     if let Some(a) = spec.alignment {
         metadata.push(("general.alignment", Value::U32(a)));
+    }
+    for (key, value) in &spec.overrides {
+        metadata.retain(|(k, _)| *k != *key);
+        if let Some(v) = value {
+            metadata.push((key, v.clone()));
+        }
     }
     let kv = N_KV * N_EMBD / N_HEAD;
     let mut tensors: Vec<(String, QTensor)> = vec![
@@ -142,18 +150,19 @@ fn write_tiny(path: &Path, spec: &Spec) {
     gguf_file::write(&mut file, &md, &ts).unwrap();
 }
 
-fn tmp(name: &str) -> PathBuf {
+pub(super) fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("samemath-tiny-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }
 
-const GOOD: Spec = Spec {
+pub(super) const GOOD: Spec = Spec {
     arch: "llama",
     block_count: 2,
     layers_written: 2,
     head_count: N_HEAD as u32,
     alignment: None,
+    overrides: Vec::new(),
 };
 
 #[test]
@@ -243,7 +252,7 @@ fn wrong_architecture_and_missing_tensors_are_named() {
 }
 
 /// Write a tiny model as `spec` says and load it: the loader's error, as text.
-fn load_error(name: &str, spec: &Spec) -> String {
+pub(super) fn load_error(name: &str, spec: &Spec) -> String {
     let path = tmp(name);
     write_tiny(&path, spec);
     match Model::load(&path) {
