@@ -301,10 +301,12 @@ impl Engine {
                 self.ensure_loaded();
             }
             Command::Generate(request) => {
+                self.clear_gpu_interrupt();
                 self.step_pending = false;
                 self.running = self.start(&request);
             }
             Command::Step(request) => {
+                self.clear_gpu_interrupt();
                 self.running = false;
                 let live = self
                     .session
@@ -341,6 +343,14 @@ impl Engine {
             .rest_until?
             .saturating_duration_since(web_time::Instant::now());
         (!left.is_zero()).then_some(left)
+    }
+
+    /// A Stop or Reset sent before this command found the GPU idle: its request must not cut
+    /// this command's step short (on a slow device a step's wait passes the stall mark).
+    fn clear_gpu_interrupt(&self) {
+        if let Some(g) = &self.gpu {
+            g.context().interrupt_handle().clear();
+        }
     }
 
     fn drop_session(&mut self) {
@@ -396,6 +406,7 @@ impl Engine {
             device: c.device.clone(),
             shared_with_renderer: c.shared_with_renderer,
             activations: gpu.activation_buffer(),
+            interrupt: c.interrupt_handle(),
         };
         self.gpu = Some(gpu);
         self.on_gpu = true;

@@ -86,9 +86,6 @@ impl Worker {
     /// Queue a command; the engine takes it between steps, so Stop lands within one step (or
     /// within a second of a step a stalled GPU does not finish).
     pub fn send(&mut self, command: Command) {
-        if let Command::UseGpu(ctx) = &command {
-            self.gpu_interrupt = Some(ctx.interrupt_handle());
-        }
         if matches!(command, Command::Stop | Command::Reset) {
             if let Ok(t) = self.stop.lock() {
                 t.cancel();
@@ -120,6 +117,11 @@ impl Worker {
         }
         let mut out = Vec::new();
         while let Ok(e) = self.events.try_recv() {
+            // Stop reaches the waits of the model that runs (a model kept for its device
+            // waits on the context it was loaded with).
+            if let Event::GpuReady(info) = &e {
+                self.gpu_interrupt = Some(info.interrupt.clone());
+            }
             out.push(e);
         }
         out

@@ -40,6 +40,9 @@ pub struct GpuBackendInfo {
     /// The kernels' MLP activation buffer (`GpuModel::activation_buffer`): on the renderer's
     /// device the world draws its columns from it.
     pub activations: wgpu::Buffer,
+    /// What makes this model's waits give up (Stop on a stalled device): the context it was
+    /// loaded with, which a model kept for a device is, not the latest UseGpu's.
+    pub interrupt: llm::gpu::GpuInterrupt,
 }
 
 /// What the engine reports.

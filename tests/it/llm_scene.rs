@@ -683,3 +683,59 @@ fn the_scene_bench_prints_the_gpu_time_split() {
         "{stdout}"
     );
 }
+
+/// The engine's events until one matches (the last returned); fails on an error or after 180 s.
+fn until_event(worker: &mut Worker, what: &str, wanted: impl Fn(&Event) -> bool) -> Event {
+    let start = Instant::now();
+    loop {
+        for e in worker.poll() {
+            if let Event::Error(message) = &e {
+                panic!("waiting for {what}: {message}");
+            }
+            if wanted(&e) {
+                return e;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// On the GPU backend a Reset (or Stop) that finds the GPU idle is not left waiting to cut the
+/// next step short: on lavapipe a prompt's wait passes the 1 s mark where a wait gives up on a
+/// stalled device once asked to, and the talk sends Reset just before each Step.
+#[test]
+fn a_reset_while_the_gpu_is_idle_does_not_fail_the_next_step() {
+    let mut worker = Worker::spawn(None, 1);
+    worker.send(Command::Load);
+    worker.send(Command::UseGpu(llm::gpu::GpuContext::new().unwrap()));
+    let Event::GpuReady(info) = until_event(&mut worker, "the GPU backend", |e| {
+        matches!(e, Event::GpuReady(_))
+    }) else {
+        unreachable!()
+    };
+    worker.send(Command::Reset);
+    assert!(
+        info.interrupt.requested(),
+        "Reset asked the model's waits to give up"
+    );
+    let request = GenerationRequest {
+        chat: false,
+        max_tokens: 1,
+        record: RecordOptions::OFF,
+        ..GenerationRequest::new("One, two, three, four, five, six, seven, eight, nine, ten,")
+    };
+    worker.send(Command::Step(request));
+    let started = Instant::now();
+    until_event(&mut worker, "the step's token", |e| {
+        matches!(e, Event::Token { .. })
+    });
+    println!(
+        "the step after a Reset took {:.1} s on {}",
+        started.elapsed().as_secs_f32(),
+        info.adapter
+    );
+}

@@ -25,6 +25,17 @@ impl GpuInterrupt {
     pub fn interrupt(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
+
+    /// Forget a request no wait took (a Stop or Reset while the GPU was idle), so it cannot
+    /// cut the next step short.
+    pub fn clear(&self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether a request is waiting for a wait to take it.
+    pub fn requested(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Wait for submission `index`, in slices (wgpu's own wait gives up after its timeout), for at
