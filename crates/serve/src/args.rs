@@ -53,6 +53,11 @@ pub struct ServeArgs {
     /// a Cloud Run GPU; falls back to the CPU, saying why, when no usable GPU is found).
     #[arg(long, value_enum, default_value_t = Compute::Cpu)]
     pub backend: Compute,
+    /// With `--backend gpu`: no usable GPU is a failed load (/health 500, the log says why)
+    /// instead of the CPU fallback, so a GPU service without its GPU fails its deploy rather
+    /// than paying for a GPU it does not use; default $SAMEMATH_REQUIRE_GPU = 1.
+    #[arg(long)]
+    pub require_gpu: bool,
     /// Longest time one answer may take, in seconds, counted from when it has a slot (under
     /// the 900 s request timeout of deploy/service.yaml, so the client still gets the error
     /// line there): past it the answer ends with an error and frees its slot, so a client that
@@ -97,6 +102,8 @@ impl ServeArgs {
             max_prompt_tokens: self.max_prompt_tokens.max(1),
             threads: self.threads,
             gpu: self.backend == Compute::Gpu,
+            require_gpu: self.require_gpu
+                || std::env::var("SAMEMATH_REQUIRE_GPU").is_ok_and(|v| v == "1"),
             answer_time: std::time::Duration::from_secs(self.max_answer_secs.max(1)),
         })
     }
@@ -124,6 +131,8 @@ pub struct ServeOptions {
     pub threads: Option<usize>,
     /// Generate with the GPU backend (its own wgpu device) when one is usable.
     pub gpu: bool,
+    /// No usable GPU is a failed load, not the CPU fallback.
+    pub require_gpu: bool,
 }
 
 /// What one request may ask for, beyond the body size and the prompt length in the options.

@@ -119,6 +119,11 @@ fn load(state: &ServerState) {
                     .and_then(|ctx| llm::gpu::GpuModel::load(&path, ctx, llm::gpu::DEFAULT_CONTEXT))
                 {
                     Ok(g) => Arc::new(g),
+                    Err(e) if state.options.require_gpu => {
+                        eprintln!("samemath serve: {e}; the GPU is required (--require-gpu)");
+                        let _ = state.load_error.set(format!("no usable GPU: {e}"));
+                        return;
+                    }
                     Err(e) => {
                         eprintln!("samemath serve: {e}; generating on the CPU instead");
                         model.clone()

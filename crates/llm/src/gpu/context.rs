@@ -58,8 +58,13 @@ impl GpuContext {
     /// As `new`, asking the device for `limits` (WebGPU's defaults in `new`).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn with_limits(limits: wgpu::Limits) -> Result<Self> {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        // wgpu reads `WGPU_BACKEND` only when built with its "std" feature, which a build
+        // without Bevy (the server, the command line) lacks: read here, so it always picks.
+        if let Ok(list) = std::env::var("WGPU_BACKEND") {
+            descriptor.backends = wgpu::Backends::from_comma_list(&list);
+        }
+        let instance = wgpu::Instance::new(descriptor);
         let adapter = pollster_wait(instance.request_adapter(&wgpu::RequestAdapterOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
             ..Default::default()

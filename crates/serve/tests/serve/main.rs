@@ -368,6 +368,43 @@ fn serve_on_the_gpu_backend_answers_like_the_local_engine() {
     );
 }
 
+/// `--require-gpu` (the GPU image's `$SAMEMATH_REQUIRE_GPU=1`) where no adapter can be had
+/// (`WGPU_BACKEND=metal` on Linux): the load fails, /health says 500, rather than a GPU
+/// service quietly generating on its CPU; without it the CPU carries on.
+#[test]
+fn a_required_gpu_that_is_missing_fails_the_load() {
+    let settle = |port: u16| {
+        let start = Instant::now();
+        loop {
+            let (s, b) = http(port, "GET", "/health", "").unwrap_or((0, String::new()));
+            if s != 503 && s != 0 {
+                return (s, b);
+            }
+            assert!(start.elapsed() < Duration::from_secs(120), "still loading");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let port = free_port().unwrap();
+    let child = serve_command(port)
+        .args(["--backend", "gpu"])
+        .env("WGPU_BACKEND", "metal")
+        .env("SAMEMATH_REQUIRE_GPU", "1")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Server {
+        guard: ChildGuard(child),
+        port,
+    };
+    let (s, b) = settle(port);
+    assert_eq!(s, 500, "{b}");
+    assert!(b.contains("could not be loaded"), "{b}");
+    let fallback = start_serve_with(&["--backend", "gpu"], &[("WGPU_BACKEND", "metal")]);
+    let (s, info) = http(fallback.port, "GET", "/api/info", "").unwrap();
+    assert_eq!(s, 200);
+    assert!(info.contains("\"compute\":\"CPU"), "{info}");
+}
+
 #[test]
 fn serve_under_load_completes_or_refuses_and_stays_up() {
     let server = start_serve(&["--concurrency", "2", "--queue", "2"]);
