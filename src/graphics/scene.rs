@@ -374,7 +374,7 @@ impl GraphicsSettings {
 /// R: reset, A: animate, G: Gouraud/per-fragment.
 pub fn graphics_keys(
     keys: Res<ButtonInput<KeyCode>>,
-    wants: Option<Res<bevy_egui::input::EguiWantsInput>>,
+    wants: Option<Res<crate::shell::KeyboardFocus>>,
     mut settings: ResMut<GraphicsSettings>,
 ) {
     if !crate::shell::keyboard_free(wants) {

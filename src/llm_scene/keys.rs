@@ -11,7 +11,7 @@ use super::state::*;
 /// focus).
 pub(super) fn llm_keys(
     keys: Res<ButtonInput<KeyCode>>,
-    wants: Option<Res<bevy_egui::input::EguiWantsInput>>,
+    wants: Option<Res<crate::shell::KeyboardFocus>>,
     view: Res<LlmView>,
     mut selection: ResMut<LlmSelection>,
     mut actions: MessageWriter<LlmAction>,

@@ -3,9 +3,9 @@
 
 use bevy::prelude::*;
 use bevy::window::{MonitorSelection, PrimaryWindow, WindowMode};
-use bevy_egui::input::EguiWantsInput;
 
-use super::state::{Scene, ShellOptions, keyboard_free};
+use super::focus::{KeyboardFocus, keyboard_free};
+use super::state::{Scene, ShellOptions};
 use super::theme::UiSettings;
 
 pub(super) fn initial_scene(
@@ -19,7 +19,7 @@ pub(super) fn initial_scene(
 
 pub(super) fn scene_keys(
     keys: Res<ButtonInput<KeyCode>>,
-    wants: Option<Res<EguiWantsInput>>,
+    wants: Option<Res<KeyboardFocus>>,
     mut next: ResMut<NextState<Scene>>,
 ) {
     if !keyboard_free(wants) {
@@ -36,7 +36,7 @@ pub(super) fn scene_keys(
 
 pub(super) fn ui_keys(
     keys: Res<ButtonInput<KeyCode>>,
-    wants: Option<Res<EguiWantsInput>>,
+    wants: Option<Res<KeyboardFocus>>,
     mut settings: ResMut<UiSettings>,
     mut windows: Query<&mut Window, With<PrimaryWindow>>,
 ) {

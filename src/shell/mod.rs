@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod camera;
+mod focus;
 mod frame;
 pub mod gpu_time;
 mod keys;
@@ -16,9 +17,10 @@ pub mod theme;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
+pub use focus::{KeyboardFocus, keyboard_free};
 pub use frame::measure_viewport;
 pub use state::{
-    FreeArea, Narration, Scene, SceneViewport, ShellOptions, UiSet, cursor_physical, keyboard_free,
+    FreeArea, Narration, Scene, SceneViewport, ShellOptions, UiSet, cursor_physical,
     side_panel_size,
 };
 
@@ -38,7 +40,17 @@ pub fn window_plugin(app: &mut App) {
     ))
     .add_systems(
         EguiPrimaryContextPass,
-        theme::apply_theme.in_set(UiSet::Theme),
+        (
+            theme::apply_theme.in_set(UiSet::Theme),
+            focus::settle_focus.before(UiSet::Theme),
+            focus::record_focus.after(UiSet::Overlay),
+        ),
+    )
+    .add_systems(
+        PreUpdate,
+        focus::keep_tab_from_egui
+            .after(bevy_egui::EguiPreUpdateSet::ProcessInput)
+            .before(bevy_egui::EguiPreUpdateSet::BeginPass),
     );
     #[cfg(target_arch = "wasm32")]
     app.add_plugins(web::plugin);
@@ -53,6 +65,7 @@ pub fn plugin(app: &mut App) {
         .init_resource::<SceneViewport>()
         .init_resource::<FreeArea>()
         .init_resource::<state::Narration>()
+        .init_resource::<KeyboardFocus>()
         .configure_sets(
             EguiPrimaryContextPass,
             (

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use bevy::prelude::*;
 use bevy_egui::egui;
-use bevy_egui::input::EguiWantsInput;
 use math::Viewport;
 
 /// The scenes, switched by keys 1/2/3 and by the tabs.
@@ -147,9 +146,4 @@ pub fn cursor_physical(window: &Window) -> Option<Vec2> {
     window
         .cursor_position()
         .map(|p| Vec2::new(p.x, p.y) * window.scale_factor())
-}
-
-/// True when egui is typing into a field, so single-key shortcuts must stay quiet.
-pub fn keyboard_free(wants: Option<Res<EguiWantsInput>>) -> bool {
-    wants.is_none_or(|w| !w.wants_any_keyboard_input())
 }

@@ -3,7 +3,8 @@
 //! selection, settings, an animation); the app stays interactive at every step. Presenter
 //! clickers send PageDown / PageUp (some B, period, F5, Esc): those, Right / Left and Space move,
 //! Home / End jump, B or period blanks the screen, C hides the speaker's counter and clock, T
-//! (or `--talk`) opens and closes it. With `--demo` the booth plays the talk unattended.
+//! (or `--talk`) opens and closes it, F5 opens it and Esc closes it. With `--demo` the booth
+//! plays the talk unattended.
 
 pub mod file;
 mod locate;
@@ -17,9 +18,11 @@ use bevy::prelude::*;
 
 use crate::graphics::{GraphicsSettings, Highlight};
 use crate::llm_scene::world::{Preset, StartView, WorldCamera, WorldMode, WorldState, parse_view};
-use crate::llm_scene::{Backend, LlmAction, LlmControls, LlmSelection, LlmView, run_actions};
+use crate::llm_scene::{
+    Backend, EngineStatus, LlmAction, LlmControls, LlmSelection, LlmView, run_actions,
+};
 use crate::shell::probe::ProbeAppExt;
-use crate::shell::{Scene, keyboard_free};
+use crate::shell::{KeyboardFocus, Scene};
 
 /// Where the overlay drew its plates last frame (the caption, the counter and clock, a note), in
 /// the window's physical pixels `[x, y, width, height]`: the screenshot's sidecar names them, so
@@ -68,7 +71,7 @@ pub struct Talk {
     /// the model is loaded (the switch first, so the Step runs where the step says).
     pending_backend: Option<BackendName>,
     pending_play: bool,
-    /// The backend the talk asked for last.
+    /// The backend the talk asked for last (forgotten when the talk opens, so it asks again).
     asked_backend: Option<BackendName>,
     /// What the current step could not show (e.g. a neuron this model does not have).
     pub note: Option<String>,
@@ -177,18 +180,34 @@ fn load_talk(
 }
 
 /// The talk's keys; they are taken from the scenes' own while the talk is open (Space does not
-/// also step the model, Right does not also move the selected neuron).
+/// also step the model, Right does not also move the selected neuron). While a field is typed
+/// into only the clicker's PageDown and PageUp act: the field lets go of the keyboard (its text
+/// stays) and the talk moves on. A clicker's "slideshow" button sends F5 and Esc in turn: F5
+/// opens the talk where it was (it never throws the speaker back to the first step), Esc
+/// closes it; while the model generates, Esc is the scene's Stop, as its button says.
 fn talk_keys(
     mut keys: ResMut<ButtonInput<KeyCode>>,
-    wants: Option<Res<bevy_egui::input::EguiWantsInput>>,
+    focus: Option<ResMut<KeyboardFocus>>,
     time: Res<Time>,
+    view: Option<Res<LlmView>>,
     mut talk: ResMut<Talk>,
 ) {
-    if !keyboard_free(wants) {
-        return;
+    if let Some(mut focus) = focus
+        && focus.typing
+    {
+        let clicker = talk.active
+            && (keys.just_pressed(KeyCode::PageDown) || keys.just_pressed(KeyCode::PageUp));
+        if !clicker {
+            return;
+        }
+        focus.release = true;
+        focus.typing = false;
     }
-    if keys.just_pressed(KeyCode::KeyT) && talk.file.is_some() {
+    let toggle = keys.just_pressed(KeyCode::KeyT);
+    let open = keys.just_pressed(KeyCode::F5) && !talk.active;
+    if (toggle || open) && talk.file.is_some() {
         keys.clear_just_pressed(KeyCode::KeyT);
+        keys.clear_just_pressed(KeyCode::F5);
         talk.active = !talk.active;
         talk.blank = false;
         talk.applied = None;
@@ -199,6 +218,7 @@ fn talk_keys(
     if !talk.active {
         return;
     }
+    let generating = view.is_some_and(|v| v.status == EngineStatus::Generating);
     let mut take = |key: KeyCode| keys.clear_just_pressed(key);
     let next = [KeyCode::PageDown, KeyCode::ArrowRight, KeyCode::Space]
         .into_iter()
@@ -207,9 +227,12 @@ fn talk_keys(
         .into_iter()
         .fold(false, |any, k| take(k) | any);
     let blank = take(KeyCode::KeyB) | take(KeyCode::Period);
-    let home = take(KeyCode::Home) | take(KeyCode::F5);
+    let home = take(KeyCode::Home);
+    // Taken: F5 with the talk open does nothing.
+    take(KeyCode::F5);
     let end = take(KeyCode::End);
-    let escape = take(KeyCode::Escape);
+    // Esc on a lit screen while the model generates is left to the scene: Stop.
+    let escape = (talk.blank || !generating) && take(KeyCode::Escape);
     let clock = take(KeyCode::KeyC);
     if blank {
         talk.blank = !talk.blank;
@@ -241,7 +264,8 @@ fn talk_keys(
 }
 
 /// Entering a step: its scene, view, prompt, settings and selection (the state the steps up to
-/// it leave, `Talk::state_at`); its Step, if it has one, from a fresh start of the prompt.
+/// it leave, `Talk::state_at`); its Step, if it has one or would show scene 2 without a trace,
+/// from a fresh start of the prompt.
 #[allow(clippy::too_many_arguments)]
 fn apply_step(
     mut talk: ResMut<Talk>,
@@ -255,10 +279,19 @@ fn apply_step(
     mut camera: Option<ResMut<WorldCamera>>,
     mut mode: Option<ResMut<WorldMode>>,
     world: Option<Res<WorldState>>,
+    view: Res<LlmView>,
+    mut was_active: Local<bool>,
 ) {
     if narration.0 != talk.active {
         narration.0 = talk.active;
     }
+    // Opening the talk asks for its backend again: the speaker may have connected scene 2 to a
+    // remote server (or switched it) while the talk was closed, and its steps show the local
+    // model's insides.
+    if talk.active && !*was_active {
+        talk.asked_backend = None;
+    }
+    *was_active = talk.active;
     if !talk.active {
         if highlight.term.is_some() {
             highlight.set(None);
@@ -347,7 +380,17 @@ fn apply_step(
     }
     // A step that plays the model's Step starts from the prompt each time it is shown, so
     // coming back to it replays the same token instead of growing the context.
-    let plays = matches!(step.animation, Some(Animation::Step | Animation::Tokenize));
+    let animated = matches!(step.animation, Some(Animation::Step | Animation::Tokenize));
+    // A step of scene 2 or the bridge shows a token's forward pass. One that would show none (a
+    // new prompt, or no trace yet and none on its way) runs its own Step, so stepping back or
+    // opening at it shows what walking to it did. Not the race: its local side needs the cores.
+    let shows_trace = matches!(step.scene, Some(SceneName::Llm | SceneName::Bridge))
+        && step.side_by_side != Some(true);
+    let no_trace = view.trace.is_none()
+        && view.prompt_tokens.is_empty()
+        && view.status != EngineStatus::Generating
+        && view.backend.has_traces();
+    let plays = animated || (shows_trace && (new_prompt || no_trace));
     if new_prompt && !plays {
         actions.write(LlmAction::Reset);
     }
@@ -386,14 +429,30 @@ fn drive_engine(mut talk: ResMut<Talk>, view: Res<LlmView>, mut actions: Message
     if !talk.active || view.model.is_none() {
         return;
     }
+    // Scene 2 on a remote server (the speaker's Connect, or `--remote` before the talk opened):
+    // a step that runs the model runs it here, on the talk's backend, since a remote sends no
+    // trace (or not this model's) for the world to draw.
+    if talk.pending_play
+        && talk.pending_backend.is_none()
+        && matches!(view.backend, Backend::Remote { .. })
+    {
+        talk.pending_backend = Some(talk.asked_backend.unwrap_or(BackendName::Cpu));
+    }
     if let Some(want) = talk.pending_backend.take() {
-        let switch = match (want, &view.backend) {
-            (BackendName::Gpu, Backend::Local) => Some(LlmAction::UseGpu),
-            (BackendName::Cpu, Backend::Gpu { .. }) => Some(LlmAction::UseLocal),
-            _ => None,
+        let switch: &[LlmAction] = match (want, &view.backend) {
+            (BackendName::Gpu, Backend::Local) => &[LlmAction::UseGpu],
+            (BackendName::Cpu, Backend::Gpu { .. } | Backend::Remote { .. }) => {
+                &[LlmAction::UseLocal]
+            }
+            // Local first: if the GPU backend fails to start, the CPU one runs the Step rather
+            // than the remote.
+            (BackendName::Gpu, Backend::Remote { .. }) => &[LlmAction::UseLocal, LlmAction::UseGpu],
+            _ => &[],
         };
-        if let Some(action) = switch {
-            actions.write(action);
+        if !switch.is_empty() {
+            for action in switch {
+                actions.write(*action);
+            }
             // A switch starts a new session: one Step gives the views a trace again.
             talk.pending_play = true;
         }

@@ -295,6 +295,71 @@ fn clicker_keys_move_blank_and_close_and_the_scenes_keys_stay_quiet() {
     );
     press(&mut app, KeyCode::KeyT);
     assert!(app.world().resource::<Talk>().active, "T opens it again");
+    // A clicker's slideshow button: F5 and Esc in turn. F5 with the talk open keeps the step;
+    // Esc closes it, F5 opens it where it was.
+    press(&mut app, KeyCode::PageDown);
+    press(&mut app, KeyCode::PageDown);
+    press(&mut app, KeyCode::F5);
+    assert_eq!(
+        step(&app),
+        2,
+        "F5 does not throw the speaker back to the start"
+    );
+    press(&mut app, KeyCode::Escape);
+    assert!(!app.world().resource::<Talk>().active);
+    press(&mut app, KeyCode::F5);
+    assert!(app.world().resource::<Talk>().active, "F5 opens it");
+    assert_eq!(step(&app), 2);
+    // While the model generates, Esc is the scene's Stop (its button says so), not the
+    // talk's close.
+    app.world_mut()
+        .resource_mut::<samemath::llm_scene::LlmView>()
+        .status = samemath::llm_scene::EngineStatus::Generating;
+    press(&mut app, KeyCode::Escape);
+    assert!(app.world().resource::<Talk>().active);
+}
+
+#[test]
+fn while_a_field_is_typed_into_only_the_clickers_page_keys_move_the_talk() {
+    use samemath::shell::KeyboardFocus;
+    let mut app = talk_app(AppArgs {
+        talk: Some(None),
+        ..AppArgs::default()
+    });
+    let step = |app: &App| app.world().resource::<Talk>().step;
+    let typing = |app: &mut App| {
+        app.world_mut().insert_resource(KeyboardFocus {
+            typing: true,
+            release: false,
+        })
+    };
+    typing(&mut app);
+    // Typed into the prompt box: Space, arrows, B, T, digits are the field's.
+    for key in [
+        KeyCode::Space,
+        KeyCode::ArrowRight,
+        KeyCode::KeyB,
+        KeyCode::KeyT,
+        KeyCode::Digit2,
+    ] {
+        press(&mut app, key);
+    }
+    assert_eq!(step(&app), 0);
+    let talk = app.world().resource::<Talk>();
+    assert!(talk.active && !talk.blank);
+    assert_eq!(
+        *app.world().resource::<State<Scene>>().get(),
+        Scene::Graphics,
+        "2 typed into the field does not switch scenes"
+    );
+    // The clicker's PageDown: the talk moves on, and the field is asked to let go.
+    press(&mut app, KeyCode::PageDown);
+    assert_eq!(step(&app), 1);
+    let focus = *app.world().resource::<KeyboardFocus>();
+    assert!(focus.release && !focus.typing, "{focus:?}");
+    typing(&mut app);
+    press(&mut app, KeyCode::PageUp);
+    assert_eq!(step(&app), 0);
 }
 
 #[test]

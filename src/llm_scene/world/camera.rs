@@ -14,7 +14,7 @@ use super::WorldState;
 use super::layout::WorldLayout;
 use crate::llm_scene::state::{LlmSelection, LlmView};
 use crate::llm_scene::view::{Preset, WorldMode};
-use crate::shell::{SceneViewport, cursor_physical, keyboard_free};
+use crate::shell::{KeyboardFocus, SceneViewport, cursor_physical, keyboard_free};
 
 impl Preset {
     pub fn camera(self, layout: &WorldLayout) -> OrbitCamera {
@@ -114,7 +114,7 @@ impl WorldCamera {
 /// O overview, E embedding, L the selected layer, H head, V the world or the panel views.
 pub(super) fn world_keys(
     keys: Res<ButtonInput<KeyCode>>,
-    wants: Option<Res<EguiWantsInput>>,
+    wants: Option<Res<KeyboardFocus>>,
     state: Res<WorldState>,
     selection: Res<LlmSelection>,
     mut mode: ResMut<WorldMode>,
