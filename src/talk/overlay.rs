@@ -78,8 +78,14 @@ fn talk_overlay(
             // The race is the step's picture: it spans the window, over the side panels.
             Some(r) => race_panel(&painter, screen, r),
             None => {
+                let why = match &view.status {
+                    crate::llm_scene::EngineStatus::Loading(s) => {
+                        format!("side by side: waiting for the local model ({s})")
+                    }
+                    _ => "side by side: waiting for the local model to load".into(),
+                };
                 let note = painter.layout_no_wrap(
-                    "side by side: waiting for the local model to load".into(),
+                    why,
                     egui::FontId::proportional(20.0),
                     egui::Color32::from_gray(220),
                 );
@@ -157,57 +163,249 @@ fn small_plate(
 /// The race: two columns across the top of the stage, the local answer and the remote one, each
 /// with its figures (time to first token, tokens per second) and what it is doing now.
 fn race_panel(painter: &egui::Painter, stage: egui::Rect, race: &Race) {
+    let now = race.elapsed_secs();
+    for column in race_layout(painter, stage, [&race.local, &race.remote], now) {
+        painter.rect_filled(column.rect, 6.0, egui::Color32::from_rgb(8, 9, 12));
+        painter.rect_stroke(
+            column.rect,
+            6.0,
+            egui::Stroke::new(1.0, egui::Color32::from_gray(90)),
+            egui::StrokeKind::Inside,
+        );
+        // The layout keeps within the column; the clip makes sure a glyph's overhang does too.
+        let inside = painter.with_clip_rect(column.inner);
+        for (at, galley) in column.texts {
+            inside.galley(at, galley, egui::Color32::WHITE);
+        }
+    }
+}
+
+/// Rows a heading line (the label, the figures, the status) may take before it is elided.
+const HEADING_ROWS: usize = 2;
+/// Space between the blocks of a column.
+const GAP: f32 = 6.0;
+
+/// One column of the race as laid out: its frame, the rectangle its text keeps to, and the text.
+struct RaceColumn {
+    rect: egui::Rect,
+    inner: egui::Rect,
+    /// Each block's top-left corner and its galley, top to bottom; the answer is the last.
+    texts: Vec<(egui::Pos2, std::sync::Arc<egui::Galley>)>,
+}
+
+/// The race's two columns within `stage`: the label, the figures and the status (each at most
+/// two rows), then the answer in the room left, always at least one row of it. An answer longer
+/// than its room shows its newest rows after an ellipsis (it grows at its end, and on a
+/// projector with the large UI a 32-token answer does not fit whole beside a long URL).
+fn race_layout(
+    painter: &egui::Painter,
+    stage: egui::Rect,
+    sides: [&super::Side; 2],
+    now: f32,
+) -> Vec<RaceColumn> {
     let gap = 16.0;
     let width = ((stage.width() - 3.0 * gap) / 2.0).max(120.0);
     let height = (stage.height() * 0.55).max(120.0);
-    let now = race.elapsed_secs();
-    for (i, side) in [&race.local, &race.remote].into_iter().enumerate() {
+    let mut columns = Vec::with_capacity(2);
+    for (i, side) in sides.into_iter().enumerate() {
         let min = egui::pos2(
             stage.min.x + gap + i as f32 * (width + gap),
             stage.min.y + 64.0,
         );
         let rect = egui::Rect::from_min_size(min, egui::vec2(width, height));
-        painter.rect_filled(rect, 6.0, egui::Color32::from_rgb(8, 9, 12));
-        painter.rect_stroke(
-            rect,
-            6.0,
-            egui::Stroke::new(1.0, egui::Color32::from_gray(90)),
-            egui::StrokeKind::Inside,
-        );
         let inner = rect.shrink(12.0);
+        let (status, failed) = side.state_line(i == 1, now);
+        let status_colour = if failed {
+            crate::shell::theme::ERROR
+        } else {
+            egui::Color32::from_gray(200)
+        };
+        let answer = side.text.trim();
+        let answer_font = egui::FontId::proportional(18.0);
+        // Room kept for a row of the answer, so the lines above never push it off.
+        let reserve = if answer.is_empty() {
+            0.0
+        } else {
+            painter.fonts_mut(|f| f.row_height(&answer_font)) + GAP
+        };
+        let mut texts = Vec::new();
         let mut y = inner.min.y;
-        let line = |text: String, size: f32, colour: egui::Color32, y: &mut f32| {
-            let galley = painter.layout(
+        let headings = [
+            (side.label.clone(), 22.0, crate::shell::theme::ACCENT),
+            (side.figures(), 20.0, egui::Color32::WHITE),
+            (status, 18.0, status_colour),
+        ];
+        for (text, size, colour) in headings {
+            let mut job = egui::text::LayoutJob::simple(
                 text,
                 egui::FontId::proportional(size),
                 colour,
                 inner.width(),
             );
-            if *y + galley.size().y <= inner.max.y {
-                let h = galley.size().y;
-                painter.galley(egui::pos2(inner.min.x, *y), galley, colour);
-                *y += h + 6.0;
+            job.wrap.max_rows = HEADING_ROWS;
+            let galley = painter.layout_job(job);
+            let h = galley.size().y;
+            if y + h <= inner.max.y - reserve {
+                texts.push((egui::pos2(inner.min.x, y), galley));
+                y += h + GAP;
             }
-        };
-        line(
-            side.label.clone(),
-            22.0,
-            crate::shell::theme::ACCENT,
-            &mut y,
+        }
+        let colour = egui::Color32::from_gray(230);
+        if let Some(galley) = newest_rows(
+            painter,
+            answer,
+            answer_font,
+            colour,
+            inner.width(),
+            inner.max.y - y,
+        ) {
+            texts.push((egui::pos2(inner.min.x, y), galley));
+        }
+        columns.push(RaceColumn { rect, inner, texts });
+    }
+    columns
+}
+
+/// `text` wrapped to `width` within `height`: all of it, or its newest rows after an ellipsis;
+/// `None` when there is no text or not even one row fits.
+fn newest_rows(
+    painter: &egui::Painter,
+    text: &str,
+    font: egui::FontId,
+    colour: egui::Color32,
+    width: f32,
+    height: f32,
+) -> Option<std::sync::Arc<egui::Galley>> {
+    if text.is_empty() || height <= 0.0 {
+        return None;
+    }
+    let full = painter.layout(text.to_string(), font.clone(), colour, width);
+    if full.size().y <= height {
+        return Some(full);
+    }
+    let bottom = full.rows.last()?.max_y();
+    // From the first row after which the rest fits, one row more each time the ellipsis (which
+    // may wrap a row anew) makes it too tall.
+    let first = full
+        .rows
+        .iter()
+        .position(|r| bottom - r.min_y() <= height)?;
+    for skip_rows in first.max(1)..full.rows.len() {
+        let skip: usize = full.rows[..skip_rows]
+            .iter()
+            .map(|r| r.char_count_including_newline().0)
+            .sum();
+        let tail: String = text.chars().skip(skip).collect();
+        let galley = painter.layout(
+            format!("\u{2026}{}", tail.trim_start()),
+            font.clone(),
+            colour,
+            width,
         );
-        line(side.figures(), 20.0, egui::Color32::WHITE, &mut y);
-        let (status, failed) = side.state_line(i == 1, now);
-        let colour = if failed {
-            crate::shell::theme::ERROR
-        } else {
-            egui::Color32::from_gray(200)
+        if galley.size().y <= height {
+            return Some(galley);
+        }
+    }
+    // Not even the last row after an ellipsis: that row, its end elided.
+    let last: String = full.rows.last()?.text();
+    let mut job = egui::text::LayoutJob::simple(format!("\u{2026}{last}"), font, colour, width);
+    job.wrap.max_rows = 1;
+    job.wrap.break_anywhere = true;
+    let galley = painter.layout_job(job);
+    (galley.size().y <= height).then_some(galley)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::talk::Side;
+
+    /// The race at 1280x720 with the large UI (zoom 1.6: 800x450 points), a Cloud Run URL that
+    /// wraps, both sides' figures and a 150-character answer: the answer is drawn in the room
+    /// left, its newest part, within its column.
+    #[test]
+    fn a_long_answer_beside_a_long_url_shows_its_newest_rows_on_a_projector() {
+        let ctx = egui::Context::default();
+        ctx.set_zoom_factor(1.6);
+        let input = || egui::RawInput {
+            screen_rect: Some(egui::Rect::from_min_size(
+                egui::Pos2::ZERO,
+                egui::vec2(800.0, 450.0),
+            )),
+            ..Default::default()
         };
-        line(status, 18.0, colour, &mut y);
-        line(
-            side.text.trim().to_string(),
-            18.0,
-            egui::Color32::from_gray(230),
-            &mut y,
-        );
+        ctx.begin_pass(input());
+        ctx.end_pass().textures_delta.clear();
+        let url = "https://samemath-serve-7x2kq4hz3ab-ew.a.run.app";
+        assert_eq!(url.len(), 47);
+        let answer = "The sky looks blue because air molecules scatter the short blue \
+                      wavelengths of sunlight far more than the red ones, a process \
+                      called Rayleigh scatter.";
+        assert_eq!(answer.len(), 150);
+        let figures = |s: Side| Side {
+            text: answer.into(),
+            tokens: 32,
+            first_token_secs: Some(12.41),
+            last_token_secs: Some(13.72),
+            finished: true,
+            ..s
+        };
+        let local = figures(Side {
+            label: "this machine (CPU)".into(),
+            ..Side::default()
+        });
+        // Still answering: its status names the server and the model (two rows).
+        let remote = Side {
+            finished: false,
+            status: "Samemath, model SmolLM2-360M-Instruct-Q8_0.gguf".into(),
+            ..figures(Side {
+                label: format!("remote: {}", remote::shown_url(url)),
+                awake_secs: Some(11.93),
+                ..Side::default()
+            })
+        };
+        ctx.begin_pass(input());
+        assert_eq!(ctx.pixels_per_point(), 1.6);
+        let painter = ctx.layer_painter(egui::LayerId::background());
+        let columns = race_layout(&painter, ctx.content_rect(), [&local, &remote], 14.0);
+        assert_eq!(columns.len(), 2);
+        for (i, column) in columns.iter().enumerate() {
+            let texts: Vec<String> = column
+                .texts
+                .iter()
+                .map(|(_, g)| g.text().to_string())
+                .collect();
+            // The label, the figures, the status and the answer, all inside the column.
+            assert_eq!(texts.len(), 4, "side {i}: {texts:?}");
+            for (at, galley) in &column.texts {
+                let r = egui::Rect::from_min_size(*at, galley.size());
+                assert!(
+                    column.inner.contains_rect(r),
+                    "side {i}: {r:?} out of {:?}",
+                    column.inner
+                );
+            }
+            let shown = texts.last().unwrap();
+            assert!(
+                shown.ends_with("a process called Rayleigh scatter."),
+                "side {i}: {shown:?}"
+            );
+            if i == 1 {
+                assert!(shown.starts_with('\u{2026}'), "{shown:?}");
+                assert!(shown.chars().count() > 30, "{shown:?}");
+            }
+        }
+        let remote_column = &columns[1];
+        // The case of the defect: the whole answer does not fit below the remote's lines.
+        let answer_top = remote_column.texts[3].0.y;
+        let whole = ctx.fonts_mut(|f| {
+            f.layout(
+                answer.into(),
+                egui::FontId::proportional(18.0),
+                egui::Color32::WHITE,
+                remote_column.inner.width(),
+            )
+        });
+        assert!(answer_top + whole.size().y > remote_column.inner.max.y);
     }
 }

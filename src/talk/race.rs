@@ -1,8 +1,9 @@
 //! The serverless steps' race: the same prompt answered by the local model and by a remote
 //! endpoint side by side, each with its time to first token and tokens per second, and the
 //! remote's cold start counted as it happens ("waking the service: N s"). When the network
-//! fails, the step says so and the local answer goes on. Both sides decode greedily, so the
-//! same model gives the same words in both places.
+//! fails, the step says so and the local answer goes on; when the local model never loaded, the
+//! remote side races alone. Both sides decode greedily, so the same model gives the same words
+//! in both places.
 
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -12,7 +13,7 @@ use llm::{CancelToken, GenerationRequest, RecordOptions, SamplingParams};
 use web_time::Instant;
 
 use super::{Talk, TalkStart};
-use crate::llm_scene::{LlmControls, LlmView};
+use crate::llm_scene::{EngineStatus, LlmControls, LlmView};
 
 /// Tokens each side generates (a few lines of text on a projector).
 pub const RACE_TOKENS: usize = 32;
@@ -69,6 +70,9 @@ pub struct Side {
     pub error: Option<String>,
     /// No endpoint was given (so nothing was asked).
     pub unset: bool,
+    /// Local: the model was not loaded when the race began (its load failed), so this side did
+    /// not run; the race starts again once the model is there.
+    pub no_model: bool,
 }
 
 impl Side {
@@ -107,7 +111,11 @@ impl Side {
             } else {
                 ""
             };
-            let head = if self.unset { "" } else { "did not answer: " };
+            let head = if self.unset || self.no_model {
+                ""
+            } else {
+                "did not answer: "
+            };
             return (format!("{head}{e}{tail}"), true);
         }
         if remote && self.awake_secs.is_none() && !self.finished {
@@ -214,7 +222,8 @@ pub fn race_url(start: &TalkStart, talk: &Talk) -> Option<String> {
         .filter(|u| !u.is_empty())
 }
 
-/// Start a step's race once the local model is loaded; end it when the talk moves on.
+/// Start a step's race once the local model is loaded, or without its local side once the load
+/// failed (the remote side is the hall's answer then); end it when the talk moves on.
 pub(super) fn race_tick(
     talk: Res<Talk>,
     view: Res<LlmView>,
@@ -230,6 +239,15 @@ pub(super) fn race_tick(
     {
         race.0 = None;
     }
+    // A race run without the local model (its load failed), and the model is there now (loaded
+    // again from the panel): both sides again, from one start.
+    if race
+        .0
+        .as_ref()
+        .is_some_and(|r| r.local.no_model && view.model.is_some())
+    {
+        race.0 = None;
+    }
     if let Some(r) = race.0.as_mut() {
         r.poll();
         return;
@@ -237,8 +255,13 @@ pub(super) fn race_tick(
     if !wanted {
         return;
     }
-    let (Some(model), Some(tokenizer)) = (view.model.clone(), view.tokenizer.clone()) else {
-        return;
+    let local = match (view.model.clone(), view.tokenizer.clone()) {
+        (Some(model), Some(tokenizer)) => Ok((model, tokenizer)),
+        // The load failed (a fetch on the hall's network): the remote side runs on its own.
+        _ => match &view.status {
+            EngineStatus::Error(e) => Err(format!("the local model is not loaded: {e}")),
+            _ => return,
+        },
     };
     let request = GenerationRequest {
         prompt: controls.prompt.clone(),
@@ -253,13 +276,21 @@ pub(super) fn race_tick(
         api: start.remote_api.or(controls.remote.api),
         ..controls.remote_config()
     });
-    race.0 = Some(start_race(talk.step, model, tokenizer, request, config));
+    race.0 = Some(start_race(talk.step, local, request, config));
 }
+
+/// The local model and its tokenizer, or why there is none.
+type LocalModel = Result<
+    (
+        std::sync::Arc<llm::Model>,
+        std::sync::Arc<llm::LlmTokenizer>,
+    ),
+    String,
+>;
 
 fn start_race(
     step: usize,
-    model: std::sync::Arc<llm::Model>,
-    tokenizer: std::sync::Arc<llm::LlmTokenizer>,
+    local: LocalModel,
     request: GenerationRequest,
     config: Option<remote::RemoteConfig>,
 ) -> Race {
@@ -279,6 +310,11 @@ fn start_race(
         },
         remote: Side::default(),
     };
+    if let Err(e) = &local {
+        race.local.finished = true;
+        race.local.no_model = true;
+        race.local.error = Some(e.clone());
+    }
     match &config {
         Some(c) => {
             race.remote.label = format!("remote: {}", remote::shown_url(&c.url));
@@ -296,21 +332,25 @@ fn start_race(
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
-        spawn_local(
-            model,
-            tokenizer,
-            request.clone(),
-            cancel.clone(),
-            tx.clone(),
-        );
+        if let Ok((model, tokenizer)) = local {
+            spawn_local(
+                model,
+                tokenizer,
+                request.clone(),
+                cancel.clone(),
+                tx.clone(),
+            );
+        }
         if let Some(config) = config {
             spawn_remote(config, request, cancel, tx);
         }
     }
     #[cfg(target_arch = "wasm32")]
     {
-        let _ = (model, tokenizer, request, cancel);
-        desktop_only(Who::Local, &tx);
+        let _ = (request, cancel);
+        if local.is_ok() {
+            desktop_only(Who::Local, &tx);
+        }
         if config.is_some() {
             desktop_only(Who::Remote, &tx);
         }

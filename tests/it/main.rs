@@ -9,6 +9,7 @@ mod llm_scene;
 mod render;
 mod shaders;
 mod talk;
+mod talk_backend;
 mod talk_race;
 mod units;
 mod world;

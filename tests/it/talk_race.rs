@@ -1,6 +1,7 @@
 //! The talk's side-by-side step: the local model and a remote endpoint answer the same prompt,
 //! each with its time to first token and tokens per second; a service that wakes slowly is
-//! counted as it wakes; a network that fails leaves the talk on the local model.
+//! counted as it wakes; a network that fails leaves the talk on the local model; a local model
+//! that never loaded leaves the remote side racing alone.
 
 use std::time::{Duration, Instant};
 
@@ -171,5 +172,86 @@ fn a_slow_service_is_counted_as_it_wakes_and_a_dead_one_leaves_the_talk_local() 
     // A step without a race ends it.
     press(&mut app, KeyCode::PageDown);
     assert!(app.world().resource::<TalkRace>().0.is_none());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// An Ollama that answers at once: the probe (which it does not know), its version, its models,
+/// then "Hello there".
+fn ollama_answers() -> Vec<(Duration, Vec<u8>)> {
+    vec![
+        (
+            Duration::ZERO,
+            response("404 Not Found", "text/plain", b"404 page not found"),
+        ),
+        (
+            Duration::ZERO,
+            response("200 OK", "application/json", b"{\"version\":\"0.12.11\"}"),
+        ),
+        (
+            Duration::ZERO,
+            response(
+                "200 OK",
+                "application/json",
+                b"{\"models\":[{\"name\":\"smollm2\"}]}",
+            ),
+        ),
+        (
+            Duration::ZERO,
+            streamed(&ollama_lines(&["Hel", "lo", " there"], true)),
+        ),
+    ]
+}
+
+/// The local model never loaded (its fetch failed on the hall's network): the remote side races
+/// on its own and the local side says why it is not there; once the model is loaded, both run.
+#[test]
+fn without_the_local_model_the_remote_side_races_alone() {
+    let server = scripted([ollama_answers(), ollama_answers()].concat());
+    let text = format!(
+        "(title: \"race\", steps: [(caption: \"race\", scene: Some(llm), prompt: Some(\"Hi\"),\n\
+         side_by_side: Some(true), remote: Some(\"http://127.0.0.1:{server}\"))])"
+    );
+    let dir = std::env::temp_dir().join(format!("samemath-race-alone-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let talk_file = dir.join("race.ron");
+    std::fs::write(&talk_file, text).unwrap();
+    // No engine: the view is what one whose load failed reports.
+    let mut app = crate::llm_scene::headless_app_with(AppArgs {
+        talk: Some(Some(talk_file)),
+        ..AppArgs::default()
+    });
+    let why = "the model could not be fetched: network unreachable";
+    app.world_mut()
+        .resource_mut::<samemath::llm_scene::LlmView>()
+        .status = samemath::llm_scene::EngineStatus::Error(why.into());
+    run_race(&mut app, Duration::from_secs(60), |_| {});
+    let race = app.world().resource::<TalkRace>().0.as_ref().unwrap();
+    assert_eq!(race.remote.error, None, "{:?}", race.remote);
+    assert_eq!(race.remote.text, "Hello there");
+    let local = &race.local;
+    assert_eq!(local.tokens, 0);
+    let (line, failed) = local.state_line(false, 0.0);
+    assert!(failed, "{line}");
+    assert!(
+        line.starts_with("the local model is not loaded") && line.contains(why),
+        "{line}"
+    );
+    // The model loads after all (the panel's "Try loading the model again"): the race again,
+    // both sides.
+    let (m, t) = testkit::model::model();
+    let mut view = app
+        .world_mut()
+        .resource_mut::<samemath::llm_scene::LlmView>();
+    view.model = Some(m.clone());
+    view.tokenizer = Some(t.clone());
+    app.update();
+    run_race(&mut app, Duration::from_secs(120), |_| {});
+    let race = app.world().resource::<TalkRace>().0.as_ref().unwrap();
+    assert!(
+        race.local.error.is_none() && race.local.tokens > 0,
+        "{:?}",
+        race.local
+    );
+    assert_eq!(race.remote.text, "Hello there");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -134,21 +134,7 @@ pub(super) fn world_overlay(
             .map(|px| egui::pos2(px.x * k, px.y * k))
     };
     let Some(trace) = &view.trace else {
-        let why = if !view.backend.has_traces() {
-            format!(
-                "{} sends no trace: nothing of the model's insides to draw here.\nIts tokens \
-                 and probabilities are in the panels (V).",
-                view.backend.name()
-            )
-        } else if let EngineStatus::Loading(s) = &view.status {
-            s.clone()
-        } else if let Some(news) = &view.progress {
-            news.clone()
-        } else {
-            "Step (Space) or Generate (Enter): the newest token's forward pass is drawn here,\n\
-             every layer's 1,536 MLP activations as columns."
-                .into()
-        };
+        let why = empty_world_note(&view, narration.0);
         labels.put(clip.center(), egui::Align2::CENTER_CENTER, &why, 18.0);
         return;
     };
@@ -396,9 +382,48 @@ fn nearest(
     best.map(|(_, p)| p)
 }
 
+/// What the world says while it has no trace to draw. During a talk (`narration`) Space moves
+/// the talk, so the note names the Step button (and the talk's steps run the model themselves).
+fn empty_world_note(view: &LlmView, narration: bool) -> String {
+    if !view.backend.has_traces() {
+        format!(
+            "{} sends no trace: nothing of the model's insides to draw here.\nIts tokens \
+             and probabilities are in the panels (V).",
+            view.backend.name()
+        )
+    } else if let EngineStatus::Loading(s) = &view.status {
+        s.clone()
+    } else if let Some(news) = &view.progress {
+        news.clone()
+    } else if view.status == EngineStatus::Generating {
+        "The model is reading the prompt: the newest token's forward pass is drawn here,\n\
+         every layer's 1,536 MLP activations as columns."
+            .into()
+    } else if narration {
+        "No token yet: the talk's steps run the model, or the Step button in the panels (V).\n\
+         The newest token's forward pass is drawn here, every layer's 1,536 MLP activations."
+            .into()
+    } else {
+        "Step (Space) or Generate (Enter): the newest token's forward pass is drawn here,\n\
+         every layer's 1,536 MLP activations as columns."
+            .into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// In a talk Space moves the talk: the empty world's note does not ask for it there.
+    #[test]
+    fn the_empty_worlds_note_names_space_only_outside_a_talk() {
+        let view = LlmView::default();
+        let outside = empty_world_note(&view, false);
+        assert!(outside.contains("Step (Space)"), "{outside}");
+        let talk = empty_world_note(&view, true);
+        assert!(!talk.contains("Space"), "{talk}");
+        assert!(talk.contains("Step button"), "{talk}");
+    }
 
     #[test]
     fn a_plate_past_the_views_edge_moves_back_inside() {
