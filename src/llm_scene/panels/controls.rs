@@ -23,9 +23,16 @@ pub(crate) fn controls_panel(
     mut actions: MessageWriter<LlmAction>,
     mut free: ResMut<FreeArea>,
     (times, mut drawn): (Res<GpuFrameTimes>, ResMut<super::LlmDrawn>),
+    narration: Option<Res<crate::shell::Narration>>,
 ) {
     let Ok(ctx) = contexts.ctx_mut() else {
         return;
+    };
+    // While the talk runs, Space is its key (the next step), not this button's.
+    let step_label = if narration.is_some_and(|n| n.0) {
+        "⏭ Step"
+    } else {
+        "⏭ Step (Space)"
     };
     let ppp = ctx.pixels_per_point();
     let mut root = free.ui(ctx, "llm_controls_root");
@@ -104,7 +111,7 @@ pub(crate) fn controls_panel(
                         actions.write(LlmAction::Generate);
                     }
                     if ui
-                        .add_enabled(can_run, egui::Button::new("⏭ Step (Space)"))
+                        .add_enabled(can_run, egui::Button::new(step_label))
                         .clicked()
                     {
                         actions.write(LlmAction::Step);
