@@ -89,28 +89,9 @@ fn a_slow_service_is_counted_as_it_wakes_and_a_dead_one_leaves_the_talk_local() 
     let dead = free_port().unwrap();
     // Ollama that takes 2.5 s to answer its first request (a cold start: the client's probe for
     // samemath serve, which Ollama does not know), then answers.
-    let waking = scripted(vec![
-        (
-            Duration::from_millis(2_500),
-            response("404 Not Found", "text/plain", b"404 page not found"),
-        ),
-        (
-            Duration::ZERO,
-            response("200 OK", "application/json", b"{\"version\":\"0.12.11\"}"),
-        ),
-        (
-            Duration::ZERO,
-            response(
-                "200 OK",
-                "application/json",
-                b"{\"models\":[{\"name\":\"smollm2\"}]}",
-            ),
-        ),
-        (
-            Duration::ZERO,
-            streamed(&ollama_lines(&["Hel", "lo", " there"], true)),
-        ),
-    ]);
+    let mut answers = ollama_answers();
+    answers[0].0 = Duration::from_millis(2_500);
+    let waking = scripted(answers);
     let text = format!(
         "(title: \"race\", steps: [\n\
          (caption: \"slow\", scene: Some(llm), prompt: Some(\"Hi\"), side_by_side: Some(true),\n\

@@ -79,6 +79,16 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
     let model = body["model"].as_str().unwrap_or(MODEL_NAME).to_string();
     let tokenizer = l.tokenizer.clone();
     let collect = tokio::spawn(async move {
+        // A streamed line with a piece of the answer.
+        let partial = |piece: &str| {
+            let mut v = json!({"model": model, "created_at": now_rfc3339(), "done": false});
+            if chat {
+                v["message"] = json!({"role": "assistant", "content": piece});
+            } else {
+                v["response"] = json!(piece);
+            }
+            v
+        };
         let mut text = String::new();
         let mut count = 0u64;
         let mut prompt_count = 0usize;
@@ -122,12 +132,7 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
                 all_logprobs.push(lp[0].clone());
             }
             if stream && !piece.is_empty() {
-                let mut v = json!({"model": model, "created_at": now_rfc3339(), "done": false});
-                if chat {
-                    v["message"] = json!({"role": "assistant", "content": piece});
-                } else {
-                    v["response"] = json!(piece);
-                }
+                let mut v = partial(&piece);
                 if let Some(lp) = lp {
                     v["logprobs"] = lp;
                 }
@@ -143,16 +148,11 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
         // Text held back because it might have begun a stop string, which it did not.
         let rest = stops.rest();
         text.push_str(&rest);
-        if stream && !rest.is_empty() {
-            let mut v = json!({"model": model, "created_at": now_rfc3339(), "done": false});
-            if chat {
-                v["message"] = json!({"role": "assistant", "content": rest});
-            } else {
-                v["response"] = json!(rest);
-            }
-            if let Err(e) = send_line(&out_tx, ndjson_line(&v)).await {
-                return Err(Failure::gone(e));
-            }
+        if stream
+            && !rest.is_empty()
+            && let Err(e) = send_line(&out_tx, ndjson_line(&partial(&rest))).await
+        {
+            return Err(Failure::gone(e));
         }
         let total = started.elapsed().as_nanos() as u64;
         let eval_ns = first_token
