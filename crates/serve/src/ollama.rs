@@ -95,6 +95,10 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
         let mut first_token = None;
         let mut done_reason = "stop";
         let mut all_logprobs = Vec::new();
+        // Streamed: the entries of tokens whose text has not gone out yet (part of a
+        // character, or held back as the possible start of a stop string) go with the next
+        // line, so every token's entry is sent.
+        let mut unsent_logprobs = Vec::new();
         while let Some(item) = next_item(&mut rx, stream.then_some(&out_tx)).await {
             let GenItem {
                 step,
@@ -120,21 +124,20 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
                 done_reason = "stop";
             }
             text.push_str(&piece);
-            let lp = logprobs.then(|| {
+            if logprobs {
                 let alts: Vec<Value> = top
                     .iter()
                     .map(|(t, l)| json!({"token": t, "logprob": l}))
                     .collect();
-                json!([{"token": tokenizer.piece(step.token.id), "logprob": logprob,
-                        "top_logprobs": alts}])
-            });
-            if let Some(lp) = &lp {
-                all_logprobs.push(lp[0].clone());
+                let entry = json!({"token": tokenizer.piece(step.token.id), "logprob": logprob,
+                                   "top_logprobs": alts});
+                all_logprobs.push(entry.clone());
+                unsent_logprobs.push(entry);
             }
             if stream && !piece.is_empty() {
                 let mut v = partial(&piece);
-                if let Some(lp) = lp {
-                    v["logprobs"] = lp;
+                if logprobs {
+                    v["logprobs"] = json!(std::mem::take(&mut unsent_logprobs));
                 }
                 if let Err(e) = send_line(&out_tx, ndjson_line(&v)).await {
                     return Err(Failure::gone(e));
@@ -148,11 +151,14 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
         // Text held back because it might have begun a stop string, which it did not.
         let rest = stops.rest();
         text.push_str(&rest);
-        if stream
-            && !rest.is_empty()
-            && let Err(e) = send_line(&out_tx, ndjson_line(&partial(&rest))).await
-        {
-            return Err(Failure::gone(e));
+        if stream && (!rest.is_empty() || !unsent_logprobs.is_empty()) {
+            let mut v = partial(&rest);
+            if logprobs {
+                v["logprobs"] = json!(unsent_logprobs);
+            }
+            if let Err(e) = send_line(&out_tx, ndjson_line(&v)).await {
+                return Err(Failure::gone(e));
+            }
         }
         let total = started.elapsed().as_nanos() as u64;
         let eval_ns = first_token
