@@ -54,8 +54,9 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = Compute::Cpu)]
     pub backend: Compute,
     /// With `--backend gpu`: no usable GPU is a failed load (/health 500, the log says why)
-    /// instead of the CPU fallback, so a GPU service without its GPU fails its deploy rather
-    /// than paying for a GPU it does not use; default $SAMEMATH_REQUIRE_GPU = 1.
+    /// instead of the CPU fallback, so a GPU service without its GPU fails (its /health startup
+    /// probe, or every request) rather than paying for a GPU it does not use; default
+    /// $SAMEMATH_REQUIRE_GPU = 1.
     #[arg(long)]
     pub require_gpu: bool,
     /// Longest time one answer may take, in seconds, counted from when it has a slot (under
