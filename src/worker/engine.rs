@@ -301,12 +301,10 @@ impl Engine {
                 self.ensure_loaded();
             }
             Command::Generate(request) => {
-                self.clear_gpu_interrupt();
                 self.step_pending = false;
                 self.running = self.start(&request);
             }
             Command::Step(request) => {
-                self.clear_gpu_interrupt();
                 self.running = false;
                 let live = self
                     .session
@@ -315,6 +313,7 @@ impl Engine {
                 self.step_pending = live || self.start(&request);
             }
             Command::Stop => {
+                self.clear_gpu_interrupt();
                 if self.busy() {
                     self.running = false;
                     self.step_pending = false;
@@ -322,6 +321,7 @@ impl Engine {
                 }
             }
             Command::Reset => {
+                self.clear_gpu_interrupt();
                 self.running = false;
                 self.step_pending = false;
                 self.session = None;
@@ -345,8 +345,11 @@ impl Engine {
         (!left.is_zero()).then_some(left)
     }
 
-    /// A Stop or Reset sent before this command found the GPU idle: its request must not cut
-    /// this command's step short (on a slow device a step's wait passes the stall mark).
+    /// A Stop or Reset asks the GPU's waits to give up the moment it is sent (a stalled step
+    /// holds this thread); by the time the engine takes the command itself, the step it was
+    /// for is over, so a request no wait took is forgotten here and cannot cut the next step
+    /// short (on a slow device a step's wait passes the stall mark). Cleared here rather than
+    /// when the next Step comes, so a Stop sent right after a Step still reaches that step.
     fn clear_gpu_interrupt(&self) {
         if let Some(g) = &self.gpu {
             g.context().interrupt_handle().clear();
