@@ -190,6 +190,7 @@ fn talk_keys(
     focus: Option<ResMut<KeyboardFocus>>,
     time: Res<Time>,
     view: Option<Res<LlmView>>,
+    scene: Option<Res<State<Scene>>>,
     mut talk: ResMut<Talk>,
 ) {
     if let Some(mut focus) = focus
@@ -218,7 +219,9 @@ fn talk_keys(
     if !talk.active {
         return;
     }
-    let generating = view.is_some_and(|v| v.status == EngineStatus::Generating);
+    // Scene 2's keys stop the model; elsewhere Esc stays the talk's.
+    let generating = view.is_some_and(|v| v.status == EngineStatus::Generating)
+        && scene.is_some_and(|s| *s.get() == Scene::Llm);
     let mut take = |key: KeyCode| keys.clear_just_pressed(key);
     let next = [KeyCode::PageDown, KeyCode::ArrowRight, KeyCode::Space]
         .into_iter()

@@ -310,13 +310,34 @@ fn clicker_keys_move_blank_and_close_and_the_scenes_keys_stay_quiet() {
     press(&mut app, KeyCode::F5);
     assert!(app.world().resource::<Talk>().active, "F5 opens it");
     assert_eq!(step(&app), 2);
-    // While the model generates, Esc is the scene's Stop (its button says so), not the
-    // talk's close.
-    app.world_mut()
-        .resource_mut::<samemath::llm_scene::LlmView>()
-        .status = samemath::llm_scene::EngineStatus::Generating;
+    // While the model generates, Esc in scene 2 is the scene's Stop (its button says so), not
+    // the talk's close; in another scene, where nothing else takes Esc, it closes the talk.
+    let generating = |app: &mut App| {
+        app.world_mut()
+            .resource_mut::<samemath::llm_scene::LlmView>()
+            .status = samemath::llm_scene::EngineStatus::Generating;
+    };
+    for _ in 2..6 {
+        press(&mut app, KeyCode::PageDown);
+    }
+    assert_eq!(*app.world().resource::<State<Scene>>().get(), Scene::Llm);
+    generating(&mut app);
     press(&mut app, KeyCode::Escape);
-    assert!(app.world().resource::<Talk>().active);
+    assert!(
+        app.world().resource::<Talk>().active,
+        "Esc stops, in scene 2"
+    );
+    press(&mut app, KeyCode::Home);
+    assert_eq!(
+        *app.world().resource::<State<Scene>>().get(),
+        Scene::Graphics
+    );
+    generating(&mut app);
+    press(&mut app, KeyCode::Escape);
+    assert!(
+        !app.world().resource::<Talk>().active,
+        "Esc closes, in scene 1"
+    );
 }
 
 #[test]
