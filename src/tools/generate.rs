@@ -113,17 +113,49 @@ pub fn trace(model: &ModelArgs, prompt: &PromptArgs, json: Option<&Path>) -> Res
             request.max_tokens
         );
     }
-    // Opened before the model runs: a path that cannot be written fails at once.
-    let mut out: Box<dyn Write + Send> = match json {
+    // A file is written beside its path and renamed when whole, so a run that fails leaves
+    // the file that was there; opened before the model runs, so a path that cannot be written
+    // fails at once.
+    let partial = json.map(|p| {
+        let mut name = p.file_name().unwrap_or_default().to_os_string();
+        name.push(".partial");
+        p.with_file_name(name)
+    });
+    let mut out: Box<dyn Write + Send> = match &partial {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("writing {}", path.display()))?,
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
+    let written = write_trace(model, &request, &mut out);
+    drop(out);
+    match (json, &partial) {
+        (Some(path), Some(tmp)) => match written {
+            Ok(count) => {
+                std::fs::rename(tmp, path)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("samemath: {count} steps written to {}", path.display());
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(tmp);
+                Err(e)
+            }
+        },
+        _ => written.map(drop),
+    }
+}
+
+/// The trace's steps as one JSON array on `out`, each written as it comes: memory stays one
+/// step's. How many steps.
+fn write_trace(
+    model: &ModelArgs,
+    request: &llm::GenerationRequest,
+    out: &mut (dyn Write + Send),
+) -> Result<usize> {
     let (model_w, tokenizer) = load(model)?;
-    with_threads(model.threads, || -> Result<()> {
-        let mut session = Session::new(model_w, tokenizer, &request)?;
-        // One JSON array, each step written as it comes: memory stays one step's.
+    with_threads(model.threads, || -> Result<usize> {
+        let mut session = Session::new(model_w, tokenizer, request)?;
         out.write_all(b"[")?;
         let mut count = 0;
         while let Some(step) = session.step()? {
@@ -131,15 +163,12 @@ pub fn trace(model: &ModelArgs, prompt: &PromptArgs, json: Option<&Path>) -> Res
             if count > 0 {
                 out.write_all(b",")?;
             }
-            serde_json::to_writer(&mut out, &TraceStep::from(step))?;
+            serde_json::to_writer(&mut *out, &TraceStep::from(step))?;
             count += 1;
         }
         out.write_all(b"]\n")?;
         out.flush()?;
         eprintln!();
-        if let Some(path) = json {
-            eprintln!("samemath: {count} steps written to {}", path.display());
-        }
-        Ok(())
+        Ok(count)
     })?
 }

@@ -186,6 +186,23 @@ fn trace_writes_each_step_and_refuses_more_than_it_can_hold() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = std::fs::read_to_string(&path).unwrap();
+    // A run that fails (no such model) leaves the trace that was there, and nothing beside it.
+    let out = samemath()
+        .args([
+            "trace",
+            "--model",
+            "/nonexistent/model.gguf",
+            "Hi",
+            "--json",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    let mut partial = path.clone().into_os_string();
+    partial.push(".partial");
+    assert!(!std::path::Path::new(&partial).exists());
     let _ = std::fs::remove_file(&path);
     let steps: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
     assert_eq!(steps.len(), 2);
