@@ -2,10 +2,10 @@
 """The official Python clients (PyPI `ollama` and `openai`, which we did not write) against a
 running `samemath serve`: chat, generate and embed through Ollama's client, streaming and not;
 chat completions with log-probabilities, and with the question as a list of content parts,
-through OpenAI's; and the same answers cut at a stop string by both clients. Prints one JSON object with what each call returned, for
+through OpenAI's; with --stop, the same answers cut at that stop string by both clients. Prints one JSON object with what each call returned, for
 crates/serve/tests/serve/main.rs to compare with the local engine.
 
-Usage: clients_check.py --port PORT --prompt TEXT --max-tokens N --stop TEXT
+Usage: clients_check.py --port PORT --prompt TEXT --max-tokens N [--stop TEXT]
 """
 import argparse
 import json
@@ -17,7 +17,7 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--prompt", required=True)
     ap.add_argument("--max-tokens", type=int, default=8)
-    ap.add_argument("--stop", required=True)
+    ap.add_argument("--stop")
     args = ap.parse_args()
     try:
         import ollama
@@ -66,6 +66,9 @@ def main():
                                  "top": [t.token for t in entry.top_logprobs]})
     out["openai_chat_stream"] = "".join(text)
     out["openai_logprobs"] = logprobs
+    if args.stop is None:
+        print(json.dumps(out))
+        return 0
 
     # Stop strings: the answer ends just before the first one.
     stop_options = dict(options, stop=[args.stop])
