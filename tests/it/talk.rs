@@ -43,6 +43,12 @@ fn shipped() -> file::TalkFile {
 /// step's neuron is checked against it and selected.
 fn talk_app_with_model(args: AppArgs) -> App {
     let mut app = talk_app(args);
+    give_model(&mut app);
+    app
+}
+
+/// The view has the real model, as when it has loaded (no engine runs it), one frame on.
+pub(crate) fn give_model(app: &mut App) {
     let (m, t) = testkit::model::model();
     let mut view = app
         .world_mut()
@@ -50,7 +56,15 @@ fn talk_app_with_model(args: AppArgs) -> App {
     view.model = Some(m.clone());
     view.tokenizer = Some(t.clone());
     app.update();
-    app
+}
+
+/// A step file named `name` (unique among the tests) with `text`, in this run's temp folder.
+pub(crate) fn talk_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("samemath-talk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
 /// What the app shows matches `want`, the state the steps up to `i` leave (`Talk::state_at`).
@@ -238,12 +252,8 @@ fn an_animation_lets_go_when_the_speaker_moves_its_value() {
 #[test]
 fn a_step_naming_a_neuron_this_model_lacks_says_so() {
     let text = "(title: \"t\", steps: [(caption: \"x\", scene: Some(llm), neuron: Some((3, 99999))),\n (caption: \"y\", neuron: Some((2, 7)))])";
-    let dir = std::env::temp_dir().join(format!("samemath-talk-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("neuron.ron");
-    std::fs::write(&path, text).unwrap();
     let mut app = talk_app_with_model(AppArgs {
-        talk: Some(Some(path)),
+        talk: Some(Some(talk_file("neuron.ron", text))),
         ..AppArgs::default()
     });
     let note = app.world().resource::<Talk>().note.clone().expect("a note");

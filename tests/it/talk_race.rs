@@ -100,12 +100,9 @@ fn a_slow_service_is_counted_as_it_wakes_and_a_dead_one_leaves_the_talk_local() 
          (caption: \"none\", side_by_side: Some(true)),\n\
          (caption: \"after\"),\n])"
     );
-    let dir = std::env::temp_dir().join(format!("samemath-race-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let talk_file = dir.join("race.ron");
-    std::fs::write(&talk_file, text).unwrap();
+    let talk_path = crate::talk::talk_file("race-waking.ron", &text);
     let mut app = crate::llm_scene::headless_app_with(AppArgs {
-        talk: Some(Some(talk_file)),
+        talk: Some(Some(talk_path.clone())),
         ..AppArgs::default()
     });
     crate::talk::with_engine(&mut app);
@@ -153,7 +150,7 @@ fn a_slow_service_is_counted_as_it_wakes_and_a_dead_one_leaves_the_talk_local() 
     // A step without a race ends it.
     press(&mut app, KeyCode::PageDown);
     assert!(app.world().resource::<TalkRace>().0.is_none());
-    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_file(talk_path);
 }
 
 /// An Ollama that answers at once: the probe (which it does not know), its version, its models,
@@ -192,13 +189,10 @@ fn without_the_local_model_the_remote_side_races_alone() {
         "(title: \"race\", steps: [(caption: \"race\", scene: Some(llm), prompt: Some(\"Hi\"),\n\
          side_by_side: Some(true), remote: Some(\"http://127.0.0.1:{server}\"))])"
     );
-    let dir = std::env::temp_dir().join(format!("samemath-race-alone-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let talk_file = dir.join("race.ron");
-    std::fs::write(&talk_file, text).unwrap();
+    let talk_path = crate::talk::talk_file("race-alone.ron", &text);
     // No engine: the view is what one whose load failed reports.
     let mut app = crate::llm_scene::headless_app_with(AppArgs {
-        talk: Some(Some(talk_file)),
+        talk: Some(Some(talk_path.clone())),
         ..AppArgs::default()
     });
     let why = "the model could not be fetched: network unreachable";
@@ -219,13 +213,7 @@ fn without_the_local_model_the_remote_side_races_alone() {
     );
     // The model loads after all (the panel's "Try loading the model again"): the race again,
     // both sides.
-    let (m, t) = testkit::model::model();
-    let mut view = app
-        .world_mut()
-        .resource_mut::<samemath::llm_scene::LlmView>();
-    view.model = Some(m.clone());
-    view.tokenizer = Some(t.clone());
-    app.update();
+    crate::talk::give_model(&mut app);
     run_race(&mut app, Duration::from_secs(120), |_| {});
     let race = app.world().resource::<TalkRace>().0.as_ref().unwrap();
     assert!(
@@ -234,5 +222,5 @@ fn without_the_local_model_the_remote_side_races_alone() {
         race.local
     );
     assert_eq!(race.remote.text, "Hello there");
-    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_file(talk_path);
 }
