@@ -69,6 +69,10 @@ flags=(
   # CPU is needed between requests too (the model stays loaded; streams keep going).
   --no-cpu-throttling
   --cpu-boost
+  # No request reaches an instance before /health says the model is loaded (it is 503 until
+  # then; with --require-gpu, 500 for good without a usable GPU, which fails the revision).
+  # The same probe as service.yaml's startupProbe: up to 120 s of loading.
+  --startup-probe "httpGet.path=/health,httpGet.port=8080,periodSeconds=1,failureThreshold=120,timeoutSeconds=1"
 )
 if [ "${GPU:-0}" = "1" ]; then
   # Cloud Run's GPU flags: one NVIDIA L4; CPU always allocated; at least 4 CPU and 16 GiB.

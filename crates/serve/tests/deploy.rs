@@ -48,7 +48,21 @@ fn deploy_flags_with(gpu: bool, env: &[(&str, &str)]) -> Vec<String> {
         .lines()
         .find(|l| l.starts_with("gcloud run deploy "))
         .expect("a gcloud run deploy line");
-    line.split_whitespace().map(str::to_string).collect()
+    // printf %q's quoting: a backslash keeps the character after it (`\,` in a probe's list).
+    line.split_whitespace()
+        .map(|word| {
+            let mut out = String::new();
+            let mut chars = word.chars();
+            while let Some(c) = chars.next() {
+                out.push(if c == '\\' {
+                    chars.next().unwrap_or(c)
+                } else {
+                    c
+                });
+            }
+            out
+        })
+        .collect()
 }
 
 fn flag<'a>(flags: &'a [String], name: &str) -> Option<&'a str> {
@@ -101,7 +115,31 @@ fn check(gpu: bool) {
         yaml(&text, "run.googleapis.com/startup-cpu-boost"),
         Some("true")
     );
-    assert_eq!(yaml(&text, "path"), Some("/health"), "the startup probe");
+    // The same startup probe: deploy.sh's key=value list against the YAML's startupProbe.
+    let probe = flag(&flags, "--startup-probe").expect("deploy.sh passes --startup-probe");
+    let probe_yaml = &text[text.find("startupProbe:").expect("a startupProbe")..];
+    for (key, yaml_key) in [
+        ("httpGet.path", "path"),
+        ("httpGet.port", "port"),
+        ("periodSeconds", "periodSeconds"),
+        ("failureThreshold", "failureThreshold"),
+        ("timeoutSeconds", "timeoutSeconds"),
+    ] {
+        let ours = probe
+            .split(',')
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='));
+        assert!(ours.is_some(), "--startup-probe sets {key}: {probe}");
+        assert_eq!(
+            ours,
+            yaml(probe_yaml, yaml_key),
+            "the startup probe's {key}"
+        );
+    }
+    assert_eq!(
+        yaml(probe_yaml, "path"),
+        Some("/health"),
+        "the startup probe"
+    );
     if gpu {
         assert_eq!(flag(&flags, "--gpu"), yaml(&text, "nvidia.com/gpu"));
         assert_eq!(
