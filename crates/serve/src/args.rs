@@ -148,8 +148,8 @@ pub(crate) mod limits {
     pub(crate) const MAX_TOKENS: usize = 4096;
     /// Alternatives a token's log-probabilities may list (OpenAI's `top_logprobs` bound).
     pub(crate) const TOP_LOGPROBS: usize = 20;
-    /// How long a client may take to send a request's headers (and an idle kept-alive
-    /// connection may stay open).
+    /// How long a client may take to send a request's headers (a connection serves one
+    /// request, so none is kept idle).
     pub(crate) const HEADER_READ: Duration = Duration::from_secs(10);
     /// How long a client may take to send a whole body.
     pub(crate) const BODY_READ: Duration = Duration::from_secs(30);

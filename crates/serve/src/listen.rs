@@ -1,8 +1,8 @@
-//! The accept loop: HTTP/1 connections with a bound on how long a client may take to send its
-//! headers (axum's own `serve` sets no timer, so a client that sends one byte a minute held its
-//! connection forever), on how long a write to it may make no progress, and on how many
-//! connections are open at once; on shutdown it stops accepting and lets each connection finish
-//! its answer.
+//! The accept loop: HTTP/1 connections of one request each, with a bound on how long a client
+//! may take to send its headers (axum's own `serve` sets no timer, so a client that sends one
+//! byte a minute held its connection forever), on how long a write to it may make no progress,
+//! and on how many connections are open at once; on shutdown it stops accepting and lets each
+//! connection finish its answer.
 
 use std::io;
 use std::pin::Pin;
@@ -55,8 +55,14 @@ pub(crate) async fn serve_until(
         tokio::spawn(async move {
             let _permit = permit;
             let mut builder = hyper::server::conn::http1::Builder::new();
+            // One request a connection (`Connection: close` on each answer). A kept-alive
+            // connection we closed when idle could meet a proxy's next request on the way:
+            // Cloud Run's front end and Google's load balancers keep theirs for minutes, and
+            // a request that arrives as the socket closes is lost (the caller sees a 502).
+            // A new connection costs a handshake, nothing beside an answer's generation.
             builder
                 .timer(TokioTimer::new())
+                .keep_alive(false)
                 .header_read_timeout(limits::HEADER_READ);
             let io = TokioIo::new(WriteBound {
                 io: tcp,

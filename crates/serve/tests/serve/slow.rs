@@ -72,6 +72,25 @@ fn a_slow_head_is_cut_and_a_slow_body_gets_408_while_others_are_answered() {
     assert!(text.contains("did not arrive within"), "{text}");
 }
 
+/// A connection serves one request and says so: a kept-alive connection that the server closed
+/// while idle could lose the next request a proxy (Cloud Run's front end) sent down it.
+#[test]
+fn each_connection_answers_one_request_and_closes() {
+    let server = start_serve(&[]);
+    let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    // Two requests at once on one connection (pipelined, as a keep-alive client may).
+    let get = "GET /api/version HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    s.write_all(format!("{get}{get}").as_bytes()).unwrap();
+    let (got, closed) = read_until_closed(&mut s, Duration::from_secs(5));
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(
+        closed.is_some(),
+        "the connection stayed open after its answer: {text}"
+    );
+    assert_eq!(text.matches("http/1.1 200").count(), 1, "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+}
+
 #[test]
 fn a_client_that_never_reads_its_stream_loses_its_slot() {
     // One slot, no queue. A traced answer is megabytes a step: the socket's buffers fill, the
