@@ -5,12 +5,16 @@
 //! computed here on the CPU and uploaded. When the matrix is singular (a scale of 0 flattens
 //! the mesh) the inverse does not exist: we fall back to the cofactor matrix, which is
 //! `det * inverse-transpose` wherever the inverse exists and stays finite where it does not,
-//! and raise a flag so the UI can say "not invertible: normals undefined".
+//! and raise a flag so the UI can say "not invertible: normals undefined". Whether it is
+//! singular is judged without regard to scale (`SINGULAR_RATIO`).
 
-use glam::{Mat3, Mat4, Vec3};
+use glam::{DMat3, Mat3, Mat4, Vec3};
 
-/// Below this |det| of the 3x3 part the matrix is treated as not invertible.
-pub const SINGULAR_DET_EPS: f32 = 1e-8;
+/// Below this |det| / (|a| |b| |c|) of the 3x3 part's columns (the volume they span against
+/// the box of their lengths, 1 for orthogonal ones whatever their scale) the matrix is treated
+/// as not invertible: its columns lie (nearly) in one plane. Being scale-free, a uniform scale
+/// of 0.002 (det 8e-9) is invertible and a flattening one is not.
+pub const SINGULAR_RATIO: f64 = 1e-6;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct NormalMatrix {
@@ -33,25 +37,47 @@ pub fn cofactor(m: Mat3) -> Mat3 {
 }
 
 pub fn normal_matrix(world_from_local: &Mat4) -> NormalMatrix {
-    let m = Mat3::from_mat4(*world_from_local);
+    // In f64: the determinant of f32 columns cannot overflow or vanish there.
+    let m = Mat3::from_mat4(*world_from_local).as_dmat3();
     let det = m.determinant();
-    if det.is_finite() && det.abs() > SINGULAR_DET_EPS {
-        // inverse-transpose = cofactor / det
-        let matrix = cofactor(m) * (1.0 / det);
-        if matrix.is_finite() {
-            return NormalMatrix {
-                matrix,
-                det,
-                invertible: true,
-            };
-        }
-    }
-    let c = cofactor(m);
+    let lengths = m.x_axis.length() * m.y_axis.length() * m.z_axis.length();
+    let c = DMat3::from_cols(
+        m.y_axis.cross(m.z_axis),
+        m.z_axis.cross(m.x_axis),
+        m.x_axis.cross(m.y_axis),
+    );
+    let invertible = det.is_finite() && det != 0.0 && det.abs() > SINGULAR_RATIO * lengths;
+    // A normal's direction is all that counts, so any positive multiple of the
+    // inverse-transpose serves: the exact one where f32 holds it, else scaled down. The
+    // cofactor matrix is det times it, so its sign must come off (a mirror, det < 0, would
+    // otherwise turn every normal inward).
+    let matrix = if invertible {
+        fit_f32(c * (1.0 / det))
+    } else {
+        fit_f32(c)
+    };
     NormalMatrix {
-        matrix: if c.is_finite() { c } else { Mat3::ZERO },
-        det: if det.is_finite() { det } else { 0.0 },
-        invertible: false,
+        matrix,
+        det: if det.is_finite() {
+            det.clamp(-f32::MAX as f64, f32::MAX as f64) as f32
+        } else {
+            0.0
+        },
+        invertible,
     }
+}
+
+/// `m` in f32, divided by its largest entry where f32 cannot hold it (zero if not finite).
+fn fit_f32(m: DMat3) -> Mat3 {
+    if !m.is_finite() {
+        return Mat3::ZERO;
+    }
+    let exact = m.as_mat3();
+    if exact.is_finite() {
+        return exact;
+    }
+    let largest = m.to_cols_array().iter().fold(0f64, |a, x| a.max(x.abs()));
+    (m * (1.0 / largest)).as_mat3()
 }
 
 /// Normalize, or return zero for a (near) zero vector instead of NaN. Mirrors `safe_normalize`
@@ -112,6 +138,40 @@ mod tests {
         let n2 = normal_matrix(&scale(Vec3::new(0.0, 0.0, 1.0)));
         assert!(!n2.invertible);
         assert_eq!(safe_normalize(n2.matrix * Vec3::Z), Vec3::ZERO);
+    }
+
+    #[test]
+    fn small_large_and_mirrored_scales_stay_invertible_and_face_out() {
+        // The top face's normal (+Y) must stay up under each scale, and be flagged invertible:
+        // a fixed |det| cut-off called 0.002 singular, and its fallback (det times the
+        // inverse-transpose) turned a mirror's normals inward.
+        for s in [
+            Vec3::splat(0.002),
+            Vec3::new(-0.002, 0.002, 0.002),
+            Vec3::new(-1.0, 1.0, 1.0),
+            Vec3::splat(1e13),
+            Vec3::new(1e-30, 1.0, 1.0),
+        ] {
+            let n = normal_matrix(&scale(s));
+            assert!(n.invertible, "{s}");
+            assert!(n.matrix.is_finite(), "{s}");
+            assert!((n.matrix * Vec3::Y).y > 0.0, "{s}: {}", n.matrix);
+            // The mirrored axis' normal flips with the mirror, as the surface does.
+            let x = safe_normalize(n.matrix * Vec3::X).x;
+            assert_eq!(x.signum(), s.x.signum(), "{s}");
+            assert!(
+                n.det != 0.0 && n.det.signum() == s.x.signum(),
+                "{s}: {}",
+                n.det
+            );
+        }
+        // Columns in one plane are singular at any scale.
+        let flat = Mat4::from_mat3(Mat3::from_cols(
+            Vec3::new(1e-3, 0.0, 0.0),
+            Vec3::new(0.0, 1e-3, 0.0),
+            Vec3::new(1e-3, 1e-3, 0.0),
+        ));
+        assert!(!normal_matrix(&flat).invertible);
     }
 
     #[test]
