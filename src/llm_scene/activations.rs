@@ -9,7 +9,7 @@ use bevy::prelude::*;
 use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
 use bevy_egui::{EguiContexts, EguiTextureHandle, egui};
 
-use super::state::LlmView;
+use super::state::{Backend, LlmView};
 
 /// Background between tiles (sRGB bytes).
 pub const GAP_COLOR: [u8; 4] = [14, 15, 19, 255];
@@ -187,11 +187,7 @@ fn update_texture(
         .as_ref()
         .map(|t| t.layers.iter().map(|l| l.mlp_activation.clone()).collect())
         .unwrap_or_default();
-    let layout = match (&view.model, values.first()) {
-        (Some(m), _) => GridLayout::new(m.config.n_layer, m.config.n_ff),
-        (None, Some(first)) => GridLayout::new(values.len(), first.len()),
-        (None, None) => texture.layout,
-    };
+    let layout = grid_shape(&view).map_or(texture.layout, |(l, n)| GridLayout::new(l, n));
     let flat: Vec<f32> = values.iter().flatten().copied().collect();
     texture.scale = color_scale(&flat);
     let Some(mut image) = images.get_mut(&texture.image) else {
@@ -202,4 +198,36 @@ fn update_texture(
         texture.layout = layout;
     }
     image.data = Some(layout.paint(&values, texture.scale));
+}
+
+/// The local model's shape, where the view's numbers come from it: none while a remote server
+/// answers, whose model may be another one (its trace then gives the shape).
+pub fn local_config(view: &LlmView) -> Option<&llm::LlamaConfig> {
+    if matches!(view.backend, Backend::Remote { .. }) {
+        return None;
+    }
+    view.model.as_ref().map(|m| &m.config)
+}
+
+/// The activation grid's (layers, neurons): the trace's own where it has activations (a remote
+/// server's model may differ from the local one), else the local model's.
+pub fn grid_shape(view: &LlmView) -> Option<(usize, usize)> {
+    let traced = view.trace.as_ref().and_then(|t| {
+        let width = t.layers.first()?.mlp_activation.len();
+        (width > 0).then_some((t.layers.len(), width))
+    });
+    traced.or_else(|| local_config(view).map(|c| (c.n_layer, c.n_ff)))
+}
+
+/// `n` with a comma between each three digits, as the captions write sizes (49,152).
+pub fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -19,10 +19,7 @@ pub(super) fn llm_keys(
     if !keyboard_free(wants) {
         return;
     }
-    let (layers, neurons) = view
-        .model
-        .as_ref()
-        .map_or((30, 1536), |m| (m.config.n_layer, m.config.n_ff));
+    let (layers, neurons) = crate::llm_scene::activations::grid_shape(&view).unwrap_or((30, 1536));
     let step = |key: KeyCode, d: i64, v: usize, n: usize| -> usize {
         if keys.just_pressed(key) {
             (v as i64 + d).rem_euclid(n.max(1) as i64) as usize

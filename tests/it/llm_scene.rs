@@ -70,6 +70,58 @@ fn recorded_events(steps: usize) -> Vec<Event> {
     events
 }
 
+/// A remote server's model may be another than the local one: the grid and the arrow keys take
+/// the trace's shape, and the captions leave the local model's sizes out. The grid drew
+/// 30 x 1,536 for any trace while a local model was loaded.
+#[test]
+fn a_trace_of_another_shape_sets_the_grid_not_the_local_model() {
+    use samemath::llm_scene::activations::{grid_shape, local_config};
+    let (m, _) = model();
+    let Event::Token { step, .. } = recorded_events(1).pop().unwrap() else {
+        panic!("no token")
+    };
+    let mut trace = step.trace.unwrap();
+    trace.layers.truncate(2);
+    for l in &mut trace.layers {
+        l.mlp_activation.truncate(64);
+    }
+    let mut view = LlmView {
+        model: Some(m.clone()),
+        ..Default::default()
+    };
+    assert_eq!(grid_shape(&view), Some((m.config.n_layer, m.config.n_ff)));
+    assert!(local_config(&view).is_some());
+    view.trace = Some(trace);
+    assert_eq!(grid_shape(&view), Some((2, 64)));
+    view.backend = samemath::llm_scene::Backend::Remote {
+        url: "http://127.0.0.1:1".into(),
+        info: remote::ServerInfo {
+            api: remote::ApiKind::Samemath,
+            version: None,
+            models: Vec::new(),
+            capabilities: Default::default(),
+        },
+        model: None,
+    };
+    assert!(
+        local_config(&view).is_none(),
+        "a remote model's sizes are not ours"
+    );
+    view.trace = None;
+    assert_eq!(grid_shape(&view), None);
+    // The captions' sizes, as they were written by hand.
+    use samemath::llm_scene::activations::grouped;
+    assert_eq!(
+        [
+            grouped(49_152),
+            grouped(1_536),
+            grouped(576),
+            grouped(1_000_000)
+        ],
+        ["49,152", "1,536", "576", "1,000,000"]
+    );
+}
+
 #[test]
 fn a_recorded_trace_updates_every_view() {
     let mut app = headless_app();

@@ -3,6 +3,7 @@
 //! the renderer's own device, or a remote server).
 
 use super::shared::status_line;
+use crate::llm_scene::activations::{grouped, local_config};
 use crate::llm_scene::state::{
     Backend, EngineStatus, LlmAction, LlmControls, LlmView, MAX_PROMPT_TOKENS,
 };
@@ -95,12 +96,15 @@ pub(crate) fn controls_panel(
                     ui.radio_value(&mut c.chat, true, "Chat (template)");
                     ui.radio_value(&mut c.chat, false, "Raw");
                 });
+                let head = local_config(&view).map_or("the head".to_string(), |c| {
+                    format!("the {}-row head", grouped(c.vocab_size))
+                });
                 ui.checkbox(&mut c.logit_lens, "Record the logit lens")
-                    .on_hover_text(
-                        "Each layer's guess goes through the final norm and the 49,152-row head: \
-                         several times a token's own work. Off is faster on a slow GPU. Applies \
-                         from the next Generate (or Step after a Reset).",
-                    );
+                    .on_hover_text(format!(
+                        "Each layer's guess goes through the final norm and {head}: several \
+                         times a token's own work. Off is faster on a slow GPU. Applies from the \
+                         next Generate (or Step after a Reset)."
+                    ));
                 let can_run = c.can_run()
                     && (view.model.is_some() || matches!(view.backend, Backend::Remote { .. }));
                 ui.horizontal_wrapped(|ui| {

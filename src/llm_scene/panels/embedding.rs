@@ -60,11 +60,12 @@ pub(crate) fn pca_cloud(ui: &mut egui::Ui, view: &LlmView, cache: &mut LlmCache,
         ui.weak("Needs a prompt of two or more tokens.");
         return;
     };
-    ui.small(
-        "p = P·(x − mean): P is a 3×576 matrix (the top principal directions of these \
-         embeddings) times a 576-vector, the same matrix × vector as clip = P·V·M·v in scene 1. \
-         Drawn with scene 1's camera matrices; drag to turn.",
-    );
+    let width = pca.mean.len();
+    ui.small(format!(
+        "p = P·(x − mean): P is a 3×{width} matrix (the top principal directions of these \
+         embeddings) times a {width}-vector, the same matrix × vector as clip = P·V·M·v in \
+         scene 1. Drawn with scene 1's camera matrices; drag to turn."
+    ));
     let width = ui.available_width().max(160.0);
     let (rect, response) = ui.allocate_exact_size(egui::vec2(width, 260.0), egui::Sense::drag());
     if response.dragged() {

@@ -14,6 +14,7 @@ use super::layout::{
     ATTENTION_PITCH, ATTENTION_POSITIONS, ATTENTION_UNIT, COLUMN, MLP_UNIT, PITCH, column_top,
 };
 use super::{ColumnValues, Piece, ValuesPath, WorldCamera, WorldLayout, WorldMode, WorldState};
+use crate::llm_scene::activations::{grouped, local_config};
 use crate::llm_scene::panels::visible_piece;
 use crate::llm_scene::state::{Backend, EngineStatus, LlmSelection, LlmView};
 use crate::shell::theme::ACCENT;
@@ -172,11 +173,13 @@ pub(super) fn world_overlay(
         }
     }
     if let Some(p) = to_pos(layout.embedding_base(layout.embedding.saturating_sub(1))) {
+        // The vocabulary's size only where the local model gave the trace.
+        let rows = local_config(&view).map_or(String::new(), |c| grouped(c.vocab_size) + " x ");
         let text = format!(
-            "embedding of {:?}: row {} of the 49,152 x {} matrix",
+            "embedding of {:?}: row {} of the {rows}{} matrix",
             visible_piece(&trace.token.piece),
             trace.token.id,
-            layout.embedding
+            grouped(layout.embedding)
         );
         labels.put(p, egui::Align2::LEFT_TOP, &text, 12.0);
     }
@@ -395,18 +398,26 @@ fn empty_world_note(view: &LlmView, narration: bool) -> String {
         s.clone()
     } else if let Some(news) = &view.progress {
         news.clone()
-    } else if view.status == EngineStatus::Generating {
-        "The model is reading the prompt: the newest token's forward pass is drawn here,\n\
-         every layer's 1,536 MLP activations as columns."
-            .into()
-    } else if narration {
-        "No token yet: the talk's steps run the model, or the Step button in the panels (V).\n\
-         The newest token's forward pass is drawn here, every layer's 1,536 MLP activations."
-            .into()
     } else {
-        "Step (Space) or Generate (Enter): the newest token's forward pass is drawn here,\n\
-         every layer's 1,536 MLP activations as columns."
-            .into()
+        // The local model's width; a remote server's model may be another.
+        let neurons = local_config(view).map_or(String::new(), |c| grouped(c.n_ff) + " ");
+        let what = format!("every layer's {neurons}MLP activations");
+        if view.status == EngineStatus::Generating {
+            format!(
+                "The model is reading the prompt: the newest token's forward pass is drawn \
+                 here,\n{what} as columns."
+            )
+        } else if narration {
+            format!(
+                "No token yet: the talk's steps run the model, or the Step button in the panels \
+                 (V).\nThe newest token's forward pass is drawn here, {what}."
+            )
+        } else {
+            format!(
+                "Step (Space) or Generate (Enter): the newest token's forward pass is drawn \
+                 here,\n{what} as columns."
+            )
+        }
     }
 }
 
