@@ -598,12 +598,25 @@ fn too_long_to_read(prompt: &str, max_tokens: usize) -> Option<String> {
 /// Why the scene cannot draw a model of this shape (its activation texture and 3D world are
 /// sized by it), or `None`: the bounds a remote trace is held to.
 fn too_big_to_draw(c: &llm::LlamaConfig) -> Option<String> {
-    use llm::trace::{MAX_TRACE_HEADS, MAX_TRACE_LAYERS, MAX_TRACE_WIDTH};
+    use llm::trace::{
+        MAX_TRACE_ACTIVATIONS, MAX_TRACE_HEADS, MAX_TRACE_LAYER_HEADS, MAX_TRACE_LAYERS,
+        MAX_TRACE_WIDTH,
+    };
     let over = [
         ("layers", c.n_layer, MAX_TRACE_LAYERS),
         ("MLP neurons a layer", c.n_ff, MAX_TRACE_WIDTH),
         ("embedding values", c.n_embd, MAX_TRACE_WIDTH),
         ("attention heads", c.n_head, MAX_TRACE_HEADS),
+        (
+            "MLP neurons in all its layers",
+            c.n_layer.saturating_mul(c.n_ff),
+            MAX_TRACE_ACTIVATIONS,
+        ),
+        (
+            "attention heads in all its layers",
+            c.n_layer.saturating_mul(c.n_head),
+            MAX_TRACE_LAYER_HEADS,
+        ),
     ]
     .into_iter()
     .find(|(_, n, most)| n > most)?;
@@ -639,6 +652,9 @@ mod tests {
         c.n_ff = 1536;
         c.n_layer = 129;
         assert!(too_big_to_draw(&c).is_some_and(|w| w.contains("129 layers")));
+        // Each size within its bound, their product past the world's.
+        (c.n_layer, c.n_ff) = (128, 16_384);
+        assert!(too_big_to_draw(&c).is_some_and(|w| w.contains("in all its layers")));
 
         let bytes = 512 * llm::tokenizer::MAX_TOKEN_BYTES;
         assert_eq!(too_long_to_read(&"a".repeat(bytes), 512), None);

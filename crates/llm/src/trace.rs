@@ -78,6 +78,14 @@ pub const MAX_TRACE_LAYERS: usize = 128;
 pub const MAX_TRACE_HEADS: usize = 256;
 pub const MAX_TRACE_WIDTH: usize = 16_384;
 pub const MAX_TRACE_TOP_K: usize = 1_000;
+/// The most MLP activations a trace may hold in all its layers together (layers × width), and
+/// the most attention heads in all layers (layers × heads): each dimension alone within its
+/// bound can still make a trace the scene cannot draw (128 layers × 16,384 activations is 2
+/// million columns in the world, one step of JSON a few megabytes). The largest models the
+/// scene is for fit: llama-3 8B has 32 × 14,336 = 458,752 activations and 32 × 32 = 1,024
+/// heads (SmolLM2 30 × 1,536 and 30 × 9).
+pub const MAX_TRACE_ACTIVATIONS: usize = 1 << 19;
+pub const MAX_TRACE_LAYER_HEADS: usize = 4_096;
 /// The longest prompt a trace over the wire carries: samemath serve's /api/trace cap, and what
 /// the remote client accepts (the scene fits a PCA to the prompt's embedding rows).
 pub const MAX_TRACE_PROMPT_TOKENS: usize = 1024;
@@ -110,6 +118,17 @@ impl Trace {
         let positions = self.position.saturating_add(1);
         let width = self.layers.first().map_or(0, |l| l.mlp_activation.len());
         within("MLP activations", width, MAX_TRACE_WIDTH)?;
+        // (Each factor is bounded above, so the products cannot overflow.)
+        within(
+            "MLP activations in all layers",
+            self.layers.len() * width,
+            MAX_TRACE_ACTIVATIONS,
+        )?;
+        within(
+            "attention heads in all layers",
+            self.layers.len() * heads,
+            MAX_TRACE_LAYER_HEADS,
+        )?;
         for (i, layer) in self.layers.iter().enumerate() {
             if layer.attention.len() != heads {
                 return Err(format!(
@@ -228,6 +247,28 @@ mod tests {
         // No heads, so no attention rows to check the position against: still bounded.
         let t = trace(2, 0, usize::MAX);
         assert!(t.check_shape().unwrap_err().contains("positions"));
+        // Each dimension within its bound, their products not.
+        let mut t = trace(MAX_TRACE_LAYERS, 1, 0);
+        for l in &mut t.layers {
+            l.mlp_activation = vec![0.0; MAX_TRACE_WIDTH];
+        }
+        assert!(
+            t.check_shape()
+                .unwrap_err()
+                .contains("MLP activations in all layers")
+        );
+        let t = trace(MAX_TRACE_LAYERS, MAX_TRACE_HEADS, 0);
+        assert!(
+            t.check_shape()
+                .unwrap_err()
+                .contains("attention heads in all layers")
+        );
+        // llama-3 8B's shape passes.
+        let mut t = trace(32, 32, 0);
+        for l in &mut t.layers {
+            l.mlp_activation = vec![0.0; 14_336];
+        }
+        assert_eq!(t.check_shape(), Ok(()));
         let mut t = trace(3, 9, 4);
         t.layers[1].mlp_activation[3] = f32::INFINITY;
         assert!(t.check_shape().unwrap_err().contains("holds inf"));
