@@ -85,12 +85,16 @@ pub fn shown_url(url: &str) -> String {
     format!("{scheme}{authority}{path}{hidden}")
 }
 
+/// A character a server's text must not bring into a terminal or label as it is: a control
+/// character or a bidi override.
+pub(crate) fn hidden(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Server-sent text as errors and labels show it: at most `max_chars` characters ("…" where it
 /// was cut), control characters and bidi overrides escaped (`\u{1b}`), so a server cannot make a
 /// message huge, or move the cursor, clear a terminal or flip the text it is shown in.
 pub(crate) fn shown_text(s: &str, max_chars: usize) -> String {
-    let hidden =
-        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
     let mut out = String::new();
     let mut count = 0;
     let mut chars = s.chars().peekable();
@@ -267,9 +271,30 @@ pub fn stop_from_finish(finish: &str) -> StopReason {
     }
 }
 
+/// The most values a prompt line's embedding rows may hold together (rows × width): the app
+/// fits a PCA to them, at a cost that grows with both. llama-3 8B's longest /api/trace prompt,
+/// 1,024 rows of 4,096, is exactly this; SmolLM2's is 1,024 × 576.
+pub const MAX_PROMPT_EMBEDDING_VALUES: usize = 1 << 22;
+
+/// The longest token text (a piece) accepted from a server: no vocabulary's tokens come near
+/// it, and the app lays pieces out every frame.
+pub(crate) const PIECE_BYTES: usize = 1 << 10;
+
+/// `Err` naming `field` when `piece` is longer than `PIECE_BYTES`.
+pub(crate) fn check_piece(field: &str, piece: &str) -> Result<(), RemoteError> {
+    if piece.len() > PIECE_BYTES {
+        return Err(RemoteError::Protocol(format!(
+            "{field} is a token of {} bytes, more than the {PIECE_BYTES} one may have",
+            piece.len()
+        )));
+    }
+    Ok(())
+}
+
 /// samemath serve's first /api/trace line: the prompt's tokens and embedding rows, checked
 /// (at most `MAX_TRACE_PROMPT_TOKENS`, serve's cap; as many rows as tokens, each of one width
-/// within the trace bounds; finite values).
+/// within the trace bounds, at most `MAX_PROMPT_EMBEDDING_VALUES` in all; finite values; each
+/// token's piece at most `PIECE_BYTES`).
 pub(crate) fn prompt_event(p: &serde_json::Value) -> Result<RemoteEvent, RemoteError> {
     let bad = |why: String| RemoteError::Protocol(format!("the prompt line: {why}"));
     let count = |key: &str| p[key].as_array().map_or(0, Vec::len);
@@ -282,23 +307,32 @@ pub(crate) fn prompt_event(p: &serde_json::Value) -> Result<RemoteEvent, RemoteE
             count("embeddings")
         )));
     }
+    // So is a wide one (every row must be as wide as the first).
+    let width = p["embeddings"][0].as_array().map_or(0, Vec::len);
+    let (max_width, max_values) = (llm::trace::MAX_TRACE_WIDTH, MAX_PROMPT_EMBEDDING_VALUES);
+    if width > max_width || count("embeddings") * width > max_values {
+        return Err(bad(format!(
+            "{} embedding rows of {width} values, more than {max_width} a row or \
+             {max_values} in all",
+            count("embeddings")
+        )));
+    }
     let parse_error = |e: serde_json::Error| bad(shown_text(&e.to_string(), 300));
-    let tokens: Vec<llm::TokenInfo> =
-        serde_json::from_value(p["tokens"].clone()).map_err(parse_error)?;
-    let embeddings: Vec<Vec<f32>> =
-        serde_json::from_value(p["embeddings"].clone()).map_err(parse_error)?;
-    let width = embeddings.first().map_or(0, Vec::len);
-    if tokens.len() > max || embeddings.len() != tokens.len() {
+    let tokens = Vec::<llm::TokenInfo>::deserialize(&p["tokens"]).map_err(parse_error)?;
+    let embeddings = Vec::<Vec<f32>>::deserialize(&p["embeddings"]).map_err(parse_error)?;
+    if embeddings.len() != tokens.len() {
         return Err(bad(format!(
             "{} tokens with {} embedding rows",
             tokens.len(),
             embeddings.len()
         )));
     }
-    if width > llm::trace::MAX_TRACE_WIDTH
-        || embeddings
-            .iter()
-            .any(|r| r.len() != width || r.iter().any(|x| !x.is_finite()))
+    for (i, t) in tokens.iter().enumerate() {
+        check_piece(&format!("the prompt line's token {i}"), &t.piece)?;
+    }
+    if embeddings
+        .iter()
+        .any(|r| r.len() != width || r.iter().any(|x| !x.is_finite()))
     {
         return Err(bad(
             "embedding rows of different widths or non-finite values".into(),
@@ -358,6 +392,39 @@ mod tests {
         let mut rows = line(1);
         rows["embeddings"] = serde_json::json!(vec![vec![0.5]; MAX_TRACE_PROMPT_TOKENS + 1]);
         assert!(matches!(prompt_event(&rows), Err(RemoteError::Protocol(_))));
+    }
+
+    #[test]
+    fn prompt_embeddings_are_bounded_in_rows_times_width() {
+        let line = |rows: usize, width: usize| {
+            let tokens: Vec<_> = (0..rows)
+                .map(|i| serde_json::json!({"id": i, "piece": "a"}))
+                .collect();
+            serde_json::json!({"tokens": tokens, "embeddings": vec![vec![0.5; width]; rows]})
+        };
+        // llama-3 8B's longest prompt: fine.
+        assert!(prompt_event(&line(MAX_TRACE_PROMPT_TOKENS, 4096)).is_ok());
+        // Each within its bound, together past it: refused.
+        let r = prompt_event(&line(257, llm::trace::MAX_TRACE_WIDTH));
+        assert!(
+            matches!(&r, Err(RemoteError::Protocol(m)) if m.contains("in all")),
+            "{r:?}"
+        );
+        // Too wide alone.
+        let r = prompt_event(&line(1, llm::trace::MAX_TRACE_WIDTH + 1));
+        assert!(matches!(&r, Err(RemoteError::Protocol(_))), "{r:?}");
+    }
+
+    #[test]
+    fn long_prompt_pieces_are_refused() {
+        let line = serde_json::json!({"tokens": [{"id": 1, "piece": "a"},
+                                                 {"id": 2, "piece": "b".repeat(100_000)}],
+                                      "embeddings": [[0.5], [0.5]]});
+        let r = prompt_event(&line);
+        assert!(
+            matches!(&r, Err(RemoteError::Protocol(m)) if m.contains("token 1") && m.contains("100000 bytes")),
+            "{r:?}"
+        );
     }
 
     #[test]

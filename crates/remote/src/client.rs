@@ -8,10 +8,10 @@ use web_time::Instant;
 
 use super::api::{
     ApiKind, Capabilities, RemoteConfig, RemoteError, RemoteEvent, RemoteSummary, ServerInfo,
-    shown_text, shown_url,
+    hidden, shown_text, shown_url,
 };
-use super::records::{embedding, record, shows_progress};
-use super::stream::{NdjsonParser, SseData, SseParser};
+use super::records::{Seen, embedding, record, shows_progress};
+use super::stream::{MAX_LINE_BYTES, MAX_TEXT_LINE_BYTES, NdjsonParser, SseData, SseParser};
 use super::token::{automatic_token_refused, command_token};
 use super::wait::{
     EMBED_BODY_BYTES, ERROR_BODY_BYTES, ERROR_BODY_WAIT, JSON_BODY_BYTES, Past, backoff,
@@ -310,14 +310,7 @@ impl RemoteClient {
                 Ok(ServerInfo {
                     api: kind,
                     version: Some(shown_text(version, 64)),
-                    models: v["models"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|m| m.as_str().map(String::from))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
+                    models: model_names(&v["models"], |m| m.as_str()),
                     capabilities: Capabilities {
                         logprobs: true,
                         embeddings: true,
@@ -332,14 +325,7 @@ impl RemoteClient {
                     .ok_or_else(|| RemoteError::Protocol("no version in /api/version".into()))?
                     .to_string();
                 let tags = self.get_json("/api/tags", cancel, on_event).await?;
-                let models = tags["models"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|m| m["name"].as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let models = model_names(&tags["models"], |m| m["name"].as_str());
                 Ok(ServerInfo {
                     api: kind,
                     // logprobs arrived in Ollama 0.12.11.
@@ -354,12 +340,10 @@ impl RemoteClient {
             }
             ApiKind::OpenAi => {
                 let v = self.get_json("/v1/models", cancel, on_event).await?;
-                let models: Vec<String> = v["data"]
-                    .as_array()
-                    .ok_or_else(|| RemoteError::Protocol("no data in /v1/models".into()))?
-                    .iter()
-                    .filter_map(|m| m["id"].as_str().map(String::from))
-                    .collect();
+                if !v["data"].is_array() {
+                    return Err(RemoteError::Protocol("no data in /v1/models".into()));
+                }
+                let models = model_names(&v["data"], |m| m["id"].as_str());
                 Ok(ServerInfo {
                     api: kind,
                     version: None,
@@ -431,8 +415,14 @@ impl RemoteClient {
             ..RemoteSummary::default()
         };
         let mut bytes = response.bytes_stream();
-        let mut ndjson = NdjsonParser::default();
-        let mut sse = SseParser::default();
+        // Trace lines are megabytes; a text API's are not.
+        let max_line = match api {
+            ApiKind::Samemath => MAX_LINE_BYTES,
+            ApiKind::Ollama | ApiKind::OpenAi => MAX_TEXT_LINE_BYTES,
+        };
+        let mut ndjson = NdjsonParser::new(max_line);
+        let mut sse = SseParser::new(max_line);
+        let mut seen = Seen::default();
         let mut finished = false;
         // The idle bound runs from the last sign of progress (a token, a reasoning model's
         // thinking, a samemath line), not the last byte: keep-alive lines, SSE comments and
@@ -497,7 +487,7 @@ impl RemoteClient {
                 if shows_progress(api, &v) {
                     last_token = (Instant::now(), summary.tokens);
                 }
-                finished |= record(api, &v, &mut summary, on_event)?;
+                finished |= record(api, &v, &mut summary, &mut seen, on_event)?;
                 if finished {
                     break;
                 }
@@ -526,7 +516,7 @@ impl RemoteClient {
                 ndjson.finish()?.into_iter().collect()
             };
             for v in tail {
-                finished |= record(api, &v, &mut summary, on_event)?;
+                finished |= record(api, &v, &mut summary, &mut seen, on_event)?;
             }
         }
         if !finished && summary.stop.is_none() {
@@ -557,6 +547,23 @@ impl RemoteClient {
         })?;
         embedding(&v, path)
     }
+}
+
+/// The longest model name kept from a server's list.
+const MODEL_NAME_BYTES: usize = 256;
+
+/// The model names in a server's list (`name` picks each entry's): those that can be one, at
+/// most `MODEL_NAME_BYTES` without control characters or bidi overrides (the app shows them
+/// and sends one back); the rest are left out.
+fn model_names(list: &Value, name: impl Fn(&Value) -> Option<&str>) -> Vec<String> {
+    list.as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(name)
+        .filter(|m| m.len() <= MODEL_NAME_BYTES && !m.chars().any(hidden))
+        .map(String::from)
+        .collect()
 }
 
 /// A server's model names for an error: the first few, each shortened and escaped.

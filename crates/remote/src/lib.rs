@@ -9,7 +9,8 @@
 //! default) with a "waking the service" status each second while a cold instance starts, and
 //! the same bound on each wait for the next token and on reading a whole JSON answer; jittered
 //! retries on 429/503/504 before the first token only; cancel at any time. What a server sends
-//! is bounded (lines, text, alternatives, prompt tokens, embeddings) and shown shortened.
+//! is bounded (lines, text, reasoning, token pieces, alternatives, prompt tokens, embeddings,
+//! a trace's shape) and shown shortened.
 
 mod api;
 mod client;

@@ -3,13 +3,14 @@
 //! and bounded (the text of a step and of the answer, log-probabilities, alternatives); and an
 //! embedding answer's vector.
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::api::{
-    ApiKind, RemoteError, RemoteEvent, RemoteStep, RemoteSummary, prompt_event, shown_text,
-    stop_from_finish,
+    ApiKind, RemoteError, RemoteEvent, RemoteStep, RemoteSummary, check_piece, prompt_event,
+    shown_text, stop_from_finish,
 };
-use llm::TraceStep;
+use llm::{Trace, TraceStep};
 
 /// Alternatives kept per step (we ask every server for 5).
 const TOP_LOGPROBS: usize = 5;
@@ -19,7 +20,14 @@ const STEP_TEXT_BYTES: usize = 64 << 10;
 /// The most text one answer may have (4096 tokens of 256 bytes each).
 const ANSWER_TEXT_BYTES: usize = 1 << 20;
 /// The longest alternative kept: no token's text comes near it.
-const ALTERNATIVE_BYTES: usize = 1 << 10;
+const ALTERNATIVE_BYTES: usize = super::api::PIECE_BYTES;
+/// The most reasoning (Ollama's `thinking`, OpenAI-compatible `reasoning_content` /
+/// `reasoning`) one answer may have: as much as its text. Reasoning keeps an answer open (it is
+/// progress), so without a bound a server trickling it would never end.
+const REASONING_BYTES: usize = ANSWER_TEXT_BYTES;
+/// The most records with reasoning one answer may have, however short each: a long-thinking
+/// model thinks for some tens of thousands of tokens, a record each.
+const REASONING_RECORDS: usize = 1 << 15;
 /// How far above 0 a log-probability may be and still count as rounding (then it is 0).
 const LOGPROB_SLACK: f64 = 1e-3;
 /// The most values an embedding may have (the widest models have a few thousand).
@@ -80,6 +88,66 @@ fn text_step(
     }
 }
 
+/// One token's log-probabilities in a text record: its text (when the server names it), its
+/// own log-probability, its alternatives.
+struct Entry<'a> {
+    token: Option<&'a str>,
+    logprob: Option<f32>,
+    top: Vec<(String, f32)>,
+}
+
+/// The most tokens one text record is split into (a server batching tokens sends a few).
+const ENTRIES: usize = 256;
+
+/// The steps of a text record with its log-probability entries: one a token where the
+/// entries' tokens (each non-empty, at most `ENTRIES`) spell the record's text, so each
+/// token's numbers stay its own; else, when `any`, one step with the text and the first
+/// entry's numbers (a record is a token, as servers stream them).
+fn text_steps(
+    summary: &mut RemoteSummary,
+    text: &str,
+    entries: Vec<Entry>,
+    any: bool,
+    on_event: &mut dyn FnMut(RemoteEvent),
+) -> Result<(), RemoteError> {
+    let spelled = (2..=ENTRIES).contains(&entries.len())
+        && entries
+            .iter()
+            .all(|e| e.token.is_some_and(|t| !t.is_empty()))
+        && spells(entries.iter().filter_map(|e| e.token), text);
+    if spelled {
+        for e in entries {
+            let step = text_step(summary.tokens, e.token.unwrap_or(""), e.logprob, e.top);
+            emit(summary, step, on_event)?;
+        }
+        return Ok(());
+    }
+    if any {
+        let (logprob, top) = entries
+            .into_iter()
+            .next()
+            .map_or((None, Vec::new()), |e| (e.logprob, e.top));
+        emit(
+            summary,
+            text_step(summary.tokens, text, logprob, top),
+            on_event,
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether `pieces`, one after another, are `text`.
+fn spells<'a>(pieces: impl Iterator<Item = &'a str>, text: &str) -> bool {
+    let mut rest = text;
+    for piece in pieces {
+        match rest.strip_prefix(piece) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
 /// Count a step into the summary and pass it on, unless its text or the answer's would pass
 /// its bound (the app keeps both, and lays the text out).
 fn emit(
@@ -104,6 +172,69 @@ fn emit(
     summary.text.push_str(&step.text);
     on_event(RemoteEvent::Step(Box::new(step)));
     Ok(())
+}
+
+/// What an answer's earlier records said, for the checks across them.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    /// samemath: the prompt line's embedding width (when it had rows).
+    prompt_width: Option<usize>,
+    /// samemath: the first trace's shape (layers, MLP width, heads, embedding width); the
+    /// scene sizes its world by it, and every later step must have it too.
+    shape: Option<[usize; 4]>,
+    /// Ollama, OpenAI-compatible: the bytes of reasoning so far.
+    reasoning_bytes: usize,
+    /// Ollama, OpenAI-compatible: the records that carried reasoning.
+    reasoning_records: usize,
+}
+
+/// A trace's shape as `Seen::shape` keeps it.
+fn shape(t: &Trace) -> [usize; 4] {
+    [
+        t.layers.len(),
+        t.layers.first().map_or(0, |l| l.mlp_activation.len()),
+        t.kv_head_of_head.len(),
+        t.embedding.len(),
+    ]
+}
+
+/// A samemath trace step's pieces (its token, the trace's token, the candidates, the logit
+/// lens), each at most `PIECE_BYTES`.
+fn check_pieces(step: &TraceStep) -> Result<(), RemoteError> {
+    let n = step.step;
+    check_piece(&format!("step {n}'s sampled token"), &step.sampled.piece)?;
+    let Some(t) = &step.trace else {
+        return Ok(());
+    };
+    check_piece(&format!("step {n}'s trace token"), &t.token.piece)?;
+    for (i, c) in t.top_k.iter().enumerate() {
+        check_piece(&format!("step {n}'s candidate {i}"), &c.piece)?;
+    }
+    for (i, l) in t.layers.iter().enumerate() {
+        if let Some(lens) = &l.logit_lens {
+            check_piece(&format!("step {n}'s logit lens at layer {i}"), &lens.piece)?;
+        }
+    }
+    Ok(())
+}
+
+/// The reasoning an Ollama or OpenAI-compatible record carries, in bytes.
+fn reasoning_bytes(api: ApiKind, v: &Value) -> usize {
+    let len = |f: &Value| f.as_str().map_or(0, str::len);
+    match api {
+        ApiKind::Samemath => 0,
+        ApiKind::Ollama => len(&v["thinking"]) + len(&v["message"]["thinking"]),
+        ApiKind::OpenAi => {
+            let d = &v["choices"][0]["delta"];
+            len(&d["reasoning_content"]) + len(&d["reasoning"])
+        }
+    }
+}
+
+/// A server's duration in nanoseconds as seconds, or a count, if it can be one: finite, not
+/// negative. Anything else says nothing.
+fn non_negative(x: Option<f64>) -> Option<f64> {
+    x.filter(|x| x.is_finite() && *x >= 0.0)
 }
 
 /// Whether a record shows the server at work: any samemath line (the prompt, a step), or text
@@ -142,6 +273,7 @@ pub(crate) fn record(
     api: ApiKind,
     v: &Value,
     summary: &mut RemoteSummary,
+    seen: &mut Seen,
     on_event: &mut dyn FnMut(RemoteEvent),
 ) -> Result<bool, RemoteError> {
     if let Some(e) = v.get("error") {
@@ -153,21 +285,44 @@ pub(crate) fn record(
     }
     match api {
         ApiKind::Samemath if v.get("prompt").is_some() => {
-            on_event(prompt_event(&v["prompt"])?);
+            let event = prompt_event(&v["prompt"])?;
+            if let RemoteEvent::Prompt { embeddings, .. } = &event {
+                seen.prompt_width = embeddings.first().map(Vec::len);
+            }
+            on_event(event);
             Ok(false)
         }
         ApiKind::Samemath => {
-            let step: TraceStep = serde_json::from_value(v.clone()).map_err(|e| {
+            let step = TraceStep::deserialize(v).map_err(|e| {
                 RemoteError::Protocol(format!(
                     "bad trace step: {}",
                     shown_text(&e.to_string(), 300)
                 ))
             })?;
-            // The scene indexes what it draws by the trace's own shape: check it here.
+            check_pieces(&step)?;
+            // The scene indexes what it draws by the trace's own shape, and sizes its world by
+            // the first one: check it here, and hold the answer's steps to one shape.
             if let Some(trace) = &step.trace {
-                trace
-                    .check_shape()
-                    .map_err(|e| RemoteError::Protocol(format!("trace step {}: {e}", step.step)))?;
+                let bad =
+                    |e: String| RemoteError::Protocol(format!("trace step {}: {e}", step.step));
+                trace.check_shape().map_err(bad)?;
+                let [layers, width, heads, embedding] = shape(trace);
+                let first = *seen.shape.get_or_insert([layers, width, heads, embedding]);
+                if first != [layers, width, heads, embedding] {
+                    return Err(bad(format!(
+                        "{layers} layers of {width} MLP activations, {heads} heads and {embedding} \
+                         embedding values, where the answer's first step had {} layers of {} \
+                         activations, {} heads and {} embedding values",
+                        first[0], first[1], first[2], first[3]
+                    )));
+                }
+                if let Some(w) = seen.prompt_width
+                    && w != embedding
+                {
+                    return Err(bad(format!(
+                        "an embedding of {embedding} values, the prompt line's rows {w}"
+                    )));
+                }
             }
             let logprob = step.trace.as_ref().and_then(|t| {
                 t.top_k
@@ -203,28 +358,63 @@ pub(crate) fn record(
             }
             Ok(false)
         }
+        ApiKind::Ollama | ApiKind::OpenAi if reasoning_bytes(api, v) > 0 => {
+            seen.reasoning_bytes += reasoning_bytes(api, v);
+            seen.reasoning_records += 1;
+            if seen.reasoning_bytes > REASONING_BYTES {
+                return Err(RemoteError::Protocol(format!(
+                    "the server's reasoning passed {REASONING_BYTES} bytes after {} tokens",
+                    summary.tokens
+                )));
+            }
+            if seen.reasoning_records > REASONING_RECORDS {
+                return Err(RemoteError::Protocol(format!(
+                    "the server's reasoning passed {REASONING_RECORDS} records after {} tokens",
+                    summary.tokens
+                )));
+            }
+            text_record(api, v, summary, on_event)
+        }
+        ApiKind::Ollama | ApiKind::OpenAi => text_record(api, v, summary, on_event),
+    }
+}
+
+/// Fold an Ollama line or an OpenAI-compatible event into the summary; true when it ends the
+/// answer.
+fn text_record(
+    api: ApiKind,
+    v: &Value,
+    summary: &mut RemoteSummary,
+    on_event: &mut dyn FnMut(RemoteEvent),
+) -> Result<bool, RemoteError> {
+    match api {
+        ApiKind::Samemath => Ok(false),
         ApiKind::Ollama => {
             let text = v["message"]["content"]
                 .as_str()
                 .or(v["response"].as_str())
                 .unwrap_or("");
-            let lps = v["logprobs"].as_array();
-            let first = lps.and_then(|a| a.first());
-            if !text.is_empty() || first.is_some() {
-                let step = text_step(
-                    summary.tokens,
-                    text,
-                    first.and_then(|l| logprob(l["logprob"].as_f64())),
-                    first.map(|l| top(&l["top_logprobs"])).unwrap_or_default(),
-                );
-                emit(summary, step, on_event)?;
-            }
+            let entries: Vec<Entry> = v["logprobs"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|l| Entry {
+                    token: l["token"].as_str(),
+                    logprob: logprob(l["logprob"].as_f64()),
+                    top: top(&l["top_logprobs"]),
+                })
+                .collect();
+            let any = !text.is_empty() || !entries.is_empty();
+            text_steps(summary, text, entries, any, on_event)?;
             if v["done"].as_bool() == Some(true) {
-                let ns = |k: &str| v[k].as_f64().map(|x| x / 1e9);
-                if let (Some(n), Some(d)) = (v["eval_count"].as_f64(), ns("eval_duration"))
+                // Counts and durations that cannot be one say nothing (no "-5.0 tokens/s").
+                let ns = |k: &str| non_negative(v[k].as_f64()).map(|x| x / 1e9);
+                if let (Some(n), Some(d)) =
+                    (non_negative(v["eval_count"].as_f64()), ns("eval_duration"))
                     && d > 0.0
                 {
-                    summary.server_tokens_per_sec = Some(n / d);
+                    summary.server_tokens_per_sec = Some(n / d).filter(|r| r.is_finite());
                 }
                 summary.load_secs = ns("load_duration");
                 summary.stop = Some(stop_from_finish(
@@ -240,21 +430,34 @@ pub(crate) fn record(
                 .as_str()
                 .or(choice["text"].as_str())
                 .unwrap_or("");
-            // Chat: logprobs.content[]; completions: logprobs.tokens / token_logprobs.
-            let (lp, top_logprobs) = match choice["logprobs"]["content"].get(0) {
-                Some(e) => (logprob(e["logprob"].as_f64()), top(&e["top_logprobs"])),
-                None => (
-                    logprob(choice["logprobs"]["token_logprobs"][0].as_f64()),
-                    choice["logprobs"]["top_logprobs"][0]
-                        .as_object()
-                        .map(|m| best(m.iter().map(|(k, l)| (k.as_str(), l.as_f64()))))
-                        .unwrap_or_default(),
-                ),
+            // Chat: logprobs.content[]; completions: logprobs.tokens / token_logprobs /
+            // top_logprobs, side by side.
+            let lps = &choice["logprobs"];
+            let entries: Vec<Entry> = match lps["content"].as_array() {
+                Some(content) if !content.is_empty() => content
+                    .iter()
+                    .map(|e| Entry {
+                        token: e["token"].as_str(),
+                        logprob: logprob(e["logprob"].as_f64()),
+                        top: top(&e["top_logprobs"]),
+                    })
+                    .collect(),
+                _ => {
+                    let n = lps["token_logprobs"].as_array().map_or(0, Vec::len);
+                    (0..n)
+                        .map(|i| Entry {
+                            token: lps["tokens"][i].as_str(),
+                            logprob: logprob(lps["token_logprobs"][i].as_f64()),
+                            top: lps["top_logprobs"][i]
+                                .as_object()
+                                .map(|m| best(m.iter().map(|(k, l)| (k.as_str(), l.as_f64()))))
+                                .unwrap_or_default(),
+                        })
+                        .collect()
+                }
             };
-            if !text.is_empty() || lp.is_some() {
-                let step = text_step(summary.tokens, text, lp, top_logprobs);
-                emit(summary, step, on_event)?;
-            }
+            let any = !text.is_empty() || entries.first().is_some_and(|e| e.logprob.is_some());
+            text_steps(summary, text, entries, any, on_event)?;
             if let Some(reason) = choice["finish_reason"].as_str() {
                 summary.stop = Some(stop_from_finish(reason));
             }
@@ -354,8 +557,9 @@ mod tests {
             }
         };
         let mut outcome = Ok(());
+        let mut seen = Seen::default();
         for v in lines {
-            if let Err(e) = record(api, v, &mut summary, &mut on_event) {
+            if let Err(e) = record(api, v, &mut summary, &mut seen, &mut on_event) {
                 outcome = Err(e);
                 break;
             }
@@ -413,6 +617,52 @@ mod tests {
     }
 
     #[test]
+    fn a_record_of_several_tokens_is_a_step_a_token() {
+        let lp = |t: &str, l: f64| {
+            json!({"token": t, "logprob": l, "top_logprobs": [
+            {"token": t, "logprob": l}]})
+        };
+        let texts_and_logprobs = |steps: &[RemoteStep]| -> Vec<(String, Option<f32>)> {
+            steps.iter().map(|s| (s.text.clone(), s.logprob)).collect()
+        };
+        let want = vec![
+            ("Hel".to_string(), Some(-0.5)),
+            ("lo".to_string(), Some(-1.0)),
+            (" w".to_string(), Some(-2.0)),
+        ];
+        // Ollama.
+        let line = json!({"response": "Hello w", "done": false,
+                          "logprobs": [lp("Hel", -0.5), lp("lo", -1.0), lp(" w", -2.0)]});
+        let (steps, r) = fold(ApiKind::Ollama, &[line]);
+        assert_eq!(r.unwrap().tokens, 3);
+        assert_eq!(texts_and_logprobs(&steps), want);
+        assert_eq!(steps[1].top_logprobs, vec![("lo".to_string(), -1.0)]);
+        assert_eq!(steps.iter().map(|s| s.index).collect::<Vec<_>>(), [0, 1, 2]);
+        // OpenAI chat.
+        let line = json!({"choices": [{"delta": {"content": "Hello w"}, "logprobs": {
+            "content": [lp("Hel", -0.5), lp("lo", -1.0), lp(" w", -2.0)]}}]});
+        let (steps, r) = fold(ApiKind::OpenAi, &[line]);
+        r.unwrap();
+        assert_eq!(texts_and_logprobs(&steps), want);
+        // OpenAI completions.
+        let line = json!({"choices": [{"text": "Hello w", "logprobs": {
+            "tokens": ["Hel", "lo", " w"], "token_logprobs": [-0.5, -1.0, -2.0],
+            "top_logprobs": [{"Hel": -0.5}, {"lo": -1.0}, {" w": -2.0}]}}]});
+        let (steps, r) = fold(ApiKind::OpenAi, &[line]);
+        r.unwrap();
+        assert_eq!(texts_and_logprobs(&steps), want);
+        assert_eq!(steps[2].top_logprobs, vec![(" w".to_string(), -2.0)]);
+        // Tokens that do not spell the text: one step, as before.
+        let line = json!({"response": "Hello", "done": false,
+                          "logprobs": [lp("Hel", -0.5), lp("xx", -1.0)]});
+        let (steps, _) = fold(ApiKind::Ollama, &[line]);
+        assert_eq!(
+            texts_and_logprobs(&steps),
+            [("Hello".to_string(), Some(-0.5))]
+        );
+    }
+
+    #[test]
     fn step_and_answer_text_are_bounded() {
         let line = |n: usize| json!({"response": "a".repeat(n), "done": false});
         let (steps, r) = fold(ApiKind::Ollama, &[line(STEP_TEXT_BYTES + 1)]);
@@ -435,6 +685,52 @@ mod tests {
             &[json!({"choices": [{"text": "b".repeat(STEP_TEXT_BYTES)}]})],
         );
         assert_eq!(r.unwrap().text.len(), STEP_TEXT_BYTES);
+    }
+
+    #[test]
+    fn impossible_ollama_timings_say_nothing() {
+        let done = |eval_count: Value, eval_duration: Value, load_duration: Value| {
+            let line = json!({"response": "", "done": true, "eval_count": eval_count,
+                              "eval_duration": eval_duration, "load_duration": load_duration});
+            let (_, r) = fold(ApiKind::Ollama, &[line]);
+            let s = r.unwrap();
+            (s.server_tokens_per_sec, s.load_secs)
+        };
+        assert_eq!(
+            done(json!(10), json!(2e9), json!(5e8)),
+            (Some(5.0), Some(0.5))
+        );
+        assert_eq!(done(json!(-10), json!(2e9), json!(-5e8)), (None, None));
+        assert_eq!(done(json!(10), json!(-2e9), json!("x")), (None, None));
+        // Finite, but past what a rate can be (1e308 / 1e-9 overflows).
+        assert_eq!(done(json!(1e308), json!(1), json!(0)), (None, Some(0.0)));
+        assert_eq!(done(json!(0), json!(0), json!(null)), (None, None));
+    }
+
+    #[test]
+    fn reasoning_is_bounded_like_the_answers_text() {
+        let chunk = "r".repeat(STEP_TEXT_BYTES);
+        let line = json!({"message": {"thinking": chunk}, "done": false});
+        let lines = vec![line; REASONING_BYTES / STEP_TEXT_BYTES + 1];
+        let (steps, r) = fold(ApiKind::Ollama, &lines);
+        assert!(steps.is_empty());
+        assert!(
+            matches!(&r, Err(RemoteError::Protocol(m)) if m.contains("reasoning passed")),
+            "{r:?}"
+        );
+        // One byte a record, endlessly: ended by the count of records.
+        let line = json!({"thinking": "x", "done": false});
+        let (_, r) = fold(ApiKind::Ollama, &vec![line; REASONING_RECORDS + 1]);
+        assert!(
+            matches!(&r, Err(RemoteError::Protocol(m)) if m.contains("records")),
+            "{r:?}"
+        );
+        // Up to the bound: fine, and text in the same record still counts.
+        let line = json!({"choices": [{"delta": {"reasoning": chunk, "content": "a"}}]});
+        let lines = vec![line; REASONING_BYTES / STEP_TEXT_BYTES];
+        let (steps, r) = fold(ApiKind::OpenAi, &lines);
+        assert_eq!(steps.len(), REASONING_BYTES / STEP_TEXT_BYTES);
+        r.unwrap();
     }
 
     #[test]

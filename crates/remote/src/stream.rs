@@ -12,6 +12,11 @@ use super::api::RemoteError;
 /// /api/trace's longest (1,024 prompt tokens and 1,024 generated: 30 x 9 x 2,048 weights), past
 /// the 8 MiB this cap was; the prompt line's 1,024 embedding rows of 576 are ~7.6 MB.
 pub const MAX_LINE_BYTES: usize = 32 * 1024 * 1024;
+/// The longest Ollama line or OpenAI-compatible event accepted: one carries a token or a few,
+/// with their alternatives (a few hundred bytes; well under 100 KB however verbose). Each
+/// becomes a JSON value, far larger in memory than its text, so text APIs get a tighter cap
+/// than trace lines.
+pub const MAX_TEXT_LINE_BYTES: usize = 1 << 20;
 
 /// Splits a byte stream into lines (`\n`, with an optional `\r` before it).
 #[derive(Debug, Default)]
@@ -80,9 +85,7 @@ pub struct NdjsonParser {
 
 impl Default for NdjsonParser {
     fn default() -> Self {
-        Self {
-            lines: LineSplitter::new(MAX_LINE_BYTES),
-        }
+        Self::new(MAX_LINE_BYTES)
     }
 }
 
@@ -94,6 +97,13 @@ fn parse_json(line: &str) -> Result<Value, RemoteError> {
 }
 
 impl NdjsonParser {
+    /// Lines of at most `max_line` bytes.
+    pub fn new(max_line: usize) -> Self {
+        Self {
+            lines: LineSplitter::new(max_line),
+        }
+    }
+
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Value>, RemoteError> {
         self.lines
             .push(bytes)?
@@ -127,19 +137,27 @@ pub struct SseParser {
     data: Vec<String>,
     /// The bytes in `data`, newlines counted.
     data_bytes: usize,
+    /// The most bytes a line, and an event, may have.
+    max: usize,
 }
 
 impl Default for SseParser {
     fn default() -> Self {
-        Self {
-            lines: LineSplitter::new(MAX_LINE_BYTES),
-            data: Vec::new(),
-            data_bytes: 0,
-        }
+        Self::new(MAX_LINE_BYTES)
     }
 }
 
 impl SseParser {
+    /// Lines, and events, of at most `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Self {
+            lines: LineSplitter::new(max),
+            data: Vec::new(),
+            data_bytes: 0,
+            max,
+        }
+    }
+
     pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<SseData>, RemoteError> {
         let mut out = Vec::new();
         for line in self.lines.push(bytes)? {
@@ -167,11 +185,12 @@ impl SseParser {
             let data = data.strip_prefix(' ').unwrap_or(data);
             // Each line is capped; so is the event they make together.
             self.data_bytes += data.len() + 1;
-            if self.data_bytes > MAX_LINE_BYTES {
+            if self.data_bytes > self.max {
                 self.data.clear();
                 self.data_bytes = 0;
                 return Err(RemoteError::Protocol(format!(
-                    "an event of the response is longer than {MAX_LINE_BYTES} bytes"
+                    "an event of the response is longer than {} bytes",
+                    self.max
                 )));
             }
             self.data.push(data.to_string());
@@ -336,6 +355,14 @@ mod tests {
             }
         }
         assert!(failed, "the event grew without bound");
+        // A text API's cap: a 2 MiB line and a 2 MiB event of short lines are refused.
+        let mut p = NdjsonParser::new(MAX_TEXT_LINE_BYTES);
+        let err = p.push(&vec![b'a'; 2 << 20]).unwrap_err();
+        assert!(err.to_string().contains("longer than 1048576"), "{err}");
+        let mut p = SseParser::new(MAX_TEXT_LINE_BYTES);
+        let line = format!("data: {}\n", "x".repeat(1 << 16));
+        let err = (0..32).find_map(|_| p.push(line.as_bytes()).err());
+        assert!(err.is_some_and(|e| e.to_string().contains("event")));
         // The end of a stream without a final newline still yields the last record.
         let mut p = NdjsonParser::default();
         assert!(p.push(b"{\"a\":1}").unwrap().is_empty());

@@ -1,7 +1,8 @@
 //! Bounds on what a server can make the client do: a stall after the headers (Stop works, the
 //! idle bound ends it), a stream that never ends (cut at max_tokens), keep-alive lines without
 //! tokens, an endless error body, a stalled or trickled probe answer, a silent probe stopped,
-//! a step with too much text, and secrets in the URL kept out of errors.
+//! a step with too much text, an Ollama line past its cap, model names that cannot be one, and
+//! secrets in the URL kept out of errors.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use llm::CancelToken;
 use remote::{RemoteClient, RemoteError, RemoteEvent};
-use testkit::http::{ollama_lines, scripted, streamed};
+use testkit::http::{ollama_lines, response, scripted, streamed};
 
 use super::{fake_ollama, run_fake, runtime};
 
@@ -288,6 +289,44 @@ fn a_step_with_too_much_text_is_a_protocol_error() {
         "{:?}",
         r.map(|s| (s.tokens, s.text.len()))
     );
+}
+
+#[test]
+fn an_ollama_line_over_a_mib_is_refused() {
+    // Well within a trace line's cap, past a text API's: every line becomes a JSON value.
+    let mut line = b"{\"response\":\"".to_vec();
+    line.extend(std::iter::repeat_n(b'a', 2 << 20));
+    line.extend_from_slice(b"\",\"done\":true}\n");
+    let port = scripted(vec![(Duration::ZERO, streamed(&line))]);
+    let (r, _) = generate(port, Duration::from_secs(30), &CancelToken::default());
+    assert!(
+        matches!(&r, Err(RemoteError::Protocol(m)) if m.contains("longer than 1048576")),
+        "{:?}",
+        r.map(|s| s.tokens)
+    );
+}
+
+#[test]
+fn model_names_too_long_or_with_hidden_characters_are_left_out() {
+    let version = response("200 OK", "application/json", b"{\"version\":\"0.12.11\"}");
+    let tags = serde_json::json!({"models": [
+        {"name": "x".repeat(1 << 20)},
+        {"name": "evil\u{202e}fdp.exe"},
+        {"name": "bell\u{7}"},
+        {"name": "llama3:8b"},
+    ]});
+    let tags = response("200 OK", "application/json", tags.to_string().as_bytes());
+    let port = scripted(vec![(Duration::ZERO, version), (Duration::ZERO, tags)]);
+    let mut config = remote::RemoteConfig::new(format!("http://127.0.0.1:{port}"));
+    config.api = Some(remote::ApiKind::Ollama);
+    config.first_byte_timeout = Duration::from_secs(10);
+    let (info, model) = runtime().block_on(async {
+        let mut client = RemoteClient::new(config).unwrap();
+        let info = client.probe().await.unwrap();
+        (info, client.model().map(String::from))
+    });
+    assert_eq!(info.models, ["llama3:8b"]);
+    assert_eq!(model.as_deref(), Some("llama3:8b"));
 }
 
 #[test]

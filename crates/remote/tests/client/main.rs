@@ -14,6 +14,7 @@ use testkit::model::local_answer;
 use testkit::{ChildGuard, free_port, http};
 
 mod bounds;
+mod traces;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
