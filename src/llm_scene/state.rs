@@ -351,7 +351,10 @@ impl LlmView {
                 };
             }
             Event::RemoteStep(step) => {
-                let step = *step;
+                let mut step = *step;
+                // Only the newest trace is drawn: it moves to `trace`, and the steps kept for
+                // the strip and the bars hold none (a samemath step's trace is megabytes).
+                let trace = step.trace.take();
                 let now = web_time::Instant::now();
                 let first = *self.first_token_at.get_or_insert(now);
                 self.steps += 1;
@@ -361,19 +364,16 @@ impl LlmView {
                 }
                 self.reply.push_str(&step.text);
                 self.status = EngineStatus::Generating;
-                match (step.token.clone(), step.trace.clone()) {
-                    // samemath serve: a full step, drawn like a local one.
-                    (Some(token), trace) => {
-                        self.sampled = Some(token.clone());
-                        self.generated.push(token);
-                        if let Some(t) = trace {
-                            self.trace = Some(t);
-                            self.revision += 1;
-                        }
-                        self.remote_steps.push(step);
+                // samemath serve: a full step, drawn like a local one.
+                if let Some(token) = step.token.clone() {
+                    self.sampled = Some(token.clone());
+                    self.generated.push(token);
+                    if let Some(t) = trace {
+                        self.trace = Some(t);
+                        self.revision += 1;
                     }
-                    (None, _) => self.remote_steps.push(step),
                 }
+                self.remote_steps.push(step);
             }
         }
         if token || self.status != EngineStatus::Generating {
@@ -468,6 +468,43 @@ mod tests {
         view.apply(Event::Status("reading the prompt: 64 of 300 tokens".into()));
         view.apply(Event::Error("the server went away".into()));
         assert_eq!(view.progress, None);
+    }
+
+    /// A remote answer's steps keep their text and numbers, not their traces: only the
+    /// newest trace is drawn, and it is kept once (a samemath step's trace is megabytes).
+    #[test]
+    fn remote_steps_keep_only_the_newest_trace() {
+        let trace = |position: usize| Trace {
+            position,
+            token: TokenInfo {
+                id: position as u32,
+                piece: "a".into(),
+            },
+            embedding: vec![0.5; 4],
+            kv_head_of_head: Vec::new(),
+            layers: Vec::new(),
+            top_k: Vec::new(),
+        };
+        let mut view = LlmView::default();
+        for i in 0..3 {
+            view.apply(Event::RemoteStep(Box::new(remote::RemoteStep {
+                index: i,
+                text: "a".into(),
+                token: Some(TokenInfo {
+                    id: i as u32,
+                    piece: "a".into(),
+                }),
+                logprob: Some(-0.5),
+                top_logprobs: Vec::new(),
+                trace: Some(trace(i)),
+                stop: None,
+            })));
+        }
+        assert_eq!(view.remote_steps.len(), 3);
+        assert!(view.remote_steps.iter().all(|s| s.trace.is_none()));
+        assert_eq!(view.trace.as_ref().map(|t| t.position), Some(2));
+        assert_eq!(view.generated.len(), 3);
+        assert_eq!(view.reply, "aaa");
     }
 
     /// Back from a remote server to a local model whose load had failed: an error (with the

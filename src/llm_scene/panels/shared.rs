@@ -34,10 +34,16 @@ pub(crate) struct LlmCache {
     pub(crate) cloud_camera: OrbitCamera,
 }
 
-/// A token's text with whitespace made visible.
+/// The most characters of a token's text `visible_piece` shows: a token is a few, and a long
+/// one (a local tokenizer's, a server's) must not cost the frames that lay it out.
+const PIECE_CHARS: usize = 64;
+
+/// A token's text with whitespace made visible, its first `PIECE_CHARS` characters ("…" where
+/// it was cut).
 pub fn visible_piece(piece: &str) -> String {
     let mut out = String::new();
-    for c in piece.chars() {
+    let mut chars = piece.chars();
+    for c in chars.by_ref().take(PIECE_CHARS) {
         match c {
             ' ' => out.push('·'),
             '\n' => out.push('↵'),
@@ -46,6 +52,9 @@ pub fn visible_piece(piece: &str) -> String {
             c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
         }
+    }
+    if chars.next().is_some() {
+        out.push('…');
     }
     if out.is_empty() { "∅".into() } else { out }
 }
@@ -115,4 +124,20 @@ pub(crate) fn piece_of(view: &LlmView, id: u32) -> String {
         .as_ref()
         .map(|t| visible_piece(&t.piece(id)))
         .unwrap_or_else(|| format!("#{id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_pieces_are_cut_for_the_frame() {
+        assert_eq!(visible_piece(" a\n"), "·a↵");
+        assert_eq!(visible_piece(""), "∅");
+        let exact = "é".repeat(PIECE_CHARS);
+        assert_eq!(visible_piece(&exact), exact);
+        let long = visible_piece(&"x".repeat(100_000));
+        assert_eq!(long.chars().count(), PIECE_CHARS + 1);
+        assert!(long.ends_with('…'), "{long}");
+    }
 }
