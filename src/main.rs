@@ -2,16 +2,17 @@
 
 use std::process::ExitCode;
 
+#[cfg(target_arch = "wasm32")]
 use clap::Parser;
 use samemath::cli::{Cli, Command};
 use samemath::tools;
 
 fn main() -> ExitCode {
     #[cfg(not(target_arch = "wasm32"))]
-    let cli = Cli::parse();
+    let cli = Cli::parse_settled();
     // In the browser the page's address holds the arguments (`?scene=llm&steps=8`).
     #[cfg(target_arch = "wasm32")]
-    let cli = Cli::try_parse_from(samemath::web::args()).unwrap_or_else(|e| {
+    let cli = Cli::try_parse_settled(samemath::web::args()).unwrap_or_else(|e| {
         samemath::web::signal("error", &format!("the page's arguments: {e}"));
         Cli::parse_from(["samemath"])
     });

@@ -1,9 +1,12 @@
 //! The command line's types (clap): `samemath` opens the app; subcommands for the tools around
 //! it. Only `main`, `app` (which turns these into each room's start resource) and `tools` read them.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,19 +88,25 @@ pub struct AppArgs {
     #[arg(long, value_name = "FILE", num_args = 0..=1, global = true)]
     pub talk: Option<Option<PathBuf>>,
     /// With --talk: start at step N (1-based).
-    #[arg(long, value_name = "N", requires = "talk", global = true)]
+    #[arg(long, value_name = "N", requires = "talk", global = true, value_parser = parse_step)]
     pub talk_step: Option<usize>,
     /// Unattended booth loop: cycle the scenes and a list of prompts until closed.
     #[arg(long)]
     pub demo: bool,
     /// With --demo: seconds on each scene (the answer itself takes as long as it takes).
-    #[arg(long, value_name = "SECONDS", default_value_t = 12.0)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 12.0,
+        requires = "demo",
+        value_parser = parse_pace
+    )]
     pub demo_pace: f32,
     /// With --demo: exit after this many rounds (prints resident memory after each).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", requires = "demo")]
     pub demo_cycles: Option<usize>,
     /// With --demo: the longest answer, in tokens (default 64; an answer is also cut after 60 s).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", requires = "demo")]
     pub demo_tokens: Option<usize>,
 }
 
@@ -228,12 +237,12 @@ pub struct BenchArgs {
     /// instead of a scene.
     #[arg(long)]
     pub llm: bool,
-    /// Tokens to decode per LLM run.
-    #[arg(long, default_value_t = 64)]
-    pub tokens: usize,
+    /// With --llm: tokens to decode per run (default 64); with --remote: per client (default 32).
+    #[arg(long, value_name = "N")]
+    pub tokens: Option<usize>,
     /// With --llm: time the prefill of a prompt this many tokens long (ours, then llama.cpp's
     /// on the same ids, then with --backend gpu the GPU backend's) instead of the decode runs.
-    #[arg(long, value_name = "N", requires = "llm")]
+    #[arg(long, value_name = "N", requires = "llm", conflicts_with = "tokens")]
     pub prompt_tokens: Option<usize>,
     /// Benchmark remote inference: our client's time-to-first-token overhead against a raw
     /// HTTP request, and `samemath serve`'s throughput with 8 clients against llama.cpp's server.
@@ -241,6 +250,122 @@ pub struct BenchArgs {
     pub remote: bool,
     #[command(flatten)]
     pub model: ModelArgs,
+}
+
+impl BenchArgs {
+    /// Tokens to decode per run (`--tokens`, else `default`), at least one.
+    pub fn tokens_or(&self, default: usize) -> usize {
+        self.tokens.unwrap_or(default).max(1)
+    }
+}
+
+impl Cli {
+    /// Parse the command line as clap does, then settle what `bench` reads from either side of
+    /// the subcommand: `--model` and `--backend` before `bench` (the app's) and after it (the
+    /// bench's) become one setting, given to the app for a scene bench and to `--llm` and
+    /// `--remote`; a flag the chosen bench does not use is refused, not quietly dropped.
+    pub fn try_parse_settled<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut command = Self::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        let mut cli = Self::from_arg_matches(&matches)?;
+        cli.settle_bench(&command, &matches)
+            .map_err(|message| command.error(ErrorKind::ArgumentConflict, message))?;
+        Ok(cli)
+    }
+
+    /// `try_parse_settled` on the process's arguments; a bad command line exits as clap's do.
+    pub fn parse_settled() -> Self {
+        Self::try_parse_settled(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    fn settle_bench(
+        &mut self,
+        command: &clap::Command,
+        matches: &ArgMatches,
+    ) -> Result<(), String> {
+        let (Some(Command::Bench(bench)), Some(sub)) =
+            (&mut self.command, matches.subcommand_matches("bench"))
+        else {
+            return Ok(());
+        };
+        let given = |m: &ArgMatches, id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
+        // --model: the app's before `bench`, the bench's after it.
+        match (given(matches, "model"), given(sub, "model")) {
+            (true, true) if self.app.model != bench.model.model => {
+                return Err(
+                    "--model is given before and after `bench`, differently: give it once".into(),
+                );
+            }
+            (true, _) => bench.model.model.clone_from(&self.app.model),
+            (_, true) => self.app.model.clone_from(&bench.model.model),
+            _ => {}
+        }
+        match (given(matches, "llm_backend"), given(sub, "backend")) {
+            (true, true) if self.app.llm_backend != bench.model.backend => {
+                return Err(
+                    "--backend is given before and after `bench`, differently: give it once".into(),
+                );
+            }
+            (true, _) => bench.model.backend = self.app.llm_backend,
+            (_, true) => self.app.llm_backend = bench.model.backend,
+            _ => {}
+        }
+        let mode = if bench.llm {
+            "bench --llm"
+        } else if bench.remote {
+            "bench --remote"
+        } else {
+            // A scene bench runs the app: every app flag applies; the engine benches' do not.
+            for id in ["threads", "tokens"] {
+                if given(sub, id) {
+                    return Err(format!(
+                        "--{id} is for `bench --llm` and `bench --remote`; a scene bench does \
+                         not use it"
+                    ));
+                }
+            }
+            return Ok(());
+        };
+        if given(sub, "frames") {
+            return Err(format!(
+                "--frames counts a scene bench's frames; `{mode}` draws none"
+            ));
+        }
+        // The app's own flags (scene, window, prompt, ...): `--llm` and `--remote` open no app.
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "model" | "llm_backend") || !given(matches, id) {
+                continue;
+            }
+            let long = arg.get_long().unwrap_or(id);
+            return Err(format!(
+                "--{long} is a setting of the app; `{mode}` opens no app and does not use it"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `--talk-step N`: steps count from 1.
+pub fn parse_step(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("steps count from 1: the first is 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("expected a step number (1, 2, ...), got {text:?}")),
+    }
+}
+
+/// `--demo-pace SECONDS`: a finite number from 0 to an hour.
+pub fn parse_pace(text: &str) -> Result<f32, String> {
+    text.trim()
+        .parse::<f32>()
+        .ok()
+        .filter(|v| (0.0..=3600.0).contains(v))
+        .ok_or_else(|| format!("expected seconds from 0 to 3600, got {text:?}"))
 }
 
 pub fn parse_window_size(text: &str) -> Result<(u32, u32), String> {

@@ -2,8 +2,10 @@
 //! the lens), candle's kernels and llama.cpp on the same file and threads, in the same run; with
 //! `--backend gpu`, the GPU backend beside the CPU, per-kernel GPU time and the parity report.
 
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use llm::gpu::{GpuModel, KernelKind, Profile, StepChoice, step_name};
@@ -70,6 +72,77 @@ fn llama_cpp_speed(model: &Path, threads: usize, tokens: usize) -> Result<Speed,
     }
 }
 
+/// The longest the reference script may run (llama.cpp's three runs of the longest decode the
+/// bench allows, or its prefill of the longest prompt, on a slow CPU take minutes, not this).
+const REFERENCE_LIMIT: Duration = Duration::from_secs(20 * 60);
+/// Bytes kept of the script's stdout and of its stderr (its answer is one line of JSON).
+const OUTPUT_CAP: u64 = 1 << 20;
+
+/// Run `command` with piped output: its stdout and stderr (at most `OUTPUT_CAP` bytes each, the
+/// rest read and dropped so it never blocks on a full pipe), or an error if it cannot start or
+/// runs past `limit` (then it is killed).
+pub(crate) fn run_bounded(
+    mut command: std::process::Command,
+    limit: Duration,
+) -> Result<(Vec<u8>, Vec<u8>), String> {
+    use std::process::Stdio;
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("could not run {program}: {e}"))?;
+    // Each pipe read on a thread of its own, its bytes sent back when it closes.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.by_ref().take(OUTPUT_CAP).read_to_end(&mut kept);
+                let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+            }
+            let _ = tx.send(kept);
+        });
+        rx
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if started.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!(
+                    "{program} ran past {} s and was stopped",
+                    limit.as_secs()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => break Err(format!("could not wait for {program}: {e}")),
+        }
+    };
+    status?;
+    // The pipes close when the child is gone, unless a process it started still holds them:
+    // then what was read is not waited for past a few seconds.
+    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
+        rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default()
+    };
+    Ok((collect(out), collect(err)))
+}
+
 /// Run tests/reference/bench_llama_cpp.py on `model` with `threads` and `more` arguments; its
 /// JSON answer.
 fn run_reference(model: &Path, threads: usize, more: &[&str]) -> Result<serde_json::Value, String> {
@@ -85,19 +158,19 @@ fn run_reference(model: &Path, threads: usize, more: &[&str]) -> Result<serde_js
     };
     #[cfg(target_arch = "wasm32")]
     let script = rel.to_path_buf();
-    let out = std::process::Command::new("python3")
+    let mut command = std::process::Command::new("python3");
+    command
         .arg(&script)
         .arg("--model")
         .arg(model)
         .args(["--threads", &threads.to_string()])
-        .args(more)
-        .output()
-        .map_err(|e| format!("could not run python3: {e}"))?;
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|_| {
+        .args(more);
+    let (stdout, stderr) = run_bounded(command, REFERENCE_LIMIT)?;
+    let json: serde_json::Value = serde_json::from_slice(&stdout).map_err(|_| {
         format!(
             "no result from {}: {}",
             script.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
+            String::from_utf8_lossy(&stderr).trim()
         )
     })?;
     if let Some(e) = json["error"].as_str() {
@@ -114,17 +187,32 @@ pub fn bench_llm(args: &BenchArgs) -> Result<()> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let path = fetch::ensure_model(args.model.model.as_deref(), &mut progress)?;
+    let gpu = args.model.backend == BackendArg::Gpu;
     if let Some(n) = args.prompt_tokens {
-        return bench_long_prompt(&path, threads, n, args.model.backend == BackendArg::Gpu);
+        return bench_long_prompt(&path, threads, n, gpu);
     }
-    if args.model.backend == BackendArg::Gpu {
-        return bench_llm_gpu(&path, threads, args.tokens.max(1));
+    let tokens = args.tokens_or(64);
+    // From the file's header, before any weight is read: the prompt and the decode must fit.
+    let (context, prompt) = decode_room(&path, gpu)?;
+    if tokens > context.saturating_sub(prompt) {
+        anyhow::bail!(
+            "--tokens {tokens}: at most {} (a context of {context} positions{}, less the \
+             bench's {prompt}-token prompt)",
+            context.saturating_sub(prompt),
+            if gpu {
+                " as the GPU bench sizes it"
+            } else {
+                ""
+            }
+        );
+    }
+    if gpu {
+        return bench_llm_gpu(&path, threads, tokens);
     }
     let (model, tokenizer) = Model::load(&path)?;
     let model = Arc::new(model);
     let (candle_model, _) = Model::load_with(&path, Q4Kernel::Candle)?;
     let candle_model = Arc::new(candle_model);
-    let tokens = args.tokens.max(1);
     let no_lens = RecordOptions {
         logit_lens: false,
         ..RecordOptions::FULL
@@ -171,6 +259,22 @@ pub fn bench_llm(args: &BenchArgs) -> Result<()> {
         Err(e) => println!("  llama.cpp: not measured ({e})"),
     }
     Ok(())
+}
+
+/// Room for a decode run, from the GGUF header alone: the model's context (with `gpu`, as
+/// `bench_llm_gpu` sizes its cache) and the bench's prompt in tokens.
+fn decode_room(path: &Path, gpu: bool) -> Result<(usize, usize)> {
+    let mut file = llm::gguf_check::open_model(path)?;
+    let content = llm::gguf_check::read_content(&mut file, path)?;
+    let config = llm::LlamaConfig::from_gguf(&content)?;
+    let prompt = llm::LlmTokenizer::from_gguf(&content)?
+        .encode(BENCH_PROMPT)?
+        .len();
+    let mut context = config.context_length;
+    if gpu {
+        context = context.min(llm::gpu::DEFAULT_CONTEXT);
+    }
+    Ok((context, prompt))
 }
 
 /// The text a long prompt repeats (without the chat template), cut to the asked length in tokens.
@@ -462,4 +566,38 @@ fn bench_llm_gpu(path: &Path, threads: usize, tokens: usize) -> Result<()> {
     })??;
     println!("  parity with the CPU backend: {report}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> std::process::Command {
+        let mut c = std::process::Command::new("sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    #[test]
+    fn a_reference_run_past_its_limit_is_stopped() {
+        let e = run_bounded(sh("exec sleep 600"), Duration::from_millis(300)).unwrap_err();
+        assert!(e.contains("ran past"), "{e}");
+    }
+
+    #[test]
+    fn a_reference_run_keeps_at_most_a_mebibyte_of_output() {
+        let (out, err) = run_bounded(
+            sh("head -c 3000000 /dev/zero; echo oops >&2"),
+            Duration::from_secs(600),
+        )
+        .unwrap();
+        assert_eq!(out.len() as u64, OUTPUT_CAP);
+        assert_eq!(err, b"oops\n");
+        let e = run_bounded(
+            std::process::Command::new("/nonexistent/python3"),
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        assert!(e.contains("could not run"), "{e}");
+    }
 }

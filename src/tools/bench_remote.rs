@@ -2,63 +2,152 @@
 //! request to `samemath serve`, and the server's summed tokens/s under 8 parallel clients against
 //! llama.cpp's server on the same file.
 
-use anyhow::Result;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
 use llm::{GenerationRequest, SamplingParams, fetch};
 
-use testkit::{ChildGuard, free_port, post_timed, wait_ok};
+use testkit::{ChildGuard, free_port, post_timed, request};
 
 use super::progress;
-use crate::cli::BenchArgs;
+use crate::cli::{BackendArg, BenchArgs};
 
-/// Summed tokens/s of `clients` parallel requests (each `tokens` long) to `path`.
-fn throughput(
-    port: u16,
-    path: &str,
-    body: &str,
-    clients: usize,
-    count: fn(&str) -> usize,
-) -> Result<f64> {
-    let started = std::time::Instant::now();
+/// Longest one client's answer may take under load before the bench calls the server stuck.
+const ANSWER_LIMIT: Duration = Duration::from_secs(300);
+
+/// Wait until GET `path` on `port` answers 200, for at most `limit`; a `child` (the server) that
+/// exits meanwhile ends the wait at once, with its exit status.
+fn wait_ready(child: &mut Child, port: u16, path: &str, limit: Duration) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Err(format!("it exited before answering ({status})")),
+            Ok(None) => {}
+            Err(e) => return Err(format!("could not watch it: {e}")),
+        }
+        let reply = request(port, "GET", path, "", b"", Duration::from_secs(10));
+        if matches!(&reply, Ok(r) if r.status == 200) {
+            return Ok(());
+        }
+        if started.elapsed() > limit {
+            return Err(format!(
+                "nothing answered 200 on 127.0.0.1:{port}{path} within {} s",
+                limit.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The tokens one reply says it generated: the number at `pointer` (a JSON pointer) in a 200
+/// reply's body. Any other status, or no such count, is an error: counted as 0 it would make
+/// the server look slow, or a ratio infinite.
+fn reply_tokens(status: u16, body: &str, pointer: &str) -> Result<usize, String> {
+    let short = |b: &str| b.chars().take(200).collect::<String>();
+    if status != 200 {
+        return Err(format!("HTTP {status}: {}", short(body)));
+    }
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.pointer(pointer).and_then(serde_json::Value::as_u64))
+        .map(|n| n as usize)
+        .ok_or_else(|| format!("no token count at {pointer} in the reply: {}", short(body)))
+}
+
+/// `ours / theirs` as a ratio line's figure, or why there is none (a rate that is not positive
+/// and finite gives no ratio).
+fn ratio(ours: f64, theirs: f64) -> Result<f64, String> {
+    let usable = |v: f64| v.is_finite() && v > 0.0;
+    if usable(ours) && usable(theirs) {
+        Ok(ours / theirs)
+    } else {
+        Err(format!("no ratio of {ours} to {theirs} tokens/s"))
+    }
+}
+
+/// Summed tokens/s of `clients` parallel requests to `path`, each reply's count at `pointer`.
+fn throughput(port: u16, path: &str, body: &str, clients: usize, pointer: &str) -> Result<f64> {
+    let started = Instant::now();
     let handles: Vec<_> = (0..clients)
         .map(|_| {
-            let body = body.to_string();
-            let path = path.to_string();
-            std::thread::spawn(move || post_timed(port, &path, &body).map(|(_, b)| count(&b)))
+            let (body, path, pointer) = (body.to_string(), path.to_string(), pointer.to_string());
+            std::thread::spawn(move || -> Result<usize, String> {
+                let reply = request(port, "POST", &path, "", body.as_bytes(), ANSWER_LIMIT)
+                    .map_err(|e| format!("POST {path}: {e}"))?;
+                reply_tokens(reply.status, &reply.body, &pointer)
+            })
         })
         .collect();
     let mut tokens = 0;
     for h in handles {
         tokens += h
             .join()
-            .map_err(|_| anyhow::anyhow!("a client thread failed"))??;
+            .map_err(|_| anyhow::anyhow!("a client thread failed"))?
+            .map_err(anyhow::Error::msg)?;
+    }
+    if tokens == 0 {
+        bail!("the replies counted no tokens at all");
     }
     Ok(tokens as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The threads both servers get, ours and llama.cpp's: `--threads`, else all cores.
+fn bench_threads(args: &BenchArgs) -> usize {
+    args.model
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn backend_name(backend: BackendArg) -> &'static str {
+    match backend {
+        BackendArg::Cpu => "cpu",
+        BackendArg::Gpu => "gpu",
+    }
+}
+
+/// `samemath serve`'s arguments (but the model) for the bench on `port`: 8 slots, and the
+/// bench's own `--backend` and `--threads`.
+fn serve_args(args: &BenchArgs, port: u16) -> Vec<String> {
+    let port = port.to_string();
+    let threads = bench_threads(args).to_string();
+    let backend = backend_name(args.model.backend);
+    [
+        "serve",
+        "--port",
+        &port,
+        "--concurrency",
+        "8",
+        "--queue",
+        "8",
+    ]
+    .into_iter()
+    .chain(["--backend", backend, "--threads", &threads])
+    .map(String::from)
+    .collect()
 }
 
 /// `samemath bench --remote`.
 pub fn bench_remote(args: &BenchArgs) -> Result<()> {
     use remote::{ApiKind, RemoteClient, RemoteConfig};
     let path = fetch::ensure_model(args.model.model.as_deref(), &mut progress)?;
+    let tokens = args.tokens_or(32);
+    let threads = bench_threads(args);
+    let backend = backend_name(args.model.backend);
     let exe = std::env::current_exe()?;
     let port = free_port()?;
-    let _serve = ChildGuard(
+    let mut serve = ChildGuard(
         std::process::Command::new(&exe)
-            .args([
-                "serve",
-                "--port",
-                &port.to_string(),
-                "--concurrency",
-                "8",
-                "--queue",
-                "8",
-            ])
+            .args(serve_args(args, port))
             .arg("--model")
             .arg(&path)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()?,
     );
-    wait_ok(port, "/health", std::time::Duration::from_secs(180)).map_err(anyhow::Error::msg)?;
+    wait_ready(&mut serve.0, port, "/health", Duration::from_secs(180)).map_err(|e| {
+        anyhow::anyhow!("`samemath serve` did not start: {e} (run it alone to see why)")
+    })?;
     // Time to first token: the same one-token request, raw and through our client.
     let body = r#"{"model":"smollm2-135m-instruct","prompt":"Hi","raw":true,"stream":true,"options":{"num_predict":1,"temperature":0}}"#;
     let rounds = 15;
@@ -105,19 +194,17 @@ pub fn bench_remote(args: &BenchArgs) -> Result<()> {
         "  time to first token: raw HTTP {raw_ms:.2} ms, our client {ours_ms:.2} ms, overhead {:.2} ms",
         ours_ms - raw_ms
     );
-    // Throughput: 8 clients at once, 32 tokens each.
+    // Throughput: 8 clients at once, `tokens` each.
     let clients = 8;
-    let ollama = r#"{"model":"smollm2-135m-instruct","prompt":"Write about the sea.","stream":false,"options":{"num_predict":32,"temperature":0}}"#;
-    let count_ollama = |b: &str| -> usize {
-        serde_json::from_str::<serde_json::Value>(b)
-            .ok()
-            .and_then(|v| v["eval_count"].as_u64())
-            .unwrap_or(0) as usize
-    };
-    let ours_tps = throughput(port, "/api/generate", ollama, clients, count_ollama)?;
-    println!("  serve, {clients} clients x 32 tokens: {ours_tps:.1} tokens/s summed");
+    let ollama = format!(
+        r#"{{"model":"smollm2-135m-instruct","prompt":"Write about the sea.","stream":false,"options":{{"num_predict":{tokens},"temperature":0}}}}"#
+    );
+    let ours_tps = throughput(port, "/api/generate", &ollama, clients, "/eval_count")?;
+    println!(
+        "  serve ({backend}, {threads} threads), {clients} clients x {tokens} tokens: \
+         {ours_tps:.1} tokens/s summed"
+    );
     let lport = free_port()?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let llama = std::process::Command::new("python3")
         .args(["-m", "llama_cpp.server", "--model"])
         .arg(&path)
@@ -135,28 +222,109 @@ pub fn bench_remote(args: &BenchArgs) -> Result<()> {
         .spawn();
     match llama {
         Ok(child) => {
-            let _guard = ChildGuard(child);
-            wait_ok(lport, "/v1/models", std::time::Duration::from_secs(180))
-                .map_err(anyhow::Error::msg)?;
-            let body = r#"{"prompt":"Write about the sea.","max_tokens":32,"temperature":0}"#;
-            let count_openai = |b: &str| -> usize {
-                serde_json::from_str::<serde_json::Value>(b)
-                    .ok()
-                    .and_then(|v| v["usage"]["completion_tokens"].as_u64())
-                    .unwrap_or(0) as usize
-            };
-            let theirs = throughput(lport, "/v1/completions", body, clients, count_openai)?;
-            println!(
-                "  llama.cpp's server, {clients} clients x 32 tokens: {theirs:.1} tokens/s summed"
+            let mut guard = ChildGuard(child);
+            let body = format!(
+                r#"{{"prompt":"Write about the sea.","max_tokens":{tokens},"temperature":0}}"#
             );
-            println!(
-                "  ratio serve / llama.cpp server: {:.2}x",
-                ours_tps / theirs
-            );
+            let theirs = wait_ready(&mut guard.0, lport, "/v1/models", Duration::from_secs(180))
+                .and_then(|()| {
+                    throughput(
+                        lport,
+                        "/v1/completions",
+                        &body,
+                        clients,
+                        "/usage/completion_tokens",
+                    )
+                    .map_err(|e| format!("{e:#}"))
+                });
+            match theirs {
+                Ok(theirs) => {
+                    println!(
+                        "  llama.cpp's server, {clients} clients x {tokens} tokens: {theirs:.1} \
+                         tokens/s summed"
+                    );
+                    match ratio(ours_tps, theirs) {
+                        Ok(r) => println!("  ratio serve / llama.cpp server: {r:.2}x"),
+                        Err(e) => println!("  ratio serve / llama.cpp server: not measured ({e})"),
+                    }
+                }
+                Err(e) => println!(
+                    "  llama.cpp's server: not measured ({e}; pip install \
+                     'llama-cpp-python[server]')"
+                ),
+            }
         }
         Err(e) => println!(
             "  llama.cpp's server: not measured ({e}; pip install 'llama-cpp-python[server]')"
         ),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_that_exits_ends_the_wait_at_once() {
+        let port = free_port().unwrap();
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .unwrap();
+        // Far longer than the test may take: only the child's exit can end the wait in time.
+        let started = Instant::now();
+        let e = wait_ready(&mut child, port, "/health", Duration::from_secs(600)).unwrap_err();
+        assert!(e.contains("exited"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(300), "{e}");
+    }
+
+    #[test]
+    fn error_replies_and_missing_counts_are_errors_not_zero_tokens() {
+        assert_eq!(
+            reply_tokens(200, r#"{"eval_count":32}"#, "/eval_count"),
+            Ok(32)
+        );
+        let usage = r#"{"usage":{"completion_tokens":7}}"#;
+        assert_eq!(reply_tokens(200, usage, "/usage/completion_tokens"), Ok(7));
+        let e = reply_tokens(503, r#"{"error":"busy"}"#, "/eval_count").unwrap_err();
+        assert!(e.contains("HTTP 503") && e.contains("busy"), "{e}");
+        let e = reply_tokens(200, r#"{"error":"no model"}"#, "/eval_count").unwrap_err();
+        assert!(e.contains("no token count"), "{e}");
+        assert!(reply_tokens(200, "not json", "/eval_count").is_err());
+    }
+
+    #[test]
+    fn serve_gets_the_benchs_backend_and_threads() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "samemath",
+            "bench",
+            "--remote",
+            "--backend",
+            "gpu",
+            "--threads",
+            "3",
+        ])
+        .unwrap();
+        let Some(crate::cli::Command::Bench(args)) = cli.command else {
+            panic!("not a bench");
+        };
+        let line = serve_args(&args, 8123).join(" ");
+        assert!(line.contains("--backend gpu --threads 3"), "{line}");
+        assert!(line.starts_with("serve --port 8123"), "{line}");
+    }
+
+    #[test]
+    fn no_ratio_against_a_rate_of_zero() {
+        assert_eq!(ratio(84.0, 42.0), Ok(2.0));
+        for (ours, theirs) in [
+            (84.0, 0.0),
+            (0.0, 42.0),
+            (84.0, f64::NAN),
+            (f64::INFINITY, 1.0),
+        ] {
+            assert!(ratio(ours, theirs).is_err(), "{ours} / {theirs}");
+        }
+    }
 }

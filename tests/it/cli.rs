@@ -214,3 +214,229 @@ fn trace_writes_each_step_and_refuses_more_than_it_can_hold() {
     let layers = steps[1]["trace"]["layers"].as_array().map(Vec::len);
     assert_eq!(layers, Some(30));
 }
+
+/// `bench`'s flags as the bench reads them: `--model` and `--backend` count on either side of
+/// the subcommand, and a flag the chosen bench does not use is refused rather than dropped.
+mod bench_flags {
+    use samemath::cli::{BackendArg, BenchArgs, Cli, Command};
+    use std::path::PathBuf;
+
+    /// The parsed command line and its bench's arguments.
+    fn bench(args: &[&str]) -> (Cli, BenchArgs) {
+        let cli =
+            Cli::try_parse_settled(args).unwrap_or_else(|e| panic!("{args:?} should parse: {e}"));
+        match &cli.command {
+            Some(Command::Bench(b)) => {
+                let b = b.clone();
+                (cli, b)
+            }
+            other => panic!("{args:?}: not a bench: {other:?}"),
+        }
+    }
+
+    fn refused(args: &[&str], says: &str) {
+        let e = Cli::try_parse_settled(args)
+            .err()
+            .unwrap_or_else(|| panic!("{args:?} should be refused"))
+            .to_string();
+        assert!(e.contains(says), "{args:?}: {e}");
+    }
+
+    #[test]
+    fn model_and_backend_after_bench_reach_the_scene_bench() {
+        let (cli, _) = bench(&[
+            "samemath",
+            "bench",
+            "--scene",
+            "llm",
+            "--model",
+            "my.gguf",
+            "--backend",
+            "gpu",
+        ]);
+        // The scene bench runs the app, which reads the app's arguments.
+        assert_eq!(cli.app.model, Some(PathBuf::from("my.gguf")));
+        assert_eq!(cli.app.llm_backend, BackendArg::Gpu);
+    }
+
+    #[test]
+    fn backend_and_model_before_bench_reach_the_engine_benches() {
+        for mode in ["--llm", "--remote"] {
+            let (_, b) = bench(&[
+                "samemath",
+                "--backend",
+                "gpu",
+                "--model",
+                "my.gguf",
+                "bench",
+                mode,
+            ]);
+            assert_eq!(b.model.backend, BackendArg::Gpu, "{mode}");
+            assert_eq!(b.model.model, Some(PathBuf::from("my.gguf")), "{mode}");
+        }
+        // tests/gpu-figures.sh's two placements.
+        let (_, b) = bench(&[
+            "samemath",
+            "bench",
+            "--llm",
+            "--backend",
+            "gpu",
+            "--tokens",
+            "2",
+        ]);
+        assert_eq!((b.model.backend, b.tokens_or(64)), (BackendArg::Gpu, 2));
+        let (cli, b) = bench(&[
+            "samemath",
+            "--backend",
+            "gpu",
+            "bench",
+            "--scene",
+            "llm",
+            "--frames",
+            "20",
+            "--window",
+            "640x360",
+        ]);
+        assert_eq!((cli.app.llm_backend, b.frames), (BackendArg::Gpu, 20));
+        assert_eq!(cli.app.window, Some((640, 360)));
+    }
+
+    #[test]
+    fn remote_bench_keeps_its_threads_tokens_and_backend() {
+        let (_, b) = bench(&[
+            "samemath",
+            "bench",
+            "--remote",
+            "--backend",
+            "gpu",
+            "--threads",
+            "4",
+            "--tokens",
+            "128",
+        ]);
+        assert_eq!(b.model.backend, BackendArg::Gpu);
+        assert_eq!(b.model.threads, Some(4));
+        assert_eq!(b.tokens_or(32), 128);
+        let (_, b) = bench(&["samemath", "bench", "--remote"]);
+        assert_eq!(b.tokens_or(32), 32);
+    }
+
+    #[test]
+    fn flags_a_bench_does_not_use_are_refused() {
+        refused(
+            &[
+                "samemath",
+                "--backend",
+                "gpu",
+                "bench",
+                "--llm",
+                "--backend",
+                "cpu",
+            ],
+            "--backend is given before and after",
+        );
+        refused(
+            &[
+                "samemath", "--model", "a.gguf", "bench", "--model", "b.gguf",
+            ],
+            "--model is given before and after",
+        );
+        refused(
+            &["samemath", "bench", "--scene", "llm", "--threads", "4"],
+            "--threads",
+        );
+        refused(&["samemath", "bench", "--tokens", "128"], "--tokens");
+        refused(&["samemath", "bench", "--llm", "--frames", "5"], "--frames");
+        refused(
+            &[
+                "samemath",
+                "bench",
+                "--llm",
+                "--prompt-tokens",
+                "8",
+                "--tokens",
+                "4",
+            ],
+            "cannot be used with",
+        );
+        refused(&["samemath", "bench", "--llm", "--scene", "llm"], "--scene");
+        refused(
+            &["samemath", "--prompt", "Hi", "bench", "--remote"],
+            "--prompt",
+        );
+        // Given the same on both sides is one setting, not a conflict.
+        let (_, b) = bench(&[
+            "samemath",
+            "--backend",
+            "gpu",
+            "bench",
+            "--llm",
+            "--backend",
+            "gpu",
+        ]);
+        assert_eq!(b.model.backend, BackendArg::Gpu);
+    }
+
+    #[test]
+    fn the_binary_refuses_a_dropped_flag_with_a_usage_error() {
+        let out = super::samemath()
+            .args(["bench", "--scene", "llm", "--threads", "4"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--threads"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_decode_longer_than_the_context_is_refused_before_loading() {
+    let out = samemath()
+        .args(["bench", "--llm", "--tokens", "100000"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--tokens 100000: at most") && stderr.contains("context"),
+        "{stderr}"
+    );
+    // No figures: it stopped before measuring anything.
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn talk_and_demo_flags_out_of_place_or_range_are_refused() {
+    use samemath::cli::Cli;
+    let refused = |args: &[&str], says: &str| {
+        let e = Cli::try_parse_settled(args)
+            .err()
+            .unwrap_or_else(|| panic!("{args:?} should be refused"))
+            .to_string();
+        assert!(e.contains(says), "{args:?}: {e}");
+    };
+    refused(&["samemath", "--talk", "--talk-step", "0"], "count from 1");
+    for flag in ["--demo-pace", "--demo-cycles", "--demo-tokens"] {
+        refused(&["samemath", flag, "3"], "--demo");
+    }
+    for pace in ["nan", "inf", "-1"] {
+        let flag = format!("--demo-pace={pace}");
+        refused(&["samemath", "--demo", &flag], "seconds from 0 to 3600");
+    }
+    let cli = Cli::try_parse_settled(["samemath", "--demo", "--demo-pace", "4", "--talk"]).unwrap();
+    assert_eq!(cli.app.demo_pace, 4.0);
+    let cli = Cli::try_parse_settled(["samemath", "--talk", "--talk-step", "3"]).unwrap();
+    assert_eq!(cli.app.talk_step, Some(3));
+    // Past the talk's end it opens at the last step, and says so.
+    use samemath::talk::step_past_end;
+    assert_eq!(step_past_end(2, 3), None);
+    let warning = step_past_end(998, 12).unwrap();
+    assert!(
+        warning.contains("--talk-step 999") && warning.contains("1 to 12"),
+        "{warning}"
+    );
+}
