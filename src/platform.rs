@@ -39,12 +39,21 @@ pub fn read_asset_text(relative: &str) -> Result<String, String> {
     }
 }
 
-/// Read a user-chosen file.
+/// Read a user-chosen file (`--mesh`, `--state`, `--talk`). A directory, FIFO or device is
+/// refused by name before it is opened: opening a FIFO with no writer never returns, and the
+/// app would never show its window.
 pub fn read_user_text(path: &std::path::Path) -> Result<String, String> {
     use std::io::Read;
     /// Meshes and state files are far smaller; a bigger file is a mistake, not read whole.
     const MAX_USER_FILE: u64 = 64 << 20;
     let shown = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let meta = std::fs::metadata(path).map_err(|e| shown(&e))?;
+    if meta.is_dir() {
+        return Err(shown(&"is a directory, not a file"));
+    }
+    if !meta.is_file() {
+        return Err(shown(&"is not a regular file (a FIFO, socket or device?)"));
+    }
     let file = std::fs::File::open(path).map_err(|e| shown(&e))?;
     let mut text = String::new();
     file.take(MAX_USER_FILE + 1)

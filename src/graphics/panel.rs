@@ -26,10 +26,25 @@ pub struct FieldBuffers {
 }
 
 impl FieldBuffers {
-    /// Accept `text` into `value` if it is a finite number; otherwise keep the value and
-    /// remember the refusal. Returns whether the value changed.
-    pub fn commit(&mut self, name: &str, text: &str, value: &mut f32) -> bool {
+    /// Accept `text` into `value` if it is a finite number within `range`; otherwise keep the
+    /// value and remember the refusal. Returns whether the value changed.
+    pub fn commit(
+        &mut self,
+        name: &str,
+        text: &str,
+        value: &mut f32,
+        range: RangeInclusive<f32>,
+    ) -> bool {
         match parse_finite(text) {
+            Some(v) if !range.contains(&v) => {
+                self.refused = Some(format!(
+                    "{name}: {text:?} is outside {} to {}; kept {}",
+                    fmt_num(*range.start()),
+                    fmt_num(*range.end()),
+                    fmt_num(*value)
+                ));
+                false
+            }
             Some(v) => {
                 self.refused = None;
                 let changed = *value != v;
@@ -64,13 +79,22 @@ pub fn fmt_num(v: f32) -> String {
     if s == "-0" { "0".into() } else { s.into() }
 }
 
-/// A typed field plus a slider. Typing is committed on Enter or when the field loses focus.
+/// What a typed translation or scale may be: the bound a saved state is held to
+/// (`ModelParams::sanitized`); past it the mesh leaves any sensible view, and near `f32::MAX`
+/// the matrices overflow to inf and NaN.
+pub const TYPED_TS: RangeInclusive<f32> = -100.0..=100.0;
+/// What a typed angle may be, in degrees: a turn either way.
+pub const TYPED_DEG: RangeInclusive<f32> = -360.0..=360.0;
+
+/// A typed field plus a slider. Typing is committed on Enter or when the field loses focus, if
+/// within `typed`; the slider covers `range`.
 fn number_row(
     ui: &mut egui::Ui,
     buffers: &mut FieldBuffers,
     name: &'static str,
     value: &mut f32,
     range: RangeInclusive<f32>,
+    typed: RangeInclusive<f32>,
 ) {
     ui.label(egui::RichText::new(name).monospace());
     let mut text = buffers.text.remove(name).unwrap_or_else(|| fmt_num(*value));
@@ -80,7 +104,7 @@ fn number_row(
             .font(egui::TextStyle::Monospace),
     );
     if response.lost_focus() {
-        buffers.commit(name, &text, value);
+        buffers.commit(name, &text, value, typed);
         text = fmt_num(*value);
     } else if !response.has_focus() {
         text = fmt_num(*value);
@@ -210,15 +234,24 @@ fn matrix_panel(
                     .spacing([6.0, 4.0])
                     .show(ui, |ui| {
                         let b = &mut *buffers;
-                        number_row(ui, b, "t_x", &mut s.model.translation[0], -5.0..=5.0);
-                        number_row(ui, b, "t_y", &mut s.model.translation[1], -5.0..=5.0);
-                        number_row(ui, b, "t_z", &mut s.model.translation[2], -5.0..=5.0);
-                        number_row(ui, b, "s_x", &mut s.model.scale[0], -3.0..=3.0);
-                        number_row(ui, b, "s_y", &mut s.model.scale[1], -3.0..=3.0);
-                        number_row(ui, b, "s_z", &mut s.model.scale[2], -3.0..=3.0);
-                        number_row(ui, b, "θ_x°", &mut s.model.rotation_deg[0], -180.0..=180.0);
-                        number_row(ui, b, "θ_y°", &mut s.model.rotation_deg[1], -180.0..=180.0);
-                        number_row(ui, b, "θ_z°", &mut s.model.rotation_deg[2], -180.0..=180.0);
+                        let m = &mut s.model;
+                        let [tx, ty, tz] = &mut m.translation;
+                        let [sx, sy, sz] = &mut m.scale;
+                        let [rx, ry, rz] = &mut m.rotation_deg;
+                        let (t, sc, deg) = (-5.0..=5.0, -3.0..=3.0, -180.0..=180.0);
+                        for (name, value, slider, typed) in [
+                            ("t_x", tx, &t, TYPED_TS),
+                            ("t_y", ty, &t, TYPED_TS),
+                            ("t_z", tz, &t, TYPED_TS),
+                            ("s_x", sx, &sc, TYPED_TS),
+                            ("s_y", sy, &sc, TYPED_TS),
+                            ("s_z", sz, &sc, TYPED_TS),
+                            ("θ_x°", rx, &deg, TYPED_DEG),
+                            ("θ_y°", ry, &deg, TYPED_DEG),
+                            ("θ_z°", rz, &deg, TYPED_DEG),
+                        ] {
+                            number_row(ui, b, name, value, slider.clone(), typed);
+                        }
                     });
                 if let Some(refused) = &buffers.refused {
                     ui.colored_label(ERROR, format!("Refused: {refused}"));

@@ -146,6 +146,17 @@ pub fn window_plugin(app: &mut App) {
     overlay::plugin(app);
 }
 
+/// `--talk-step` (0-based `step`) past a talk of `steps` steps: what to warn, as the talk opens
+/// at its last step instead.
+pub fn step_past_end(step: usize, steps: usize) -> Option<String> {
+    (steps > 0 && step >= steps).then(|| {
+        format!(
+            "--talk-step {}: the talk has steps 1 to {steps}; it opens at step {steps}",
+            step + 1
+        )
+    })
+}
+
 /// Read the step file (`--talk FILE`, else the shipped one). With `--demo`, the booth plays
 /// the talk instead of its own loop.
 fn load_talk(
@@ -169,6 +180,9 @@ fn load_talk(
     }
     talk.show_clock = true;
     talk.active = start.open && talk.file.is_some();
+    if let Some(warning) = step_past_end(start.step, talk.steps()) {
+        warn!("{warning}");
+    }
     talk.go(start.step);
     if talk.active && demo.enabled {
         demo.enabled = false;

@@ -1,7 +1,7 @@
 //! The app's pure functions (its library builds no test binary of its own: one binary links
 //! Bevy, not two): the activation grid's layout and colormap, the command line, the panel's
-//! fields, the bench's percentiles, the state file against hostile input, scene 1's inspectors
-//! in a narrow panel.
+//! fields, the bench's percentiles, the state file against hostile input, a FIFO given as a
+//! file, scene 1's inspectors in a narrow panel.
 
 mod activations {
     use samemath::llm_scene::activations::*;
@@ -80,13 +80,23 @@ mod panel {
         let mut b = FieldBuffers::default();
         let mut v = 1.5;
         for bad in ["NaN", "inf", "abc", ""] {
-            assert!(!b.commit("t_x", bad, &mut v));
+            assert!(!b.commit("t_x", bad, &mut v, TYPED_TS));
             assert_eq!(v, 1.5);
             assert!(b.refused.as_deref().unwrap().contains("t_x"));
         }
-        assert!(b.commit("t_x", "-2", &mut v));
+        // Finite but past what a state file may hold: 3e38 made the clip space inf and NaN.
+        for far in ["3e38", "-101", "1e6"] {
+            assert!(!b.commit("s_x", far, &mut v, TYPED_TS));
+            assert_eq!(v, 1.5);
+            let refused = b.refused.as_deref().unwrap();
+            assert!(refused.contains("outside -100 to 100"), "{refused}");
+        }
+        assert!(!b.commit("θ_x°", "1e30", &mut v, TYPED_DEG));
+        assert!(b.commit("t_x", "-2", &mut v, TYPED_TS));
         assert_eq!(v, -2.0);
         assert!(b.refused.is_none());
+        assert!(b.commit("t_x", "100", &mut v, TYPED_TS));
+        assert!(b.commit("θ_x°", "270", &mut v, TYPED_DEG));
     }
 
     #[test]
@@ -283,4 +293,39 @@ mod inspectors {
         assert_eq!(wide.y, wider.y, "side by side in a 460-point panel");
         assert!(used.y > 1.5 * wide.y, "stacked in a 210-point panel");
     }
+}
+
+/// `--mesh`, `--state` and `--talk` name files the app reads at start: a FIFO there (no writer)
+/// blocked the open for good, before the window appeared.
+#[cfg(unix)]
+#[test]
+fn a_fifo_given_as_a_file_is_refused_not_waited_on() {
+    use std::sync::mpsc;
+    let dir = std::env::temp_dir().join(format!("samemath-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("mesh.obj");
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (tx, rx) = mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(samemath::platform::read_user_text(&path));
+    });
+    // Generous: the answer comes at once, but a blocked open must fail the test, not hang it.
+    let answer = rx.recv_timeout(std::time::Duration::from_secs(60));
+    if answer.is_err() {
+        // Unblock the reader (a writer opening the FIFO), so the test process can end.
+        let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let e = answer
+        .expect("reading a FIFO blocked")
+        .expect_err("a FIFO is not a file to read");
+    assert!(e.contains("not a regular file"), "{e}");
+    let e = samemath::platform::read_user_text(&std::env::temp_dir()).unwrap_err();
+    assert!(e.contains("is a directory"), "{e}");
 }
