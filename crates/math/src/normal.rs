@@ -53,6 +53,9 @@ pub fn normal_matrix(world_from_local: &Mat4) -> NormalMatrix {
     // otherwise turn every normal inward).
     let matrix = if invertible {
         fit_f32(c * (1.0 / det))
+    } else if det.is_finite() && det != 0.0 {
+        // Nearly flat, still a side to face: the mirror's sign comes off here too.
+        fit_f32(c * det.signum())
     } else {
         fit_f32(c)
     };
@@ -172,6 +175,21 @@ mod tests {
             Vec3::new(1e-3, 1e-3, 0.0),
         ));
         assert!(!normal_matrix(&flat).invertible);
+        // Nearly flat (two columns all but parallel) and mirrored: not invertible, yet each
+        // normal still faces the way the exact inverse-transpose turns it.
+        let cols = Mat3::from_cols(
+            Vec3::new(-1.0, 0.0, 0.0),
+            Vec3::new(0.0, 1.0, 0.0),
+            Vec3::new(0.0, 1.0, 1e-7),
+        );
+        let n = normal_matrix(&Mat4::from_mat3(cols));
+        assert!(!n.invertible && n.det < 0.0, "{}", n.det);
+        let exact = cols.as_dmat3().inverse().transpose();
+        for v in [Vec3::X, Vec3::Y, Vec3::Z, Vec3::new(1.0, 2.0, 3.0)] {
+            let want = (exact * v.as_dvec3()).normalize();
+            let got = safe_normalize(n.matrix * v).as_dvec3();
+            assert!(got.dot(want) > 0.99, "{v}: {got} against {want}");
+        }
     }
 
     #[test]
