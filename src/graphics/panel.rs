@@ -110,7 +110,13 @@ fn number_row(
         text = fmt_num(*value);
     }
     buffers.text.insert(name, text);
-    ui.add(egui::Slider::new(value, range).show_value(false));
+    // The slider clamps its own drags only: a typed value (or a state file's) past its range
+    // stays as it is, where egui's default clamping changed 50 to the slider's 5 unsaid.
+    ui.add(
+        egui::Slider::new(value, range)
+            .show_value(false)
+            .clamping(egui::SliderClamping::Edits),
+    );
     ui.end_row();
 }
 
@@ -511,4 +517,28 @@ fn settings_panel(
             });
         });
     free.take(panel.response.rect);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value past the slider's range, typed or from a state file, is kept through a pass of
+    /// the row as egui draws it.
+    #[test]
+    fn a_value_past_the_sliders_range_is_kept() {
+        let ctx = egui::Context::default();
+        let mut buffers = FieldBuffers::default();
+        let mut value = 50.0f32;
+        for _ in 0..2 {
+            let mut out = ctx.run_ui(egui::RawInput::default(), |ui| {
+                egui::Grid::new("rows").show(ui, |ui| {
+                    number_row(ui, &mut buffers, "t_x", &mut value, -5.0..=5.0, TYPED_TS);
+                });
+            });
+            // No painter here: the font atlas's upload is dropped on purpose.
+            out.textures_delta.clear();
+        }
+        assert_eq!(value, 50.0);
+    }
 }
