@@ -272,8 +272,10 @@ pub fn stop_from_finish(finish: &str) -> StopReason {
 }
 
 /// The most values a prompt line's embedding rows may hold together (rows × width): the app
-/// fits a PCA to them, at a cost that grows with both. llama-3 8B's longest /api/trace prompt,
-/// 1,024 rows of 4,096, is exactly this; SmolLM2's is 1,024 × 576.
+/// fits a PCA to them, at a cost that grows with both. 1,024 rows of 4,096 (llama-3 8B's
+/// width) is exactly this, though written out as JSON such a line passes the 32 MiB a
+/// samemath line may have, which then binds first (about 700 rows of 4,096); SmolLM2's longest
+/// /api/trace prompt is 1,024 × 576, about 7 MB.
 pub const MAX_PROMPT_EMBEDDING_VALUES: usize = 1 << 22;
 
 /// The longest token text (a piece) accepted from a server: no vocabulary's tokens come near
@@ -402,7 +404,8 @@ mod tests {
                 .collect();
             serde_json::json!({"tokens": tokens, "embeddings": vec![vec![0.5; width]; rows]})
         };
-        // llama-3 8B's longest prompt: fine.
+        // 1,024 rows of llama-3 8B's width: within this bound (the line's own 32 MiB binds
+        // first over the wire).
         assert!(prompt_event(&line(MAX_TRACE_PROMPT_TOKENS, 4096)).is_ok());
         // Each within its bound, together past it: refused.
         let r = prompt_event(&line(257, llm::trace::MAX_TRACE_WIDTH));

@@ -422,7 +422,7 @@ impl RemoteClient {
         };
         let mut ndjson = NdjsonParser::new(max_line);
         let mut sse = SseParser::new(max_line);
-        let mut seen = Seen::default();
+        let mut seen = Seen::asking(request.max_tokens);
         let mut finished = false;
         // The idle bound runs from the last sign of progress (a token, a reasoning model's
         // thinking, a samemath line), not the last byte: keep-alive lines, SSE comments and
