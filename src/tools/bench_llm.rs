@@ -131,7 +131,12 @@ pub(crate) fn run_bounded(
                 ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => break Err(format!("could not wait for {program}: {e}")),
+            Err(e) => {
+                // Not left running behind the bench.
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(format!("could not wait for {program}: {e}"));
+            }
         }
     };
     status?;

@@ -13,7 +13,12 @@ use testkit::{ChildGuard, free_port, post_timed, request};
 use super::progress;
 use crate::cli::{BackendArg, BenchArgs};
 
-/// Longest one client's answer may take under load before the bench calls the server stuck.
+/// The most tokens a client may ask for: llama.cpp's server here runs a context of 4,096
+/// positions, the prompt's included (serve allows 4,096 an answer).
+const REMOTE_TOKENS: usize = 4_000;
+
+/// Longest the parallel clients' answers may take in all before the bench calls the server
+/// stuck (each read of a reply waits at most this too).
 const ANSWER_LIMIT: Duration = Duration::from_secs(300);
 
 /// Wait until GET `path` on `port` answers 200, for at most `limit`; a `child` (the server) that
@@ -69,22 +74,30 @@ fn ratio(ours: f64, theirs: f64) -> Result<f64, String> {
 /// Summed tokens/s of `clients` parallel requests to `path`, each reply's count at `pointer`.
 fn throughput(port: u16, path: &str, body: &str, clients: usize, pointer: &str) -> Result<f64> {
     let started = Instant::now();
-    let handles: Vec<_> = (0..clients)
-        .map(|_| {
-            let (body, path, pointer) = (body.to_string(), path.to_string(), pointer.to_string());
-            std::thread::spawn(move || -> Result<usize, String> {
-                let reply = request(port, "POST", &path, "", body.as_bytes(), ANSWER_LIMIT)
-                    .map_err(|e| format!("POST {path}: {e}"))?;
-                reply_tokens(reply.status, &reply.body, &pointer)
-            })
-        })
-        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..clients {
+        let (body, path, pointer) = (body.to_string(), path.to_string(), pointer.to_string());
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let counted = request(port, "POST", &path, "", body.as_bytes(), ANSWER_LIMIT)
+                .map_err(|e| format!("POST {path}: {e}"))
+                .and_then(|reply| reply_tokens(reply.status, &reply.body, &pointer));
+            let _ = tx.send(counted);
+        });
+    }
+    drop(tx);
+    // All the answers within the limit in all: a reply that trickles a byte now and then
+    // does not hold the bench (its thread is left behind; the process ends soon after).
     let mut tokens = 0;
-    for h in handles {
-        tokens += h
-            .join()
-            .map_err(|_| anyhow::anyhow!("a client thread failed"))?
-            .map_err(anyhow::Error::msg)?;
+    for _ in 0..clients {
+        let left = ANSWER_LIMIT.saturating_sub(started.elapsed());
+        tokens += match rx.recv_timeout(left) {
+            Ok(counted) => counted.map_err(anyhow::Error::msg)?,
+            Err(_) => bail!(
+                "{clients} answers did not all come within {} s",
+                ANSWER_LIMIT.as_secs()
+            ),
+        };
     }
     if tokens == 0 {
         bail!("the replies counted no tokens at all");
@@ -97,6 +110,15 @@ fn bench_threads(args: &BenchArgs) -> usize {
     args.model
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// serve's own account of what it computes on (`/api/info`'s `compute`), if it gives one.
+fn served_compute(port: u16) -> Option<String> {
+    let reply = request(port, "GET", "/api/info", "", b"", Duration::from_secs(10)).ok()?;
+    let info: serde_json::Value = serde_json::from_str(&reply.body).ok()?;
+    let compute = info["compute"].as_str()?;
+    // A line of the bench's output, not a page.
+    Some(compute.chars().take(120).collect())
 }
 
 fn backend_name(backend: BackendArg) -> &'static str {
@@ -130,8 +152,14 @@ fn serve_args(args: &BenchArgs, port: u16) -> Vec<String> {
 /// `samemath bench --remote`.
 pub fn bench_remote(args: &BenchArgs) -> Result<()> {
     use remote::{ApiKind, RemoteClient, RemoteConfig};
-    let path = fetch::ensure_model(args.model.model.as_deref(), &mut progress)?;
     let tokens = args.tokens_or(32);
+    if !(1..=REMOTE_TOKENS).contains(&tokens) {
+        bail!(
+            "--tokens {tokens}: from 1 to {REMOTE_TOKENS} for bench --remote (llama.cpp's server \
+             runs a context of 4,096 positions, prompt included)"
+        );
+    }
+    let path = fetch::ensure_model(args.model.model.as_deref(), &mut progress)?;
     let threads = bench_threads(args);
     let backend = backend_name(args.model.backend);
     let exe = std::env::current_exe()?;
@@ -148,6 +176,10 @@ pub fn bench_remote(args: &BenchArgs) -> Result<()> {
     wait_ready(&mut serve.0, port, "/health", Duration::from_secs(180)).map_err(|e| {
         anyhow::anyhow!("`samemath serve` did not start: {e} (run it alone to see why)")
     })?;
+    // What serve computes on, as it says: `--backend gpu` without a usable GPU runs on the
+    // CPU, and the figures must not be called the GPU's.
+    let compute = served_compute(port)
+        .unwrap_or_else(|| format!("{backend} as asked, {threads} threads; it did not say"));
     // Time to first token: the same one-token request, raw and through our client.
     let body = r#"{"model":"smollm2-135m-instruct","prompt":"Hi","raw":true,"stream":true,"options":{"num_predict":1,"temperature":0}}"#;
     let rounds = 15;
@@ -201,7 +233,7 @@ pub fn bench_remote(args: &BenchArgs) -> Result<()> {
     );
     let ours_tps = throughput(port, "/api/generate", &ollama, clients, "/eval_count")?;
     println!(
-        "  serve ({backend}, {threads} threads), {clients} clients x {tokens} tokens: \
+        "  serve ({compute}), {clients} clients x {tokens} tokens: \
          {ours_tps:.1} tokens/s summed"
     );
     let lport = free_port()?;
@@ -240,8 +272,8 @@ pub fn bench_remote(args: &BenchArgs) -> Result<()> {
             match theirs {
                 Ok(theirs) => {
                     println!(
-                        "  llama.cpp's server, {clients} clients x {tokens} tokens: {theirs:.1} \
-                         tokens/s summed"
+                        "  llama.cpp's server ({threads} threads), {clients} clients x {tokens} \
+                         tokens: {theirs:.1} tokens/s summed"
                     );
                     match ratio(ours_tps, theirs) {
                         Ok(r) => println!("  ratio serve / llama.cpp server: {r:.2}x"),

@@ -391,6 +391,14 @@ mod bench_flags {
 
 #[test]
 fn a_decode_longer_than_the_context_is_refused_before_loading() {
+    // bench --remote too: llama.cpp's server there runs a context of 4,096.
+    let out = samemath()
+        .args(["bench", "--remote", "--tokens", "100000"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--tokens 100000: from 1 to"), "{stderr}");
     let out = samemath()
         .args(["bench", "--llm", "--tokens", "100000"])
         .output()
