@@ -93,16 +93,7 @@ fn a_trace_of_another_shape_sets_the_grid_not_the_local_model() {
     assert!(local_config(&view).is_some());
     view.trace = Some(trace);
     assert_eq!(grid_shape(&view), Some((2, 64)));
-    view.backend = samemath::llm_scene::Backend::Remote {
-        url: "http://127.0.0.1:1".into(),
-        info: remote::ServerInfo {
-            api: remote::ApiKind::Samemath,
-            version: None,
-            models: Vec::new(),
-            capabilities: Default::default(),
-        },
-        model: None,
-    };
+    view.backend = crate::talk_backend::a_samemath_server();
     assert!(
         local_config(&view).is_none(),
         "a remote model's sizes are not ours"

@@ -47,7 +47,12 @@ fn wait_for(app: &mut App, what: &str, done: impl Fn(&LlmView) -> bool) {
 /// What `Connected` leaves in the view: scene 2 on a server (here set by hand; the engine
 /// behind stays the local one, so only the talk's UseLocal can bring the view back).
 fn connected(app: &mut App) {
-    app.world_mut().resource_mut::<LlmView>().backend = Backend::Remote {
+    app.world_mut().resource_mut::<LlmView>().backend = a_samemath_server();
+}
+
+/// The backend of a view connected to a samemath server (nothing listens at its address).
+pub(crate) fn a_samemath_server() -> Backend {
+    Backend::Remote {
         url: "http://127.0.0.1:1".into(),
         info: remote::ServerInfo {
             api: remote::ApiKind::Samemath,
@@ -56,7 +61,7 @@ fn connected(app: &mut App) {
             capabilities: Default::default(),
         },
         model: None,
-    };
+    }
 }
 
 /// Back from the race to the step before it: that step's prompt comes back (a new prompt, so a
