@@ -128,25 +128,19 @@ fn backend_name(backend: BackendArg) -> &'static str {
     }
 }
 
-/// `samemath serve`'s arguments (but the model) for the bench on `port`: 8 slots, and the
-/// bench's own `--backend` and `--threads`.
-fn serve_args(args: &BenchArgs, port: u16) -> Vec<String> {
-    let port = port.to_string();
-    let threads = bench_threads(args).to_string();
-    let backend = backend_name(args.model.backend);
-    [
-        "serve",
-        "--port",
-        &port,
-        "--concurrency",
-        "8",
-        "--queue",
-        "8",
-    ]
-    .into_iter()
-    .chain(["--backend", backend, "--threads", &threads])
-    .map(String::from)
-    .collect()
+/// `samemath serve` (but the model) for the bench on `port`: 8 slots, the bench's own
+/// `--backend`, and its threads as the one pool all answers share (`RAYON_NUM_THREADS`), as
+/// llama.cpp's server's `--n_threads` serves all its slots. serve's own `--threads` gives each
+/// answer a pool of its own: 8 answers of 2 threads each on 2 cores ran at a third of the
+/// speed.
+fn serve_command(exe: &std::path::Path, args: &BenchArgs, port: u16) -> std::process::Command {
+    let mut command = std::process::Command::new(exe);
+    command
+        .args(["serve", "--port", &port.to_string()])
+        .args(["--concurrency", "8", "--queue", "8"])
+        .args(["--backend", backend_name(args.model.backend)])
+        .env("RAYON_NUM_THREADS", bench_threads(args).to_string());
+    command
 }
 
 /// `samemath bench --remote`.
@@ -165,8 +159,7 @@ pub fn bench_remote(args: &BenchArgs) -> Result<()> {
     let exe = std::env::current_exe()?;
     let port = free_port()?;
     let mut serve = ChildGuard(
-        std::process::Command::new(&exe)
-            .args(serve_args(args, port))
+        serve_command(&exe, args, port)
             .arg("--model")
             .arg(&path)
             .stdout(std::process::Stdio::null())
@@ -342,9 +335,21 @@ mod tests {
         let Some(crate::cli::Command::Bench(args)) = cli.command else {
             panic!("not a bench");
         };
-        let line = serve_args(&args, 8123).join(" ");
-        assert!(line.contains("--backend gpu --threads 3"), "{line}");
+        let command = serve_command(std::path::Path::new("samemath"), &args, 8123);
+        let line: Vec<_> = command.get_args().map(|a| a.to_string_lossy()).collect();
+        let line = line.join(" ");
         assert!(line.starts_with("serve --port 8123"), "{line}");
+        assert!(line.ends_with("--backend gpu"), "{line}");
+        // One pool of 3 for all the answers, not 3 threads each.
+        assert!(!line.contains("--threads"), "{line}");
+        let env: Vec<_> = command.get_envs().collect();
+        assert_eq!(
+            env,
+            [(
+                std::ffi::OsStr::new("RAYON_NUM_THREADS"),
+                Some(std::ffi::OsStr::new("3"))
+            )]
+        );
     }
 
     #[test]
