@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use llm::{GenerationRequest, SamplingParams, fetch};
 
-use testkit::{ChildGuard, free_port, post_timed, request};
+use testkit::{ChildGuard, free_port, post_timed, request, wait_ok_while};
 
 use super::progress;
 use crate::cli::{BackendArg, BenchArgs};
@@ -24,25 +24,11 @@ const ANSWER_LIMIT: Duration = Duration::from_secs(300);
 /// Wait until GET `path` on `port` answers 200, for at most `limit`; a `child` (the server) that
 /// exits meanwhile ends the wait at once, with its exit status.
 fn wait_ready(child: &mut Child, port: u16, path: &str, limit: Duration) -> Result<(), String> {
-    let started = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Err(format!("it exited before answering ({status})")),
-            Ok(None) => {}
-            Err(e) => return Err(format!("could not watch it: {e}")),
-        }
-        let reply = request(port, "GET", path, "", b"", Duration::from_secs(10));
-        if matches!(&reply, Ok(r) if r.status == 200) {
-            return Ok(());
-        }
-        if started.elapsed() > limit {
-            return Err(format!(
-                "nothing answered 200 on 127.0.0.1:{port}{path} within {} s",
-                limit.as_secs()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_ok_while(port, path, limit, || match child.try_wait() {
+        Ok(Some(status)) => Err(format!("it exited before answering ({status})")),
+        Ok(None) => Ok(()),
+        Err(e) => Err(format!("could not watch it: {e}")),
+    })
 }
 
 /// The tokens one reply says it generated: the number at `pointer` (a JSON pointer) in a 200

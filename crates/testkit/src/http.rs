@@ -126,8 +126,20 @@ pub fn post_timed(port: u16, path: &str, body: &str) -> std::io::Result<(f64, St
 
 /// Wait until GET `path` answers 200, for at most `limit`.
 pub fn wait_ok(port: u16, path: &str, limit: Duration) -> Result<(), String> {
+    wait_ok_while(port, path, limit, || Ok(()))
+}
+
+/// `wait_ok`, asking `alive` before each try: its error (a server process that exited) ends
+/// the wait at once.
+pub fn wait_ok_while(
+    port: u16,
+    path: &str,
+    limit: Duration,
+    mut alive: impl FnMut() -> Result<(), String>,
+) -> Result<(), String> {
     let started = Instant::now();
     loop {
+        alive()?;
         let reply = request(port, "GET", path, "", b"", Duration::from_secs(10));
         if matches!(reply, Ok(Reply { status: 200, .. })) {
             return Ok(());

@@ -6,4 +6,4 @@ pub mod http;
 pub mod json;
 pub mod model;
 
-pub use http::{ChildGuard, Reply, free_port, http, post_timed, request, wait_ok};
+pub use http::{ChildGuard, Reply, free_port, http, post_timed, request, wait_ok, wait_ok_while};
