@@ -6,6 +6,23 @@ fn samemath() -> Command {
     Command::new(env!("CARGO_BIN_EXE_samemath"))
 }
 
+/// The binary run with `args`, which must refuse them with exit status 1: (stderr, stdout).
+fn refused_by_binary(args: &[&str]) -> (String, String) {
+    let out = samemath().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    (stderr, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `args` refused by the parser, its message saying `says`.
+fn refused_by_parse(args: &[&str], says: &str) {
+    let e = samemath::cli::Cli::try_parse_settled(args)
+        .err()
+        .unwrap_or_else(|| panic!("{args:?} should be refused"))
+        .to_string();
+    assert!(e.contains(says), "{args:?}: {e}");
+}
+
 #[test]
 fn help_lists_the_subcommands_and_options() {
     let out = samemath().arg("--help").output().unwrap();
@@ -153,25 +170,16 @@ fn sampling_values_out_of_range_are_refused_not_quietly_changed() {
         ("--repeat-penalty", "0", "above 0"),
         ("--threads", "65535", "at most 1024"),
     ] {
-        let out = samemath()
-            .args(["generate", "--raw", "--max-tokens", "1", "Hi"])
-            .arg(format!("{flag}={value}"))
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{flag} {value}: {stderr}");
+        let set = format!("{flag}={value}");
+        let (stderr, _) =
+            refused_by_binary(&["generate", "--raw", "--max-tokens", "1", "Hi", &set]);
         assert!(stderr.contains(flag) && stderr.contains(says), "{stderr}");
     }
 }
 
 #[test]
 fn trace_writes_each_step_and_refuses_more_than_it_can_hold() {
-    let out = samemath()
-        .args(["trace", "--max-tokens", "5000", "Hi"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (stderr, _) = refused_by_binary(&["trace", "--max-tokens", "5000", "Hi"]);
     assert!(stderr.contains("at most 1024"), "{stderr}");
     let path = std::env::temp_dir().join(format!("samemath-trace-{}.json", std::process::id()));
     let out = samemath()
@@ -234,13 +242,7 @@ mod bench_flags {
         }
     }
 
-    fn refused(args: &[&str], says: &str) {
-        let e = Cli::try_parse_settled(args)
-            .err()
-            .unwrap_or_else(|| panic!("{args:?} should be refused"))
-            .to_string();
-        assert!(e.contains(says), "{args:?}: {e}");
-    }
+    use super::refused_by_parse as refused;
 
     #[test]
     fn model_and_backend_after_bench_reach_the_scene_bench() {
@@ -392,41 +394,21 @@ mod bench_flags {
 #[test]
 fn a_decode_longer_than_the_context_is_refused_before_loading() {
     // bench --remote too: llama.cpp's server there runs a context of 4,096.
-    let out = samemath()
-        .args(["bench", "--remote", "--tokens", "100000"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (stderr, _) = refused_by_binary(&["bench", "--remote", "--tokens", "100000"]);
     assert!(stderr.contains("--tokens 100000: from 1 to"), "{stderr}");
-    let out = samemath()
-        .args(["bench", "--llm", "--tokens", "100000"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (stderr, stdout) = refused_by_binary(&["bench", "--llm", "--tokens", "100000"]);
     assert!(
         stderr.contains("--tokens 100000: at most") && stderr.contains("context"),
         "{stderr}"
     );
     // No figures: it stopped before measuring anything.
-    assert!(
-        out.stdout.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(stdout.is_empty(), "{stdout}");
 }
 
 #[test]
 fn talk_and_demo_flags_out_of_place_or_range_are_refused() {
     use samemath::cli::Cli;
-    let refused = |args: &[&str], says: &str| {
-        let e = Cli::try_parse_settled(args)
-            .err()
-            .unwrap_or_else(|| panic!("{args:?} should be refused"))
-            .to_string();
-        assert!(e.contains(says), "{args:?}: {e}");
-    };
+    let refused = refused_by_parse;
     refused(&["samemath", "--talk", "--talk-step", "0"], "count from 1");
     for flag in ["--demo-pace", "--demo-cycles", "--demo-tokens"] {
         refused(&["samemath", flag, "3"], "--demo");
