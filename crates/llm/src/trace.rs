@@ -1,6 +1,9 @@
 //! `Trace`: every internal of one forward step that the LLM scene draws, recorded for the newest
 //! token. Serialised as one JSON object per step by `samemath trace` (schema in README).
 
+use std::{fmt, marker::PhantomData};
+
+use serde::de::{Deserializer, Error as _, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// A token id with the text it stands for.
@@ -22,6 +25,7 @@ pub struct TokenProb {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerTrace {
     /// Per query head, the newest token's attention probabilities over positions 0..=position.
+    #[serde(deserialize_with = "at_most::<MAX_TRACE_HEADS, _, _>")]
     pub attention: Vec<Vec<f32>>,
     /// `silu(gate · x) * (up · x)` for the newest token: the MLP's activations.
     pub mlp_activation: Vec<f32>,
@@ -45,9 +49,12 @@ pub struct Trace {
     /// Its row of the embedding matrix.
     pub embedding: Vec<f32>,
     /// For each query head, the KV head it reads (grouped-query attention).
+    #[serde(deserialize_with = "at_most::<MAX_TRACE_HEADS, _, _>")]
     pub kv_head_of_head: Vec<usize>,
+    #[serde(deserialize_with = "at_most::<MAX_TRACE_LAYERS, _, _>")]
     pub layers: Vec<LayerTrace>,
     /// The most likely next tokens, best first.
+    #[serde(deserialize_with = "at_most::<MAX_TRACE_TOP_K, _, _>")]
     pub top_k: Vec<TokenProb>,
 }
 
@@ -91,6 +98,36 @@ pub const MAX_TRACE_LAYER_HEADS: usize = 4_096;
 pub const MAX_TRACE_PROMPT_TOKENS: usize = 1024;
 /// The longest context a llama model of this loader has (`llama.context_length`'s bound).
 pub const MAX_TRACE_POSITION: usize = 1 << 20;
+
+/// A list of at most `N` items, refused as soon as one more arrives. A trace from a server is
+/// parsed straight into these types, and its lists of lists are what could cost memory far
+/// past the text's size: `[[],[],…]` is 3 bytes of text for each 24-byte empty list, so a
+/// 32 MiB line of them would be built in full (some 250 MB) before `check_shape` saw it. With
+/// the outer lists bounded, what is built stays within a few times the line's length.
+pub fn at_most<'de, const N: usize, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct AtMost<const N: usize, T>(PhantomData<T>);
+    impl<'de, const N: usize, T: Deserialize<'de>> Visitor<'de> for AtMost<N, T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "a list of at most {N} items")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                if items.len() == N {
+                    return Err(A::Error::invalid_length(N + 1, &self));
+                }
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+    d.deserialize_seq(AtMost::<N, T>(PhantomData))
+}
 
 impl Trace {
     /// `Err(what is wrong)` unless the trace has one consistent shape: every layer with one
@@ -272,5 +309,42 @@ mod tests {
         let mut t = trace(3, 9, 4);
         t.layers[1].mlp_activation[3] = f32::INFINITY;
         assert!(t.check_shape().unwrap_err().contains("holds inf"));
+    }
+
+    #[test]
+    fn lists_past_their_bound_are_refused_while_parsing() {
+        // At each bound a trace parses (check_shape judges it after); one item more does not.
+        let parse = |t: &Trace| serde_json::from_str::<Trace>(&serde_json::to_string(t).unwrap());
+        let t = trace(MAX_TRACE_LAYERS, 1, 0);
+        assert_eq!(parse(&t).unwrap(), t);
+        let t = trace(MAX_TRACE_LAYERS + 1, 1, 0);
+        let e = parse(&t).unwrap_err().to_string();
+        assert!(e.contains("at most 128 items"), "{e}");
+        let t = trace(1, MAX_TRACE_HEADS, 0);
+        assert_eq!(parse(&t).unwrap(), t);
+        let mut t = trace(1, MAX_TRACE_HEADS, 0);
+        t.layers[0].attention.push(vec![0.5]);
+        assert!(parse(&t).unwrap_err().to_string().contains("at most 256"));
+        let t = trace(1, MAX_TRACE_HEADS + 1, 0);
+        assert!(parse(&t).unwrap_err().to_string().contains("at most 256"));
+        let candidate = TokenProb {
+            id: 1,
+            piece: "a".into(),
+            logit: 0.0,
+            prob: 0.5,
+        };
+        let mut t = trace(1, 1, 0);
+        t.top_k = vec![candidate; MAX_TRACE_TOP_K + 1];
+        assert!(parse(&t).unwrap_err().to_string().contains("at most 1000"));
+        // A line of empty attention rows, the cheap way to make a parser build a lot, stops at
+        // the bound.
+        let rows = vec!["[]"; 1_000_000].join(",");
+        let line = format!(
+            r#"{{"attention":[{rows}],"mlp_activation":[],"residual_norm_in":0,"residual_norm_out":0,"logit_lens":null}}"#
+        );
+        let e = serde_json::from_str::<LayerTrace>(&line)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid length 257"), "{e}");
     }
 }

@@ -2,7 +2,6 @@
 //! (`RemoteConfig`), what it can give (`ServerInfo`), one streamed step, the summary, the events
 //! while a request runs, and the typed errors.
 
-use llm::trace::MAX_TRACE_PROMPT_TOKENS;
 use llm::{StopReason, TokenInfo, Trace};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -89,6 +88,15 @@ pub fn shown_url(url: &str) -> String {
 /// character or a bidi override.
 pub(crate) fn hidden(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The message of a server's `"error"` (an object with a message, or a string; anything else
+/// as JSON), shortened for the status line.
+pub(crate) fn error_message(e: &serde_json::Value) -> String {
+    match e["message"].as_str().or(e.as_str()) {
+        Some(m) => shown_text(m, 300),
+        None => shown_text(&e.to_string(), 300),
+    }
 }
 
 /// Server-sent text as errors and labels show it: at most `max_chars` characters ("…" where it
@@ -271,13 +279,6 @@ pub fn stop_from_finish(finish: &str) -> StopReason {
     }
 }
 
-/// The most values a prompt line's embedding rows may hold together (rows × width): the app
-/// fits a PCA to them, at a cost that grows with both. 1,024 rows of 4,096 (llama-3 8B's
-/// width) is exactly this, though written out as JSON such a line passes the 32 MiB a
-/// samemath line may have, which then binds first (about 700 rows of 4,096); SmolLM2's longest
-/// /api/trace prompt is 1,024 × 576, about 7 MB.
-pub const MAX_PROMPT_EMBEDDING_VALUES: usize = 1 << 22;
-
 /// The longest token text (a piece) accepted from a server: no vocabulary's tokens come near
 /// it, and the app lays pieces out every frame.
 pub(crate) const PIECE_BYTES: usize = 1 << 10;
@@ -291,56 +292,6 @@ pub(crate) fn check_piece(field: &str, piece: &str) -> Result<(), RemoteError> {
         )));
     }
     Ok(())
-}
-
-/// samemath serve's first /api/trace line: the prompt's tokens and embedding rows, checked
-/// (at most `MAX_TRACE_PROMPT_TOKENS`, serve's cap; as many rows as tokens, each of one width
-/// within the trace bounds, at most `MAX_PROMPT_EMBEDDING_VALUES` in all; finite values; each
-/// token's piece at most `PIECE_BYTES`).
-pub(crate) fn prompt_event(p: &serde_json::Value) -> Result<RemoteEvent, RemoteError> {
-    let bad = |why: String| RemoteError::Protocol(format!("the prompt line: {why}"));
-    let count = |key: &str| p[key].as_array().map_or(0, Vec::len);
-    let max = MAX_TRACE_PROMPT_TOKENS;
-    // Counted before parsing: a long line is refused without building it.
-    if count("tokens") > max || count("embeddings") > max {
-        return Err(bad(format!(
-            "{} tokens with {} embedding rows, more than the {max} a prompt may have",
-            count("tokens"),
-            count("embeddings")
-        )));
-    }
-    // So is a wide one (every row must be as wide as the first).
-    let width = p["embeddings"][0].as_array().map_or(0, Vec::len);
-    let (max_width, max_values) = (llm::trace::MAX_TRACE_WIDTH, MAX_PROMPT_EMBEDDING_VALUES);
-    if width > max_width || count("embeddings") * width > max_values {
-        return Err(bad(format!(
-            "{} embedding rows of {width} values, more than {max_width} a row or \
-             {max_values} in all",
-            count("embeddings")
-        )));
-    }
-    let parse_error = |e: serde_json::Error| bad(shown_text(&e.to_string(), 300));
-    let tokens = Vec::<llm::TokenInfo>::deserialize(&p["tokens"]).map_err(parse_error)?;
-    let embeddings = Vec::<Vec<f32>>::deserialize(&p["embeddings"]).map_err(parse_error)?;
-    if embeddings.len() != tokens.len() {
-        return Err(bad(format!(
-            "{} tokens with {} embedding rows",
-            tokens.len(),
-            embeddings.len()
-        )));
-    }
-    for (i, t) in tokens.iter().enumerate() {
-        check_piece(&format!("the prompt line's token {i}"), &t.piece)?;
-    }
-    if embeddings
-        .iter()
-        .any(|r| r.len() != width || r.iter().any(|x| !x.is_finite()))
-    {
-        return Err(bad(
-            "embedding rows of different widths or non-finite values".into(),
-        ));
-    }
-    Ok(RemoteEvent::Prompt { tokens, embeddings })
 }
 
 #[cfg(test)]
@@ -366,68 +317,6 @@ mod tests {
             .unwrap_err();
         let text = bad.to_string();
         assert!(!text.contains("pw") && !text.contains("s3cret"), "{text}");
-    }
-
-    #[test]
-    fn prompt_lines_are_at_most_prompt_tokens_long() {
-        let line = |n: usize| {
-            let tokens: Vec<_> = (0..n)
-                .map(|i| serde_json::json!({"id": i, "piece": "a"}))
-                .collect();
-            serde_json::json!({"tokens": tokens, "embeddings": vec![vec![0.5]; n]})
-        };
-        match prompt_event(&line(MAX_TRACE_PROMPT_TOKENS)) {
-            Ok(RemoteEvent::Prompt { tokens, embeddings }) => {
-                assert_eq!(
-                    (tokens.len(), embeddings.len()),
-                    (MAX_TRACE_PROMPT_TOKENS, MAX_TRACE_PROMPT_TOKENS)
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-        let r = prompt_event(&line(MAX_TRACE_PROMPT_TOKENS + 1));
-        assert!(
-            matches!(&r, Err(RemoteError::Protocol(m)) if m.contains("1025 tokens")),
-            "{r:?}"
-        );
-        // Rows without tokens count too.
-        let mut rows = line(1);
-        rows["embeddings"] = serde_json::json!(vec![vec![0.5]; MAX_TRACE_PROMPT_TOKENS + 1]);
-        assert!(matches!(prompt_event(&rows), Err(RemoteError::Protocol(_))));
-    }
-
-    #[test]
-    fn prompt_embeddings_are_bounded_in_rows_times_width() {
-        let line = |rows: usize, width: usize| {
-            let tokens: Vec<_> = (0..rows)
-                .map(|i| serde_json::json!({"id": i, "piece": "a"}))
-                .collect();
-            serde_json::json!({"tokens": tokens, "embeddings": vec![vec![0.5; width]; rows]})
-        };
-        // 1,024 rows of llama-3 8B's width: within this bound (the line's own 32 MiB binds
-        // first over the wire).
-        assert!(prompt_event(&line(MAX_TRACE_PROMPT_TOKENS, 4096)).is_ok());
-        // Each within its bound, together past it: refused.
-        let r = prompt_event(&line(257, llm::trace::MAX_TRACE_WIDTH));
-        assert!(
-            matches!(&r, Err(RemoteError::Protocol(m)) if m.contains("in all")),
-            "{r:?}"
-        );
-        // Too wide alone.
-        let r = prompt_event(&line(1, llm::trace::MAX_TRACE_WIDTH + 1));
-        assert!(matches!(&r, Err(RemoteError::Protocol(_))), "{r:?}");
-    }
-
-    #[test]
-    fn long_prompt_pieces_are_refused() {
-        let line = serde_json::json!({"tokens": [{"id": 1, "piece": "a"},
-                                                 {"id": 2, "piece": "b".repeat(100_000)}],
-                                      "embeddings": [[0.5], [0.5]]});
-        let r = prompt_event(&line);
-        assert!(
-            matches!(&r, Err(RemoteError::Protocol(m)) if m.contains("token 1") && m.contains("100000 bytes")),
-            "{r:?}"
-        );
     }
 
     #[test]

@@ -10,9 +10,12 @@ use super::api::{
     ApiKind, Capabilities, RemoteConfig, RemoteError, RemoteEvent, RemoteSummary, ServerInfo,
     hidden, shown_text, shown_url,
 };
-use super::records::{Seen, embedding, record, shows_progress};
-use super::stream::{MAX_LINE_BYTES, MAX_TEXT_LINE_BYTES, NdjsonParser, SseData, SseParser};
+use super::records::{Record, Seen, embedding, record, shows_progress};
+use super::stream::{
+    LineSplitter, MAX_LINE_BYTES, MAX_TEXT_LINE_BYTES, NdjsonParser, SseData, SseParser,
+};
 use super::token::{automatic_token_refused, command_token};
+use super::trace_line::{self, TraceLine};
 use super::wait::{
     EMBED_BODY_BYTES, ERROR_BODY_BYTES, ERROR_BODY_WAIT, JSON_BODY_BYTES, Past, backoff,
     is_retryable, read_capped, sleep, ticking,
@@ -421,6 +424,7 @@ impl RemoteClient {
             ApiKind::Ollama | ApiKind::OpenAi => MAX_TEXT_LINE_BYTES,
         };
         let mut ndjson = NdjsonParser::new(max_line);
+        let mut lines = LineSplitter::new(max_line);
         let mut sse = SseParser::new(max_line);
         let mut seen = Seen::asking(request.max_tokens);
         let mut finished = false;
@@ -464,30 +468,32 @@ impl RemoteClient {
                 }
                 None => break,
             };
-            let records: Vec<Value> = if api == ApiKind::OpenAi {
-                let mut out = Vec::new();
-                for d in sse.push(&chunk)? {
-                    match d {
-                        SseData::Json(v) => out.push(v),
-                        SseData::Done => finished = true,
+            let records: Vec<Record> = match api {
+                ApiKind::OpenAi => {
+                    let mut out = Vec::new();
+                    for d in sse.push(&chunk)? {
+                        match d {
+                            SseData::Json(v) => out.push(Record::Json(v)),
+                            SseData::Done => finished = true,
+                        }
                     }
+                    out
                 }
-                out
-            } else {
-                ndjson.push(&chunk)?
+                ApiKind::Ollama => ndjson.push(&chunk)?.into_iter().map(Record::Json).collect(),
+                ApiKind::Samemath => trace_lines(lines.push(&chunk)?)?,
             };
-            for v in records {
+            for r in records {
                 // One prompt line an answer: each one makes the app fit its token cloud again.
-                if api == ApiKind::Samemath && v.get("prompt").is_some() {
+                if matches!(r, Record::Trace(TraceLine::Prompt(_))) {
                     if prompt_seen {
                         return Err(RemoteError::Protocol("a second prompt line".into()));
                     }
                     prompt_seen = true;
                 }
-                if shows_progress(api, &v) {
+                if shows_progress(api, &r) {
                     last_token = (Instant::now(), summary.tokens);
                 }
-                finished |= record(api, &v, &mut summary, &mut seen, on_event)?;
+                finished |= record(api, r, &mut summary, &mut seen, on_event)?;
                 if finished {
                     break;
                 }
@@ -504,19 +510,20 @@ impl RemoteClient {
             }
         }
         if !finished {
-            let tail: Vec<Value> = if api == ApiKind::OpenAi {
-                sse.finish()?
+            let tail: Vec<Record> = match api {
+                ApiKind::OpenAi => sse
+                    .finish()?
                     .into_iter()
                     .filter_map(|d| match d {
-                        SseData::Json(v) => Some(v),
+                        SseData::Json(v) => Some(Record::Json(v)),
                         SseData::Done => None,
                     })
-                    .collect()
-            } else {
-                ndjson.finish()?.into_iter().collect()
+                    .collect(),
+                ApiKind::Ollama => ndjson.finish()?.into_iter().map(Record::Json).collect(),
+                ApiKind::Samemath => trace_lines(lines.finish()?.into_iter().collect())?,
             };
-            for v in tail {
-                finished |= record(api, &v, &mut summary, &mut seen, on_event)?;
+            for r in tail {
+                finished |= record(api, r, &mut summary, &mut seen, on_event)?;
             }
         }
         if !finished && summary.stop.is_none() {
@@ -547,6 +554,15 @@ impl RemoteClient {
         })?;
         embedding(&v, path)
     }
+}
+
+/// samemath lines (empty ones skipped), each parsed straight into our types.
+fn trace_lines(lines: Vec<String>) -> Result<Vec<Record>, RemoteError> {
+    lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| trace_line::parse(l).map(Record::Trace))
+        .collect()
 }
 
 /// The longest model name kept from a server's list.

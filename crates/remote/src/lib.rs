@@ -17,6 +17,7 @@ mod client;
 mod records;
 pub mod stream;
 mod token;
+mod trace_line;
 mod wait;
 
 pub use api::{

@@ -3,13 +3,13 @@
 //! and bounded (the text of a step and of the answer, log-probabilities, alternatives); and an
 //! embedding answer's vector.
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::api::{
-    ApiKind, RemoteError, RemoteEvent, RemoteStep, RemoteSummary, check_piece, prompt_event,
-    shown_text, stop_from_finish,
+    ApiKind, RemoteError, RemoteEvent, RemoteStep, RemoteSummary, check_piece, error_message,
+    stop_from_finish,
 };
+use super::trace_line::TraceLine;
 use llm::{Trace, TraceStep};
 
 /// Alternatives kept per step (we ask every server for 5).
@@ -259,7 +259,11 @@ fn non_negative(x: Option<f64>) -> Option<f64> {
 /// or reasoning (Ollama's `thinking`; `reasoning_content` from llama.cpp's server, vLLM and
 /// DeepSeek; `reasoning` from Ollama's /v1 and OpenRouter). A reasoning model can think for
 /// minutes before its first token; keep-alive lines and empty deltas show nothing.
-pub(crate) fn shows_progress(api: ApiKind, v: &Value) -> bool {
+pub(crate) fn shows_progress(api: ApiKind, record: &Record) -> bool {
+    let v = match record {
+        Record::Trace(_) => return true,
+        Record::Json(v) => v,
+    };
     let any = |fields: &[&Value]| {
         fields
             .iter()
@@ -286,37 +290,75 @@ pub(crate) fn shows_progress(api: ApiKind, v: &Value) -> bool {
     }
 }
 
+/// One streamed record: an Ollama line or an OpenAI-compatible event as JSON, or a samemath
+/// line already in our types.
+#[derive(Debug)]
+pub(crate) enum Record {
+    Json(Value),
+    Trace(TraceLine),
+}
+
 /// Fold one streamed record into the summary; true when it ends the answer.
 pub(crate) fn record(
     api: ApiKind,
-    v: &Value,
+    record: Record,
     summary: &mut RemoteSummary,
     seen: &mut Seen,
     on_event: &mut dyn FnMut(RemoteEvent),
 ) -> Result<bool, RemoteError> {
+    let v = match record {
+        Record::Json(v) => v,
+        Record::Trace(line) => return trace_line(line, summary, seen, on_event),
+    };
     if let Some(e) = v.get("error") {
-        let msg = match e["message"].as_str().or(e.as_str()) {
-            Some(m) => shown_text(m, 300),
-            None => shown_text(&e.to_string(), 300),
-        };
-        return Err(RemoteError::Server(msg));
+        return Err(RemoteError::Server(error_message(e)));
     }
+    let v = &v;
     match api {
-        ApiKind::Samemath if v.get("prompt").is_some() => {
-            let event = prompt_event(&v["prompt"])?;
+        ApiKind::Samemath => Err(RemoteError::Protocol(
+            "a samemath line read as plain JSON".into(),
+        )),
+        ApiKind::Ollama | ApiKind::OpenAi if reasoning_bytes(api, v) > 0 => {
+            seen.reasoning_bytes += reasoning_bytes(api, v);
+            seen.reasoning_records += 1;
+            if seen.reasoning_bytes > REASONING_BYTES {
+                return Err(RemoteError::Protocol(format!(
+                    "the server's reasoning passed {REASONING_BYTES} bytes after {} tokens",
+                    summary.tokens
+                )));
+            }
+            if seen.reasoning_records > REASONING_RECORDS {
+                return Err(RemoteError::Protocol(format!(
+                    "the server's reasoning passed {REASONING_RECORDS} records after {} tokens",
+                    summary.tokens
+                )));
+            }
+            text_record(api, v, summary, seen.max_tokens, on_event)
+        }
+        ApiKind::Ollama | ApiKind::OpenAi => {
+            text_record(api, v, summary, seen.max_tokens, on_event)
+        }
+    }
+}
+
+/// Fold one samemath line into the summary; true when it ends the answer.
+fn trace_line(
+    line: TraceLine,
+    summary: &mut RemoteSummary,
+    seen: &mut Seen,
+    on_event: &mut dyn FnMut(RemoteEvent),
+) -> Result<bool, RemoteError> {
+    match line {
+        TraceLine::Error(m) => Err(RemoteError::Server(m)),
+        TraceLine::Prompt(event) => {
             if let RemoteEvent::Prompt { embeddings, .. } = &event {
                 seen.prompt_width = embeddings.first().map(Vec::len);
             }
             on_event(event);
             Ok(false)
         }
-        ApiKind::Samemath => {
-            let step = TraceStep::deserialize(v).map_err(|e| {
-                RemoteError::Protocol(format!(
-                    "bad trace step: {}",
-                    shown_text(&e.to_string(), 300)
-                ))
-            })?;
+        TraceLine::Step(step) => {
+            let step = *step;
             check_pieces(&step)?;
             // The scene indexes what it draws by the trace's own shape, and sizes its world by
             // the first one: check it here, and hold the answer's steps to one shape.
@@ -375,26 +417,6 @@ pub(crate) fn record(
                 return Ok(true);
             }
             Ok(false)
-        }
-        ApiKind::Ollama | ApiKind::OpenAi if reasoning_bytes(api, v) > 0 => {
-            seen.reasoning_bytes += reasoning_bytes(api, v);
-            seen.reasoning_records += 1;
-            if seen.reasoning_bytes > REASONING_BYTES {
-                return Err(RemoteError::Protocol(format!(
-                    "the server's reasoning passed {REASONING_BYTES} bytes after {} tokens",
-                    summary.tokens
-                )));
-            }
-            if seen.reasoning_records > REASONING_RECORDS {
-                return Err(RemoteError::Protocol(format!(
-                    "the server's reasoning passed {REASONING_RECORDS} records after {} tokens",
-                    summary.tokens
-                )));
-            }
-            text_record(api, v, summary, seen.max_tokens, on_event)
-        }
-        ApiKind::Ollama | ApiKind::OpenAi => {
-            text_record(api, v, summary, seen.max_tokens, on_event)
         }
     }
 }

@@ -45,10 +45,19 @@ fn reasoning_shows_progress_and_keep_alives_do_not() {
             true,
         ),
         (ApiKind::OpenAi, json!({"choices": [{"text": "a"}]}), true),
-        (ApiKind::Samemath, json!({"prompt": {}}), true),
     ] {
-        assert_eq!(shows_progress(api, &v), progress, "{api:?} {v}");
+        assert_eq!(
+            shows_progress(api, &Record::Json(v.clone())),
+            progress,
+            "{api:?} {v}"
+        );
     }
+    // Every samemath line is the server at work.
+    let prompt = TraceLine::Prompt(RemoteEvent::Prompt {
+        tokens: vec![],
+        embeddings: vec![],
+    });
+    assert!(shows_progress(ApiKind::Samemath, &Record::Trace(prompt)));
 }
 
 /// The steps and the outcome of feeding `lines` (one answer) to `record`.
@@ -63,7 +72,13 @@ fn fold(api: ApiKind, lines: &[Value]) -> (Vec<RemoteStep>, Result<RemoteSummary
     let mut outcome = Ok(());
     let mut seen = Seen::default();
     for v in lines {
-        if let Err(e) = record(api, v, &mut summary, &mut seen, &mut on_event) {
+        if let Err(e) = record(
+            api,
+            Record::Json(v.clone()),
+            &mut summary,
+            &mut seen,
+            &mut on_event,
+        ) {
             outcome = Err(e);
             break;
         }
@@ -145,9 +160,13 @@ fn a_record_of_several_tokens_is_a_step_a_token() {
     let mut seen = Seen::asking(1);
     let mut summary = RemoteSummary::default();
     let mut n = 0;
-    record(ApiKind::Ollama, &line, &mut summary, &mut seen, &mut |_| {
-        n += 1
-    })
+    record(
+        ApiKind::Ollama,
+        Record::Json(line),
+        &mut summary,
+        &mut seen,
+        &mut |_| n += 1,
+    )
     .unwrap();
     assert_eq!((n, summary.tokens), (2, 2));
     assert_eq!(steps[1].top_logprobs, vec![("lo".to_string(), -1.0)]);
