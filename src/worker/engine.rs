@@ -6,8 +6,10 @@ use llm::gpu::{self, GpuContext, GpuModel};
 use llm::{Backend, GenerationRequest, LlmError, LlmTokenizer, Model, Session, TokenInfo, fetch};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 
+use super::Wait;
 use super::protocol::{Command, Event, GpuBackendInfo};
 use super::remote::RemoteLink;
 
@@ -28,7 +30,10 @@ pub(super) struct Engine {
     /// before `connect` returns); it becomes `remote` once the server answers, and the backend
     /// in use stays until then (a failed or stopped Connect leaves it as it was).
     connecting: Option<RemoteLink>,
-    stop: Arc<std::sync::Mutex<llm::CancelToken>>,
+    /// The remote wait in flight, which the Worker ends from the app's thread.
+    wait: Arc<std::sync::Mutex<Wait>>,
+    /// Stops the Worker has sent (each command carries the count at its sending).
+    stops: Arc<AtomicU64>,
     loaded: Option<(Arc<Model>, Arc<LlmTokenizer>)>,
     /// The GPU backend, once asked for; used while `on_gpu`.
     gpu: Option<Arc<GpuModel>>,
@@ -56,13 +61,14 @@ impl Engine {
     pub(super) fn new(
         model_path: Option<PathBuf>,
         max_prompt_tokens: usize,
-        stop: Arc<std::sync::Mutex<llm::CancelToken>>,
+        (wait, stops): (Arc<std::sync::Mutex<Wait>>, Arc<AtomicU64>),
         events: Sender<Event>,
     ) -> Self {
         Engine {
             remote: None,
             connecting: None,
-            stop,
+            wait,
+            stops,
             model_path,
             max_prompt_tokens,
             step_pending: false,
@@ -119,16 +125,22 @@ impl Engine {
         self.adopt(loaded.map(|(m, t)| (m, t, path)))
     }
 
-    /// Browser build: whether `command` can run now, or waits for the page's download.
+    /// Browser build: whether `command` (sent after `stops` Stops) can run now, or waits for
+    /// the page's download.
     #[cfg(target_arch = "wasm32")]
-    pub(super) fn ready_for(&mut self, command: &Command) -> bool {
+    pub(super) fn ready_for(&mut self, command: &Command, stops: u64) -> bool {
         self.settle_connect();
         if self.loaded.is_some()
             || self.model_bytes.is_some()
             || self.remote.is_some()
+            || self.stopped_since(stops)
             || matches!(
                 command,
-                Command::Connect(_) | Command::Stop | Command::Reset | Command::UseLocal
+                Command::Connect(_)
+                    | Command::Stop
+                    | Command::Reset
+                    | Command::UseLocal
+                    | Command::Pace(_)
             )
         {
             return true;
@@ -252,8 +264,33 @@ impl Engine {
         }
     }
 
-    pub(super) fn handle(&mut self, command: Command) {
+    /// The Stops the Worker has sent so far.
+    pub(super) fn stops(&self) -> u64 {
+        self.stops.load(Ordering::SeqCst)
+    }
+
+    /// Whether a Stop was sent after the command that carried `stops`.
+    fn stopped_since(&self, stops: u64) -> bool {
+        self.stops() != stops
+    }
+
+    /// Take `command`, sent after `stops` Stops. A Generate, Step or Connect that a Stop (or
+    /// Reset, or UseLocal) sent after it overtook is not started: it says it was stopped.
+    pub(super) fn handle(&mut self, command: Command, stops: u64) {
         self.settle_connect();
+        if self.stopped_since(stops) {
+            match command {
+                Command::Generate(_) | Command::Step(_) => {
+                    self.send(Event::Paused);
+                    return;
+                }
+                Command::Connect(_) => {
+                    self.send(Event::Error("Connect was stopped".into()));
+                    return;
+                }
+                _ => {}
+            }
+        }
         if self.remote.is_some() {
             match &command {
                 Command::Generate(request) => {
@@ -282,14 +319,14 @@ impl Engine {
         match command {
             Command::Connect(config) => self.connect(config),
             Command::UseLocal => {
-                self.remote = None;
                 // A Connect still probing (the browser's) is ended, so its answer cannot make
-                // its server the backend after this.
-                if self.connecting.take().is_some()
-                    && let Ok(t) = self.stop.lock()
-                {
-                    t.cancel();
+                // its server the backend after this; so is an answer in flight (the browser's
+                // runs in the connection's task: natively the Worker ended it already).
+                if let Ok(w) = self.wait.lock() {
+                    w.token.cancel();
                 }
+                self.connecting = None;
+                self.remote = None;
                 if self.on_gpu {
                     self.on_gpu = false;
                     self.drop_session();
@@ -325,7 +362,12 @@ impl Engine {
                 self.running = false;
                 self.step_pending = false;
                 self.session = None;
-                self.send(Event::ResetDone);
+                // After what the answer in flight still sends (the browser's runs in the
+                // connection's task, which says ResetDone once that answer has ended).
+                match self.remote.as_ref() {
+                    Some(link) => link.then(Event::ResetDone, &self.events),
+                    None => self.send(Event::ResetDone),
+                }
                 // (Also the way back from a panic mid-step: the frames are idle again.)
                 if let Some(p) = &self.pacer {
                     p.cpu_stopped();
@@ -537,24 +579,30 @@ impl Engine {
             "connecting to {}",
             remote::shown_url(&config.url)
         )));
-        let token = self.fresh_stop_token();
+        let token = self.fresh_wait(false);
         self.connecting = super::remote::connect(config, &self.events, &token);
         self.settle_connect();
     }
 
-    /// A new token for the wait about to start (a probe, a remote answer), which the Worker's
-    /// Stop and Reset cancel from the UI thread while this one is inside the wait.
-    fn fresh_stop_token(&self) -> llm::CancelToken {
+    /// A new token for the wait about to start (a probe, or a remote `answer`), which the
+    /// Worker's Stop and Reset cancel from the UI thread while this one is inside the wait. The
+    /// wait before it ends here: in the browser an answer still streams in the connection's
+    /// task when the next Generate comes, and the newest request replaces it.
+    fn fresh_wait(&self, answer: bool) -> llm::CancelToken {
         let token = llm::CancelToken::default();
-        if let Ok(mut t) = self.stop.lock() {
-            *t = token.clone();
+        if let Ok(mut w) = self.wait.lock() {
+            w.token.cancel();
+            *w = Wait {
+                token: token.clone(),
+                answer,
+            };
         }
         token
     }
 
     /// A Connect's link becomes the backend once its server answered; one whose probe failed or
     /// was stopped is dropped.
-    fn settle_connect(&mut self) {
+    pub(super) fn settle_connect(&mut self) {
         match self.connecting.as_ref().map(RemoteLink::answered) {
             Some(Some(true)) => {
                 self.drop_session();
@@ -568,7 +616,7 @@ impl Engine {
     /// Generate on the remote server (natively blocking this engine thread, in the browser in
     /// the connection's task); Stop cancels through the shared token.
     fn generate_remote(&mut self, request: &GenerationRequest) {
-        let token = self.fresh_stop_token();
+        let token = self.fresh_wait(true);
         let Some(link) = self.remote.as_mut() else {
             return;
         };

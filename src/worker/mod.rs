@@ -13,26 +13,39 @@ pub use remote::open_remote;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 
 use engine::Engine;
 
+/// The wait the engine is in, if any (a remote server's probe or answer), and what ends it:
+/// the Worker cancels it from the app's thread while the engine is inside it, not reading
+/// commands.
+#[derive(Debug, Default)]
+pub(crate) struct Wait {
+    token: llm::CancelToken,
+    /// A remote answer (a new Generate or Step replaces it, as it replaces a local one).
+    answer: bool,
+}
+
+/// A command as sent, with the count of Stops (Stop, Reset, UseLocal) sent before it: one sent
+/// after it, while it waited its turn, stops it before it starts.
+type Sent = (Command, u64);
+
 /// The app's handle on the engine.
 pub struct Worker {
-    commands: Sender<Command>,
+    commands: Sender<Sent>,
     events: Receiver<Event>,
-    /// Cancels a remote answer in flight (the engine thread is inside it, not reading commands).
-    stop: Arc<std::sync::Mutex<llm::CancelToken>>,
+    /// Ends the wait in flight.
+    wait: Arc<std::sync::Mutex<Wait>>,
+    /// Stops sent so far (shared with the engine, which compares each command's count).
+    stops: Arc<AtomicU64>,
     /// Stop also gives up a step the GPU has not finished after a second (a stalled device):
     /// the engine then says so and goes on with the CPU.
     gpu_interrupt: Option<llm::gpu::GpuInterrupt>,
     /// wasm: the engine itself, stepped from `poll`, and the commands waiting for the model.
     #[cfg(target_arch = "wasm32")]
-    inline: (
-        Engine,
-        Receiver<Command>,
-        std::collections::VecDeque<Command>,
-    ),
+    inline: (Engine, Receiver<Sent>, std::collections::VecDeque<Sent>),
 }
 
 impl std::fmt::Debug for Worker {
@@ -56,8 +69,14 @@ impl Worker {
     ) -> Worker {
         let (command_tx, command_rx) = channel();
         let (event_tx, event_rx) = channel();
-        let stop = Arc::new(std::sync::Mutex::new(llm::CancelToken::default()));
-        let engine = Engine::new(model_path, max_prompt_tokens, stop.clone(), event_tx);
+        let wait = Arc::new(std::sync::Mutex::new(Wait::default()));
+        let stops = Arc::new(AtomicU64::new(0));
+        let engine = Engine::new(
+            model_path,
+            max_prompt_tokens,
+            (wait.clone(), stops.clone()),
+            event_tx,
+        );
         #[cfg(not(target_arch = "wasm32"))]
         {
             spawn_low_priority("samemath-llm", threads, move || run(engine, command_rx))
@@ -66,7 +85,8 @@ impl Worker {
             Worker {
                 commands: command_tx,
                 events: event_rx,
-                stop,
+                wait,
+                stops,
                 gpu_interrupt: None,
             }
         }
@@ -76,7 +96,8 @@ impl Worker {
             Worker {
                 commands: command_tx,
                 events: event_rx,
-                stop,
+                wait,
+                stops,
                 gpu_interrupt: None,
                 inline: (engine, command_rx, Default::default()),
             }
@@ -84,17 +105,28 @@ impl Worker {
     }
 
     /// Queue a command; the engine takes it between steps, so Stop lands within one step (or
-    /// within a second of a step a stalled GPU does not finish).
+    /// within a second of a step a stalled GPU does not finish). Stop, Reset and UseLocal end
+    /// a remote wait at once (and stop the commands still queued before them); a new Generate
+    /// or Step ends a remote answer, as it ends a local one.
     pub fn send(&mut self, command: Command) {
-        if matches!(command, Command::Stop | Command::Reset) {
-            if let Ok(t) = self.stop.lock() {
-                t.cancel();
-            }
-            if let Some(i) = &self.gpu_interrupt {
-                i.interrupt();
-            }
+        let stop = matches!(command, Command::Stop | Command::Reset | Command::UseLocal);
+        if stop {
+            self.stops.fetch_add(1, Ordering::SeqCst);
         }
-        let _ = self.commands.send(command);
+        let replaces = matches!(command, Command::Generate(_) | Command::Step(_));
+        if let Ok(w) = self.wait.lock()
+            && (stop || (replaces && w.answer))
+        {
+            w.token.cancel();
+        }
+        if matches!(command, Command::Stop | Command::Reset)
+            && let Some(i) = &self.gpu_interrupt
+        {
+            i.interrupt();
+        }
+        let _ = self
+            .commands
+            .send((command, self.stops.load(Ordering::SeqCst)));
     }
 
     /// Events since the last call; never blocks (on wasm, runs at most one step first).
@@ -103,12 +135,16 @@ impl Worker {
         {
             let (engine, commands, held) = &mut self.inline;
             held.extend(commands.try_iter());
-            while let Some(c) = held.front() {
-                if !engine.ready_for(c) {
-                    break;
-                }
-                if let Some(c) = held.pop_front() {
-                    engine.handle(c);
+            // A Connect that answered meanwhile becomes the backend now, not at the next command.
+            engine.settle_connect();
+            // In order, but what needs no model (Connect, Stop, Reset, UseLocal, a command
+            // already stopped) does not wait behind what does while the page downloads it.
+            while let Some(i) = held
+                .iter()
+                .position(|(c, stops)| engine.ready_for(c, *stops))
+            {
+                if let Some((c, stops)) = held.remove(i) {
+                    engine.handle(c, stops);
                 }
             }
             if engine.busy() {
@@ -184,7 +220,7 @@ fn lower_priority() {
 
 /// The engine thread: commands first, then one step at a time while generating.
 #[cfg(not(target_arch = "wasm32"))]
-fn run(mut engine: Engine, commands: Receiver<Command>) {
+fn run(mut engine: Engine, commands: Receiver<Sent>) {
     use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
     loop {
         let next = if let Some(rest) = engine.resting().filter(|_| engine.busy()) {
@@ -209,7 +245,7 @@ fn run(mut engine: Engine, commands: Receiver<Command>) {
         // A panic in the engine (a bug, or a model file nothing else caught) becomes a message
         // in the panel; the thread goes on taking commands.
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match next {
-            Some(c) => engine.handle(c),
+            Some((c, stops)) => engine.handle(c, stops),
             None => engine.advance(),
         }));
         if let Err(panic) = caught {
@@ -224,7 +260,7 @@ fn run(mut engine: Engine, commands: Receiver<Command>) {
             engine.send(Event::Finished(llm::StopReason::Cancelled));
             // Not the same step again: the session is dropped (the model stays loaded).
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                engine.handle(Command::Reset)
+                engine.handle(Command::Reset, engine.stops())
             }));
         }
     }

@@ -17,9 +17,18 @@ pub(super) struct RemoteLink {
 
 #[cfg(target_arch = "wasm32")]
 pub(super) struct RemoteLink {
-    requests: Sender<(GenerationRequest, CancelToken)>,
+    requests: Sender<Job>,
     /// The probe's outcome, set by the connection's task: `PROBING`, `ANSWERED` or `ENDED`.
     state: std::sync::Arc<std::sync::atomic::AtomicU8>,
+}
+
+/// What the browser's connection task does next, in the order asked.
+#[cfg(target_arch = "wasm32")]
+enum Job {
+    /// Answer this request (unless its token is cancelled by then).
+    Answer(GenerationRequest, CancelToken),
+    /// Send this event once the answers asked before it have ended.
+    Say(Event),
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -112,7 +121,7 @@ pub(super) fn connect(
             return None;
         }
     };
-    let (requests, incoming) = channel::<(GenerationRequest, CancelToken)>();
+    let (requests, incoming) = channel::<Job>();
     let (events, cancel) = (events.clone(), cancel.clone());
     let state = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(PROBING));
     let outcome = state.clone();
@@ -139,8 +148,11 @@ pub(super) fn connect(
         }
         loop {
             match incoming.try_recv() {
-                Ok((request, token)) => {
+                Ok(Job::Answer(request, token)) => {
                     answer_remote(&mut client, &request, &token, &events).await;
+                }
+                Ok(Job::Say(event)) => {
+                    let _ = events.send(event);
                 }
                 Err(std::sync::mpsc::TryRecvError::Empty) => {
                     remote::sleep(std::time::Duration::from_millis(30)).await;
@@ -186,8 +198,25 @@ impl RemoteLink {
         {
             // The connection's task sends the events.
             let _ = events;
-            self.requests.send((request.clone(), token.clone())).is_ok()
+            self.requests
+                .send(Job::Answer(request.clone(), token.clone()))
+                .is_ok()
         }
+    }
+
+    /// Send `event` once the answers asked for so far have ended (natively they have: the
+    /// engine thread waits in each; the browser's connection task sends it after them).
+    pub(super) fn then(&self, event: Event, events: &Sender<Event>) {
+        #[cfg(target_arch = "wasm32")]
+        let event = match self.requests.send(Job::Say(event)) {
+            Ok(()) => return,
+            // The task is gone: nothing comes after.
+            Err(e) => match e.0 {
+                Job::Say(event) => event,
+                Job::Answer(..) => return,
+            },
+        };
+        let _ = events.send(event);
     }
 }
 
@@ -199,8 +228,18 @@ async fn answer_remote(
     events: &Sender<Event>,
 ) {
     use remote::{RemoteError, RemoteEvent};
+    // Stopped or replaced before it began (queued behind an answer a newer request ended).
+    if token.is_cancelled() {
+        let _ = events.send(Event::Paused);
+        return;
+    }
     let _ = events.send(Event::prompt(Vec::new(), Vec::new()));
     let mut on_event = |e: RemoteEvent| {
+        // Once stopped, what the server still sends is not shown (the app may have moved on
+        // to a new answer, a reset view or the local engine): only the end below.
+        if token.is_cancelled() {
+            return;
+        }
         let _ = events.send(match e {
             RemoteEvent::Status(s) => Event::Status(s),
             RemoteEvent::Prompt { tokens, embeddings } => Event::prompt(tokens, embeddings),

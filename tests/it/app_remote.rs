@@ -234,3 +234,105 @@ fn a_401_gets_one_retry_with_a_fresh_token_from_the_token_command() {
         "{stderr}"
     );
 }
+
+/// A remote answer behaves as a local one: a new Generate ends the answer in flight, and a
+/// Stop sent while that Generate still waited its turn (the engine is inside the first answer)
+/// stops it before it starts. Against an Ollama server that streams a word every 50 ms.
+#[test]
+fn a_new_generate_ends_a_remote_answer_and_a_stop_reaches_the_queued_one() {
+    use samemath::worker::{Command as EngineCommand, Event, Worker};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answers = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = answers.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            let counted = counted.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(s.try_clone().unwrap());
+                let (mut first, mut line, mut length) = (String::new(), String::new(), 0);
+                let _ = reader.read_line(&mut first);
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    line.clear();
+                }
+                let _ = reader.read_exact(&mut vec![0; length]);
+                let json = |body: &str| response("200 OK", "application/json", body.as_bytes());
+                let _ = if first.contains("/api/version") {
+                    s.write_all(&json(r#"{"version":"0.12.11"}"#))
+                } else if first.contains("/api/tags") {
+                    s.write_all(&json(r#"{"models":[{"name":"m"}]}"#))
+                } else {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    // 400 words, one each 50 ms: 20 s unless the client goes away.
+                    let _ = s.write_all(&streamed(b""));
+                    for _ in 0..400 {
+                        if s.write_all(&ollama_lines(&["word"], false)).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    s.write_all(&ollama_lines(&[], true))
+                };
+            });
+        }
+    });
+    let mut worker = Worker::spawn(None, 1);
+    let mut config = remote::RemoteConfig::new(&format!("http://127.0.0.1:{port}"));
+    config.api = Some(ApiKind::Ollama);
+    worker.send(EngineCommand::Connect(config));
+    let mut events = Vec::new();
+    let mut wait_for = |worker: &mut Worker, what: &str, done: &dyn Fn(&Event) -> bool| {
+        let start = Instant::now();
+        loop {
+            let new = worker.poll();
+            let found = new.iter().any(|e| done(e));
+            events.extend(new);
+            if found {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{what}: {events:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait_for(&mut worker, "connected", &|e| {
+        matches!(e, Event::Connected { .. })
+    });
+    let request = llm::GenerationRequest {
+        max_tokens: 1000,
+        ..llm::GenerationRequest::new(PROMPT)
+    };
+    worker.send(EngineCommand::Generate(request.clone()));
+    wait_for(&mut worker, "the first word", &|e| {
+        matches!(e, Event::RemoteStep(_))
+    });
+    // The engine is inside the first answer: the second Generate waits its turn, and the
+    // Stop right after it stops it there.
+    worker.send(EngineCommand::Generate(request));
+    worker.send(EngineCommand::Stop);
+    let start = Instant::now();
+    let mut after = Vec::new();
+    while start.elapsed() < Duration::from_secs(4) {
+        after.extend(worker.poll());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The first answer's last words, its end, then the second's end before it began.
+    let ends: Vec<usize> = (0..after.len())
+        .filter(|&i| matches!(after[i], Event::Paused))
+        .collect();
+    assert_eq!(ends.len(), 2, "{after:?}");
+    assert!(
+        !after[ends[0]..]
+            .iter()
+            .any(|e| matches!(e, Event::RemoteStep(_) | Event::Prompt { .. })),
+        "the stopped Generate ran: {after:?}"
+    );
+    assert_eq!(answers.load(Ordering::SeqCst), 1, "{after:?}");
+}
