@@ -36,6 +36,13 @@ pub(super) fn apply_theme(
     if *applied == Some(*settings) {
         return;
     }
+    style(ctx);
+    ctx.set_zoom_factor(settings.zoom());
+    *applied = Some(*settings);
+}
+
+/// The theme's colours, text sizes and spacing (the zoom aside) on `ctx`.
+pub(super) fn style(ctx: &egui::Context) {
     let mut visuals = egui::Visuals::dark();
     visuals.panel_fill = egui::Color32::from_rgb(22, 24, 30);
     visuals.window_fill = egui::Color32::from_rgb(22, 24, 30);
@@ -73,6 +80,4 @@ pub(super) fn apply_theme(
             style.debug.show_unaligned = false;
         }
     });
-    ctx.set_zoom_factor(settings.zoom());
-    *applied = Some(*settings);
 }

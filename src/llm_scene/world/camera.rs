@@ -182,7 +182,9 @@ pub(super) fn world_mouse(
     camera.fly(time.delta_secs());
 }
 
-/// The world's shape: the latest trace's (a remote server's too), else the local model's.
+/// The world's shape: the latest trace's (a remote server's too), else the local model's; on
+/// a remote backend without a trace (between answers, after a reset) none, so the world stays
+/// as it was rather than rebuilt in the local model's shape and back with each answer.
 pub(super) fn layout_of(view: &LlmView) -> Option<WorldLayout> {
     if let Some(t) = &view.trace {
         let neurons = t.layers.first().map_or(0, |l| l.mlp_activation.len());
@@ -192,6 +194,55 @@ pub(super) fn layout_of(view: &LlmView) -> Option<WorldLayout> {
                 .with_attention(t.kv_head_of_head.len(), kv_heads),
         );
     }
-    let c = &view.model.as_ref()?.config;
+    let c = crate::llm_scene::activations::local_config(view)?;
     Some(WorldLayout::new(c.n_layer, c.n_ff, c.n_embd).with_attention(c.n_head, c.n_kv_head))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm_scene::state::Backend;
+
+    #[test]
+    fn a_remote_backend_without_a_trace_keeps_the_world_as_it_is() {
+        let (model, _) = testkit::model::model();
+        let mut view = LlmView {
+            model: Some(model.clone()),
+            ..Default::default()
+        };
+        let local = layout_of(&view).expect("the local model's shape");
+        view.backend = Backend::Remote {
+            url: "http://127.0.0.1:1".into(),
+            info: remote::ServerInfo {
+                api: remote::ApiKind::Samemath,
+                version: None,
+                models: vec![],
+                capabilities: Default::default(),
+            },
+            model: None,
+        };
+        assert_eq!(layout_of(&view), None);
+        // A trace of another shape (a server's other model) is the world's.
+        let layer = llm::LayerTrace {
+            attention: vec![vec![1.0]],
+            mlp_activation: vec![0.5; 16],
+            mlp_input: vec![],
+            residual_norm_in: 1.0,
+            residual_norm_out: 1.0,
+            logit_lens: None,
+        };
+        view.trace = Some(llm::Trace {
+            position: 0,
+            token: llm::TokenInfo {
+                id: 1,
+                piece: "a".into(),
+            },
+            embedding: vec![0.5; 8],
+            kv_head_of_head: vec![0],
+            layers: vec![layer; 4],
+            top_k: vec![],
+        });
+        let remote = layout_of(&view).expect("the trace's shape");
+        assert_ne!(remote, local);
+    }
 }
