@@ -11,6 +11,9 @@ const TRIES = 4;
 // The largest model the page takes: its bytes are held here, then copied into the app's wasm
 // memory (4 GiB at most), so a link to a bigger file, or to a stream without end, is refused.
 const MAX_MODEL_BYTES = 1 << 30;
+// A download that sends nothing for this long (a server that stops mid-body without closing) is
+// stopped and resumed like a dropped one; the .sha256 next to the model has this long in all.
+const IDLE_MS = 30_000;
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -160,16 +163,45 @@ function startOver(d) {
   d.validator = null;
 }
 
+// One try of the download, stopped when nothing comes for IDLE_MS.
 async function fetchOnce() {
+  const abort = new AbortController();
+  let idle;
+  const alive = () => {
+    clearTimeout(idle);
+    idle = setTimeout(() => abort.abort(), IDLE_MS);
+  };
+  alive();
+  try {
+    await receive(abort.signal, alive);
+  } catch (e) {
+    throw abort.signal.aborted ? new Error(`the download stalled: no data for ${IDLE_MS / 1000} s`) : e;
+  } finally {
+    clearTimeout(idle);
+  }
+}
+
+// The download's next bytes into `download`: the file from the start, or the rest of it with a
+// byte range. `alive()` is called whenever something comes in (the answer, then each chunk).
+async function receive(signal, alive) {
   const d = download;
+  // Every byte of a known size came before an error: there is nothing left to ask for (a range
+  // from the end would get a 416); the checks after the download decide.
+  if (d.total && d.received >= d.total) return;
   // Resume only the same file: If-Range makes a server whose file changed send it whole.
   const headers = d.received > 0 && d.validator ? { Range: `bytes=${d.received}-`, 'If-Range': d.validator } : {};
   if (d.received > 0 && !d.validator) startOver(d);
-  const resp = await fetch(MODEL_URL, { headers, cache: 'no-store' });
+  const resp = await fetch(MODEL_URL, { headers, cache: 'no-store', signal });
+  alive();
   if (resp.status === 404) {
     const err = new Error(`${MODEL_URL} is not on this server (404): build the page with wasm/build.sh, which puts the model next to it`);
     err.fatal = true;
     throw err;
+  }
+  if (resp.status === 416 && d.received > 0) {
+    // Nothing past the bytes here (the size was never said, or the file shrank).
+    startOver(d);
+    throw new Error('the server has no bytes past those already here (416): starting over');
   }
   if (!resp.ok) throw new Error(`the server answered ${resp.status} ${resp.statusText}`);
   if (d.received > 0) {
@@ -194,6 +226,7 @@ async function fetchOnce() {
   const reader = resp.body.getReader();
   for (;;) {
     const { done, value } = await reader.read();
+    alive();
     if (done) break;
     if (d.received + value.length > MAX_MODEL_BYTES) {
       reader.cancel().catch(() => {});
@@ -208,19 +241,48 @@ async function fetchOnce() {
   if (d.total && d.received < d.total) throw new Error('the connection closed early');
 }
 
+// The page's failed state: the status says why, the box comes back with the retry button.
+function failModel(message) {
+  state.failed = true;
+  state.status = message;
+  console.log(`samemath:download ${state.status}`);
+  show('The model did not arrive', { message: state.status, error: true, retry: true });
+  $('loading').classList.remove('hidden', 'corner');
+}
+
+// loadModel, whatever goes wrong in it ending in the failed state (never "pending" for good).
+function startModel() {
+  loadModel().catch((e) => {
+    console.error(e);
+    startOver(download);
+    failModel(`The model could not be loaded: ${e.message}. ` +
+      'Scene 1 works without it; "Download the model again" starts from the beginning.');
+  });
+}
+
 async function loadModel() {
   state.failed = false;
   const cache = await openCache();
   if (cache) {
-    const hit = await cache.match(MODEL_URL);
-    if (hit) {
-      state.status = 'reading the model from the browser cache';
-      show(state.status, { fraction: 1 });
-      const bytes = new Uint8Array(await hit.arrayBuffer());
-      const check = await checkSha256(bytes);
-      if (bytes.length > 0 && check.ok) return finishModel(bytes, `from the browser cache, ${check.note}`);
+    // Best effort: a failed delete leaves an entry the next visit checks again.
+    const forget = () => cache.delete(MODEL_URL).catch((e) => console.warn('could not delete the cached model:', e));
+    let bytes = null;
+    try {
+      const hit = await cache.match(MODEL_URL);
+      if (hit) {
+        state.status = 'reading the model from the browser cache';
+        show(state.status, { fraction: 1 });
+        bytes = new Uint8Array(await hit.arrayBuffer());
+      }
+    } catch (e) {
+      console.log(`samemath:download the cached model could not be read (${e.message}): downloading it again`);
+      await forget();
+    }
+    if (bytes) {
+      const check = await checkModel(bytes, 0);
+      if (check.ok) return finishModel(bytes, `from the browser cache, ${check.note}`);
       console.log(`samemath:download the cached model is not the right file (${check.note}): downloading it again`);
-      await cache.delete(MODEL_URL);
+      await forget();
     }
   }
   for (let attempt = 1; ; attempt++) {
@@ -231,12 +293,8 @@ async function loadModel() {
       const d = download;
       const where = `${mb(d.received)} of ${d.total ? mb(d.total) : '?'} MB`;
       if (e.fatal || attempt >= TRIES) {
-        state.failed = true;
-        state.status = `The model download stopped at ${where}: ${e.message}. ` +
-          'Scene 1 works without it; "Download the model again" resumes from there.';
-        console.log(`samemath:download ${state.status}`);
-        show('The model did not arrive', { message: state.status, error: true, retry: true });
-        $('loading').classList.remove('hidden', 'corner');
+        failModel(`The model download stopped at ${where}: ${e.message}. ` +
+          'Scene 1 works without it; "Download the model again" resumes from there.');
         return;
       }
       state.status = `the download was interrupted at ${where} (${e.message}); resuming, try ${attempt + 1} of ${TRIES}`;
@@ -253,15 +311,11 @@ async function loadModel() {
     at += c.length;
   }
   d.chunks = [];
-  const check = await checkSha256(bytes);
+  const check = await checkModel(bytes, d.total);
   if (!check.ok) {
     startOver(d);
-    state.failed = true;
-    state.status = `The downloaded model is not the right file (${check.note}); it was not kept. ` +
-      'Scene 1 works without it; "Download the model again" starts from the beginning.';
-    console.log(`samemath:download ${state.status}`);
-    show('The model did not arrive', { message: state.status, error: true, retry: true });
-    $('loading').classList.remove('hidden', 'corner');
+    failModel(`The downloaded model is not the right file (${check.note}); it was not kept. ` +
+      'Scene 1 works without it; "Download the model again" starts from the beginning.');
     return;
   }
   let note = `downloaded, ${check.note}`;
@@ -276,20 +330,42 @@ async function loadModel() {
   return finishModel(bytes, note);
 }
 
+// Whether bytes can be the model, before they are cached or handed to the app: { ok, note }.
+// A GGUF file starts with "GGUF", and has the size the server said (`total`, where it said one);
+// then its sha256 decides, where there is one. Without a .sha256 (a model on another host) this
+// is what keeps an HTML page answered 200, or a file cut short of its said size, out of the cache.
+async function checkModel(bytes, total) {
+  const head = String.fromCharCode(...bytes.subarray(0, 4));
+  if (head !== 'GGUF') {
+    const start = String.fromCharCode(...bytes.subarray(0, 16)).replace(/[^\x20-\x7e]/g, '.');
+    return { ok: false, note: bytes.length ? `not a GGUF file: it starts with "${start}", not "GGUF"` : 'the file is empty' };
+  }
+  if (total && bytes.length !== total) {
+    return { ok: false, note: `${bytes.length} bytes where the server said ${total}` };
+  }
+  return checkSha256(bytes);
+}
+
 // The model's sha256 against the one wasm/build.sh puts next to it (MODEL_URL + '.sha256'):
-// { ok, note }. Without that file, or without WebCrypto (pages not on https or localhost), the
-// bytes are used unchecked and the note says so.
+// { ok, note }. Without that file (or when it does not come within IDLE_MS), or without
+// WebCrypto (pages not on https or localhost), the bytes are used unchecked and the note says so.
 async function checkSha256(bytes) {
   let expected;
+  let missing = 'no .sha256 next to the model';
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), IDLE_MS);
   try {
-    const resp = await fetch(`${MODEL_URL}.sha256`, { cache: 'no-store' });
+    const resp = await fetch(`${MODEL_URL}.sha256`, { cache: 'no-store', signal: abort.signal });
     // A sha256sum line; anything else (a server answering every path with a page) is none.
     const word = resp.ok ? ((await resp.text()).trim().split(/\s+/)[0] || '').toLowerCase() : '';
     if (/^[0-9a-f]{64}$/.test(word)) expected = word;
   } catch (e) {
     console.warn('no sha256 for the model:', e);
+    missing = `the .sha256 did not come: ${abort.signal.aborted ? `no answer in ${IDLE_MS / 1000} s` : e.message}`;
+  } finally {
+    clearTimeout(timer);
   }
-  if (!expected) return { ok: true, note: 'sha256 not checked (no .sha256 next to the model)' };
+  if (!expected) return { ok: true, note: `sha256 not checked (${missing})` };
   if (!(crypto && crypto.subtle)) return { ok: true, note: 'sha256 not checked (no WebCrypto on this page)' };
   const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
   const actual = Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
@@ -309,7 +385,7 @@ function finishModel(bytes, note) {
 
 $('retry').addEventListener('click', () => {
   show('Downloading the model again…', { message: '' });
-  loadModel();
+  startModel();
 });
 
 async function main() {
@@ -331,7 +407,7 @@ async function main() {
   const note = lost ? `WebGPU lost its device in this browser (${lost}), so samemath draws with ` +
     'WebGL2 and the model runs on the CPU. ' : '';
   show(`Starting the app (${state.graphics === 'webgpu' ? 'WebGPU' : 'WebGL2'})…`, { message: note });
-  loadModel();
+  startModel();
   try {
     const { default: init } = await import('./pkg/samemath.js');
     await init();

@@ -5,9 +5,11 @@
 // model's first full (non-range) response, as a dropped network would; with
 // SAMEMATH_MODEL_CHANGES_AT_CUT=1 the file is then "replaced": a new ETag, and ranges asked for
 // without If-Range get other bytes (what mixing two versions of a file gives).
+// SAMEMATH_STALL_MODEL_AT=N sends N bytes of the model's first full response and then nothing,
+// holding the connection open (a server that hangs mid-body).
 import { createServer } from 'node:http';
 import { createReadStream, statSync } from 'node:fs';
-import { extname, join, normalize, resolve } from 'node:path';
+import { extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 
 const TYPES = {
   '.html': 'text/html; charset=utf-8',
@@ -22,12 +24,22 @@ const TYPES = {
 export function serve(dir, port = 0, host = '127.0.0.1') {
   const root = resolve(dir);
   let cutAt = Number(process.env.SAMEMATH_CUT_MODEL_AT || 0);
+  let stallAt = Number(process.env.SAMEMATH_STALL_MODEL_AT || 0);
   const changesAtCut = process.env.SAMEMATH_MODEL_CHANGES_AT_CUT === '1';
   let version = 1;
   const server = createServer((req, res) => {
-    const url = new URL(req.url, 'http://x');
-    let path = normalize(join(root, decodeURIComponent(url.pathname)));
-    if (!path.startsWith(root)) {
+    // A request line that is no path (`//`, `/%`) is refused, never thrown: a throw here would
+    // end the server.
+    let path;
+    try {
+      path = join(root, decodeURIComponent(new URL(req.url, 'http://x').pathname));
+    } catch {
+      res.writeHead(400, { 'Content-Type': 'text/plain' }).end('bad path\n');
+      return;
+    }
+    // Only what lies under root (`/..%2fweb-opt/x` is root's sibling `web-opt`, not in root).
+    const inside = relative(root, path);
+    if (inside === '..' || inside.startsWith(`..${sep}`) || isAbsolute(inside)) {
       res.writeHead(403).end();
       return;
     }
@@ -74,6 +86,12 @@ export function serve(dir, port = 0, host = '127.0.0.1') {
       return;
     }
     res.writeHead(200, { ...headers, 'Content-Length': st.size });
+    if (stallAt > 0 && extname(path) === '.gguf') {
+      const n = stallAt;
+      stallAt = 0;
+      createReadStream(path, { start: 0, end: n - 1 }).pipe(res, { end: false });
+      return;
+    }
     if (cutAt > 0 && extname(path) === '.gguf') {
       const n = cutAt;
       cutAt = 0;

@@ -4,22 +4,29 @@
 // the renderer's device; WebGL2: the CPU backend), the page against `samemath serve` (with and
 // without CORS), a Connect to a server that never answers stopped with Escape, a link's
 // parameters read as given (or refused, saying so), an interrupted model download resumes and
-// the model is cached, and a browser without WebGPU and WebGL2 gets a message. The reference tokens come from the native binary's
+// the model is cached, the download's faults (a body that stalls, a file that is not a model, a
+// cache entry that cannot be read, an error after the last byte) end in a resume, a new download
+// or the retry button, and a browser without WebGPU and WebGL2 gets a message. The reference tokens come from the native binary's
 // `samemath trace` on the same prompts. Frames (as the app's renderer drew them), page
 // screenshots and a summary (timings, tokens/s) go to the output folder.
 //   SAMEMATH_BIN=path/to/samemath node tests/web/browser.mjs WEB_DIR OUT_DIR
+// SAMEMATH_WEB_ONLY=downloads runs only the model download checks, which need neither
+// SAMEMATH_BIN nor an app built from the current sources (a built folder with page.js copied in).
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdirSync, statSync, writeFileSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { createServer as createHttpServer } from 'node:http';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { serve } from '../../wasm/serve.mjs';
 
 const [webDir = 'target/web', outDir = 'target/web-test'] = process.argv.slice(2);
+const ONLY_DOWNLOADS = process.env.SAMEMATH_WEB_ONLY === 'downloads';
 // The native binary: the reference tokens (`samemath trace`) and `samemath serve`.
 const SAMEMATH = process.env.SAMEMATH_BIN;
-if (!SAMEMATH) throw new Error('set SAMEMATH_BIN to the native samemath binary');
-const MODEL_BYTES = statSync(join(webDir, 'model/SmolLM2-135M-Instruct.Q4_1.gguf')).size;
+if (!SAMEMATH && !ONLY_DOWNLOADS) throw new Error('set SAMEMATH_BIN to the native samemath binary');
+const MODEL_FILE = join(webDir, 'model/SmolLM2-135M-Instruct.Q4_1.gguf');
+const MODEL_BYTES = statSync(MODEL_FILE).size;
 mkdirSync(outDir, { recursive: true });
 
 // The native engine's greedy steps for a prompt (kept in OUT_DIR as reference-NAME.json).
@@ -31,10 +38,10 @@ function reference(name, prompt, steps, raw) {
   return { prompt, raw, ids: trace.map((s) => s.sampled.id), text: trace.map((s) => s.text).join('') };
 }
 // The chat prompt: the CPU backend and the remote runs.
-const CHAT = reference('chat', 'What is 2+2?', 8, false);
+const CHAT = ONLY_DOWNLOADS ? null : reference('chat', 'What is 2+2?', 8, false);
 // The GPU backend on SwiftShader (Chromium's software WebGPU) runs a token in tens of seconds
 // (its workgroup barriers are slow), so its run is a short raw prompt without the logit lens.
-const RAW = reference('raw', 'The capital of France is', 2, true);
+const RAW = ONLY_DOWNLOADS ? null : reference('raw', 'The capital of France is', 2, true);
 
 const BASE_FLAGS = ['--headless=new', '--no-sandbox', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
@@ -340,9 +347,9 @@ async function linkArguments(browser, base) {
   await page.close();
 }
 
-const server = await serve(webDir, 0);
-const base = `http://127.0.0.1:${server.address().port}`;
-try {
+// The app's runs: generation with each graphics API, remote, a stopped Connect, a link's
+// parameters, the talk.
+async function appRuns(base) {
   // WebGPU (SwiftShader) where this Chromium offers it: the GPU backend on the renderer's device.
   const browsers = {
     webgpu: await launch([...BASE_FLAGS, ...GPU_FLAGS]),
@@ -368,6 +375,176 @@ try {
   await talkRun(browsers.webgl2, base);
   for (const b of Object.values(browsers)) await b.close();
   if (process.env.SAMEMATH_WEB_RUNS) throw new Error('SAMEMATH_WEB_RUNS set: the other checks were skipped');
+}
+
+// Another host for ?model-url= (open to the page with CORS, no .sha256 next to the model): its
+// /model.gguf answers what `host.answer` says, 'page' (an HTML page with a 200, what a sign-in
+// wall or a wrong link gives) or 'model'.
+async function otherHost() {
+  const model = readFileSync(MODEL_FILE);
+  const host = { answer: 'page' };
+  const server = createHttpServer((req, res) => {
+    const cors = { 'Access-Control-Allow-Origin': '*' };
+    if (new URL(req.url, 'http://x').pathname !== '/model.gguf') {
+      res.writeHead(404, cors).end();
+    } else if (host.answer === 'page') {
+      res.writeHead(200, { ...cors, 'Content-Type': 'text/html' }).end('<!doctype html><title>Sign in</title><p>Sign in to download this file.</p>\n');
+    } else {
+      res.writeHead(200, { ...cors, 'Content-Type': 'application/octet-stream', 'Content-Length': model.length }).end(model);
+    }
+  });
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  host.url = `http://127.0.0.1:${server.address().port}/model.gguf`;
+  host.close = () => server.close();
+  return host;
+}
+
+// The download's faults, each through the real page in a browser context of its own (its own
+// cache): a body that stalls, an error after the last byte, a failure outside the download, a
+// file from another host that is not a model, and cached entries that are wrong or unreadable.
+async function downloadFaults() {
+  const b = await launch([...BASE_FLAGS, ...GL_FLAGS]);
+  // Served once with a stall (SAMEMATH_STALL_MODEL_AT), then as usual.
+  process.env.SAMEMATH_STALL_MODEL_AT = String(20_000_000);
+  const local = await serve(webDir, 0);
+  delete process.env.SAMEMATH_STALL_MODEL_AT;
+  const localBase = `http://127.0.0.1:${local.address().port}`;
+  const host = await otherHost();
+  const downloads = (markers, pattern) => markers.seen.filter((m) => m.kind === 'download' && pattern.test(m.detail));
+  const shown = (page) => page.evaluate(() => ({
+    failed: window.samemathPage.modelFailed(),
+    retry: !document.getElementById('retry').classList.contains('hidden'),
+    message: document.getElementById('message').textContent,
+  }));
+  try {
+    // 20 MB, then nothing with the connection left open: after 30 s without data the page stops
+    // that try and resumes where it stopped.
+    let page = await (await b.newContext()).newPage();
+    let markers = watch(page, 'stalled');
+    await page.goto(`${localBase}/?graphics=webgl2`);
+    let model = JSON.parse((await markers.wait('model', 300_000)).detail);
+    const stalled = downloads(markers, /stalled: no data for 30 s/);
+    check(stalled.length === 1 && model.bytes === MODEL_BYTES && /sha256 checked/.test(model.note),
+      `a body that stops after 20 MB, the connection open: "${stalled[0]?.detail}", then the rest came (${model.note})`);
+    await page.close();
+
+    // A read error after the last byte (the size known): the download is complete; no range from
+    // the end is asked for (its 416, try after try, was the failure).
+    page = await (await b.newContext()).newPage();
+    markers = watch(page, 'error-at-end');
+    await page.addInitScript(() => {
+      const read = ReadableStreamDefaultReader.prototype.read;
+      const got = new WeakMap();
+      let failed = false;
+      ReadableStreamDefaultReader.prototype.read = async function () {
+        const r = await read.call(this);
+        got.set(this, (got.get(this) || 0) + (r.value?.length ?? 0));
+        if (r.done && !failed && got.get(this) > 1e6) {
+          failed = true;
+          throw new TypeError('network error after the last byte (injected)');
+        }
+        return r;
+      };
+    });
+    await page.goto(`${localBase}/?graphics=webgl2`);
+    model = JSON.parse((await markers.wait('model', 300_000)).detail);
+    const atEnd = downloads(markers, /interrupted/);
+    check(atEnd.length === 1 && /at (\S+) of \1 MB \(network error after the last byte/.test(atEnd[0].detail) &&
+      downloads(markers, /416|starting over/).length === 0 && model.bytes === MODEL_BYTES && /sha256 checked/.test(model.note),
+      `an error after the last byte: "${atEnd[0]?.detail}", then the model without asking again (${model.note})`);
+    await page.close();
+
+    // A failure outside the download (WebCrypto's digest, once): the failed state with its message
+    // and retry button, not "pending" for good; the retry brings the model.
+    page = await (await b.newContext()).newPage();
+    markers = watch(page, 'digest-fails');
+    await page.addInitScript(() => {
+      const digest = SubtleCrypto.prototype.digest;
+      let failed = false;
+      SubtleCrypto.prototype.digest = function (...args) {
+        if (failed) return digest.apply(this, args);
+        failed = true;
+        return Promise.reject(new Error('digest failed (injected)'));
+      };
+    });
+    await page.goto(`${localBase}/?graphics=webgl2`);
+    await markers.wait('download', 300_000, (m) => /could not be loaded/.test(m.detail));
+    let seen = await shown(page);
+    check(seen.failed && seen.retry && /digest failed \(injected\)/.test(seen.message),
+      `a failure after the download: the page says so with the retry button ("${seen.message.slice(0, 100)}...")`);
+    await page.click('#retry');
+    model = JSON.parse((await markers.wait('model', 300_000)).detail);
+    check(model.bytes === MODEL_BYTES && /^downloaded, sha256 checked/.test(model.note),
+      `... and "Download the model again" brings it (${model.note})`);
+    await page.close();
+
+    // ?model-url= on another host without a .sha256, which answers an HTML page with a 200: refused
+    // for not starting with "GGUF", not cached, the retry button shown; once the host has the
+    // model, the retry brings it.
+    const ctx = await b.newContext();
+    const link = `${localBase}/?graphics=webgl2&model-url=${encodeURIComponent(host.url)}`;
+    const cached = (page) => page.evaluate(async (url) => !!(await (await caches.open('samemath-model-v1')).match(url)), host.url);
+    page = await ctx.newPage();
+    markers = watch(page, 'not-a-model');
+    await page.goto(link);
+    await markers.wait('download', 300_000, (m) => /not the right file/.test(m.detail));
+    seen = await shown(page);
+    check(seen.failed && seen.retry && /not a GGUF file: it starts with "<!doctype html>/.test(seen.message) && !(await cached(page)),
+      `another host answers an HTML page for the model: refused, not cached ("${seen.message.slice(0, 120)}...")`);
+    host.answer = 'model';
+    await page.click('#retry');
+    model = JSON.parse((await markers.wait('model', 300_000)).detail);
+    check(model.bytes === MODEL_BYTES && /sha256 not checked \(no \.sha256/.test(model.note) &&
+      /kept in the browser cache/.test(model.note) && await cached(page),
+      `... and once it has the model, the retry brings it (${model.note})`);
+    // A cached entry there that is not a model (no .sha256 to tell): found out, downloaded anew.
+    await page.evaluate(async (url) => (await caches.open('samemath-model-v1')).put(url, new Response('<!doctype html><p>Sign in</p>')), host.url);
+    await page.close();
+    page = await ctx.newPage();
+    markers = watch(page, 'cached-not-a-model');
+    await page.goto(link);
+    model = JSON.parse((await markers.wait('model', 300_000)).detail);
+    check(downloads(markers, /cached model is not the right file \(not a GGUF file/).length === 1 &&
+      model.bytes === MODEL_BYTES && /^downloaded/.test(model.note),
+      `a cached file that is not a model (no .sha256): refused and downloaded again (${model.note})`);
+    await page.close();
+
+    // A cached entry that cannot be read: deleted, and the model downloaded again.
+    page = await ctx.newPage();
+    markers = watch(page, 'cache-unreadable');
+    await page.addInitScript(() => {
+      const match = Cache.prototype.match;
+      const remove = Cache.prototype.delete;
+      Cache.prototype.match = async function (...args) {
+        const hit = await match.apply(this, args);
+        if (hit) hit.arrayBuffer = () => Promise.reject(new Error('the disk said no (injected)'));
+        return hit;
+      };
+      Cache.prototype.delete = function (...args) {
+        window.cacheDeletes = (window.cacheDeletes || 0) + 1;
+        return remove.apply(this, args);
+      };
+    });
+    await page.goto(link);
+    model = JSON.parse((await markers.wait('model', 300_000)).detail);
+    const deletes = await page.evaluate(() => window.cacheDeletes || 0);
+    check(downloads(markers, /cached model could not be read \(the disk said no/).length === 1 && deletes === 1 &&
+      model.bytes === MODEL_BYTES && /^downloaded/.test(model.note),
+      `a cached model that cannot be read: deleted and downloaded again (${model.note})`);
+    await page.close();
+  } finally {
+    await b.close();
+    host.close();
+    local.closeAllConnections();
+    local.close();
+  }
+}
+
+const server = await serve(webDir, 0);
+const base = `http://127.0.0.1:${server.address().port}`;
+try {
+  if (ONLY_DOWNLOADS) console.log('SAMEMATH_WEB_ONLY=downloads: only the model download checks');
+  else await appRuns(base);
 
   // A dropped connection mid-download: the page resumes with a byte range; a reload reads the
   // browser's cache.
@@ -434,17 +611,20 @@ try {
     'a crafted webgpu-lost parameter is shown as text, not run');
   await b2.close();
   changeServer.close();
+  await downloadFaults();
 
   // Neither WebGPU nor WebGL2: a message, not a blank canvas.
-  const bare = await launch([...BASE_FLAGS, '--disable-3d-apis', '--disable-webgl', '--disable-features=WebGPU']);
-  page = await bare.newPage({ viewport: { width: 1200, height: 700 } });
-  markers = watch(page, 'bare');
-  await page.goto(`${base}/`);
-  await markers.wait('unsupported', 30_000);
-  const text = await page.textContent('#loading');
-  check(/neither/.test(text), 'no WebGPU, no WebGL2: the page says what is missing');
-  await pageShot(page, 'unsupported.png');
-  await bare.close();
+  if (!ONLY_DOWNLOADS) {
+    const bare = await launch([...BASE_FLAGS, '--disable-3d-apis', '--disable-webgl', '--disable-features=WebGPU']);
+    page = await bare.newPage({ viewport: { width: 1200, height: 700 } });
+    markers = watch(page, 'bare');
+    await page.goto(`${base}/`);
+    await markers.wait('unsupported', 30_000);
+    const text = await page.textContent('#loading');
+    check(/neither/.test(text), 'no WebGPU, no WebGL2: the page says what is missing');
+    await pageShot(page, 'unsupported.png');
+    await bare.close();
+  }
 } catch (e) {
   console.log(`FAIL ${e.message}`);
   failures++;
