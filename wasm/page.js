@@ -26,6 +26,8 @@ const state = {
   appReady: false,
   // The app could not read the link's parameters (it then starts with its defaults).
   argsError: null,
+  // The app panicked (it stops; the page says so once).
+  panicked: false,
 };
 // Frames asked for through samemathPage.capture(), and whether the app has taken the request.
 const captures = [];
@@ -80,8 +82,20 @@ for (const level of ['log', 'error']) {
   const original = console[level].bind(console);
   console[level] = (...parts) => {
     original(...parts);
-    watchForLostDevice(parts.map(String).join(' '));
+    const text = parts.map(String).join(' ');
+    watchForLostDevice(text);
+    if (level === 'error') watchForPanic(text);
   };
+}
+// A panic in the app (a bug) stops it for good: wasm cannot unwind, so the canvas just freezes.
+// Rust's panic hook writes "panicked at …" to console.error; the page says so, and how to go on.
+function watchForPanic(text) {
+  if (state.panicked || !text.includes('panicked at')) return;
+  state.panicked = true;
+  const where = text.slice(text.indexOf('panicked at')).split('\n').slice(0, 2).join(': ').slice(0, 300);
+  console.log(`samemath:panic ${where}`);
+  show('samemath stopped', { message: `The app met a bug and stopped (${where}). Reload the page to start again.`, error: true });
+  $('loading').classList.remove('hidden', 'corner');
 }
 function watchForLostDevice(text) {
   if (state.graphics !== 'webgpu' || fallingBack || !text.includes('Caught DeviceLost')) return;

@@ -532,6 +532,18 @@ async function downloadFaults() {
       model.bytes === MODEL_BYTES && /^downloaded/.test(model.note),
       `a cached model that cannot be read: deleted and downloaded again (${model.note})`);
     await page.close();
+
+    // A panic in the app: wasm cannot unwind, so the canvas would just freeze; the page sees the
+    // panic hook's console.error line and says so (the line is written here as the hook does).
+    page = await (await b.newContext()).newPage();
+    markers = watch(page, 'panic');
+    await page.goto(`${localBase}/?graphics=webgl2`);
+    await page.evaluate(() => console.error('panicked at src/worker/engine.rs:1:1:\nan injected bug'));
+    const panic = await markers.wait('panic', 30_000);
+    const said = await shown(page);
+    check(/engine\.rs:1:1:: an injected bug/.test(panic.detail) && /met a bug and stopped/.test(said.message) &&
+      /Reload the page/.test(said.message), `a panic is said on the page: "${said.message}"`);
+    await page.close();
   } finally {
     await b.close();
     host.close();
