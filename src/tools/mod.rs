@@ -76,8 +76,12 @@ impl PromptArgs {
             bail!("--top-p {p}: a number above 0 and at most 1");
         }
         let r = self.repeat_penalty;
-        if !(r.is_finite() && r > 0.0) {
-            bail!("--repeat-penalty {r}: a number above 0 (1 is none)");
+        let (least, most) = (
+            llm::sampling::REPEAT_PENALTY_MIN,
+            llm::sampling::REPEAT_PENALTY_MAX,
+        );
+        if !(least..=most).contains(&r) {
+            bail!("--repeat-penalty {r}: a number from {least} to {most} (1 is none)");
         }
         Ok(GenerationRequest {
             prompt: self.text()?,

@@ -167,7 +167,8 @@ fn sampling_values_out_of_range_are_refused_not_quietly_changed() {
         ("--temperature", "inf", "at least 0"),
         ("--top-p", "5", "at most 1"),
         ("--top-p", "0", "above 0"),
-        ("--repeat-penalty", "0", "above 0"),
+        ("--repeat-penalty", "0", "from 0.01 to 100"),
+        ("--repeat-penalty", "1e-40", "from 0.01 to 100"),
         ("--threads", "65535", "at most 1024"),
     ] {
         let set = format!("{flag}={value}");

@@ -12,11 +12,19 @@ pub struct SamplingParams {
     /// Keep the smallest set whose probability reaches p (1: all).
     pub top_p: f32,
     pub seed: u64,
-    /// llama.cpp's rule: positive logits divided by it, negative multiplied (1: off).
+    /// llama.cpp's rule: positive logits divided by it, negative multiplied (1: off). Within
+    /// `REPEAT_PENALTY_MIN..=REPEAT_PENALTY_MAX` once sanitized.
     pub repeat_penalty: f32,
     /// How many recent tokens the penalty looks at.
     pub repeat_last_n: usize,
 }
+
+/// The range a repeat penalty is brought into. llama.cpp's server takes any value, but nothing
+/// real lies outside this: 100 already makes a repeated token's logit of 10 a 0.1 (or -10 a
+/// -1,000), and a tiny penalty multiplied a logit past f32's range (1e-40 made 2.0 infinite,
+/// then every probability NaN, and the draw fell to the least likely candidate).
+pub const REPEAT_PENALTY_MIN: f32 = 0.01;
+pub const REPEAT_PENALTY_MAX: f32 = 100.0;
 
 impl Default for SamplingParams {
     fn default() -> Self {
@@ -36,7 +44,9 @@ impl SamplingParams {
         Self::default()
     }
 
-    /// Out-of-range values made safe (NaN temperature is greedy, top_p clamped).
+    /// Out-of-range values made safe (NaN temperature is greedy, top_p clamped, a repeat
+    /// penalty of 0 or less or not finite is off, any other brought within
+    /// `REPEAT_PENALTY_MIN..=REPEAT_PENALTY_MAX`).
     pub fn sanitized(mut self) -> Self {
         if !self.temperature.is_finite() || self.temperature < 0.0 {
             self.temperature = 0.0;
@@ -48,6 +58,9 @@ impl SamplingParams {
         if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
             self.repeat_penalty = 1.0;
         }
+        self.repeat_penalty = self
+            .repeat_penalty
+            .clamp(REPEAT_PENALTY_MIN, REPEAT_PENALTY_MAX);
         self
     }
 }
@@ -90,7 +103,8 @@ impl Sampler {
         }
     }
 
-    /// Apply the repeat penalty to `logits` for tokens in `history`.
+    /// Apply the repeat penalty to `logits` for tokens in `history`. A finite logit stays finite
+    /// (one past 3.4e36 would otherwise overflow even a bounded penalty).
     pub fn penalize(&self, logits: &mut [f32], history: &[u32]) {
         let p = self.params.repeat_penalty;
         if p == 1.0 {
@@ -102,13 +116,20 @@ impl Sampler {
         seen.dedup();
         for id in seen {
             if let Some(l) = logits.get_mut(id as usize) {
-                *l = if *l > 0.0 { *l / p } else { *l * p };
+                let penalized = if *l > 0.0 { *l / p } else { *l * p };
+                *l = if l.is_finite() {
+                    penalized.clamp(f32::MIN, f32::MAX)
+                } else {
+                    penalized
+                };
             }
         }
     }
 
     /// The candidates that survive top-k and top-p at the current temperature, with their
-    /// renormalised probabilities, best first. What the LLM scene draws as bars.
+    /// renormalised probabilities, best first. What the LLM scene draws as bars. Every
+    /// probability is a number: finite logits at any temperature give finite weights (the best
+    /// one's is 1); logits that are not (an infinite best, a NaN) give the best one alone.
     pub fn distribution(&self, logits: &[f32]) -> Vec<(u32, f32)> {
         let p = &self.params;
         let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
@@ -120,9 +141,14 @@ impl Sampler {
             idx.truncate(p.top_k);
         }
         let max = idx.first().map_or(0.0, |i| logits[*i as usize]);
+        if !max.is_finite() {
+            // +inf - +inf (or a NaN) would make every probability NaN.
+            return idx.first().map(|i| vec![(*i, 1.0)]).unwrap_or_default();
+        }
+        // (A NaN logit below the best weighs nothing: `max` with 0 drops the NaN.)
         let weights: Vec<f32> = idx
             .iter()
-            .map(|i| ((logits[*i as usize] - max) / p.temperature).exp())
+            .map(|i| ((logits[*i as usize] - max) / p.temperature).exp().max(0.0))
             .collect();
         let total: f32 = weights.iter().sum();
         let mut out = Vec::new();
@@ -279,6 +305,105 @@ mod tests {
         }
         .sanitized();
         assert_eq!((p.temperature, p.top_p, p.repeat_penalty), (0.0, 1.0, 1.0));
+    }
+
+    #[test]
+    fn repeat_penalties_are_bounded() {
+        let penalty = |r| {
+            SamplingParams {
+                repeat_penalty: r,
+                ..Default::default()
+            }
+            .sanitized()
+            .repeat_penalty
+        };
+        assert_eq!(penalty(1e-40), REPEAT_PENALTY_MIN);
+        assert_eq!(penalty(1e-3), REPEAT_PENALTY_MIN);
+        assert_eq!(penalty(1e9), REPEAT_PENALTY_MAX);
+        assert_eq!(penalty(1.3), 1.3);
+        for off in [0.0, -2.0, f32::NAN, f32::INFINITY] {
+            assert_eq!(penalty(off), 1.0, "{off}");
+        }
+    }
+
+    /// A tiny penalty divided a repeated token's positive logit to +inf: every probability was
+    /// NaN, and the draw fell through to the last, least likely candidate, every step.
+    #[test]
+    fn a_tiny_repeat_penalty_favours_the_repeated_token_and_makes_no_nan() {
+        let logits = [2.0, 1.0, -1.0, 0.5];
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            repeat_penalty: 1e-40,
+            ..Default::default()
+        });
+        let mut penalized = logits.to_vec();
+        s.penalize(&mut penalized, &[0]);
+        let d = s.distribution(&penalized);
+        assert!(d.iter().all(|(_, p)| p.is_finite()), "{d:?}");
+        assert_eq!(d[0].0, 0, "{d:?}");
+        for _ in 0..20 {
+            assert_eq!(s.sample(&logits, &[0]), 0);
+        }
+    }
+
+    /// Finite logits, any penalty and any temperature a request can send: probabilities that
+    /// are numbers and sum to 1, the best token first.
+    #[test]
+    fn no_sampling_path_makes_nan_from_finite_inputs() {
+        let extremes = [f32::MAX, -f32::MAX, 0.0, 1.0, -1e-30, 3e36];
+        let same = [-f32::MAX; 4];
+        for logits in [&extremes[..], &same[..]] {
+            for repeat_penalty in [1e-40, 0.01, 0.5, 1.0, 2.0, 100.0, 1e30] {
+                for temperature in [1e-45, 1e-30, 1e-3, 1.0, 1e30, f32::MAX] {
+                    for top_k in [0, 3] {
+                        let mut s = Sampler::new(SamplingParams {
+                            temperature,
+                            top_k,
+                            top_p: 0.9,
+                            repeat_penalty,
+                            ..Default::default()
+                        });
+                        let history: Vec<u32> = (0..logits.len() as u32).collect();
+                        let mut l = logits.to_vec();
+                        s.penalize(&mut l, &history);
+                        let case = format!("penalty {repeat_penalty}, t {temperature}, k {top_k}");
+                        assert!(l.iter().all(|x| x.is_finite()), "{case}: {l:?}");
+                        let d = s.distribution(&l);
+                        assert!(!d.is_empty(), "{case}");
+                        assert!(
+                            d.iter().all(|(_, p)| p.is_finite() && *p >= 0.0),
+                            "{case}: {d:?}"
+                        );
+                        let total: f32 = d.iter().map(|(_, p)| p).sum();
+                        assert!((total - 1.0).abs() < 1e-5, "{case}: {d:?}");
+                        let best = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                        assert_eq!(l[d[0].0 as usize], best, "{case}: {d:?}");
+                        let id = s.sample(logits, &history);
+                        assert!((id as usize) < logits.len(), "{case}");
+                    }
+                }
+            }
+        }
+        // Logits that are not finite (a broken backend): still numbers, the best alone.
+        let s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            ..Default::default()
+        });
+        for bad in [
+            [1.0, f32::INFINITY, 0.0],
+            [1.0, f32::NAN, 0.0],
+            [f32::NEG_INFINITY; 3],
+        ] {
+            let d = s.distribution(&bad);
+            assert!(d.iter().all(|(_, p)| p.is_finite()), "{bad:?}: {d:?}");
+        }
+        let d = s.distribution(&[2.0, -f32::NAN, 1.0]);
+        assert!(d.iter().all(|(_, p)| p.is_finite()), "{d:?}");
+        assert_eq!(d[0].0, 0);
     }
 
     #[test]

@@ -91,6 +91,8 @@ fn message_text(content: &Value) -> Option<String> {
 }
 
 /// A plain-text generation request (the prompt already in its template), recording nothing.
+/// Zero tokens never gets here: Ollama's `num_predict: 0` is answered at once, OpenAI's
+/// `max_tokens: 0` is a 400.
 pub(crate) fn text_request(
     prompt: String,
     sampling: SamplingParams,
@@ -147,14 +149,15 @@ pub(crate) async fn start(
     Ok(spawn_generation(l, request, ticket, top))
 }
 
-/// 400 for a prompt over `max` tokens, or one that leaves no room in the backend's context for
-/// a token of answer (the GPU's cache is as long as the default limit), before it takes a slot.
-/// Bytes first (`llm::tokenizer::MAX_TOKEN_BYTES`), then the real count, off the async threads.
-async fn check_prompt_length(
+/// The prompt's length in tokens; 400 for a prompt over `max` tokens, or one that leaves no
+/// room in the backend's context for a token of answer (the GPU's cache is as long as the
+/// default limit), before it takes a slot. Bytes first (`llm::tokenizer::MAX_TOKEN_BYTES`),
+/// then the real count, off the async threads.
+pub(crate) async fn check_prompt_length(
     l: &Loaded,
     request: &GenerationRequest,
     max: usize,
-) -> Result<(), Response> {
+) -> Result<usize, Response> {
     let context = l.compute.context_length();
     let max = max.min(context.saturating_sub(1));
     let too_long = |what: String| {
@@ -189,7 +192,7 @@ async fn check_prompt_length(
     .await;
     match counted {
         Ok(Ok(n)) if n > max => too_long(format!("{n} tokens")),
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(n)) => Ok(n),
         Ok(Err(e)) => Err(error(StatusCode::BAD_REQUEST, e.to_string())),
         Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }

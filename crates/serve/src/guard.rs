@@ -68,7 +68,7 @@ pub(crate) async fn guard(State(state): State<Shared>, request: Request, next: N
     if let Some(key) = &state.options.api_key
         && request.uri().path() != "/health"
     {
-        let bearer = header_str(headers, header::AUTHORIZATION.as_str()).strip_prefix("Bearer ");
+        let bearer = bearer(header_str(headers, header::AUTHORIZATION.as_str()));
         let x_key = Some(header_str(headers, "x-api-key")).filter(|k| !k.is_empty());
         let matches = |given: Option<&str>| given.is_some_and(|g| same_secret(g, key));
         if !matches(bearer) & !matches(x_key) {
@@ -212,6 +212,15 @@ fn is_loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header: the scheme in any case (RFC 9110
+/// 11.1: `bearer` and `BEARER` are `Bearer`), then one or more spaces (RFC 6750's `1*SP`).
+fn bearer(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
+}
+
 /// Equal, in time that depends on the lengths only (not on where the first difference is).
 fn same_secret(given: &str, key: &str) -> bool {
     let (a, b) = (given.as_bytes(), key.as_bytes());
@@ -336,6 +345,19 @@ mod tests {
             long.as_str(),
         ] {
             assert_eq!(requested_headers(bad), None, "{bad:?}");
+        }
+        for (header, token) in [
+            ("Bearer k123", Some("k123")),
+            ("bearer k123", Some("k123")),
+            ("BEARER k123", Some("k123")),
+            ("bEaReR  k123", Some("k123")),
+            ("Bearer ", Some("")),
+            ("Bearerk123", None),
+            ("Basic k123", None),
+            ("k123", None),
+            ("", None),
+        ] {
+            assert_eq!(bearer(header), token, "{header:?}");
         }
         assert!(same_secret("k123", "k123"));
         for bad in ["", "k12", "k1234", "K123", "k124"] {

@@ -34,6 +34,9 @@ pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Res
             "n: this server gives one choice (n = 1)",
         );
     }
+    if let Err(message) = check_max_tokens(&v) {
+        return error(StatusCode::BAD_REQUEST, message);
+    }
     let mut stops = match Stops::read(&v) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
@@ -159,6 +162,22 @@ pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Res
     finish(stream, out_rx, collect, "text/event-stream").await
 }
 
+/// OpenAI's `max_tokens` and `max_completion_tokens`, when given: a whole number of at least 1
+/// (0 used to be read as 1, and a token generated that nobody asked for).
+fn check_max_tokens(v: &Value) -> Result<(), String> {
+    for key in ["max_tokens", "max_completion_tokens"] {
+        let n = &v[key];
+        if !n.is_null() && n.as_u64().is_none_or(|n| n == 0) {
+            let got: String = n.to_string().chars().take(40).collect();
+            return Err(format!(
+                "{key}: a whole number of at least 1 (got {got}); leave it out for the \
+                 server's default"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A completion's id, different for every answer of this process (clients key messages by it).
 fn completion_id() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -168,6 +187,22 @@ fn completion_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn zero_or_bad_max_tokens_are_refused() {
+        for key in ["max_tokens", "max_completion_tokens"] {
+            for bad in [json!(0), json!(-3), json!(1.5), json!("8")] {
+                let m = super::check_max_tokens(&json!({ key: bad })).unwrap_err();
+                assert!(m.starts_with(key) && m.contains("at least 1"), "{m}");
+            }
+            for good in [json!(1), json!(4096), json!(100_000), json!(null)] {
+                assert_eq!(super::check_max_tokens(&json!({ key: good })), Ok(()));
+            }
+        }
+        assert_eq!(super::check_max_tokens(&json!({})), Ok(()));
+    }
+
     #[test]
     fn each_answer_has_its_own_id() {
         let (a, b) = (super::completion_id(), super::completion_id());

@@ -558,6 +558,17 @@ fn serve_checks_its_key_answers_cors_and_drains_on_sigterm() {
     );
     let (s, _, _) = http_with(port, "GET", "/api/tags", "x-api-key: k123\r\n", "");
     assert_eq!(s, 200);
+    // The scheme in any case (RFC 9110); the key itself exactly.
+    for (authorization, want) in [
+        ("bearer k123", 200),
+        ("BEARER k123", 200),
+        ("bearer K123", 401),
+        ("Basic k123", 401),
+    ] {
+        let line = format!("Authorization: {authorization}\r\n");
+        let (s, _, _) = http_with(port, "GET", "/api/tags", &line, "");
+        assert_eq!(s, want, "{authorization}");
+    }
     assert_eq!(http_with(port, "GET", "/health", "", "").0, 200);
     // A browser's preflight, for a page whose SDK sends headers of its own (the OpenAI
     // JavaScript client's): they are allowed, and the browser may keep the answer.
@@ -696,4 +707,103 @@ fn clients_that_leave_while_queued_give_their_place_back() {
         let (status, body) = http(port, "POST", "/api/generate", short).expect("an answer");
         assert_eq!(status, 200, "after the leavers: {body}");
     }
+}
+
+/// The JSON objects of a body, streamed (NDJSON between chunk-size lines) or not.
+fn objects(body: &str) -> Vec<serde_json::Value> {
+    body.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(serde_json::Value::is_object)
+        .collect()
+}
+
+/// Ollama's load and unload (no prompt, no messages) and `num_predict: 0` are answered at once
+/// with no tokens, and take no slot: the only slot is busy meanwhile, with no queue, so any of
+/// them that generated would get a 503 (or, had the slot come free, tokens). OpenAI's
+/// `max_tokens: 0` is a 400.
+#[test]
+fn loads_and_zero_tokens_are_answered_at_once_without_a_slot() {
+    let server = start_serve(&["--concurrency", "1", "--queue", "0"]);
+    let port = server.port;
+    let long = r#"{"prompt":"Write a long story.","stream":false,"options":{"num_predict":200}}"#;
+    let holder = std::thread::spawn(move || http(port, "POST", "/api/generate", long));
+    std::thread::sleep(Duration::from_millis(300));
+    let model = r#""model":"smollm2-135m-instruct""#;
+    for (path, body, reason) in [
+        ("/api/generate", format!("{{{model}}}"), "load"),
+        (
+            "/api/generate",
+            format!(r#"{{{model},"prompt":"","raw":true}}"#),
+            "load",
+        ),
+        (
+            "/api/generate",
+            format!(r#"{{{model},"prompt":null}}"#),
+            "load",
+        ),
+        ("/api/chat", format!(r#"{{{model},"messages":[]}}"#), "load"),
+        ("/api/chat", format!("{{{model}}}"), "load"),
+        (
+            "/api/generate",
+            format!(r#"{{{model},"keep_alive":0}}"#),
+            "unload",
+        ),
+        (
+            "/api/chat",
+            format!(r#"{{{model},"messages":[],"keep_alive":"0s"}}"#),
+            "unload",
+        ),
+        (
+            "/api/generate",
+            r#"{"prompt":"Hi.","options":{"num_predict":0}}"#.to_string(),
+            "length",
+        ),
+        (
+            "/api/chat",
+            r#"{"messages":[{"role":"user","content":"Hi."}],"options":{"num_predict":0}}"#
+                .to_string(),
+            "length",
+        ),
+    ] {
+        for stream in [true, false] {
+            let body = body.replacen('{', &format!("{{\"stream\":{stream},"), 1);
+            let (s, head, b) = http_with(port, "POST", path, "", &body);
+            assert_eq!(s, 200, "{path} {body}: {b}");
+            let lines = objects(&b);
+            assert_eq!(lines.len(), 1, "{path} {body}: one object: {b}");
+            let v = &lines[0];
+            assert_eq!(v["done"], true, "{path} {body}: {v}");
+            assert_eq!(v["done_reason"], reason, "{path} {body}: {v}");
+            let text = if path == "/api/chat" {
+                assert_eq!(v["message"]["role"], "assistant", "{v}");
+                &v["message"]["content"]
+            } else {
+                &v["response"]
+            };
+            assert_eq!(text, "", "{path} {body}: {v}");
+            if reason == "length" {
+                assert_eq!(v["eval_count"], 0, "{v}");
+                assert!(v["prompt_eval_count"].as_u64() > Some(0), "{v}");
+            }
+            if stream {
+                assert!(head.contains("application/x-ndjson"), "{head}");
+            }
+        }
+    }
+    // A prompt too long is refused as ever, tokens or none.
+    let long_prompt = format!(
+        r#"{{"prompt":"{}","stream":false,"options":{{"num_predict":0}}}}"#,
+        "word ".repeat(6_000)
+    );
+    let (s, _, b) = http_with(port, "POST", "/api/generate", "", &long_prompt);
+    assert_eq!(s, 400, "{b}");
+    // OpenAI-compatible: zero tokens is a 400 that says why.
+    for key in ["max_tokens", "max_completion_tokens"] {
+        let body = format!(r#"{{"messages":[{{"role":"user","content":"Hi."}}],"{key}":0}}"#);
+        let (s, _, b) = http_with(port, "POST", "/v1/chat/completions", "", &body);
+        assert_eq!(s, 400, "{b}");
+        assert!(b.contains(key) && b.contains("at least 1"), "{b}");
+    }
+    let (s, b) = holder.join().unwrap().expect("the long answer");
+    assert_eq!(s, 200, "{b}");
 }
