@@ -2,16 +2,14 @@
 //! model (fetching it on first use, or from the page), start sessions, read prompts in slices,
 //! step, stop, switch between the CPU, the GPU and a remote server.
 
+use super::protocol::{Command, Event, GpuBackendInfo};
+use super::remote::RemoteLink;
+use super::{EventSender, Wait};
 use llm::gpu::{self, GpuContext, GpuModel};
 use llm::{Backend, GenerationRequest, LlmError, LlmTokenizer, Model, Session, TokenInfo, fetch};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
-
-use super::Wait;
-use super::protocol::{Command, Event, GpuBackendInfo};
-use super::remote::RemoteLink;
 
 /// Prompt tokens read per forward pass before the first token, so progress shows and Stop
 /// lands between slices.
@@ -54,7 +52,7 @@ pub(super) struct Engine {
     /// Browser build: the last download progress reported.
     #[cfg(target_arch = "wasm32")]
     last_status: String,
-    events: Sender<Event>,
+    events: EventSender,
 }
 
 impl Engine {
@@ -62,7 +60,7 @@ impl Engine {
         model_path: Option<PathBuf>,
         max_prompt_tokens: usize,
         (wait, stops): (Arc<std::sync::Mutex<Wait>>, Arc<AtomicU64>),
-        events: Sender<Event>,
+        events: EventSender,
     ) -> Self {
         Engine {
             remote: None,
@@ -351,6 +349,9 @@ impl Engine {
             }
             Command::Stop => {
                 self.clear_gpu_interrupt();
+                // (The browser's GPU step in flight is given up: the next one is timed anew,
+                // not from before the pause.)
+                self.step_started = None;
                 if self.busy() {
                     self.running = false;
                     self.step_pending = false;
@@ -361,6 +362,7 @@ impl Engine {
                 self.clear_gpu_interrupt();
                 self.running = false;
                 self.step_pending = false;
+                self.step_started = None;
                 self.session = None;
                 // After what the answer in flight still sends (the browser's runs in the
                 // connection's task, which says ResetDone once that answer has ended).

@@ -28,6 +28,20 @@ pub(crate) struct Wait {
     answer: bool,
 }
 
+/// What the engine sends its events down. Natively a bounded channel: when the app takes no
+/// events (its frames stopped: a window hidden, a present that blocks), the engine waits
+/// rather than queue each token's logits and trace (some 0.7 MB a token with the full trace)
+/// without end. In the browser the engine runs between frames, in the same thread that takes
+/// the events, so a send there must never wait: unbounded, and the page's frames drain it.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) type EventSender = std::sync::mpsc::SyncSender<Event>;
+#[cfg(target_arch = "wasm32")]
+pub(crate) type EventSender = Sender<Event>;
+
+/// Events the engine may have waiting before it waits for the app (natively).
+#[cfg(not(target_arch = "wasm32"))]
+const EVENTS_WAITING: usize = 64;
+
 /// A command as sent, with the count of Stops (Stop, Reset, UseLocal) sent before it: one sent
 /// after it, while it waited its turn, stops it before it starts.
 type Sent = (Command, u64);
@@ -68,6 +82,9 @@ impl Worker {
         max_prompt_tokens: usize,
     ) -> Worker {
         let (command_tx, command_rx) = channel();
+        #[cfg(not(target_arch = "wasm32"))]
+        let (event_tx, event_rx) = std::sync::mpsc::sync_channel(EVENTS_WAITING);
+        #[cfg(target_arch = "wasm32")]
         let (event_tx, event_rx) = channel();
         let wait = Arc::new(std::sync::Mutex::new(Wait::default()));
         let stops = Arc::new(AtomicU64::new(0));

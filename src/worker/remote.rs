@@ -1,12 +1,14 @@
 //! A connected remote server, as the engine holds it: natively the client and the runtime it
 //! blocks on; in the browser, the way to the task on the page's event loop that owns the client.
 
+#[cfg(target_arch = "wasm32")]
 use std::sync::mpsc::Sender;
 #[cfg(target_arch = "wasm32")]
 use std::sync::mpsc::channel;
 
 use llm::{CancelToken, GenerationRequest, StopReason};
 
+use super::EventSender;
 use super::protocol::Event;
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -85,7 +87,7 @@ pub fn open_remote(
 #[cfg(not(target_arch = "wasm32"))]
 pub(super) fn connect(
     config: remote::RemoteConfig,
-    events: &Sender<Event>,
+    events: &EventSender,
     cancel: &CancelToken,
 ) -> Option<RemoteLink> {
     let url = config.url.clone();
@@ -110,7 +112,7 @@ pub(super) fn connect(
 #[cfg(target_arch = "wasm32")]
 pub(super) fn connect(
     config: remote::RemoteConfig,
-    events: &Sender<Event>,
+    events: &EventSender,
     cancel: &CancelToken,
 ) -> Option<RemoteLink> {
     let url = config.url.clone();
@@ -186,7 +188,7 @@ impl RemoteLink {
         &mut self,
         request: &GenerationRequest,
         token: &CancelToken,
-        events: &Sender<Event>,
+        events: &EventSender,
     ) -> bool {
         #[cfg(not(target_arch = "wasm32"))]
         {
@@ -206,7 +208,7 @@ impl RemoteLink {
 
     /// Send `event` once the answers asked for so far have ended (natively they have: the
     /// engine thread waits in each; the browser's connection task sends it after them).
-    pub(super) fn then(&self, event: Event, events: &Sender<Event>) {
+    pub(super) fn then(&self, event: Event, events: &EventSender) {
         #[cfg(target_arch = "wasm32")]
         let event = match self.requests.send(Job::Say(event)) {
             Ok(()) => return,
@@ -225,7 +227,7 @@ async fn answer_remote(
     client: &mut remote::RemoteClient,
     request: &GenerationRequest,
     token: &CancelToken,
-    events: &Sender<Event>,
+    events: &EventSender,
 ) {
     use remote::{RemoteError, RemoteEvent};
     // Stopped or replaced before it began (queued behind an answer a newer request ended).

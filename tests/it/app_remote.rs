@@ -282,7 +282,7 @@ fn a_new_generate_ends_a_remote_answer_and_a_stop_reaches_the_queued_one() {
         }
     });
     let mut worker = Worker::spawn(None, 1);
-    let mut config = remote::RemoteConfig::new(&format!("http://127.0.0.1:{port}"));
+    let mut config = remote::RemoteConfig::new(format!("http://127.0.0.1:{port}"));
     config.api = Some(ApiKind::Ollama);
     worker.send(EngineCommand::Connect(config));
     let mut events = Vec::new();
@@ -290,7 +290,7 @@ fn a_new_generate_ends_a_remote_answer_and_a_stop_reaches_the_queued_one() {
         let start = Instant::now();
         loop {
             let new = worker.poll();
-            let found = new.iter().any(|e| done(e));
+            let found = new.iter().any(done);
             events.extend(new);
             if found {
                 return;

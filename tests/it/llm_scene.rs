@@ -224,6 +224,58 @@ fn act(app: &mut App, action: LlmAction) {
     app.update();
 }
 
+/// An app that takes no events for a while (its frames stopped) holds the engine up rather
+/// than a queue of every token's logits and trace growing without end; nothing is lost.
+#[test]
+fn an_app_that_takes_no_events_holds_the_engine_up_and_loses_none() {
+    let mut worker = Worker::spawn(None, 1);
+    worker.send(Command::Load);
+    let start = Instant::now();
+    while !worker
+        .poll()
+        .iter()
+        .any(|e| matches!(e, Event::Loaded { .. }))
+    {
+        assert!(start.elapsed() < Duration::from_secs(120), "no model");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let request = GenerationRequest {
+        chat: false,
+        max_tokens: 300,
+        record: RecordOptions::OFF,
+        ..GenerationRequest::new("Count from one to a thousand: one, two,")
+    };
+    worker.send(Command::Generate(request));
+    // Frames stop for 6 s: at well over 10 tokens a second the engine would queue more than
+    // its bound.
+    std::thread::sleep(Duration::from_secs(6));
+    let waiting = worker.poll();
+    assert!(waiting.len() <= 64 + 1, "{} events queued", waiting.len());
+    let mut steps: Vec<usize> = Vec::new();
+    let mut take = |events: Vec<Event>| {
+        let mut done = false;
+        for e in events {
+            match e {
+                Event::Token { step, .. } => steps.push(step.index),
+                Event::Finished(_) => done = true,
+                Event::Error(e) => panic!("{e}"),
+                _ => {}
+            }
+        }
+        done
+    };
+    let mut done = take(waiting);
+    let start = Instant::now();
+    while !done {
+        assert!(start.elapsed() < Duration::from_secs(120), "no end");
+        std::thread::sleep(Duration::from_millis(5));
+        done = take(worker.poll());
+    }
+    // Every step, in order, none lost while the engine waited.
+    assert!(steps.len() > 64, "{} steps", steps.len());
+    assert_eq!(steps, (0..steps.len()).collect::<Vec<_>>());
+}
+
 #[test]
 fn step_advances_one_token_and_stop_lands_within_one_step() {
     let mut app = headless_app();
