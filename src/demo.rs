@@ -1,6 +1,8 @@
 //! `--demo`: the unattended booth loop. Scene 1 turning, then scene 2 answering the next prompt
 //! of a list, a pause on the answer, then the bridge; round and round. Each prompt starts a
 //! fresh session (the views are rebuilt, not appended to), so hours of it keep memory flat.
+//! While the talk is open (`--demo --talk`, which plays it unattended) the loop waits; closing
+//! the talk hands the screen back to it, from the start of a round.
 
 use bevy::prelude::*;
 
@@ -96,9 +98,12 @@ pub fn plugin(app: &mut App) {
         .add_systems(Update, run_demo.before(run_actions));
 }
 
+/// The loop's next move; none while the talk is open (it has the screen: the loop stops an answer
+/// of its own under way, and starts its round again once the talk closes).
 #[allow(clippy::too_many_arguments)]
-fn run_demo(
+pub(crate) fn run_demo(
     time: Res<Time<Real>>,
+    talk: Option<Res<crate::talk::Talk>>,
     mut demo: ResMut<DemoLoop>,
     scene: Res<State<Scene>>,
     mut next: ResMut<NextState<Scene>>,
@@ -109,6 +114,16 @@ fn run_demo(
     mut exit: MessageWriter<AppExit>,
 ) {
     if !demo.enabled {
+        return;
+    }
+    if talk.is_some_and(|t| t.active) {
+        if demo.step == DemoStep::Answer {
+            actions.write(LlmAction::Stop);
+        }
+        if demo.step != DemoStep::Graphics || demo.elapsed != 0.0 {
+            demo.step = DemoStep::Graphics;
+            demo.elapsed = 0.0;
+        }
         return;
     }
     demo.elapsed += time.delta_secs();

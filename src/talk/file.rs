@@ -1,7 +1,7 @@
 //! The talk's step file (RON, in assets/talk/): a title and steps, each a caption of one to
-//! three lines and the state of the live app it shows. A speaker may reorder, shorten, edit or
-//! translate it without rebuilding; a bad file is an error naming the line, the column and the
-//! field, and the app starts without the talk.
+//! three lines of at most 100 characters and the state of the live app it shows. A speaker may
+//! reorder, shorten, edit or translate it without rebuilding; a bad file is an error naming the
+//! line, the column and the field, and the app starts without the talk.
 
 use serde::Deserialize;
 
@@ -9,6 +9,10 @@ use serde::Deserialize;
 pub const SHIPPED: &str = "talk/serverless.ron";
 /// A caption longer than this many lines is refused (it would cover the scene).
 pub const MAX_CAPTION_LINES: usize = 3;
+/// A caption line longer than this many characters is refused: on a 1280x720 projector with the
+/// large UI one wraps to two or three rows, a longer one to a wall of text over the scene (the
+/// overlay cuts what still does not fit, `overlay::CAPTION_SHARE`).
+pub const MAX_CAPTION_LINE_CHARS: usize = 100;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -63,8 +67,8 @@ pub enum Animation {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TalkStep {
-    /// One to three lines; `{tokens}` becomes the model's real split of the prompt, e.g.
-    /// `This | ·is | ·a | ·prompt`.
+    /// One to three lines of at most 100 characters; `{tokens}` becomes the model's real split
+    /// of the prompt, e.g. `This | ·is | ·a | ·prompt` (its first tokens, `CAPTION_TOKENS`).
     pub caption: String,
     pub scene: Option<SceneName>,
     /// Scene 2's middle: overview, embedding, head, layer:N or panels (as `--view`).
@@ -124,7 +128,8 @@ impl TalkStep {
 }
 
 /// Read a talk file's text: every field known and of its type, every number finite, at least
-/// one step, captions of one to three lines, views that `--view` takes.
+/// one step, captions of one to three lines of at most `MAX_CAPTION_LINE_CHARS` characters,
+/// views that `--view` takes.
 pub fn parse(text: &str, name: &str) -> Result<TalkFile, String> {
     let file: TalkFile = ron::from_str(text).map_err(|e| {
         let (line, col) = (e.span.start.line, e.span.start.col);
@@ -157,6 +162,22 @@ pub fn parse(text: &str, name: &str) -> Result<TalkFile, String> {
             return at(
                 "caption",
                 format!("{lines} lines (1 to {MAX_CAPTION_LINES} fit on a projector)"),
+            );
+        }
+        if let Some((n, chars)) = s
+            .caption
+            .lines()
+            .map(|l| l.chars().count())
+            .enumerate()
+            .find(|(_, chars)| *chars > MAX_CAPTION_LINE_CHARS)
+        {
+            return at(
+                "caption",
+                format!(
+                    "line {} of the caption is {chars} characters (at most \
+                     {MAX_CAPTION_LINE_CHARS} fit on a projector)",
+                    n + 1
+                ),
             );
         }
         if let Some(v) = &s.view

@@ -3,12 +3,19 @@
 //! selection, settings, an animation); the app stays interactive at every step. Presenter
 //! clickers send PageDown / PageUp (some B, period, F5, Esc): those, Right / Left and Space move,
 //! Home / End jump, B or period blanks the screen, C hides the speaker's counter and clock, T
-//! (or `--talk`) opens and closes it, F5 opens it and Esc closes it. With `--demo` the booth
-//! plays the talk unattended.
+//! (or `--talk`) opens and closes it, F5 opens it and Esc closes it. With `--demo --talk` the
+//! booth plays the talk unattended, and closing it hands the screen back to the booth's own loop
+//! (T opens it again); with `--demo` alone the booth's loop has the screen and the talk's keys do
+//! nothing, so a visitor's key never stops the booth.
+//!
+//! Nothing the speaker typed is lost: a step puts its prompt in scene 2's box only while the box
+//! holds none of the speaker's own (it is empty, or holds a prompt of the app's: scene 2's
+//! default, the booth's, one a step of this talk names); a question typed there stays through
+//! every step, the race's included, which races it. Emptying the box gives the steps theirs back.
 
 pub mod file;
 mod locate;
-mod overlay;
+pub mod overlay;
 pub mod race;
 
 pub use file::{Animation, BackendName, SceneName, TalkFile, TalkStep};
@@ -16,6 +23,7 @@ pub use race::{Race, Side, TalkRace};
 
 use bevy::prelude::*;
 
+use crate::demo::{DEMO_PROMPTS, DemoLoop};
 use crate::graphics::{GraphicsSettings, Highlight};
 use crate::llm_scene::world::{Preset, StartView, WorldCamera, WorldMode, WorldState, parse_view};
 use crate::llm_scene::{
@@ -60,8 +68,12 @@ pub struct Talk {
     pub started: Option<f64>,
     /// Seconds the current step has been shown, for its animation.
     pub step_secs: f32,
-    /// `--demo --talk`: the booth plays the talk unattended, this many seconds a step.
+    /// `--demo --talk`: the booth plays the talk unattended, this many seconds a step (closed,
+    /// the booth's own loop plays until the talk is opened again).
     pub auto_secs: Option<f32>,
+    /// `--demo` without `--talk`: the booth's own loop has the screen, and the talk's keys do
+    /// nothing (a visitor's T or F5 does not open the talk over it).
+    pub locked: bool,
     /// A view preset the world could not take yet (no model shape known): applied later.
     pending_view: Option<StartView>,
     /// The neuron the step selects, applied after the step's Reset (and once the model's
@@ -79,9 +91,6 @@ pub struct Talk {
     pub animation_held: bool,
     /// Counts the times a step was entered (an animation knows a fresh start by it).
     entered: u64,
-    /// The prompt the talk last put in the box: a box that holds anything else holds what the
-    /// speaker typed, which a step that only carries an earlier step's prompt leaves alone.
-    written_prompt: Option<String>,
 }
 
 impl Talk {
@@ -117,7 +126,21 @@ impl Talk {
         )
     }
 
-    /// Move by `delta` steps, within the file.
+    /// Whether scene 2's prompt box holds what the speaker typed, which no step replaces: any
+    /// text but a prompt of the app's own (scene 2's default, one of the booth's, one a step of
+    /// this talk names). An empty box holds nothing of the speaker's. `--prompt` counts as typed.
+    pub fn typed(&self, prompt: &str) -> bool {
+        !prompt.trim().is_empty()
+            && prompt != LlmControls::default().prompt
+            && !DEMO_PROMPTS.contains(&prompt)
+            && !self
+                .file
+                .iter()
+                .flat_map(|f| &f.steps)
+                .any(|s| s.prompt.as_deref() == Some(prompt))
+    }
+
+    /// Go to step `to`, within the file.
     pub fn go(&mut self, to: usize) {
         let last = self.steps().saturating_sub(1);
         self.step = to.min(last);
@@ -126,7 +149,7 @@ impl Talk {
 
 pub fn plugin(app: &mut App) {
     app.init_resource::<TalkStart>()
-        .init_resource::<crate::demo::DemoLoop>()
+        .init_resource::<DemoLoop>()
         .init_resource::<Talk>()
         .init_resource::<TalkRace>()
         .add_probe(race::TalkProbe)
@@ -136,6 +159,9 @@ pub fn plugin(app: &mut App) {
             Update,
             (apply_step, drive_engine, animate, race::race_tick)
                 .chain()
+                // After the booth's loop, whose Stop (the talk took over mid-answer) must not
+                // land after the step's own Step.
+                .after(crate::demo::run_demo)
                 .before(run_actions),
         )
         .add_systems(Update, select_neuron.after(run_actions));
@@ -157,14 +183,10 @@ pub fn step_past_end(step: usize, steps: usize) -> Option<String> {
     })
 }
 
-/// Read the step file (`--talk FILE`, else the shipped one). With `--demo`, the booth plays
-/// the talk instead of its own loop.
-fn load_talk(
-    start: Res<TalkStart>,
-    time: Res<Time>,
-    mut talk: ResMut<Talk>,
-    mut demo: ResMut<crate::demo::DemoLoop>,
-) {
+/// Read the step file (`--talk FILE`, else the shipped one). With `--demo --talk`, the booth
+/// plays the talk (its own loop waits while the talk is open); with `--demo` alone, the talk
+/// stays shut.
+fn load_talk(start: Res<TalkStart>, time: Res<Time>, mut talk: ResMut<Talk>, demo: Res<DemoLoop>) {
     let read = match &start.file {
         Some(path) => crate::platform::read_user_text(path)
             .and_then(|text| file::parse(&text, &path.display().to_string())),
@@ -184,9 +206,12 @@ fn load_talk(
         warn!("{warning}");
     }
     talk.go(start.step);
-    if talk.active && demo.enabled {
-        demo.enabled = false;
-        talk.auto_secs = Some(demo.timings.graphics_secs.max(1.0));
+    if demo.enabled {
+        if talk.active {
+            talk.auto_secs = Some(demo.timings.graphics_secs.max(1.0));
+        } else {
+            talk.locked = true;
+        }
     }
     if talk.active {
         talk.started = Some(time.elapsed_secs_f64());
@@ -198,7 +223,8 @@ fn load_talk(
 /// into only the clicker's PageDown and PageUp act: the field lets go of the keyboard (its text
 /// stays) and the talk moves on. A clicker's "slideshow" button sends F5 and Esc in turn: F5
 /// opens the talk where it was (it never throws the speaker back to the first step), Esc
-/// closes it; while the model generates, Esc is the scene's Stop, as its button says.
+/// closes it; while the model generates, Esc is the scene's Stop, as its button says. Under
+/// `--demo` alone none of them acts (`Talk::locked`).
 fn talk_keys(
     mut keys: ResMut<ButtonInput<KeyCode>>,
     focus: Option<ResMut<KeyboardFocus>>,
@@ -207,6 +233,9 @@ fn talk_keys(
     scene: Option<Res<State<Scene>>>,
     mut talk: ResMut<Talk>,
 ) {
+    if talk.locked {
+        return;
+    }
     if let Some(mut focus) = focus
         && focus.typing
     {
@@ -325,13 +354,15 @@ fn apply_step(
         camera.go(p, &layout);
         talk.pending_view = None;
     }
-    // The booth: the next step after its time, and round again after the last.
+    // The booth: the next step after its time, and round again after the last; a visitor's B
+    // blanks the screen until then, not for good.
     if let Some(secs) = talk.auto_secs
         && talk.step_secs >= secs
     {
         let next = (talk.step + 1) % talk.steps().max(1);
         talk.step = next;
         talk.applied = None;
+        talk.blank = false;
     }
     if talk.applied == Some(talk.step) {
         return;
@@ -372,28 +403,20 @@ fn apply_step(
             }
         }
     }
-    // A prompt the speaker typed (an audience's question) stays through steps that only carry
-    // an earlier step's prompt; a step that names a prompt of its own sets it.
-    let typed = talk
-        .written_prompt
-        .as_ref()
-        .is_some_and(|w| *w != controls.prompt);
-    let own_prompt = talk.current().is_some_and(|s| s.prompt.is_some());
+    // A prompt the speaker typed (an audience's question) stays through every step, one that
+    // names a prompt of its own included: the step's prompt goes in only where the box holds
+    // nothing of the speaker's (`Talk::typed`). Raw or chat is the step's either way.
     let mut new_prompt = false;
-    if !typed || own_prompt {
-        if let Some(p) = &step.prompt
-            && *p != controls.prompt
-        {
-            controls.prompt = p.clone();
-            new_prompt = true;
-        }
-        if let Some(raw) = step.raw {
-            new_prompt |= controls.chat == raw;
-            controls.chat = !raw;
-        }
-        if step.prompt.is_some() {
-            talk.written_prompt = Some(controls.prompt.clone());
-        }
+    if !talk.typed(&controls.prompt)
+        && let Some(p) = &step.prompt
+        && *p != controls.prompt
+    {
+        controls.prompt = p.clone();
+        new_prompt = true;
+    }
+    if let Some(raw) = step.raw {
+        new_prompt |= controls.chat == raw;
+        controls.chat = !raw;
     }
     // A step that plays the model's Step starts from the prompt each time it is shown, so
     // coming back to it replays the same token instead of growing the context.
@@ -574,20 +597,44 @@ fn animate(
     *written = Some((talk.entered, to));
 }
 
+/// The most of the prompt's tokens a caption's `{tokens}` shows, "… and N more" after them (an
+/// audience's question of hundreds of tokens would cover the stage).
+pub const CAPTION_TOKENS: usize = 16;
+/// The most characters of one token a caption shows ("…" where it was cut).
+pub const CAPTION_PIECE_CHARS: usize = 16;
+
 /// A caption with `{tokens}` replaced by the model's real split of the prompt (the pieces as
-/// the chips show them, `·` for a space), or by a note while there is none yet.
+/// the chips show them, `·` for a space; the first `CAPTION_TOKENS` of them, each cut to
+/// `CAPTION_PIECE_CHARS`), or by a note while there is none yet.
 pub fn caption_text(step: &TalkStep, view: &LlmView) -> String {
     if !step.caption.contains("{tokens}") {
         return step.caption.clone();
     }
-    let split = if view.prompt_tokens.is_empty() {
+    let tokens = &view.prompt_tokens;
+    let split = if tokens.is_empty() {
         "(the model is reading it)".to_string()
     } else {
-        view.prompt_tokens
+        let mut split = tokens
             .iter()
-            .map(|t| crate::llm_scene::panels::visible_piece(&t.piece))
+            .take(CAPTION_TOKENS)
+            .map(|t| {
+                let piece = crate::llm_scene::panels::visible_piece(&t.piece);
+                if piece.chars().count() > CAPTION_PIECE_CHARS {
+                    let cut: String = piece.chars().take(CAPTION_PIECE_CHARS).collect();
+                    format!("{}\u{2026}", cut.trim_end_matches('\u{2026}'))
+                } else {
+                    piece
+                }
+            })
             .collect::<Vec<_>>()
-            .join(" | ")
+            .join(" | ");
+        if tokens.len() > CAPTION_TOKENS {
+            split.push_str(&format!(
+                " \u{2026} and {} more",
+                tokens.len() - CAPTION_TOKENS
+            ));
+        }
+        split
     };
     step.caption.replace("{tokens}", &split)
 }

@@ -1,12 +1,13 @@
 //! What the hall sees of the talk: the step's caption in large type along the bottom of the 3D
-//! view, the speaker's step counter and clock at its top right (C hides them), a black screen for B; and, when a
-//! step file could not be read, why.
+//! view (at most `CAPTION_SHARE` of its height), the speaker's step counter and clock at its top
+//! right (C hides them), a black screen for B; and, when a step file could not be read, why. The
+//! black screen and the race's columns take the pointer: a click on them reaches no widget (the
+//! prompt box, Reset, Generate) and no scene beneath.
 
 use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
 
-use super::race::Race;
-use super::{Talk, TalkPlates, TalkRace, TalkStart, caption_text};
+use super::{Side, Talk, TalkPlates, TalkRace, TalkStart, caption_text};
 use crate::llm_scene::LlmView;
 use crate::shell::{SceneViewport, UiSet};
 
@@ -51,12 +52,7 @@ fn talk_overlay(
         egui::Id::new("talk"),
     ));
     if talk.blank {
-        // Above everything, tooltips included: the hall sees black.
-        ctx.layer_painter(egui::LayerId::new(
-            egui::Order::Debug,
-            egui::Id::new("talk_blank"),
-        ))
-        .rect_filled(screen, 0.0, egui::Color32::BLACK);
+        blank_screen(ctx, screen);
         return;
     }
     let Some(step) = talk.current() else {
@@ -76,7 +72,7 @@ fn talk_overlay(
     if step.side_by_side == Some(true) {
         match &race.0 {
             // The race is the step's picture: it spans the window, over the side panels.
-            Some(r) => race_panel(&painter, screen, r),
+            Some(r) => race_panel(ctx, screen, [&r.local, &r.remote], r.elapsed_secs()),
             None => {
                 let why = match &view.status {
                     crate::llm_scene::EngineStatus::Loading(s) => {
@@ -94,19 +90,8 @@ fn talk_overlay(
             }
         }
     }
-    let text = caption_text(step, &view);
-    let size = (stage.width() / 26.0).clamp(18.0, 34.0);
-    let galley = painter.layout(
-        text,
-        egui::FontId::proportional(size),
-        egui::Color32::WHITE,
-        stage.width() - 32.0,
-    );
-    let at = egui::pos2(
-        stage.center().x - galley.size().x / 2.0,
-        stage.max.y - galley.size().y - 24.0,
-    );
-    let plate = egui::Rect::from_min_size(at, galley.size()).expand(10.0);
+    let (at, galley) = caption_layout(&painter, stage, caption_text(step, &view));
+    let plate = egui::Rect::from_min_size(at, galley.size()).expand(CAPTION_PAD);
     drawn.push(plate);
     painter.rect_filled(plate, 6.0, egui::Color32::from_rgb(8, 9, 12));
     painter.galley(at, galley, egui::Color32::WHITE);
@@ -147,6 +132,69 @@ fn talk_overlay(
         .collect();
 }
 
+/// The most of the stage's height the caption's plate takes; rows past it are elided.
+pub const CAPTION_SHARE: f32 = 0.4;
+/// The caption's plate around its text.
+const CAPTION_PAD: f32 = 10.0;
+
+/// The caption laid out for `stage`: large type, centred along its bottom, wrapped to its width
+/// and cut (its last row ending in "…") to the rows that fit in `CAPTION_SHARE` of its height,
+/// so however long a caption (or a prompt's `{tokens}`) it never covers the scene or, above the
+/// stage, the top bar. Its top-left corner and its galley.
+pub fn caption_layout(
+    painter: &egui::Painter,
+    stage: egui::Rect,
+    text: String,
+) -> (egui::Pos2, std::sync::Arc<egui::Galley>) {
+    let font = egui::FontId::proportional((stage.width() / 26.0).clamp(18.0, 34.0));
+    let room = stage.height() * CAPTION_SHARE - 2.0 * CAPTION_PAD;
+    let row = painter.fonts_mut(|f| f.row_height(&font)).max(1.0);
+    let mut rows = ((room / row).floor() as usize).max(1);
+    let width = (stage.width() - 32.0).max(row);
+    let galley = loop {
+        let mut job =
+            egui::text::LayoutJob::simple(text.clone(), font.clone(), egui::Color32::WHITE, width);
+        job.wrap.max_rows = rows;
+        let galley = painter.layout_job(job);
+        if galley.size().y <= room || rows == 1 {
+            break galley;
+        }
+        rows -= 1;
+    };
+    let at = egui::pos2(
+        stage.center().x - galley.size().x / 2.0,
+        (stage.max.y - galley.size().y - 24.0).max(stage.min.y + CAPTION_PAD),
+    );
+    (at, galley)
+}
+
+/// A part of the overlay that takes the pointer: an area of `order` over `rect` that senses
+/// clicks and drags, so no widget under it (the prompt box, a button) and no scene gets them.
+/// What it shows is painted with the painter returned, on the area's own layer (not through the
+/// area's first, invisible sizing pass).
+fn cover(ctx: &egui::Context, id: egui::Id, order: egui::Order, rect: egui::Rect) -> egui::Painter {
+    let shown = egui::Area::new(id)
+        .order(order)
+        .fixed_pos(rect.min)
+        .constrain(false)
+        .interactable(true)
+        .sense(egui::Sense::click_and_drag())
+        .show(ctx, |ui| {
+            ui.set_min_size(rect.size());
+            ui.interact(rect, id.with("cover"), egui::Sense::click_and_drag());
+        });
+    ctx.layer_painter(shown.response.layer_id)
+}
+
+/// B: the whole window black, above everything (tooltips included), and taking every click.
+pub fn blank_screen(ctx: &egui::Context, screen: egui::Rect) {
+    cover(ctx, egui::Id::new("talk_blank"), egui::Order::Debug, screen).rect_filled(
+        screen,
+        0.0,
+        egui::Color32::BLACK,
+    );
+}
+
 /// Text at `at` on a dark plate of `alpha`; the plate's rectangle.
 fn small_plate(
     painter: &egui::Painter,
@@ -160,11 +208,18 @@ fn small_plate(
     plate
 }
 
-/// The race: two columns across the top of the stage, the local answer and the remote one, each
-/// with its figures (time to first token, tokens per second) and what it is doing now.
-fn race_panel(painter: &egui::Painter, stage: egui::Rect, race: &Race) {
-    let now = race.elapsed_secs();
-    for column in race_layout(painter, stage, [&race.local, &race.remote], now) {
+/// The race: two columns across the top of `stage` (the window: they cover the side panels), the
+/// local answer and the remote one, each with its figures (time to first token, tokens per
+/// second) and what it is doing now (`now`: seconds since the race began). Each column takes the
+/// pointer, so a click on it does not reach the prompt box or a button under it.
+pub fn race_panel(ctx: &egui::Context, stage: egui::Rect, sides: [&Side; 2], now: f32) {
+    let id = egui::Id::new("talk_race");
+    let layout = ctx.layer_painter(egui::LayerId::new(egui::Order::Tooltip, id));
+    for (i, column) in race_layout(&layout, stage, sides, now)
+        .into_iter()
+        .enumerate()
+    {
+        let painter = cover(ctx, id.with(i), egui::Order::Tooltip, column.rect);
         painter.rect_filled(column.rect, 6.0, egui::Color32::from_rgb(8, 9, 12));
         painter.rect_stroke(
             column.rect,
@@ -200,7 +255,7 @@ struct RaceColumn {
 fn race_layout(
     painter: &egui::Painter,
     stage: egui::Rect,
-    sides: [&super::Side; 2],
+    sides: [&Side; 2],
     now: f32,
 ) -> Vec<RaceColumn> {
     let gap = 16.0;

@@ -3,7 +3,10 @@
 //! remote's cold start counted as it happens ("waking the service: N s"). When the network
 //! fails, the step says so and the local answer goes on; when the local model never loaded, the
 //! remote side races alone. Both sides decode greedily, so the same model gives the same words
-//! in both places.
+//! in both places. The race asks what scene 2's prompt box holds (the step's prompt, or a
+//! question the speaker typed, which the step leaves there; the step's own when the box is
+//! empty); a question typed while the race step is shown is raced, from a fresh start, once the
+//! box lets go of the keyboard (a click outside it, Esc, the clicker).
 
 use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -153,6 +156,9 @@ impl Side {
 pub struct Race {
     /// The talk step it belongs to.
     pub step: usize,
+    /// The prompt both sides answer, and whether it went through the chat template.
+    pub prompt: String,
+    pub chat: bool,
     started: Instant,
     events: Mutex<Receiver<(f32, RaceEvent)>>,
     cancel: CancelToken,
@@ -164,6 +170,7 @@ impl std::fmt::Debug for Race {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Race")
             .field("step", &self.step)
+            .field("prompt", &self.prompt)
             .field("local", &self.local)
             .field("remote", &self.remote)
             .finish_non_exhaustive()
@@ -222,13 +229,28 @@ pub fn race_url(start: &TalkStart, talk: &Talk) -> Option<String> {
         .filter(|u| !u.is_empty())
 }
 
+/// The prompt the race asks: the box's (the step's, or what the speaker typed there), else the
+/// step's own when the box is empty.
+pub fn race_prompt(talk: &Talk, controls: &LlmControls) -> String {
+    if controls.prompt.trim().is_empty() {
+        talk.state_at(talk.step)
+            .and_then(|s| s.prompt)
+            .unwrap_or_default()
+    } else {
+        controls.prompt.clone()
+    }
+}
+
 /// Start a step's race once the local model is loaded, or without its local side once the load
-/// failed (the remote side is the hall's answer then); end it when the talk moves on.
+/// failed (the remote side is the hall's answer then); end it when the talk moves on; start it
+/// again when the box holds another prompt and no field has the keyboard (the speaker typed a
+/// question, and is done).
 pub(super) fn race_tick(
     talk: Res<Talk>,
     view: Res<LlmView>,
     controls: Res<LlmControls>,
     start: Res<TalkStart>,
+    focus: Option<Res<crate::shell::KeyboardFocus>>,
     mut race: ResMut<TalkRace>,
 ) {
     let wanted = talk.active && talk.current().and_then(|s| s.side_by_side) == Some(true);
@@ -248,6 +270,17 @@ pub(super) fn race_tick(
     {
         race.0 = None;
     }
+    // Typed while the race was shown: raced once the box lets go (not at every key).
+    let typing = focus.is_some_and(|f| f.typing);
+    let prompt = race_prompt(&talk, &controls);
+    if !typing
+        && race
+            .0
+            .as_ref()
+            .is_some_and(|r| r.prompt != prompt || r.chat != controls.chat)
+    {
+        race.0 = None;
+    }
     if let Some(r) = race.0.as_mut() {
         r.poll();
         return;
@@ -264,7 +297,7 @@ pub(super) fn race_tick(
         },
     };
     let request = GenerationRequest {
-        prompt: controls.prompt.clone(),
+        prompt,
         chat: controls.chat,
         max_tokens: RACE_TOKENS,
         sampling: SamplingParams::greedy(),
@@ -300,6 +333,8 @@ fn start_race(
     let cancel = CancelToken::default();
     let mut race = Race {
         step,
+        prompt: request.prompt.clone(),
+        chat: request.chat,
         started,
         events: Mutex::new(rx),
         cancel: cancel.clone(),

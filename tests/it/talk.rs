@@ -4,6 +4,7 @@
 //! step's frame differs from its neighbours'.
 
 use bevy::prelude::*;
+use bevy_egui::egui;
 use samemath::cli::AppArgs;
 use samemath::graphics::GraphicsSettings;
 use samemath::llm_scene::{LlmControls, LlmSelection};
@@ -177,34 +178,51 @@ fn every_step_of_the_shipped_talk_applies_its_state() {
     assert_state(&app, &states[0], 0);
 }
 
-/// A question the speaker typed stays through the steps that only carry an earlier step's
-/// prompt; the next step that names a prompt of its own sets that one.
+/// Nothing the speaker typed is lost: a question typed into the prompt box stays through every
+/// step, those that name a prompt of their own included (the tokenizer's, the race's); an emptied
+/// box takes each step's prompt again, as walking to it leaves it.
 #[test]
-fn a_typed_prompt_stays_until_a_step_names_its_own() {
+fn a_typed_prompt_stays_through_every_step_and_an_empty_box_takes_the_steps() {
     let talk = shipped();
     let own: Vec<usize> = (0..talk.steps.len())
         .filter(|&i| talk.steps[i].prompt.is_some())
         .collect();
-    let (first, second) = (own[0], own[1]);
-    assert!(second > first + 1, "steps between the talk's two prompts");
+    assert!(own.len() >= 2, "the talk's prompts: {own:?}");
     let mut app = talk_app_with_model(AppArgs {
         talk: Some(None),
         ..AppArgs::default()
     });
-    for _ in 0..first {
-        press(&mut app, KeyCode::PageDown);
-    }
     let prompt = |app: &App| app.world().resource::<LlmControls>().prompt.clone();
-    assert_eq!(Some(prompt(&app)), talk.steps[first].prompt);
+    let set = |app: &mut App, text: &str| {
+        app.world_mut().resource_mut::<LlmControls>().prompt = text.into();
+    };
+    // Typed before the first step with a prompt: kept there, and at every step after it.
     let typed = "Why do GPUs like matrices?";
-    app.world_mut().resource_mut::<LlmControls>().prompt = typed.into();
-    for i in first + 1..second {
+    set(&mut app, typed);
+    for i in 1..talk.steps.len() {
         press(&mut app, KeyCode::PageDown);
         assert_eq!(app.world().resource::<Talk>().step, i);
         assert_eq!(prompt(&app), typed, "step {}", i + 1);
     }
-    press(&mut app, KeyCode::PageDown);
-    assert_eq!(Some(prompt(&app)), talk.steps[second].prompt);
+    // And back: still the speaker's.
+    press(&mut app, KeyCode::Home);
+    press(&mut app, KeyCode::End);
+    assert_eq!(prompt(&app), typed);
+    // Emptied: each step's prompt again, its own or the one an earlier step left.
+    set(&mut app, "");
+    press(&mut app, KeyCode::Home);
+    for i in 1..talk.steps.len() {
+        press(&mut app, KeyCode::PageDown);
+        let want = app.world().resource::<Talk>().state_at(i).unwrap().prompt;
+        if i >= own[0] {
+            assert_eq!(Some(prompt(&app)), want, "step {}", i + 1);
+        }
+    }
+    for i in (own[0]..talk.steps.len() - 1).rev() {
+        press(&mut app, KeyCode::PageUp);
+        let want = app.world().resource::<Talk>().state_at(i).unwrap().prompt;
+        assert_eq!(Some(prompt(&app)), want, "back at step {}", i + 1);
+    }
 }
 
 #[test]
@@ -437,9 +455,13 @@ fn the_tokenize_step_shows_the_prompts_chips_one_by_one() {
     assert_eq!(seen, want);
 }
 
+/// `--demo --talk`: the booth plays the talk unattended while its own loop waits; a visitor's B
+/// blanks the screen only until the booth's next step, and a visitor's Esc (or T) hands the
+/// screen back to the booth's own loop, not to nothing; T opens the talk again.
 #[test]
-fn the_booth_plays_the_talk_unattended() {
+fn the_booth_plays_the_talk_unattended_and_closing_it_hands_back_to_the_loop() {
     use bevy::time::TimeUpdateStrategy;
+    use samemath::demo::{DemoLoop, DemoStep};
     use std::time::Duration;
     let mut app = talk_app(AppArgs {
         talk: Some(None),
@@ -451,13 +473,234 @@ fn the_booth_plays_the_talk_unattended() {
         250,
     )));
     let steps = app.world().resource::<Talk>().steps();
-    assert!(!app.world().resource::<samemath::demo::DemoLoop>().enabled);
+    let demo = |app: &App| app.world().resource::<DemoLoop>().clone();
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..(steps * 5 + 10) {
         app.update();
         seen.insert(app.world().resource::<Talk>().step);
+        // The booth's own loop waits: no clock of its own, no scene, no prompt sent.
+        let d = demo(&app);
+        assert!(d.enabled && d.elapsed == 0.0 && d.prompts_run == 0, "{d:?}");
     }
     assert_eq!(seen.len(), steps, "every step came round: {seen:?}");
+    // A visitor's B: black until the booth moves on (a step is 1 s, a frame 250 ms).
+    app.world_mut().resource_mut::<Talk>().step_secs = 0.0;
+    press(&mut app, KeyCode::KeyB);
+    assert!(app.world().resource::<Talk>().blank);
+    for _ in 0..6 {
+        app.update();
+    }
+    assert!(
+        !app.world().resource::<Talk>().blank,
+        "the booth's next step lifts the blank"
+    );
+    // A visitor's Esc, at a step of scene 2: the talk closes, the booth's own loop plays on
+    // from the start of its round (scene 1).
+    press(&mut app, KeyCode::End);
+    press(&mut app, KeyCode::Escape);
+    assert!(!app.world().resource::<Talk>().active);
+    std::thread::sleep(Duration::from_millis(20));
+    app.update();
+    app.update();
+    let d = demo(&app);
+    assert!(d.enabled && d.elapsed > 0.0, "{d:?}");
+    assert_eq!(d.step, DemoStep::Graphics);
+    assert_eq!(
+        *app.world().resource::<State<Scene>>().get(),
+        Scene::Graphics
+    );
+    // T: the talk again, and the loop waits again.
+    press(&mut app, KeyCode::KeyT);
+    assert!(app.world().resource::<Talk>().active);
+    app.update();
+    assert_eq!(demo(&app).elapsed, 0.0);
+}
+
+/// `--demo` alone: the booth's loop has the screen; a visitor's T, F5, B or arrows do not open,
+/// blank or move the talk over it, and the loop plays on.
+#[test]
+fn under_demo_alone_the_talk_keys_do_nothing() {
+    use samemath::demo::DemoLoop;
+    let mut app = talk_app(AppArgs {
+        demo: true,
+        demo_pace: 1.0,
+        ..AppArgs::default()
+    });
+    for key in [
+        KeyCode::KeyT,
+        KeyCode::F5,
+        KeyCode::PageDown,
+        KeyCode::KeyB,
+        KeyCode::Period,
+    ] {
+        press(&mut app, key);
+        let talk = app.world().resource::<Talk>();
+        assert!(!talk.active && !talk.blank, "{key:?}");
+        assert_eq!(talk.step, 0, "{key:?}");
+    }
+    let before = app.world().resource::<DemoLoop>().elapsed;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    app.update();
+    let d = app.world().resource::<DemoLoop>();
+    assert!(d.enabled && d.elapsed > before, "the loop plays on: {d:?}");
+}
+
+/// One egui pass of 800x450 points (a 1280x720 projector at the large UI's zoom): a prompt box
+/// and a Generate button, then what `over` draws (the talk's overlay) above them. Whether
+/// Generate was clicked, and the box's and the button's rectangles.
+fn stage_pass(
+    ctx: &egui::Context,
+    events: Vec<egui::Event>,
+    over: &dyn Fn(&egui::Context),
+) -> (bool, egui::Rect, egui::Rect) {
+    let input = egui::RawInput {
+        screen_rect: Some(stage_screen()),
+        events,
+        ..Default::default()
+    };
+    let mut text = String::from("Why is the sky blue?");
+    let mut seen = (false, egui::Rect::NOTHING, egui::Rect::NOTHING);
+    let mut out = ctx.run_ui(input, |ui| {
+        // Below the top of the race's columns, as the left panel's prompt box is.
+        ui.add_space(120.0);
+        seen.1 = ui
+            .add(egui::TextEdit::multiline(&mut text).id(egui::Id::new("prompt")))
+            .rect;
+        let generate = ui.button("Generate");
+        seen.0 = generate.clicked();
+        seen.2 = generate.rect;
+        over(ui.ctx());
+    });
+    // No painter here: the font atlas's upload is dropped on purpose.
+    out.textures_delta.clear();
+    seen
+}
+
+fn stage_screen() -> egui::Rect {
+    egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(800.0, 450.0))
+}
+
+/// A click at `at` (move, press, release, a pass after); whether it clicked Generate.
+fn click_at(ctx: &egui::Context, at: egui::Pos2, over: &dyn Fn(&egui::Context)) -> bool {
+    let button = |pressed| egui::Event::PointerButton {
+        pos: at,
+        button: egui::PointerButton::Primary,
+        pressed,
+        modifiers: egui::Modifiers::NONE,
+    };
+    [
+        vec![egui::Event::PointerMoved(at)],
+        vec![button(true)],
+        vec![button(false)],
+        vec![],
+    ]
+    .into_iter()
+    .fold(false, |clicked, events| {
+        stage_pass(ctx, events, over).0 | clicked
+    })
+}
+
+/// The black screen (B) and the race's columns take the pointer: a click on them neither focuses
+/// the prompt box beneath (where Space, the arrows and B would then type instead of driving the
+/// talk) nor presses Generate; with nothing over them, the same clicks do both.
+#[test]
+fn the_blank_screen_and_the_race_take_the_pointer() {
+    use samemath::talk::Side;
+    use samemath::talk::overlay::{blank_screen, race_panel};
+    let side = |label: &str| Side {
+        label: label.into(),
+        text: "The sky looks blue because air scatters blue light most.".into(),
+        tokens: 12,
+        first_token_secs: Some(0.4),
+        last_token_secs: Some(1.9),
+        finished: true,
+        ..Side::default()
+    };
+    let (local, remote) = (side("this machine (CPU)"), side("remote: run.app"));
+    let screen = stage_screen();
+    let overs: [(&str, Box<dyn Fn(&egui::Context)>); 3] = [
+        ("nothing", Box::new(|_| {})),
+        (
+            "the blank screen",
+            Box::new(move |ctx| blank_screen(ctx, screen)),
+        ),
+        (
+            "the race",
+            Box::new(move |ctx| race_panel(ctx, screen, [&local, &remote], 2.0)),
+        ),
+    ];
+    for (name, over) in overs {
+        let ctx = egui::Context::default();
+        let (_, prompt_box, generate) = stage_pass(&ctx, vec![], &*over);
+        stage_pass(&ctx, vec![], &*over);
+        let pressed = click_at(&ctx, generate.center(), &*over);
+        click_at(&ctx, prompt_box.center(), &*over);
+        let focused = ctx.memory(|m| m.has_focus(egui::Id::new("prompt")));
+        let open = name == "nothing";
+        assert_eq!(pressed, open, "{name}: Generate clicked through it");
+        assert_eq!(focused, open, "{name}: the prompt box focused through it");
+    }
+}
+
+/// A caption bounded on a projector: `{tokens}` of a 400-token prompt of 64-character pieces
+/// shows its first tokens and how many more; the caption drawn (this one, or any length) keeps
+/// to its share of the stage's height, within the stage, its last row cut; a short one is whole
+/// along the stage's bottom.
+#[test]
+fn a_long_caption_and_a_long_prompt_stay_within_the_stage() {
+    use samemath::llm_scene::LlmView;
+    use samemath::talk::overlay::{CAPTION_SHARE, caption_layout};
+    use samemath::talk::{CAPTION_PIECE_CHARS, CAPTION_TOKENS, caption_text};
+    let view = LlmView {
+        prompt_tokens: (0..400)
+            .map(|i| llm::TokenInfo {
+                id: i,
+                piece: format!(" {}", "w".repeat(63)),
+            })
+            .collect(),
+        ..LlmView::default()
+    };
+    let step = file::TalkStep {
+        caption: "An audience's question\nSmolLM2 splits it into tokens: {tokens}".into(),
+        ..file::TalkStep::default()
+    };
+    let text = caption_text(&step, &view);
+    let more = format!("\u{2026} and {} more", 400 - CAPTION_TOKENS);
+    assert!(text.ends_with(&more), "{text}");
+    assert_eq!(text.matches(" | ").count(), CAPTION_TOKENS - 1, "{text}");
+    assert!(
+        text.chars().count() < 80 + CAPTION_TOKENS * (CAPTION_PIECE_CHARS + 4),
+        "{} characters",
+        text.chars().count()
+    );
+    let ctx = egui::Context::default();
+    ctx.begin_pass(egui::RawInput {
+        screen_rect: Some(stage_screen()),
+        ..Default::default()
+    });
+    let painter = ctx.layer_painter(egui::LayerId::background());
+    // The 3D view between scene 2's panels, below the top bar.
+    let stage = egui::Rect::from_min_max(egui::pos2(230.0, 36.0), egui::pos2(570.0, 450.0));
+    for long in [text, "word ".repeat(400)] {
+        let (at, galley) = caption_layout(&painter, stage, long.clone());
+        let plate = egui::Rect::from_min_size(at, galley.size()).expand(10.0);
+        assert!(
+            plate.height() <= stage.height() * CAPTION_SHARE + 0.5,
+            "{} of {} points",
+            plate.height(),
+            stage.height()
+        );
+        assert!(stage.contains_rect(plate), "{plate:?} out of {stage:?}");
+        let last = galley.rows.last().unwrap().text();
+        assert!(galley.elided && last.ends_with('\u{2026}'), "{last:?}");
+        assert!(galley.rows.len() >= 2);
+    }
+    let short = "Scaling is another one: v' = S\u{b7}v";
+    let (at, galley) = caption_layout(&painter, stage, short.into());
+    assert_eq!(galley.text(), short);
+    assert!(stage.contains_rect(egui::Rect::from_min_size(at, galley.size())));
+    assert!(at.y > stage.center().y, "along the bottom: {at:?}");
+    ctx.end_pass().textures_delta.clear();
 }
 
 #[test]
@@ -494,6 +737,21 @@ fn bad_step_files_name_the_line_and_the_field_and_the_app_runs_on() {
             .unwrap_err()
             .contains("4 lines")
     );
+    // One line of 400 characters is no shorter on the screen than many: its length is bounded.
+    let wide = |n: usize| {
+        format!(
+            "(title: \"t\", steps: [(caption: \"short\\n{}\")])",
+            "x".repeat(n)
+        )
+    };
+    let e = file::parse(&wide(400), "wide.ron").unwrap_err();
+    assert!(
+        e.contains("step 1")
+            && e.contains("field `caption`")
+            && e.contains("line 2 of the caption is 400 characters"),
+        "{e}"
+    );
+    assert!(file::parse(&wide(file::MAX_CAPTION_LINE_CHARS), "fits.ron").is_ok());
     assert!(file::parse("(title: \"t\", steps: [])", "empty.ron").is_err());
     let bad_term = "(title: \"t\", steps: [(caption: \"x\",\n highlight: Some(teapot))])";
     let e = file::parse(bad_term, "term.ron").unwrap_err();

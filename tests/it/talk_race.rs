@@ -224,3 +224,66 @@ fn without_the_local_model_the_remote_side_races_alone() {
     assert_eq!(race.remote.text, "Hello there");
     let _ = std::fs::remove_file(talk_path);
 }
+
+/// The race takes a question the speaker typed: one typed before the race step stays in the box
+/// through it (the step's own prompt does not replace it) and is raced; one typed while the race
+/// is shown is raced once the box lets go of the keyboard (not at every key); an emptied box
+/// races the step's own prompt.
+#[test]
+fn the_race_takes_a_question_the_speaker_typed() {
+    use samemath::shell::KeyboardFocus;
+    let own = "Why is the sky blue?";
+    let text = format!(
+        "(title: \"race\", steps: [\n\
+         (caption: \"ask\", scene: Some(llm), prompt: Some(\"Hi\")),\n\
+         (caption: \"race\", prompt: Some(\"{own}\"), raw: Some(false), side_by_side: Some(true)),\n])"
+    );
+    let talk_path = crate::talk::talk_file("race-typed.ron", &text);
+    let mut app = crate::llm_scene::headless_app_with(AppArgs {
+        talk: Some(Some(talk_path.clone())),
+        ..AppArgs::default()
+    });
+    crate::talk::give_model(&mut app);
+    let set = |app: &mut App, text: &str| {
+        app.world_mut().resource_mut::<LlmControls>().prompt = text.into();
+    };
+    let raced = |app: &App| {
+        app.world()
+            .resource::<TalkRace>()
+            .0
+            .as_ref()
+            .map(|r| (r.prompt.clone(), r.chat))
+    };
+    let question = "Why do GPUs like matrices?";
+    set(&mut app, question);
+    press(&mut app, KeyCode::PageDown);
+    assert_eq!(app.world().resource::<Talk>().step, 1);
+    assert_eq!(app.world().resource::<LlmControls>().prompt, question);
+    assert_eq!(raced(&app), Some((question.to_string(), true)));
+    // Typed at the race step: nothing while the box has the keyboard, then the new question.
+    app.world_mut().insert_resource(KeyboardFocus {
+        typing: true,
+        release: false,
+    });
+    let second = "And a TPU?";
+    for typed in ["A", "And a", second] {
+        set(&mut app, typed);
+        app.update();
+        assert_eq!(raced(&app), Some((question.to_string(), true)), "{typed:?}");
+    }
+    app.world_mut().insert_resource(KeyboardFocus::default());
+    app.update();
+    assert_eq!(raced(&app), Some((second.to_string(), true)));
+    // Emptied: the step's own prompt.
+    set(&mut app, "");
+    app.update();
+    assert_eq!(raced(&app), Some((own.to_string(), true)));
+    run_race(&mut app, Duration::from_secs(120), |_| {});
+    let race = app.world().resource::<TalkRace>().0.as_ref().unwrap();
+    assert!(
+        race.local.error.is_none() && race.local.tokens > 0,
+        "{:?}",
+        race.local
+    );
+    let _ = std::fs::remove_file(talk_path);
+}
