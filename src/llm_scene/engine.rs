@@ -181,7 +181,9 @@ pub fn run_actions(
                     view.status = EngineStatus::Loading("starting the GPU backend".into());
                 }
                 None => {
-                    view.status = EngineStatus::Error("no GPU renderer in this app to share".into())
+                    let why = "no GPU renderer in this app to share".to_string();
+                    view.gpu_unavailable = Some(why.clone());
+                    view.status = EngineStatus::Error(why);
                 }
             },
             _ => {}

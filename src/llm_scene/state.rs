@@ -236,6 +236,9 @@ pub struct LlmView {
     /// the session it is forgetting (a prompt, a token, a pause, its progress) is dropped, so a
     /// Reset is not undone by that session's late news.
     pub resets_pending: u32,
+    /// Why the GPU backend is not running, where it was asked for and could not start (or
+    /// stopped): the talk's GPU step says so rather than describe kernels that do not run.
+    pub gpu_unavailable: Option<String>,
 }
 
 impl LlmView {
@@ -329,7 +332,12 @@ impl LlmView {
                 self.backend = Backend::Remote { url, info, model };
                 self.status = EngineStatus::Ready;
             }
+            Event::GpuFailed(e) => {
+                self.gpu_unavailable = Some(e.clone());
+                self.status = EngineStatus::Error(e);
+            }
             Event::GpuReady(info) => {
+                self.gpu_unavailable = None;
                 self.clear_session();
                 self.backend = Backend::Gpu {
                     adapter: info.adapter,

@@ -607,6 +607,23 @@ pub const CAPTION_PIECE_CHARS: usize = 16;
 /// the chips show them, `·` for a space; the first `CAPTION_TOKENS` of them, each cut to
 /// `CAPTION_PIECE_CHARS`), or by a note while there is none yet.
 pub fn caption_text(step: &TalkStep, view: &LlmView) -> String {
+    // A GPU step where the GPU backend could not start says so: its caption describes kernels
+    // that are not running.
+    if step.backend == Some(BackendName::Gpu)
+        && !matches!(view.backend, Backend::Gpu { .. })
+        && let Some(why) = &view.gpu_unavailable
+    {
+        let why: String = why.chars().take(120).collect();
+        return format!(
+            "{}\n(No GPU backend here: {why}. The model runs on the CPU.)",
+            tokens_in(step, view)
+        );
+    }
+    tokens_in(step, view)
+}
+
+/// `step`'s caption with `{tokens}` filled in (see `caption_text`).
+fn tokens_in(step: &TalkStep, view: &LlmView) -> String {
     if !step.caption.contains("{tokens}") {
         return step.caption.clone();
     }

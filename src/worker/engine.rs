@@ -439,7 +439,9 @@ impl Engine {
                     Ok(g) => Arc::new(g),
                     Err(e) => {
                         self.on_gpu = false;
-                        self.send(Event::Error(format!("{e}; the CPU backend runs instead")));
+                        self.send(Event::GpuFailed(format!(
+                            "{e}; the CPU backend runs instead"
+                        )));
                         return;
                     }
                 }
@@ -566,7 +568,7 @@ impl Engine {
             // would hide an error sent before it).
             self.on_gpu = false;
             self.send(Event::Disconnected);
-            self.send(Event::Error(format!(
+            self.send(Event::GpuFailed(format!(
                 "{e}; switched to the CPU backend (press Generate again)"
             )));
         } else {

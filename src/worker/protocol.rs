@@ -84,6 +84,8 @@ pub enum Event {
     Disconnected,
     /// The local model now runs on the GPU.
     GpuReady(GpuBackendInfo),
+    /// The GPU backend could not start (or stopped): why; the CPU runs the model.
+    GpuFailed(String),
     /// One token from a remote server (a full step with trace from `samemath serve`).
     RemoteStep(Box<remote::RemoteStep>),
     /// The engine stopped stepping with the session still open (after Step, or Stop): Step or

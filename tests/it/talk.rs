@@ -642,6 +642,47 @@ fn the_blank_screen_and_the_race_take_the_pointer() {
     }
 }
 
+/// A GPU step where the GPU backend could not start (WebGL2, a machine without a usable GPU)
+/// says so under its caption, which describes kernels that are not running; once the GPU runs,
+/// the caption is the file's.
+#[test]
+fn a_gpu_step_without_the_gpu_backend_says_the_cpu_runs_it() {
+    use samemath::llm_scene::{Backend, LlmView};
+    use samemath::talk::{BackendName, caption_text};
+    use samemath::worker::Event;
+    let step = file::TalkStep {
+        caption: "The columns are now the kernel's own buffer".into(),
+        backend: Some(BackendName::Gpu),
+        ..file::TalkStep::default()
+    };
+    let mut view = LlmView::default();
+    assert_eq!(caption_text(&step, &view), step.caption);
+    view.apply(Event::GpuFailed(
+        "no adapter with compute shaders; the CPU backend runs instead".into(),
+    ));
+    // The Step after it (the talk's) takes the status over: the note stays with the caption.
+    view.apply(Event::prompt(vec![], vec![]));
+    let text = caption_text(&step, &view);
+    assert!(
+        text.starts_with(&step.caption) && text.contains("No GPU backend here: no adapter"),
+        "{text}"
+    );
+    assert!(text.contains("The model runs on the CPU"), "{text}");
+    // A CPU step says nothing of it.
+    let cpu = file::TalkStep {
+        backend: Some(BackendName::Cpu),
+        ..step.clone()
+    };
+    assert_eq!(caption_text(&cpu, &view), cpu.caption);
+    view.backend = Backend::Gpu {
+        adapter: "a GPU".into(),
+        shared_with_renderer: true,
+        same_device: None,
+        activations: None,
+    };
+    assert_eq!(caption_text(&step, &view), step.caption);
+}
+
 /// A caption bounded on a projector: `{tokens}` of a 400-token prompt of 64-character pieces
 /// shows its first tokens and how many more; the caption drawn (this one, or any length) keeps
 /// to its share of the stage's height, within the stage, its last row cut; a short one is whole
