@@ -1,12 +1,14 @@
 //! The server's command line (`samemath serve ...` and the `samemath-serve` binary share it) and
-//! what it becomes: `ServeOptions`, with `$PORT`, `$SAMEMATH_API_KEY` and `$SAMEMATH_CORS` read
-//! here, and the server's limits.
+//! what it becomes: `ServeOptions`, with `$PORT`, `$SAMEMATH_API_KEY`, `$SAMEMATH_CORS` and
+//! `$K_SERVICE` (Cloud Run: JSON logs) read here, and the server's limits.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+
+use crate::log::LogFormat;
 
 /// Where the forward pass runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -65,6 +67,11 @@ pub struct ServeArgs {
     /// reads a line just often enough cannot hold a slot for hours.
     #[arg(long, value_name = "SECONDS", default_value_t = 840)]
     pub max_answer_secs: u64,
+    /// How the log on stderr is written: text (for a person), or json (one object a line with
+    /// `severity`, `message` and fields, as Cloud Logging reads them: a line per finished
+    /// request, with its trace). Default: json on Cloud Run ($K_SERVICE set), text elsewhere.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
 }
 
 impl ServeArgs {
@@ -106,6 +113,7 @@ impl ServeArgs {
             require_gpu: self.require_gpu
                 || std::env::var("SAMEMATH_REQUIRE_GPU").is_ok_and(|v| v == "1"),
             answer_time: std::time::Duration::from_secs(self.max_answer_secs.max(1)),
+            log_format: LogFormat::or_default(self.log_format),
         })
     }
 }
@@ -134,6 +142,8 @@ pub struct ServeOptions {
     pub gpu: bool,
     /// No usable GPU is a failed load, not the CPU fallback.
     pub require_gpu: bool,
+    /// How the log is written (`--log-format`, or JSON on Cloud Run).
+    pub log_format: LogFormat,
 }
 
 /// What one request may ask for, beyond the body size and the prompt length in the options.

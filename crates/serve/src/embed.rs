@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::args::limits::{EMBED_INPUTS, EMBED_TOKENS};
+use crate::reqlog::Ledger;
 use crate::slots::ticket;
 use crate::state::MODEL_NAME;
 use crate::state::{Shared, ready};
@@ -46,7 +47,7 @@ pub(crate) async fn embed(State(state): State<Shared>, body: Bytes) -> Response 
             );
         }
     };
-    let ticket = match ticket(&state).await {
+    let ticket = match ticket(&state, &Ledger::off()).await {
         Ok(t) => t,
         Err(r) => return r,
     };

@@ -11,6 +11,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::args::limits;
+use crate::log::Entry;
+use crate::reqlog::Ledger;
 use crate::slots::{Ticket, ticket};
 use crate::state::{Loaded, Shared, panic_message};
 use crate::wire::{Failure, error};
@@ -136,16 +138,18 @@ impl AnswerOptions {
 pub(crate) type Items = mpsc::Receiver<Result<GenItem, Failure>>;
 
 /// Check the prompt's length (400 when it is over `max_prompt_tokens`), wait for a slot (or get
-/// the 503), then start generating, each token with its `top` best alternatives.
+/// the 503), then start generating, each token with its `top` best alternatives; `ledger`
+/// records the slot, the tokens and any failure for the request's log line.
 pub(crate) async fn start(
     state: &Shared,
     l: &Loaded,
     request: GenerationRequest,
     max_prompt_tokens: usize,
     top: usize,
+    ledger: &Ledger,
 ) -> Result<Items, Response> {
     check_prompt_length(l, &request, max_prompt_tokens).await?;
-    let ticket = ticket(state).await?;
+    let ticket = ticket(state, ledger).await?;
     Ok(spawn_generation(l, request, ticket, top))
 }
 
@@ -220,6 +224,7 @@ pub(crate) fn spawn_generation(
     let (model, tokenizer) = (l.compute.clone(), l.tokenizer.clone());
     let threads = ticket.state.options.threads;
     let state = ticket.state.clone();
+    let ledger = ticket.held.0.clone();
     let panic_tx = tx.clone();
     tokio::task::spawn_blocking(move || {
         let _ticket = ticket;
@@ -248,15 +253,18 @@ pub(crate) fn spawn_generation(
                 None
             }
         };
+        // A failure goes to the client and to the request's log line.
+        let fail = |failure: Failure| {
+            ledger.failed(&failure);
+            let _ = tx.blocking_send(Err(failure));
+        };
         let run = || {
             let mut session = match Session::new(model, tokenizer, &request) {
                 Ok(s) => s,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(Failure::session(e)));
-                    return;
-                }
+                Err(e) => return fail(Failure::session(e)),
             };
             let prompt_len = session.prompt_tokens().len();
+            ledger.prompt_tokens(prompt_len);
             // The prompt in slices: bounded memory, and a request whose client left (or that
             // the server cuts) stops between slices.
             while session.pending_len() > 1 {
@@ -264,23 +272,21 @@ pub(crate) fn spawn_generation(
                     return;
                 }
                 if let Some(failure) = cut(0) {
-                    let _ = tx.blocking_send(Err(failure));
-                    return;
+                    return fail(failure);
                 }
                 if let Err(e) = session.prefill(limits::PREFILL_SLICE) {
-                    let _ = tx.blocking_send(Err(Failure::server(e.to_string())));
-                    return;
+                    return fail(Failure::server(e.to_string()));
                 }
             }
             let mut made = 0usize;
             loop {
                 if let Some(failure) = cut(made) {
-                    let _ = tx.blocking_send(Err(failure));
-                    return;
+                    return fail(failure);
                 }
                 made += 1;
                 match session.step() {
                     Ok(Some(step)) => {
+                        ledger.token(step.stop);
                         let item = GenItem {
                             top: top_logprobs(session.last_logits(), session.tokenizer(), top),
                             logprob: logprob_of(session.last_logits(), step.token.id),
@@ -292,10 +298,7 @@ pub(crate) fn spawn_generation(
                         }
                     }
                     Ok(None) => return,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(Failure::server(e.to_string())));
-                        return;
-                    }
+                    Err(e) => return fail(Failure::server(e.to_string())),
                 }
             }
         };
@@ -303,10 +306,11 @@ pub(crate) fn spawn_generation(
             let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
             if let Err(panic) = caught {
                 let why = panic_message(&*panic);
-                eprintln!("samemath serve: generation failed (a bug): {why}");
-                let _ = panic_tx.blocking_send(Err(Failure::server(format!(
-                    "the server failed while generating (a bug): {why}"
-                ))));
+                Entry::error(format!("generation failed (a bug): {why}")).emit();
+                let failure =
+                    Failure::server(format!("the server failed while generating (a bug): {why}"));
+                ledger.failed(&failure);
+                let _ = panic_tx.blocking_send(Err(failure));
             }
         };
         match threads.and_then(|n| rayon::ThreadPoolBuilder::new().num_threads(n).build().ok()) {

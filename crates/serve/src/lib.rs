@@ -6,6 +6,8 @@
 //! until the model is loaded. Bounded concurrency with a bounded queue (503 beyond it), a body
 //! size limit, optional CORS and API key; on SIGTERM it stops accepting and gives in-flight
 //! streams 7 s, then cuts them with an error line. Every request is bounded (`args::limits`).
+//! The log (`log`) is text, or JSON lines for Cloud Logging, with a line per finished generation
+//! request (`reqlog`).
 
 // Handler helpers return the HTTP error itself (`Err(Response)`), once, at the edge.
 #![allow(clippy::result_large_err)]
@@ -15,9 +17,11 @@ mod embed;
 mod generate;
 mod guard;
 mod listen;
+pub mod log;
 mod meta;
 mod ollama;
 mod openai;
+mod reqlog;
 mod slots;
 mod state;
 mod stops;
@@ -38,10 +42,13 @@ use axum::middleware;
 use axum::routing::{get, post};
 use tokio::sync::Semaphore;
 
+use crate::log::Entry;
 use crate::state::{ServerState, Shared};
 
 /// Run until SIGTERM / Ctrl-C. The model loads in the background; /health says when.
 pub fn run(options: ServeOptions) -> anyhow::Result<()> {
+    log::init(options.log_format);
+    log::find_project();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -64,9 +71,9 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-    eprintln!("samemath serve: listening on http://{addr}");
+    Entry::info(format!("listening on http://{addr}")).emit();
     listen::serve_until(listener, app, shutdown_signal(state.clone())).await?;
-    eprintln!("samemath serve: stopped");
+    Entry::info("stopped").emit();
     Ok(())
 }
 
@@ -94,13 +101,14 @@ async fn shutdown_signal(state: Shared) {
     }
     let _ = state.stopping.set(std::time::Instant::now());
     state.slots.close();
-    eprintln!(
-        "samemath serve: shutting down: answers in progress get {} s to finish",
+    Entry::info(format!(
+        "shutting down: answers in progress get {} s to finish",
         state::CUT_AFTER.as_secs()
-    );
+    ))
+    .emit();
     std::thread::spawn(|| {
         std::thread::sleep(Duration::from_secs(9));
-        eprintln!("samemath serve: drain time over, exiting");
+        Entry::warning("drain time over, exiting").emit();
         std::process::exit(0);
     });
 }
@@ -121,5 +129,7 @@ fn router(state: Shared) -> Router {
         .route("/v1/embeddings", post(embed::embed))
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .layer(DefaultBodyLimit::max(state.options.max_body_bytes))
+        // Outermost: a guard's refusal is logged too.
+        .layer(middleware::from_fn(reqlog::log_requests))
         .with_state(state)
 }

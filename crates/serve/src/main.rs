@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use serve::log::{self, Entry, LogFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,8 +23,9 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    log::init(LogFormat::or_default(cli.serve.log_format));
     let result = if cli.fetch_model {
-        llm::fetch::fetch_model(&mut |m| eprintln!("samemath-serve: {m}"))
+        llm::fetch::fetch_model(&mut |m| Entry::info(m).emit())
             .map(|path| println!("{}", path.display()))
             .map_err(anyhow::Error::from)
     } else {
@@ -32,7 +34,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("samemath-serve: error: {e:#}");
+            Entry::error(format!("error: {e:#}")).emit();
             ExitCode::FAILURE
         }
     }

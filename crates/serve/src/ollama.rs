@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use llm::StopReason;
@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use crate::generate::{
     AnswerOptions, GenItem, chat_text, check_prompt_length, sampling, start, text_request,
 };
+use crate::reqlog::Ledger;
 use crate::state::MODEL_NAME;
 use crate::state::{Shared, ready};
 use crate::stops::Stops;
@@ -21,7 +22,12 @@ use crate::wire::{
 };
 
 /// Ollama's two generation routes share this: prompt text in, NDJSON (or one object) out.
-pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Response {
+pub(crate) async fn ollama_common(
+    state: Shared,
+    body: Value,
+    chat: bool,
+    ledger: Ledger,
+) -> Response {
     if let Some(m) = body["model"].as_str()
         && !m.is_empty()
         && m != MODEL_NAME
@@ -94,7 +100,7 @@ pub(crate) async fn ollama_common(state: Shared, body: Value, chat: bool) -> Res
         });
         return done_at_once(&model, chat, stream, "length", stats);
     }
-    let mut rx = match start(&state, l, request, max_prompt, top_n).await {
+    let mut rx = match start(&state, l, request, max_prompt, top_n, &ledger).await {
         Ok(rx) => rx,
         Err(r) => return r,
     };
@@ -283,16 +289,24 @@ fn done_at_once(model: &str, chat: bool, stream: bool, reason: &str, extra: Valu
     r
 }
 
-pub(crate) async fn ollama_generate(State(state): State<Shared>, body: Bytes) -> Response {
+pub(crate) async fn ollama_generate(
+    State(state): State<Shared>,
+    Extension(ledger): Extension<Ledger>,
+    body: Bytes,
+) -> Response {
     match parse_body(&body) {
-        Ok(v) => ollama_common(state, v, false).await,
+        Ok(v) => ollama_common(state, v, false, ledger).await,
         Err(r) => r,
     }
 }
 
-pub(crate) async fn ollama_chat(State(state): State<Shared>, body: Bytes) -> Response {
+pub(crate) async fn ollama_chat(
+    State(state): State<Shared>,
+    Extension(ledger): Extension<Ledger>,
+    body: Bytes,
+) -> Response {
     match parse_body(&body) {
-        Ok(v) => ollama_common(state, v, true).await,
+        Ok(v) => ollama_common(state, v, true, ledger).await,
         Err(r) => r,
     }
 }

@@ -1,7 +1,7 @@
 //! OpenAI's /v1/chat/completions: SSE chunks (or one object) with `choices[].logprobs.content[]`.
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use llm::StopReason;
@@ -9,12 +9,17 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::generate::{AnswerOptions, GenItem, chat_text, sampling, start, text_request};
+use crate::reqlog::Ledger;
 use crate::state::MODEL_NAME;
 use crate::state::{Shared, ready};
 use crate::stops::Stops;
 use crate::wire::{Failure, error, finish, next_item, parse_body, send_line, sse};
 
-pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Response {
+pub(crate) async fn openai_chat(
+    State(state): State<Shared>,
+    Extension(ledger): Extension<Ledger>,
+    body: Bytes,
+) -> Response {
     let l = match ready(&state).await {
         Ok(l) => l,
         Err(r) => return r,
@@ -56,6 +61,7 @@ pub(crate) async fn openai_chat(State(state): State<Shared>, body: Bytes) -> Res
         text_request(prompt, sampling, max),
         state.options.max_prompt_tokens,
         top_n,
+        &ledger,
     )
     .await
     {

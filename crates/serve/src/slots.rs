@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering;
 
 use axum::response::Response;
 
+use crate::reqlog::Ledger;
 use crate::state::Shared;
 use crate::wire::unavailable;
 
@@ -12,6 +13,17 @@ pub(crate) struct Ticket {
     pub(crate) state: Shared,
     pub(crate) _permit: tokio::sync::OwnedSemaphorePermit,
     _place: Place,
+    /// The request's record: when it got the slot, and (dropped) when it let go.
+    pub(crate) held: Held,
+}
+
+/// A slot held for a request; dropping it records when the slot was freed.
+pub(crate) struct Held(pub(crate) Ledger);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.freed_slot();
+    }
 }
 
 /// Counts a request in `in_system` from the moment it asks; dropping it (answered, refused, or
@@ -24,7 +36,8 @@ impl Drop for Place {
     }
 }
 
-pub(crate) async fn ticket(state: &Shared) -> Result<Ticket, Response> {
+/// `ledger`: the request's record (its wait for the slot, the time it holds it).
+pub(crate) async fn ticket(state: &Shared, ledger: &Ledger) -> Result<Ticket, Response> {
     let limit = state.options.concurrency.max(1) + state.options.queue;
     let before = state.in_system.fetch_add(1, Ordering::SeqCst);
     let place = Place(state.clone());
@@ -37,12 +50,17 @@ pub(crate) async fn ticket(state: &Shared) -> Result<Ticket, Response> {
             state.options.concurrency, state.options.queue
         )));
     }
+    ledger.asked_slot();
     match state.slots.clone().acquire_owned().await {
-        Ok(permit) => Ok(Ticket {
-            state: state.clone(),
-            _permit: permit,
-            _place: place,
-        }),
+        Ok(permit) => {
+            ledger.got_slot();
+            Ok(Ticket {
+                state: state.clone(),
+                _permit: permit,
+                _place: place,
+                held: Held(ledger.clone()),
+            })
+        }
         // Closed at SIGTERM: those still waiting go elsewhere at once.
         Err(_) => Err(shutting_down()),
     }

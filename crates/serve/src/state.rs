@@ -10,6 +10,7 @@ use llm::{LlmTokenizer, Model};
 use tokio::sync::Semaphore;
 
 use crate::args::ServeOptions;
+use crate::log::Entry;
 use crate::wire::{error, unavailable};
 
 /// The name the model is served under.
@@ -97,7 +98,7 @@ pub(crate) fn spawn_loader(state: Shared) {
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(&state)));
         if let Err(panic) = caught {
             let why = panic_message(&*panic);
-            eprintln!("samemath serve: loading the model failed (a bug): {why}");
+            Entry::error(format!("loading the model failed (a bug): {why}")).emit();
             let _ = state
                 .load_error
                 .set(format!("loading the model failed: {why}"));
@@ -108,7 +109,7 @@ pub(crate) fn spawn_loader(state: Shared) {
 /// Find (fetching on first use) and load the model; sets `loaded` or `load_error`.
 fn load(state: &ServerState) {
     let started = Instant::now();
-    let mut progress = |m: &str| eprintln!("samemath serve: {m}");
+    let mut progress = |m: &str| Entry::info(m).emit();
     let result = llm::fetch::ensure_model(state.options.model.as_deref(), &mut progress)
         .and_then(|p| Model::load(&p).map(|(m, t)| (m, t, p)));
     match result {
@@ -120,32 +121,33 @@ fn load(state: &ServerState) {
                 {
                     Ok(g) => Arc::new(g),
                     Err(e) if state.options.require_gpu => {
-                        eprintln!("samemath serve: {e}; the GPU is required (--require-gpu)");
+                        Entry::error(format!("{e}; the GPU is required (--require-gpu)")).emit();
                         let _ = state.load_error.set(format!("no usable GPU: {e}"));
                         return;
                     }
                     Err(e) => {
-                        eprintln!("samemath serve: {e}; generating on the CPU instead");
+                        Entry::warning(format!("{e}; generating on the CPU instead")).emit();
                         model.clone()
                     }
                 }
             } else {
                 model.clone()
             };
-            eprintln!("samemath serve: generating on {}", compute.describe());
+            Entry::info(format!("generating on {}", compute.describe())).emit();
             let _ = state.loaded.set(Loaded {
                 model,
                 compute,
                 tokenizer: Arc::new(t),
                 load_secs: started.elapsed().as_secs_f64(),
             });
-            eprintln!(
-                "samemath serve: model loaded in {:.1} s",
+            Entry::info(format!(
+                "model loaded in {:.1} s",
                 started.elapsed().as_secs_f64()
-            );
+            ))
+            .emit();
         }
         Err(e) => {
-            eprintln!("samemath serve: cannot load the model: {e}");
+            Entry::error(format!("cannot load the model: {e}")).emit();
             let _ = state.load_error.set(e.to_string());
         }
     }

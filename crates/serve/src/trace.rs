@@ -5,7 +5,7 @@
 //! token limit. Each line is written straight to bytes, off the async threads.
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use llm::{GenerationRequest, RecordOptions, StopReason, TokenInfo, TraceStep};
@@ -13,6 +13,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::generate::{GenItem, start};
+use crate::reqlog::Ledger;
 use crate::state::{Shared, ready};
 use crate::wire::{error, ndjson_line, next_item, send_line, stream_body};
 
@@ -34,7 +35,11 @@ const LAST_LINE_RESERVE: u64 = 64 << 10;
 
 /// Each step with what the request records (everything, for the app), NDJSON, one `TraceStep`
 /// per generated token.
-pub(crate) async fn trace(State(state): State<Shared>, body: Bytes) -> Response {
+pub(crate) async fn trace(
+    State(state): State<Shared>,
+    Extension(ledger): Extension<Ledger>,
+    body: Bytes,
+) -> Response {
     let l = match ready(&state).await {
         Ok(l) => l,
         Err(r) => return r,
@@ -60,7 +65,7 @@ pub(crate) async fn trace(State(state): State<Shared>, body: Bytes) -> Response 
         .min(llm::trace::MAX_TRACE_PROMPT_TOKENS);
     let (tokenizer, model) = (l.tokenizer.clone(), l.model.clone());
     let (text, chat) = (request.prompt.clone(), request.chat);
-    let mut rx = match start(&state, l, request, prompt_cap, 0).await {
+    let mut rx = match start(&state, l, request, prompt_cap, 0, &ledger).await {
         Ok(rx) => rx,
         Err(r) => return r,
     };

@@ -74,6 +74,11 @@ impl Failure {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// The status a non-streamed answer gets for it.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// The non-streamed answer: the status, the JSON error, and `Retry-After` where it helps.
     pub(crate) fn response(self) -> Response {
         if self.retry {

@@ -12,6 +12,7 @@ use testkit::model::{local_answer, model, workspace_dir};
 use testkit::{ChildGuard, free_port, http, wait_ok};
 
 mod abuse;
+mod logs;
 mod slow;
 
 /// The server, killed when the test ends however it ends, and its port.
