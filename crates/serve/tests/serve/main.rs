@@ -675,15 +675,22 @@ fn serve_checks_its_key_answers_cors_and_drains_on_sigterm() {
     );
 }
 
-#[test]
-fn clients_that_leave_while_queued_give_their_place_back() {
-    use std::io::Read;
-    let server = start_serve(&["--concurrency", "1", "--queue", "1"]);
+/// serve with one slot and a queue of `queue`, the slot held by a long answer (200 tokens,
+/// begun 300 ms before this returns); its thread gives the answer.
+fn one_slot_held(queue: usize) -> (Server, std::thread::JoinHandle<Option<(u16, String)>>) {
+    let server = start_serve(&["--concurrency", "1", "--queue", &queue.to_string()]);
     let port = server.port;
-    // One long answer holds the only slot.
     let long = r#"{"prompt":"Write a long story.","stream":false,"options":{"num_predict":200}}"#;
     let holder = std::thread::spawn(move || http(port, "POST", "/api/generate", long));
     std::thread::sleep(Duration::from_millis(300));
+    (server, holder)
+}
+
+#[test]
+fn clients_that_leave_while_queued_give_their_place_back() {
+    use std::io::Read;
+    let (server, holder) = one_slot_held(1);
+    let port = server.port;
     // Clients that queue for the slot, then hang up: each must free its place in the queue, or
     // the next would be refused as busy (and after queue-many, everyone, until a restart).
     let short = r#"{"prompt":"Hi.","stream":false,"options":{"num_predict":2}}"#;
@@ -724,11 +731,8 @@ fn objects(body: &str) -> Vec<serde_json::Value> {
 /// `max_tokens: 0` is a 400.
 #[test]
 fn loads_and_zero_tokens_are_answered_at_once_without_a_slot() {
-    let server = start_serve(&["--concurrency", "1", "--queue", "0"]);
+    let (server, holder) = one_slot_held(0);
     let port = server.port;
-    let long = r#"{"prompt":"Write a long story.","stream":false,"options":{"num_predict":200}}"#;
-    let holder = std::thread::spawn(move || http(port, "POST", "/api/generate", long));
-    std::thread::sleep(Duration::from_millis(300));
     let model = r#""model":"smollm2-135m-instruct""#;
     for (path, body, reason) in [
         ("/api/generate", format!("{{{model}}}"), "load"),
