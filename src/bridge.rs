@@ -7,7 +7,9 @@ use bevy::prelude::*;
 use bevy_egui::{EguiContexts, EguiPrimaryContextPass, egui};
 use serde::Serialize;
 
-use crate::graphics::{GraphicsSettings, MeshLibrary, SceneMatrices, SurfacePick};
+use crate::graphics::{
+    GraphicsSettings, LightProbe, MeshChoice, MeshLibrary, SceneMatrices, SurfacePick,
+};
 use crate::llm_scene::{LlmSelection, LlmView};
 use crate::shell::Scene;
 use crate::shell::SceneViewport;
@@ -76,6 +78,22 @@ pub fn bridge_numbers(
     view: &LlmView,
     selection: &LlmSelection,
 ) -> BridgeNumbers {
+    let mut fresh = FacingCache::default();
+    numbers(
+        matrices, settings, library, viewport, view, selection, &mut fresh,
+    )
+}
+
+/// `bridge_numbers`, the unpicked light point from `cache` where nothing it depends on changed.
+fn numbers(
+    matrices: &SceneMatrices,
+    settings: &GraphicsSettings,
+    library: &MeshLibrary,
+    viewport: &SceneViewport,
+    view: &LlmView,
+    selection: &LlmSelection,
+    cache: &mut FacingCache,
+) -> BridgeNumbers {
     let vertex = matrices.journey.as_ref().map(|(index, j)| {
         let m = matrices.chain.world_from_local;
         VertexSide {
@@ -87,29 +105,7 @@ pub fn bridge_numbers(
     });
     let (probe, picked) = match matrices.probe {
         Some(p) => (Some(p), true),
-        None => {
-            // No point picked: the triangle centre that faces the light most.
-            let best = library.usable(settings.mesh).and_then(|(_, mesh)| {
-                (0..mesh.triangle_count()).max_by(|a, b| {
-                    let facing = |t: usize| {
-                        let hit = SurfaceHit {
-                            triangle: t,
-                            distance: 0.0,
-                            weights: [1.0 / 3.0; 3],
-                        };
-                        let n = safe_normalize(matrices.normal.matrix * mesh.normal_at(&hit));
-                        n.dot(matrices.light_dir)
-                    };
-                    facing(*a).total_cmp(&facing(*b))
-                })
-            });
-            let mut s = settings.clone();
-            s.surface_pick = best.map(|triangle| SurfacePick {
-                triangle,
-                weights: [1.0 / 3.0; 3],
-            });
-            (SceneMatrices::compute(&s, viewport, library).probe, false)
-        }
+        None => (cache.probe(matrices, settings, viewport, library), false),
     };
     let light = probe.map(|p| LightSide {
         picked,
@@ -123,6 +119,126 @@ pub fn bridge_numbers(
         vertex,
         light,
         neuron,
+    }
+}
+
+/// No point picked: the light's numbers at the triangle centre that faces the light most (the
+/// last of equals, as `max_by` picks), each triangle's facing computed once.
+fn facing_probe(
+    matrices: &SceneMatrices,
+    settings: &GraphicsSettings,
+    viewport: &SceneViewport,
+    library: &MeshLibrary,
+) -> Option<LightProbe> {
+    let best = library.usable(settings.mesh).and_then(|(_, mesh)| {
+        let facing = |t: usize| {
+            let hit = SurfaceHit {
+                triangle: t,
+                distance: 0.0,
+                weights: [1.0 / 3.0; 3],
+            };
+            let n = safe_normalize(matrices.normal.matrix * mesh.normal_at(&hit));
+            n.dot(matrices.light_dir)
+        };
+        let mut best: Option<(usize, f32)> = None;
+        for t in 0..mesh.triangle_count() {
+            let f = facing(t);
+            if best.is_none_or(|(_, b)| b.total_cmp(&f) != std::cmp::Ordering::Greater) {
+                best = Some((t, f));
+            }
+        }
+        best.map(|(t, _)| t)
+    });
+    let mut s = settings.clone();
+    s.surface_pick = best.map(|triangle| SurfacePick {
+        triangle,
+        weights: [1.0 / 3.0; 3],
+    });
+    SceneMatrices::compute(&s, viewport, library).probe
+}
+
+/// `facing_probe`'s answer kept between frames: with a large `--mesh` it goes over every
+/// triangle, so it is done again only when something it reads changed (the settings, the view,
+/// the matrices' normal matrix and light, the meshes).
+#[derive(Debug, Default)]
+pub struct FacingCache {
+    key: Option<FacingKey>,
+    probe: Option<LightProbe>,
+    /// How many times `facing_probe` ran.
+    recomputed: u64,
+}
+
+/// What `facing_probe` reads. The settings by their `Debug` text (every field, each float
+/// exactly; the pick is replaced, so left out), the matrices' floats by their bits, each mesh by
+/// where its data is and how long (a new or replaced mesh is another allocation; `invalidate`
+/// covers any other change to the library).
+#[derive(Debug, Clone, PartialEq)]
+struct FacingKey {
+    settings: String,
+    viewport: String,
+    normal: [u32; 9],
+    light: [u32; 3],
+    meshes: Vec<(MeshChoice, Option<[usize; 6]>)>,
+}
+
+impl FacingKey {
+    fn new(
+        matrices: &SceneMatrices,
+        settings: &GraphicsSettings,
+        viewport: &SceneViewport,
+        library: &MeshLibrary,
+    ) -> Self {
+        let unpicked = GraphicsSettings {
+            surface_pick: None,
+            ..settings.clone()
+        };
+        Self {
+            settings: format!("{unpicked:?}"),
+            viewport: format!("{viewport:?}"),
+            normal: matrices.normal.matrix.to_cols_array().map(f32::to_bits),
+            light: matrices.light_dir.to_array().map(f32::to_bits),
+            meshes: library
+                .entries
+                .iter()
+                .map(|e| {
+                    let mesh = e.mesh.as_ref().ok().map(|m| {
+                        [
+                            m.positions.as_ptr() as usize,
+                            m.positions.len(),
+                            m.normals.as_ptr() as usize,
+                            m.normals.len(),
+                            m.indices.as_ptr() as usize,
+                            m.indices.len(),
+                        ]
+                    });
+                    (e.choice, mesh)
+                })
+                .collect(),
+        }
+    }
+}
+
+impl FacingCache {
+    /// Forget the answer (the library changed).
+    pub fn invalidate(&mut self) {
+        self.key = None;
+    }
+
+    /// `facing_probe(matrices, settings, viewport, library)`.
+    pub fn probe(
+        &mut self,
+        matrices: &SceneMatrices,
+        settings: &GraphicsSettings,
+        viewport: &SceneViewport,
+        library: &MeshLibrary,
+    ) -> Option<LightProbe> {
+        let key = FacingKey::new(matrices, settings, viewport, library);
+        if self.key.as_ref() != Some(&key) {
+            self.recomputed += 1;
+            self.probe = facing_probe(matrices, settings, viewport, library);
+            self.key = Some(key);
+        }
+        self.probe
     }
 }
 
@@ -228,13 +344,26 @@ fn bridge_view(
     selection: Res<LlmSelection>,
     mut state: ResMut<BridgeState>,
     free: Res<FreeArea>,
+    mut facing: Local<FacingCache>,
 ) {
+    // Checked before any return, so a change on a frame that returned early is seen.
+    if library.as_ref().is_some_and(|l| l.is_changed()) {
+        facing.invalidate();
+    }
     let Ok(ctx) = contexts.ctx_mut() else {
         return;
     };
     let empty = MeshLibrary::default();
     let library = library.as_deref().unwrap_or(&empty);
-    state.0 = bridge_numbers(&matrices, &settings, library, &viewport, &view, &selection);
+    state.0 = numbers(
+        &matrices,
+        &settings,
+        library,
+        &viewport,
+        &view,
+        &selection,
+        &mut facing,
+    );
     let b = &state.0;
     let mut root = free.ui(ctx, "bridge_root");
     egui::CentralPanel::default().show(&mut root, |ui| {
@@ -400,4 +529,191 @@ fn activation_column(ui: &mut egui::Ui, b: &BridgeNumbers) {
         "How much the token's vector faces the neuron's weights, then a soft cut-off: Lambert's \
          max(N·L, 0) and SiLU are the same idea.",
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graphics::MeshEntry;
+    use math::mesh::{cube, uv_sphere};
+
+    fn library(sphere: u32) -> MeshLibrary {
+        MeshLibrary {
+            entries: vec![
+                MeshEntry {
+                    choice: MeshChoice::Cube,
+                    mesh: Ok(cube()),
+                },
+                MeshEntry {
+                    choice: MeshChoice::Sphere,
+                    mesh: Ok(uv_sphere(sphere, sphere / 2)),
+                },
+            ],
+        }
+    }
+
+    /// Equal to the last bit (`Debug` writes each float exactly).
+    fn same(a: Option<LightProbe>, b: Option<LightProbe>) -> bool {
+        format!("{a:?}") == format!("{b:?}")
+    }
+
+    /// The triangle the bridge picked before the single pass: `max_by`, each comparison
+    /// normalising both normals.
+    fn by_max_by(matrices: &SceneMatrices, mesh: &math::mesh::MeshData) -> Option<usize> {
+        (0..mesh.triangle_count()).max_by(|a, b| {
+            let facing = |t: usize| {
+                let hit = SurfaceHit {
+                    triangle: t,
+                    distance: 0.0,
+                    weights: [1.0 / 3.0; 3],
+                };
+                let n = safe_normalize(matrices.normal.matrix * mesh.normal_at(&hit));
+                n.dot(matrices.light_dir)
+            };
+            facing(*a).total_cmp(&facing(*b))
+        })
+    }
+
+    /// The single pass picks the triangle `max_by` picked (the last of equals: the cube's two
+    /// triangles of a face face the light alike).
+    #[test]
+    fn the_facing_triangle_is_the_one_max_by_picked() {
+        let library = library(24);
+        let viewport = SceneViewport::default();
+        for mesh in [MeshChoice::Cube, MeshChoice::Sphere] {
+            for (azimuth, rotation) in [(0.0, 0.0), (35.0, 0.0), (90.0, 45.0), (200.0, 10.0)] {
+                let mut settings = GraphicsSettings {
+                    mesh,
+                    surface_pick: None,
+                    ..Default::default()
+                };
+                settings.lighting.azimuth_deg = azimuth;
+                settings.lighting.elevation_deg = 0.0;
+                settings.model.rotation_deg = [0.0, rotation, 0.0];
+                let matrices = SceneMatrices::compute(&settings, &viewport, &library);
+                let data = library.get(mesh).unwrap();
+                let expected = by_max_by(&matrices, data).map(|triangle| SurfacePick {
+                    triangle,
+                    weights: [1.0 / 3.0; 3],
+                });
+                let s = GraphicsSettings {
+                    surface_pick: expected,
+                    ..settings.clone()
+                };
+                let before = SceneMatrices::compute(&s, &viewport, &library).probe;
+                assert!(before.is_some());
+                let now = facing_probe(&matrices, &settings, &viewport, &library);
+                assert!(same(now, before), "{mesh:?} {azimuth} {rotation}");
+            }
+        }
+    }
+
+    /// Each kind of change gives a fresh computation's answer; a frame with none does no work.
+    #[test]
+    fn the_facing_cache_answers_as_a_fresh_computation_and_works_only_on_change() {
+        let mut library = library(48);
+        let mut viewport = SceneViewport::default();
+        let mut settings = GraphicsSettings {
+            mesh: MeshChoice::Sphere,
+            surface_pick: None,
+            ..Default::default()
+        };
+        let mut cache = FacingCache::default();
+        let mut matrices = SceneMatrices::compute(&settings, &viewport, &library);
+        let check = |cache: &mut FacingCache,
+                     matrices: &SceneMatrices,
+                     settings: &GraphicsSettings,
+                     viewport: &SceneViewport,
+                     library: &MeshLibrary,
+                     recomputed: u64| {
+            let fresh = facing_probe(matrices, settings, viewport, library);
+            assert!(fresh.is_some());
+            assert!(same(
+                cache.probe(matrices, settings, viewport, library),
+                fresh
+            ));
+            assert_eq!(cache.recomputed, recomputed);
+            fresh
+        };
+        let first = check(&mut cache, &matrices, &settings, &viewport, &library, 1);
+
+        // Unchanged frames (the matrices computed again, as each frame does): no work.
+        for _ in 0..5 {
+            matrices = SceneMatrices::compute(&settings, &viewport, &library);
+            check(&mut cache, &matrices, &settings, &viewport, &library, 1);
+        }
+
+        // The light moved.
+        settings.lighting.azimuth_deg += 40.0;
+        matrices = SceneMatrices::compute(&settings, &viewport, &library);
+        let lit = check(&mut cache, &matrices, &settings, &viewport, &library, 2);
+        assert!(!same(lit, first), "a stale answer would be wrong");
+
+        // The model turned.
+        settings.model.rotation_deg = [0.0, 30.0, 10.0];
+        matrices = SceneMatrices::compute(&settings, &viewport, &library);
+        let turned = check(&mut cache, &matrices, &settings, &viewport, &library, 3);
+        assert!(!same(turned, lit));
+
+        // The camera moved (the eye: the half vector).
+        settings.camera.yaw_deg += 25.0;
+        matrices = SceneMatrices::compute(&settings, &viewport, &library);
+        let moved = check(&mut cache, &matrices, &settings, &viewport, &library, 4);
+        assert!(!same(moved, turned));
+
+        // The lighting's other numbers (shininess: the specular term).
+        settings.lighting.shininess *= 2.0;
+        matrices = SceneMatrices::compute(&settings, &viewport, &library);
+        let shiny = check(&mut cache, &matrices, &settings, &viewport, &library, 5);
+        assert!(!same(shiny, moved));
+
+        // Another mesh chosen.
+        settings.mesh = MeshChoice::Cube;
+        matrices = SceneMatrices::compute(&settings, &viewport, &library);
+        let cubed = check(&mut cache, &matrices, &settings, &viewport, &library, 6);
+        assert!(!same(cubed, shiny));
+
+        // A new library (the same choices, another sphere), the old one still alive.
+        settings.mesh = MeshChoice::Sphere;
+        matrices = SceneMatrices::compute(&settings, &viewport, &library);
+        check(&mut cache, &matrices, &settings, &viewport, &library, 7);
+        let old = std::mem::replace(&mut library, self::library(40));
+        matrices = SceneMatrices::compute(&settings, &viewport, &library);
+        let remeshed = check(&mut cache, &matrices, &settings, &viewport, &library, 8);
+        let before = facing_probe(&matrices, &settings, &viewport, &old);
+        assert!(!same(remeshed, before));
+
+        // The view resized.
+        viewport.physical.width -= 300.0;
+        matrices = SceneMatrices::compute(&settings, &viewport, &library);
+        check(&mut cache, &matrices, &settings, &viewport, &library, 9);
+
+        // The matrices alone changed (computed from other settings than these).
+        let mut other = settings.clone();
+        other.lighting.elevation_deg -= 30.0;
+        let skewed = SceneMatrices::compute(&other, &viewport, &library);
+        check(&mut cache, &skewed, &settings, &viewport, &library, 10);
+
+        // The library changed in place: the app's `invalidate`.
+        cache.invalidate();
+        check(&mut cache, &skewed, &settings, &viewport, &library, 11);
+
+        // A picked point does not use the cache.
+        settings.surface_pick = Some(SurfacePick {
+            triangle: 3,
+            weights: [0.2, 0.3, 0.5],
+        });
+        let picked = SceneMatrices::compute(&settings, &viewport, &library);
+        let (view, selection) = (LlmView::default(), LlmSelection::default());
+        let b = numbers(
+            &picked, &settings, &library, &viewport, &view, &selection, &mut cache,
+        );
+        assert!(b.light.as_ref().is_some_and(|l| l.picked));
+        assert_eq!(cache.recomputed, 11);
+        assert_eq!(
+            b,
+            bridge_numbers(&picked, &settings, &library, &viewport, &view, &selection)
+        );
+        drop(old);
+    }
 }
