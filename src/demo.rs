@@ -69,6 +69,9 @@ pub struct DemoLoop {
     pub stop_after: Option<usize>,
     /// The last answer's length in tokens, and whether it ended early (time limit, or failed).
     pub last_answer: Option<(usize, bool)>,
+    /// Another part of the app has the screen (the talk, while it is open: it says so each
+    /// frame): the loop waits.
+    pub held: bool,
 }
 
 impl DemoLoop {
@@ -103,7 +106,6 @@ pub fn plugin(app: &mut App) {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_demo(
     time: Res<Time<Real>>,
-    talk: Option<Res<crate::talk::Talk>>,
     mut demo: ResMut<DemoLoop>,
     scene: Res<State<Scene>>,
     mut next: ResMut<NextState<Scene>>,
@@ -116,7 +118,7 @@ pub(crate) fn run_demo(
     if !demo.enabled {
         return;
     }
-    if talk.is_some_and(|t| t.active) {
+    if demo.held {
         if demo.step == DemoStep::Answer {
             actions.write(LlmAction::Stop);
         }

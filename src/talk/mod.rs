@@ -154,6 +154,7 @@ pub fn plugin(app: &mut App) {
         .init_resource::<TalkRace>()
         .add_probe(race::TalkProbe)
         .add_systems(Startup, load_talk)
+        .add_systems(Update, hold_the_demo.before(crate::demo::run_demo))
         .add_systems(PreUpdate, talk_keys.after(bevy::input::InputSystems))
         .add_systems(
             Update,
@@ -181,6 +182,13 @@ pub fn step_past_end(step: usize, steps: usize) -> Option<String> {
             step + 1
         )
     })
+}
+
+/// The booth's loop waits while the talk is open (it has the screen).
+fn hold_the_demo(talk: Res<Talk>, mut demo: ResMut<DemoLoop>) {
+    if demo.held != talk.active {
+        demo.held = talk.active;
+    }
 }
 
 /// Read the step file (`--talk FILE`, else the shipped one). With `--demo --talk`, the booth

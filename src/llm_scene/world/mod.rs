@@ -13,6 +13,7 @@
 //! and draws nothing.
 
 mod camera;
+mod hover;
 mod labels;
 pub mod layout;
 mod material;
