@@ -32,6 +32,8 @@ pub(super) struct Engine {
     wait: Arc<std::sync::Mutex<Wait>>,
     /// Stops the Worker has sent (each command carries the count at its sending).
     stops: Arc<AtomicU64>,
+    /// The count the command being handled carried.
+    taken: u64,
     loaded: Option<(Arc<Model>, Arc<LlmTokenizer>)>,
     /// The GPU backend, once asked for; used while `on_gpu`.
     gpu: Option<Arc<GpuModel>>,
@@ -67,6 +69,7 @@ impl Engine {
             connecting: None,
             wait,
             stops,
+            taken: 0,
             model_path,
             max_prompt_tokens,
             step_pending: false,
@@ -275,6 +278,7 @@ impl Engine {
     /// Take `command`, sent after `stops` Stops. A Generate, Step or Connect that a Stop (or
     /// Reset, or UseLocal) sent after it overtook is not started: it says it was stopped.
     pub(super) fn handle(&mut self, command: Command, stops: u64) {
+        self.taken = stops;
         self.settle_connect();
         if self.stopped_since(stops) {
             match command {
@@ -356,6 +360,10 @@ impl Engine {
                     self.running = false;
                     self.step_pending = false;
                     self.send(Event::Paused);
+                } else if self.remote.as_ref().is_some_and(RemoteLink::answering) {
+                    // The browser's answer, in the connection's task: it ends within a second
+                    // and says nothing more; the pause is said here, in order.
+                    self.send(Event::Paused);
                 }
             }
             Command::Reset => {
@@ -364,12 +372,9 @@ impl Engine {
                 self.step_pending = false;
                 self.step_started = None;
                 self.session = None;
-                // After what the answer in flight still sends (the browser's runs in the
-                // connection's task, which says ResetDone once that answer has ended).
-                match self.remote.as_ref() {
-                    Some(link) => link.then(Event::ResetDone, &self.events),
-                    None => self.send(Event::ResetDone),
-                }
+                // (The browser's answer in flight, in the connection's task, sends nothing once
+                // stopped: this comes after all it sent.)
+                self.send(Event::ResetDone);
                 // (Also the way back from a panic mid-step: the frames are idle again.)
                 if let Some(p) = &self.pacer {
                     p.cpu_stopped();
@@ -600,6 +605,11 @@ impl Engine {
                 token: token.clone(),
                 answer,
             };
+        }
+        // A Stop sent between this command's check and now cancelled the wait before this
+        // one: it stops this one too.
+        if self.stopped_since(self.taken) {
+            token.cancel();
         }
         token
     }

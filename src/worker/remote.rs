@@ -19,18 +19,11 @@ pub(super) struct RemoteLink {
 
 #[cfg(target_arch = "wasm32")]
 pub(super) struct RemoteLink {
-    requests: Sender<Job>,
+    requests: Sender<(GenerationRequest, CancelToken)>,
+    /// Answers asked for and not yet ended (queued or running in the connection's task).
+    answers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// The probe's outcome, set by the connection's task: `PROBING`, `ANSWERED` or `ENDED`.
     state: std::sync::Arc<std::sync::atomic::AtomicU8>,
-}
-
-/// What the browser's connection task does next, in the order asked.
-#[cfg(target_arch = "wasm32")]
-enum Job {
-    /// Answer this request (unless its token is cancelled by then).
-    Answer(GenerationRequest, CancelToken),
-    /// Send this event once the answers asked before it have ended.
-    Say(Event),
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -123,7 +116,9 @@ pub(super) fn connect(
             return None;
         }
     };
-    let (requests, incoming) = channel::<Job>();
+    let (requests, incoming) = channel::<(GenerationRequest, CancelToken)>();
+    let answers = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ended = answers.clone();
     let (events, cancel) = (events.clone(), cancel.clone());
     let state = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(PROBING));
     let outcome = state.clone();
@@ -150,11 +145,9 @@ pub(super) fn connect(
         }
         loop {
             match incoming.try_recv() {
-                Ok(Job::Answer(request, token)) => {
+                Ok((request, token)) => {
                     answer_remote(&mut client, &request, &token, &events).await;
-                }
-                Ok(Job::Say(event)) => {
-                    let _ = events.send(event);
+                    ended.fetch_sub(1, Ordering::SeqCst);
                 }
                 Err(std::sync::mpsc::TryRecvError::Empty) => {
                     remote::sleep(std::time::Duration::from_millis(30)).await;
@@ -163,7 +156,11 @@ pub(super) fn connect(
             }
         }
     });
-    Some(RemoteLink { requests, state })
+    Some(RemoteLink {
+        requests,
+        answers,
+        state,
+    })
 }
 
 impl RemoteLink {
@@ -200,27 +197,37 @@ impl RemoteLink {
         {
             // The connection's task sends the events.
             let _ = events;
-            self.requests
-                .send(Job::Answer(request.clone(), token.clone()))
-                .is_ok()
+            use std::sync::atomic::Ordering;
+            self.answers.fetch_add(1, Ordering::SeqCst);
+            let sent = self.requests.send((request.clone(), token.clone())).is_ok();
+            if !sent {
+                self.answers.fetch_sub(1, Ordering::SeqCst);
+            }
+            sent
         }
     }
 
-    /// Send `event` once the answers asked for so far have ended (natively they have: the
-    /// engine thread waits in each; the browser's connection task sends it after them).
-    pub(super) fn then(&self, event: Event, events: &EventSender) {
+    /// Whether an answer is queued or running beside the engine (the browser's connection
+    /// task; natively the engine thread is inside each answer, never beside it).
+    pub(super) fn answering(&self) -> bool {
         #[cfg(target_arch = "wasm32")]
-        let event = match self.requests.send(Job::Say(event)) {
-            Ok(()) => return,
-            // The task is gone: nothing comes after.
-            Err(e) => match e.0 {
-                Job::Say(event) => event,
-                Job::Answer(..) => return,
-            },
-        };
-        let _ = events.send(event);
+        {
+            self.answers.load(std::sync::atomic::Ordering::SeqCst) > 0
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            false
+        }
     }
 }
+
+/// Whether an answer stopped (its token cancelled) still says how it ended. Natively yes: the
+/// engine thread is inside the answer, so its end (Paused) comes in order, before whatever the
+/// engine does next. In the browser the answer runs in the connection's task beside the
+/// engine, which has already said what the stop meant (Paused for Stop, ResetDone,
+/// Disconnected, or the next answer's prompt): a late word from the stopped answer would land
+/// in the middle of what came after it.
+const STOPPED_ANSWERS_SAY_SO: bool = cfg!(not(target_arch = "wasm32"));
 
 /// One answer from the remote server, its steps and end sent as the engine's events.
 async fn answer_remote(
@@ -232,7 +239,9 @@ async fn answer_remote(
     use remote::{RemoteError, RemoteEvent};
     // Stopped or replaced before it began (queued behind an answer a newer request ended).
     if token.is_cancelled() {
-        let _ = events.send(Event::Paused);
+        if STOPPED_ANSWERS_SAY_SO {
+            let _ = events.send(Event::Paused);
+        }
         return;
     }
     let _ = events.send(Event::prompt(Vec::new(), Vec::new()));
@@ -249,6 +258,9 @@ async fn answer_remote(
         });
     };
     let result = client.generate(request, token, &mut on_event).await;
+    if token.is_cancelled() && !STOPPED_ANSWERS_SAY_SO {
+        return;
+    }
     let _ = events.send(match result {
         Ok(summary) => Event::Finished(summary.stop.unwrap_or(StopReason::EndToken)),
         Err(RemoteError::Cancelled) => Event::Paused,
