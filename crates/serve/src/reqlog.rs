@@ -53,6 +53,9 @@ struct Record {
     generated: usize,
     /// Why the engine stopped, when it did by itself (its last token's reason).
     stop: Option<StopReason>,
+    /// The server ended the answer at a limit of its own (`cut_at_limit`): tokens the engine
+    /// still made before it stopped were not sent, and are not counted.
+    cut: bool,
     /// Why the generation failed, when it did: the status it would answer, and the message.
     failure: Option<(u16, String)>,
 }
@@ -96,9 +99,21 @@ impl Ledger {
 
     /// One more token generated; `stop`: the engine ended with it.
     pub(crate) fn token(&self, stop: Option<StopReason>) {
-        if let Some(mut r) = self.record() {
+        if let Some(mut r) = self.record()
+            && !r.cut
+        {
             r.generated += 1;
             r.stop = stop.or(r.stop);
+        }
+    }
+
+    /// The answer was ended at its limit by the server after `sent` tokens went out (a
+    /// trace's byte bound): it is logged as at the token limit, with the tokens sent.
+    pub(crate) fn cut_at_limit(&self, sent: usize) {
+        if let Some(mut r) = self.record() {
+            r.stop = Some(StopReason::MaxTokens);
+            r.generated = sent;
+            r.cut = true;
         }
     }
 
@@ -263,6 +278,7 @@ impl Record {
             prompt_tokens: 0,
             generated: 0,
             stop: None,
+            cut: false,
             failure: None,
         }
     }
@@ -383,6 +399,31 @@ mod tests {
 
     fn json(r: &Record, now: Instant, project: Option<&str>) -> Value {
         serde_json::from_str(&r.entry(now, project).line(LogFormat::Json)).unwrap()
+    }
+
+    /// An /api/trace answer ended by the server's byte bound is logged as at the token limit,
+    /// with the tokens that went out (not those the engine made after the cut).
+    #[test]
+    fn an_answer_cut_at_the_servers_limit_is_logged_at_the_token_limit() {
+        let ledger = Ledger(Some(Arc::new(Mutex::new(Record::new(
+            "/api/trace",
+            None,
+            "t",
+        )))));
+        for _ in 0..5 {
+            ledger.token(None);
+        }
+        ledger.cut_at_limit(4);
+        ledger.token(None);
+        let v = {
+            let mut r = ledger.record().unwrap();
+            r.status = Some(200);
+            r.delivered = true;
+            json(&r, r.arrived, None)
+        };
+        assert_eq!(v["outcome"], "token_limit", "{v}");
+        assert_eq!(v["generated_tokens"], 4, "{v}");
+        // (Its line is written when the test lets go of it, as a request's is.)
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub(crate) async fn trace(
         Err(r) => return r,
     };
     let (out_tx, out_rx) = mpsc::channel::<Bytes>(2);
+    let ledger = ledger.clone();
     tokio::spawn(async move {
         // The prompt's tokens and embedding rows (its length was checked by `start`).
         let prompt = tokio::task::spawn_blocking(move || {
@@ -104,6 +105,7 @@ pub(crate) async fn trace(
         while let Some(item) = next_item(&mut rx, Some(&out_tx)).await {
             let (line, last) = match item {
                 Ok(GenItem { step, .. }) => {
+                    let (index, engine_stop) = (step.index, step.stop);
                     let s = TraceStep {
                         step: step.index,
                         sampled: step.token,
@@ -114,7 +116,13 @@ pub(crate) async fn trace(
                     // A traced step is megabytes of numbers: written on a blocking thread.
                     let b = budget;
                     match tokio::task::spawn_blocking(move || b.line(s)).await {
-                        Ok(x) => x,
+                        Ok((line, last)) => {
+                            // Ended here by the byte bound, not by the engine: logged so.
+                            if last && engine_stop.is_none() {
+                                ledger.cut_at_limit(index + 1);
+                            }
+                            (line, last)
+                        }
                         Err(e) => (error_line(&format!("writing a step: {e}")), true),
                     }
                 }
