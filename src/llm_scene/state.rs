@@ -273,7 +273,10 @@ impl LlmView {
                 self.model = Some(model);
                 self.tokenizer = Some(tokenizer);
                 self.model_path = Some(path);
-                self.status = EngineStatus::Ready;
+                // (In the browser the model may arrive while a remote server answers.)
+                if self.status != EngineStatus::Generating {
+                    self.status = EngineStatus::Ready;
+                }
             }
             Event::Prompt {
                 tokens,

@@ -131,24 +131,22 @@ impl Engine {
     #[cfg(target_arch = "wasm32")]
     pub(super) fn ready_for(&mut self, command: &Command, stops: u64) -> bool {
         self.settle_connect();
-        if self.loaded.is_some()
+        // Load and UseGpu need the model's bytes; a Generate or Step needs them unless a
+        // remote server answers it. The rest needs nothing from the download.
+        let generates = matches!(command, Command::Generate(_) | Command::Step(_));
+        let needs_model = generates || matches!(command, Command::Load | Command::UseGpu(_));
+        if !needs_model
+            || self.loaded.is_some()
             || self.model_bytes.is_some()
-            || self.remote.is_some()
+            || (generates && self.remote.is_some())
             || self.stopped_since(stops)
-            || matches!(
-                command,
-                Command::Connect(_)
-                    | Command::Stop
-                    | Command::Reset
-                    | Command::UseLocal
-                    | Command::Pace(_)
-            )
         {
             return true;
         }
         match crate::web::download_pending() {
             Some(status) => {
-                if status != self.last_status {
+                // (Connected to a server, the local download is not what the panel waits on.)
+                if status != self.last_status && self.remote.is_none() {
                     self.send(Event::Status(status.clone()));
                     self.last_status = status;
                 }

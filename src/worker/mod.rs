@@ -154,13 +154,13 @@ impl Worker {
             held.extend(commands.try_iter());
             // A Connect that answered meanwhile becomes the backend now, not at the next command.
             engine.settle_connect();
-            // In order, but what needs no model (Connect, Stop, Reset, UseLocal, a command
-            // already stopped) does not wait behind what does while the page downloads it.
-            while let Some(i) = held
-                .iter()
-                .position(|(c, stops)| engine.ready_for(c, *stops))
-            {
-                if let Some((c, stops)) = held.remove(i) {
+            // In order: a command that needs the model (the page may still be downloading it)
+            // holds those after it.
+            while let Some((c, stops)) = held.front() {
+                if !engine.ready_for(c, *stops) {
+                    break;
+                }
+                if let Some((c, stops)) = held.pop_front() {
                     engine.handle(c, stops);
                 }
             }
