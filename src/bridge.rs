@@ -131,18 +131,9 @@ fn facing_probe(
     library: &MeshLibrary,
 ) -> Option<LightProbe> {
     let best = library.usable(settings.mesh).and_then(|(_, mesh)| {
-        let facing = |t: usize| {
-            let hit = SurfaceHit {
-                triangle: t,
-                distance: 0.0,
-                weights: [1.0 / 3.0; 3],
-            };
-            let n = safe_normalize(matrices.normal.matrix * mesh.normal_at(&hit));
-            n.dot(matrices.light_dir)
-        };
         let mut best: Option<(usize, f32)> = None;
         for t in 0..mesh.triangle_count() {
-            let f = facing(t);
+            let f = facing(matrices, mesh, t);
             if best.is_none_or(|(_, b)| b.total_cmp(&f) != std::cmp::Ordering::Greater) {
                 best = Some((t, f));
             }
@@ -155,6 +146,17 @@ fn facing_probe(
         weights: [1.0 / 3.0; 3],
     });
     SceneMatrices::compute(&s, viewport, library).probe
+}
+
+/// How squarely triangle `t`'s centre faces the light: its normal, through the normal matrix,
+/// dotted with the light's direction.
+fn facing(matrices: &SceneMatrices, mesh: &math::mesh::MeshData, t: usize) -> f32 {
+    let hit = SurfaceHit {
+        triangle: t,
+        distance: 0.0,
+        weights: [1.0 / 3.0; 3],
+    };
+    safe_normalize(matrices.normal.matrix * mesh.normal_at(&hit)).dot(matrices.light_dir)
 }
 
 /// `facing_probe`'s answer kept between frames: with a large `--mesh` it goes over every
@@ -560,18 +562,8 @@ mod tests {
     /// The triangle the bridge picked before the single pass: `max_by`, each comparison
     /// normalising both normals.
     fn by_max_by(matrices: &SceneMatrices, mesh: &math::mesh::MeshData) -> Option<usize> {
-        (0..mesh.triangle_count()).max_by(|a, b| {
-            let facing = |t: usize| {
-                let hit = SurfaceHit {
-                    triangle: t,
-                    distance: 0.0,
-                    weights: [1.0 / 3.0; 3],
-                };
-                let n = safe_normalize(matrices.normal.matrix * mesh.normal_at(&hit));
-                n.dot(matrices.light_dir)
-            };
-            facing(*a).total_cmp(&facing(*b))
-        })
+        (0..mesh.triangle_count())
+            .max_by(|&a, &b| facing(matrices, mesh, a).total_cmp(&facing(matrices, mesh, b)))
     }
 
     /// The single pass picks the triangle `max_by` picked (the last of equals: the cube's two
