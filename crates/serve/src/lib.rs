@@ -71,7 +71,10 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-    Entry::info(format!("listening on http://{addr}")).emit();
+    // The address bound, not the one asked for: with `--port 0` the system picks the port,
+    // and the log is where whoever started the server learns it.
+    let bound = listener.local_addr().unwrap_or(addr);
+    Entry::info(format!("listening on http://{bound}")).emit();
     listen::serve_until(listener, app, shutdown_signal(state.clone())).await?;
     Entry::info("stopped").emit();
     Ok(())
