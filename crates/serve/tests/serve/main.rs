@@ -81,6 +81,34 @@ fn posted(port: u16, path: &str, body: &str) -> std::net::TcpStream {
     s
 }
 
+/// The status of the answer on `s`, from its status line, as soon as that comes; `None` when
+/// nothing came within `wait`. The server writes an answer's head only once the request holds
+/// a slot (or is refused): nothing yet, the request is still waiting. The rest stays unread.
+fn status_within(s: &mut std::net::TcpStream, wait: Duration) -> Option<u16> {
+    use std::io::{ErrorKind, Read};
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut line: Vec<u8> = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => line.push(byte[0]),
+            Err(e)
+                if line.is_empty()
+                    && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
+                return None;
+            }
+            other => panic!(
+                "the status line broke off after {:?}: {other:?}",
+                String::from_utf8_lossy(&line)
+            ),
+        }
+    }
+    let line = String::from_utf8_lossy(&line);
+    let status = line.split(' ').nth(1).and_then(|code| code.parse().ok());
+    Some(status.unwrap_or_else(|| panic!("not a status line: {line:?}")))
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -604,33 +632,44 @@ fn serve_checks_its_key_answers_cors_and_drains_on_sigterm() {
         .block_on(async { RemoteClient::new(config)?.probe().await })
         .unwrap_err();
     assert!(err.to_string().contains("no model \"llama9\""), "{err}");
-    // SIGTERM mid-stream: the answer in flight finishes, then the process exits.
-    // The signal goes as soon as the answer's first bytes arrive, so 96 tokens are still to
-    // come however fast the machine (and done well within the 7 s drain however slow).
-    let body = r#"{"prompt":"Write a long story.","options":{"num_predict":96}}"#;
-    let (first_tx, first_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        write!(
-            s,
-            "POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-             Authorization: Bearer k123\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut raw = vec![0u8; 4096];
-        let n = s.read(&mut raw).unwrap();
-        raw.truncate(n);
-        let _ = first_tx.send(());
-        s.read_to_end(&mut raw).unwrap();
-        let reply = testkit::http::parse_reply(&raw).unwrap();
-        (reply.status, reply.head, reply.body)
-    });
-    first_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the answer's first bytes");
+    // SIGTERM mid-stream: the answers in flight go on, a new connection is refused at once,
+    // and the process exits once they are out. Two answers are in flight (the two default
+    // slots), each begun (its head came back: it holds its slot) before the signal: a short
+    // one, done well within the 7 s drain (`CUT_AFTER`) however slow the machine, which
+    // finishes; and a count (raw, no template: greedy decoding goes on counting, with no end
+    // token) of 4,000 tokens, which no machine here makes in 7 s: it is still streaming
+    // whenever the signal takes effect, and at the end of the drain it ends with an error
+    // line, not mid-line.
+    let stream = |body: &'static str| {
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            write!(
+                s,
+                "POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Content-Type: application/json\r\nAuthorization: Bearer k123\r\n\
+                 Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            let mut raw = vec![0u8; 4096];
+            let n = s.read(&mut raw).unwrap();
+            raw.truncate(n);
+            let _ = first_tx.send(());
+            s.read_to_end(&mut raw).unwrap();
+            let reply = testkit::http::parse_reply(&raw).unwrap();
+            (reply.status, reply.head, reply.body)
+        });
+        first_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the answer's first bytes");
+        reader
+    };
+    let endless =
+        stream(r#"{"prompt":"1, 2, 3, 4, 5, 6, 7, 8,","raw":true,"options":{"num_predict":4000}}"#);
+    let short = stream(r#"{"prompt":"Write a long story.","options":{"num_predict":64}}"#);
     let term = Command::new("kill")
         .args(["-TERM", &server.guard.0.id().to_string()])
         .status()
@@ -638,23 +677,42 @@ fn serve_checks_its_key_answers_cors_and_drains_on_sigterm() {
     assert!(term.success());
     let started = Instant::now();
     // From the signal on, a new connection is refused at once (the listener is closed), not
-    // left in the backlog, never answered, while the answer in flight finishes.
+    // left in the backlog, never answered, while the answers in flight go on. Tried at once,
+    // then every 20 ms: the first tries may come before the signal takes effect.
     let mut refused_while_streaming = false;
-    while !reader.is_finished() && started.elapsed() < Duration::from_secs(5) {
+    let mut short_in_flight = false;
+    while !endless.is_finished() && started.elapsed() < Duration::from_secs(5) {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            refused_while_streaming = !reader.is_finished();
+            short_in_flight = !short.is_finished();
+            refused_while_streaming = !endless.is_finished();
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (status, _, streamed) = reader.join().unwrap();
     assert!(
         refused_while_streaming,
-        "new connections were still taken after SIGTERM (or the answer ended first)"
+        "new connections were still taken 5 s after SIGTERM (or the endless answer ended)"
     );
+    println!(
+        "SIGTERM: new connections refused after {:.2} s, the short answer {}",
+        started.elapsed().as_secs_f64(),
+        if short_in_flight {
+            "still streaming"
+        } else {
+            "already done"
+        }
+    );
+    let (status, _, streamed) = short.join().unwrap();
     assert_eq!(status, 200);
     let last = streamed.lines().rfind(|l| l.contains('{')).unwrap_or("");
     assert!(last.contains("\"done\":true"), "the stream was cut: {last}");
+    let (status, _, streamed) = endless.join().unwrap();
+    assert_eq!(status, 200);
+    let last = streamed.lines().rfind(|l| l.contains('{')).unwrap_or("");
+    assert!(
+        last.contains("\"error\"") && last.contains("shutting down (SIGTERM)"),
+        "the endless answer did not end with the drain's error line: {last}"
+    );
     let exit = loop {
         if let Some(s) = server.guard.0.try_wait().unwrap() {
             break s;
@@ -666,7 +724,7 @@ fn serve_checks_its_key_answers_cors_and_drains_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     println!(
-        "SIGTERM: the stream finished, serve exited ({exit}) {:.1} s later",
+        "SIGTERM: the answers ended, serve exited ({exit}) {:.1} s later",
         started.elapsed().as_secs_f64()
     );
     assert!(
@@ -675,44 +733,59 @@ fn serve_checks_its_key_answers_cors_and_drains_on_sigterm() {
     );
 }
 
-/// serve with one slot and a queue of `queue`, the slot held by a long answer (200 tokens,
-/// begun 300 ms before this returns); its thread gives the answer.
-fn one_slot_held(queue: usize) -> (Server, std::thread::JoinHandle<Option<(u16, String)>>) {
+/// serve with one slot and a queue of `queue`, the slot held by a streamed count (raw, no
+/// template: greedy decoding goes on counting, with no end token) of 4,000 tokens, tens of
+/// seconds however fast the machine. Its head has come back, and the server writes it only once
+/// the slot is taken: the slot is held when this returns, until the connection is dropped.
+fn one_slot_held(queue: usize) -> (Server, std::net::TcpStream) {
     let server = start_serve(&["--concurrency", "1", "--queue", &queue.to_string()]);
-    let port = server.port;
-    let long = r#"{"prompt":"Write a long story.","stream":false,"options":{"num_predict":200}}"#;
-    let holder = std::thread::spawn(move || http(port, "POST", "/api/generate", long));
-    std::thread::sleep(Duration::from_millis(300));
+    let count = r#"{"prompt":"1, 2, 3, 4, 5, 6, 7, 8,","raw":true,"stream":true,"options":{"num_predict":4000}}"#;
+    let mut holder = posted(server.port, "/api/generate", count);
+    let status = status_within(&mut holder, Duration::from_secs(60));
+    assert_eq!(status, Some(200), "the answer meant to hold the slot");
     (server, holder)
 }
 
+/// A short answer, asked while the slot is held.
+const SHORT: &str = r#"{"prompt":"Hi.","stream":false,"options":{"num_predict":2}}"#;
+
 #[test]
 fn clients_that_leave_while_queued_give_their_place_back() {
-    use std::io::Read;
     let (server, holder) = one_slot_held(1);
     let port = server.port;
     // Clients that queue for the slot, then hang up: each must free its place in the queue, or
     // the next would be refused as busy (and after queue-many, everyone, until a restart).
-    let short = r#"{"prompt":"Hi.","stream":false,"options":{"num_predict":2}}"#;
+    // The server learns that a client left only when it reads the closed connection, which
+    // may come after the next client asks: a 503 is asked again, for a while. An answer (the
+    // slot is held) or a refusal that lasts means a place was kept.
     for i in 0..4 {
-        let mut s = posted(port, "/api/generate", short);
-        s.set_read_timeout(Some(Duration::from_millis(400)))
-            .unwrap();
-        let mut buf = [0u8; 256];
-        match s.read(&mut buf) {
-            Ok(n) if n > 0 => panic!(
-                "client {i} was answered while the slot was busy: {}",
-                String::from_utf8_lossy(&buf[..n])
-            ),
-            _ => {} // still waiting: hang up
-        }
-        drop(s);
-        std::thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        let leaver = loop {
+            let mut s = posted(port, "/api/generate", SHORT);
+            match status_within(&mut s, Duration::from_millis(400)) {
+                // Still waiting: queued.
+                None => break s,
+                Some(503) if started.elapsed() < Duration::from_secs(5) => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Some(503) => panic!(
+                    "client {i} was still refused as busy 5 s after the one before it left: \
+                     that one kept its place"
+                ),
+                Some(status) => panic!("client {i} was answered {status} while the slot was held"),
+            }
+        };
+        drop(leaver);
     }
-    let (status, _) = holder.join().unwrap().expect("the long answer");
-    assert_eq!(status, 200);
+    drop(holder);
+    until_answered(
+        port,
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        "the slot stayed taken after the answer holding it was left",
+    );
     for _ in 0..2 {
-        let (status, body) = http(port, "POST", "/api/generate", short).expect("an answer");
+        let (status, body) = http(port, "POST", "/api/generate", SHORT).expect("an answer");
         assert_eq!(status, 200, "after the leavers: {body}");
     }
 }
@@ -809,6 +882,9 @@ fn loads_and_zero_tokens_are_answered_at_once_without_a_slot() {
         assert_eq!(s, 400, "{b}");
         assert!(b.contains(key) && b.contains("at least 1"), "{b}");
     }
-    let (s, b) = holder.join().unwrap().expect("the long answer");
-    assert_eq!(s, 200, "{b}");
+    // The slot was held all along, so none of the above was answered for want of a rival: one
+    // that generates is still refused.
+    let (s, b) = http(port, "POST", "/api/generate", SHORT).expect("an answer");
+    assert_eq!(s, 503, "a generating request while the slot was held: {b}");
+    drop(holder);
 }

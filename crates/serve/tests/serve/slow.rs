@@ -103,7 +103,14 @@ fn a_client_that_never_reads_its_stream_loses_its_slot() {
     request.record = llm::RecordOptions::FULL;
     let body = serde_json::to_string(&request).unwrap();
     let mut silent = posted(port, "/api/trace", &body);
-    std::thread::sleep(Duration::from_millis(500));
+    // Its head is written only once it holds the slot: peeked, not read, so that nothing of
+    // the answer is taken off the socket and the buffers still fill.
+    silent
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut first = [0u8; 1];
+    let peeked = silent.peek(&mut first).expect("the traced answer's head");
+    assert_eq!(peeked, 1, "the connection closed before the traced answer");
     let started = Instant::now();
     let statuses = until_answered(
         port,
