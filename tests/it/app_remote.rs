@@ -115,9 +115,9 @@ fn the_app_switches_to_a_remote_server_and_says_what_it_lacks() {
     });
     act(&mut app, LlmAction::UseLocal);
     wait(&mut app, "local again", &|v| v.backend == Backend::Local);
-    // A server that is not there: a clear error, the app goes on.
-    app.world_mut().resource_mut::<LlmControls>().remote.url =
-        format!("http://127.0.0.1:{}", free_port().unwrap());
+    // A server that is not there (port 1 on loopback: nothing listens; a free port could be
+    // taken by a test running beside this one): a clear error, the app goes on.
+    app.world_mut().resource_mut::<LlmControls>().remote.url = "http://127.0.0.1:1".into();
     act(&mut app, LlmAction::Connect);
     wait(&mut app, "the error", &|v| {
         matches!(v.status, EngineStatus::Error(_))
@@ -317,9 +317,17 @@ fn a_new_generate_ends_a_remote_answer_and_a_stop_reaches_the_queued_one() {
     // Stop right after it stops it there.
     worker.send(EngineCommand::Generate(request));
     worker.send(EngineCommand::Stop);
+    // Until both ends have come (bounded), then half a second more for anything that
+    // should not come after them.
+    let paused = |events: &[Event]| events.iter().filter(|e| matches!(e, Event::Paused)).count();
     let start = Instant::now();
     let mut after = Vec::new();
-    while start.elapsed() < Duration::from_secs(4) {
+    while paused(&after) < 2 && start.elapsed() < Duration::from_secs(30) {
+        after.extend(worker.poll());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let settled = Instant::now();
+    while settled.elapsed() < Duration::from_millis(500) {
         after.extend(worker.poll());
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -332,9 +332,13 @@ fn step_advances_one_token_and_stop_lands_within_one_step() {
     // Generate restarts from the prompt and streams; Stop lands within one step.
     act(&mut app, LlmAction::Generate);
     wait_for(&mut app, "a few tokens", |v| v.steps >= 4 && !v.paused);
+    // Counted after the frame that sends Stop: that frame reads the engine's events after
+    // sending it, so every step made before Stop reached the engine is counted; only the step
+    // in progress then may still land (counted before the frame, a step finished between the
+    // frames was taken for one after Stop).
     app.world_mut().write_message(LlmAction::Stop);
-    let at_stop = app.world().resource::<LlmView>().steps;
     app.update();
+    let at_stop = app.world().resource::<LlmView>().steps;
     wait_for(&mut app, "the pause", |v| v.paused);
     let after = app.world().resource::<LlmView>().steps;
     println!("Stop pressed after {at_stop} steps; {after} had landed when it paused");

@@ -10,7 +10,6 @@ use samemath::cli::AppArgs;
 use samemath::llm_scene::LlmControls;
 use samemath::talk::race::{RACE_TOKENS, TalkRace};
 use samemath::talk::{Talk, file};
-use testkit::free_port;
 use testkit::http::{ollama_lines, response, scripted, streamed};
 
 use crate::headless::press;
@@ -41,6 +40,17 @@ fn side_by_side_step(talk: &file::TalkFile) -> usize {
         .iter()
         .position(|s| s.side_by_side == Some(true))
         .expect("the shipped talk has a side-by-side step")
+}
+
+/// The headless app of scene 2's tests playing a talk written from `text` (as `name` in a
+/// temporary folder), and the file's path, removed at the test's end.
+fn race_app(name: &str, text: &str) -> (App, std::path::PathBuf) {
+    let talk_path = crate::talk::talk_file(name, text);
+    let app = crate::llm_scene::headless_app_with(AppArgs {
+        talk: Some(Some(talk_path.clone())),
+        ..AppArgs::default()
+    });
+    (app, talk_path)
 }
 
 #[test]
@@ -86,7 +96,9 @@ fn the_shipped_side_by_side_step_races_the_local_model_against_samemath_serve() 
 
 #[test]
 fn a_slow_service_is_counted_as_it_wakes_and_a_dead_one_leaves_the_talk_local() {
-    let dead = free_port().unwrap();
+    // Port 1 on loopback: nothing listens there (a port taken from `free_port` could be
+    // taken again by a test running beside this one).
+    let dead = 1;
     // Ollama that takes 2.5 s to answer its first request (a cold start: the client's probe for
     // samemath serve, which Ollama does not know), then answers.
     let mut answers = ollama_answers();
@@ -100,11 +112,7 @@ fn a_slow_service_is_counted_as_it_wakes_and_a_dead_one_leaves_the_talk_local() 
          (caption: \"none\", side_by_side: Some(true)),\n\
          (caption: \"after\"),\n])"
     );
-    let talk_path = crate::talk::talk_file("race-waking.ron", &text);
-    let mut app = crate::llm_scene::headless_app_with(AppArgs {
-        talk: Some(Some(talk_path.clone())),
-        ..AppArgs::default()
-    });
+    let (mut app, talk_path) = race_app("race-waking.ron", &text);
     crate::talk::with_engine(&mut app);
     assert_eq!(app.world().resource::<Talk>().error, None);
 
@@ -122,10 +130,16 @@ fn a_slow_service_is_counted_as_it_wakes_and_a_dead_one_leaves_the_talk_local() 
     assert!(waking_for >= 2.0, "counted only to {waking_for} s");
     assert_eq!(race.remote.error, None, "{:?}", race.remote);
     assert_eq!(race.remote.text, "Hello there");
-    assert!(race.remote.awake_secs.unwrap() >= 2.4, "{:?}", race.remote);
+    // The scripted server waits 2.5 s before its first byte; the rest (connecting, the
+    // version and tags round trips) takes what a loaded machine gives it.
+    let awake = race.remote.awake_secs.unwrap();
+    assert!((2.4..30.0).contains(&awake), "{:?}", race.remote);
     assert!(race.local.error.is_none() && race.local.tokens > 0);
     let (line, _) = race.remote.state_line(true, 0.0);
-    assert!(line.contains("answered after 2."), "{line}");
+    assert!(
+        line.contains(&format!("answered after {awake:.1} s")),
+        "{line}"
+    );
 
     // A dead endpoint: the step says so, and the local answer is there all the same.
     press(&mut app, KeyCode::PageDown);
@@ -133,7 +147,7 @@ fn a_slow_service_is_counted_as_it_wakes_and_a_dead_one_leaves_the_talk_local() 
     let race = app.world().resource::<TalkRace>().0.as_ref().unwrap();
     assert_eq!(race.step, 1);
     let e = race.remote.error.clone().unwrap();
-    assert!(e.contains(&dead.to_string()), "{e}");
+    assert!(e.contains(&format!("127.0.0.1:{dead}")), "{e}");
     let (line, _) = race.remote.state_line(true, 0.0);
     assert!(line.contains("stays on the local model"), "{line}");
     assert!(race.local.error.is_none() && race.local.tokens > 0);
@@ -189,12 +203,8 @@ fn without_the_local_model_the_remote_side_races_alone() {
         "(title: \"race\", steps: [(caption: \"race\", scene: Some(llm), prompt: Some(\"Hi\"),\n\
          side_by_side: Some(true), remote: Some(\"http://127.0.0.1:{server}\"))])"
     );
-    let talk_path = crate::talk::talk_file("race-alone.ron", &text);
     // No engine: the view is what one whose load failed reports.
-    let mut app = crate::llm_scene::headless_app_with(AppArgs {
-        talk: Some(Some(talk_path.clone())),
-        ..AppArgs::default()
-    });
+    let (mut app, talk_path) = race_app("race-alone.ron", &text);
     let why = "the model could not be fetched: network unreachable";
     app.world_mut()
         .resource_mut::<samemath::llm_scene::LlmView>()
@@ -238,11 +248,7 @@ fn the_race_takes_a_question_the_speaker_typed() {
          (caption: \"ask\", scene: Some(llm), prompt: Some(\"Hi\")),\n\
          (caption: \"race\", prompt: Some(\"{own}\"), raw: Some(false), side_by_side: Some(true)),\n])"
     );
-    let talk_path = crate::talk::talk_file("race-typed.ron", &text);
-    let mut app = crate::llm_scene::headless_app_with(AppArgs {
-        talk: Some(Some(talk_path.clone())),
-        ..AppArgs::default()
-    });
+    let (mut app, talk_path) = race_app("race-typed.ron", &text);
     crate::talk::give_model(&mut app);
     let set = |app: &mut App, text: &str| {
         app.world_mut().resource_mut::<LlmControls>().prompt = text.into();
