@@ -39,14 +39,27 @@ def podman(*args, check_rc=True, timeout=120):
     return r.stdout.strip()
 
 
-def free_odd_port():
-    """A free port, odd (Cloud Run's PORT is not always 8080; nothing may assume it)."""
-    while True:
-        with socket.socket() as s:
+def free_odd_ports(n):
+    """n free ports, odd (Cloud Run's PORT is not always 8080; nothing may assume it), all
+    different: every probe stays bound until all n are chosen, so the kernel gives none twice."""
+    held, ports = [], []
+    try:
+        while len(ports) < n:
+            s = socket.socket()
+            held.append(s)  # even ones too, so that none comes back
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port % 2 == 1 and port != 8080:
-            return port
+            if port % 2 == 1 and port != 8080:
+                ports.append(port)
+    finally:
+        for s in held:
+            s.close()
+    return ports
+
+
+def free_odd_port():
+    """One free odd port (`free_odd_ports`)."""
+    return free_odd_ports(1)[0]
 
 
 def start(name, port, *extra, args=()):
@@ -93,49 +106,71 @@ def wait_healthy(port, limit=60.0):
     raise RuntimeError(f"/health on port {port} not 200 after {limit} s (saw {seen})")
 
 
-def stream_chat(port, prompt, max_tokens, timeout=60.0, path="/api/chat"):
+def stream_chat(port, prompt, max_tokens, timeout=60.0, path="/api/chat", out=None, sent=None,
+                first=None):
     """One streamed Ollama chat, read line by line with a bound on each wait. Returns a dict:
     status, headers, text, ttft (s to the first token), lines, final (the last line, parsed, or
-    None when the stream ended without one), error (what went wrong on the wire, if anything)."""
+    None when the stream ended without one), error (what went wrong on the wire, if anything),
+    client_port (this end of the connection).
+
+    The dict can be the caller's (`out`), filled as the answer comes, so another thread sees
+    where it stands; `sent` (an Event) is set once the request is written, `first` once a line
+    with content arrived. Both are set on the way out whatever happened, so nobody waits out a
+    bound for a stream that failed (what it got says so)."""
     body = json.dumps({"model": MODEL, "stream": True,
                        "messages": [{"role": "user", "content": prompt}],
                        "options": {"temperature": 0, "num_predict": max_tokens}})
-    out = {"status": None, "headers": {}, "text": "", "ttft": None, "lines": 0, "final": None,
-           "error": None}
+    out = {} if out is None else out
+    out.update({"status": None, "headers": {}, "text": "", "ttft": None, "lines": 0,
+                "final": None, "error": None, "client_port": None})
     t0 = time.monotonic()
     try:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         c.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        out["client_port"] = c.sock.getsockname()[1]
+        if sent:
+            sent.set()
         r = c.getresponse()
-        out["status"] = r.status
         out["headers"] = {k.lower(): v for k, v in r.getheaders()}
+        out["status"] = r.status
         if r.status != 200:
             out["error"] = r.read(4096).decode(errors="replace")
-            out["seconds"] = time.monotonic() - t0
-            return out
-        while True:
-            line = r.readline(1 << 20)
-            if not line:
-                break
-            if not line.strip():
-                continue
-            out["lines"] += 1
-            v = json.loads(line)
-            if "error" in v:
-                out["final"] = v
-                break
-            piece = v.get("message", {}).get("content", "")
-            if piece and out["ttft"] is None:
-                out["ttft"] = time.monotonic() - t0
-            out["text"] += piece
-            if v.get("done"):
-                out["final"] = v
-                break
+        else:
+            while True:
+                line = r.readline(1 << 20)
+                if not line:
+                    break
+                if not line.strip():
+                    continue
+                out["lines"] += 1
+                v = json.loads(line)
+                if "error" in v:
+                    out["final"] = v
+                    break
+                piece = v.get("message", {}).get("content", "")
+                out["text"] += piece
+                if piece and out["ttft"] is None:
+                    out["ttft"] = time.monotonic() - t0
+                    if first:
+                        first.set()
+                if v.get("done"):
+                    out["final"] = v
+                    break
         c.close()
     except (OSError, http.client.HTTPException, ValueError) as e:
         out["error"] = f"{type(e).__name__}: {e}"
-    out["seconds"] = time.monotonic() - t0
+    finally:
+        out["seconds"] = time.monotonic() - t0
+        for event in (sent, first):
+            if event:
+                event.set()
     return out
+
+
+def wait_all(events, limit):
+    """Wait for every event, `limit` s in all; True when all were set."""
+    deadline = time.monotonic() + limit
+    return all(e.wait(max(0.0, deadline - time.monotonic())) for e in events)
 
 
 def percentile(values, q):

@@ -13,12 +13,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (Parallel, check, finish, free_odd_port, percentile, podman, start, stop,  # noqa: E402
-                    stream_chat, wait_healthy)
+from common import (Parallel, check, finish, free_odd_ports, percentile, podman, start, stop,  # noqa: E402
+                    stream_chat, wait_all, wait_healthy)
 
 CONCURRENCY = 2  # per instance: deploy.sh's --concurrency, the image's --concurrency
 MAX_TRIES = 30
@@ -49,8 +50,8 @@ backend instances
 
 
 class Balancer:
-    def __init__(self, ports):
-        self.port = free_odd_port()
+    def __init__(self, ports, port):
+        self.port = port
         self.dir = tempfile.mkdtemp(prefix="samemath-haproxy-")
         cfg = Path(self.dir) / "haproxy.cfg"
         cfg.write_text(haproxy_config(self.port, ports))
@@ -111,24 +112,35 @@ def load(lb_port, n):
 
 
 def kill_one(lb_port, names):
-    """4 long streams over 2 instances; kill one with SIGKILL once all are streaming."""
+    """4 long streams over 2 instances; kill one with SIGKILL once all are streaming: each has
+    had a line with content (an event, not a guess at how long that takes), and the kill comes
+    at once, so a story has only its first tokens' time to end on its own before it."""
+    outs = [{} for _ in range(4)]
+    first = [threading.Event() for _ in range(4)]
     streams = Parallel(4, lambda i: stream_chat(
-        lb_port, f"Tell me a long story about the number {i}.", 400, timeout=60), stagger=0.2)
-    time.sleep(3.0)
+        lb_port, f"Tell me a long story about the number {i}.", 400, timeout=60, out=outs[i],
+        first=first[i]), stagger=0.2)
+    wait_all(first, 120)
+    # Where each was at the kill (the instance is haproxy's X-Instance on the answer's head).
+    at_kill = [(o.get("headers", {}).get("x-instance"), o.get("ttft") is not None,
+                o.get("final") is not None) for o in outs]
+    print(f"killing i1; the 4 streams (instance, had a token, had ended): {at_kill}", flush=True)
     podman("kill", "--signal", "KILL", names[0])
     results = streams.join(120)
     killed, survivors = [], []
-    for r in results:
-        (killed if r["headers"].get("x-instance") == "i1" else survivors).append(r)
+    for i, r in enumerate(results):
+        (killed if r["headers"].get("x-instance") == "i1" else survivors).append((i, r))
     check(len(killed) == 2 and len(survivors) == 2,
           f"the 4 streams went 2 and 2 ({[r['headers'].get('x-instance') for r in results]})")
-    for r in killed:
+    for i, r in killed:
         cut = not (r["final"] and r["final"].get("done"))
+        why = ("it ended on its own before the kill: the answer asked for is too short"
+               if at_kill[i][2] else
+               r["error"] or "connection closed after " + str(r["lines"]) + " lines")
         check(cut and r["ttft"] is not None,
               f"a stream on the killed instance started, then ended without its final line "
-              f"({r['error'] or 'connection closed after ' + str(r['lines']) + ' lines'}): the "
-              f"client can tell it was cut")
-    for r in survivors:
+              f"({why}): the client can tell it was cut")
+    for _, r in survivors:
         check(bool(r["final"] and r["final"].get("done")),
               f"a stream on the other instance went on to its end ({r['lines']} lines)")
     time.sleep(1.0)  # haproxy's check marks the dead instance down
@@ -144,12 +156,12 @@ def main():
     try:
         for n in (1, 2, 3):
             names = [f"samemath-scale-{i + 1}" for i in range(n)]
-            ports = [free_odd_port() for _ in names]
+            *ports, lb_port = free_odd_ports(n + 1)
             for name, port in zip(names, ports):
                 start(name, port)
             for port in ports:
                 wait_healthy(port)
-            balancer = Balancer(ports)
+            balancer = Balancer(ports, lb_port)
             rows.append(load(balancer.port, n))
             if n == 2:
                 kill_one(balancer.port, names)
