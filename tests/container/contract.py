@@ -26,41 +26,37 @@ PROMPT = "Why is the sky blue?"
 MAX_TOKENS = 12
 
 
-def listening_on_all_interfaces(port):
-    """A LISTEN socket on 0.0.0.0:port (or [::]:port) in the host's table (host network)."""
-    want = f":{port:04X}"
-    for table, any_addr in (("/proc/net/tcp", "00000000"), ("/proc/net/tcp6", "0" * 32)):
+def tcp_rows():
+    """The host's TCP sockets (host network: the container's are among them), each row of
+    /proc/net/tcp and /proc/net/tcp6 split into its columns."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             rows = Path(table).read_text().splitlines()[1:]
         except OSError:
             continue
-        for row in rows:
-            cols = row.split()
-            if cols[1] == any_addr + want and cols[3] == "0A":
-                return True
-    return False
+        yield from (row.split() for row in rows)
+
+
+def listening_on_all_interfaces(port):
+    """A LISTEN socket on 0.0.0.0:port (or [::]:port) in the host's table (host network)."""
+    want = f":{port:04X}"
+    return any(cols[1] in ("00000000" + want, "0" * 32 + want) and cols[3] == "0A"
+               for cols in tcp_rows())
 
 
 def unread_by_server(port, client_ports):
     """The client ports whose request the server has not read yet: the server's end of the
     connection (local port `port`, remote port one of `client_ports`) still holds bytes in its
     receive queue, whether or not it was accepted, or is not in the table at all (so a table
-    that shows nothing cannot pass for one that shows all read). Host network, so the host's
-    table shows it."""
+    that shows nothing cannot pass for one that shows all read)."""
     want = {f"{p:04X}" for p in client_ports}
     seen, unread = set(), set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            cols = row.split()
-            local, remote, queues = cols[1], cols[2], cols[4]
-            if local.endswith(f":{port:04X}") and remote[-4:] in want:
-                seen.add(int(remote[-4:], 16))
-                if int(queues.split(":")[1], 16) > 0:
-                    unread.add(int(remote[-4:], 16))
+    for cols in tcp_rows():
+        local, remote, queues = cols[1], cols[2], cols[4]
+        if local.endswith(f":{port:04X}") and remote[-4:] in want:
+            seen.add(int(remote[-4:], 16))
+            if int(queues.split(":")[1], 16) > 0:
+                unread.add(int(remote[-4:], 16))
     return unread | (set(client_ports) - seen)
 
 
