@@ -131,9 +131,9 @@ fn a_slow_service_is_counted_as_it_wakes_and_a_dead_one_leaves_the_talk_local() 
     assert_eq!(race.remote.error, None, "{:?}", race.remote);
     assert_eq!(race.remote.text, "Hello there");
     // The scripted server waits 2.5 s before its first byte; the rest (connecting, the
-    // version and tags round trips) takes what a loaded machine gives it.
+    // version and tags round trips) takes what a loaded machine gives it, not seconds.
     let awake = race.remote.awake_secs.unwrap();
-    assert!((2.4..30.0).contains(&awake), "{:?}", race.remote);
+    assert!((2.4..8.0).contains(&awake), "{:?}", race.remote);
     assert!(race.local.error.is_none() && race.local.tokens > 0);
     let (line, _) = race.remote.state_line(true, 0.0);
     assert!(

@@ -659,8 +659,9 @@ fn serve_checks_its_key_answers_cors_and_drains_on_sigterm() {
             raw.truncate(n);
             let _ = first_tx.send(());
             s.read_to_end(&mut raw).unwrap();
+            let ended = Instant::now();
             let reply = testkit::http::parse_reply(&raw).unwrap();
-            (reply.status, reply.head, reply.body)
+            (reply.status, reply.head, reply.body, ended)
         });
         first_rx
             .recv_timeout(Duration::from_secs(60))
@@ -702,12 +703,19 @@ fn serve_checks_its_key_answers_cors_and_drains_on_sigterm() {
             "already done"
         }
     );
-    let (status, _, streamed) = short.join().unwrap();
+    let (status, _, streamed, _) = short.join().unwrap();
     assert_eq!(status, 200);
     let last = streamed.lines().rfind(|l| l.contains('{')).unwrap_or("");
     assert!(last.contains("\"done\":true"), "the stream was cut: {last}");
-    let (status, _, streamed) = endless.join().unwrap();
+    let (status, _, streamed, ended) = endless.join().unwrap();
     assert_eq!(status, 200);
+    // Cut at the end of the drain, not at the signal: `started` is after `kill` returned, so
+    // this is at most the drain's length (7 s).
+    let drained = ended.duration_since(started);
+    assert!(
+        drained >= Duration::from_secs(5),
+        "the answer in flight was cut {drained:?} after SIGTERM, not after the drain"
+    );
     let last = streamed.lines().rfind(|l| l.contains('{')).unwrap_or("");
     assert!(
         last.contains("\"error\"") && last.contains("shutting down (SIGTERM)"),
@@ -733,17 +741,37 @@ fn serve_checks_its_key_answers_cors_and_drains_on_sigterm() {
     );
 }
 
+/// A connection whose answer a thread reads and throws away as it comes, so the server never
+/// waits on this client (nor drops the answer for a client that stopped reading); dropping it
+/// closes the connection.
+struct Drained(std::net::TcpStream);
+
+impl Drained {
+    fn new(s: std::net::TcpStream) -> Self {
+        let mut reader = s.try_clone().expect("a second handle on the connection");
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        Self(s)
+    }
+}
+
+impl Drop for Drained {
+    fn drop(&mut self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 /// serve with one slot and a queue of `queue`, the slot held by a streamed count (raw, no
-/// template: greedy decoding goes on counting, with no end token) of 4,000 tokens, tens of
-/// seconds however fast the machine. Its head has come back, and the server writes it only once
-/// the slot is taken: the slot is held when this returns, until the connection is dropped.
-fn one_slot_held(queue: usize) -> (Server, std::net::TcpStream) {
+/// template: greedy decoding goes on counting, with no end token) of 4,000 tokens, read as it
+/// comes: over 10 s even at 400 tokens/s. Its head has come back, and the server writes it only
+/// once the slot is taken: the slot is held when this returns, until the holder is dropped or
+/// the count ends.
+fn one_slot_held(queue: usize) -> (Server, Drained) {
     let server = start_serve(&["--concurrency", "1", "--queue", &queue.to_string()]);
     let count = r#"{"prompt":"1, 2, 3, 4, 5, 6, 7, 8,","raw":true,"stream":true,"options":{"num_predict":4000}}"#;
     let mut holder = posted(server.port, "/api/generate", count);
     let status = status_within(&mut holder, Duration::from_secs(60));
     assert_eq!(status, Some(200), "the answer meant to hold the slot");
-    (server, holder)
+    (server, Drained::new(holder))
 }
 
 /// A short answer, asked while the slot is held.
@@ -756,8 +784,9 @@ fn clients_that_leave_while_queued_give_their_place_back() {
     // Clients that queue for the slot, then hang up: each must free its place in the queue, or
     // the next would be refused as busy (and after queue-many, everyone, until a restart).
     // The server learns that a client left only when it reads the closed connection, which
-    // may come after the next client asks: a 503 is asked again, for a while. An answer (the
-    // slot is held) or a refusal that lasts means a place was kept.
+    // may come after the next client asks: a 503 is asked again, for 2 s (well inside the
+    // count holding the slot). An answer (the slot is held) or a refusal that lasts means a
+    // place was kept.
     for i in 0..4 {
         let started = Instant::now();
         let leaver = loop {
@@ -765,11 +794,11 @@ fn clients_that_leave_while_queued_give_their_place_back() {
             match status_within(&mut s, Duration::from_millis(400)) {
                 // Still waiting: queued.
                 None => break s,
-                Some(503) if started.elapsed() < Duration::from_secs(5) => {
+                Some(503) if started.elapsed() < Duration::from_secs(2) => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Some(503) => panic!(
-                    "client {i} was still refused as busy 5 s after the one before it left: \
+                    "client {i} was still refused as busy 2 s after the one before it left: \
                      that one kept its place"
                 ),
                 Some(status) => panic!("client {i} was answered {status} while the slot was held"),
