@@ -28,6 +28,34 @@ pub(super) fn attention_at(
     Some((position, weight, *trace.kv_head_of_head.get(head)?))
 }
 
+/// Every piece the world draws for `trace` up to layer `cut`, in drawing order (which settles
+/// ties between pieces at the same depth): `visit` gets its top, its width and the piece.
+fn each_piece(
+    layout: &WorldLayout,
+    trace: &llm::Trace,
+    cut: Option<usize>,
+    mut visit: impl FnMut(Vec3, f32, Piece),
+) {
+    for (layer, l) in trace.layers.iter().enumerate() {
+        if cut.is_some_and(|c| layer > c) {
+            continue;
+        }
+        for (neuron, &value) in l.mlp_activation.iter().enumerate() {
+            let top = column_top(layout.column_base(layer, neuron), value, MLP_UNIT);
+            visit(top, COLUMN, Piece::Neuron { layer, neuron });
+        }
+        for head in 0..l.attention.len().min(layout.heads) {
+            for slot in 0..ATTENTION_POSITIONS {
+                if let Some((_, weight, kv)) = attention_at(trace, layer, head, slot) {
+                    let base = layout.attention_base(layer, head, kv, slot);
+                    let top = column_top(base, weight, ATTENTION_UNIT);
+                    visit(top, ATTENTION_PITCH, Piece::Attention { layer, head, slot });
+                }
+            }
+        }
+    }
+}
+
 /// The piece nearest the camera whose top is under the cursor (within its width on screen, at
 /// least 6 pixels): a neuron's column or an attention tile.
 fn nearest(
@@ -41,7 +69,7 @@ fn nearest(
     // Pixels per world unit at depth 1.
     let f = chain.clip_from_view.y_axis.y * chain.viewport.height / 2.0;
     let mut best: Option<(f32, Piece)> = None;
-    let mut consider = |top: Vec3, width: f32, piece: Piece| {
+    let consider = |top: Vec3, width: f32, piece: Piece| {
         let w = (clip_from_world * top.extend(1.0)).w;
         if w <= 1e-6 || best.is_some_and(|(bw, _)| w >= bw) {
             return;
@@ -52,24 +80,7 @@ fn nearest(
             best = Some((w, piece));
         }
     };
-    for (layer, l) in trace.layers.iter().enumerate() {
-        if cut.is_some_and(|c| layer > c) {
-            continue;
-        }
-        for (neuron, &value) in l.mlp_activation.iter().enumerate() {
-            let top = column_top(layout.column_base(layer, neuron), value, MLP_UNIT);
-            consider(top, COLUMN, Piece::Neuron { layer, neuron });
-        }
-        for head in 0..l.attention.len().min(layout.heads) {
-            for slot in 0..ATTENTION_POSITIONS {
-                if let Some((_, weight, kv)) = attention_at(trace, layer, head, slot) {
-                    let base = layout.attention_base(layer, head, kv, slot);
-                    let top = column_top(base, weight, ATTENTION_UNIT);
-                    consider(top, ATTENTION_PITCH, Piece::Attention { layer, head, slot });
-                }
-            }
-        }
-    }
+    each_piece(layout, trace, cut, consider);
     best.map(|(_, p)| p)
 }
 
@@ -215,7 +226,7 @@ impl HoverCache {
         let clip_from_world = chain.clip_from_world();
         let f = chain.clip_from_view.y_axis.y * chain.viewport.height / 2.0;
         let v = chain.viewport;
-        let mut add = |top: Vec3, width: f32, piece: Piece| {
+        let add = |top: Vec3, width: f32, piece: Piece| {
             let clip = clip_from_world * top.extend(1.0);
             let w = clip.w;
             if w <= 1e-6 {
@@ -237,24 +248,7 @@ impl HoverCache {
                 piece,
             });
         };
-        for (layer, l) in trace.layers.iter().enumerate() {
-            if cut.is_some_and(|c| layer > c) {
-                continue;
-            }
-            for (neuron, &value) in l.mlp_activation.iter().enumerate() {
-                let top = column_top(layout.column_base(layer, neuron), value, MLP_UNIT);
-                add(top, COLUMN, Piece::Neuron { layer, neuron });
-            }
-            for head in 0..l.attention.len().min(layout.heads) {
-                for slot in 0..ATTENTION_POSITIONS {
-                    if let Some((_, weight, kv)) = attention_at(trace, layer, head, slot) {
-                        let base = layout.attention_base(layer, head, kv, slot);
-                        let top = column_top(base, weight, ATTENTION_UNIT);
-                        add(top, ATTENTION_PITCH, Piece::Attention { layer, head, slot });
-                    }
-                }
-            }
-        }
+        each_piece(layout, trace, cut, add);
     }
 }
 
