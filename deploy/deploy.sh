@@ -73,6 +73,9 @@ flags=(
   # then; with --require-gpu, 500 for good without a usable GPU, which fails the revision).
   # The same probe as service.yaml's startupProbe: up to 120 s of loading.
   --startup-probe "httpGet.path=/health,httpGet.port=8080,periodSeconds=1,failureThreshold=120,timeoutSeconds=1"
+  # After that /health is 503 only for good (a lost GPU): restart the instance. As
+  # service.yaml's livenessProbe.
+  --liveness-probe "httpGet.path=/health,httpGet.port=8080,periodSeconds=10,failureThreshold=3,timeoutSeconds=5"
 )
 if [ "${GPU:-0}" = "1" ]; then
   # Cloud Run's GPU flags: one NVIDIA L4; CPU always allocated; at least 4 CPU and 16 GiB.

@@ -93,4 +93,10 @@ pub trait Backend: Send + Sync {
 
     /// What runs it, for the UI and the command line ("CPU (2 threads)", "GPU: ...").
     fn describe(&self) -> String;
+
+    /// A fault that fails every step from now on (the GPU device was lost), if one came: a
+    /// server's health check reports it, so the instance is replaced rather than kept.
+    fn fault(&self) -> Option<String> {
+        None
+    }
 }

@@ -64,6 +64,7 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         loaded: OnceLock::new(),
         load_error: OnceLock::new(),
         stopping: OnceLock::new(),
+        fault_logged: Default::default(),
         options: options.clone(),
     });
     state::spawn_loader(state.clone());

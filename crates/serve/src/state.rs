@@ -1,6 +1,6 @@
 //! What every route reads: the options, the model once loaded (or why it is not), the slots.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -34,6 +34,8 @@ pub(crate) struct ServerState {
     /// When SIGTERM came: from then on no new request gets a slot, and answers still
     /// generating `CUT_AFTER` later end with an error line instead of being killed mid-line.
     pub(crate) stopping: OnceLock<Instant>,
+    /// The backend's fault (a lost GPU) has been logged: once, however often /health is asked.
+    pub(crate) fault_logged: AtomicBool,
 }
 
 /// How long answers may go on after SIGTERM (Cloud Run kills the instance 10 s after it).
@@ -52,7 +54,23 @@ pub(crate) type Shared = Arc<ServerState>;
 
 pub(crate) fn loaded(state: &ServerState) -> Result<&Loaded, Response> {
     match (state.loaded.get(), state.load_error.get()) {
-        (Some(l), _) => Ok(l),
+        // A lost GPU fails every step for good: every route, /health too, says so, and on
+        // Cloud Run the liveness probe on /health then replaces the instance.
+        (Some(l), _) => match l.compute.fault() {
+            None => Ok(l),
+            Some(why) => {
+                if !state.fault_logged.swap(true, Ordering::Relaxed) {
+                    Entry::error(format!(
+                        "{why}; no request can be answered any more (/health answers 503)"
+                    ))
+                    .emit();
+                }
+                Err(error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this instance lost its GPU and cannot answer; the server's log says why",
+                ))
+            }
+        },
         // The reason names files and paths: it goes to the log (and the operator), not to
         // whoever asks over the network.
         (None, Some(_)) => Err(error(
@@ -75,16 +93,15 @@ pub(crate) const LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs
 pub(crate) async fn ready(state: &ServerState) -> Result<&Loaded, Response> {
     let started = Instant::now();
     loop {
+        let loading = state.loaded.get().is_none() && state.load_error.get().is_none();
         match loaded(state) {
             Ok(l) => return Ok(l),
             Err(_)
-                if state.load_error.get().is_none()
-                    && state.stopping.get().is_none()
-                    && started.elapsed() < LOAD_WAIT =>
+                if loading && state.stopping.get().is_none() && started.elapsed() < LOAD_WAIT =>
             {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-            Err(_) if state.load_error.get().is_none() => {
+            Err(_) if loading => {
                 return Err(unavailable("the model is loading".to_string()));
             }
             Err(r) => return Err(r),
@@ -160,4 +177,92 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::extract::State;
+
+    use super::*;
+    use crate::log::LogFormat;
+
+    fn options() -> ServeOptions {
+        ServeOptions {
+            port: 0,
+            host: std::net::Ipv4Addr::LOCALHOST.into(),
+            model: None,
+            concurrency: 1,
+            queue: 0,
+            cors: None,
+            api_key: None,
+            max_body_bytes: 1 << 20,
+            answer_time: Duration::from_secs(60),
+            max_prompt_tokens: 512,
+            threads: None,
+            gpu: true,
+            require_gpu: true,
+            log_format: LogFormat::Text,
+        }
+    }
+
+    async fn message(r: Response) -> String {
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    /// The GPU backend's device goes away under a running server: /health turns 503 (Cloud
+    /// Run's liveness probe then replaces the instance), and a request gets the same 503 at
+    /// once, not after the wait for a model that is still loading.
+    #[test]
+    fn a_lost_gpu_turns_health_and_every_request_to_503() {
+        let (model, tokenizer) = testkit::model::model();
+        let path = llm::fetch::model_path(None);
+        let ctx = llm::gpu::GpuContext::new().expect("a GPU adapter (lavapipe here)");
+        let gpu = llm::gpu::GpuModel::load(&path, ctx, 64).unwrap();
+        let device = gpu.context().device.clone();
+        let state: Shared = Arc::new(ServerState {
+            options: options(),
+            loaded: OnceLock::from(Loaded {
+                model: model.clone(),
+                compute: Arc::new(gpu),
+                tokenizer: tokenizer.clone(),
+                load_secs: 0.0,
+            }),
+            load_error: OnceLock::new(),
+            slots: Arc::new(Semaphore::new(1)),
+            in_system: AtomicUsize::new(0),
+            stopping: OnceLock::new(),
+            fault_logged: AtomicBool::new(false),
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let health = crate::meta::health(State(state.clone())).await;
+            assert_eq!(health.status(), StatusCode::OK);
+            assert!(ready(&state).await.is_ok());
+
+            device.destroy();
+            // wgpu calls a destroyed device's lost callback at its next poll.
+            let _ = device.poll(wgpu::PollType::Poll);
+
+            let health = crate::meta::health(State(state.clone())).await;
+            assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let text = message(health).await;
+            assert!(text.contains("lost its GPU"), "{text}");
+            assert!(
+                state.fault_logged.load(Ordering::Relaxed),
+                "the fault is logged"
+            );
+            let refused = tokio::time::timeout(Duration::from_secs(5), ready(&state))
+                .await
+                .expect("a request is refused at once, not held as if the model were loading")
+                .err()
+                .expect("no request is taken on a lost GPU");
+            assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        });
+    }
 }

@@ -115,31 +115,32 @@ fn check(gpu: bool) {
         yaml(&text, "run.googleapis.com/startup-cpu-boost"),
         Some("true")
     );
-    // The same startup probe: deploy.sh's key=value list against the YAML's startupProbe.
-    let probe = flag(&flags, "--startup-probe").expect("deploy.sh passes --startup-probe");
-    let probe_yaml = &text[text.find("startupProbe:").expect("a startupProbe")..];
-    for (key, yaml_key) in [
-        ("httpGet.path", "path"),
-        ("httpGet.port", "port"),
-        ("periodSeconds", "periodSeconds"),
-        ("failureThreshold", "failureThreshold"),
-        ("timeoutSeconds", "timeoutSeconds"),
+    // The same probes: deploy.sh's key=value lists against the YAML's startupProbe (no
+    // request before the model is loaded) and livenessProbe (a lost GPU replaces the instance).
+    for (name, block) in [
+        ("--startup-probe", "startupProbe:"),
+        ("--liveness-probe", "livenessProbe:"),
     ] {
-        let ours = probe
-            .split(',')
-            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='));
-        assert!(ours.is_some(), "--startup-probe sets {key}: {probe}");
-        assert_eq!(
-            ours,
-            yaml(probe_yaml, yaml_key),
-            "the startup probe's {key}"
-        );
+        let probe = flag(&flags, name).unwrap_or_else(|| panic!("deploy.sh passes {name}"));
+        let at = text
+            .find(block)
+            .unwrap_or_else(|| panic!("{file} has a {block}"));
+        let probe_yaml = &text[at..];
+        for (key, yaml_key) in [
+            ("httpGet.path", "path"),
+            ("httpGet.port", "port"),
+            ("periodSeconds", "periodSeconds"),
+            ("failureThreshold", "failureThreshold"),
+            ("timeoutSeconds", "timeoutSeconds"),
+        ] {
+            let ours = probe
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='));
+            assert!(ours.is_some(), "{name} sets {key}: {probe}");
+            assert_eq!(ours, yaml(probe_yaml, yaml_key), "{name}'s {key}");
+        }
+        assert_eq!(yaml(probe_yaml, "path"), Some("/health"), "{name}");
     }
-    assert_eq!(
-        yaml(probe_yaml, "path"),
-        Some("/health"),
-        "the startup probe"
-    );
     if gpu {
         assert_eq!(flag(&flags, "--gpu"), yaml(&text, "nvidia.com/gpu"));
         assert_eq!(

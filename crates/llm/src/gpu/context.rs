@@ -1,7 +1,7 @@
 //! The wgpu device and queue the GPU backend runs on: the renderer's (in the app), or a device of
 //! its own on the best adapter, with wgpu's errors kept for the next step to report.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::pacer::FramePacer;
 use super::readback::GpuInterrupt;
@@ -26,6 +26,9 @@ pub struct GpuContext {
     /// On a device of our own: the first error wgpu reported (validation, out of memory, device
     /// lost), taken by the next step. On the renderer's device the renderer's handler gets them.
     pub(crate) errors: Arc<Mutex<Option<String>>>,
+    /// On a device of our own: why it was lost, for good (every later step fails). A server
+    /// reports it on its health check, so the instance is replaced.
+    pub(crate) lost: Arc<OnceLock<String>>,
     /// Stop for a wait on a stalled device (see `interrupt_handle`).
     pub(crate) interrupt: GpuInterrupt,
 }
@@ -44,6 +47,7 @@ impl GpuContext {
             subgroups,
             pacer: None,
             errors: Default::default(),
+            lost: Default::default(),
             interrupt: Default::default(),
         }
     }
@@ -100,10 +104,14 @@ impl GpuContext {
             }
         }));
         let slot = errors.clone();
+        let lost: Arc<OnceLock<String>> = Default::default();
+        let gone = lost.clone();
         device.set_device_lost_callback(move |reason, message| {
+            let why = format!("the device was lost ({reason:?}: {message})");
             if let Ok(mut s) = slot.lock() {
-                s.get_or_insert_with(|| format!("the device was lost ({reason:?}: {message})"));
+                s.get_or_insert_with(|| why.clone());
             }
+            let _ = gone.set(why);
         });
         let features = device.features();
         Ok(GpuContext {
@@ -115,6 +123,7 @@ impl GpuContext {
             subgroups: offers_subgroups(features),
             pacer: None,
             errors,
+            lost,
             interrupt: Default::default(),
         })
     }
@@ -130,6 +139,12 @@ impl GpuContext {
 }
 
 impl GpuContext {
+    /// Why the device was lost, once it has been (a device of our own; the renderer's reports
+    /// to the renderer). Nothing runs on it after that.
+    pub fn lost(&self) -> Option<&str> {
+        self.lost.get().map(String::as_str)
+    }
+
     /// Submit the model's work in chunks paced by `pacer` (the app's frame loop).
     pub fn with_pacer(mut self, pacer: Arc<FramePacer>) -> Self {
         self.pacer = Some(pacer);

@@ -502,4 +502,10 @@ impl Backend for GpuModel {
         };
         format!("GPU: {}, {reductions} reductions", self.ctx.adapter)
     }
+
+    fn fault(&self) -> Option<String> {
+        self.ctx
+            .lost()
+            .map(|why| format!("{}: {why}", self.ctx.adapter))
+    }
 }

@@ -299,7 +299,7 @@ fn a_device_with_too_small_limits_is_a_clear_error() {
 }
 
 /// The device goes away mid-generation: the next step is an error naming the GPU, not a panic
-/// or a hang.
+/// or a hang, and the backend reports the fault for good (a server's /health turns 503).
 #[test]
 fn a_lost_device_is_an_error_not_a_panic() {
     let (_, tok) = testkit::model::model();
@@ -309,10 +309,19 @@ fn a_lost_device_is_an_error_not_a_panic() {
     let ids = tok.encode("The capital of France is").unwrap();
     gpu.forward(&mut cache, &ids, RecordOptions::OFF, Some(tok))
         .unwrap();
+    assert_eq!(gpu.fault(), None, "a working device has no fault");
     gpu.context().device.destroy();
     let err = gpu
         .forward(&mut cache, &ids[..1], RecordOptions::OFF, Some(tok))
         .unwrap_err();
     assert!(matches!(err, llm::LlmError::Gpu(_)), "{err:?}");
     println!("after the device was destroyed: {err}");
+    // wgpu calls a destroyed device's lost callback at its next poll (a device lost by the
+    // driver calls it at once).
+    let _ = gpu.context().device.poll(wgpu::PollType::Poll);
+    let fault = gpu
+        .fault()
+        .expect("the lost device is reported as the backend's fault");
+    assert!(fault.contains("lost"), "{fault}");
+    println!("the backend's fault: {fault}");
 }
