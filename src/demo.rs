@@ -177,25 +177,33 @@ pub(crate) fn run_demo(
         }
         DemoStep::Bridge => {
             if elapsed >= t.bridge_secs {
-                demo.cycles += 1;
-                let rss = crate::platform::resident_mb()
-                    .map_or("unknown".to_string(), |mb| format!("{mb:.1} MB"));
                 let answer = match demo.last_answer {
                     Some((n, false)) => format!("the last {}", counted(n, "token")),
                     Some((n, true)) => format!("the last cut at {}", counted(n, "token")),
                     None => "no answer yet".to_string(),
                 };
-                println!(
-                    "demo: round {} done, {} ({answer}), resident {rss}",
-                    demo.cycles,
-                    counted(demo.prompts_run, "answer")
-                );
+                let played = format!("{} ({answer})", counted(demo.prompts_run, "answer"));
                 advance(&mut demo, DemoStep::Graphics);
-                if demo.stop_after.is_some_and(|n| demo.cycles >= n) {
-                    actions.write(LlmAction::Stop);
-                    exit.write(AppExit::Success);
-                }
+                round_done(&mut demo, &played, &mut actions, &mut exit);
             }
         }
+    }
+}
+
+/// A round of the booth is done (its own loop's, or the talk played through under `--demo
+/// --talk`): the line a `--demo-cycles` run is read by, and the exit after the last round.
+pub(crate) fn round_done(
+    demo: &mut DemoLoop,
+    played: &str,
+    actions: &mut MessageWriter<LlmAction>,
+    exit: &mut MessageWriter<AppExit>,
+) {
+    demo.cycles += 1;
+    let rss =
+        crate::platform::resident_mb().map_or("unknown".to_string(), |mb| format!("{mb:.1} MB"));
+    println!("demo: round {} done, {played}, resident {rss}", demo.cycles);
+    if demo.stop_after.is_some_and(|n| demo.cycles >= n) {
+        actions.write(LlmAction::Stop);
+        exit.write(AppExit::Success);
     }
 }

@@ -102,7 +102,8 @@ pub struct AppArgs {
         value_parser = parse_pace
     )]
     pub demo_pace: f32,
-    /// With --demo: exit after this many rounds (prints resident memory after each).
+    /// With --demo: exit after this many rounds (prints resident memory after each); with
+    /// --demo --talk, a round is the talk played through.
     #[arg(long, value_name = "N", requires = "demo")]
     pub demo_cycles: Option<usize>,
     /// With --demo: the longest answer, in tokens (default 64; an answer is also cut after 60 s).

@@ -91,6 +91,9 @@ pub struct Talk {
     pub animation_held: bool,
     /// Counts the times a step was entered (an animation knows a fresh start by it).
     entered: u64,
+    /// `--demo --talk`: the times the booth played the talk through (its last step's time ran
+    /// out); the booth's rounds, as `--demo-cycles` counts them.
+    pub rounds: usize,
 }
 
 impl Talk {
@@ -184,10 +187,22 @@ pub fn step_past_end(step: usize, steps: usize) -> Option<String> {
     })
 }
 
-/// The booth's loop waits while the talk is open (it has the screen).
-fn hold_the_demo(talk: Res<Talk>, mut demo: ResMut<DemoLoop>) {
+/// The booth's loop waits while the talk is open (it has the screen); each time the booth plays
+/// the talk through counts as one of its rounds (`--demo-cycles` ends the run after them).
+fn hold_the_demo(
+    talk: Res<Talk>,
+    mut demo: ResMut<DemoLoop>,
+    mut counted: Local<usize>,
+    mut actions: MessageWriter<LlmAction>,
+    mut exit: MessageWriter<AppExit>,
+) {
     if demo.held != talk.active {
         demo.held = talk.active;
+    }
+    while *counted < talk.rounds {
+        *counted += 1;
+        let played = format!("the talk played through ({} steps)", talk.steps());
+        crate::demo::round_done(&mut demo, &played, &mut actions, &mut exit);
     }
 }
 
@@ -368,6 +383,9 @@ fn apply_step(
         && talk.step_secs >= secs
     {
         let next = (talk.step + 1) % talk.steps().max(1);
+        if next == 0 {
+            talk.rounds += 1;
+        }
         talk.step = next;
         talk.applied = None;
         talk.blank = false;

@@ -516,6 +516,53 @@ fn the_booth_plays_the_talk_unattended_and_closing_it_hands_back_to_the_loop() {
     assert_eq!(demo(&app).elapsed, 0.0);
 }
 
+/// `--demo --talk --demo-cycles N`: each time the booth plays the talk through is one round,
+/// and the run ends after the Nth (the talk used to hold the booth's own loop, whose rounds
+/// were the only ones counted, so such a run never ended).
+#[test]
+fn the_booth_playing_the_talk_counts_its_rounds_and_ends_after_the_last() {
+    use bevy::time::TimeUpdateStrategy;
+    use samemath::demo::DemoLoop;
+    use std::time::Duration;
+    let mut app = talk_app(AppArgs {
+        talk: Some(None),
+        demo: true,
+        demo_pace: 1.0,
+        demo_cycles: Some(2),
+        ..AppArgs::default()
+    });
+    app.insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(
+        250,
+    )));
+    let steps = app.world().resource::<Talk>().steps();
+    // A step is 1 s, four frames: two rounds take 8 frames a step, give or take one a step.
+    let bound = steps * 10 + 10;
+    let mut frames = 0;
+    while app.should_exit().is_none() && frames < bound {
+        app.update();
+        frames += 1;
+        let (rounds, cycles) = (
+            app.world().resource::<Talk>().rounds,
+            app.world().resource::<DemoLoop>().cycles,
+        );
+        if frames < steps * 4 {
+            assert_eq!(
+                (rounds, cycles),
+                (0, 0),
+                "a round before the talk was through"
+            );
+        }
+    }
+    assert_eq!(
+        app.should_exit(),
+        Some(AppExit::Success),
+        "the run ends after its rounds ({frames} frames, {steps} steps)"
+    );
+    assert_eq!(app.world().resource::<Talk>().rounds, 2);
+    assert_eq!(app.world().resource::<DemoLoop>().cycles, 2);
+    assert!(frames >= steps * 8 - 2, "two whole rounds: {frames} frames");
+}
+
 /// `--demo` alone: the booth's loop has the screen; a visitor's T, F5, B or arrows do not open,
 /// blank or move the talk over it, and the loop plays on.
 #[test]
