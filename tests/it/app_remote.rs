@@ -12,22 +12,22 @@ use llm::SamplingParams;
 use remote::ApiKind;
 use testkit::http::{ollama_lines, response, streamed};
 use testkit::model::local_answer;
-use testkit::{ChildGuard, free_port, wait_ok};
+use testkit::{ChildGuard, spawn_listening, wait_ok};
 
 const PROMPT: &str = "What is the capital of France?";
 
-/// `samemath serve` (the app's own subcommand) on a free port, killed with its guard.
+/// `samemath serve` (the app's own subcommand) on a port of its own, killed with its guard.
 pub(crate) fn start_serve() -> (ChildGuard, u16) {
-    let port = free_port().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_samemath"))
-        .args(["serve", "--port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start samemath serve");
-    let guard = ChildGuard(child);
-    wait_ok(port, "/health", Duration::from_secs(180)).unwrap();
-    (guard, port)
+    // `--port 0`: the port the server binds, read from its log (none can take it first).
+    let started = spawn_listening(
+        Command::new(env!("CARGO_BIN_EXE_samemath"))
+            .arg("serve")
+            .stdout(Stdio::null()),
+        Duration::from_secs(60),
+    )
+    .expect("start samemath serve");
+    wait_ok(started.port, "/health", Duration::from_secs(180)).unwrap();
+    (started.guard, started.port)
 }
 
 #[test]

@@ -235,7 +235,8 @@ fn faults_are_retried_or_reported_and_partial_text_is_kept() {
         RemoteClient::new(RemoteConfig::new("localhost:8080")),
         Err(RemoteError::BadUrl { .. })
     ));
-    let (r, _, _) = run_fake(free_port().unwrap(), |_| {});
+    // Port 1 on loopback: nothing listens there.
+    let (r, _, _) = run_fake(1, |_| {});
     assert!(matches!(r, Err(RemoteError::Connect { .. })), "{r:?}");
     // A name that does not resolve, and TLS spoken to a plain HTTP port: clear errors.
     let (r, _, _) = run_fake(0, |c| c.url = "http://no-such-host.invalid:8080".into());

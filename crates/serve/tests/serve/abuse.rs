@@ -7,12 +7,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use testkit::{free_port, http};
+use testkit::{http, spawn_listening};
 
-use super::{
-    ChildGuard, Server, http_with, posted, serve_command, start_serve, status_within,
-    until_answered,
-};
+use super::{http_with, posted, serve_command, start_serve, status_within, until_answered};
 
 fn greedy(port: u16) -> String {
     let body =
@@ -171,18 +168,16 @@ fn a_client_that_leaves_a_whole_answer_frees_its_slot() {
 
 #[test]
 fn serve_listens_on_loopback_unless_told_and_keeps_the_model_path_to_its_log() {
-    let port = free_port().unwrap();
     let secret = "/nonexistent/secret-folder/model.gguf";
-    let child = serve_command(port)
-        .env_remove("PORT")
-        .args(["--model", secret])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = Server {
-        guard: ChildGuard(child),
-        port,
-    };
+    let server = spawn_listening(
+        serve_command()
+            .env_remove("PORT")
+            .args(["--model", secret])
+            .stdout(std::process::Stdio::null()),
+        Duration::from_secs(60),
+    )
+    .expect("samemath-serve listening");
+    let port = server.port;
     let started = Instant::now();
     let (status, body) = loop {
         match http(port, "GET", "/health", "") {
@@ -209,6 +204,16 @@ fn serve_listens_on_loopback_unless_told_and_keeps_the_model_path_to_its_log() {
             .any(|l| l.split_whitespace().nth(1) == Some(format!("00000000:{port:04X}").as_str())),
         "listening on 0.0.0.0:{port}"
     );
+    // The path is the operator's to read, in the log (written before /health said 500).
+    let mut log = Vec::new();
+    while let Ok(line) = server.lines.recv_timeout(Duration::from_secs(10)) {
+        let named = line.contains(secret);
+        log.push(line);
+        if named {
+            return;
+        }
+    }
+    panic!("the log does not name the model's path: {log:#?}");
 }
 
 /// How long `body` takes to be answered whole (200) by a server with one slot and no queue: a

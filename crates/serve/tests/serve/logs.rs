@@ -4,14 +4,13 @@
 //! ($K_SERVICE set) JSON is the default and the project comes from the metadata server; text
 //! stays the default elsewhere.
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use testkit::http::{response, scripted};
-use testkit::{ChildGuard, free_port, wait_ok};
+use testkit::{ChildGuard, spawn_listening, wait_ok};
 
 use super::{http_with, serve_command};
 
@@ -27,34 +26,25 @@ struct Logged {
 /// The server with `args` and `env` (none of Cloud Run's variables unless given), its stderr
 /// piped; once /health is 200 when `ready`.
 fn start_logged(args: &[&str], env: &[(&str, &str)], ready: bool) -> Logged {
-    let port = free_port().unwrap();
-    let mut child = serve_command(port)
-        .args(args)
-        .env_remove("K_SERVICE")
-        .env_remove("GOOGLE_CLOUD_PROJECT")
-        .env_remove("GCE_METADATA_HOST")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start samemath-serve");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let started = spawn_listening(
+        serve_command()
+            .args(args)
+            .env_remove("K_SERVICE")
+            .env_remove("GOOGLE_CLOUD_PROJECT")
+            .env_remove("GCE_METADATA_HOST")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null()),
+        Duration::from_secs(60),
+    )
+    .expect("samemath-serve listening");
     let server = Logged {
-        _guard: ChildGuard(child),
-        port,
-        lines,
+        _guard: started.guard,
+        port: started.port,
+        lines: started.lines,
         seen: Vec::new(),
     };
     if ready {
-        wait_ok(port, "/health", Duration::from_secs(180)).unwrap();
+        wait_ok(server.port, "/health", Duration::from_secs(180)).unwrap();
     }
     server
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use llm::{CancelToken, GenerationRequest, RecordOptions, SamplingParams, Session};
 use remote::{ApiKind, RemoteClient, RemoteConfig, RemoteEvent};
 use testkit::model::{local_answer, model, workspace_dir};
-use testkit::{ChildGuard, free_port, http, wait_ok};
+use testkit::{ChildGuard, http, spawn_listening, wait_ok};
 
 mod abuse;
 mod logs;
@@ -22,10 +22,19 @@ struct Server {
     port: u16,
 }
 
-fn serve_command(port: u16) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_samemath-serve"));
-    c.args(["--port", &port.to_string()]);
-    c
+fn serve_command() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_samemath-serve"))
+}
+
+/// `cmd` started on the port it binds (`--port 0`, the port read from its log): no other
+/// socket can take the port between choosing and binding it.
+fn listening(cmd: &mut Command) -> Server {
+    let l = spawn_listening(cmd.stdout(Stdio::null()), Duration::from_secs(60))
+        .expect("samemath-serve listening");
+    Server {
+        guard: l.guard,
+        port: l.port,
+    }
 }
 
 fn start_serve(extra: &[&str]) -> Server {
@@ -34,19 +43,8 @@ fn start_serve(extra: &[&str]) -> Server {
 
 /// The same with environment variables (as a container's service sets them).
 fn start_serve_with(extra: &[&str], env: &[(&str, &str)]) -> Server {
-    let port = free_port().unwrap();
-    let child = serve_command(port)
-        .args(extra)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start samemath-serve");
-    let server = Server {
-        guard: ChildGuard(child),
-        port,
-    };
-    wait_ok(port, "/health", Duration::from_secs(180)).unwrap();
+    let server = listening(serve_command().args(extra).envs(env.iter().copied()));
+    wait_ok(server.port, "/health", Duration::from_secs(180)).unwrap();
     server
 }
 
@@ -121,12 +119,8 @@ const PROMPT: &str = "What is the capital of France?";
 
 #[test]
 fn health_is_503_until_loaded_then_200() {
-    let port = free_port().unwrap();
-    let child = serve_command(port).stderr(Stdio::null()).spawn().unwrap();
-    let _server = Server {
-        guard: ChildGuard(child),
-        port,
-    };
+    let server = listening(&mut serve_command());
+    let port = server.port;
     let start = Instant::now();
     let mut statuses = Vec::new();
     let mut early = None;
@@ -456,19 +450,13 @@ fn a_required_gpu_that_is_missing_fails_the_load() {
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    let port = free_port().unwrap();
-    let child = serve_command(port)
-        .args(["--backend", "gpu"])
-        .env("WGPU_BACKEND", "metal")
-        .env("SAMEMATH_REQUIRE_GPU", "1")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = Server {
-        guard: ChildGuard(child),
-        port,
-    };
-    let (s, b) = settle(port);
+    let server = listening(
+        serve_command()
+            .args(["--backend", "gpu"])
+            .env("WGPU_BACKEND", "metal")
+            .env("SAMEMATH_REQUIRE_GPU", "1"),
+    );
+    let (s, b) = settle(server.port);
     assert_eq!(s, 500, "{b}");
     assert!(b.contains("could not be loaded"), "{b}");
     let fallback = start_serve_with(&["--backend", "gpu"], &[("WGPU_BACKEND", "metal")]);
