@@ -259,11 +259,17 @@ impl LlmView {
             return;
         }
         let token = matches!(event, Event::Token { .. } | Event::RemoteStep(_));
+        // An error stays on screen until the user acts: news that comes after it (the browser's
+        // model download, which runs on while a Connect fails) goes beside it.
+        let news_beside_error =
+            matches!(event, Event::Status(_)) && matches!(self.status, EngineStatus::Error(_));
         match event {
             Event::ResetDone => self.resets_pending = self.resets_pending.saturating_sub(1),
             // Within an answer (a long prompt read in slices, a remote service waking up) the
             // status stays Generating, so Stop stays at hand; the news goes beside it.
-            Event::Status(s) if self.status == EngineStatus::Generating => self.progress = Some(s),
+            Event::Status(s) if self.status == EngineStatus::Generating || news_beside_error => {
+                self.progress = Some(s)
+            }
             Event::Status(s) => self.status = EngineStatus::Loading(s),
             Event::Loaded {
                 model,
@@ -387,7 +393,7 @@ impl LlmView {
                 self.remote_steps.push(step);
             }
         }
-        if token || self.status != EngineStatus::Generating {
+        if token || (self.status != EngineStatus::Generating && !news_beside_error) {
             self.progress = None;
         }
     }
@@ -478,6 +484,25 @@ mod tests {
         view.status = EngineStatus::Generating;
         view.apply(Event::Status("reading the prompt: 64 of 300 tokens".into()));
         view.apply(Event::Error("the server went away".into()));
+        assert_eq!(view.progress, None);
+    }
+
+    /// A Connect that fails while the browser still downloads the model: the error stays on
+    /// screen and the download's news goes beside it, until something else happens.
+    #[test]
+    fn news_after_an_error_goes_beside_it() {
+        let mut view = LlmView::default();
+        view.apply(Event::Status("downloading the model: 10%".into()));
+        view.apply(Event::Error("the server refused the page (CORS)".into()));
+        view.apply(Event::Status("downloading the model: 40%".into()));
+        assert_eq!(
+            view.status,
+            EngineStatus::Error("the server refused the page (CORS)".into())
+        );
+        assert_eq!(view.progress.as_deref(), Some("downloading the model: 40%"));
+        // The next thing that is not news replaces both (here the user's UseLocal).
+        view.apply(Event::Disconnected);
+        assert!(!matches!(&view.status, EngineStatus::Error(e) if e.contains("CORS")));
         assert_eq!(view.progress, None);
     }
 

@@ -154,13 +154,9 @@ impl Worker {
             held.extend(commands.try_iter());
             // A Connect that answered meanwhile becomes the backend now, not at the next command.
             engine.settle_connect();
-            // In order: a command that needs the model (the page may still be downloading it)
-            // holds those after it.
-            while let Some((c, stops)) = held.front() {
-                if !engine.ready_for(c, *stops) {
-                    break;
-                }
-                if let Some((c, stops)) = held.pop_front() {
+            // In order, but past a Load that waits for the page's download (`next_to_run`).
+            while let Some(i) = next_to_run(held, |c, stops| engine.ready_for(c, stops)) {
+                if let Some((c, stops)) = held.remove(i) {
                     engine.handle(c, stops);
                 }
             }
@@ -280,5 +276,102 @@ fn run(mut engine: Engine, commands: Receiver<Sent>) {
                 engine.handle(Command::Reset, engine.stops())
             }));
         }
+    }
+}
+
+/// Which held command runs next (its place in `held`), given whether each could run now
+/// (`ready`; in the browser, commands that need the model wait for the page's download).
+/// Commands run in the order sent, but a Load that waits holds nothing after it: what needs no
+/// local model (a Connect, and once connected a question for the server, a Stop) must not wait
+/// for 100 MB to arrive, and the Load still runs once they have. Any other command that waits
+/// holds those after it.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+fn next_to_run(
+    held: &std::collections::VecDeque<Sent>,
+    mut ready: impl FnMut(&Command, u64) -> bool,
+) -> Option<usize> {
+    for (i, (command, stops)) in held.iter().enumerate() {
+        if ready(command, *stops) {
+            return Some(i);
+        }
+        if !matches!(command, Command::Load) {
+            return None;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    fn request() -> llm::GenerationRequest {
+        llm::GenerationRequest::new("Hi")
+    }
+
+    fn name(c: &Command) -> &'static str {
+        match c {
+            Command::Load => "Load",
+            Command::Connect(_) => "Connect",
+            Command::Generate(_) => "Generate",
+            Command::Step(_) => "Step",
+            Command::Stop => "Stop",
+            _ => "other",
+        }
+    }
+
+    /// Run `held` the way the browser's poll does, with the download pending and a server
+    /// connected once `connected` is true: the names of the commands run, in order.
+    fn drain(held: &mut VecDeque<Sent>, connected: bool) -> Vec<&'static str> {
+        let mut ran = Vec::new();
+        let ready = |c: &Command, _: u64| match c {
+            Command::Load | Command::Step(_) => false,
+            Command::Generate(_) => connected,
+            _ => true,
+        };
+        while let Some(i) = next_to_run(held, ready) {
+            let (c, _) = held.remove(i).unwrap();
+            ran.push(name(&c));
+        }
+        ran
+    }
+
+    /// The page's first Load waits for the model's download; a Connect sent after it does not
+    /// (it used to wait behind it), nor, once the server answered, the question for it; the
+    /// Load runs once the download is in.
+    #[test]
+    fn a_load_waiting_for_the_download_holds_nothing_after_it() {
+        let config = ::remote::RemoteConfig::new("http://127.0.0.1:1");
+        let mut held: VecDeque<Sent> = VecDeque::from([
+            (Command::Load, 0),
+            (Command::Connect(config), 0),
+            (Command::Generate(request()), 0),
+        ]);
+        assert_eq!(drain(&mut held, false), ["Connect"]);
+        assert_eq!(drain(&mut held, true), ["Generate"]);
+        assert_eq!(held.len(), 1, "the Load still waits for the download");
+        assert_eq!(
+            next_to_run(&held, |_, _| true),
+            Some(0),
+            "and runs once it is in"
+        );
+    }
+
+    /// Any other command that waits keeps the order: what was sent after it waits too.
+    #[test]
+    fn a_waiting_step_holds_what_comes_after_it() {
+        let mut held: VecDeque<Sent> = VecDeque::from([
+            (Command::Step(request()), 0),
+            (Command::Stop, 1),
+            (Command::Load, 1),
+            (Command::Reset, 1),
+        ]);
+        assert!(drain(&mut held, true).is_empty());
+        assert_eq!(held.len(), 4);
+        held.pop_front();
+        assert_eq!(drain(&mut held, false), ["Stop", "other"]);
+        assert_eq!(name(&held[0].0), "Load");
     }
 }

@@ -2,7 +2,7 @@
 // by playwright-core: the page loads and reports ready, scenes switch and draw, a short greedy
 // generation with the local model gives the native engine's tokens (WebGPU: the GPU backend on
 // the renderer's device; WebGL2: the CPU backend), the page against `samemath serve` (with and
-// without CORS), a Connect to a server that never answers stopped with Escape, a link's
+// without CORS, and connected while the model still downloads), a Connect to a server that never answers stopped with Escape, a link's
 // parameters read as given (or refused, saying so), an interrupted model download resumes and
 // the model is cached, the download's faults (a body that stalls, a file that is not a model, a
 // cache entry that cannot be read, an error after the last byte) end in a resume, a new download
@@ -292,6 +292,40 @@ async function remoteRuns(browser, base) {
   }
 }
 
+// A Connect made while the page still downloads the model (100 MB on a slow line; here the
+// download is held until the answer is in): the server answers without waiting for it, and the
+// model still arrives and loads afterwards. The Connect used to wait behind the page's Load.
+async function connectDuringDownload(browser, base) {
+  const server = await startServe('*');
+  try {
+    const page = await browser.newPage({ viewport: { width: 1600, height: 900 } });
+    const markers = watch(page, 'connect-first');
+    let release;
+    const released = new Promise((ok) => { release = ok; });
+    let held = 0;
+    await page.route(/\.gguf$/, async (route) => {
+      held++;
+      await released;
+      // (A request the page gave up on meanwhile, its stall timer, is gone: nothing to answer.)
+      await route.continue().catch(() => {});
+    });
+    const query = new URLSearchParams({ graphics: 'webgl2', scene: 'llm', remote: server.url, steps: String(CHAT.ids.length), prompt: CHAT.prompt });
+    await page.goto(`${base}/?${query}`);
+    const done = JSON.parse((await markers.wait('done', 300_000)).detail);
+    const before = !markers.seen.some((m) => m.kind === 'model');
+    release();
+    const model = await markers.wait('model', 300_000);
+    await page.waitForTimeout(1500);
+    const errors = markers.seen.filter((m) => m.kind === 'error').map((m) => m.detail);
+    check(held > 0 && before && done.backend.startsWith('remote') && done.text === CHAT.text && errors.length === 0,
+      `Connect while the model downloads: "${done.text}" from the server before the model came (${before}), ` +
+      `the model after (${model.detail}${errors.length ? `; errors: ${errors.join(' | ')}` : ''})`);
+    await page.close();
+  } finally {
+    server.stop();
+  }
+}
+
 // A Connect to a server that takes the connection and never answers (a cold start that does not
 // end): Escape (Stop) ends the wait with "Connect was stopped", and nothing else goes wrong.
 async function stoppedConnect(browser, base) {
@@ -347,7 +381,7 @@ async function linkArguments(browser, base) {
   await page.close();
 }
 
-// The app's runs: generation with each graphics API, remote, a stopped Connect, a link's
+// The app's runs: generation with each graphics API, remote (also while the model downloads), a stopped Connect, a link's
 // parameters, the talk.
 async function appRuns(base) {
   // WebGPU (SwiftShader) where this Chromium offers it: the GPU backend on the renderer's device.
@@ -370,6 +404,7 @@ async function appRuns(base) {
     else await generationRun(browsers[graphics], base, graphics, backend, backend === 'gpu' ? RAW : CHAT);
   }
   await remoteRuns(browsers.webgl2, base);
+  await connectDuringDownload(browsers.webgl2, base);
   await stoppedConnect(browsers.webgl2, base);
   await linkArguments(browsers.webgl2, base);
   await talkRun(browsers.webgl2, base);

@@ -55,7 +55,11 @@ pub(crate) fn controls_panel(
                         r.height() * ppp,
                     ]
                 });
+                // Only where the model is missing and nothing is fetching it (the browser's
+                // download runs on beside an error of a Connect).
                 if let (EngineStatus::Error(_), Some(engine)) = (&view.status, &engine)
+                    && view.model.is_none()
+                    && view.progress.is_none()
                     && ui.button("Try loading the model again").clicked()
                 {
                     engine.send(Command::Load);

@@ -115,6 +115,12 @@ pub(crate) fn status_line(ui: &mut egui::Ui, view: &LlmView) {
         }
         EngineStatus::Error(e) => {
             ui.colored_label(ERROR, format!("Error: {e}"));
+            if let Some(news) = &view.progress {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label(news);
+                });
+            }
         }
     }
 }
