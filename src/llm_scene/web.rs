@@ -1,5 +1,6 @@
 //! Scene 2's markers for the browser page and its tests: `done` when `steps=N` have run (with the
-//! generated token ids, the backend and the speed), `error` for the engine's errors as they show.
+//! generated token ids, the backend and the speed), `error` for the engine's errors as they show,
+//! `loaded` once the app has the local model (the page's `model` says only that its bytes came).
 
 use bevy::prelude::*;
 
@@ -17,7 +18,13 @@ pub(super) fn report(
     view: Res<LlmView>,
     mut reported: Local<bool>,
     mut last_error: Local<String>,
+    mut loaded: Local<bool>,
 ) {
+    if !*loaded && view.model.is_some() {
+        *loaded = true;
+        let path = view.model_path.as_ref().map(|p| p.display().to_string());
+        web::signal("loaded", path.as_deref().unwrap_or("the model"));
+    }
     if let EngineStatus::Error(e) = &view.status
         && *e != *last_error
     {

@@ -131,16 +131,9 @@ impl Engine {
     #[cfg(target_arch = "wasm32")]
     pub(super) fn ready_for(&mut self, command: &Command, stops: u64) -> bool {
         self.settle_connect();
-        // Load and UseGpu need the model's bytes; a Generate or Step needs them unless a
-        // remote server answers it. The rest needs nothing from the download.
-        let generates = matches!(command, Command::Generate(_) | Command::Step(_));
-        let needs_model = generates || matches!(command, Command::Load | Command::UseGpu(_));
-        if !needs_model
-            || self.loaded.is_some()
-            || self.model_bytes.is_some()
-            || (generates && self.remote.is_some())
-            || self.stopped_since(stops)
-        {
+        let have_model = self.loaded.is_some() || self.model_bytes.is_some();
+        let (connected, stopped) = (self.remote.is_some(), self.stopped_since(stops));
+        if !super::waits_for_download(command, have_model, connected, stopped) {
             return true;
         }
         match crate::web::download_pending() {

@@ -301,6 +301,17 @@ fn next_to_run(
     None
 }
 
+/// Whether `command` must wait for the page's model download (the browser build): Load and
+/// UseGpu need the model's bytes, and so do a Generate or a Step unless a remote server answers
+/// it, or a Stop sent after it means it will only say it was stopped. A Load waits for the bytes
+/// even after a Stop: run early it would find none and be gone, and the model would never load.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+fn waits_for_download(command: &Command, have_model: bool, connected: bool, stopped: bool) -> bool {
+    let generates = matches!(command, Command::Generate(_) | Command::Step(_));
+    let needs_model = generates || matches!(command, Command::Load | Command::UseGpu(_));
+    needs_model && !have_model && !(generates && (connected || stopped))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
@@ -322,14 +333,12 @@ mod tests {
         }
     }
 
-    /// Run `held` the way the browser's poll does, with the download pending and a server
-    /// connected once `connected` is true: the names of the commands run, in order.
-    fn drain(held: &mut VecDeque<Sent>, connected: bool) -> Vec<&'static str> {
+    /// Run `held` the way the browser's poll does while the download is pending, with a server
+    /// connected or not and `stops` Stops sent so far: the names of the commands run, in order.
+    fn drain(held: &mut VecDeque<Sent>, connected: bool, stops: u64) -> Vec<&'static str> {
         let mut ran = Vec::new();
-        let ready = |c: &Command, _: u64| match c {
-            Command::Load | Command::Step(_) => false,
-            Command::Generate(_) => connected,
-            _ => true,
+        let ready = |c: &Command, sent_after: u64| {
+            !waits_for_download(c, false, connected, stops != sent_after)
         };
         while let Some(i) = next_to_run(held, ready) {
             let (c, _) = held.remove(i).unwrap();
@@ -349,29 +358,45 @@ mod tests {
             (Command::Connect(config), 0),
             (Command::Generate(request()), 0),
         ]);
-        assert_eq!(drain(&mut held, false), ["Connect"]);
-        assert_eq!(drain(&mut held, true), ["Generate"]);
+        assert_eq!(drain(&mut held, false, 0), ["Connect"]);
+        assert_eq!(drain(&mut held, true, 0), ["Generate"]);
         assert_eq!(held.len(), 1, "the Load still waits for the download");
-        assert_eq!(
-            next_to_run(&held, |_, _| true),
-            Some(0),
-            "and runs once it is in"
-        );
+        let ready = |c: &Command, _: u64| !waits_for_download(c, true, true, false);
+        assert_eq!(next_to_run(&held, ready), Some(0), "and runs once it is in");
+    }
+
+    /// A Stop (or Reset, or UseLocal) sent after the page's Load does not make the Load run
+    /// before the bytes are in, where it would find none and be gone for good; a Generate that
+    /// a Stop overtook runs at once, to say it was stopped.
+    #[test]
+    fn a_stop_does_not_lose_the_load_that_waits_for_the_download() {
+        let config = ::remote::RemoteConfig::new("http://127.0.0.1:1");
+        let mut held: VecDeque<Sent> = VecDeque::from([
+            (Command::Load, 0),
+            (Command::Connect(config), 0),
+            (Command::Generate(request()), 0),
+            (Command::Stop, 1),
+        ]);
+        assert_eq!(drain(&mut held, false, 1), ["Connect", "Generate", "Stop"]);
+        assert_eq!(held.len(), 1);
+        assert_eq!(name(&held[0].0), "Load");
     }
 
     /// Any other command that waits keeps the order: what was sent after it waits too.
     #[test]
     fn a_waiting_step_holds_what_comes_after_it() {
+        let config = ::remote::RemoteConfig::new("http://127.0.0.1:1");
         let mut held: VecDeque<Sent> = VecDeque::from([
             (Command::Step(request()), 0),
-            (Command::Stop, 1),
-            (Command::Load, 1),
+            (Command::Connect(config), 0),
+            (Command::Load, 0),
             (Command::Reset, 1),
         ]);
-        assert!(drain(&mut held, true).is_empty());
+        assert!(drain(&mut held, false, 0).is_empty());
         assert_eq!(held.len(), 4);
+        // The Step gone (its download in), the rest runs as before: past the Load.
         held.pop_front();
-        assert_eq!(drain(&mut held, false), ["Stop", "other"]);
+        assert_eq!(drain(&mut held, false, 1), ["Connect", "other"]);
         assert_eq!(name(&held[0].0), "Load");
     }
 }

@@ -83,6 +83,19 @@ fn yaml<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
+/// The lines of the block that `head` (e.g. `startupProbe:`) opens: it and those indented
+/// deeper, so a key missing from one probe is not found in the next.
+fn yaml_block(text: &str, head: &str) -> Option<String> {
+    let mut lines = text.lines().skip_while(|l| l.trim_start() != head);
+    let first = lines.next()?;
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let depth = indent(first);
+    let body: Vec<&str> = lines
+        .take_while(|l| l.trim().is_empty() || indent(l) > depth)
+        .collect();
+    Some(body.join("\n"))
+}
+
 fn check(gpu: bool) {
     let flags = deploy_flags(gpu);
     let file = if gpu {
@@ -122,10 +135,7 @@ fn check(gpu: bool) {
         ("--liveness-probe", "livenessProbe:"),
     ] {
         let probe = flag(&flags, name).unwrap_or_else(|| panic!("deploy.sh passes {name}"));
-        let at = text
-            .find(block)
-            .unwrap_or_else(|| panic!("{file} has a {block}"));
-        let probe_yaml = &text[at..];
+        let probe_yaml = yaml_block(&text, block).unwrap_or_else(|| panic!("{file} has a {block}"));
         for (key, yaml_key) in [
             ("httpGet.path", "path"),
             ("httpGet.port", "port"),
@@ -137,9 +147,9 @@ fn check(gpu: bool) {
                 .split(',')
                 .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='));
             assert!(ours.is_some(), "{name} sets {key}: {probe}");
-            assert_eq!(ours, yaml(probe_yaml, yaml_key), "{name}'s {key}");
+            assert_eq!(ours, yaml(&probe_yaml, yaml_key), "{name}'s {key}");
         }
-        assert_eq!(yaml(probe_yaml, "path"), Some("/health"), "{name}");
+        assert_eq!(yaml(&probe_yaml, "path"), Some("/health"), "{name}");
     }
     if gpu {
         assert_eq!(flag(&flags, "--gpu"), yaml(&text, "nvidia.com/gpu"));

@@ -29,7 +29,14 @@ pub fn spawn_listening(cmd: &mut Command, limit: Duration) -> std::io::Result<Li
     let (port_tx, port_rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut port_tx = Some(port_tx);
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        let mut reader = BufReader::new(stderr);
+        let mut bytes = Vec::new();
+        // To the end of the pipe, whatever the bytes (a line that is not UTF-8 is read lossily).
+        while matches!(reader.read_until(b'\n', &mut bytes), Ok(n) if n > 0) {
+            let line = String::from_utf8_lossy(&bytes)
+                .trim_end_matches(['\n', '\r'])
+                .to_string();
+            bytes.clear();
             if let Some(port) = listening_port(&line)
                 && let Some(tx) = port_tx.take()
             {
