@@ -10,6 +10,7 @@ mod render;
 mod shaders;
 mod talk;
 mod talk_backend;
+mod talk_booth;
 mod talk_race;
 mod units;
 mod world;
